@@ -1,0 +1,202 @@
+"""Log -> rows. Pure functions, no I/O; a malformed log is quarantined with its reason, never raised.
+
+Hand-written hex decoding is the hot path; tests compare it against eth-abi's decoding of the same
+logs (the reference path).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, EVENTS
+
+_HEX = re.compile(r"^0x[0-9a-fA-F]*$")
+_ZERO_PAD = "0" * 24
+
+
+class Erc20Row(NamedTuple):
+    block_number: int
+    tx_hash: str
+    log_index: int
+    token_address: str
+    from_address: str
+    to_address: str
+    value: int
+
+
+class Erc1155Row(NamedTuple):
+    block_number: int
+    tx_hash: str
+    log_index: int
+    batch_index: int
+    token_address: str
+    operator: str
+    from_address: str
+    to_address: str
+    token_id: int
+    value: int
+
+
+class Quarantined(NamedTuple):
+    reason: str
+
+
+class Skipped(NamedTuple):
+    reason: str  # e.g. "erc721": a 4-topic Transfer is an NFT transfer, not ERC-20
+
+
+@dataclass
+class DecodedBatch:
+    """Everything one eth_getLogs answer turned into."""
+
+    erc20: list[Erc20Row] = field(default_factory=list)
+    erc1155: list[Erc1155Row] = field(default_factory=list)
+    quarantined: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    skipped: int = 0
+    # block_number -> (block_hash, timestamp or None when the node gave no blockTimestamp)
+    blocks: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+
+    def extend(self, other: "DecodedBatch") -> None:
+        self.erc20.extend(other.erc20)
+        self.erc1155.extend(other.erc1155)
+        self.quarantined.extend(other.quarantined)
+        self.skipped += other.skipped
+        self.blocks.update(other.blocks)
+
+
+def _topic_address(topic: str) -> str | None:
+    """An indexed address is a 32-byte word with 12 zero bytes in front; anything else is not an address."""
+    if len(topic) != 66 or topic[2:26] != _ZERO_PAD:
+        return None
+    return "0x" + topic[26:].lower()
+
+
+def _words(data: str) -> str | None:
+    """Hex payload without 0x, or None when it is not whole 32-byte words of hex."""
+    if not _HEX.match(data):
+        return None
+    h = data[2:]
+    if len(h) % 64:
+        return None
+    return h
+
+
+def decode_erc20(log: dict[str, Any], bn: int, tx: str, li: int, addr: str) -> list[Erc20Row] | Quarantined | Skipped:
+    topics = log["topics"]
+    if len(topics) == 4:
+        return Skipped("erc721")
+    if len(topics) != 3:
+        return Quarantined(f"transfer with {len(topics)} topics")
+    data = log.get("data") or "0x"
+    if len(data) != 66 or not _HEX.match(data):
+        return Quarantined(f"transfer data is {max(len(data) - 2, 0) // 2} bytes, expected 32")
+    frm, to = _topic_address(topics[1]), _topic_address(topics[2])
+    if frm is None or to is None:
+        return Quarantined("transfer topic is not an address")
+    return [Erc20Row(bn, tx, li, addr, frm, to, int(data[2:], 16))]
+
+
+def decode_erc1155_single(log: dict[str, Any], bn: int, tx: str, li: int, addr: str) -> list[Erc1155Row] | Quarantined:
+    topics = log["topics"]
+    if len(topics) != 4:
+        return Quarantined(f"TransferSingle with {len(topics)} topics")
+    h = _words(log.get("data") or "0x")
+    if h is None or len(h) != 128:
+        return Quarantined("TransferSingle data is not (uint256 id, uint256 value)")
+    op, frm, to = (_topic_address(t) for t in topics[1:4])
+    if op is None or frm is None or to is None:
+        return Quarantined("TransferSingle topic is not an address")
+    return [Erc1155Row(bn, tx, li, 0, addr, op, frm, to, int(h[:64], 16), int(h[64:], 16))]
+
+
+def _uint_array(h: str, offset_bytes: int) -> list[int] | None:
+    """ABI dynamic uint256[] at a byte offset of the data; None when it does not fit."""
+    if offset_bytes % 32:
+        return None
+    start = offset_bytes * 2
+    if start + 64 > len(h):
+        return None
+    n = int(h[start:start + 64], 16)
+    end = start + 64 + n * 64
+    if n > len(h) // 64 or end > len(h):
+        return None
+    return [int(h[i:i + 64], 16) for i in range(start + 64, end, 64)]
+
+
+def decode_erc1155_batch(log: dict[str, Any], bn: int, tx: str, li: int, addr: str) -> list[Erc1155Row] | Quarantined:
+    topics = log["topics"]
+    if len(topics) != 4:
+        return Quarantined(f"TransferBatch with {len(topics)} topics")
+    h = _words(log.get("data") or "0x")
+    if h is None or len(h) < 128:
+        return Quarantined("TransferBatch data is not (uint256[] ids, uint256[] values)")
+    # Offsets must point past the two-word head (eth-abi rejects pointers into the head, and so do we).
+    off_ids, off_values = int(h[:64], 16), int(h[64:128], 16)
+    ids = _uint_array(h, off_ids) if 64 <= off_ids < len(h) else None
+    values = _uint_array(h, off_values) if 64 <= off_values < len(h) else None
+    if ids is None or values is None:
+        return Quarantined("TransferBatch arrays do not fit the data")
+    if len(ids) != len(values):
+        return Quarantined(f"TransferBatch ids/values length mismatch {len(ids)}/{len(values)}")
+    op, frm, to = (_topic_address(t) for t in topics[1:4])
+    if op is None or frm is None or to is None:
+        return Quarantined("TransferBatch topic is not an address")
+    return [Erc1155Row(bn, tx, li, i, addr, op, frm, to, tid, val) for i, (tid, val) in enumerate(zip(ids, values))]
+
+
+_DECODERS = {
+    ERC20_TRANSFER.topic0: decode_erc20,
+    ERC1155_SINGLE.topic0: decode_erc1155_single,
+    ERC1155_BATCH.topic0: decode_erc1155_batch,
+}
+assert set(_DECODERS) == set(EVENTS), "every event of the signature table has a decoder"
+
+
+def decode_log(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | Quarantined | Skipped:
+    """One raw JSON-RPC log -> rows, Quarantined(reason) or Skipped(reason). Never raises on bad input."""
+    try:
+        topics = log.get("topics") or []
+        if not topics:
+            return Quarantined("log without topics")
+        decoder = _DECODERS.get(topics[0].lower())
+        if decoder is None:
+            return Quarantined("topic0 is not a transfer event")
+        bn = int(log["blockNumber"], 16)
+        li = int(log["logIndex"], 16)
+        tx = log["transactionHash"].lower()
+        addr = log["address"].lower()
+        if len(tx) != 66 or len(addr) != 42:
+            return Quarantined("malformed transaction hash or address")
+        return decoder(log, bn, tx, li, addr)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return Quarantined(f"malformed log: {type(exc).__name__}")
+
+
+def decode_logs(logs: list[dict[str, Any]]) -> DecodedBatch:
+    """Decode an eth_getLogs answer; collects block hashes (and timestamps when the node gives them)."""
+    out = DecodedBatch()
+    blocks = out.blocks
+    for log in logs:
+        if log.get("removed"):
+            continue  # a reorged-out log is not part of the chain
+        result = decode_log(log)
+        if isinstance(result, Skipped):
+            out.skipped += 1
+        elif isinstance(result, Quarantined):
+            out.quarantined.append((log, result.reason))
+        elif result:
+            if isinstance(result[0], Erc20Row):
+                out.erc20.extend(result)  # type: ignore[arg-type]
+            else:
+                out.erc1155.extend(result)  # type: ignore[arg-type]
+        try:
+            bn = int(log["blockNumber"], 16)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if bn not in blocks:
+            ts_hex = log.get("blockTimestamp")
+            ts = int(ts_hex, 16) if ts_hex else None
+            blocks[bn] = ((log.get("blockHash") or "").lower(), ts or None)  # 0x0 means "unknown" on some EVMs
+    return out

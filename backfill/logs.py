@@ -1,0 +1,31 @@
+"""Logging set-up, once per entry point. Lines are greppable: `time level worker=3 day=412 ... event=...`."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s"
+DATEFMT = "%Y-%m-%dT%H:%M:%S"
+
+
+def setup_logging(path: Path | None, level: int = logging.INFO, also_stderr: bool = False) -> None:
+    import time
+
+    logging.Formatter.converter = time.gmtime
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(level)
+    fmt = logging.Formatter(FORMAT, DATEFMT)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=50 * 1024 * 1024, backupCount=5)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    if also_stderr or path is None:
+        stream = logging.StreamHandler()
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+    for noisy in ("urllib3", "clickhouse_connect", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,126 @@
+"""Before any worker starts: endpoints answer, the chain is the database's chain, the days are planned.
+
+Every check here runs before anything is written, so bad input leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from backfill.errors import ConfigError, EndpointUnreachable, WrongChain
+from backfill.planner import BoundarySearch, DayPlan, build_plan, day_targets
+from backfill.redact import endpoint_label
+from backfill.rpc import RpcClient, probe_endpoints
+from backfill.settings import Settings
+from backfill.store import Store
+
+log = logging.getLogger(__name__)
+
+
+async def check_endpoints(settings: Settings) -> int:
+    """The chain id every reachable endpoint agrees on; one clear error otherwise."""
+    answers = await probe_endpoints(settings.rpc_urls)
+    ids = {v for v in answers.values() if isinstance(v, int)}
+    if not ids:
+        detail = ", ".join(f"{k} ({v})" for k, v in answers.items())
+        raise EndpointUnreachable(f"no RPC endpoint answers eth_chainId: {detail}")
+    if len(ids) > 1:
+        raise ConfigError(f"RPC endpoints serve different chains: {answers}")
+    down = [k for k, v in answers.items() if not isinstance(v, int)]
+    if down:
+        log.warning("event=endpoints_down endpoints=%s", ",".join(down))
+    return ids.pop()
+
+
+async def chain_identity(rpc: RpcClient) -> tuple[int, str]:
+    chain_id = await rpc.chain_id()
+    genesis = await rpc.call("eth_getBlockByNumber", ["0x0", False])
+    return chain_id, (genesis or {}).get("hash", "").lower()
+
+
+def check_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
+    """One database per chain: refuse an endpoint of another chain than the one recorded."""
+    known_id, known_genesis = store.meta_get("chain_id"), store.meta_get("genesis_hash")
+    if known_id is not None and int(known_id) != chain_id:
+        raise WrongChain(f"the RPC endpoint serves chain {chain_id} but this database holds chain {known_id}; "
+                         "use another database (CLICKHOUSE_URL or --data-dir)")
+    if known_genesis and genesis_hash and known_genesis != genesis_hash:
+        raise WrongChain(f"the RPC endpoint's genesis block {genesis_hash[:18]}… differs from this database's "
+                         f"{known_genesis[:18]}…: another chain; use another database (CLICKHOUSE_URL or --data-dir)")
+
+
+def record_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
+    if store.meta_get("chain_id") is None:
+        store.meta_set("chain_id", str(chain_id))
+        store.meta_set("genesis_hash", genesis_hash)
+
+
+async def search_boundaries(rpc: RpcClient, targets: list[int], head: int) -> list[int]:
+    search = BoundarySearch(targets, head)
+    while not search.done:
+        wanted = search.pending()
+        headers = await rpc.headers(wanted)
+        search.feed({bn: ts for bn, (_, ts) in headers.items()})
+    return search.result()
+
+
+async def plan_days(rpc: RpcClient, store: Store, settings: Settings) -> list[DayPlan]:
+    """Plan [--from, --to] (what is not planned yet, or was clipped at the head last time) and return the whole plan."""
+    existing = {p.day_idx: p for p in store.read_plan()}
+    anchor_text = store.meta_get("plan_anchor")
+    anchor = dt.date.fromisoformat(anchor_text) if anchor_text else settings.from_date
+    if settings.from_date is None:
+        if not existing:
+            raise ConfigError("nothing is planned yet: give --from and --to (e.g. --from 2024-01-01 --to 2024-01-31)")
+        return [existing[k] for k in sorted(existing)]
+    assert anchor is not None
+    if settings.from_date < anchor:
+        raise ConfigError(f"this database's plan starts at {anchor}; --from {settings.from_date} is earlier. "
+                          "Use another database (CLICKHOUSE_URL or --data-dir) for an earlier range")
+    head = await rpc.block_number()
+    safe_head = head - settings.confirmations
+    if safe_head < 0:
+        raise ConfigError(f"the chain head {head} is below the {settings.confirmations} confirmations asked")
+    to_date = settings.to_date
+    if to_date is None:  # up to the day of the safe head (that day clipped at it)
+        (_, head_ts), = (await rpc.headers([safe_head])).values()
+        to_date = dt.datetime.fromtimestamp(head_ts, dt.timezone.utc).date()
+    wanted_days = [settings.from_date + dt.timedelta(days=i) for i in range((to_date - settings.from_date).days + 1)]
+    missing = [d for d in wanted_days
+               if (d - anchor).days not in existing or existing[(d - anchor).days].clipped]
+    if missing:
+        first, last = missing[0], missing[-1]
+        boundaries = await search_boundaries(rpc, day_targets(first, last), safe_head)
+        plans = build_plan(anchor, first, last, boundaries, safe_head)
+        plans = [p for p in plans if p.day in set(missing)]
+        beyond = [p for p in plans if p.start_block > safe_head and p.clipped]
+        if beyond:
+            raise ConfigError(f"--to {to_date} is beyond the chain: day {beyond[0].day} has no block at or below the "
+                              f"safe head {safe_head} (head {head} - {settings.confirmations} confirmations)")
+        _reopen_extended(store, existing, plans)
+        store.write_plan(plans)
+        if not anchor_text:
+            store.meta_set("plan_anchor", anchor.isoformat())
+        for p in plans:
+            existing[p.day_idx] = p
+        log.info("event=planned days=%d first=%s last=%s blocks=%d-%d", len(plans), first, last,
+                 plans[0].start_block, plans[-1].end_block)
+    return [existing[k] for k in sorted(existing)]
+
+
+def _reopen_extended(store: Store, existing: dict[int, DayPlan], plans: list[DayPlan]) -> None:
+    """A day clipped at the head last time and now longer goes back to RUNNING from where it stopped."""
+    checkpoints = store.checkpoints()
+    for p in plans:
+        old = existing.get(p.day_idx)
+        cp = checkpoints.get(p.day_idx)
+        if old and old.clipped and cp and cp["status"] == "COMPLETE" and p.end_block > old.end_block:
+            store.write_checkpoint(
+                day_idx=p.day_idx, status="RUNNING", next_block=old.end_block + 1, erc20_count=cp["erc20_count"],
+                erc1155_count=cp["erc1155_count"], quarantined_count=cp["quarantined_count"],
+                skipped_count=cp["skipped_count"], worker_id=cp["worker_id"], shards=cp["shards"],
+                attempts=cp["attempts"], error="")
+
+
+__all__ = ["check_endpoints", "chain_identity", "check_chain", "record_chain", "plan_days", "endpoint_label"]

@@ -1,0 +1,217 @@
+"""One typed settings object, built once: flags > environment > backfill.toml > defaults.
+
+Nothing else in the project reads `os.environ`; processes that are spawned get their settings
+through the environment this module writes (`to_env`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit
+
+from backfill.errors import ConfigError
+
+DEFAULT_RPC_URL = "http://127.0.0.1:8545"
+
+# environment name -> settings field
+ENV_NAMES = {
+    "SHARDS": "shards",
+    "ETHEREUM_RPC_URLS": "rpc_urls",
+    "CLICKHOUSE_URL": "clickhouse_url",
+    "BACKFILL_DATA_DIR": "data_dir",
+    "BACKFILL_CONFIRMATIONS": "confirmations",
+    "BACKFILL_WINDOW_BLOCKS": "window_blocks",
+    "BACKFILL_GETLOGS_BLOCKS": "getlogs_blocks",
+    "BACKFILL_GETLOGS_CONCURRENCY": "getlogs_concurrency",
+    "BACKFILL_BATCH_ROWS": "batch_rows",
+    "BACKFILL_STALL_S": "stall_s",
+    "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
+    "BACKFILL_RPC_TIMEOUT_S": "rpc_timeout_s",
+}
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where ClickHouse is: a server URL, or the embedded engine (url=None)."""
+
+    url: str | None
+    host: str = "127.0.0.1"
+    port: int = 8123
+    username: str = "default"
+    password: str = ""
+    database: str = "backfill"
+    secure: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    rpc_urls: tuple[str, ...] = (DEFAULT_RPC_URL,)
+    clickhouse_url: str | None = None
+    shards: int = 2
+    from_date: dt.date | None = None
+    to_date: dt.date | None = None
+    confirmations: int = 12
+    window_blocks: int = 10_000  # blocks checkpointed together: the most a killed worker can lose
+    getlogs_blocks: int = 2_000  # blocks per eth_getLogs call
+    getlogs_concurrency: int = 4  # eth_getLogs calls in flight per worker
+    batch_rows: int = 100_000  # rows per INSERT
+    stall_s: float = 300.0
+    rpc_timeout_s: float = 30.0
+    use_log_timestamps: bool = True  # trust the log's blockTimestamp when the node gives one
+    foreground: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "backfill"
+
+    @property
+    def store(self) -> StoreTarget:
+        return parse_clickhouse_url(self.clickhouse_url)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment that reproduces these settings in a spawned process (workers)."""
+        env = {
+            "SHARDS": str(self.shards),
+            "ETHEREUM_RPC_URLS": ",".join(self.rpc_urls),
+            "BACKFILL_DATA_DIR": str(self.data_dir.resolve()),
+            "BACKFILL_CONFIRMATIONS": str(self.confirmations),
+            "BACKFILL_WINDOW_BLOCKS": str(self.window_blocks),
+            "BACKFILL_GETLOGS_BLOCKS": str(self.getlogs_blocks),
+            "BACKFILL_GETLOGS_CONCURRENCY": str(self.getlogs_concurrency),
+            "BACKFILL_BATCH_ROWS": str(self.batch_rows),
+            "BACKFILL_STALL_S": str(self.stall_s),
+            "BACKFILL_RPC_TIMEOUT_S": str(self.rpc_timeout_s),
+            "BACKFILL_USE_LOG_TIMESTAMPS": "1" if self.use_log_timestamps else "0",
+        }
+        if self.clickhouse_url:
+            env["CLICKHOUSE_URL"] = self.clickhouse_url
+        return env
+
+
+def parse_clickhouse_url(url: str | None) -> StoreTarget:
+    """`http(s)://user:pass@host:port/db` -> StoreTarget; None/'' -> the embedded store."""
+    if not url:
+        return StoreTarget(url=None)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"CLICKHOUSE_URL is malformed ({exc}); expected http(s)://user:pass@host:port/db") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("CLICKHOUSE_URL is malformed; expected http(s)://user:pass@host:port/db")
+    database = parts.path.strip("/") or "backfill"
+    if "/" in database or not database.replace("_", "").isalnum():
+        raise ConfigError(f"CLICKHOUSE_URL names an invalid database {database!r}")
+    secure = parts.scheme == "https"
+    return StoreTarget(
+        url=url,
+        host=parts.hostname,
+        port=port or (8443 if secure else 8123),
+        username=unquote(parts.username or "default"),
+        password=unquote(parts.password or ""),
+        database=database,
+        secure=secure,
+    )
+
+
+def _parse_date(name: str, value: Any) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{name} must be a date like 2024-01-31, got {value!r}") from None
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a raw flag / env / TOML value into the field's type, with one clear error."""
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    if name not in fields:
+        raise ConfigError(f"unknown setting {name!r}")
+    if name in ("from_date", "to_date"):
+        return None if value in (None, "") else _parse_date({"from_date": "--from", "to_date": "--to"}[name], value)
+    if name == "data_dir":
+        return Path(value)
+    if name == "rpc_urls":
+        urls = value.split(",") if isinstance(value, str) else list(value)
+        urls = tuple(u.strip() for u in urls if u.strip())
+        if not urls:
+            raise ConfigError("ETHEREUM_RPC_URLS is empty")
+        for u in urls:
+            try:
+                p = urlsplit(u)
+                p.port
+            except ValueError:
+                raise ConfigError("an RPC URL in ETHEREUM_RPC_URLS is malformed") from None
+            if p.scheme not in ("http", "https") or not p.hostname:
+                raise ConfigError("an RPC URL in ETHEREUM_RPC_URLS is malformed: expected http(s)://host[:port][/path]")
+        return urls
+    if name == "clickhouse_url":
+        return value or None
+    if name in ("use_log_timestamps", "foreground"):
+        if isinstance(value, bool):
+            return value
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
+    kind = fields[name].type
+    try:
+        if kind in ("int", int):
+            return int(value)
+        if kind in ("float", float):
+            return float(value)
+    except (TypeError, ValueError):
+        env = next((k for k, v in ENV_NAMES.items() if v == name), name)
+        raise ConfigError(f"{env} must be a number, got {value!r}") from None
+    return value
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    toml_path: Path | None = None,
+) -> Settings:
+    """Build the settings: flags > environment > TOML file > defaults, then validate."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    path = toml_path or Path(env.get("BACKFILL_CONFIG", "backfill.toml"))
+    if path.exists():
+        try:
+            doc = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        for key, value in doc.items():
+            raw[key] = value
+    for env_name, field_name in ENV_NAMES.items():
+        if env.get(env_name) not in (None, ""):
+            raw[field_name] = env[env_name]
+    for key, value in (flags or {}).items():
+        if value is not None:
+            raw[key] = value
+    values = {k: _coerce(k, v) for k, v in raw.items()}
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    if s.shards < 1:
+        raise ConfigError(f"SHARDS must be at least 1, got {s.shards}")
+    if s.shards > 256:
+        raise ConfigError(f"SHARDS must be at most 256, got {s.shards}")
+    if s.from_date and s.to_date and s.from_date > s.to_date:
+        raise ConfigError(f"--from {s.from_date} is after --to {s.to_date}")
+    for name in ("window_blocks", "getlogs_blocks", "getlogs_concurrency", "batch_rows"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if s.confirmations < 0:
+        raise ConfigError("confirmations must be >= 0")
+    if s.stall_s <= 0:
+        raise ConfigError("stall_s must be > 0")
+    s.store  # parses CLICKHOUSE_URL, raising ConfigError when malformed

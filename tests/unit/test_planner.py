@@ -1,0 +1,101 @@
+"""Day planner on synthetic timestamp sequences: uneven block times, days with no block, the safe head."""
+
+import datetime as dt
+import random
+
+from backfill.planner import DAY_S, BoundarySearch, build_plan, day_targets, midnight_ts
+from workers.windows import day_windows, owned, ranges
+
+D0 = dt.date(2024, 1, 1)
+T0 = midnight_ts(D0)
+
+
+def search(timestamps, targets):
+    s = BoundarySearch(targets, len(timestamps) - 1)
+    rounds = 0
+    while not s.done:
+        s.feed({n: timestamps[n] for n in s.pending()})
+        rounds += 1
+    return s.result(), rounds
+
+
+def brute(timestamps, target):
+    return next((i for i, t in enumerate(timestamps) if t >= target), len(timestamps))
+
+
+def plan_for(timestamps, first, last, safe_head=None):
+    safe_head = len(timestamps) - 1 if safe_head is None else safe_head
+    boundaries, _ = search(timestamps[:safe_head + 1], day_targets(first, last))
+    return build_plan(first, first, last, boundaries, safe_head)
+
+
+def test_boundaries_equal_brute_force_on_uneven_block_times():
+    rng = random.Random(3)
+    ts, t = [], T0 - 3600
+    for _ in range(20_000):
+        t += rng.choice([1, 2, 12, 13, 60, 600, 3000])
+        ts.append(t)
+    targets = day_targets(D0, D0 + dt.timedelta(days=(ts[-1] - T0) // DAY_S))
+    got, rounds = search(ts, targets)
+    assert got == [brute(ts, x) for x in targets]
+    assert rounds <= 16  # all days searched together: ~log2(blocks) batched rounds
+
+
+def test_each_block_lands_in_its_utc_day():
+    rng = random.Random(5)
+    ts, t = [], T0 - 100
+    for _ in range(5_000):
+        t += rng.randint(1, 400)
+        ts.append(t)
+    last = D0 + dt.timedelta(days=(ts[-1] - T0) // DAY_S - 1)
+    plans = plan_for(ts, D0, last)
+    covered = []
+    for p in plans:
+        for n in range(p.start_block, p.end_block + 1):
+            assert midnight_ts(p.day) <= ts[n] < midnight_ts(p.day) + DAY_S
+        covered.extend(range(p.start_block, p.end_block + 1))
+    assert covered == list(range(plans[0].start_block, plans[-1].end_block + 1))  # no gap, no overlap
+
+
+def test_day_without_blocks_is_empty():
+    # blocks every hour on day 0, nothing on day 1, blocks again on day 2
+    ts = [T0 + h * 3600 for h in range(24)] + [T0 + 2 * DAY_S + h * 3600 for h in range(24)]
+    plans = plan_for(ts, D0, D0 + dt.timedelta(days=2))
+    assert [(p.start_block, p.end_block, p.n_blocks) for p in plans] == [(0, 23, 24), (24, 23, 0), (24, 47, 24)]
+
+
+def test_last_day_stops_at_safe_head():
+    ts = [T0 + m * 60 for m in range(2 * 24 * 60)]  # two full days, a block a minute
+    plans = plan_for(ts, D0, D0 + dt.timedelta(days=1), safe_head=2000)
+    assert plans[0].end_block == 1439 and not plans[0].clipped
+    assert plans[1].start_block == 1440 and plans[1].end_block == 2000 and plans[1].clipped
+
+
+def test_days_before_genesis_have_no_blocks():
+    ts = [T0 + DAY_S + 10 * i for i in range(100)]
+    plans = plan_for(ts, D0, D0 + dt.timedelta(days=1))
+    assert plans[0].n_blocks == 0 and plans[1].start_block == 0
+
+
+def test_day_idx_counts_from_the_anchor():
+    ts = [T0 + 3600 * h for h in range(24 * 5)]
+    boundaries, _ = search(ts, day_targets(D0 + dt.timedelta(days=2), D0 + dt.timedelta(days=3)))
+    plans = build_plan(D0, D0 + dt.timedelta(days=2), D0 + dt.timedelta(days=3), boundaries, len(ts) - 1)
+    assert [p.day_idx for p in plans] == [2, 3]
+
+
+def test_windows_resume_from_next_block_and_cover_the_rest_once():
+    ts = [T0 + 10 * i for i in range(8000)]
+    (plan,) = plan_for(ts, D0, D0)
+    full = day_windows(plan, plan.start_block, 1000)
+    assert full[0].start == 0 and full[-1].end == plan.end_block and full[-1].last_of_day
+    resumed = day_windows(plan, 2500, 1000)
+    assert resumed[0].start == 2500 and sum(w.end - w.start + 1 for w in resumed) == plan.end_block - 2500 + 1
+    assert day_windows(plan, plan.end_block + 1, 1000) == []
+
+
+def test_ranges_and_ownership():
+    assert ranges(10, 25, 5) == [(10, 14), (15, 19), (20, 24), (25, 25)]
+    assert ranges(5, 4, 3) == []
+    shards = 3
+    assert sorted(d for k in range(shards) for d in range(30) if owned(d, k, shards)) == list(range(30))
