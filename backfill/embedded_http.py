@@ -51,11 +51,14 @@ _TOKEN_RE = re.compile(
 )
 
 _STATUS_BY_CODE = {
-    **dict.fromkeys((6, 8, 15, 25, 26, 27, 36, 38, 41, 44, 53, 62, 72, 117, 167, 168, 169, 321), 400),
-    **dict.fromkeys((46, 47, 50, 56, 60, 73, 81, 115), 404),
-    **dict.fromkeys((164, 497), 403),
+    # the ClickHouse server's exceptionCodeToHTTPStatus, by code number
+    **dict.fromkeys((6, 8, 15, 25, 26, 27, 36, 37, 38, 41, 44, 53, 62, 72, 117, 123, 167, 168, 223, 321, 376,
+                     427, 441, 675, 676), 400),
+    **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 78, 81, 115, 152, 336, 511), 404),
+    **dict.fromkeys((497, 516), 403),
     48: 501,
     159: 408,
+    229: 413,
 }
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values", "TSV": "text/tab-separated-values",
@@ -112,6 +115,9 @@ def plan_request(params: Iterable[tuple[str, str]], headers: Mapping[str, str], 
     if fmt_header:
         plan.default_format = fmt_header
     for key, value in params:
+        if key == "decompress" and value not in ("", "0"):
+            raise RequestError(89, "ClickHouse-native compressed bodies (decompress=1) are not supported by "
+                                   "the embedded store; send them plain. (UNKNOWN_COMPRESSION_METHOD)")
         if key.startswith("param_"):
             plan.params[key[6:]] = value
         elif key == "query":
@@ -130,9 +136,6 @@ def plan_request(params: Iterable[tuple[str, str]], headers: Mapping[str, str], 
             plan.settings[key] = value
     if method == "GET" and plan.settings.get("readonly", "0") == "0":
         plan.settings["readonly"] = "2"  # as ClickHouse: GET requests may read, not write
-    if "decompress" in {k for k, _ in params} and dict(params).get("decompress") not in ("", "0"):
-        raise RequestError(89, "ClickHouse-native compressed request bodies (decompress=1) are not supported "
-                               "by the embedded store; send the body uncompressed. (UNKNOWN_COMPRESSION_METHOD)")
     return plan
 
 
@@ -183,8 +186,9 @@ def split_insert(buf: bytes, eof: bool) -> InsertSplit | NeedMore | None:
         if not eof and end >= len(text):
             return NEED_MORE  # this token may continue in the next chunk
         tok = text[start:end]
-        if kind == "other" and tok in "'\"`" or text.startswith("/*", start):
-            return None  # unterminated quote or comment even with all data: let the engine say why
+        if kind == "other" and (tok in "'\"`" or text.startswith("/*", start)):
+            # an unterminated quote or comment: wait for more, or let the engine say what is wrong
+            return NEED_MORE if not eof and len(buf) < MAX_QUERY_HEAD else None
         word = tok.upper() if kind == "word" else tok
         if first:
             if word != "INSERT":
@@ -229,8 +233,6 @@ def trailing_format(sql: str, known_formats: Mapping[str, str]) -> str | None:
             rest = toks[i + 2:]
             if (not rest or rest[0][1].upper() == "SETTINGS") and toks[i - 1][1] != ".":
                 return known_formats.get(toks[i + 1][1].lower())
-        if kind == "word" and tok.upper() == "SETTINGS":
-            continue
     return None
 
 

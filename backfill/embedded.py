@@ -1,0 +1,200 @@
+"""The embedded store: one local process owns chDB for ``<data_dir>/clickhouse/`` and serves it over
+ClickHouse's HTTP interface on 127.0.0.1, so workers, the CLI, clickhouse-connect and curl can all use
+it at once (chDB allows one process per data directory). Only that server process imports chDB
+(``backfill.embedded_server``); this module is the light side every other process uses.
+
+    url = ensure_server(data_dir)      # find the live server or start one detached; returns its URL
+    stop_server(data_dir)              # SIGTERM and wait: data durable, server.json removed
+    python -m backfill.embedded --data-dir D [--port P]    # serve in the foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger("backfill.embedded")
+
+LOCK_NAME, INFO_NAME, START_LOCK_NAME = "server.lock", "server.json", "start.lock"
+_SPAWNED: list[subprocess.Popen] = []
+
+
+class StoreBusy(RuntimeError):
+    """Another server already holds the data directory."""
+
+
+def store_dir(data_dir: Path) -> Path:
+    return Path(data_dir).resolve() / "clickhouse"
+
+
+def lock_file(path: Path, wait_s: float = 0.0) -> int:
+    """Take the exclusive flock on ``path``; returns the fd (close it to release). Raises StoreBusy.
+
+    ``wait_s`` rides out other processes' momentary probes (``_lock_held``) of the same lock.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StoreBusy(f"another embedded store server holds {path}") from None
+            time.sleep(0.02)
+
+
+def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int | None = None) -> None:
+    """Serve ``<data_dir>/clickhouse`` until SIGTERM/SIGINT (blocking). Raises StoreBusy if already served."""
+    from backfill.embedded_server import serve_async
+
+    if not logging.getLogger().handlers:  # start/stop/failed-query lines need somewhere to go
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    asyncio.run(serve_async(Path(data_dir), host, port, threads or max(4, 2 * (os.cpu_count() or 1))))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    for proc in _SPAWNED:
+        if proc.pid == pid:
+            proc.poll()  # reap our own exited child so it does not linger as a zombie
+    try:
+        import psutil
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # noqa: BLE001 - NoSuchProcess, AccessDenied, no psutil
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _lock_held(path: Path) -> bool:
+    try:
+        os.close(lock_file(path))
+        return False
+    except StoreBusy:
+        return True
+
+
+def _read_info(data_dir: Path) -> dict | None:
+    try:
+        return json.loads((store_dir(data_dir) / INFO_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def server_url(data_dir: Path, ping_timeout_s: float = 2.0) -> str | None:
+    """The URL of a live server for ``data_dir`` (server.json present, pid alive, /ping ok), else None."""
+    info = _read_info(data_dir)
+    if not info or not _pid_alive(int(info.get("pid", 0))):
+        return None
+    try:
+        with urllib.request.urlopen(f"{info['url']}/ping", timeout=ping_timeout_s) as resp:
+            return info["url"] if resp.read() == b"Ok.\n" else None
+    except OSError:
+        return None
+
+
+def _spawn(data_dir: Path, log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)  # so `-m backfill.embedded` imports this package
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "backfill.embedded", "--data-dir", str(data_dir)],
+                                start_new_session=True, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, close_fds=True)
+    _SPAWNED.append(proc)
+    return proc
+
+
+def ensure_server(data_dir: Path, timeout_s: float = 30) -> str:
+    """Return the URL of the live server for ``data_dir``, starting one detached if there is none."""
+    data_dir = Path(data_dir).resolve()
+    deadline = time.monotonic() + timeout_s
+    if url := server_url(data_dir):
+        return url
+    path = store_dir(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    start_fd = os.open(path / START_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:  # one starter at a time; the others wait here and then find the server
+            try:
+                fcntl.flock(start_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"embedded store for {data_dir}: not ready in {timeout_s}s") from None
+                time.sleep(0.05)
+        proc, log_path = None, data_dir / "backfill" / "store.log"
+        while time.monotonic() < deadline:
+            if url := server_url(data_dir):
+                return url
+            if not _lock_held(path / LOCK_NAME):  # nobody serves the directory (any more)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"embedded store server exited ({proc.returncode}); see {log_path}")
+                if proc is None:
+                    proc = _spawn(data_dir, log_path)
+            time.sleep(0.05)
+        raise TimeoutError(f"embedded store for {data_dir} not ready after {timeout_s}s; see {log_path}")
+    finally:
+        os.close(start_fd)
+
+
+def stop_server(data_dir: Path, timeout_s: float = 30) -> bool:
+    """SIGTERM the server of ``data_dir`` and wait until it has exited. False if none was running."""
+    path = store_dir(data_dir)
+    if not _lock_held(path / LOCK_NAME):
+        return False  # no process holds the directory (a left-over server.json is stale)
+    try:
+        pid = int((path / LOCK_NAME).read_text().split()[0])  # written by the lock holder
+    except (OSError, ValueError, IndexError):
+        pid = int((_read_info(data_dir) or {}).get("pid", 0))
+    if not pid or not _pid_alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"embedded store server pid {pid} did not stop within {timeout_s}s")
+        time.sleep(0.05)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backfill.embedded", description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", required=True, type=Path, help="the store lives in DATA_DIR/clickhouse")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="0 = pick a free port (default)")
+    ap.add_argument("--threads", type=int, default=None, help="chDB worker threads (default max(4, 2*cores))")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        serve(args.data_dir, args.host, args.port, args.threads)
+    except StoreBusy as ex:
+        log.error("not started: %s", ex)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    from backfill.embedded import main as _main  # the package's copy, whose StoreBusy the server raises
+
+    sys.exit(_main())

@@ -1,0 +1,386 @@
+"""The embedded store's server process: chDB behind an aiohttp ClickHouse-HTTP front end.
+
+Every request gets its own chDB connection (opening one costs ~0.3 ms), so ``database``, settings and
+``USE``/``SET`` never leak between requests; statements run on a thread pool, because chDB runs the
+queries of different connections in parallel. Start it with ``backfill.embedded.serve`` or
+``python -m backfill.embedded``; this is the only module that imports chDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aiohttp import web
+
+from backfill import embedded_http as eh
+from backfill.embedded import INFO_NAME, LOCK_NAME, lock_file, store_dir
+
+log = logging.getLogger("backfill.embedded")
+
+APPEND_BYTES = 16 << 20   # insert data is handed to chDB in pieces of at most this size
+FIRST_BYTES = 1 << 20     # results up to this size are answered whole (Content-Length, full summary)
+DISPLAY_NAME = "backfill-embedded"
+DRAIN_S = 30.0            # on SIGTERM, running requests get this long to finish
+
+
+class Engine:
+    """chDB for one directory; all methods but ``call`` block and run on the pool."""
+
+    def __init__(self, path: Path, threads: int):
+        import chdb  # noqa: F401  (bootstraps the engine library)
+        from chdb import _chdb
+
+        self._chdb, self.path, self._open = _chdb, str(path), set()
+        self._lock = threading.Lock()
+        self.anchor = _chdb.connect(self.path)  # keeps the engine up while requests come and go
+        row = self.anchor.query("SELECT version(), timezone()", "TabSeparated").bytes().decode()
+        self.version, self.timezone = row.strip().split("\t")
+        names = self.anchor.query("SELECT name FROM system.formats WHERE is_output", "TabSeparated")
+        self.output_formats = {n.lower(): n for n in names.bytes().decode().split()}
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="chdb")
+
+    async def call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def connect(self, plan: eh.RequestPlan):
+        conn = self._chdb.connect(self.path)
+        with self._lock:
+            self._open.add(conn)
+        try:
+            if plan.database != "default":
+                conn.query(f"USE {eh.quote_identifier(plan.database)}", "TabSeparated")
+            set_sql = eh.set_statement(plan.settings)
+            if set_sql:
+                conn.query(set_sql, "TabSeparated")
+        except BaseException:
+            self.release(conn)
+            raise
+        return conn
+
+    def release(self, conn) -> None:
+        with self._lock:
+            self._open.discard(conn)
+        conn.close()
+
+    def execute(self, plan: eh.RequestPlan, sql: str, fmt: str):
+        conn = self.connect(plan)
+        try:
+            res = conn.query(sql, fmt, params=plan.params)
+            stats = eh.summary(res.rows_read(), res.bytes_read(), res.rows_written(), res.bytes_written(),
+                               res.rows_read(), res.elapsed())
+            return res.bytes(), stats
+        finally:
+            self.release(conn)
+
+    def begin_select(self, plan: eh.RequestPlan, sql: str, fmt: str):
+        """Run a result statement; returns (first bytes, stats, next_chunk or None when complete)."""
+        conn = self.connect(plan)
+        try:
+            stream = conn.send_query(sql, fmt, params=plan.params)
+        except RuntimeError as ex:
+            if "Streaming query is not supported" not in str(ex):
+                self.release(conn)
+                raise
+            try:
+                res = conn.query(sql, fmt, params=plan.params)
+                return res.bytes(), eh.summary(res.rows_read(), res.bytes_read(), result_rows=res.rows_read(),
+                                               elapsed_s=res.elapsed()), None
+            finally:
+                self.release(conn)
+        state = {"rows": 0, "bytes": 0, "elapsed": 0.0, "done": False}
+
+        def next_chunk() -> bytes:
+            data = b""
+            if state["done"]:
+                return data
+            try:
+                res = conn.streaming_fetch_result(stream)
+                if res is not None:  # an empty chunk ends the stream (a JSON footer comes with 0 rows)
+                    data = res.bytes()
+                    state["rows"] += res.rows_read()
+                    state["bytes"] += res.bytes_read()
+                    state["elapsed"] = max(state["elapsed"], res.elapsed())
+            finally:
+                if not data:
+                    state["done"] = True
+                    self.release(conn)
+            return data
+
+        def cancel() -> None:
+            if not state["done"]:
+                state["done"] = True
+                try:
+                    conn.streaming_cancel_query(stream)
+                finally:
+                    self.release(conn)
+
+        first = bytearray()
+        while len(first) < FIRST_BYTES:
+            chunk = next_chunk()
+            if not chunk:
+                break
+            first += chunk
+        rows = state["rows"]
+        stats = eh.summary(rows, state["bytes"], result_rows=rows, elapsed_s=state["elapsed"])
+        next_chunk.cancel = cancel
+        return bytes(first), stats, (None if state["done"] else next_chunk)
+
+    def begin_insert(self, plan: eh.RequestPlan, statement: str, fmt: str):
+        conn = self.connect(plan)
+        try:
+            return conn, conn.send_insert(statement, fmt)
+        except BaseException:
+            self.release(conn)
+            raise
+
+    def append(self, conn, handle, data: bytes) -> None:
+        conn.insert_append(handle, data)
+
+    def finish_insert(self, conn, handle, cancel: bool = False):
+        try:
+            if cancel:  # after a failure: keep the first error, not one from the abort
+                try:
+                    conn.insert_cancel(handle)
+                except Exception as ex:  # noqa: BLE001
+                    log.debug("insert cancel failed: %s", ex)
+                return None
+            res = conn.insert_done(handle)
+            rows, size = res.rows_written(), res.bytes_written()
+            return eh.summary(rows, size, rows, size, 0, res.elapsed())
+        finally:
+            self.release(conn)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for conn in list(self._open):
+            self.release(conn)
+        self.anchor.close()
+
+
+ENGINE = web.AppKey("engine", Engine)
+STOPPING = web.AppKey("stopping", bool)
+ACTIVE = web.AppKey("active", set)
+
+
+def _headers(engine: Engine, qid: str, stats: dict | None = None, fmt: str | None = None) -> dict:
+    h = {"X-ClickHouse-Query-Id": qid, "X-ClickHouse-Server-Display-Name": DISPLAY_NAME,
+         "X-ClickHouse-Timezone": engine.timezone,
+         "Content-Type": eh.content_type(fmt) if fmt else "text/plain; charset=UTF-8"}
+    if fmt:
+        h["X-ClickHouse-Format"] = fmt
+    if stats is not None:
+        h["X-ClickHouse-Summary"] = json.dumps(stats, separators=(",", ":"))
+    return h
+
+
+async def _body(request: web.Request, decoder: eh.BodyDecoder | None):
+    async for chunk in request.content.iter_any():
+        chunk = decoder.feed(chunk) if decoder else chunk
+        if chunk:
+            yield chunk
+
+
+async def _drain(request: web.Request, limit: int = 1 << 30) -> None:
+    try:
+        while limit > 0 and (chunk := await request.content.readany()):
+            limit -= len(chunk)
+    except Exception:  # noqa: BLE001 - the client went away: nothing to answer
+        pass
+
+
+async def handle_ping(request: web.Request) -> web.Response:
+    return web.Response(text="Ok.\n")
+
+
+async def handle_query(request: web.Request) -> web.StreamResponse:
+    engine: Engine = request.app[ENGINE]
+    if request.app[STOPPING]:  # draining for shutdown: finish what runs, take nothing new
+        headers = _headers(engine, str(uuid.uuid4()))
+        headers["X-ClickHouse-Exception-Code"] = "236"
+        resp = web.Response(status=503, headers=headers, text=eh.error_body(
+            "Code: 236. DB::Exception: The embedded store is shutting down. (ABORTED)", engine.version))
+        resp.force_close()
+        return resp
+    active: set = request.app[ACTIVE]
+    active.add(task := asyncio.current_task())
+    try:
+        return await _handle_query(request, engine)
+    finally:
+        active.discard(task)
+
+
+async def _handle_query(request: web.Request, engine: Engine) -> web.StreamResponse:
+    qid, sql_for_log = "", ""
+    try:
+        params = list(request.query.items())
+        if request.content_type == "multipart/form-data":
+            for key, value in (await request.post()).items():
+                if not isinstance(value, str):
+                    raise eh.RequestError(48, "External data (file parts) is not supported here")
+                params.append((key, value))
+        plan = eh.plan_request(params, request.headers, request.method)
+        qid = plan.query_id or str(uuid.uuid4())
+        if request.method in ("GET", "HEAD") and not plan.query_param:
+            return web.Response(text="Ok.\n")
+        encoding = request.headers.get("Content-Encoding", "").strip()
+        decoder = eh.BodyDecoder(encoding) if encoding and encoding.lower() != "identity" else None
+        chunks, eof = _body(request, decoder), False
+        buf = bytearray(plan.query_param.encode() + b"\n" if plan.query_param else b"")
+        while (split := eh.split_insert(buf, eof)) is eh.NEED_MORE:
+            chunk = await anext(chunks, None)
+            eof = chunk is None
+            buf += chunk or b""
+        if split is not None:
+            sql_for_log = split.statement
+            return await _insert(request, engine, plan, qid, split, buf, chunks)
+        async for chunk in chunks:
+            buf += chunk
+        try:
+            sql = buf.decode("utf-8").strip()
+        except UnicodeDecodeError as ex:
+            raise eh.RequestError(36, f"The query is not valid UTF-8: {ex}") from None
+        sql_for_log = sql
+        if not sql:
+            raise eh.RequestError(62, "Empty query. (SYNTAX_ERROR)")
+        if not eh.is_result_statement(sql):
+            body, stats = await engine.call(engine.execute, plan, sql, plan.default_format)
+            return web.Response(body=body, headers=_headers(engine, qid, stats))
+        fmt = eh.trailing_format(sql, engine.output_formats) or plan.default_format
+        return await _select(request, engine, plan, qid, sql, fmt)
+    except Exception as ex:  # noqa: BLE001 - every failure becomes a ClickHouse-style error answer
+        code = ex.code if isinstance(ex, eh.RequestError) else eh.error_code(str(ex))
+        message = str(ex) if str(ex).startswith("Code:") else f"Code: {code}. DB::Exception: {ex}"
+        log.warning("query %s failed: %s | %s", qid or "-", (message.strip().splitlines() or [""])[0][:500],
+                    " ".join(sql_for_log.split())[:300])
+        await _drain(request)  # so a client still sending its body reads this answer, not a broken pipe
+        headers = _headers(engine, qid or str(uuid.uuid4()))
+        headers["X-ClickHouse-Exception-Code"] = str(code)
+        return web.Response(status=eh.http_status(code), text=eh.error_body(message, engine.version),
+                            headers=headers)
+
+
+async def _insert(request, engine, plan, qid, split, buf, chunks) -> web.Response:
+    conn, handle = await engine.call(engine.begin_insert, plan, split.statement, split.fmt)
+    try:
+        pending = bytearray(buf[split.data_start:])
+        async for chunk in chunks:
+            pending += chunk
+            if len(pending) >= APPEND_BYTES:
+                await engine.call(engine.append, conn, handle, bytes(pending))
+                pending.clear()
+        if pending:
+            await engine.call(engine.append, conn, handle, bytes(pending))
+    except BaseException:
+        await asyncio.shield(engine.call(engine.finish_insert, conn, handle, True))
+        raise
+    stats = await engine.call(engine.finish_insert, conn, handle)
+    return web.Response(headers=_headers(engine, qid, stats))
+
+
+async def _select(request, engine, plan, qid, sql, fmt) -> web.StreamResponse:
+    first, stats, next_chunk = await engine.call(engine.begin_select, plan, sql, fmt)
+    headers = _headers(engine, qid, stats, fmt)
+    if next_chunk is None:
+        return web.Response(body=first, headers=headers)
+    tag = secrets.token_hex(8)
+    headers["X-ClickHouse-Exception-Tag"] = tag
+    resp = web.StreamResponse(headers=headers)
+    try:
+        await resp.prepare(request)
+        await resp.write(first)
+        while chunk := await engine.call(next_chunk):
+            await resp.write(chunk)
+    except ConnectionError:  # the client went away: stop the query, nobody is left to answer
+        log.info("query %s: client disconnected while reading the result", qid)
+        await asyncio.shield(engine.call(next_chunk.cancel))
+        return resp
+    except asyncio.CancelledError:
+        await asyncio.shield(engine.call(next_chunk.cancel))
+        raise
+    except Exception as ex:  # noqa: BLE001 - status already sent: frame the error in the stream
+        log.warning("query %s failed while streaming: %s", qid, str(ex).splitlines()[0][:500])
+        await asyncio.shield(engine.call(next_chunk.cancel))
+        await resp.write(eh.exception_block(eh.error_body(str(ex), engine.version), tag))
+        resp.force_close()
+    await resp.write_eof()
+    return resp
+
+
+def make_app(engine: Engine) -> web.Application:
+    app = web.Application(client_max_size=256 << 20)
+    app[ENGINE], app[STOPPING], app[ACTIVE] = engine, False, set()
+    app.router.add_route("*", "/ping", handle_ping)
+    app.router.add_route("*", "/replicas_status", handle_ping)
+    app.router.add_route("*", "/", handle_query)
+    return app
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _remove_info(info: Path) -> None:
+    try:
+        if json.loads(info.read_text()).get("pid") == os.getpid():
+            info.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+async def serve_async(data_dir: Path, host: str, port: int, threads: int) -> None:
+    path = store_dir(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    lock_fd = lock_file(path / LOCK_NAME, wait_s=1.0)
+    os.ftruncate(lock_fd, 0)
+    os.write(lock_fd, f"{os.getpid()}\n".encode())
+    info, runner, engine = path / INFO_NAME, None, None
+    try:
+        t0 = time.monotonic()
+        engine = Engine(path, threads)
+        app = make_app(engine)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, auto_decompress=False)
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        site = web.SockSite(runner, sock)
+        await site.start()
+        url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{sock.getsockname()[1]}"
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            except (RuntimeError, ValueError, NotImplementedError):
+                pass  # not the main thread: the caller stops us
+        _write_json_atomic(info, {"url": url, "pid": os.getpid()})
+        log.info("embedded store started: %s serves %s (pid %d, chDB engine %s, %d threads, %.1fs)",
+                 url, path, os.getpid(), engine.version, threads, time.monotonic() - t0)
+        await stop.wait()
+        log.info("embedded store stopping (pid %d): finishing %d running requests", os.getpid(),
+                 len(app[ACTIVE]))
+        _remove_info(info)
+        app[STOPPING] = True
+        await site.stop()  # no new connections
+        if app[ACTIVE]:  # aiohttp's own shutdown stops reading request bodies: let inserts finish first
+            await asyncio.wait(list(app[ACTIVE]), timeout=DRAIN_S)
+    finally:
+        _remove_info(info)
+        if runner is not None:
+            await runner.cleanup()
+        if engine is not None:
+            engine.close()
+            log.info("embedded store stopped: %s closed cleanly (pid %d)", path, os.getpid())
+        os.close(lock_fd)
