@@ -1,0 +1,50 @@
+"""Session fixtures: one generated anvil chain (reloaded from a saved state), and a finished 3-shard run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from backfill.devnet import DevnetParams, start_devnet
+from tests.integration.harness import Chain, backfill, open_store
+
+CHAIN_PARAMS = DevnetParams.with_defaults(dt.date(2024, 1, 1), days=10, blocks_per_day=2000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def chain_state(tmp_path_factory) -> Path:
+    """Generate the test chain once per session and save it; later nodes load it in about a second."""
+    path = tmp_path_factory.mktemp("devnet") / "state.json"
+    node, _, _ = start_devnet(CHAIN_PARAMS, path)
+    node.stop()
+    return path
+
+
+@pytest.fixture(scope="session")
+def chain(chain_state) -> Chain:
+    node, summary, _ = start_devnet(CHAIN_PARAMS, chain_state)
+    try:
+        yield Chain(url=node.url, start=CHAIN_PARAMS.start_date, days=CHAIN_PARAMS.days, summary=summary)
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data")
+    yield path
+    from backfill.embedded import stop_server
+    stop_server(path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(chain, data_dir):
+    """`SHARDS=3 backfill start` over the whole chain, as an operator runs it."""
+    result = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+                      data_dir, chain, shards=3)
+    assert result.returncode == 0, result.stderr
+    store = open_store(data_dir)
+    yield result, store
+    store.close()
