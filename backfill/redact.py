@@ -16,8 +16,12 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable url>"
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port:
+        host = f"{host}:{port}"
     auth = "***@" if (parts.username or parts.password) else ""
     path = "/".join("***" if _KEYISH.match(seg) else seg for seg in parts.path.split("/"))
     query = "?***" if parts.query else ""

@@ -194,8 +194,16 @@ async def probe_endpoints(urls: tuple[str, ...], timeout_s: float = 5.0) -> dict
                                         headers={"Content-Type": "application/json"}) as resp:
                     doc = orjson.loads(await resp.read())
                 out[label] = int(doc["result"], 16)
-            except Exception as exc:  # noqa: BLE001 - reported to the operator as text, per endpoint
-                out[label] = f"{type(exc).__name__}"
+            except aiohttp.ClientConnectorError as exc:
+                out[label] = f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}".lower()
+            except asyncio.TimeoutError:
+                out[label] = f"no answer within {timeout_s:.0f}s"
+            except aiohttp.ClientResponseError as exc:
+                out[label] = f"HTTP {exc.status}"
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                out[label] = "not a JSON-RPC answer to eth_chainId"
+            except aiohttp.ClientError as exc:
+                out[label] = type(exc).__name__
     return out
 
 

@@ -53,7 +53,7 @@ def backfill(args: list[str], data_dir: Path, chain: Chain | None = None, *, sha
         env["SHARDS"] = str(shards)
     env.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "backfill.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or data_dir)
+                          timeout=timeout, cwd=cwd or data_dir.parent)
 
 
 def open_store(data_dir: Path) -> Store:

@@ -55,3 +55,7 @@ def test_keys_in_urls_never_survive_redaction():
     text = f"failed to reach {url} and user:hunter22@ch"
     cleaned = scrub(text, [url, "http://user:hunter22@ch:8123/db"])
     assert "AbCdEf0123456789XyZ_secret" not in cleaned and "hunter22" not in cleaned and "s3cr3t" not in cleaned
+
+
+def test_redaction_survives_malformed_urls():
+    assert "pw" not in redact_url("http://user:pw@host:port/db")

@@ -1,0 +1,57 @@
+"""Bad input gets one clear error line and a non-zero exit, writes nothing, and leaks no secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from backfill.devnet import Anvil
+from tests.integration.harness import Chain, backfill, open_store
+
+KEY = "k3yS3cretAbCdEf0123456789"
+
+
+def assert_one_clear_line(result, needle: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("args,env,needle", [
+    (["start", "--from", "2024-01-01", "--to", "2024-01-02"], {"SHARDS": "0"}, "SHARDS must be at least 1"),
+    (["start", "--from", "2024-01-05", "--to", "2024-01-02"], {}, "--from 2024-01-05 is after --to 2024-01-02"),
+    (["start", "--from", "2024-01-01", "--to", "2024-01-02"], {"CLICKHOUSE_URL": "http://user:pw@host:port/db"},
+     "CLICKHOUSE_URL is malformed"),
+    (["start", "--from", "yesterday"], {}, "--from must be a date"),
+    (["start", "--from", "2024-01-01", "--to", "2024-01-02"],
+     {"ETHEREUM_RPC_URLS": f"http://127.0.0.1:9/v2/{KEY}"}, "no RPC endpoint answers"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, chain: Chain, args, env, needle):
+    result = backfill(args, tmp_path / "data", chain, extra_env=env)
+    assert_one_clear_line(result, needle)
+    assert KEY not in result.stderr + result.stdout
+    assert not (tmp_path / "data" / "clickhouse").exists(), "nothing may be written"
+
+
+def test_another_chain_is_refused_and_changes_nothing(chain: Chain, data_dir, finished_run):
+    _, store = finished_run
+    tables = ("erc20_transfers_staging", "backfill_checkpoint", "backfill_days", "backfill_meta")
+    before = {t: store.scalar(f"SELECT count() FROM {t}") for t in tables}
+    with Anvil(chain_id=4242) as other:
+        result = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+                          data_dir, rpc_urls=other.url, shards=2)
+    assert_one_clear_line(result, "serves chain 4242 but this database holds chain 31337")
+    assert {t: store.scalar(f"SELECT count() FROM {t}") for t in tables} == before
+
+
+def test_to_beyond_the_chain_is_refused(chain: Chain, tmp_path):
+    result = backfill(["start", "--from", chain.first_day, "--to", "2030-01-01", "--confirmations", "0"],
+                      tmp_path / "data", chain)
+    try:
+        assert_one_clear_line(result, "is beyond the chain")
+        store = open_store(tmp_path / "data")
+        assert store.scalar("SELECT count() FROM backfill_days") == 0
+    finally:
+        from backfill.embedded import stop_server
+        stop_server(tmp_path / "data")
