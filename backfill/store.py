@@ -92,6 +92,21 @@ class Store:
         if rows:
             self.client.insert(table, rows, column_names=columns)
 
+    def insert_columns(self, table: str, columns: dict[str, Sequence[Any]]) -> None:
+        """Column-oriented insert: several times faster than rows in clickhouse-connect for wide batches."""
+        names = list(columns)
+        if names and len(columns[names[0]]):
+            self.client.insert(table, list(columns.values()), column_names=names, column_oriented=True)
+
+    def warm_up(self) -> None:
+        """clickhouse-connect imports its heavy insert machinery on the first insert; pay it early."""
+        self.client.query("SELECT 1")
+        import clickhouse_connect.driver.insert  # noqa: F401
+        try:
+            import pandas  # noqa: F401  (imported lazily by the driver when present)
+        except ImportError:
+            pass
+
     # -- meta ---------------------------------------------------------------------------
     def meta_get(self, key: str) -> str | None:
         return self.scalar("SELECT argMax(value, updated_at) FROM backfill_meta WHERE key = %(k)s HAVING count() > 0",

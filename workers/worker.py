@@ -32,10 +32,11 @@ from backfill.rpc_errors import RangeTooLarge, Transient
 from backfill.settings import Settings, load_settings
 from backfill.store import Store
 from workers import exitcodes
-from workers.windows import Window, day_windows, owned, ranges
+from workers.windows import Segment, Window, day_segments, owned, pack_windows, ranges
 
 log = logging.getLogger("worker")
 UTC = dt.timezone.utc
+PREFETCH_WINDOWS = 2  # windows fetched ahead of the one being written (bounded memory)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class DayProgress:
     quarantined: int = 0
     skipped: int = 0
     attempts: int = 0
+    resume_from: int = 0  # first block this run fetches for the day
 
 
 class Worker:
@@ -58,6 +60,7 @@ class Worker:
         self.chunk_blocks = settings.getlogs_blocks
         self.rows_total = 0
         self.stop = asyncio.Event()
+        self.last_beat = 0.0
         self.tag = f"worker={shard_id}"
 
     # -- fetch ----------------------------------------------------------------------------
@@ -75,72 +78,95 @@ class Worker:
             left, right = await asyncio.gather(self.fetch_range(rpc, a, mid), self.fetch_range(rpc, mid + 1, b))
             return left + right
 
-    async def fetch_window(self, rpc: RpcClient, w: Window) -> DecodedBatch:
-        chunks = ranges(w.start, w.end, self.chunk_blocks)
+    async def fetch_window(self, rpc: RpcClient, w: Window) -> list[DecodedBatch]:
+        """All segments of a window, their eth_getLogs chunks in flight together; one DecodedBatch per segment."""
         sem = asyncio.Semaphore(self.s.getlogs_concurrency)
 
-        async def one(a: int, b: int) -> list[dict[str, Any]]:
+        async def one(a: int, b: int) -> DecodedBatch:
             async with sem:
-                return await self.fetch_range(rpc, a, b)
+                logs = await self.fetch_range(rpc, a, b)
+            part = decode_logs(logs)
+            if part.blocks and (min(part.blocks) < a or max(part.blocks) > b):
+                raise Transient(f"node answered logs of blocks {min(part.blocks)}-{max(part.blocks)} for range {a}-{b}")
+            return part
 
-        answers = await asyncio.gather(*(one(a, b) for a, b in chunks))
-        decoded = DecodedBatch()
-        for (a, b), logs in zip(chunks, answers):
-            for entry in logs:
-                bn = int(entry.get("blockNumber") or "0x0", 16)
-                if not a <= bn <= b:
-                    raise Transient(f"node answered a log of block {bn} for range {a}-{b}")
-            decoded.extend(decode_logs(logs))
-        missing = [bn for bn, (_, ts) in decoded.blocks.items() if ts is None or not self.s.use_log_timestamps]
+        chunks = [ranges(seg.start, seg.end, self.chunk_blocks) for seg in w.segments]
+        flat = await asyncio.gather(*(one(a, b) for seg_chunks in chunks for a, b in seg_chunks))
+        parts: list[DecodedBatch] = []
+        i = 0
+        for seg_chunks in chunks:
+            merged = DecodedBatch()
+            for part in flat[i:i + len(seg_chunks)]:
+                merged.extend(part)
+            i += len(seg_chunks)
+            parts.append(merged)
+        missing = sorted(bn for part in parts for bn, (_, ts) in part.blocks.items()
+                         if ts is None or not self.s.use_log_timestamps)
         if missing:
-            headers = await rpc.headers(sorted(missing))
-            for bn, (block_hash, ts) in headers.items():
-                log_hash = decoded.blocks[bn][0]
-                if log_hash and log_hash != block_hash:
-                    raise Transient(f"block {bn} hash differs between logs and header (reorg or lagging node)")
-                decoded.blocks[bn] = (block_hash, ts)
-        return decoded
+            headers = await rpc.headers(missing)
+            for part in parts:
+                for bn in part.blocks.keys() & headers.keys():
+                    block_hash, ts = headers[bn]
+                    log_hash = part.blocks[bn][0]
+                    if log_hash and log_hash != block_hash:
+                        raise Transient(f"block {bn} hash differs between logs and header (reorg or lagging node)")
+                    part.blocks[bn] = (block_hash, ts)
+        return parts
 
     # -- write ----------------------------------------------------------------------------
-    def write_window(self, w: Window, decoded: DecodedBatch, day: DayProgress) -> None:
-        """Insert a window's rows, then checkpoint it. Runs on the single store thread."""
+    def write_window(self, w: Window, parts: list[DecodedBatch], days: dict[int, DayProgress]) -> None:
+        """Insert a window's rows (all its segments together), then checkpoint every day it touched.
+        Runs on the single store thread, so checkpoints follow the data they describe."""
         version = time.time_ns()
+        decoded = DecodedBatch()
+        for part in parts:
+            decoded.extend(part)
         stamp = {bn: dt.datetime.fromtimestamp(ts, UTC) for bn, (_, ts) in decoded.blocks.items()}
-        erc20 = [(r.block_number, stamp[r.block_number], r.tx_hash, r.log_index, r.token_address, r.from_address,
-                  r.to_address, r.value, version) for r in decoded.erc20]
-        erc1155 = [(r.block_number, stamp[r.block_number], r.tx_hash, r.log_index, r.batch_index, r.token_address,
-                    r.operator, r.from_address, r.to_address, r.token_id, r.value, version) for r in decoded.erc1155]
-        blocks = [(bn, h, stamp[bn]) for bn, (h, _) in decoded.blocks.items()]
-        quarantine = [_quarantine_row(entry, reason, w.day_idx, version) for entry, reason in decoded.quarantined]
-        label = f"{w.start}-{w.end}"
-        for table, rows, cols in (("erc20_transfers_staging", erc20, schema.ERC20_COLUMNS),
-                                  ("erc1155_transfers_staging", erc1155, schema.ERC1155_COLUMNS)):
-            for i in range(0, len(rows), self.s.batch_rows):
-                self.store.insert(table, rows[i:i + self.s.batch_rows], cols)
-                self.rows_total += len(rows[i:i + self.s.batch_rows])
-                self.store.heartbeat(self.shard_id, os.getpid(), w.day_idx, label, self.rows_total)
-        self.store.insert("block_timestamps", blocks, schema.BLOCK_COLUMNS)
+        quarantine = [_quarantine_row(entry, reason, seg.day_idx, version)
+                      for seg, part in zip(w.segments, parts) for entry, reason in part.quarantined]
+        batch = self.s.batch_rows
+        for table, rows, fields in (("erc20_transfers_staging", decoded.erc20, schema.ERC20_COLUMNS),
+                                    ("erc1155_transfers_staging", decoded.erc1155, schema.ERC1155_COLUMNS)):
+            for i in range(0, len(rows), batch):
+                self.store.insert_columns(table, _columns(rows[i:i + batch], fields, stamp, version))
+                self.rows_total += len(rows[i:i + batch])
+                self.beat(w.segments[0].day_idx, w.label())
+        self.store.insert_columns("block_timestamps", {
+            "block_number": list(decoded.blocks), "block_hash": [h for h, _ in decoded.blocks.values()],
+            "timestamp": [stamp[bn] for bn in decoded.blocks]})
         self.store.insert("transfer_quarantine", quarantine, schema.QUARANTINE_COLUMNS)
-        day.erc20 += len(erc20)
-        day.erc1155 += len(erc1155)
-        day.quarantined += len(quarantine)
-        day.skipped += decoded.skipped
-        self.checkpoint(day, "COMPLETE" if w.last_of_day else "RUNNING", w.end + 1)
-        self.store.heartbeat(self.shard_id, os.getpid(), w.day_idx, label, self.rows_total)
+        checkpoints = []
+        for seg, part in zip(w.segments, parts):
+            day = days[seg.day_idx]
+            if seg.start == day.resume_from:
+                day.attempts += 1  # the first piece of this day in this run
+            day.erc20 += len(part.erc20)
+            day.erc1155 += len(part.erc1155)
+            day.quarantined += len(part.quarantined)
+            day.skipped += part.skipped
+            checkpoints.append(self.checkpoint_row(day, "COMPLETE" if seg.last_of_day else "RUNNING", seg.end + 1))
+        self.store.insert("backfill_checkpoint", checkpoints, schema.CHECKPOINT_COLUMNS)
+        self.beat(w.segments[-1].day_idx, w.label())
 
-    def checkpoint(self, day: DayProgress, status: str, next_block: int, error: str = "") -> None:
-        self.store.write_checkpoint(
-            day_idx=day.plan.day_idx, status=status, next_block=next_block, erc20_count=day.erc20,
-            erc1155_count=day.erc1155, quarantined_count=day.quarantined, skipped_count=day.skipped,
-            worker_id=self.shard_id, shards=self.shards, attempts=day.attempts, error=error)
+    def checkpoint_row(self, day: DayProgress, status: str, next_block: int, error: str = "") -> tuple:
+        return (day.plan.day_idx, status, next_block, day.erc20, day.erc1155, day.quarantined, day.skipped,
+                self.shard_id, self.shards, day.attempts, error, dt.datetime.now(UTC))
+
+    def beat(self, day_idx: int, label: str, final: bool = False) -> None:
+        """Heartbeat after a batch; at most one a second, so tiny windows do not flood the store."""
+        now = time.monotonic()
+        if final or now - self.last_beat >= 1.0:
+            self.store.heartbeat(self.shard_id, os.getpid(), day_idx, label, self.rows_total)
+            self.last_beat = now
 
     async def in_store(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # -- main loop ------------------------------------------------------------------------
-    def my_days(self) -> list[tuple[DayProgress, list[Window]]]:
+    def my_days(self) -> tuple[dict[int, DayProgress], list[Segment]]:
         checkpoints = self.store.checkpoints()
-        todo = []
+        days: dict[int, DayProgress] = {}
+        segments: list[Segment] = []
         for plan in self.store.read_plan():
             if not owned(plan.day_idx, self.shard_id, self.shards):
                 continue
@@ -154,42 +180,56 @@ class Worker:
                 day.quarantined, day.skipped = int(cp["quarantined_count"]), int(cp["skipped_count"])
                 day.attempts = int(cp["attempts"])
                 next_block = max(next_block, int(cp["next_block"]))
-            todo.append((day, day_windows(plan, next_block, self.s.window_blocks)))
-        return todo
+            day.resume_from = max(plan.start_block, next_block)
+            days[plan.day_idx] = day
+            segments.extend(day_segments(plan, next_block, self.s.window_blocks))
+        return days, segments
 
     async def run(self) -> int:
-        todo = await self.in_store(self.my_days)
-        log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(todo),
-                 sum(len(ws) for _, ws in todo))
-        stream = [(day, w) for day, ws in todo for w in ws]
+        days, segments = await self.in_store(self.my_days)
+        windows = pack_windows(segments, self.s.window_blocks)
+        log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
+        with_blocks = {seg.day_idx for seg in segments}
+        nothing_left = [self.checkpoint_row(d, "COMPLETE", d.plan.end_block + 1)
+                        for k, d in days.items() if k not in with_blocks]
+        if nothing_left:  # days without a block, or resumed at their very end
+            await self.in_store(self.store.insert, "backfill_checkpoint", nothing_left, schema.CHECKPOINT_COLUMNS)
+            log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(r[0]) for r in nothing_left))
         async with RpcClient(self.s.rpc_urls, timeout_s=self.s.rpc_timeout_s, context=self.tag,
                              concurrency=max(4, self.s.getlogs_concurrency * 2)) as rpc:
-            for day, windows in todo:  # days with nothing left (no block, or resumed at the end) complete at once
-                if not windows:
-                    await self.in_store(self.checkpoint, day, "COMPLETE", day.plan.end_block + 1)
-                    log.info("%s day=%d event=complete blocks=0 erc20=%d erc1155=%d", self.tag, day.plan.day_idx,
-                             day.erc20, day.erc1155)
-            pending = asyncio.create_task(self.fetch_window(rpc, stream[0][1])) if stream else None
-            for i, (day, w) in enumerate(stream):
+            warm = asyncio.ensure_future(self.in_store(self.store.warm_up))
+            inflight = [asyncio.create_task(self.fetch_window(rpc, w)) for w in windows[:PREFETCH_WINDOWS]]
+            await warm
+            for i, w in enumerate(windows):
                 if self.stop.is_set():
-                    pending.cancel()
-                    log.info("%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, w.day_idx, w.start)
+                    for task in inflight:
+                        task.cancel()
+                    seg = w.segments[0]
+                    log.info("%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start)
                     return exitcodes.OK
-                if i == 0 or stream[i - 1][0] is not day:  # first window of this day in this run
-                    day.attempts += 1
-                    await self.in_store(self.checkpoint, day, "RUNNING", w.start)
                 t0 = time.monotonic()
-                decoded = await pending
-                pending = asyncio.create_task(self.fetch_window(rpc, stream[i + 1][1])) if i + 1 < len(stream) else None
-                await self.in_store(self.write_window, w, decoded, day)
-                log.info("%s day=%d blocks=%d-%d event=window erc20=%d erc1155=%d quarantined=%d skipped=%d ms=%d",
-                         self.tag, w.day_idx, w.start, w.end, len(decoded.erc20), len(decoded.erc1155),
-                         len(decoded.quarantined), decoded.skipped, (time.monotonic() - t0) * 1000)
-                if w.last_of_day:
-                    log.info("%s day=%d event=complete erc20=%d erc1155=%d quarantined=%d skipped=%d", self.tag,
-                             w.day_idx, day.erc20, day.erc1155, day.quarantined, day.skipped)
+                parts = await inflight.pop(0)
+                if i + PREFETCH_WINDOWS < len(windows):
+                    inflight.append(asyncio.create_task(self.fetch_window(rpc, windows[i + PREFETCH_WINDOWS])))
+                await self.in_store(self.write_window, w, parts, days)
+                for seg, part in zip(w.segments, parts):
+                    log.info("%s day=%d blocks=%d-%d event=%s erc20=%d erc1155=%d quarantined=%d skipped=%d ms=%d",
+                             self.tag, seg.day_idx, seg.start, seg.end, "complete" if seg.last_of_day else "window",
+                             len(part.erc20), len(part.erc1155), len(part.quarantined), part.skipped,
+                             (time.monotonic() - t0) * 1000)
+            if windows:
+                last = windows[-1].segments[-1]
+                await self.in_store(self.beat, last.day_idx, windows[-1].label(), True)
         log.info("%s event=done rows=%d", self.tag, self.rows_total)
         return exitcodes.OK
+
+
+def _columns(rows: list[Any], fields: list[str], stamp: dict[int, dt.datetime], version: int) -> dict[str, list[Any]]:
+    """Decoded rows (NamedTuples) -> the table's columns, with block_timestamp and _version attached."""
+    cols: dict[str, list[Any]] = {name: list(values) for name, values in zip(rows[0]._fields, zip(*rows))}
+    cols["block_timestamp"] = [stamp[bn] for bn in cols["block_number"]]
+    cols["_version"] = [version] * len(rows)
+    return {name: cols[name] for name in fields}
 
 
 def _quarantine_row(entry: dict[str, Any], reason: str, day_idx: int, version: int) -> tuple:

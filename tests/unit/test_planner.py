@@ -4,7 +4,7 @@ import datetime as dt
 import random
 
 from backfill.planner import DAY_S, BoundarySearch, build_plan, day_targets, midnight_ts
-from workers.windows import day_windows, owned, ranges
+from workers.windows import Segment, day_segments, owned, pack_windows, ranges
 
 D0 = dt.date(2024, 1, 1)
 T0 = midnight_ts(D0)
@@ -84,14 +84,24 @@ def test_day_idx_counts_from_the_anchor():
     assert [p.day_idx for p in plans] == [2, 3]
 
 
-def test_windows_resume_from_next_block_and_cover_the_rest_once():
+def test_segments_resume_from_next_block_and_cover_the_rest_once():
     ts = [T0 + 10 * i for i in range(8000)]
     (plan,) = plan_for(ts, D0, D0)
-    full = day_windows(plan, plan.start_block, 1000)
+    full = day_segments(plan, plan.start_block, 1000)
     assert full[0].start == 0 and full[-1].end == plan.end_block and full[-1].last_of_day
-    resumed = day_windows(plan, 2500, 1000)
-    assert resumed[0].start == 2500 and sum(w.end - w.start + 1 for w in resumed) == plan.end_block - 2500 + 1
-    assert day_windows(plan, plan.end_block + 1, 1000) == []
+    assert not any(s.last_of_day for s in full[:-1])
+    resumed = day_segments(plan, 2500, 1000)
+    assert resumed[0].start == 2500 and sum(s.n_blocks for s in resumed) == plan.end_block - 2500 + 1
+    assert day_segments(plan, plan.end_block + 1, 1000) == []
+
+
+def test_small_days_pack_into_one_window_and_big_days_split():
+    segs = [Segment(0, 0, 99, True), Segment(2, 200, 299, True), Segment(4, 400, 449, True),
+            Segment(6, 600, 1599, False), Segment(6, 1600, 1700, True)]
+    windows = pack_windows(segs, 1000)
+    assert [[s.day_idx for s in w.segments] for w in windows] == [[0, 2, 4], [6], [6]]
+    assert all(w.n_blocks <= 1000 for w in windows)
+    assert [s for w in windows for s in w.segments] == segs  # order kept, nothing lost
 
 
 def test_ranges_and_ownership():
