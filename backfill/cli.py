@@ -46,7 +46,25 @@ data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), de
                                help="Runtime files (logs, embedded store). Default ./data; env BACKFILL_DATA_DIR.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Subcommand groups imported only when used (click's documented lazy-loading pattern), so
+    `backfill start` does not pay for the devnet generator's imports."""
+
+    lazy = {"devnet": ("backfill.devnet_cli", "devnet")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, attr = self.lazy[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="backfill")
 def main() -> None:
     """Copy ERC-20 and ERC-1155 transfers of an EVM chain into ClickHouse, exactly."""
@@ -173,16 +191,6 @@ def db_stop(data_dir: Path | None) -> None:
 
     stop_server(_settings(data_dir=data_dir).data_dir)
 
-
-def _register_optional() -> None:
-    try:
-        from backfill.devnet_cli import devnet
-    except ImportError:  # pragma: no cover - devnet is part of the package; guard keeps the CLI usable
-        return
-    main.add_command(devnet)
-
-
-_register_optional()
 
 if __name__ == "__main__":
     main()

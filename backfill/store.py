@@ -10,6 +10,7 @@ import socket
 from typing import Any, Iterable, Sequence
 
 import clickhouse_connect
+from clickhouse_connect.driver import options as _driver_options
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from backfill import schema
@@ -19,6 +20,12 @@ from backfill.redact import redact_url
 from backfill.settings import Settings, StoreTarget
 
 UTC = dt.timezone.utc
+
+# The driver resolves pandas lazily on the first insert (to accept DataFrames) and caches the answer in
+# these module globals. We only insert lists, so answer "no pandas" up front: it saves ~0.5 s of import
+# in every worker process. Query results are unaffected (we never ask for DataFrames).
+for _name in ("pd", "pd_time_test"):
+    vars(_driver_options).setdefault(_name, None)
 
 
 def now_utc() -> dt.datetime:
@@ -99,13 +106,9 @@ class Store:
             self.client.insert(table, list(columns.values()), column_names=names, column_oriented=True)
 
     def warm_up(self) -> None:
-        """clickhouse-connect imports its heavy insert machinery on the first insert; pay it early."""
+        """Open the connection and import the insert machinery before the first real insert."""
         self.client.query("SELECT 1")
         import clickhouse_connect.driver.insert  # noqa: F401
-        try:
-            import pandas  # noqa: F401  (imported lazily by the driver when present)
-        except ImportError:
-            pass
 
     # -- meta ---------------------------------------------------------------------------
     def meta_get(self, key: str) -> str | None:

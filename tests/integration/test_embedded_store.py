@@ -253,3 +253,20 @@ def test_concurrent_ensure_server_starts_one(tmp_path):
         assert log.count("embedded store started") == 1
     finally:
         stop_server(data_dir)
+
+
+def test_store_inserts_without_importing_pandas(tmp_path):
+    """Workers insert plain lists; the driver must not pay a pandas import per process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from backfill.settings import load_settings; from backfill.store import Store; "
+            f"s = Store.connect(load_settings({{'data_dir': {str(tmp_path)!r}}}, env={{}})); "
+            "s.meta_set('k', 'v'); assert s.meta_get('k') == 'v'; "
+            "print('pandas' in sys.modules)")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip() == "False", out.stderr
+    finally:
+        from backfill.embedded import stop_server
+        stop_server(tmp_path)

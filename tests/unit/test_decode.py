@@ -143,3 +143,12 @@ def test_hand_decoder_agrees_with_eth_abi_on_mangled_batches():
             assert isinstance(ours, Quarantined), (bytes(data).hex(), ours)
         else:
             assert ours == ref1155
+
+
+def test_topic0_of_every_event_is_the_keccak_of_its_signature():
+    from eth_utils import keccak
+
+    from backfill.events import EVENTS
+
+    for topic, kind in EVENTS.items():
+        assert topic == "0x" + keccak(text=kind.signature).hex()
