@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -76,60 +76,144 @@ def main() -> None:
 @click.option("--shards", type=int, default=None, help="Worker processes. Env SHARDS.")
 @click.option("--rpc-url", "rpc_urls", multiple=True, help="RPC endpoint (repeatable). Env ETHEREUM_RPC_URLS.")
 @click.option("--confirmations", type=int, default=None, help="Blocks behind the head treated as unsafe (default 12).")
-@click.option("--window-blocks", type=int, default=None, help="Blocks per checkpoint (the most a kill can lose).")
-@click.option("--foreground", is_flag=True, default=False, help="Run in this terminal until done.")
+@click.option("--window-blocks", type=int, default=None, help="The most blocks a killed worker can lose.")
+@click.option("--stall-s", type=float, default=None, help="Heartbeat age after which a worker is restarted.")
+@click.option("--foreground", is_flag=True, default=False, help="Run in this terminal with a live dashboard.")
 @data_dir_option
 @user_errors
 def start(from_date: str | None, to_date: str | None, shards: int | None, rpc_urls: tuple[str, ...],
-          confirmations: int | None, window_blocks: int | None, foreground: bool, data_dir: Path | None) -> None:
-    """Plan the days and run the workers until every day is COMPLETE."""
+          confirmations: int | None, window_blocks: int | None, stall_s: float | None, foreground: bool,
+          data_dir: Path | None) -> None:
+    """Plan the days and run the workers until every day is COMPLETE (detached unless --foreground).
+
+    While a run is active, a second `start` talks to it: SHARDS=N re-shards it live, new days are picked up."""
     from backfill.logs import setup_logging
     from backfill.run import start_run
+    from backfill.status import render
 
     settings = _settings(from_date=from_date, to_date=to_date, shards=shards, rpc_urls=rpc_urls or None,
-                         confirmations=confirmations, window_blocks=window_blocks, data_dir=data_dir,
-                         foreground=foreground)
-    setup_logging(settings.log_dir / "monitor.log", also_stderr=False)
-    summary = start_run(settings, echo=click.echo)
-    _render_status(summary)
+                         confirmations=confirmations, window_blocks=window_blocks, stall_s=stall_s,
+                         data_dir=data_dir, foreground=foreground or None)
+    setup_logging(settings.log_dir / "monitor.log")
+    summary = start_run(settings, shards_explicit="shards" in settings.explicit, echo=click.echo)
+    if summary is not None:
+        from rich.console import Console
+
+        Console().print(render(summary))
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh every few seconds until Ctrl-C.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes (--watch).")
 @data_dir_option
 @user_errors
-def status(as_json: bool, data_dir: Path | None) -> None:
-    """Days done / total, rows, per-worker heartbeat age."""
-    from backfill.status import collect
+def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -> None:
+    """Days done / total, rows, rates, ETA, workers (pid, day, heartbeat age, restarts), FAILED days."""
+    from backfill.status import collect, render
     from backfill.store import Store
 
-    store = Store.connect(_settings(data_dir=data_dir))
-    summary = collect(store)
-    if as_json:
-        click.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
-    else:
-        _render_status(summary)
-
-
-def _render_status(summary: dict[str, Any]) -> None:
+    settings = _settings(data_dir=data_dir)
+    store = Store.connect(settings)
+    if as_json and not watch:
+        click.echo(orjson.dumps(collect(store, settings), option=orjson.OPT_INDENT_2).decode())
+        return
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
-    cp = summary["checkpoint_rows"]
-    console.print(f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
-                  f"{summary['days_running']} running, {summary['days_failed']} failed")
-    console.print(f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
-                  f"skipped_erc721={cp['skipped_erc721']}")
-    console.print("rows (tables, before dedup): " + " ".join(f"{k}={v}" for k, v in summary["table_rows"].items()))
-    if summary["workers"]:
-        table = Table("worker", "pid", "day", "last batch", "rows", "heartbeat age (s)")
-        for w in summary["workers"]:
-            table.add_row(str(w["worker_id"]), str(w["pid"]), str(w["day_idx"]), w["last_batch"], str(w["rows"]),
-                          str(w["heartbeat_age_s"]))
-        console.print(table)
-    for f in summary["failed_days"]:
-        console.print(f"[red]FAILED day {f['day_idx']}: {f['error']}[/red]")
+    if not watch:
+        console.print(render(collect(store, settings)))
+        return
+    from rich.live import Live
+
+    with Live(render(collect(store, settings)), console=console, refresh_per_second=2) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render(collect(store, settings)))
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the workers.")
+@data_dir_option
+@user_errors
+def stop(timeout: float, data_dir: Path | None) -> None:
+    """Graceful stop: workers finish their batch, checkpoint, exit; then the supervisor exits."""
+    import os
+    import signal
+
+    import psutil
+
+    from monitor import control
+
+    settings = _settings(data_dir=data_dir)
+    sup = control.running_supervisor(settings.log_dir)
+    if not sup:
+        click.echo("no run is active")
+        return
+    pid = int(sup["pid"])
+    os.kill(pid, signal.SIGTERM)
+    try:
+        psutil.Process(pid).wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        raise UserError(f"the supervisor (pid {pid}) is still stopping after {timeout:.0f}s; see "
+                        f"{settings.log_dir / 'monitor.log'}") from None
+    click.echo(f"stopped (supervisor pid {pid}); progress is checkpointed, `backfill start` resumes")
+
+
+@main.command()
+@click.argument("shards", type=int)
+@data_dir_option
+@user_errors
+def scale(shards: int, data_dir: Path | None) -> None:
+    """Change the number of workers of the active run, live (same as SHARDS=N backfill start)."""
+    from monitor import control
+
+    settings = _settings(data_dir=data_dir, shards=shards)
+    if not control.running_supervisor(settings.log_dir):
+        raise UserError(f"no run is active; start one with SHARDS={shards} backfill start")
+    control.request(settings.log_dir, shards=shards)
+    click.echo(f"asked the supervisor to run {shards} workers; COMPLETE days are not fetched again")
+
+
+@main.command("retry-failed")
+@data_dir_option
+@user_errors
+def retry_failed(data_dir: Path | None) -> None:
+    """Put FAILED days back (failures reset); an active run picks them up, else run `backfill start`."""
+    from backfill.store import Store
+    from monitor import control
+
+    settings = _settings(data_dir=data_dir)
+    store = Store.connect(settings)
+    failed = [k for k, cp in store.checkpoints().items() if cp["status"] == "FAILED"]
+    for day_idx in failed:
+        store.update_checkpoint(day_idx, status="RUNNING", failures=0, error="")
+    if failed and control.running_supervisor(settings.log_dir):
+        control.request(settings.log_dir)
+    click.echo(f"{len(failed)} FAILED days put back" + (f": {', '.join(map(str, failed))}" if failed else ""))
+
+
+@main.command()
+@click.argument("worker")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (tail -F).")
+@click.option("-n", "--lines", type=int, default=50, show_default=True)
+@data_dir_option
+@user_errors
+def logs(worker: str, follow: bool, lines: int, data_dir: Path | None) -> None:
+    """Show a worker's log (`backfill logs 3 -f`), or `monitor`, `gates`, `on-complete`."""
+    import os
+
+    settings = _settings(data_dir=data_dir)
+    name = f"worker-{worker}.log" if worker.isdigit() else f"{worker}.log"
+    path = settings.log_dir / name
+    if not path.exists() and not follow:
+        raise UserError(f"no log {path}")
+    os.execvp("tail", ["tail", "-n", str(lines), *(["-F"] if follow else []), str(path)])
 
 
 @main.command()

@@ -120,7 +120,7 @@ def _reopen_extended(store: Store, existing: dict[int, DayPlan], plans: list[Day
                 day_idx=p.day_idx, status="RUNNING", next_block=old.end_block + 1, erc20_count=cp["erc20_count"],
                 erc1155_count=cp["erc1155_count"], quarantined_count=cp["quarantined_count"],
                 skipped_count=cp["skipped_count"], worker_id=cp["worker_id"], shards=cp["shards"],
-                attempts=cp["attempts"], error="")
+                attempts=cp["attempts"], failures=0, error="")
 
 
 __all__ = ["check_endpoints", "chain_identity", "check_chain", "record_chain", "plan_days", "endpoint_label"]

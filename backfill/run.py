@@ -1,10 +1,14 @@
-"""`backfill start`: check, plan, run the fleet to the end, report. The order matters: every check that
-can refuse the run happens before anything is written."""
+"""`backfill start`: check, plan, then hand the run to the supervisor: a detached one by default, this
+process with a live dashboard under --foreground, or the one already running (which is told what changed).
+Every check that can refuse the run happens before anything is written."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -14,6 +18,7 @@ from backfill.rpc import RpcClient
 from backfill.settings import Settings
 from backfill.status import collect
 from backfill.store import Store
+from monitor import control
 
 log = logging.getLogger("monitor")
 
@@ -23,7 +28,7 @@ class RunFailed(UserError):
 
 
 async def _prepare(settings: Settings, store_factory: Callable[[], Store]) -> tuple[Store, int]:
-    chain_id = await check_endpoints(settings)
+    await check_endpoints(settings)
     async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor") as rpc:
         chain_id, genesis = await chain_identity(rpc)
         store = store_factory()
@@ -34,26 +39,78 @@ async def _prepare(settings: Settings, store_factory: Callable[[], Store]) -> tu
     return store, len(plans)
 
 
-def start_run(settings: Settings, echo: Callable[[str], Any] = print) -> dict[str, Any]:
-    from monitor.fleet import FleetHalted, run_fleet
-
+def start_run(settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print) -> dict[str, Any] | None:
     store, n_days = asyncio.run(_prepare(settings, lambda: Store.connect(settings)))
-    echo(f"planned {n_days} days; starting {settings.shards} workers (logs: {settings.log_dir}/worker-<k>.log)")
+    running = control.running_supervisor(settings.log_dir)
+    if running:
+        wanted = {"shards": settings.shards} if shards_explicit else {}
+        control.request(settings.log_dir, **wanted)
+        what = f"scaling to {settings.shards} workers" if shards_explicit and settings.shards != running.get(
+            "wanted_shards") else "re-reading the plan"
+        echo(f"a run is already active (supervisor pid {running['pid']}): {what}; no second fleet started")
+        return None
+    control.write_json_atomic(control.control_path(settings.log_dir), {"shards": settings.shards, "seq": 0})
+    if settings.foreground:
+        return _run_foreground(settings, store, n_days, echo)
+    return _run_detached(settings, n_days, echo)
+
+
+def _run_detached(settings: Settings, n_days: int, echo: Callable[[str], Any]) -> None:
+    from monitor.supervisor import ALREADY_RUNNING
+
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **settings.to_env()}
+    with open(settings.log_dir / "supervisor.stderr", "ab") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "monitor.supervisor"], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = control.read_json(control.state_path(settings.log_dir)) or {}
+        if state.get("pid") == proc.pid and state.get("phase") not in (None, "starting"):
+            break
+        code = proc.poll()
+        if code is not None:
+            if code == ALREADY_RUNNING:
+                echo("a run is already active for this data directory; no second fleet started")
+                return None
+            if code == 0:
+                break  # nothing to do: finished at once
+            raise RunFailed(f"the supervisor exited at start (code {code}); see {settings.log_dir / 'monitor.log'}")
+        time.sleep(0.1)
+    echo(f"started: supervisor pid {proc.pid}, {settings.shards} workers, {n_days} days planned")
+    echo(f"logs: {settings.log_dir}/ (monitor.log, worker-<k>.log); watch: backfill status --watch; "
+         "stop: backfill stop")
+    return None
+
+
+def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any]) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.live import Live
+
+    from backfill.status import render
+    from monitor.supervisor import FleetHalted, supervise
+
+    console = Console()
+    echo(f"planned {n_days} days; {settings.shards} workers (logs: {settings.log_dir}/worker-<k>.log)")
     t0 = time.monotonic()
+    last = [0.0]
+    with Live(console=console, refresh_per_second=1, transient=not console.is_terminal,
+              auto_refresh=console.is_terminal) as live:
+        def tick(_sup: object) -> None:
+            if time.monotonic() - last[0] >= 2.0:
+                last[0] = time.monotonic()
+                live.update(render(collect(store, settings)))
 
-    def tick() -> None:
-        s = collect(store)
-        echo(f"  {s['days_complete']}/{s['days_total']} days complete, "
-             f"{s['checkpoint_rows']['erc20'] + s['checkpoint_rows']['erc1155']} rows, {time.monotonic() - t0:.0f}s")
-
-    try:
-        run_fleet(settings, on_tick=tick, tick_s=5.0)
-    except FleetHalted as exc:
-        raise RunFailed(str(exc)) from None
-    summary = collect(store)
-    if summary["days_complete"] != summary["days_total"]:
-        raise RunFailed(f"workers finished but only {summary['days_complete']}/{summary['days_total']} days are COMPLETE")
-    log.info("event=run_complete days=%d seconds=%.1f", summary["days_total"], time.monotonic() - t0)
+        try:
+            phase = supervise(settings, on_tick=tick)
+        except FleetHalted as exc:
+            raise RunFailed(str(exc)) from None
+    summary = collect(store, settings)
+    if phase == "stopped":
+        raise RunFailed("stopped; progress is checkpointed, `backfill start` resumes")
+    if phase == "finished_with_failures":
+        raise RunFailed(f"{summary['days_failed']} days FAILED (see `backfill status`); "
+                        "`backfill retry-failed` then `backfill start` to try them again")
     echo(f"backfill complete: {summary['days_total']} days in {time.monotonic() - t0:.1f}s")
     store.close()
     return summary

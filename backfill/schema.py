@@ -9,7 +9,7 @@ ERC1155_COLUMNS = ["block_number", "block_timestamp", "tx_hash", "log_index", "b
 BLOCK_COLUMNS = ["block_number", "block_hash", "timestamp"]
 QUARANTINE_COLUMNS = ["block_number", "log_index", "tx_hash", "address", "topics", "data", "reason", "day_idx", "_version"]
 CHECKPOINT_COLUMNS = ["day_idx", "status", "next_block", "erc20_count", "erc1155_count", "quarantined_count",
-                      "skipped_count", "worker_id", "shards", "attempts", "error", "updated_at"]
+                      "skipped_count", "worker_id", "shards", "attempts", "failures", "error", "updated_at"]
 HEARTBEAT_COLUMNS = ["host", "worker_id", "pid", "day_idx", "last_batch", "rows", "updated_at"]
 DAY_COLUMNS = ["day_idx", "day", "start_block", "end_block", "clipped"]
 
@@ -74,6 +74,7 @@ TABLES: dict[str, str] = {
             worker_id UInt16,
             shards UInt16,
             attempts UInt32,
+            failures UInt32,
             error String,
             updated_at DateTime64(6, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at)
@@ -120,7 +121,7 @@ VIEWS: dict[str, str] = {
                if(c.day_idx = d.day_idx, c.status, 'PENDING') AS status,
                c.next_block AS next_block, c.erc20_count AS erc20_count, c.erc1155_count AS erc1155_count,
                c.quarantined_count AS quarantined_count, c.skipped_count AS skipped_count,
-               c.worker_id AS worker_id, c.attempts AS attempts, c.error AS error, c.updated_at AS updated_at
+               c.worker_id AS worker_id, c.attempts AS attempts, c.failures AS failures, c.error AS error, c.updated_at AS updated_at
         FROM (SELECT * FROM backfill_days FINAL) AS d
         LEFT JOIN (SELECT * FROM backfill_checkpoint FINAL) AS c ON c.day_idx = d.day_idx""",
     "erc20_transfers_staging_final": "CREATE VIEW IF NOT EXISTS erc20_transfers_staging_final AS SELECT * FROM erc20_transfers_staging FINAL",

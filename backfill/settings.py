@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
@@ -31,6 +31,10 @@ ENV_NAMES = {
     "BACKFILL_GETLOGS_CONCURRENCY": "getlogs_concurrency",
     "BACKFILL_BATCH_ROWS": "batch_rows",
     "BACKFILL_STALL_S": "stall_s",
+    "BACKFILL_STALL_GRACE_S": "stall_grace_s",
+    "BACKFILL_MAX_DAY_ATTEMPTS": "max_day_attempts",
+    "BACKFILL_RESTART_BUDGET": "restart_budget",
+    "BACKFILL_ON_COMPLETE": "on_complete",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
     "BACKFILL_RPC_TIMEOUT_S": "rpc_timeout_s",
 }
@@ -62,11 +66,15 @@ class Settings:
     getlogs_blocks: int = 2_000  # blocks per eth_getLogs call
     getlogs_concurrency: int = 4  # eth_getLogs calls in flight per worker
     batch_rows: int = 100_000  # rows per INSERT
-    stall_s: float = 300.0
+    stall_s: float = 300.0  # a worker whose heartbeat is older is stopped and relaunched
+    stall_grace_s: float = 10.0  # TERM, then KILL after this long
+    max_day_attempts: int = 3  # a day whose fetch fails this many times is FAILED and skipped
+    restart_budget: int = 50  # restarts of one worker slot before the run halts
+    on_complete: bool = True  # run the on-complete rebuild when every day is COMPLETE
     rpc_timeout_s: float = 30.0
     use_log_timestamps: bool = True  # trust the log's blockTimestamp when the node gives one
     foreground: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    explicit: frozenset[str] = frozenset()  # settings given by a flag, the environment or the TOML file
 
     @property
     def log_dir(self) -> Path:
@@ -88,6 +96,10 @@ class Settings:
             "BACKFILL_GETLOGS_CONCURRENCY": str(self.getlogs_concurrency),
             "BACKFILL_BATCH_ROWS": str(self.batch_rows),
             "BACKFILL_STALL_S": str(self.stall_s),
+            "BACKFILL_STALL_GRACE_S": str(self.stall_grace_s),
+            "BACKFILL_MAX_DAY_ATTEMPTS": str(self.max_day_attempts),
+            "BACKFILL_RESTART_BUDGET": str(self.restart_budget),
+            "BACKFILL_ON_COMPLETE": "1" if self.on_complete else "0",
             "BACKFILL_RPC_TIMEOUT_S": str(self.rpc_timeout_s),
             "BACKFILL_USE_LOG_TIMESTAMPS": "1" if self.use_log_timestamps else "0",
         }
@@ -156,7 +168,7 @@ def _coerce(name: str, value: Any) -> Any:
         return urls
     if name == "clickhouse_url":
         return value or None
-    if name in ("use_log_timestamps", "foreground"):
+    if name in ("use_log_timestamps", "foreground", "on_complete"):
         if isinstance(value, bool):
             return value
         return str(value).strip().lower() in ("1", "true", "yes", "on")
@@ -195,7 +207,7 @@ def load_settings(
         if value is not None:
             raw[key] = value
     values = {k: _coerce(k, v) for k, v in raw.items()}
-    settings = Settings(**values)
+    settings = Settings(**values, explicit=frozenset(values))
     validate(settings)
     return settings
 
@@ -212,6 +224,8 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{name} must be at least 1")
     if s.confirmations < 0:
         raise ConfigError("confirmations must be >= 0")
-    if s.stall_s <= 0:
-        raise ConfigError("stall_s must be > 0")
+    if s.stall_s <= 0 or s.stall_grace_s < 0:
+        raise ConfigError("stall_s must be > 0 and stall_grace_s >= 0")
+    if s.max_day_attempts < 1:
+        raise ConfigError("max_day_attempts must be at least 1")
     s.store  # parses CLICKHOUSE_URL, raising ConfigError when malformed

@@ -1,52 +1,150 @@
-"""Status arithmetic: store rows in, a plain summary dict out (rendered by the CLI, or as --json)."""
+"""Status: store rows in, a plain summary dict out (rendered with rich, or printed as --json).
+
+The arithmetic (`summarize`, `progress_rates`) is pure; `collect` gathers its inputs.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
+from backfill.settings import Settings
 from backfill.store import Store
 
+RATE_WINDOW_S = 300.0
 
-def summarize(days_total: int, checkpoints: dict[int, dict[str, Any]], heartbeats: list[dict[str, Any]],
-              table_rows: dict[str, int], now: dt.datetime) -> dict[str, Any]:
+
+def progress_rates(history: list[dict[str, Any]], starts: dict[int, int], since: float, now: float) -> dict[str, float]:
+    """rows/s and blocks/s from per-day checkpoint history over [since, now].
+
+    history rows: day_idx, rows_now, next_now, rows_then, next_then, had_before (see collect)."""
+    rows = blocks = 0
+    for h in history:
+        start = starts.get(int(h["day_idx"]), 0)
+        rows_then = int(h["rows_then"]) if h["had_before"] else 0
+        blocks_then = max(0, int(h["next_then"]) - start) if h["had_before"] else 0
+        rows += int(h["rows_now"]) - rows_then
+        blocks += max(0, int(h["next_now"]) - start) - blocks_then
+    elapsed = max(1e-9, now - since)
+    return {"rows_per_s": round(rows / elapsed, 1), "blocks_per_s": round(blocks / elapsed, 2),
+            "window_s": round(elapsed, 1)}
+
+
+def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], heartbeats: list[dict[str, Any]],
+              supervisor: dict[str, Any] | None, supervisor_alive: bool, rates: dict[str, float],
+              table_rows: dict[str, dict[str, int]], now: float) -> dict[str, Any]:
     by_status: dict[str, int] = {}
-    for cp in checkpoints.values():
-        by_status[cp["status"]] = by_status.get(cp["status"], 0) + 1
+    remaining_blocks = 0
+    for p in plan:
+        cp = checkpoints.get(p["day_idx"])
+        status = cp["status"] if cp else "PENDING"
+        by_status[status] = by_status.get(status, 0) + 1
+        if status != "COMPLETE":
+            next_block = max(p["start_block"], int(cp["next_block"]) if cp else 0)
+            remaining_blocks += max(0, p["end_block"] - next_block + 1)
+    total = len(plan)
     done = by_status.get("COMPLETE", 0)
-    workers = [{
-        "worker_id": int(h["worker_id"]), "pid": int(h["pid"]), "day_idx": int(h["day_idx"]),
-        "last_batch": h["last_batch"], "rows": int(h["rows"]),
-        "heartbeat_age_s": round((now - h["updated_at"]).total_seconds(), 1),
-    } for h in sorted(heartbeats, key=lambda h: int(h["worker_id"]))]
-    failed = [{"day_idx": k, "error": cp["error"]} for k, cp in sorted(checkpoints.items()) if cp["status"] == "FAILED"]
+    bps = rates.get("blocks_per_s", 0.0)
+    eta_s = round(remaining_blocks / bps) if bps > 0 and remaining_blocks else (0 if not remaining_blocks else None)
+    sup_workers = {w["shard_id"]: w for w in (supervisor or {}).get("workers", [])}
+    workers = []
+    for h in sorted(heartbeats, key=lambda h: int(h["worker_id"])):
+        k = int(h["worker_id"])
+        sw = sup_workers.get(k, {})
+        workers.append({
+            "worker_id": k, "pid": int(h["pid"]), "day_idx": int(h["day_idx"]), "last_batch": h["last_batch"],
+            "rows": int(h["rows"]), "heartbeat_age_s": round(now - h["updated_at"], 1),
+            "restarts": sw.get("restarts", 0), "state": sw.get("state", "unknown") if supervisor_alive else "not supervised",
+        })
+    failed = [{"day_idx": k, "error": cp["error"], "failures": int(cp.get("failures", 0))}
+              for k, cp in sorted(checkpoints.items()) if cp["status"] == "FAILED"]
+    counted = lambda key: sum(int(cp[key]) for cp in checkpoints.values())  # noqa: E731
     return {
-        "days_total": days_total,
-        "days_complete": done,
-        "days_running": by_status.get("RUNNING", 0),
-        "days_failed": by_status.get("FAILED", 0),
-        "percent": round(100.0 * done / days_total, 2) if days_total else 0.0,
-        "checkpoint_rows": {
-            "erc20": sum(int(cp["erc20_count"]) for cp in checkpoints.values()),
-            "erc1155": sum(int(cp["erc1155_count"]) for cp in checkpoints.values()),
-            "quarantined": sum(int(cp["quarantined_count"]) for cp in checkpoints.values()),
-            "skipped_erc721": sum(int(cp["skipped_count"]) for cp in checkpoints.values()),
-        },
+        "days_total": total, "days_complete": done, "days_running": by_status.get("RUNNING", 0),
+        "days_failed": by_status.get("FAILED", 0), "days_pending": by_status.get("PENDING", 0),
+        "percent": round(100.0 * done / total, 2) if total else 0.0,
+        "remaining_blocks": remaining_blocks, "eta_s": eta_s, **rates,
+        "checkpoint_rows": {"erc20": counted("erc20_count"), "erc1155": counted("erc1155_count"),
+                            "quarantined": counted("quarantined_count"), "skipped_erc721": counted("skipped_count")},
         "table_rows": table_rows,
-        "workers": workers,
-        "failed_days": failed,
+        "supervisor": {"alive": supervisor_alive, **{k: v for k, v in (supervisor or {}).items() if k != "workers"}},
+        "workers": workers, "failed_days": failed,
     }
 
 
-def collect(store: Store) -> dict[str, Any]:
-    days_total = int(store.scalar("SELECT count() FROM backfill_days FINAL") or 0)
+def collect(store: Store, settings: Settings | None = None) -> dict[str, Any]:
+    from monitor import control
+
+    now = time.time()
+    plan = [{"day_idx": p.day_idx, "start_block": p.start_block, "end_block": p.end_block} for p in store.read_plan()]
     checkpoints = store.checkpoints()
     heartbeats = list(store.client.query(
         "SELECT worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL").named_results())
-    table_rows = {t: int(store.scalar(f"SELECT count() FROM {t}") or 0)
-                  for t in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine")}
-    now = dt.datetime.now(dt.timezone.utc)
     for h in heartbeats:
-        if h["updated_at"].tzinfo is None:
-            h["updated_at"] = h["updated_at"].replace(tzinfo=dt.timezone.utc)
-    return summarize(days_total, checkpoints, heartbeats, table_rows, now)
+        h["updated_at"] = h["updated_at"].replace(tzinfo=dt.timezone.utc).timestamp()
+    supervisor = alive = None
+    if settings is not None:
+        alive = control.running_supervisor(settings.log_dir)
+        supervisor = alive or control.read_json(control.state_path(settings.log_dir))
+    since = now - RATE_WINDOW_S
+    if supervisor and supervisor.get("started_at"):
+        since = max(since, float(supervisor["started_at"]))
+    since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+    history = list(store.client.query(
+        "SELECT day_idx, argMax(erc20_count + erc1155_count, updated_at) AS rows_now, "
+        "argMax(next_block, updated_at) AS next_now, "
+        "argMaxIf(erc20_count + erc1155_count, updated_at, updated_at < %(since)s) AS rows_then, "
+        "argMaxIf(next_block, updated_at, updated_at < %(since)s) AS next_then, "
+        "countIf(updated_at < %(since)s) > 0 AS had_before "
+        "FROM backfill_checkpoint GROUP BY day_idx HAVING max(updated_at) >= %(since)s",
+        parameters={"since": since_dt}).named_results())
+    rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
+    table_rows = {}
+    for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
+        table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0),
+                             "rows_after_dedup": int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)}
+    return summarize(plan, checkpoints, heartbeats, supervisor, bool(alive), rates, table_rows, now)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def render(summary: dict[str, Any]) -> Any:
+    """A rich renderable for people (the CLI and the foreground dashboard)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    sup = summary["supervisor"]
+    cp = summary["checkpoint_rows"]
+    lines = [
+        Text(f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
+             f"{summary['days_running']} running, {summary['days_pending']} pending, {summary['days_failed']} failed"),
+        Text(f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
+             f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
+             f"ETA {_duration(summary['eta_s'])}"),
+        Text(f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
+             f"skipped_erc721={cp['skipped_erc721']}"),
+        Text("dedup: " + ", ".join(f"{t} {v['rows']} rows, {v['rows_after_dedup']} after FINAL"
+                                   for t, v in summary["table_rows"].items())),
+        Text(f"supervisor: {'running' if sup['alive'] else 'not running'}"
+             + (f" pid {sup.get('pid')} phase {sup.get('phase')} shards {sup.get('wanted_shards')}" if sup.get("pid") else "")
+             + (f" — {sup['message']}" if sup.get("message") else "")),
+    ]
+    parts: list[Any] = list(lines)
+    if summary["workers"]:
+        table = Table("worker", "pid", "state", "day", "last batch", "rows", "heartbeat age", "restarts")
+        for w in summary["workers"]:
+            table.add_row(str(w["worker_id"]), str(w["pid"]), w["state"], str(w["day_idx"]), w["last_batch"],
+                          str(w["rows"]), f"{w['heartbeat_age_s']}s", str(w["restarts"]))
+        parts.append(table)
+    for f in summary["failed_days"]:
+        parts.append(Text(f"FAILED day {f['day_idx']} after {f['failures']} failures: {f['error']}", style="red"))
+    return Group(*parts)

@@ -135,10 +135,19 @@ class Store:
 
     def write_checkpoint(self, *, day_idx: int, status: str, next_block: int, erc20_count: int, erc1155_count: int,
                          quarantined_count: int, skipped_count: int, worker_id: int, shards: int, attempts: int,
-                         error: str = "") -> None:
+                         failures: int = 0, error: str = "") -> None:
         row = (day_idx, status, next_block, erc20_count, erc1155_count, quarantined_count, skipped_count,
-               worker_id, shards, attempts, error, now_utc())
+               worker_id, shards, attempts, failures, error, now_utc())
         self.insert("backfill_checkpoint", [row], schema.CHECKPOINT_COLUMNS)
+
+    def update_checkpoint(self, day_idx: int, **changes: Any) -> dict[str, Any] | None:
+        """Write a new version of a day's latest checkpoint with some fields changed (None if the day has none)."""
+        current = self.checkpoints().get(day_idx)
+        if current is None:
+            return None
+        row = {**current, **changes, "updated_at": now_utc()}
+        self.insert("backfill_checkpoint", [tuple(row[c] for c in schema.CHECKPOINT_COLUMNS)], schema.CHECKPOINT_COLUMNS)
+        return row
 
     def heartbeat(self, worker_id: int, pid: int, day_idx: int, last_batch: str, rows: int) -> None:
         self.insert("worker_heartbeats", [(socket.gethostname(), worker_id, pid, day_idx, last_batch, rows, now_utc())],

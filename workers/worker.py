@@ -27,6 +27,7 @@ from backfill.decode import DecodedBatch, decode_logs
 from backfill.errors import ConfigError, StoreUnavailable, UserError
 from backfill.logs import setup_logging
 from backfill.planner import DayPlan
+from backfill.redact import scrub
 from backfill.rpc import RpcClient
 from backfill.rpc_errors import RangeTooLarge, Transient
 from backfill.settings import Settings, load_settings
@@ -36,7 +37,12 @@ from workers.windows import Segment, Window, day_segments, owned, pack_windows, 
 
 log = logging.getLogger("worker")
 UTC = dt.timezone.utc
-PREFETCH_WINDOWS = 2  # windows fetched ahead of the one being written (bounded memory)
+PREFETCH_WINDOWS = 1  # windows fetched ahead of the one being written (bounded memory)
+
+
+def unit_blocks(window_blocks: int) -> int:
+    """Blocks per checkpoint unit: with the prefetched windows, a kill loses at most window_blocks."""
+    return max(1, window_blocks // (PREFETCH_WINDOWS + 1))
 
 
 @dataclass
@@ -46,7 +52,8 @@ class DayProgress:
     erc1155: int = 0
     quarantined: int = 0
     skipped: int = 0
-    attempts: int = 0
+    attempts: int = 0  # tries of the day (a run that writes its first piece)
+    failures: int = 0  # failed tries; FAILED at max_day_attempts
     resume_from: int = 0  # first block this run fetches for the day
 
 
@@ -61,6 +68,8 @@ class Worker:
         self.rows_total = 0
         self.stop = asyncio.Event()
         self.last_beat = 0.0
+        self.current: Window | None = None  # the window being fetched / written, blamed if we fail
+        self.days: dict[int, DayProgress] = {}
         self.tag = f"worker={shard_id}"
 
     # -- fetch ----------------------------------------------------------------------------
@@ -150,7 +159,7 @@ class Worker:
 
     def checkpoint_row(self, day: DayProgress, status: str, next_block: int, error: str = "") -> tuple:
         return (day.plan.day_idx, status, next_block, day.erc20, day.erc1155, day.quarantined, day.skipped,
-                self.shard_id, self.shards, day.attempts, error, dt.datetime.now(UTC))
+                self.shard_id, self.shards, day.attempts, day.failures, error, dt.datetime.now(UTC))
 
     def beat(self, day_idx: int, label: str, final: bool = False) -> None:
         """Heartbeat after a batch; at most one a second, so tiny windows do not flood the store."""
@@ -158,6 +167,34 @@ class Worker:
         if final or now - self.last_beat >= 1.0:
             self.store.heartbeat(self.shard_id, os.getpid(), day_idx, label, self.rows_total)
             self.last_beat = now
+
+    def record_failure(self, error: str) -> None:
+        """Blame the window in progress: its days get the error and one more attempt; FAILED at the limit."""
+        if self.current is None:
+            return
+        rows = []
+        seen: set[int] = set()
+        for seg in self.current.segments:
+            if seg.day_idx in seen:
+                continue
+            seen.add(seg.day_idx)
+            day = self.days[seg.day_idx]
+            day.failures += 1
+            status = "FAILED" if day.failures >= self.s.max_day_attempts else "RUNNING"
+            # windows are written in order, so the day's committed progress is where this segment starts
+            rows.append(self.checkpoint_row(day, status, seg.start, error[:500]))
+            log.error("%s day=%d blocks=%d-%d event=day_error failures=%d/%d status=%s error=%s", self.tag,
+                      seg.day_idx, seg.start, seg.end, day.failures, self.s.max_day_attempts, status, error[:300])
+        self.store.insert("backfill_checkpoint", rows, schema.CHECKPOINT_COLUMNS)
+
+    async def heartbeat_loop(self) -> None:
+        """Beat every stall_s / 2 through the store thread: a hung store or a stopped process goes silent."""
+        interval = max(0.5, self.s.stall_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            day = self.current.segments[0].day_idx if self.current else -1
+            label = self.current.label() if self.current else "idle"
+            await self.in_store(self.beat, day, label, True)
 
     async def in_store(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -171,23 +208,24 @@ class Worker:
             if not owned(plan.day_idx, self.shard_id, self.shards):
                 continue
             cp = checkpoints.get(plan.day_idx)
-            if cp and cp["status"] == "COMPLETE":
+            if cp and cp["status"] in ("COMPLETE", "FAILED"):
                 continue
             day = DayProgress(plan)
             next_block = plan.start_block
             if cp:
                 day.erc20, day.erc1155 = int(cp["erc20_count"]), int(cp["erc1155_count"])
                 day.quarantined, day.skipped = int(cp["quarantined_count"]), int(cp["skipped_count"])
-                day.attempts = int(cp["attempts"])
+                day.attempts, day.failures = int(cp["attempts"]), int(cp["failures"])
                 next_block = max(next_block, int(cp["next_block"]))
             day.resume_from = max(plan.start_block, next_block)
             days[plan.day_idx] = day
-            segments.extend(day_segments(plan, next_block, self.s.window_blocks))
+            segments.extend(day_segments(plan, next_block, unit_blocks(self.s.window_blocks)))
         return days, segments
 
     async def run(self) -> int:
         days, segments = await self.in_store(self.my_days)
-        windows = pack_windows(segments, self.s.window_blocks)
+        self.days = days
+        windows = pack_windows(segments, unit_blocks(self.s.window_blocks))
         log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
         with_blocks = {seg.day_idx for seg in segments}
         nothing_left = [self.checkpoint_row(d, "COMPLETE", d.plan.end_block + 1)
@@ -208,6 +246,7 @@ class Worker:
                     log.info("%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start)
                     return exitcodes.OK
                 t0 = time.monotonic()
+                self.current = w
                 parts = await inflight.pop(0)
                 if i + PREFETCH_WINDOWS < len(windows):
                     inflight.append(asyncio.create_task(self.fetch_window(rpc, windows[i + PREFETCH_WINDOWS])))
@@ -261,9 +300,19 @@ async def amain(settings: Settings, shard_id: int, shards: int) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
     watcher = asyncio.create_task(_watch_parent(worker, os.getppid()))
+    await worker.in_store(worker.beat, -1, "starting", True)
+    beats = asyncio.create_task(worker.heartbeat_loop())
     try:
         return await worker.run()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            await worker.in_store(worker.record_failure, scrub(error, list(settings.rpc_urls)))
+        except Exception:  # the store may be the thing that failed; the crash itself is logged by main()
+            log.exception("%s event=record_failure_failed", worker.tag)
+        raise
     finally:
+        beats.cancel()
         watcher.cancel()
         worker.executor.shutdown(wait=True)
         store.close()
@@ -280,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
     setup_logging(settings.log_dir / f"worker-{args.shard}.log")
+    pid_file = settings.log_dir / f"worker-{args.shard}.pid"
+    pid_file.write_text(str(os.getpid()))
     try:
         return asyncio.run(amain(settings, args.shard, args.shards))
     except StoreUnavailable as exc:
@@ -289,8 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("worker=%d event=exit reason=user_error error=%s", args.shard, exc)
         return exc.exit_code
     except Exception:
-        log.exception("worker=%d event=crash", args.shard)
+        log.exception("worker=%d event=crash action=exit code=%d", args.shard, exitcodes.CRASH)
         return exitcodes.CRASH
+    finally:
+        if pid_file.exists() and pid_file.read_text() == str(os.getpid()):
+            pid_file.unlink()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def finished_run(chain, data_dir):
     """`SHARDS=3 backfill start` over the whole chain, as an operator runs it."""
-    result = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+    result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
                       data_dir, chain, shards=3)
     assert result.returncode == 0, result.stderr
     store = open_store(data_dir)

@@ -19,12 +19,12 @@ def assert_one_clear_line(result, needle: str) -> None:
 
 
 @pytest.mark.parametrize("args,env,needle", [
-    (["start", "--from", "2024-01-01", "--to", "2024-01-02"], {"SHARDS": "0"}, "SHARDS must be at least 1"),
-    (["start", "--from", "2024-01-05", "--to", "2024-01-02"], {}, "--from 2024-01-05 is after --to 2024-01-02"),
-    (["start", "--from", "2024-01-01", "--to", "2024-01-02"], {"CLICKHOUSE_URL": "http://user:pw@host:port/db"},
+    (["start", "--foreground", "--from", "2024-01-01", "--to", "2024-01-02"], {"SHARDS": "0"}, "SHARDS must be at least 1"),
+    (["start", "--foreground", "--from", "2024-01-05", "--to", "2024-01-02"], {}, "--from 2024-01-05 is after --to 2024-01-02"),
+    (["start", "--foreground", "--from", "2024-01-01", "--to", "2024-01-02"], {"CLICKHOUSE_URL": "http://user:pw@host:port/db"},
      "CLICKHOUSE_URL is malformed"),
-    (["start", "--from", "yesterday"], {}, "--from must be a date"),
-    (["start", "--from", "2024-01-01", "--to", "2024-01-02"],
+    (["start", "--foreground", "--from", "yesterday"], {}, "--from must be a date"),
+    (["start", "--foreground", "--from", "2024-01-01", "--to", "2024-01-02"],
      {"ETHEREUM_RPC_URLS": f"http://127.0.0.1:9/v2/{KEY}"}, "no RPC endpoint answers"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, chain: Chain, args, env, needle):
@@ -39,14 +39,14 @@ def test_another_chain_is_refused_and_changes_nothing(chain: Chain, data_dir, fi
     tables = ("erc20_transfers_staging", "backfill_checkpoint", "backfill_days", "backfill_meta")
     before = {t: store.scalar(f"SELECT count() FROM {t}") for t in tables}
     with Anvil(chain_id=4242) as other:
-        result = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+        result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
                           data_dir, rpc_urls=other.url, shards=2)
     assert_one_clear_line(result, "serves chain 4242 but this database holds chain 31337")
     assert {t: store.scalar(f"SELECT count() FROM {t}") for t in tables} == before
 
 
 def test_to_beyond_the_chain_is_refused(chain: Chain, tmp_path):
-    result = backfill(["start", "--from", chain.first_day, "--to", "2030-01-01", "--confirmations", "0"],
+    result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", "2030-01-01", "--confirmations", "0"],
                       tmp_path / "data", chain)
     try:
         assert_one_clear_line(result, "is beyond the chain")

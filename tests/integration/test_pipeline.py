@@ -43,7 +43,7 @@ def test_second_run_changes_nothing_and_runbook_queries_are_true(chain: Chain, d
     _, store = finished_run
     before = {t: store.scalar(f"SELECT count() FROM {t}") for t in
               ("erc20_transfers_staging", "erc1155_transfers_staging", "block_timestamps", "backfill_checkpoint")}
-    again = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+    again = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
                      data_dir, chain, shards=3)
     assert again.returncode == 0, again.stderr
     after = {t: store.scalar(f"SELECT count() FROM {t}") for t in before}
@@ -65,7 +65,7 @@ def test_headers_give_the_same_answer_when_logs_lack_timestamps(chain: Chain, tm
     data_dir = tmp_path_factory.mktemp("noblockts")
     try:
         two_days = [chain.first_day, chain.day(1)]
-        run = backfill(["start", "--from", two_days[0], "--to", two_days[1], "--confirmations", "0"], data_dir, chain,
+        run = backfill(["start", "--foreground", "--from", two_days[0], "--to", two_days[1], "--confirmations", "0"], data_dir, chain,
                        shards=2, extra_env={"BACKFILL_USE_LOG_TIMESTAMPS": "0"})
         assert run.returncode == 0, run.stderr
         store = open_store(data_dir)
@@ -99,7 +99,7 @@ def test_embedded_store_answers_curl_while_workers_write(chain: Chain, tmp_path_
     t = threading.Thread(target=poll)
     t.start()
     try:
-        run = backfill(["start", "--from", chain.first_day, "--to", chain.day(4), "--confirmations", "0"], data_dir, chain,
+        run = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.day(4), "--confirmations", "0"], data_dir, chain,
                        shards=3, extra_env={"BACKFILL_WINDOW_BLOCKS": "300"})
     finally:
         done.set()
