@@ -69,3 +69,63 @@ def store_rows(store: Store) -> tuple[list[tuple], list[tuple]]:
         "SELECT block_number, toUnixTimestamp(block_timestamp), tx_hash, log_index, batch_index, token_address, operator, "
         "from_address, to_address, token_id, value FROM erc1155_transfers_staging FINAL")
     return [tuple(r) for r in erc20], [tuple(r) for r in erc1155]
+
+
+def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll a condition until it is truthy or the deadline passes (no sleeps as synchronisation)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def supervisor_state(data_dir: Path) -> dict[str, Any]:
+    from monitor import control
+
+    return control.read_json(control.state_path(data_dir / "backfill")) or {}
+
+
+def live_workers(data_dir: Path) -> dict[int, int]:
+    """shard_id -> pid of the workers the supervisor reports running."""
+    return {w["shard_id"]: w["pid"] for w in supervisor_state(data_dir).get("workers", []) if w.get("pid")}
+
+
+def wait_run_finished(data_dir: Path, timeout: float = 300) -> dict[str, Any]:
+    """Wait until the detached supervisor of data_dir has exited; its last state."""
+    import psutil
+
+    from monitor import control
+
+    wait_for(lambda: control.running_supervisor(data_dir / "backfill") is None, timeout, "the supervisor to exit", 0.25)
+    state = supervisor_state(data_dir)
+    pid = state.get("pid")
+    if pid:
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30,
+                 "the supervisor process to end")
+    return state
+
+
+def complete_days(store: Store) -> set[int]:
+    return {d for d, cp in store.checkpoints().items() if cp["status"] == "COMPLETE"}
+
+
+def checkpoint_history(store: Store) -> list[tuple]:
+    """Every checkpoint version ever written (before OPTIMIZE merges them): (day_idx, status, updated_at)."""
+    return [tuple(r) for r in store.query_rows("SELECT day_idx, status, updated_at FROM backfill_checkpoint")]
+
+
+def assert_exact(store: Store, chain: Chain) -> None:
+    from tests.truth import ground_truth
+
+    plans = [(p.day_idx, p.start_block, p.end_block) for p in store.read_plan()]
+    truth = ground_truth(chain.url, plans)
+    erc20, erc1155 = store_rows(store)
+    assert len(erc20) == len(set(erc20)) and len(erc1155) == len(set(erc1155)), "duplicates after FINAL"
+    assert set(erc20) == truth.erc20, (len(truth.erc20 - set(erc20)), len(set(erc20) - truth.erc20))
+    assert set(erc1155) == truth.erc1155, (len(truth.erc1155 - set(erc1155)), len(set(erc1155) - truth.erc1155))
+    assert {d: (cp["erc20_count"], cp["erc1155_count"]) for d, cp in store.checkpoints().items()} == truth.per_day

@@ -1,0 +1,481 @@
+"""A fault-injecting JSON-RPC proxy in front of a real node, for integration tests.
+
+`with RpcProxy(node.url, faults=[Fault("A4", rate=0.2)], seed=1) as proxy: ... proxy.url ...` runs an
+aiohttp server on 127.0.0.1 in a background thread with its own event loop. Each request is forwarded to
+the upstream node unless a fault (tests/proxy_faults.py) answers instead; the proxy can also pretend to
+lag behind the head and strip `blockTimestamp` from logs. Every JSON-RPC call is recorded, and the
+records can be read from the test thread while the proxy runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import random
+import socket
+import struct
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from tests.proxy_faults import (ALL_FAULTS_MIX, KINDS, LAG_RANGE_ERROR, Fault, Reply, envelope, error_object,
+                                fault_reply, suggest_range)
+
+__all__ = ["ALL_FAULTS_MIX", "KINDS", "Call", "Fault", "RpcProxy"]
+
+log = logging.getLogger(__name__)
+
+GETLOGS = "eth_getLogs"
+_LAGGED_METHODS = {"eth_blockNumber", "eth_getBlockByNumber", GETLOGS}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One JSON-RPC call as the proxy saw and answered it."""
+
+    seq: int  # HTTP request number; the calls of one batch share it
+    method: str
+    params: Any  # eth_getLogs over a range: (fromBlock, toBlock) as ints; otherwise params as sent
+    batch_size: int | None  # None for a single (non-batch) request
+    fault: str | None  # the fault kind injected, "LAG" when lagging changed the answer, else None
+    status: int | None  # HTTP status returned; None when the connection was reset or the client left
+    ok: bool  # forwarded, and the upstream's complete result reached the client
+    path: str
+
+
+@dataclass(frozen=True)
+class _Options:
+    lag_blocks: int = 0
+    getlogs_lag_only: bool = False
+    lag_getlogs: str = "partial"  # partial | empty | error
+    lag_block_lookup: str = "null"  # null | I7
+    strip_block_timestamp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lag_blocks < 0:
+            raise ValueError("lag_blocks must be >= 0")
+        if self.lag_getlogs not in ("partial", "empty", "error"):
+            raise ValueError(f"lag_getlogs must be partial, empty or error, not {self.lag_getlogs!r}")
+        if self.lag_block_lookup not in ("null", "I7"):
+            raise ValueError(f"lag_block_lookup must be null or I7, not {self.lag_block_lookup!r}")
+
+
+@dataclass
+class _Item:
+    """One call of a request while it is served."""
+
+    obj: dict[str, Any]
+    method: str
+    params: Any
+    range: tuple[int, int] | None = None
+    forward: dict[str, Any] | None = None  # what goes upstream, when it differs from obj
+    answer: dict[str, Any] | None = None  # the answer object, once known
+    status: int = 200  # HTTP status of a made-up answer to a single request
+    deferred: list[Fault] = field(default_factory=list)  # result caps, checked on the upstream's answer
+    fault: str | None = None
+    altered: bool = False  # the client does not get the node's true answer
+    ok: bool = False
+
+    def fail(self, kind: str, error: dict[str, Any], status: int = 200) -> None:
+        self.answer, self.status = envelope(self.obj.get("id"), error=error), status
+        self.fault, self.altered = kind, True
+
+    def answer_with(self, result: Any) -> None:
+        self.answer = envelope(self.obj.get("id"), result=result)
+        self.fault, self.altered = "LAG", True
+
+
+def _block_number(tag: Any) -> int | None:
+    """A hex block number as int; "earliest" is 0; other tags (latest, ...) need the head: None."""
+    if isinstance(tag, str) and tag.startswith("0x"):
+        return int(tag, 16)
+    if isinstance(tag, int):
+        return tag
+    return 0 if tag == "earliest" else None
+
+
+def _log_filter(item: _Item) -> dict[str, Any] | None:
+    params = item.obj.get("params")
+    if item.method == GETLOGS and isinstance(params, list) and params and isinstance(params[0], dict):
+        return None if "blockHash" in params[0] else params[0]
+    return None
+
+
+class RpcProxy:
+    """A JSON-RPC proxy on 127.0.0.1 that injects provider failures; see the module docstring.
+
+    faults: the fault mix, drawn per request in list order (first hit wins) with a seeded RNG.
+    lag_blocks: pretend the head is upstream head - N for eth_blockNumber, eth_getBlockByNumber and
+    eth_getLogs; getlogs_lag_only: only eth_getLogs lags (go-ethereum#24078). lag_getlogs: what a range
+    reaching past the lagged head gets: "partial" (logs up to it), "empty" ([]) or "error" (-32602).
+    lag_block_lookup: a block above the lagged head is "null" or "I7" (header not found).
+    strip_block_timestamp: drop `blockTimestamp` from every log.
+    """
+
+    def __init__(self, upstream_url: str, faults: Iterable[Fault] | Fault = (), *, seed: int = 0,
+                 lag_blocks: int = 0, getlogs_lag_only: bool = False, lag_getlogs: str = "partial",
+                 lag_block_lookup: str = "null", strip_block_timestamp: bool = False,
+                 upstream_timeout_s: float = 60.0) -> None:
+        self.upstream_url = upstream_url
+        self.upstream_timeout_s = upstream_timeout_s
+        self._lock = threading.Lock()
+        self._faults: tuple[Fault, ...] = ()
+        self.set_faults(faults)
+        self._opts = _Options(lag_blocks, getlogs_lag_only, lag_getlogs, lag_block_lookup, strip_block_timestamp)
+        self._rng = random.Random(seed)
+        self._seq = itertools.count(1)
+        self._calls: list[Call] = []
+        self._port: int | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._startup_error: BaseException | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("the proxy is not running")
+        return f"http://127.0.0.1:{self._port}"
+
+    def url_with_key(self, key: str) -> str:
+        """A provider-style URL with an API key in its path (the proxy ignores paths)."""
+        return f"{self.url}/v2/{key}"
+
+    def start(self) -> Self:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="rpc-proxy", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout=15) or self._startup_error is not None:
+            self.stop()
+            raise RuntimeError(f"rpc proxy did not start: {self._startup_error!r}")
+        log.info("rpc proxy started url=%s upstream=%s", self.url, self.upstream_url)
+        return self
+
+    def stop(self) -> None:
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+        thread.join(timeout=15)
+        if thread.is_alive():
+            raise RuntimeError("rpc proxy thread did not stop")
+        self._thread = self._loop = None
+        self._port = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(ready))
+        finally:
+            loop.close()
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._stopping = asyncio.Event()
+        runner: web.AppRunner | None = None
+        try:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.upstream_timeout_s))
+            app = web.Application(client_max_size=64 * 2**20)
+            app.router.add_route("POST", "/{tail:.*}", self._handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))  # a socket we bound ourselves: no race for a free port
+            await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+            self._port = sock.getsockname()[1]
+            ready.set()
+            await self._stopping.wait()
+        except Exception as exc:
+            self._startup_error = exc
+            ready.set()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            if self._session is not None:
+                await self._session.close()
+
+    # -- configuration (any thread, any time) --------------------------------------------------
+    def set_faults(self, faults: Iterable[Fault] | Fault = ()) -> None:
+        faults = (faults,) if isinstance(faults, Fault) else tuple(faults)
+        if not all(isinstance(f, Fault) for f in faults):
+            raise TypeError("faults must be Fault objects")
+        with self._lock:
+            self._faults = faults
+
+    def configure(self, **changes: Any) -> None:
+        """Change lag_blocks, getlogs_lag_only, lag_getlogs, lag_block_lookup or strip_block_timestamp."""
+        with self._lock:
+            self._opts = dataclasses.replace(self._opts, **changes)
+
+    # -- accounting (any thread, any time) -----------------------------------------------------
+    def calls(self, method: str | None = None) -> list[Call]:
+        with self._lock:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def getlogs_ranges(self) -> list[tuple[int, int]]:
+        """(fromBlock, toBlock) of every eth_getLogs whose complete, true answer reached the client."""
+        return [c.params for c in self.calls(GETLOGS) if c.ok and isinstance(c.params, tuple)]
+
+    def fault_counts(self) -> Counter[str]:
+        return Counter(c.fault for c in self.calls() if c.fault is not None)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the recorded calls (and reseed the RNG when given a seed)."""
+        with self._lock:
+            self._calls.clear()
+            if seed is not None:
+                self._rng = random.Random(seed)
+
+    def _record(self, seq: int, items: list[_Item], batch_size: int | None, status: int | None, path: str) -> None:
+        calls = [Call(seq, it.method, it.range if it.range is not None else it.params, batch_size, it.fault,
+                      status, it.ok and status is not None, path) for it in items]
+        with self._lock:
+            self._calls.extend(calls)
+        for c in calls:
+            if c.fault is not None:
+                log.debug("rpc proxy seq=%s method=%s params=%s fault=%s status=%s", c.seq, c.method,
+                          c.params if c.method == GETLOGS else "-", c.fault, c.status)
+
+    def _hit(self, rate: float) -> bool:
+        with self._lock:
+            return self._rng.random() < rate
+
+    # -- serving --------------------------------------------------------------------------------
+    async def _upstream(self, payload: bytes) -> tuple[int, bytes, str]:
+        assert self._session is not None
+        try:
+            async with self._session.post(self.upstream_url, data=payload,
+                                          headers={"Content-Type": "application/json"}) as resp:
+                return resp.status, await resp.read(), resp.content_type
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("rpc proxy upstream failed: %r", exc)
+            return 502, b"upstream unreachable", "text/plain"
+
+    async def _head(self) -> int | None:
+        _, body, _ = await self._upstream(b'{"jsonrpc":"2.0","id":"proxy-head","method":"eth_blockNumber","params":[]}')
+        try:
+            return int(orjson.loads(body)["result"], 16)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        with self._lock:
+            seq, faults, opts = next(self._seq), self._faults, self._opts
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        batch = isinstance(doc, list)
+        objs = doc if batch else [doc]
+        if not objs or not all(isinstance(o, dict) for o in objs):  # not JSON-RPC: let the node answer it
+            status, body, ctype = await self._upstream(raw)
+            self._record(seq, [_Item({}, "?", None)], None, status, request.path)
+            return web.Response(status=status, body=body, content_type=ctype)
+        items = [_Item(o, str(o.get("method")), o.get("params")) for o in objs]
+        batch_size = len(items) if batch else None
+        status: int | None = None
+        try:
+            response, status = await self._serve_items(request, raw, items, batch, faults, opts)
+            return response
+        finally:
+            self._record(seq, items, batch_size, status, request.path)
+
+    async def _serve_items(self, request: web.Request, raw: bytes, items: list[_Item], batch: bool,
+                           faults: tuple[Fault, ...], opts: _Options) -> tuple[web.StreamResponse, int | None]:
+        whole = self._draw_whole(faults, items, batch)
+        truncate = False
+        if whole is not None:
+            for it in items:
+                it.fault = whole.kind
+            action = whole.spec.action
+            if action == "reset":
+                return _reset(request), None
+            if action == "delay" and not await self._hold(request, whole.delay_s):
+                return web.Response(status=204), None  # the client gave up; nobody reads this
+            truncate = action == "truncate"
+            if action is None:
+                reply = fault_reply(whole, None if batch else items[0].obj.get("id"))
+                return _response(reply), reply.status
+
+        needs_head = any(it.method in _LAGGED_METHODS for it in items) if opts.lag_blocks else False
+        needs_head |= any(_block_number(f.get(k, "latest")) is None
+                          for f in map(_log_filter, items) if f is not None for k in ("fromBlock", "toBlock"))
+        head = await self._head() if needs_head else None
+        for it in items:
+            self._prepare(it, faults, opts, head, batch, draw=whole is None)
+
+        forwarded = [it for it in items if it.answer is None]
+        upstream_body, status, ctype = b"", 200, "application/json"
+        if forwarded:
+            if len(forwarded) == len(items) and all(it.forward is None for it in items):
+                payload = raw  # untouched: the node sees exactly what the client sent
+            else:
+                calls = [it.forward or it.obj for it in forwarded]
+                payload = orjson.dumps(calls if batch else calls[0])
+            status, upstream_body, ctype = await self._upstream(payload)
+            if not self._take_answers(forwarded, upstream_body, batch, opts):
+                return web.Response(status=status, body=upstream_body, content_type=ctype), status
+        if not batch and items[0].altered:
+            status = items[0].status
+        verbatim = len(forwarded) == len(items) and not opts.strip_block_timestamp and not any(
+            it.altered for it in items)
+        body = upstream_body if verbatim else orjson.dumps(
+            [it.answer for it in items if it.answer is not None] if batch else items[0].answer)
+        if truncate:
+            body = body[:max(1, len(body) // 2)]  # valid HTTP, JSON cut off mid-way
+            for it in items:
+                it.ok = False
+        return web.Response(status=status, body=body, content_type=ctype), status
+
+    def _draw_whole(self, faults: tuple[Fault, ...], items: list[_Item], batch: bool) -> Fault | None:
+        """The fault answering the whole request, if any (range caps and batch items are drawn per call)."""
+        methods = {it.method for it in items}
+        for f in faults:
+            if f.is_range_cap or (batch and f.batch_mode == "items"):
+                continue
+            if (methods & f.methods or (batch and "batch" in f.methods)) and self._hit(f.rate):
+                return f
+        return None
+
+    def _prepare(self, it: _Item, faults: tuple[Fault, ...], opts: _Options, head: int | None, batch: bool,
+                 draw: bool) -> None:
+        """Decide one call: a made-up answer (item fault, range cap, lag) or what to forward."""
+        filt = _log_filter(it)
+        visible_head = max(0, head - opts.lag_blocks) if head is not None else None  # what "latest" means
+        if filt is not None:
+            ends = [_block_number(filt.get(k, "latest")) for k in ("fromBlock", "toBlock")]
+            resolved = [e if e is not None else visible_head for e in ends]
+            if None not in resolved:
+                it.range = (resolved[0], resolved[1])  # type: ignore[assignment]
+        for f in faults if draw else ():
+            if not (it.method in f.methods or (batch and "batch" in f.methods)):
+                continue
+            if f.is_range_cap:
+                if it.range is None or not self._hit(f.rate):
+                    continue
+                if f.over_blocks(*it.range):
+                    suggestion = suggest_range(*it.range, f.caps()[0], None)
+                    it.fail(f.kind, error_object(f, *it.range, suggestion), f.status or f.spec.status)
+                    return
+                if f.caps()[1] is not None:
+                    it.deferred.append(f)
+            elif batch and f.batch_mode == "items" and self._hit(f.rate):
+                it.fail(f.kind, error_object(f))
+                return
+        if opts.lag_blocks and visible_head is not None:
+            self._lag(it, filt, opts, visible_head)
+
+    def _lag(self, it: _Item, filt: dict[str, Any] | None, opts: _Options, lagged: int) -> None:
+        """Answer as a node whose head is `lagged`."""
+        params = it.obj.get("params") or []
+        if it.method == "eth_blockNumber" and not opts.getlogs_lag_only:
+            it.answer_with(hex(lagged))
+        elif it.method == "eth_getBlockByNumber" and not opts.getlogs_lag_only and params:
+            tag = params[0]
+            number = lagged if tag in ("latest", "pending") else _block_number(tag)
+            if number is None:
+                return
+            if number > lagged:
+                if opts.lag_block_lookup == "I7":
+                    it.fail("I7", error_object(Fault("I7")))
+                else:
+                    it.answer_with(None)
+            elif tag in ("latest", "pending"):
+                it.forward = {**it.obj, "params": [hex(lagged), *params[1:]]}
+                it.fault, it.altered = "LAG", True
+        elif filt is not None and it.range is not None:
+            from_block, to_block = it.range
+            if to_block <= lagged:
+                if any(_block_number(filt.get(k, "latest")) is None for k in ("fromBlock", "toBlock")):
+                    it.forward = {**it.obj, "params": [{**filt, "fromBlock": hex(from_block),
+                                                        "toBlock": hex(to_block)}, *params[1:]]}
+                return
+            if opts.lag_getlogs == "error":
+                error = {**LAG_RANGE_ERROR, "message": LAG_RANGE_ERROR["message"].format(to=to_block, head=lagged)}
+                it.fail("LAG", error)
+            elif opts.lag_getlogs == "empty" or from_block > lagged:
+                it.answer_with([])
+            else:
+                it.forward = {**it.obj, "params": [{**filt, "fromBlock": hex(from_block), "toBlock": hex(lagged)},
+                                                   *params[1:]]}
+                it.fault, it.altered = "LAG", True
+
+    def _take_answers(self, forwarded: list[_Item], body: bytes, batch: bool, opts: _Options) -> bool:
+        """Match the upstream's answers to the calls and apply result caps and stripping.
+        False when the answer is not JSON-RPC we can pick apart (it is then passed on untouched)."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        answers = doc if batch else [doc]
+        if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+            return False
+        by_id: dict[Any, dict[str, Any]] = {}
+        for a in answers:
+            by_id.setdefault(orjson.dumps(a.get("id")), a)
+        for it in forwarded:
+            answer = by_id.get(orjson.dumps(it.obj.get("id"))) if batch else answers[0]
+            it.answer = answer
+            if answer is None or "result" not in answer:
+                continue
+            result = answer["result"]
+            it.ok = not it.altered
+            if it.method != GETLOGS or not isinstance(result, list):
+                continue
+            for f in it.deferred:
+                if it.range is not None and f.over_logs(len(result)):
+                    blocks = (int(log_["blockNumber"], 16) for log_ in result)
+                    suggestion = suggest_range(*it.range, f.caps()[0], f.caps()[1], blocks)
+                    it.fail(f.kind, error_object(f, *it.range, suggestion), f.status or f.spec.status)
+                    it.ok = False
+                    break
+            else:
+                if opts.strip_block_timestamp:
+                    for log_ in result:
+                        if isinstance(log_, dict):
+                            log_.pop("blockTimestamp", None)
+        return True
+
+    async def _hold(self, request: web.Request, delay_s: float) -> bool:
+        """Hold a request for delay_s (less if the proxy stops); True if the client still waits."""
+        assert self._stopping is not None
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay_s)
+        except TimeoutError:
+            pass
+        transport = request.transport
+        return transport is not None and not transport.is_closing() and not self._stopping.is_set()
+
+
+def _response(reply: Reply) -> web.Response:
+    return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type,
+                        headers=reply.headers)
+
+
+def _reset(request: web.Request) -> web.Response:
+    """Drop the connection with a TCP RST and no answer."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return web.Response(status=204)  # never sent: the transport is gone

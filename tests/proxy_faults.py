@@ -1,0 +1,278 @@
+"""The fault table of the test RPC proxy: what each injected provider failure looks like on the wire.
+
+Kinds carry the IDs of section 3 of the provider catalogue (rpc-provider-behaviour.md) with its
+verbatim texts and HTTP statuses; a few generic kinds (HTTP500, TIMEOUT, RESET, ...) have no row there.
+Pure: a fault and the request it hits in, a status and body out. The I/O lives in tests/proxy.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+RATE, CAP, SERVER, QUOTA, LAG = "rate_limit", "range_cap", "server", "quota", "lag"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One row of the table. `error` is the JSON-RPC error object (str values are format templates,
+    callables get the template fields); `body` a fixed body instead; `action` a transport trick."""
+
+    category: str
+    status: int
+    error: dict[str, Any] | None = None
+    bare: bool = False  # send `error` as the whole body, with no jsonrpc/id envelope (Q3)
+    body: bytes | None = None
+    content_type: str = "application/json"
+    action: str | None = None  # "truncate" | "delay" | "reset"
+    batch: str = "whole"  # default for batches: "whole" (one error object) or "items" (one per call)
+    max_blocks: int | None = None  # range caps: the provider's own limit, used when a Fault sets none
+    max_logs: int | None = None
+
+
+def _err(code: int, message: str, **more: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, **more}
+
+
+_NGINX_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body bgcolor=\"white\">\r\n"
+              b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
+
+# Template fields: {max_blocks} {max_logs} {span} (blocks requested), the suggested range as {s_from} {s_to}
+# (decimal), {s_from_hex} {s_to_hex} (0x-lowercase), {s_from_HEX} {s_to_HEX} (0x-UPPERCASE, as Infura writes
+# it), and {backoff_s} (I5's backoff_seconds, 30 unless the Fault sets retry_after_s).
+KINDS: dict[str, Kind] = {
+    # -- rate limits -------------------------------------------------------------------------------
+    "A4": Kind(RATE, 429, _err(429, "Your app has exceeded its compute units per second capacity. If you have "
+                                    "retries enabled, you can safely ignore this message. If not, check out "
+                                    "https://docs.alchemy.com/reference/throughput")),
+    "I4": Kind(RATE, 429, _err(-32005, "project ID request rate exceeded", data={"see": "https://infura.io/dashboard"})),
+    "I5": Kind(RATE, 429, _err(-32005, "daily request count exceeded, request rate limited", data=lambda f: {
+        "rate": {"allowed_rps": 1, "backoff_seconds": f["backoff_s"], "current_rps": 1.266666666666667},
+        "see": "https://infura.io/dashboard"})),
+    "Q2": Kind(RATE, 429, _err(429, "The requests per second (RPS) of your requests are higher than your plan allows.")),
+    # The catalogue has no status for Q3; 429 here (a Fault can set status=200 for the nastier case).
+    "Q3": Kind(RATE, 429, _err(-32007, "100/second request limit reached - reduce calls per second or upgrade "
+                                       "your account at quicknode.com"), bare=True),
+    "Q4": Kind(RATE, 200, _err(-32012, "credits limited to 6000/sec"), batch="items"),
+    "RETRY_AFTER": Kind(RATE, 429, _err(429, "Too Many Requests")),  # plus a `Retry-After: N` header
+    # -- range and result caps (answer only when the request is over the cap) --------------------------
+    "A1": Kind(CAP, 200, _err(-32602, "Log response size exceeded. You can make eth_getLogs requests with up to a 2K "
+                                      "block range and no limit on the response size, or you can request any block "
+                                      "range with a cap of 10K logs in the response. Based on your parameters and "
+                                      "the response size limit, this block range should work: "
+                                      "[{s_from_hex}, {s_to_hex}]"), max_logs=10_000),
+    "A2": Kind(CAP, 400, _err(-32600, "You can make eth_getLogs requests with up to a {max_blocks} block range. "
+                                      "Based on your parameters, this block range should work: "
+                                      "[{s_from_hex}, {s_to_hex}]"), max_blocks=500),
+    "A3": Kind(CAP, 400, _err(-32600, "Under the Free tier plan, you can make eth_getLogs requests with up to a "
+                                      "{max_blocks} block range. Based on your parameters, this block range should "
+                                      "work: [{s_from_hex}, {s_to_hex}]. Upgrade to PAYG for expanded block range."),
+               max_blocks=10),
+    "I1": Kind(CAP, 200, _err(-32005, "query returned more than {max_logs} results. Try with this block range "
+                                      "[{s_from_HEX}, {s_to_HEX}].", data=lambda f: {
+                                          "from": f["s_from_HEX"], "limit": f["max_logs"], "to": f["s_to_HEX"]}),
+               max_logs=10_000),
+    "I3": Kind(CAP, 200, _err(-32602, "range {span} exceeds limit of {max_blocks}"), max_blocks=10_000),
+    "Q1": Kind(CAP, 413, _err(-32614, "eth_getLogs is limited to a {max_blocks:,} range"), max_blocks=10_000),
+    "K1": Kind(CAP, 200, _err(-32600, "block range is too wide"), max_blocks=3_000),
+    "K2": Kind(CAP, 200, _err(-32000, "maximum [from, to] blocks distance: {max_blocks}"), max_blocks=10_000),
+    "F1": Kind(CAP, 200, _err(-32047, "Invalid eth_getLogs request. 'fromBlock'-'toBlock' range too large. "
+                                      "Max range: {max_blocks}"), max_blocks=800),
+    "R1": Kind(CAP, 200, _err(-32602, "query exceeds max results {max_logs}, retry with the range {s_from}-{s_to}"),
+               max_logs=20_000),
+    "E1": Kind(CAP, 200, _err(-32602, "query block range exceeds server limit, narrow your filter: {max_blocks}"),
+               max_blocks=1_000),
+    "N1": Kind(CAP, 200, _err(-32005, "Too many logs requested. Max logs per response is {max_logs}."), max_logs=20_000),
+    "G1": Kind(CAP, 200, _err(-32602, "exceed maximum block range {max_blocks}"), max_blocks=5_000),
+    "S1": Kind(CAP, 200, _err(-32005, "Requested range exceeds maximum RPC range limit"), max_blocks=5_000),
+    # -- server trouble ----------------------------------------------------------------------------
+    "H1": Kind(SERVER, 502, body=_NGINX_502, content_type="text/html"),
+    "CF502": Kind(SERVER, 502, body=b"502 Bad Gateway"),  # Cloudflare: not JSON, under a JSON content type
+    "H2": Kind(SERVER, 200, body=b"Invalid host specified", content_type="text/plain"),
+    "H3": Kind(SERVER, 200, action="truncate"),  # the upstream's answer, cut off mid-JSON
+    "I2": Kind(SERVER, 200, _err(-32005, "query timeout exceeded")),
+    "N1_TIMEOUT": Kind(SERVER, 200, _err(-32016, "eth_getLogs request was canceled due to enabled timeout.")),
+    "HTTP500": Kind(SERVER, 500, body=b"500 Internal Server Error", content_type="text/plain"),
+    "HTTP503": Kind(SERVER, 503, body=b"503 Service Unavailable", content_type="text/plain"),
+    "TIMEOUT": Kind(SERVER, 200, action="delay"),  # held delay_s, then answered if the client is still there
+    "RESET": Kind(SERVER, 0, action="reset"),  # connection closed with a TCP RST, no answer
+    # -- quota gone --------------------------------------------------------------------------------
+    "I6": Kind(QUOTA, 402, _err(402, "Payment Required", event=-33000,
+                                details="You have reached your daily credit limit. To continue making requests, "
+                                        "upgrade your plan or purchase additional credits")),
+    "A5": Kind(QUOTA, 403, _err(-32600, "Monthly capacity limit exceeded. Visit "
+                                        "https://dashboard.alchemyapi.io/settings/billing to upgrade your scaling "
+                                        "policy for continued service.")),
+    "P1": Kind(QUOTA, 401, body=b'{"error":"message: API key disabled, reason: tenant disabled, json-rpc code: '
+                                b'-32051, rest code: 403"}'),
+    # -- lagging node ------------------------------------------------------------------------------
+    "I7": Kind(LAG, 200, _err(-32000, "header not found")),
+}
+
+# What a lagging node says when asked past its head with lag_getlogs="error" (reth >= 1.10, geth 1.17).
+LAG_RANGE_ERROR = _err(-32602, "block range extends beyond current head block: requested {to}, head {head}")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault of a mix: `Fault("A4", rate=0.2)`, `Fault("A2", max_blocks=100)`.
+
+    rate: probability per eligible request (per call for range caps and batch items).
+    methods: the calls it hits; "batch" targets every JSON-RPC batch whatever it holds.
+    max_blocks / max_logs: range caps fire only over these (either); both None = the provider's own cap.
+    batch: "whole" (the batch gets one error object) or "items" (each call is drawn and errored alone).
+    status: overrides the table's HTTP status. retry_after_s: RETRY_AFTER's header (default 1),
+    I5's backoff_seconds (default 30). delay_s: how long TIMEOUT holds a request.
+    """
+
+    kind: str
+    rate: float = 1.0
+    methods: frozenset[str] = field(default_factory=lambda: frozenset({"eth_getLogs"}))
+    max_blocks: int | None = None
+    max_logs: int | None = None
+    batch: str | None = None
+    status: int | None = None
+    retry_after_s: float | None = None
+    delay_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {self.rate}")
+        if self.batch not in (None, "whole", "items"):
+            raise ValueError(f"batch must be 'whole' or 'items', got {self.batch!r}")
+        methods = {self.methods} if isinstance(self.methods, str) else set(self.methods)
+        object.__setattr__(self, "methods", frozenset(methods))
+
+    @property
+    def spec(self) -> Kind:
+        return KINDS[self.kind]
+
+    @property
+    def is_range_cap(self) -> bool:
+        return self.spec.category == CAP
+
+    @property
+    def batch_mode(self) -> str:
+        """"items" only for kinds that have a JSON-RPC error object to put in an item."""
+        spec = self.spec
+        if spec.error is None or spec.bare or spec.action:
+            return "whole"
+        return self.batch or spec.batch
+
+    def caps(self) -> tuple[int | None, int | None]:
+        """(max_blocks, max_logs) this fault enforces."""
+        if self.max_blocks is None and self.max_logs is None:
+            return self.spec.max_blocks, self.spec.max_logs
+        return self.max_blocks, self.max_logs
+
+    def over_blocks(self, from_block: int, to_block: int) -> bool:
+        max_blocks = self.caps()[0]
+        return max_blocks is not None and to_block - from_block + 1 > max_blocks
+
+    def over_logs(self, n_logs: int) -> bool:
+        max_logs = self.caps()[1]
+        return max_logs is not None and n_logs > max_logs
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def suggest_range(from_block: int, to_block: int, max_blocks: int | None, max_logs: int | None,
+                  log_blocks: Iterable[int] = ()) -> tuple[int, int]:
+    """The range a provider would suggest: the longest prefix of the request within both caps
+    (the first half when neither cap says anything)."""
+    end = to_block
+    if max_blocks is not None:
+        end = min(end, from_block + max_blocks - 1)
+    blocks = sorted(log_blocks)
+    if max_logs is not None and len(blocks) > max_logs:
+        end = min(end, max(from_block, blocks[max_logs] - 1))  # blocks[max_logs]: first block that overflows
+    if end >= to_block and to_block > from_block:
+        end = from_block + (to_block - from_block) // 2
+    return from_block, end
+
+
+def _fields(fault: Fault, from_block: int | None, to_block: int | None,
+            suggestion: tuple[int, int] | None) -> dict[str, Any]:
+    spec = fault.spec
+    max_blocks, max_logs = fault.caps()
+    s_from, s_to = suggestion or (from_block or 0, to_block or 0)
+    return {"max_blocks": max_blocks if max_blocks is not None else spec.max_blocks,
+            "max_logs": max_logs if max_logs is not None else spec.max_logs,
+            "span": (to_block - from_block + 1) if from_block is not None and to_block is not None else 0,
+            "s_from": s_from, "s_to": s_to, "s_from_hex": hex(s_from), "s_to_hex": hex(s_to),
+            "s_from_HEX": f"0x{s_from:X}", "s_to_HEX": f"0x{s_to:X}",
+            "backoff_s": fault.retry_after_s if fault.retry_after_s is not None else 30}
+
+
+def _render(value: Any, fields: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return value.format(**fields)
+    if callable(value):
+        return value(fields)
+    if isinstance(value, dict):
+        return {k: _render(v, fields) for k, v in value.items()}
+    return value
+
+
+def error_object(fault: Fault, from_block: int | None = None, to_block: int | None = None,
+                 suggestion: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The JSON-RPC error object of `fault` for a request of [from_block, to_block]."""
+    assert fault.spec.error is not None, f"{fault.kind} has no JSON-RPC error object"
+    return _render(fault.spec.error, _fields(fault, from_block, to_block, suggestion))
+
+
+def envelope(request_id: Any, *, result: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    if error is not None:
+        return {"jsonrpc": "2.0", "id": request_id, "error": error}
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def fault_reply(fault: Fault, request_id: Any) -> Reply:
+    """The whole HTTP answer of a fault that needs no upstream (not H3/TIMEOUT/RESET, not a range cap).
+    `request_id` is None for a batch: it fails as one error object, as geth and proxies answer."""
+    spec = fault.spec
+    status = fault.status if fault.status is not None else spec.status
+    headers = {}
+    if fault.kind == "RETRY_AFTER":
+        seconds = fault.retry_after_s if fault.retry_after_s is not None else 1
+        headers["Retry-After"] = f"{seconds:g}"
+    if spec.body is not None:
+        return Reply(status, spec.body, spec.content_type, headers)
+    error = error_object(fault)
+    doc = error if spec.bare else envelope(request_id, error=error)
+    return Reply(status, orjson.dumps(doc), spec.content_type, headers)
+
+
+def kinds_in(*categories: str) -> list[str]:
+    return [name for name, spec in KINDS.items() if spec.category in categories]
+
+
+def ALL_FAULTS_MIX(rate: float, *, methods: Iterable[str] = ("eth_getLogs",), max_blocks: int | None = None,
+                   max_logs: int | None = None, delay_s: float = 2.0, retry_after_s: float = 1.0) -> list[Fault]:
+    """Every rate-limit, range-cap and server-trouble kind (no quota, no lag), `rate` spread evenly.
+
+    Faults are drawn in list order, first hit wins; the i-th of n gets p / (1 - i*p) with p = rate/n, so
+    each kind fires on rate/n of eligible requests and some fault on `rate` of them. Range caps only fire
+    over their cap (max_blocks / max_logs, else each provider's own), so small requests see less.
+    retry_after_s keeps RETRY_AFTER and I5 waits short (the catalogue's I5 says 30 s); delay_s should be
+    longer than the client's timeout for TIMEOUT to be a timeout.
+    """
+    names = kinds_in(RATE, CAP, SERVER)
+    p = rate / len(names)
+    out = []
+    for i, name in enumerate(names):
+        cap = {"max_blocks": max_blocks, "max_logs": max_logs} if KINDS[name].category == CAP else {}
+        out.append(Fault(name, rate=p / (1 - i * p), methods=frozenset(methods), delay_s=delay_s,
+                         retry_after_s=retry_after_s, **cap))
+    return out
