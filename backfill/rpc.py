@@ -1,32 +1,36 @@
-"""JSON-RPC pool: one aiohttp session per process, endpoints round-robin, tenacity retries.
+"""JSON-RPC client: one aiohttp session per process, endpoints round-robin with health, tenacity retries.
 
-Policies come from rpc_errors.classify_*; range splitting is the caller's (it knows the window).
+Per call: pick a usable endpoint (EndpointPool), send, classify the answer (rpc_errors), apply the class's
+policy: wait (rate limit: cool that endpoint for the provider's hint), switch (transient: cool it with a
+growing penalty, go elsewhere), park (quota), split (raised to the caller, which knows the window) or fail.
+Retries are bounded and each one is logged with its attempt number. Requests are counted per endpoint and
+per day (the `current_day` context variable set by the worker).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
+import time
+from collections import Counter
 from typing import Any
 
 import aiohttp
 import orjson
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from backfill.endpoints import COMPUTE_UNITS, EndpointPool
 from backfill.events import LOG_FILTER_TOPICS
 from backfill.redact import endpoint_label
-from backfill.rpc_errors import Fatal, RateLimited, Transient, classify_error, classify_http
+from backfill.rpc_errors import (Fatal, NodeBehind, NoEndpoint, QuotaExhausted, RangeTooLarge, RateLimited, RpcError,
+                                 Transient, classify_error, classify_http, policy)
 
 log = logging.getLogger(__name__)
 
-
-class Endpoint:
-    def __init__(self, url: str, index: int):
-        self.url = url
-        self.label = endpoint_label(url, index)
-        self.requests = 0
-        self.errors = 0
+# The day a request is made for (set by the worker around each fetch), for per-day request accounting.
+current_day: contextvars.ContextVar[int] = contextvars.ContextVar("current_day", default=-1)
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -37,22 +41,38 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+class DayUsage:
+    """Requests, errors and compute units attributed to one day."""
+
+    __slots__ = ("requests", "errors", "compute_units")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.compute_units = 0
+
+
 class RpcClient:
-    def __init__(self, urls: tuple[str, ...] | list[str], *, timeout_s: float = 30.0, attempts: int = 8,
-                 concurrency: int = 16, context: str = ""):
-        self.endpoints = [Endpoint(u, i) for i, u in enumerate(urls)]
-        self._cycle = itertools.cycle(self.endpoints)
+    def __init__(self, urls: tuple[str, ...] | list[str], *, timeout_s: float = 30.0, attempts: int = 10,
+                 concurrency_per_endpoint: int = 8, max_rps_per_endpoint: float = 0.0, context: str = "",
+                 max_wait_s: float = 120.0):
+        labels = [endpoint_label(u, i) for i, u in enumerate(urls)]
+        self.pool = EndpointPool(list(urls), labels)
         self.timeout_s = timeout_s
         self.attempts = attempts
         self.context = context  # e.g. "worker=3", prefixed to retry log lines
-        self._sem = asyncio.Semaphore(concurrency)
+        self.max_wait_s = max_wait_s  # longest wait for a usable endpoint before the call fails
+        self._sems = {ep.index: asyncio.Semaphore(concurrency_per_endpoint) for ep in self.pool.endpoints}
+        self._min_interval = 1.0 / max_rps_per_endpoint if max_rps_per_endpoint > 0 else 0.0
+        self._last_send = {ep.index: 0.0 for ep in self.pool.endpoints}
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
+        self.days: dict[int, DayUsage] = {}
+        self.errors_by_class: Counter = Counter()
 
     async def __aenter__(self) -> "RpcClient":
         connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s), json_serialize=lambda o: orjson.dumps(o).decode())
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -64,79 +84,134 @@ class RpcClient:
             self._session = None
 
     # -- transport ----------------------------------------------------------------------
-    async def _post(self, endpoint: Endpoint, payload: Any) -> Any:
+    async def _throttle(self, index: int) -> None:
+        if self._min_interval:
+            wait = self._last_send[index] + self._min_interval - time.monotonic()
+            self._last_send[index] = max(time.monotonic(), self._last_send[index] + self._min_interval)
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def _post(self, ep: Any, payload: Any, methods: list[str]) -> tuple[Any, int, float | None]:
         assert self._session is not None, "use `async with RpcClient(...)`"
-        endpoint.requests += 1
-        try:
-            async with self._sem, self._session.post(
-                    endpoint.url, data=orjson.dumps(payload), headers={"Content-Type": "application/json"}) as resp:
-                body = await resp.read()
-                status = resp.status
-                retry_after = _retry_after(resp.headers)
-        except asyncio.TimeoutError:
-            raise Transient(f"timeout after {self.timeout_s}s") from None
-        except aiohttp.ClientError as exc:
-            raise Transient(f"connection failed: {type(exc).__name__}") from None
+        self.pool.sent(ep, methods)
+        usage = self.days.setdefault(current_day.get(), DayUsage())
+        usage.requests += 1
+        usage.compute_units += sum(COMPUTE_UNITS.get(m, 20) for m in methods)
+        async with self._sems[ep.index]:
+            await self._throttle(ep.index)
+            try:
+                async with self._session.post(ep.url, data=orjson.dumps(payload),
+                                              headers={"Content-Type": "application/json"}) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    retry_after = _retry_after(resp.headers)
+            except asyncio.TimeoutError:
+                raise Transient(f"timeout after {self.timeout_s:g}s") from None
+            except aiohttp.ClientError as exc:
+                raise Transient(f"connection failed: {type(exc).__name__}") from None
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise classify_http(status, body, retry_after) from None
-        if status != 200 and not (isinstance(doc, (dict, list))):
-            raise classify_http(status, body, retry_after)
         if isinstance(doc, dict) and "error" in doc and "jsonrpc" not in doc and "id" not in doc:
-            raise classify_error(doc, status, retry_after)  # a bare error object without envelope
-        if status != 200 and isinstance(doc, dict) and "error" not in doc:
+            raise classify_error(doc if "code" in doc else {"message": str(doc["error"])}, status, retry_after)
+        if status != 200 and not (isinstance(doc, dict) and "error" in doc):
             raise classify_http(status, body, retry_after)
         return doc, status, retry_after
 
-    async def _once(self, method: str, params: list[Any]) -> Any:
-        endpoint = next(self._cycle)
-        try:
-            doc, status, retry_after = await self._post(
-                endpoint, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
-            if isinstance(doc, dict) and "error" in doc:
-                raise classify_error(doc["error"], status, retry_after)
-            if not isinstance(doc, dict) or "result" not in doc:
-                raise Transient(f"no result in answer to {method}")
-            return doc["result"]
-        except Transient as exc:
-            endpoint.errors += 1
-            exc.endpoint = endpoint.label  # type: ignore[attr-defined]
-            raise
+    async def _endpoint(self, need_block: int | None) -> Any:
+        """A usable endpoint, waiting out cool-downs; NoEndpoint when all are parked or behind for too long."""
+        deadline = time.monotonic() + self.max_wait_s
+        while True:
+            ep = self.pool.pick(need_block)
+            if ep is not None:
+                return ep
+            wait = self.pool.wait_s()
+            if wait is None:
+                reasons = "; ".join(f"{e.label}: {e.parked_reason}" for e in self.pool.endpoints)
+                raise NoEndpoint(f"every endpoint is parked ({reasons})")
+            if wait == 0 and need_block is not None:  # usable ones are all behind: look at their heads again
+                await self.refresh_heads()
+                if self.pool.pick(need_block) is None:
+                    wait = 1.0
+            if time.monotonic() + wait > deadline:
+                behind = ", ".join(f"{e.label} head {e.head}" for e in self.pool.behind(need_block or 0))
+                raise NoEndpoint(f"no endpoint can serve block {need_block} within {self.max_wait_s:g}s"
+                                 + (f" (behind: {behind})" if behind else ""))
+            log.info("%s event=wait_endpoint seconds=%.1f need_block=%s", self.context, wait, need_block)
+            await asyncio.sleep(max(wait, 0.05))
 
-    async def _with_retries(self, fn: Any, what: str) -> Any:
-        async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(Transient), stop=stop_after_attempt(self.attempts),
-                wait=self._wait, reraise=True):
+    def _failed(self, ep: Any, exc: RpcError) -> None:
+        what = policy(exc)
+        self.errors_by_class[type(exc).__name__] += 1
+        self.days.setdefault(current_day.get(), DayUsage()).errors += 1
+        if what == "park":
+            self.pool.park(ep, str(exc))
+            log.error("%s endpoint=%s event=parked reason=%r for_s=3600", self.context, ep.label, str(exc)[:200])
+        elif what == "split":
+            pass  # not the endpoint's fault
+        elif isinstance(exc, NodeBehind):
+            if exc.head is not None:
+                self.pool.saw_head(ep, exc.head)
+            self.pool.failed(ep, "behind")
+        elif what in ("wait", "switch"):
+            self.pool.failed(ep, type(exc).__name__, exc.retry_after_s if isinstance(exc, RateLimited) else None)
+        exc.endpoint = ep.label  # type: ignore[attr-defined]
+
+    async def _retrying(self, attempt_fn: Any, what: str) -> Any:
+        retryable = lambda e: isinstance(e, RpcError) and policy(e) in ("wait", "switch", "park")  # noqa: E731
+        async for attempt in AsyncRetrying(retry=retry_if_exception(retryable), stop=stop_after_attempt(self.attempts),
+                                           wait=self._wait, reraise=True, before_sleep=self._log_retry(what)):
             with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    exc = attempt.retry_state.outcome.exception() if attempt.retry_state.outcome else None
-                    log.warning("%s event=retry call=%s attempt=%d endpoint=%s reason=%s", self.context, what,
-                                attempt.retry_state.attempt_number, getattr(exc, "endpoint", "-"), exc)
-                return await fn()
+                return await attempt_fn()
 
-    def _wait(self, retry_state: Any) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, RateLimited) and exc.retry_after_s:
-            return min(float(exc.retry_after_s), 60.0)
-        return wait_exponential_jitter(initial=0.2, max=10.0)(retry_state)
+    def _log_retry(self, what: str) -> Any:
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception()
+            log.warning("%s day=%d event=retry call=%s attempt=%d/%d endpoint=%s policy=%s in_s=%.2f reason=%r",
+                        self.context, current_day.get(), what, state.attempt_number, self.attempts,
+                        getattr(exc, "endpoint", "-"), policy(exc), state.next_action.sleep if state.next_action else 0,
+                        str(exc)[:160])
+        return before_sleep
 
-    async def call(self, method: str, params: list[Any] | None = None) -> Any:
-        return await self._with_retries(lambda: self._once(method, params or []), method)
+    def _wait(self, state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if self.pool.wait_s() == 0 and isinstance(exc, (RateLimited, QuotaExhausted, NodeBehind)):
+            return 0.0  # another endpoint is usable now: switch at once; the failing one is cooling down
+        return wait_exponential_jitter(initial=0.1, max=5.0)(state)
 
-    async def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        """Several calls in one HTTP request; answers in call order. Any failed item retries the batch."""
+    # -- calls ----------------------------------------------------------------------------
+    async def call(self, method: str, params: list[Any] | None = None, *, need_block: int | None = None) -> Any:
+        async def once() -> Any:
+            ep = await self._endpoint(need_block)
+            try:
+                doc, status, retry_after = await self._post(
+                    ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}, [method])
+                if isinstance(doc, dict) and "error" in doc:
+                    raise classify_error(doc["error"], status, retry_after)
+                if not isinstance(doc, dict) or "result" not in doc:
+                    raise Transient(f"no result in answer to {method}")
+            except RpcError as exc:
+                self._failed(ep, exc)
+                raise
+            self.pool.ok(ep)
+            return doc["result"]
+        return await self._retrying(once, method)
+
+    async def batch(self, calls: list[tuple[str, list[Any]]], *, need_block: int | None = None,
+                    with_endpoint: bool = False) -> Any:
+        """Several calls in one HTTP request to one endpoint; answers in call order. A failed item retries all."""
         if not calls:
-            return []
+            return ([], None) if with_endpoint else []
 
-        async def once() -> list[Any]:
-            endpoint = next(self._cycle)
+        async def once() -> Any:
+            ep = await self._endpoint(need_block)
             first = next(self._ids)
-            payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
             for _ in range(len(calls) - 1):
                 next(self._ids)
+            payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
             try:
-                doc, status, retry_after = await self._post(endpoint, payload)
+                doc, status, retry_after = await self._post(ep, payload, [m for m, _ in calls])
                 if isinstance(doc, dict):  # one error for the whole batch
                     raise classify_error(doc.get("error", doc), status, retry_after)
                 by_id = {item.get("id"): item for item in doc if isinstance(item, dict)}
@@ -148,13 +223,12 @@ class RpcClient:
                     if "error" in item:
                         raise classify_error(item["error"], status, retry_after)
                     out.append(item.get("result"))
-                return out
-            except Transient as exc:
-                endpoint.errors += 1
-                exc.endpoint = endpoint.label  # type: ignore[attr-defined]
+            except RpcError as exc:
+                self._failed(ep, exc)
                 raise
-
-        return await self._with_retries(once, f"batch[{len(calls)}]")
+            self.pool.ok(ep)
+            return (out, ep) if with_endpoint else out
+        return await self._retrying(once, f"batch[{len(calls)}]")
 
     # -- methods ------------------------------------------------------------------------
     async def chain_id(self) -> int:
@@ -163,24 +237,99 @@ class RpcClient:
     async def block_number(self) -> int:
         return int(await self.call("eth_blockNumber"), 16)
 
-    async def get_logs(self, from_block: int, to_block: int) -> list[dict[str, Any]]:
-        result = await self.call("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block),
-                                                  "topics": LOG_FILTER_TOPICS}])
-        if not isinstance(result, list):
-            raise Transient(f"eth_getLogs answered {type(result).__name__}, not a list")
-        return result
+    async def refresh_heads(self) -> dict[str, int | None]:
+        """eth_blockNumber on every usable endpoint (one attempt each): what each one can serve."""
+        assert self._session is not None
+        out: dict[str, int | None] = {}
+        for ep in self.pool.endpoints:
+            if not ep.available(self.pool.clock()):
+                out[ep.label] = ep.head
+                continue
+            try:
+                doc, status, _ = await self._post(ep, {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
+                                                       "params": []}, ["eth_blockNumber"])
+                self.pool.saw_head(ep, int(doc["result"], 16))
+            except (RpcError, KeyError, TypeError, ValueError):
+                pass
+            out[ep.label] = ep.head
+        return out
 
-    async def headers(self, blocks: list[int], batch_size: int = 200) -> dict[int, tuple[str, int]]:
-        """block -> (hash, timestamp), fetched in JSON-RPC batches."""
-        out: dict[int, tuple[str, int]] = {}
+    def highest_head(self) -> int | None:
+        heads = [ep.head for ep in self.pool.endpoints if ep.head is not None]
+        return max(heads) if heads else None
+
+    async def get_logs(self, from_block: int, to_block: int, *, guard: bool = False) -> list[dict[str, Any]]:
+        """Transfer-topic logs of [from_block, to_block].
+
+        guard=True (near the head): eth_blockNumber rides in the same batch, and an answer from a node whose
+        head is below to_block is refused (NodeBehind) instead of being taken as complete."""
+        span = to_block - from_block + 1
+        flt = {"fromBlock": hex(from_block), "toBlock": hex(to_block), "topics": LOG_FILTER_TOPICS}
+
+        async def once() -> list[dict[str, Any]]:
+            ep = await self._endpoint(to_block if guard else None)
+            cap = ep.refused_blocks
+            if cap is not None and span >= cap:  # known cap: split without spending a request
+                raise RangeTooLarge(f"{ep.label} refuses ranges of {cap} blocks", suggested=None)
+            methods = ["eth_blockNumber", "eth_getLogs"] if guard else ["eth_getLogs"]
+            payload: Any = [{"jsonrpc": "2.0", "id": next(self._ids), "method": m,
+                             "params": [] if m == "eth_blockNumber" else [flt]} for m in methods]
+            try:
+                doc, status, retry_after = await self._post(ep, payload if guard else payload[0], methods)
+                items = doc if isinstance(doc, list) else [doc]
+                if isinstance(doc, dict) and guard:
+                    raise classify_error(doc.get("error", doc), status, retry_after)
+                for item in items:
+                    if isinstance(item, dict) and "error" in item:
+                        raise classify_error(item["error"], status, retry_after)
+                results = [item.get("result") if isinstance(item, dict) else None for item in items]
+                if guard:
+                    by_id = {item.get("id"): item.get("result") for item in items if isinstance(item, dict)}
+                    head_hex, logs = by_id.get(payload[0]["id"]), by_id.get(payload[1]["id"])
+                    if head_hex is None:
+                        raise Transient("batch answer is missing eth_blockNumber")
+                    head = int(head_hex, 16)
+                    self.pool.saw_head(ep, head)
+                    if head < to_block:
+                        raise NodeBehind(f"node head {head} is below block {to_block}", head=head)
+                else:
+                    logs = results[0]
+                if not isinstance(logs, list):
+                    raise Transient(f"eth_getLogs answered {type(logs).__name__}, not a list")
+            except RangeTooLarge as exc:
+                self.pool.refused_range(ep, span)
+                self._failed(ep, exc)
+                raise
+            except RpcError as exc:
+                self._failed(ep, exc)
+                raise
+            self.pool.ok(ep)
+            self.pool.accepted_range(ep, span)
+            return logs
+        return await self._retrying(once, f"eth_getLogs[{from_block}-{to_block}]")
+
+    async def headers(self, blocks: list[int], batch_size: int = 200, full: bool = False) -> dict[int, Any]:
+        """block -> (hash, timestamp) (or the whole header with full=True), fetched in JSON-RPC batches."""
+        out: dict[int, Any] = {}
         for i in range(0, len(blocks), batch_size):
             chunk = blocks[i:i + batch_size]
-            results = await self.batch([("eth_getBlockByNumber", [hex(b), False]) for b in chunk])
+            for attempt in range(self.attempts):
+                results = await self.batch([("eth_getBlockByNumber", [hex(b), False]) for b in chunk],
+                                           need_block=max(chunk))
+                missing = [b for b, blk in zip(chunk, results) if not blk]
+                if not missing:
+                    break
+                log.warning("%s event=retry call=headers attempt=%d reason='blocks %s not found (node behind?)'",
+                            self.context, attempt + 1, missing[:3])
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** attempt))
+            else:
+                raise NodeBehind(f"blocks {missing[:3]} not found on any endpoint")
             for b, blk in zip(chunk, results):
-                if not blk:
-                    raise Transient(f"block {b} not found (node behind?)")
-                out[b] = (blk["hash"].lower(), int(blk["timestamp"], 16))
+                out[b] = blk if full else (blk["hash"].lower(), int(blk["timestamp"], 16))
         return out
+
+    def usage(self) -> list[dict]:
+        return self.pool.snapshot()
 
 
 async def probe_endpoints(urls: tuple[str, ...], timeout_s: float = 5.0) -> dict[str, int | str]:
@@ -190,7 +339,8 @@ async def probe_endpoints(urls: tuple[str, ...], timeout_s: float = 5.0) -> dict
         for i, url in enumerate(urls):
             label = endpoint_label(url, i)
             try:
-                async with session.post(url, data=orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}),
+                async with session.post(url, data=orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
+                                                                "params": []}),
                                         headers={"Content-Type": "application/json"}) as resp:
                     doc = orjson.loads(await resp.read())
                 out[label] = int(doc["result"], 16)
@@ -207,4 +357,4 @@ async def probe_endpoints(urls: tuple[str, ...], timeout_s: float = 5.0) -> dict
     return out
 
 
-__all__ = ["RpcClient", "probe_endpoints", "Fatal", "Transient", "RateLimited"]
+__all__ = ["RpcClient", "probe_endpoints", "current_day", "Fatal", "Transient", "RateLimited", "NodeBehind"]

@@ -31,8 +31,44 @@ class RangeTooLarge(RpcError):
         self.suggested = suggested
 
 
+class NodeBehind(Transient):
+    """The node's head is below the blocks asked for, or its answer is short: never trust it; go elsewhere."""
+
+    def __init__(self, message: str, head: int | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.head = head
+
+
+class QuotaExhausted(RpcError):
+    """402 / monthly or daily cap / disabled key: this endpoint is done for a while; park it, use the others."""
+
+
 class Fatal(RpcError):
-    """Will not get better by retrying: bad params, method missing, auth or quota gone."""
+    """Will not get better by retrying: bad params, method missing."""
+
+
+class NoEndpoint(RpcError):
+    """Every endpoint is parked (quota) or none can serve the blocks asked for."""
+
+
+# One table: each error class -> what the caller does. The RPC client applies wait / switch / park with
+# bounded retries; the worker splits; fail ends the window (a day failure, FAILED at the limit).
+POLICY: dict[type, str] = {
+    RateLimited: "wait",
+    NodeBehind: "switch",
+    Transient: "switch",
+    QuotaExhausted: "park",
+    RangeTooLarge: "split",
+    Fatal: "fail",
+    NoEndpoint: "fail",
+}
+
+
+def policy(exc: BaseException) -> str:
+    for cls in type(exc).__mro__:
+        if cls in POLICY:
+            return POLICY[cls]
+    return "fail"
 
 
 _RANGE_TEXT = re.compile(
@@ -44,6 +80,8 @@ _SUGGESTED_HEX = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]"
 _SUGGESTED_DEC = re.compile(r"retry with the range (\d+)-(\d+)")
 _RATE_TEXT = re.compile(r"(rate limit|too many requests|exceeded its compute units|request rate exceeded|"
                         r"requests per second|/second request limit|credits limited|capacity)", re.IGNORECASE)
+_QUOTA_TEXT = re.compile(r"(monthly capacity|daily credit limit|payment required|api key disabled|"
+                         r"tenant disabled|upgrade your plan)", re.IGNORECASE)
 _TRANSIENT_TEXT = re.compile(r"(header not found|timeout|timed out|canceled|unknown block|internal error)", re.IGNORECASE)
 
 
@@ -63,14 +101,19 @@ def classify_error(error: Any, http_status: int = 200, retry_after_s: float | No
         return Transient(f"malformed error object: {str(error)[:200]}", http_status=http_status)
     code = error.get("code")
     message = str(error.get("message") or error.get("error") or "")
-    text = f"code={code} {message}"[:300]
+    details = str(error.get("details") or "")
+    text = f"code={code} {message} {details}".strip()[:300]
+    if http_status == 402 or code == 402 or _QUOTA_TEXT.search(message) or _QUOTA_TEXT.search(details):
+        return QuotaExhausted(text, code=code, http_status=http_status)
     if http_status == 429 or code in (429, -32007, -32012) or _RATE_TEXT.search(message):
         data = error.get("data") if isinstance(error.get("data"), dict) else {}
         backoff = (data.get("rate") or {}).get("backoff_seconds") if isinstance(data.get("rate"), dict) else None
         return RateLimited(text, retry_after_s if retry_after_s is not None else backoff, code=code, http_status=http_status)
     if _RANGE_TEXT.search(message) or code in (-32614, -32047):
         return RangeTooLarge(text, suggested_range(message), code=code, http_status=http_status)
-    if code == -32601 or http_status in (401, 402, 403):
+    if http_status in (401, 403):
+        return QuotaExhausted(text, code=code, http_status=http_status)
+    if code == -32601:
         return Fatal(text, code=code, http_status=http_status)
     if http_status >= 500 or code in (-32603, -32000, -32002, -32003, -32005, -32016) or _TRANSIENT_TEXT.search(message):
         return Transient(text, code=code, http_status=http_status)
@@ -85,5 +128,7 @@ def classify_http(http_status: int, body: bytes, retry_after_s: float | None = N
     if http_status == 413:
         return RangeTooLarge(f"HTTP 413 {snippet}", http_status=http_status)
     if http_status in (401, 402, 403):
-        return Fatal(f"HTTP {http_status} {snippet}", http_status=http_status)
+        return QuotaExhausted(f"HTTP {http_status} {snippet}", http_status=http_status)
+    if snippet.startswith("{") and _QUOTA_TEXT.search(snippet):
+        return QuotaExhausted(f"HTTP {http_status} {snippet}", http_status=http_status)
     return Transient(f"HTTP {http_status} {snippet}", http_status=http_status)

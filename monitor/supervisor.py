@@ -30,6 +30,8 @@ log = logging.getLogger("monitor")
 
 ALREADY_RUNNING = 75  # exit code of a supervisor that found another one holding the lock
 TICK_S = 0.5
+QUICK_S = 30.0
+MAX_QUICK_CRASHES = 5
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Slot:
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     restarts: int = 0
+    quick_crashes: int = 0  # consecutive exits within QUICK_S of the start: a crash loop, not bad luck
     next_start: float = 0.0
     done: bool = False
     stopping_since: float | None = None  # we sent TERM (stall, rescale or stop)
@@ -160,10 +163,16 @@ class Supervisor:
             else:
                 if code < 0:  # killed by a signal we did not send (OOM killer, operator): blame its day
                     self.blame_day(slot, pid, f"worker killed by signal {-code}")
-                self.schedule_restart(slot, f"exit {code}")
+                self.schedule_restart(slot, f"exit {code}", crashed=code > 0)
 
-    def schedule_restart(self, slot: Slot, why: str) -> None:
+    def schedule_restart(self, slot: Slot, why: str, crashed: bool = False) -> None:
         slot.restarts += 1
+        quick = crashed and time.time() - slot.started_at < QUICK_S
+        slot.quick_crashes = slot.quick_crashes + 1 if quick else 0
+        if slot.quick_crashes >= MAX_QUICK_CRASHES:
+            self.stop_all("crash loop")
+            raise FleetHalted(f"worker {slot.shard_id} crashed {slot.quick_crashes} times in a row within {QUICK_S:g}s "
+                              f"of starting; last: {why}; see {self.log_dir / f'worker-{slot.shard_id}.log'}")
         if slot.restarts > self.s.restart_budget:
             self.stop_all("restart budget exhausted")
             raise FleetHalted(f"worker {slot.shard_id} restarted {slot.restarts - 1} times; last: {why}; see "

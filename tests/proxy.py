@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import logging
 import random
 import socket
@@ -26,8 +25,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from tests.proxy_faults import (ALL_FAULTS_MIX, KINDS, LAG_RANGE_ERROR, Fault, Reply, envelope, error_object,
-                                fault_reply, suggest_range)
+from tests.proxy_faults import (ALL_FAULTS_MIX, KINDS, Fault, Reply, block_number, envelope, error_object,
+                                fault_reply, lagged_answer, suggest_range)
 
 __all__ = ["ALL_FAULTS_MIX", "KINDS", "Call", "Fault", "RpcProxy"]
 
@@ -35,6 +34,7 @@ log = logging.getLogger(__name__)
 
 GETLOGS = "eth_getLogs"
 _LAGGED_METHODS = {"eth_blockNumber", "eth_getBlockByNumber", GETLOGS}
+_HEAD_CALL = b'{"jsonrpc":"2.0","id":"proxy-head","method":"eth_blockNumber","params":[]}'
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,14 @@ class _Item:
         self.fault, self.altered = "LAG", True
 
 
-def _block_number(tag: Any) -> int | None:
-    """A hex block number as int; "earliest" is 0; other tags (latest, ...) need the head: None."""
-    if isinstance(tag, str) and tag.startswith("0x"):
-        return int(tag, 16)
-    if isinstance(tag, int):
-        return tag
-    return 0 if tag == "earliest" else None
+def _resolve_range(item: _Item, visible_head: int | None) -> None:
+    """Set item.range of an eth_getLogs over blocks, tags resolved against the head the client sees."""
+    filt = _log_filter(item)
+    if filt is not None:
+        ends = [block_number(filt.get(k, "latest")) for k in ("fromBlock", "toBlock")]
+        from_block, to_block = (e if e is not None else visible_head for e in ends)
+        if from_block is not None and to_block is not None:
+            item.range = (from_block, to_block)
 
 
 def _log_filter(item: _Item) -> dict[str, Any] | None:
@@ -129,9 +130,10 @@ class RpcProxy:
         self._lock = threading.Lock()
         self._faults: tuple[Fault, ...] = ()
         self.set_faults(faults)
-        self._opts = _Options(lag_blocks, getlogs_lag_only, lag_getlogs, lag_block_lookup, strip_block_timestamp)
+        self._opts = _Options(lag_blocks, getlogs_lag_only, lag_getlogs, lag_block_lookup,
+                              strip_block_timestamp)
         self._rng = random.Random(seed)
-        self._seq = itertools.count(1)
+        self._requests = 0
         self._calls: list[Call] = []
         self._port: int | None = None
         self._thread: threading.Thread | None = None
@@ -191,14 +193,19 @@ class RpcProxy:
         self._stopping = asyncio.Event()
         runner: web.AppRunner | None = None
         try:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.upstream_timeout_s))
+            timeout = aiohttp.ClientTimeout(total=self.upstream_timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout)
             app = web.Application(client_max_size=64 * 2**20)
             app.router.add_route("POST", "/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))  # a socket we bound ourselves: no race for a free port
-            await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+            try:
+                sock.bind(("127.0.0.1", 0))  # a socket we bound ourselves: no race for a free port
+                await web.SockSite(runner, sock).start()
+            except BaseException:
+                sock.close()
+                raise
             self._port = sock.getsockname()[1]
             ready.set()
             await self._stopping.wait()
@@ -213,11 +220,11 @@ class RpcProxy:
 
     # -- configuration (any thread, any time) --------------------------------------------------
     def set_faults(self, faults: Iterable[Fault] | Fault = ()) -> None:
-        faults = (faults,) if isinstance(faults, Fault) else tuple(faults)
-        if not all(isinstance(f, Fault) for f in faults):
+        mix = (faults,) if isinstance(faults, Fault) else tuple(faults)
+        if not all(isinstance(f, Fault) for f in mix):
             raise TypeError("faults must be Fault objects")
         with self._lock:
-            self._faults = faults
+            self._faults = mix
 
     def configure(self, **changes: Any) -> None:
         """Change lag_blocks, getlogs_lag_only, lag_getlogs, lag_block_lookup or strip_block_timestamp."""
@@ -233,7 +240,14 @@ class RpcProxy:
         """(fromBlock, toBlock) of every eth_getLogs whose complete, true answer reached the client."""
         return [c.params for c in self.calls(GETLOGS) if c.ok and isinstance(c.params, tuple)]
 
+    @property
+    def requests_seen(self) -> int:
+        """HTTP requests received so far, including those still being answered."""
+        with self._lock:
+            return self._requests
+
     def fault_counts(self) -> Counter[str]:
+        """Injections per kind, counted per JSON-RPC call (a failed batch of 200 counts 200)."""
         return Counter(c.fault for c in self.calls() if c.fault is not None)
 
     def reset(self, seed: int | None = None) -> None:
@@ -243,7 +257,8 @@ class RpcProxy:
             if seed is not None:
                 self._rng = random.Random(seed)
 
-    def _record(self, seq: int, items: list[_Item], batch_size: int | None, status: int | None, path: str) -> None:
+    def _record(self, seq: int, items: list[_Item], batch_size: int | None, status: int | None,
+                path: str) -> None:
         calls = [Call(seq, it.method, it.range if it.range is not None else it.params, batch_size, it.fault,
                       status, it.ok and status is not None, path) for it in items]
         with self._lock:
@@ -269,7 +284,7 @@ class RpcProxy:
             return 502, b"upstream unreachable", "text/plain"
 
     async def _head(self) -> int | None:
-        _, body, _ = await self._upstream(b'{"jsonrpc":"2.0","id":"proxy-head","method":"eth_blockNumber","params":[]}')
+        _, body, _ = await self._upstream(_HEAD_CALL)
         try:
             return int(orjson.loads(body)["result"], 16)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -278,7 +293,8 @@ class RpcProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         with self._lock:
-            seq, faults, opts = next(self._seq), self._faults, self._opts
+            self._requests += 1
+            seq, faults, opts = self._requests, self._faults, self._opts
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -299,7 +315,16 @@ class RpcProxy:
             self._record(seq, items, batch_size, status, request.path)
 
     async def _serve_items(self, request: web.Request, raw: bytes, items: list[_Item], batch: bool,
-                           faults: tuple[Fault, ...], opts: _Options) -> tuple[web.StreamResponse, int | None]:
+                           faults: tuple[Fault, ...], opts: _Options
+                           ) -> tuple[web.StreamResponse, int | None]:
+        """The answer to one HTTP request and its status (None: no answer was sent)."""
+        needs_head = any(it.method in _LAGGED_METHODS for it in items) if opts.lag_blocks else False
+        needs_head |= any(block_number(f.get(k, "latest")) is None
+                          for f in map(_log_filter, items) if f is not None for k in ("fromBlock", "toBlock"))
+        head = await self._head() if needs_head else None
+        visible_head = max(0, head - opts.lag_blocks) if head is not None else None  # what "latest" means
+        for it in items:
+            _resolve_range(it, visible_head)
         whole = self._draw_whole(faults, items, batch)
         truncate = False
         if whole is not None:
@@ -315,12 +340,8 @@ class RpcProxy:
                 reply = fault_reply(whole, None if batch else items[0].obj.get("id"))
                 return _response(reply), reply.status
 
-        needs_head = any(it.method in _LAGGED_METHODS for it in items) if opts.lag_blocks else False
-        needs_head |= any(_block_number(f.get(k, "latest")) is None
-                          for f in map(_log_filter, items) if f is not None for k in ("fromBlock", "toBlock"))
-        head = await self._head() if needs_head else None
         for it in items:
-            self._prepare(it, faults, opts, head, batch, draw=whole is None)
+            self._prepare(it, faults, opts, visible_head, batch, draw=whole is None)
 
         forwarded = [it for it in items if it.answer is None]
         upstream_body, status, ctype = b"", 200, "application/json"
@@ -355,16 +376,9 @@ class RpcProxy:
                 return f
         return None
 
-    def _prepare(self, it: _Item, faults: tuple[Fault, ...], opts: _Options, head: int | None, batch: bool,
-                 draw: bool) -> None:
+    def _prepare(self, it: _Item, faults: tuple[Fault, ...], opts: _Options, visible_head: int | None,
+                 batch: bool, draw: bool) -> None:
         """Decide one call: a made-up answer (item fault, range cap, lag) or what to forward."""
-        filt = _log_filter(it)
-        visible_head = max(0, head - opts.lag_blocks) if head is not None else None  # what "latest" means
-        if filt is not None:
-            ends = [_block_number(filt.get(k, "latest")) for k in ("fromBlock", "toBlock")]
-            resolved = [e if e is not None else visible_head for e in ends]
-            if None not in resolved:
-                it.range = (resolved[0], resolved[1])  # type: ignore[assignment]
         for f in faults if draw else ():
             if not (it.method in f.methods or (batch and "batch" in f.methods)):
                 continue
@@ -381,42 +395,22 @@ class RpcProxy:
                 it.fail(f.kind, error_object(f))
                 return
         if opts.lag_blocks and visible_head is not None:
-            self._lag(it, filt, opts, visible_head)
+            self._lag(it, opts, visible_head)
 
-    def _lag(self, it: _Item, filt: dict[str, Any] | None, opts: _Options, lagged: int) -> None:
-        """Answer as a node whose head is `lagged`."""
-        params = it.obj.get("params") or []
-        if it.method == "eth_blockNumber" and not opts.getlogs_lag_only:
-            it.answer_with(hex(lagged))
-        elif it.method == "eth_getBlockByNumber" and not opts.getlogs_lag_only and params:
-            tag = params[0]
-            number = lagged if tag in ("latest", "pending") else _block_number(tag)
-            if number is None:
-                return
-            if number > lagged:
-                if opts.lag_block_lookup == "I7":
-                    it.fail("I7", error_object(Fault("I7")))
-                else:
-                    it.answer_with(None)
-            elif tag in ("latest", "pending"):
-                it.forward = {**it.obj, "params": [hex(lagged), *params[1:]]}
+    def _lag(self, it: _Item, opts: _Options, lagged: int) -> None:
+        answer = lagged_answer(it.method, it.obj.get("params"), it.range, lagged,
+                               getlogs_only=opts.getlogs_lag_only, getlogs=opts.lag_getlogs,
+                               block_lookup=opts.lag_block_lookup)
+        if answer is None:
+            return
+        if answer.params is not None:
+            it.forward = {**it.obj, "params": answer.params}
+            if answer.altered:
                 it.fault, it.altered = "LAG", True
-        elif filt is not None and it.range is not None:
-            from_block, to_block = it.range
-            if to_block <= lagged:
-                if any(_block_number(filt.get(k, "latest")) is None for k in ("fromBlock", "toBlock")):
-                    it.forward = {**it.obj, "params": [{**filt, "fromBlock": hex(from_block),
-                                                        "toBlock": hex(to_block)}, *params[1:]]}
-                return
-            if opts.lag_getlogs == "error":
-                error = {**LAG_RANGE_ERROR, "message": LAG_RANGE_ERROR["message"].format(to=to_block, head=lagged)}
-                it.fail("LAG", error)
-            elif opts.lag_getlogs == "empty" or from_block > lagged:
-                it.answer_with([])
-            else:
-                it.forward = {**it.obj, "params": [{**filt, "fromBlock": hex(from_block), "toBlock": hex(lagged)},
-                                                   *params[1:]]}
-                it.fault, it.altered = "LAG", True
+        elif answer.error is not None:
+            it.fail(*answer.error)
+        else:
+            it.answer_with(answer.result)
 
     def _take_answers(self, forwarded: list[_Item], body: bytes, batch: bool, opts: _Options) -> bool:
         """Match the upstream's answers to the calls and apply result caps and stripping.

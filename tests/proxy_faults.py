@@ -1,4 +1,5 @@
-"""The fault table of the test RPC proxy: what each injected provider failure looks like on the wire.
+"""The fault table of the test RPC proxy: what each injected provider failure, and a lagging node,
+looks like on the wire.
 
 Kinds carry the IDs of section 3 of the provider catalogue (rpc-provider-behaviour.md) with its
 verbatim texts and HTTP statuses; a few generic kinds (HTTP500, TIMEOUT, RESET, ...) have no row there.
@@ -45,47 +46,58 @@ _NGINX_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body b
 # it), and {backoff_s} (I5's backoff_seconds, 30 unless the Fault sets retry_after_s).
 KINDS: dict[str, Kind] = {
     # -- rate limits -------------------------------------------------------------------------------
-    "A4": Kind(RATE, 429, _err(429, "Your app has exceeded its compute units per second capacity. If you have "
-                                    "retries enabled, you can safely ignore this message. If not, check out "
-                                    "https://docs.alchemy.com/reference/throughput")),
-    "I4": Kind(RATE, 429, _err(-32005, "project ID request rate exceeded", data={"see": "https://infura.io/dashboard"})),
-    "I5": Kind(RATE, 429, _err(-32005, "daily request count exceeded, request rate limited", data=lambda f: {
-        "rate": {"allowed_rps": 1, "backoff_seconds": f["backoff_s"], "current_rps": 1.266666666666667},
-        "see": "https://infura.io/dashboard"})),
-    "Q2": Kind(RATE, 429, _err(429, "The requests per second (RPS) of your requests are higher than your plan allows.")),
+    "A4": Kind(RATE, 429, _err(
+        429, "Your app has exceeded its compute units per second capacity. If you have retries enabled, "
+             "you can safely ignore this message. If not, check out "
+             "https://docs.alchemy.com/reference/throughput")),
+    "I4": Kind(RATE, 429, _err(
+        -32005, "project ID request rate exceeded", data={"see": "https://infura.io/dashboard"})),
+    "I5": Kind(RATE, 429, _err(
+        -32005, "daily request count exceeded, request rate limited", data=lambda f: {
+            "rate": {"allowed_rps": 1, "backoff_seconds": f["backoff_s"], "current_rps": 1.266666666666667},
+            "see": "https://infura.io/dashboard"})),
+    "Q2": Kind(RATE, 429, _err(
+        429, "The requests per second (RPS) of your requests are higher than your plan allows.")),
     # The catalogue has no status for Q3; 429 here (a Fault can set status=200 for the nastier case).
-    "Q3": Kind(RATE, 429, _err(-32007, "100/second request limit reached - reduce calls per second or upgrade "
-                                       "your account at quicknode.com"), bare=True),
+    "Q3": Kind(RATE, 429, _err(
+        -32007, "100/second request limit reached - reduce calls per second or upgrade your account at "
+                "quicknode.com"), bare=True),
     "Q4": Kind(RATE, 200, _err(-32012, "credits limited to 6000/sec"), batch="items"),
     "RETRY_AFTER": Kind(RATE, 429, _err(429, "Too Many Requests")),  # plus a `Retry-After: N` header
     # -- range and result caps (answer only when the request is over the cap) --------------------------
-    "A1": Kind(CAP, 200, _err(-32602, "Log response size exceeded. You can make eth_getLogs requests with up to a 2K "
-                                      "block range and no limit on the response size, or you can request any block "
-                                      "range with a cap of 10K logs in the response. Based on your parameters and "
-                                      "the response size limit, this block range should work: "
-                                      "[{s_from_hex}, {s_to_hex}]"), max_logs=10_000),
-    "A2": Kind(CAP, 400, _err(-32600, "You can make eth_getLogs requests with up to a {max_blocks} block range. "
-                                      "Based on your parameters, this block range should work: "
-                                      "[{s_from_hex}, {s_to_hex}]"), max_blocks=500),
-    "A3": Kind(CAP, 400, _err(-32600, "Under the Free tier plan, you can make eth_getLogs requests with up to a "
-                                      "{max_blocks} block range. Based on your parameters, this block range should "
-                                      "work: [{s_from_hex}, {s_to_hex}]. Upgrade to PAYG for expanded block range."),
-               max_blocks=10),
-    "I1": Kind(CAP, 200, _err(-32005, "query returned more than {max_logs} results. Try with this block range "
-                                      "[{s_from_HEX}, {s_to_HEX}].", data=lambda f: {
-                                          "from": f["s_from_HEX"], "limit": f["max_logs"], "to": f["s_to_HEX"]}),
-               max_logs=10_000),
+    "A1": Kind(CAP, 200, _err(
+        -32602, "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range "
+                "and no limit on the response size, or you can request any block range with a cap of 10K "
+                "logs in the response. Based on your parameters and the response size limit, this block "
+                "range should work: [{s_from_hex}, {s_to_hex}]"), max_logs=10_000),
+    "A2": Kind(CAP, 400, _err(
+        -32600, "You can make eth_getLogs requests with up to a {max_blocks} block range. Based on your "
+                "parameters, this block range should work: [{s_from_hex}, {s_to_hex}]"), max_blocks=500),
+    "A3": Kind(CAP, 400, _err(
+        -32600, "Under the Free tier plan, you can make eth_getLogs requests with up to a {max_blocks} block "
+                "range. Based on your parameters, this block range should work: [{s_from_hex}, {s_to_hex}]. "
+                "Upgrade to PAYG for expanded block range."), max_blocks=10),
+    "I1": Kind(CAP, 200, _err(
+        -32005, "query returned more than {max_logs} results. Try with this block range "
+                "[{s_from_HEX}, {s_to_HEX}].",
+        data=lambda f: {"from": f["s_from_HEX"], "limit": f["max_logs"], "to": f["s_to_HEX"]}),
+        max_logs=10_000),
     "I3": Kind(CAP, 200, _err(-32602, "range {span} exceeds limit of {max_blocks}"), max_blocks=10_000),
     "Q1": Kind(CAP, 413, _err(-32614, "eth_getLogs is limited to a {max_blocks:,} range"), max_blocks=10_000),
     "K1": Kind(CAP, 200, _err(-32600, "block range is too wide"), max_blocks=3_000),
     "K2": Kind(CAP, 200, _err(-32000, "maximum [from, to] blocks distance: {max_blocks}"), max_blocks=10_000),
-    "F1": Kind(CAP, 200, _err(-32047, "Invalid eth_getLogs request. 'fromBlock'-'toBlock' range too large. "
-                                      "Max range: {max_blocks}"), max_blocks=800),
-    "R1": Kind(CAP, 200, _err(-32602, "query exceeds max results {max_logs}, retry with the range {s_from}-{s_to}"),
-               max_logs=20_000),
-    "E1": Kind(CAP, 200, _err(-32602, "query block range exceeds server limit, narrow your filter: {max_blocks}"),
-               max_blocks=1_000),
-    "N1": Kind(CAP, 200, _err(-32005, "Too many logs requested. Max logs per response is {max_logs}."), max_logs=20_000),
+    "F1": Kind(CAP, 200, _err(
+        -32047, "Invalid eth_getLogs request. 'fromBlock'-'toBlock' range too large. "
+                "Max range: {max_blocks}"),
+        max_blocks=800),
+    "R1": Kind(CAP, 200, _err(
+        -32602, "query exceeds max results {max_logs}, retry with the range {s_from}-{s_to}"),
+        max_logs=20_000),
+    "E1": Kind(CAP, 200, _err(
+        -32602, "query block range exceeds server limit, narrow your filter: {max_blocks}"),
+        max_blocks=1_000),
+    "N1": Kind(CAP, 200, _err(
+        -32005, "Too many logs requested. Max logs per response is {max_logs}."), max_logs=20_000),
     "G1": Kind(CAP, 200, _err(-32602, "exceed maximum block range {max_blocks}"), max_blocks=5_000),
     "S1": Kind(CAP, 200, _err(-32005, "Requested range exceeds maximum RPC range limit"), max_blocks=5_000),
     # -- server trouble ----------------------------------------------------------------------------
@@ -100,20 +112,19 @@ KINDS: dict[str, Kind] = {
     "TIMEOUT": Kind(SERVER, 200, action="delay"),  # held delay_s, then answered if the client is still there
     "RESET": Kind(SERVER, 0, action="reset"),  # connection closed with a TCP RST, no answer
     # -- quota gone --------------------------------------------------------------------------------
-    "I6": Kind(QUOTA, 402, _err(402, "Payment Required", event=-33000,
-                                details="You have reached your daily credit limit. To continue making requests, "
-                                        "upgrade your plan or purchase additional credits")),
-    "A5": Kind(QUOTA, 403, _err(-32600, "Monthly capacity limit exceeded. Visit "
-                                        "https://dashboard.alchemyapi.io/settings/billing to upgrade your scaling "
-                                        "policy for continued service.")),
-    "P1": Kind(QUOTA, 401, body=b'{"error":"message: API key disabled, reason: tenant disabled, json-rpc code: '
-                                b'-32051, rest code: 403"}'),
+    "I6": Kind(QUOTA, 402, _err(
+        402, "Payment Required", event=-33000,
+        details="You have reached your daily credit limit. To continue making requests, upgrade your plan or "
+                "purchase additional credits")),
+    "A5": Kind(QUOTA, 403, _err(
+        -32600, "Monthly capacity limit exceeded. Visit https://dashboard.alchemyapi.io/settings/billing to "
+                "upgrade your scaling policy for continued service.")),
+    "P1": Kind(QUOTA, 401, body=b'{"error":"message: API key disabled, reason: tenant disabled, '
+                                b'json-rpc code: -32051, rest code: 403"}'),
     # -- lagging node ------------------------------------------------------------------------------
     "I7": Kind(LAG, 200, _err(-32000, "header not found")),
 }
 
-# What a lagging node says when asked past its head with lag_getlogs="error" (reth >= 1.10, geth 1.17).
-LAG_RANGE_ERROR = _err(-32602, "block range extends beyond current head block: requested {to}, head {head}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,7 @@ class Fault:
 
     @property
     def batch_mode(self) -> str:
-        """"items" only for kinds that have a JSON-RPC error object to put in an item."""
+        """How it hits a batch; "items" only for kinds with a JSON-RPC error object to put in an item."""
         spec = self.spec
         if spec.error is None or spec.bare or spec.action:
             return "whole"
@@ -259,14 +270,16 @@ def kinds_in(*categories: str) -> list[str]:
 
 
 def ALL_FAULTS_MIX(rate: float, *, methods: Iterable[str] = ("eth_getLogs",), max_blocks: int | None = None,
-                   max_logs: int | None = None, delay_s: float = 2.0, retry_after_s: float = 1.0) -> list[Fault]:
+                   max_logs: int | None = None, delay_s: float = 2.0,
+                   retry_after_s: float = 1.0) -> list[Fault]:
     """Every rate-limit, range-cap and server-trouble kind (no quota, no lag), `rate` spread evenly.
 
     Faults are drawn in list order, first hit wins; the i-th of n gets p / (1 - i*p) with p = rate/n, so
     each kind fires on rate/n of eligible requests and some fault on `rate` of them. Range caps only fire
     over their cap (max_blocks / max_logs, else each provider's own), so small requests see less.
     retry_after_s keeps RETRY_AFTER and I5 waits short (the catalogue's I5 says 30 s); delay_s should be
-    longer than the client's timeout for TIMEOUT to be a timeout.
+    longer than the client's timeout for TIMEOUT to be a timeout. With batches in `methods`, Q4 is drawn
+    per call of a batch, so a batch of 200 carries at least one Q4 error far more often than rate/n.
     """
     names = kinds_in(RATE, CAP, SERVER)
     p = rate / len(names)
@@ -276,3 +289,62 @@ def ALL_FAULTS_MIX(rate: float, *, methods: Iterable[str] = ("eth_getLogs",), ma
         out.append(Fault(name, rate=p / (1 - i * p), methods=frozenset(methods), delay_s=delay_s,
                          retry_after_s=retry_after_s, **cap))
     return out
+
+
+# -- a lagging node -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LagAnswer:
+    """How a lagging node answers one call: forwarded with other `params`, an `error` (kind, object),
+    or else `result`. altered=False: the same answer as the real node, block tags only pinned."""
+
+    result: Any = None
+    error: tuple[str, dict[str, Any]] | None = None
+    params: list[Any] | None = None
+    altered: bool = True
+
+
+def block_number(tag: Any) -> int | None:
+    """A hex block number as int; "earliest" is 0; other tags (latest, ...) need the head: None."""
+    if isinstance(tag, str) and tag.startswith("0x"):
+        return int(tag, 16)
+    if isinstance(tag, int):
+        return tag
+    return 0 if tag == "earliest" else None
+
+
+def lagged_answer(method: str, params: Any, log_range: tuple[int, int] | None, lagged: int, *,
+                  getlogs_only: bool = False, getlogs: str = "partial",
+                  block_lookup: str = "null") -> LagAnswer | None:
+    """How a node whose head is `lagged` answers a call, or None when it answers like the real node.
+
+    eth_blockNumber says `lagged`; eth_getBlockByNumber above it is null (or I7 "header not found");
+    eth_getLogs reaching above it gets the logs up to it ("partial", as geth <= 1.15 and reth < 1.10 clamp),
+    [] ("empty", as erigon past the head), or -32602 ("error", reth >= 1.10). With getlogs_only only
+    eth_getLogs lags while the head is truthful (go-ethereum#24078). log_range has tags resolved already.
+    """
+    params = params if isinstance(params, list) else []
+    if method == "eth_blockNumber" and not getlogs_only:
+        return LagAnswer(result=hex(lagged))
+    if method == "eth_getBlockByNumber" and not getlogs_only and params:
+        tag = params[0]
+        number = lagged if tag in ("latest", "pending") else block_number(tag)
+        if number is None:
+            return None
+        if number > lagged:
+            return LagAnswer(error=("I7", error_object(Fault("I7")))) if block_lookup == "I7" else LagAnswer()
+        return LagAnswer(params=[hex(lagged), *params[1:]]) if tag in ("latest", "pending") else None
+    if method != "eth_getLogs" or log_range is None or not params or not isinstance(params[0], dict):
+        return None
+    filt, (from_block, to_block) = params[0], log_range
+    if to_block <= lagged:
+        if all(block_number(filt.get(k, "latest")) is not None for k in ("fromBlock", "toBlock")):
+            return None
+        # "latest" means `lagged` here, not the real node's head
+        pinned = {**filt, "fromBlock": hex(from_block), "toBlock": hex(to_block)}
+        return LagAnswer(params=[pinned, *params[1:]], altered=False)
+    if getlogs == "error":
+        return LagAnswer(error=("LAG", _err(-32602, "block range extends beyond current head block: "
+                                                    f"requested {to_block}, head {lagged}")))
+    if getlogs == "empty" or from_block > lagged:
+        return LagAnswer(result=[])
+    return LagAnswer(params=[{**filt, "fromBlock": hex(from_block), "toBlock": hex(lagged)}, *params[1:]])

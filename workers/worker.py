@@ -234,7 +234,7 @@ class Worker:
             await self.in_store(self.store.insert, "backfill_checkpoint", nothing_left, schema.CHECKPOINT_COLUMNS)
             log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(r[0]) for r in nothing_left))
         async with RpcClient(self.s.rpc_urls, timeout_s=self.s.rpc_timeout_s, context=self.tag,
-                             concurrency=max(4, self.s.getlogs_concurrency * 2)) as rpc:
+                             concurrency_per_endpoint=max(4, self.s.getlogs_concurrency * 2)) as rpc:
             warm = asyncio.ensure_future(self.in_store(self.store.warm_up))
             inflight = [asyncio.create_task(self.fetch_window(rpc, w)) for w in windows[:PREFETCH_WINDOWS]]
             await warm

@@ -193,3 +193,29 @@ def test_on_complete_rebuild_runs_exactly_once_and_status_matches_tables(chain: 
     assert status["table_rows"]["erc20_transfers_staging"]["rows_after_dedup"] == status["checkpoint_rows"]["erc20"]
     assert status["remaining_blocks"] == 0 and status["failed_days"] == []
     assert status["supervisor"]["alive"] is False
+
+
+
+def test_failing_days_become_failed_with_their_error_and_retry_failed_brings_them_back(chain: Chain, run_dir):
+    from tests.proxy import Fault, RpcProxy
+
+    with RpcProxy(chain.url, Fault("P1", rate=1.0)) as proxy:  # the key was disabled: every getLogs answers 401
+        env = {**SLOW_RUN, "BACKFILL_MAX_DAY_ATTEMPTS": "2", "BACKFILL_ON_COMPLETE": "0"}
+        failed_run = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.day(3),
+                               "--confirmations", "0"], run_dir, rpc_urls=proxy.url, shards=1, extra_env=env)
+        assert failed_run.returncode != 0
+        assert len(failed_run.stderr.strip().splitlines()) == 1, failed_run.stderr
+        store = open_store(run_dir)
+        failed = {d: cp for d, cp in store.checkpoints().items() if cp["status"] == "FAILED"}
+        assert failed, "a day whose fetch keeps failing must end FAILED"
+        assert all("API key disabled" in cp["error"] and cp["failures"] >= 2 for cp in failed.values())
+        status = orjson.loads(backfill(["status", "--json"], run_dir).stdout)
+        assert {f["day_idx"] for f in status["failed_days"]} == set(failed)
+
+        proxy.set_faults([])  # the provider is back
+        out = backfill(["retry-failed"], run_dir)
+        assert out.returncode == 0 and f"{len(failed)} FAILED days put back" in out.stdout
+        ok = backfill(["start", "--foreground"], run_dir, rpc_urls=proxy.url, shards=1, extra_env=env)
+        assert ok.returncode == 0, ok.stderr
+    assert len(complete_days(store)) == 4
+    assert_exact(store, chain)

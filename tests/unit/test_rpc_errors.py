@@ -2,7 +2,8 @@
 
 import pytest
 
-from backfill.rpc_errors import Fatal, RangeTooLarge, RateLimited, Transient, classify_error, classify_http
+from backfill.rpc_errors import (Fatal, QuotaExhausted, RangeTooLarge, RateLimited, Transient, classify_error,
+                                 classify_http, policy)
 
 A1 = ("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the "
       "response size, or you can request any block range with a cap of 10K logs in the response. Based on your "
@@ -55,8 +56,28 @@ def test_retry_after_header_wins():
     (502, b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n</html>\r\n", Transient),
     (413, b'{"code":-32614}', RangeTooLarge),
     (200, b"Invalid host specified", Transient),
-    (401, b'{"error":"message: API key disabled, reason: tenant disabled"}', Fatal),
-    (402, b"Payment Required", Fatal),
+    (401, b'{"error":"message: API key disabled, reason: tenant disabled"}', QuotaExhausted),
+    (402, b"Payment Required", QuotaExhausted),
+    (200, b'{"error":"message: API key disabled, reason: tenant disabled, json-rpc code: -32051"}', QuotaExhausted),
 ])
 def test_bodies_that_break_the_envelope(status, body, kind):
     assert type(classify_http(status, body)) is kind
+
+
+@pytest.mark.parametrize("status,error", [
+    (402, {"code": 402, "event": -33000, "message": "Payment Required",
+           "details": "You have reached your daily credit limit. To continue making requests, upgrade your plan"}),
+    (403, {"code": -32600, "message": "Monthly capacity limit exceeded. Visit https://dashboard.alchemyapi.io/settings/"
+                                      "billing to upgrade your scaling policy for continued service."}),
+    (429, {"code": -32600, "message": "Monthly capacity limit exceeded."}),  # a quota reported as a 429
+])
+def test_quota_answers_park_the_endpoint(status, error):
+    exc = classify_error(error, status)
+    assert isinstance(exc, QuotaExhausted) and policy(exc) == "park"
+
+
+def test_every_class_has_a_policy():
+    assert policy(classify_error({"code": 429, "message": "x"}, 429)) == "wait"
+    assert policy(classify_error({"code": -32000, "message": "header not found"})) == "switch"
+    assert policy(classify_error({"code": -32602, "message": "range 1000000 exceeds limit of 10000"})) == "split"
+    assert policy(classify_error({"code": -32601, "message": "method not found"})) == "fail"

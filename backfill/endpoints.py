@@ -1,0 +1,116 @@
+"""Endpoint health: which RPC endpoint to use next, and what each has taught us. Pure state, clock injected.
+
+- round-robin over endpoints that are neither cooling down nor parked (and whose known head reaches the
+  blocks we need);
+- a failure cools an endpoint down with a penalty that doubles per consecutive failure (0.5 s … 60 s) and
+  resets on success; a rate limit cools it for the provider's hint (Retry-After, backoff_seconds) when given;
+- a quota answer (402, monthly / daily cap, disabled key) parks the endpoint for an hour and is reported;
+- the largest eth_getLogs range an endpoint accepted / refused is remembered, so a known cap costs no request;
+- accounting per endpoint: requests, errors by class, estimated compute units.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+# Estimated compute units per method (Alchemy's published table; other providers price similarly).
+COMPUTE_UNITS = {"eth_getLogs": 75, "eth_getBlockByNumber": 16, "eth_blockNumber": 10, "eth_chainId": 0}
+PARK_S = 3600.0
+PENALTY_MIN_S, PENALTY_MAX_S = 0.5, 60.0
+
+
+@dataclass
+class Endpoint:
+    url: str
+    index: int
+    label: str
+    cooldown_until: float = 0.0
+    penalty_s: float = 0.0
+    parked_until: float = 0.0
+    parked_reason: str = ""
+    head: int | None = None
+    head_at: float = 0.0
+    refused_blocks: int | None = None  # smallest getLogs range it refused
+    requests: int = 0
+    compute_units: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+    def available(self, now: float) -> bool:
+        return now >= self.cooldown_until and now >= self.parked_until
+
+    def snapshot(self, now: float) -> dict:
+        return {"endpoint": self.label, "requests": self.requests, "compute_units": self.compute_units,
+                "errors": dict(self.errors), "parked": now < self.parked_until, "parked_reason": self.parked_reason,
+                "cooling_s": round(max(0.0, self.cooldown_until - now), 1), "head": self.head}
+
+
+class EndpointPool:
+    def __init__(self, urls: list[str] | tuple[str, ...], labels: list[str], clock: Callable[[], float] = time.monotonic):
+        self.endpoints = [Endpoint(u, i, labels[i]) for i, u in enumerate(urls)]
+        self.clock = clock
+        self._next = 0
+
+    def pick(self, need_block: int | None = None) -> Endpoint | None:
+        """The next usable endpoint in round-robin order, skipping those known to be behind `need_block`."""
+        now = self.clock()
+        n = len(self.endpoints)
+        for i in range(n):
+            ep = self.endpoints[(self._next + i) % n]
+            if not ep.available(now):
+                continue
+            if need_block is not None and ep.head is not None and ep.head < need_block:
+                continue  # routed around: it would answer short or empty
+            self._next = (ep.index + 1) % n
+            return ep
+        return None
+
+    def wait_s(self) -> float | None:
+        """Seconds until some endpoint is usable again; None when every endpoint is parked."""
+        now = self.clock()
+        waits = [max(0.0, ep.cooldown_until - now) for ep in self.endpoints if now >= ep.parked_until]
+        return min(waits) if waits else None
+
+    def behind(self, need_block: int) -> list[Endpoint]:
+        return [ep for ep in self.endpoints if ep.head is not None and ep.head < need_block]
+
+    # -- what happened --------------------------------------------------------------------
+    def sent(self, ep: Endpoint, methods: list[str]) -> None:
+        ep.requests += 1
+        ep.compute_units += sum(COMPUTE_UNITS.get(m, 20) for m in methods)
+
+    def ok(self, ep: Endpoint) -> None:
+        ep.penalty_s = 0.0
+
+    def failed(self, ep: Endpoint, kind: str, retry_after_s: float | None = None) -> float:
+        """Cool the endpoint down; returns for how long."""
+        ep.errors[kind] += 1
+        if retry_after_s is not None and retry_after_s > 0:
+            cool = min(retry_after_s, PARK_S)
+        else:
+            ep.penalty_s = min(PENALTY_MAX_S, max(PENALTY_MIN_S, ep.penalty_s * 2))
+            cool = ep.penalty_s
+        ep.cooldown_until = max(ep.cooldown_until, self.clock() + cool)
+        return cool
+
+    def park(self, ep: Endpoint, reason: str) -> None:
+        ep.errors["quota"] += 1
+        ep.parked_until = self.clock() + PARK_S
+        ep.parked_reason = reason[:200]
+
+    def saw_head(self, ep: Endpoint, head: int) -> None:
+        ep.head, ep.head_at = head, self.clock()
+
+    def refused_range(self, ep: Endpoint, n_blocks: int) -> None:
+        ep.errors["range"] += 1
+        ep.refused_blocks = n_blocks if ep.refused_blocks is None else min(ep.refused_blocks, n_blocks)
+
+    def accepted_range(self, ep: Endpoint, n_blocks: int) -> None:
+        if ep.refused_blocks is not None and n_blocks >= ep.refused_blocks:
+            ep.refused_blocks = n_blocks + 1  # the cap moved up (limits drift)
+
+    def snapshot(self) -> list[dict]:
+        now = self.clock()
+        return [ep.snapshot(now) for ep in self.endpoints]

@@ -1,0 +1,402 @@
+"""The fault-injecting RPC proxy itself, on a real anvil chain: clean forwarding, catalogue answers,
+range caps that go away when the range is small, lagging heads, and exact accounting."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import http.client
+import json
+import random
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from backfill.devnet import Anvil, DevnetParams, start_devnet
+from backfill.events import LOG_FILTER_TOPICS
+from tests.proxy import RpcProxy
+from tests.proxy_faults import ALL_FAULTS_MIX, CAP, KINDS, LAG, QUOTA, Fault, kinds_in
+
+PARAMS = DevnetParams.with_defaults(dt.date(2024, 1, 1), 4, 500, 7)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
+    anvil, _, _ = start_devnet(PARAMS, tmp_path_factory.mktemp("proxy-devnet") / "state.json")
+    try:
+        yield anvil
+    finally:
+        anvil.stop()
+
+
+@pytest.fixture
+def proxy(node: Anvil) -> Iterator[RpcProxy]:
+    with RpcProxy(node.url, seed=1) as p:
+        yield p
+
+
+# -- a plain client --------------------------------------------------------------------------------
+def post(url: str, doc: Any, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def call(method: str, params: list[Any], id_: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "method": method, "params": params}
+
+
+def getlogs(from_block: int, to_block: int, id_: int = 1) -> dict[str, Any]:
+    return call("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block),
+                                 "topics": LOG_FILTER_TOPICS}], id_)
+
+
+def blocks_batch(numbers: list[int]) -> list[dict[str, Any]]:
+    return [call("eth_getBlockByNumber", [hex(n), False], 100 + i) for i, n in enumerate(numbers)]
+
+
+def result(url: str, doc: Any) -> Any:
+    status, _, body = post(url, doc)
+    assert status == 200, body[:300]
+    return json.loads(body)["result"]
+
+
+def head(url: str) -> int:
+    return int(result(url, call("eth_blockNumber", [])), 16)
+
+
+def wait_for(condition: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+# -- clean forwarding ------------------------------------------------------------------------------
+def test_clean_proxy_answers_exactly_like_the_node(node: Anvil, proxy: RpcProxy) -> None:
+    requests = [getlogs(0, 300), getlogs(1200, 1500, id_=9), call("eth_blockNumber", []),
+                call("eth_chainId", []), blocks_batch([0, 1, 700, 2000]),
+                [call("eth_blockNumber", [], 5), getlogs(10, 20, id_=6)]]
+    for doc in requests:
+        direct, via_proxy = post(node.url, doc), post(proxy.url, doc)
+        assert via_proxy[0] == direct[0] == 200
+        assert via_proxy[2] == direct[2]
+    assert proxy.getlogs_ranges() == [(0, 300), (1200, 1500), (10, 20)]
+    assert [c.method for c in proxy.calls("eth_getBlockByNumber")] == ["eth_getBlockByNumber"] * 4
+    assert {c.batch_size for c in proxy.calls("eth_getBlockByNumber")} == {4}
+    assert all(c.fault is None and c.status == 200 and c.ok for c in proxy.calls())
+
+
+def test_url_with_key_is_served_and_the_path_recorded(proxy: RpcProxy) -> None:
+    url = proxy.url_with_key("k3y-s3cr3t")
+    assert url.endswith("/v2/k3y-s3cr3t") and url.startswith(proxy.url)
+    assert head(url) == head(proxy.url)
+    assert [c.path for c in proxy.calls()] == ["/v2/k3y-s3cr3t", "/"]
+
+
+# -- catalogue answers -----------------------------------------------------------------------------
+ENVELOPE_FAULTS = [  # kind, HTTP status, JSON-RPC code, start of the message
+    ("A4", 429, 429, "Your app has exceeded its compute units per second capacity."),
+    ("I4", 429, -32005, "project ID request rate exceeded"),
+    ("I5", 429, -32005, "daily request count exceeded, request rate limited"),
+    ("Q2", 429, 429, "The requests per second (RPS) of your requests are higher than your plan allows."),
+    ("Q4", 200, -32012, "credits limited to 6000/sec"),
+    ("RETRY_AFTER", 429, 429, "Too Many Requests"),
+    ("I2", 200, -32005, "query timeout exceeded"),
+    ("N1_TIMEOUT", 200, -32016, "eth_getLogs request was canceled due to enabled timeout."),
+    ("I6", 402, 402, "Payment Required"),
+    ("A5", 403, -32600, "Monthly capacity limit exceeded."),
+    ("I7", 200, -32000, "header not found"),
+]
+
+
+@pytest.mark.parametrize("kind,status,code,message", ENVELOPE_FAULTS, ids=[f[0] for f in ENVELOPE_FAULTS])
+def test_fault_answers_with_the_catalogue_envelope(proxy: RpcProxy, kind: str, status: int, code: int,
+                                                   message: str) -> None:
+    proxy.set_faults([Fault(kind)])
+    got_status, headers, body = post(proxy.url, getlogs(0, 10, id_=42))
+    doc = json.loads(body)
+    assert got_status == status
+    assert doc["jsonrpc"] == "2.0" and doc["id"] == 42
+    assert doc["error"]["code"] == code and doc["error"]["message"].startswith(message)
+    if kind == "I5":
+        assert doc["error"]["data"]["rate"]["backoff_seconds"] == 30
+    if kind == "I6":
+        assert doc["error"]["event"] == -33000 and "daily credit limit" in doc["error"]["details"]
+    if kind == "RETRY_AFTER":
+        assert headers["Retry-After"] == "1"
+    [rec] = proxy.calls()
+    assert (rec.fault, rec.status, rec.ok, rec.params) == (kind, status, False, (0, 10))
+    assert proxy.getlogs_ranges() == []
+
+
+RAW_FAULTS = [  # kind, HTTP status, content type, exact body
+    ("H1", 502, "text/html", KINDS["H1"].body),
+    ("CF502", 502, "application/json", b"502 Bad Gateway"),
+    ("H2", 200, "text/plain", b"Invalid host specified"),
+    ("HTTP500", 500, "text/plain", b"500 Internal Server Error"),
+    ("HTTP503", 503, "text/plain", b"503 Service Unavailable"),
+    ("P1", 401, "application/json", b'{"error":"message: API key disabled, reason: tenant disabled, '
+                                     b'json-rpc code: -32051, rest code: 403"}'),
+    ("Q3", 429, "application/json", b'{"code":-32007,"message":"100/second request limit reached - reduce '
+                                    b'calls per second or upgrade your account at quicknode.com"}'),
+]
+
+
+@pytest.mark.parametrize("kind,status,content_type,body", RAW_FAULTS, ids=[f[0] for f in RAW_FAULTS])
+def test_fault_answers_with_the_catalogue_body(proxy: RpcProxy, kind: str, status: int, content_type: str,
+                                               body: bytes) -> None:
+    proxy.set_faults([Fault(kind, methods={"eth_blockNumber"})])
+    got_status, headers, got_body = post(proxy.url, call("eth_blockNumber", []))
+    assert (got_status, got_body) == (status, body)
+    assert headers["Content-Type"].startswith(content_type)
+    assert result(proxy.url, getlogs(0, 1)) is not None  # the default filter would not hit eth_getLogs
+    assert [(c.method, c.fault) for c in proxy.calls()] == [("eth_blockNumber", kind), ("eth_getLogs", None)]
+
+
+def test_fault_settings_change_status_and_retry_after(proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("RETRY_AFTER", retry_after_s=3), Fault("Q3")])
+    status, headers, _ = post(proxy.url, getlogs(0, 1))
+    assert (status, headers["Retry-After"]) == (429, "3")
+    proxy.set_faults([Fault("Q3", status=200), Fault("I5", retry_after_s=2)])
+    assert post(proxy.url, getlogs(0, 1))[0] == 200
+    proxy.set_faults([Fault("I5", retry_after_s=2)])
+    assert json.loads(post(proxy.url, getlogs(0, 1))[2])["error"]["data"]["rate"]["backoff_seconds"] == 2
+
+
+def test_truncated_answer_is_a_prefix_of_the_true_one(node: Anvil, proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("H3")])
+    status, _, body = post(proxy.url, getlogs(0, 50))
+    full = post(node.url, getlogs(0, 50))[2]
+    assert status == 200 and 0 < len(body) < len(full) and full.startswith(body)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)
+    assert proxy.calls()[0].fault == "H3" and proxy.getlogs_ranges() == []
+
+
+def test_reset_drops_the_connection(proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("RESET")])
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected, urllib.error.URLError)):
+        post(proxy.url, getlogs(0, 1))
+    wait_for(lambda: len(proxy.calls()) == 1)
+    assert (proxy.calls()[0].fault, proxy.calls()[0].status) == ("RESET", None)
+
+
+def test_timeout_holds_the_request_past_the_client_deadline(node: Anvil, proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("TIMEOUT", delay_s=0.6)])
+    with pytest.raises((TimeoutError, urllib.error.URLError)):
+        post(proxy.url, getlogs(0, 5), timeout=0.2)
+    wait_for(lambda: len(proxy.calls()) == 1)
+    assert (proxy.calls()[0].fault, proxy.calls()[0].status, proxy.calls()[0].ok) == ("TIMEOUT", None, False)
+    t0 = time.monotonic()
+    status, _, body = post(proxy.url, getlogs(0, 5), timeout=5)  # a patient client gets the true answer late
+    assert time.monotonic() - t0 >= 0.6
+    assert status == 200 and body == post(node.url, getlogs(0, 5))[2]
+    assert proxy.getlogs_ranges() == [(0, 5)]
+
+
+# -- range caps ------------------------------------------------------------------------------------
+SUGGESTED = re.compile(r"\[(0x[0-9a-fA-F]+), (0x[0-9a-fA-F]+)\]|the range (\d+)-(\d+)")
+
+
+def suggestion(message: str) -> tuple[int, int] | None:
+    m = SUGGESTED.search(message)
+    if m is None:
+        return None
+    return (int(m[1], 16), int(m[2], 16)) if m[1] else (int(m[3]), int(m[4]))
+
+
+@pytest.mark.parametrize("kind", kinds_in(CAP))
+def test_range_cap_goes_away_when_the_range_fits(proxy: RpcProxy, kind: str) -> None:
+    proxy.set_faults([Fault(kind, max_blocks=100)])
+    status, _, body = post(proxy.url, getlogs(1000, 1300))
+    error = json.loads(body)["error"]
+    assert status == KINDS[kind].status and error["code"] == KINDS[kind].error["code"]  # type: ignore[index]
+    suggested = suggestion(error["message"])
+    if suggested is not None:
+        assert suggested == (1000, 1099)
+    assert result(proxy.url, getlogs(1000, 1099)) is not None
+    assert result(proxy.url, getlogs(1100, 1199)) is not None
+    assert proxy.getlogs_ranges() == [(1000, 1099), (1100, 1199)]
+    assert [c.fault for c in proxy.calls()] == [kind, None, None]
+
+
+@pytest.mark.parametrize("kind", ["I1", "R1", "N1", "A1"])
+def test_result_cap_suggests_a_range_under_the_cap(node: Anvil, proxy: RpcProxy, kind: str) -> None:
+    proxy.set_faults([Fault(kind, max_logs=40)])
+    assert len(result(node.url, getlogs(0, 400))) > 40
+    status, _, body = post(proxy.url, getlogs(0, 400))
+    error = json.loads(body)["error"]
+    assert status == 200
+    if kind != "A1":  # Alchemy's text names its own caps
+        assert "40" in error["message"]
+    if kind == "I1":
+        assert error["data"]["limit"] == 40
+    if kind != "N1":  # nethermind names no range
+        frm, to = suggestion(error["message"])  # type: ignore[misc]
+        logs = result(proxy.url, getlogs(frm, to))
+        assert frm == 0 and 0 < len(logs) <= 40
+        assert len(result(node.url, getlogs(frm, to + 1))) > 40  # the longest range that fits
+    assert proxy.calls()[0].fault == kind
+
+
+# -- batches ---------------------------------------------------------------------------------------
+def test_batch_fails_as_one_error_object(proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("A4", methods={"batch"})])
+    status, _, body = post(proxy.url, blocks_batch([1, 2, 3]))
+    doc = json.loads(body)
+    assert status == 429 and isinstance(doc, dict) and doc["id"] is None and doc["error"]["code"] == 429
+    assert head(proxy.url) > 0  # single calls are not batches
+    assert [c.fault for c in proxy.calls()] == ["A4", "A4", "A4", None]
+
+
+def test_batch_items_fail_one_by_one(node: Anvil, proxy: RpcProxy) -> None:
+    numbers = list(range(40))
+    truth = {a["id"]: a for a in json.loads(post(node.url, blocks_batch(numbers))[2])}
+    proxy.set_faults([Fault("Q4", rate=0.5, methods={"eth_getBlockByNumber"})])
+    status, _, body = post(proxy.url, blocks_batch(numbers))
+    answers = json.loads(body)
+    assert status == 200 and [a["id"] for a in answers] == [100 + n for n in numbers]
+    failed = [a for a in answers if "error" in a]
+    assert 5 < len(failed) < 35 and all(a["error"]["code"] == -32012 for a in failed)
+    assert all(a == truth[a["id"]] for a in answers if "result" in a)
+    assert sum(c.fault == "Q4" for c in proxy.calls()) == len(failed)
+
+
+def test_items_mode_can_be_asked_for_any_envelope_kind(proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("I4", methods={"batch"}, batch="items")])
+    status, _, body = post(proxy.url, blocks_batch([1, 2]))
+    assert status == 200 and [a["error"]["code"] for a in json.loads(body)] == [-32005, -32005]
+
+
+# -- lagging node ----------------------------------------------------------------------------------
+LAG_BLOCKS = 300
+
+
+def test_lagging_node_hides_blocks_above_its_head(node: Anvil, proxy: RpcProxy) -> None:
+    true_head = head(node.url)
+    lagged = true_head - LAG_BLOCKS
+    proxy.configure(lag_blocks=LAG_BLOCKS)
+    assert head(proxy.url) == lagged
+    answers = json.loads(post(proxy.url, blocks_batch([lagged - 1, lagged, lagged + 1, true_head]))[2])
+    assert [a["result"] is None for a in answers] == [False, False, True, True]
+    assert result(proxy.url, call("eth_getBlockByNumber", ["latest", False]))["number"] == hex(lagged)
+
+    frm = lagged - 200
+    seen, truth = result(proxy.url, getlogs(frm, true_head)), result(node.url, getlogs(frm, true_head))
+    assert seen == result(node.url, getlogs(frm, lagged)) and 0 < len(seen) < len(truth)  # partial, no error
+    assert result(proxy.url, getlogs(lagged + 1, true_head)) == []
+    assert result(proxy.url, getlogs(frm, lagged)) == seen
+    assert proxy.getlogs_ranges() == [(frm, lagged)]  # only the answer that was complete
+
+    proxy.configure(lag_getlogs="empty", lag_block_lookup="I7")
+    assert result(proxy.url, getlogs(frm, true_head)) == []
+    error = json.loads(post(proxy.url, call("eth_getBlockByNumber", [hex(true_head), False]))[2])["error"]
+    assert error == {"code": -32000, "message": "header not found"}
+
+    proxy.configure(lag_getlogs="error")
+    error = json.loads(post(proxy.url, getlogs(frm, true_head))[2])["error"]
+    assert error["message"] == (f"block range extends beyond current head block: "
+                                f"requested {true_head}, head {lagged}")
+
+    proxy.configure(lag_blocks=0)
+    assert head(proxy.url) == true_head and result(proxy.url, getlogs(frm, true_head)) == truth
+
+
+def test_getlogs_only_lag_keeps_the_head_truthful(node: Anvil) -> None:
+    true_head = head(node.url)
+    frm = true_head - LAG_BLOCKS - 200
+    with RpcProxy(node.url, lag_blocks=LAG_BLOCKS, getlogs_lag_only=True) as proxy:
+        assert head(proxy.url) == true_head
+        assert result(proxy.url, call("eth_getBlockByNumber", [hex(true_head), False])) is not None
+        seen = result(proxy.url, getlogs(frm, true_head))
+        assert seen == result(node.url, getlogs(frm, true_head - LAG_BLOCKS))
+        assert len(seen) < len(result(node.url, getlogs(frm, true_head)))
+        assert [(c.method, c.fault) for c in proxy.calls()][-1] == ("eth_getLogs", "LAG")
+
+
+def test_strip_block_timestamp(node: Anvil) -> None:
+    with RpcProxy(node.url, strip_block_timestamp=True) as proxy:
+        seen, truth = result(proxy.url, getlogs(0, 100)), result(node.url, getlogs(0, 100))
+    assert truth and all("blockTimestamp" in log for log in truth)
+    assert seen == [{k: v for k, v in log.items() if k != "blockTimestamp"} for log in truth]
+
+
+# -- accounting and the RNG ------------------------------------------------------------------------
+def test_getlogs_ranges_count_exactly_what_clients_received(proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("A4", rate=0.3), Fault("A2", max_blocks=50)])
+    rng = random.Random(5)
+    ranges = [(a, a + rng.choice([10, 40, 80])) for a in (rng.randrange(0, 1900) for _ in range(120))]
+    ranges += ranges[:20]  # the same range asked twice counts twice
+
+    def ask(r: tuple[int, int]) -> tuple[int, int] | None:
+        status, _, body = post(proxy.url, getlogs(*r))
+        return r if status == 200 and "result" in json.loads(body) else None
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        received = [r for r in pool.map(ask, ranges) if r is not None]
+    assert Counter(proxy.getlogs_ranges()) == Counter(received)
+    assert len(proxy.calls("eth_getLogs")) == len(ranges)
+    counts = proxy.fault_counts()
+    assert counts["A4"] > 0 and counts["A2"] > 0
+    assert all(r[1] - r[0] + 1 <= 50 for r in received)
+    proxy.reset()
+    assert proxy.calls() == [] and proxy.getlogs_ranges() == []
+
+
+def test_same_seed_same_faults(node: Anvil) -> None:
+    def faults_seen(seed: int) -> list[str | None]:
+        with RpcProxy(node.url, [Fault("A4", rate=0.3), Fault("H2", rate=0.3)], seed=seed) as proxy:
+            for i in range(30):
+                post(proxy.url, getlogs(i, i + 1))
+            return [c.fault for c in proxy.calls()]
+
+    first = faults_seen(11)
+    assert first == faults_seen(11) and first != faults_seen(12)
+    assert {"A4", "H2", None} == set(first)
+
+
+def test_all_faults_mix_spreads_the_rate_over_every_class() -> None:
+    mix = ALL_FAULTS_MIX(0.3)
+    kinds = {f.kind for f in mix}
+    assert not kinds & set(kinds_in(QUOTA, LAG)) and {"A4", "I1", "H1", "RESET", "TIMEOUT", "Q4"} <= kinds
+    rng, hits = random.Random(3), Counter[str]()
+    trials = 40_000
+    for _ in range(trials):  # the proxy's draw: in list order, first hit wins
+        hits[next((f.kind for f in mix if rng.random() < f.rate), "none")] += 1
+    assert abs(hits["none"] / trials - 0.7) < 0.01
+    assert all(abs(hits[k] / trials - 0.3 / len(mix)) < 0.005 for k in kinds)
+
+
+def test_stop_does_not_wait_for_held_requests(node: Anvil) -> None:
+    proxy = RpcProxy(node.url, [Fault("TIMEOUT", delay_s=60)]).start()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(post, proxy.url, getlogs(0, 1), 30)
+        wait_for(lambda: proxy.requests_seen == 1)
+        t0 = time.monotonic()
+        proxy.stop()
+        assert time.monotonic() - t0 < 5
+        try:
+            status: int | None = pending.result(timeout=10)[0]
+        except (ConnectionError, http.client.HTTPException, urllib.error.URLError):
+            status = None
+    assert status != 200  # a 204 or a dropped connection, never the held answer
+    assert not any(t.name == "rpc-proxy" and t.is_alive() for t in threading.enumerate())
+
+
+def test_unknown_fault_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        Fault("Z9")
+    with pytest.raises(ValueError):
+        Fault("A4", rate=1.5)
