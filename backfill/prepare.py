@@ -120,7 +120,8 @@ def _reopen_extended(store: Store, existing: dict[int, DayPlan], plans: list[Day
                 day_idx=p.day_idx, status="RUNNING", next_block=old.end_block + 1, erc20_count=cp["erc20_count"],
                 erc1155_count=cp["erc1155_count"], quarantined_count=cp["quarantined_count"],
                 skipped_count=cp["skipped_count"], worker_id=cp["worker_id"], shards=cp["shards"],
-                attempts=cp["attempts"], failures=0, error="")
+                attempts=cp["attempts"], failures=0, error="", requests=cp["requests"], rpc_errors=cp["rpc_errors"],
+                compute_units=cp["compute_units"])
 
 
 __all__ = ["check_endpoints", "chain_identity", "check_chain", "record_chain", "plan_days", "endpoint_label"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from backfill.endpoints import COMPUTE_UNITS, EndpointPool
 from backfill.events import LOG_FILTER_TOPICS
@@ -178,7 +178,7 @@ class RpcClient:
         exc = state.outcome.exception() if state.outcome else None
         if self.pool.wait_s() == 0 and isinstance(exc, (RateLimited, QuotaExhausted, NodeBehind)):
             return 0.0  # another endpoint is usable now: switch at once; the failing one is cooling down
-        return wait_exponential_jitter(initial=0.1, max=5.0)(state)
+        return wait_random_exponential(multiplier=0.1, max=5.0)(state)  # exponential backoff, full jitter
 
     # -- calls ----------------------------------------------------------------------------
     async def call(self, method: str, params: list[Any] | None = None, *, need_block: int | None = None) -> Any:
@@ -258,11 +258,57 @@ class RpcClient:
         heads = [ep.head for ep in self.pool.endpoints if ep.head is not None]
         return max(heads) if heads else None
 
-    async def get_logs(self, from_block: int, to_block: int, *, guard: bool = False) -> list[dict[str, Any]]:
+    async def _verify_complete(self, ep: Any, logs: list[dict[str, Any]], first: int, last: int) -> None:
+        """Near the head, an answer may be short with no error (a lagging node behind a load balancer). Check
+        [first, last] against the same endpoint's headers: block hashes must match the logs', and a block
+        whose logsBloom admits a transfer topic but that came back without logs is asked again by hash."""
+        from backfill.bloom import may_contain_any
+
+        blocks = list(range(first, last + 1))
+        calls = [{"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(b), False]}
+                 for i, b in enumerate(blocks)]
+        headers: dict[int, Any] = {}
+        for i in range(0, len(calls), 200):
+            doc, status, retry_after = await self._post(ep, calls[i:i + 200], ["eth_getBlockByNumber"] * len(calls[i:i + 200]))
+            if isinstance(doc, dict):
+                raise classify_error(doc.get("error", doc), status, retry_after)
+            for item in doc:
+                if "error" in item:
+                    raise classify_error(item["error"], status, retry_after)
+                if not item.get("result"):
+                    raise NodeBehind(f"block {blocks[item['id']]} unknown to the node")
+                headers[blocks[item["id"]]] = item["result"]
+        seen: dict[int, str] = {}
+        for entry in logs:
+            bn = int(entry["blockNumber"], 16)
+            if first <= bn <= last:
+                seen[bn] = (entry.get("blockHash") or "").lower()
+        for bn, block_hash in seen.items():
+            if block_hash and headers[bn]["hash"].lower() != block_hash:
+                raise NodeBehind(f"block {bn}: logs and header disagree on the hash (reorg or mixed nodes)")
+        suspicious = [bn for bn in blocks if bn not in seen and may_contain_any(headers[bn].get("logsBloom", ""),
+                                                                                LOG_FILTER_TOPICS[0])]
+        if not suspicious:
+            return
+        recheck = [{"jsonrpc": "2.0", "id": i, "method": "eth_getLogs",
+                    "params": [{"blockHash": headers[bn]["hash"], "topics": LOG_FILTER_TOPICS}]}
+                   for i, bn in enumerate(suspicious)]
+        doc, status, retry_after = await self._post(ep, recheck, ["eth_getLogs"] * len(recheck))
+        if isinstance(doc, dict):
+            raise classify_error(doc.get("error", doc), status, retry_after)
+        for item in doc:
+            if "error" in item:
+                raise NodeBehind(f"block {suspicious[item['id']]}: {item['error'].get('message', '')}"[:200])
+            if item.get("result"):
+                raise NodeBehind(f"the answer missed the logs of block {suspicious[item['id']]} (short answer)")
+
+    async def get_logs(self, from_block: int, to_block: int, *, guard: bool = False,
+                       verify_from: int | None = None) -> list[dict[str, Any]]:
         """Transfer-topic logs of [from_block, to_block].
 
-        guard=True (near the head): eth_blockNumber rides in the same batch, and an answer from a node whose
-        head is below to_block is refused (NodeBehind) instead of being taken as complete."""
+        guard=True (near the head): eth_blockNumber rides in the same batch and an answer from a node whose head
+        is below to_block is refused (NodeBehind); blocks from verify_from on are checked against the same
+        node's headers (see _verify_complete). A refused answer is retried on another endpoint."""
         span = to_block - from_block + 1
         flt = {"fromBlock": hex(from_block), "toBlock": hex(to_block), "topics": LOG_FILTER_TOPICS}
 
@@ -296,6 +342,8 @@ class RpcClient:
                     logs = results[0]
                 if not isinstance(logs, list):
                     raise Transient(f"eth_getLogs answered {type(logs).__name__}, not a list")
+                if guard and verify_from is not None and verify_from <= to_block:
+                    await self._verify_complete(ep, logs, max(from_block, verify_from), to_block)
             except RangeTooLarge as exc:
                 self.pool.refused_range(ep, span)
                 self._failed(ep, exc)

@@ -9,7 +9,10 @@ ERC1155_COLUMNS = ["block_number", "block_timestamp", "tx_hash", "log_index", "b
 BLOCK_COLUMNS = ["block_number", "block_hash", "timestamp"]
 QUARANTINE_COLUMNS = ["block_number", "log_index", "tx_hash", "address", "topics", "data", "reason", "day_idx", "_version"]
 CHECKPOINT_COLUMNS = ["day_idx", "status", "next_block", "erc20_count", "erc1155_count", "quarantined_count",
-                      "skipped_count", "worker_id", "shards", "attempts", "failures", "error", "updated_at"]
+                      "skipped_count", "worker_id", "shards", "attempts", "failures", "error", "requests", "rpc_errors",
+                      "compute_units", "updated_at"]
+RPC_USAGE_COLUMNS = ["host", "worker_id", "pid", "endpoint", "requests", "errors", "compute_units", "parked",
+                     "updated_at"]
 HEARTBEAT_COLUMNS = ["host", "worker_id", "pid", "day_idx", "last_batch", "rows", "updated_at"]
 DAY_COLUMNS = ["day_idx", "day", "start_block", "end_block", "clipped"]
 
@@ -76,6 +79,9 @@ TABLES: dict[str, str] = {
             attempts UInt32,
             failures UInt32,
             error String,
+            requests UInt64,
+            rpc_errors UInt64,
+            compute_units UInt64,
             updated_at DateTime64(6, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at)
         ORDER BY day_idx""",
@@ -90,6 +96,20 @@ TABLES: dict[str, str] = {
             updated_at DateTime64(6, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at)
         ORDER BY (host, worker_id)""",
+    # Per worker process and endpoint: cumulative requests, errors and estimated compute units.
+    "rpc_usage": """
+        CREATE TABLE IF NOT EXISTS rpc_usage (
+            host String,
+            worker_id UInt16,
+            pid UInt32,
+            endpoint String,
+            requests UInt64,
+            errors UInt64,
+            compute_units UInt64,
+            parked UInt8,
+            updated_at DateTime64(6, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at)
+        ORDER BY (host, worker_id, pid, endpoint)""",
     # Re-runs write the same keys again; ReplacingMergeTree keeps one row per log after FINAL.
     "transfer_quarantine": """
         CREATE TABLE IF NOT EXISTS transfer_quarantine (

@@ -37,6 +37,10 @@ ENV_NAMES = {
     "BACKFILL_ON_COMPLETE": "on_complete",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
     "BACKFILL_RPC_TIMEOUT_S": "rpc_timeout_s",
+    "BACKFILL_RPC_ATTEMPTS": "rpc_attempts",
+    "BACKFILL_RPC_MAX_RPS": "rpc_max_rps",
+    "BACKFILL_RPC_MAX_CONCURRENCY": "rpc_max_concurrency",
+    "BACKFILL_LAG_GUARD_BLOCKS": "lag_guard_blocks",
 }
 
 
@@ -63,7 +67,7 @@ class Settings:
     to_date: dt.date | None = None
     confirmations: int = 12
     window_blocks: int = 10_000  # blocks checkpointed together: the most a killed worker can lose
-    getlogs_blocks: int = 2_000  # blocks per eth_getLogs call
+    getlogs_blocks: int = 2_000  # first eth_getLogs range; shrinks on provider refusals, grows when cheap
     getlogs_concurrency: int = 4  # eth_getLogs calls in flight per worker
     batch_rows: int = 100_000  # rows per INSERT
     stall_s: float = 300.0  # a worker whose heartbeat is older is stopped and relaunched
@@ -72,6 +76,10 @@ class Settings:
     restart_budget: int = 50  # restarts of one worker slot before the run halts
     on_complete: bool = True  # run the on-complete rebuild when every day is COMPLETE
     rpc_timeout_s: float = 30.0
+    rpc_attempts: int = 10  # tries of one call across endpoints before the window fails
+    rpc_max_rps: float = 0.0  # requests per second per endpoint and worker (0 = no limit)
+    rpc_max_concurrency: int = 8  # requests in flight per endpoint and worker
+    lag_guard_blocks: int = 256  # blocks below the head where answers are checked for a lagging node
     use_log_timestamps: bool = True  # trust the log's blockTimestamp when the node gives one
     foreground: bool = False
     explicit: frozenset[str] = frozenset()  # settings given by a flag, the environment or the TOML file
@@ -101,6 +109,10 @@ class Settings:
             "BACKFILL_RESTART_BUDGET": str(self.restart_budget),
             "BACKFILL_ON_COMPLETE": "1" if self.on_complete else "0",
             "BACKFILL_RPC_TIMEOUT_S": str(self.rpc_timeout_s),
+            "BACKFILL_RPC_ATTEMPTS": str(self.rpc_attempts),
+            "BACKFILL_RPC_MAX_RPS": str(self.rpc_max_rps),
+            "BACKFILL_RPC_MAX_CONCURRENCY": str(self.rpc_max_concurrency),
+            "BACKFILL_LAG_GUARD_BLOCKS": str(self.lag_guard_blocks),
             "BACKFILL_USE_LOG_TIMESTAMPS": "1" if self.use_log_timestamps else "0",
         }
         if self.clickhouse_url:
@@ -219,7 +231,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"SHARDS must be at most 256, got {s.shards}")
     if s.from_date and s.to_date and s.from_date > s.to_date:
         raise ConfigError(f"--from {s.from_date} is after --to {s.to_date}")
-    for name in ("window_blocks", "getlogs_blocks", "getlogs_concurrency", "batch_rows"):
+    for name in ("window_blocks", "getlogs_blocks", "getlogs_concurrency", "batch_rows", "rpc_attempts",
+                 "rpc_max_concurrency"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
     if s.confirmations < 0:

@@ -33,7 +33,8 @@ def progress_rates(history: list[dict[str, Any]], starts: dict[int, int], since:
 
 def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], heartbeats: list[dict[str, Any]],
               supervisor: dict[str, Any] | None, supervisor_alive: bool, rates: dict[str, float],
-              table_rows: dict[str, dict[str, int]], now: float) -> dict[str, Any]:
+              table_rows: dict[str, dict[str, int]], now: float,
+              endpoints: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     by_status: dict[str, int] = {}
     remaining_blocks = 0
     for p in plan:
@@ -67,6 +68,8 @@ def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]]
         "remaining_blocks": remaining_blocks, "eta_s": eta_s, **rates,
         "checkpoint_rows": {"erc20": counted("erc20_count"), "erc1155": counted("erc1155_count"),
                             "quarantined": counted("quarantined_count"), "skipped_erc721": counted("skipped_count")},
+        "rpc": {"requests": counted("requests"), "errors": counted("rpc_errors"),
+                "compute_units": counted("compute_units"), "endpoints": endpoints or []},
         "table_rows": table_rows,
         "supervisor": {"alive": supervisor_alive, **{k: v for k, v in (supervisor or {}).items() if k != "workers"}},
         "workers": workers, "failed_days": failed,
@@ -104,7 +107,11 @@ def collect(store: Store, settings: Settings | None = None) -> dict[str, Any]:
     for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
         table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0),
                              "rows_after_dedup": int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)}
-    return summarize(plan, checkpoints, heartbeats, supervisor, bool(alive), rates, table_rows, now)
+    endpoints = [{"endpoint": r[0], "requests": int(r[1]), "errors": int(r[2]), "compute_units": int(r[3]),
+                  "parked": bool(r[4])} for r in store.query_rows(
+        "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked) FROM rpc_usage FINAL "
+        "GROUP BY endpoint ORDER BY endpoint")]
+    return summarize(plan, checkpoints, heartbeats, supervisor, bool(alive), rates, table_rows, now, endpoints)
 
 
 def _duration(seconds: float | None) -> str:
@@ -132,6 +139,10 @@ def render(summary: dict[str, Any]) -> Any:
              f"ETA {_duration(summary['eta_s'])}"),
         Text(f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
              f"skipped_erc721={cp['skipped_erc721']}"),
+        Text(f"rpc: {summary['rpc']['requests']} requests, {summary['rpc']['errors']} errors, "
+             f"~{summary['rpc']['compute_units']} compute units; " + ", ".join(
+                 f"{e['endpoint']} {e['requests']} req / {e['errors']} err" + (" PARKED" if e["parked"] else "")
+                 for e in summary["rpc"]["endpoints"])),
         Text("dedup: " + ", ".join(f"{t} {v['rows']} rows, {v['rows_after_dedup']} after FINAL"
                                    for t, v in summary["table_rows"].items())),
         Text(f"supervisor: {'running' if sup['alive'] else 'not running'}"

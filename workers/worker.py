@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,8 @@ from backfill.errors import ConfigError, StoreUnavailable, UserError
 from backfill.logs import setup_logging
 from backfill.planner import DayPlan
 from backfill.redact import scrub
-from backfill.rpc import RpcClient
+from backfill.ranges import RangeSizer
+from backfill.rpc import RpcClient, current_day
 from backfill.rpc_errors import RangeTooLarge, Transient
 from backfill.settings import Settings, load_settings
 from backfill.store import Store
@@ -54,6 +56,9 @@ class DayProgress:
     skipped: int = 0
     attempts: int = 0  # tries of the day (a run that writes its first piece)
     failures: int = 0  # failed tries; FAILED at max_day_attempts
+    requests: int = 0  # RPC requests made for the day (all tries), with errors and estimated compute units
+    rpc_errors: int = 0
+    compute_units: int = 0
     resume_from: int = 0  # first block this run fetches for the day
 
 
@@ -64,7 +69,9 @@ class Worker:
         self.shards = shards
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")  # one ordered writer
-        self.chunk_blocks = settings.getlogs_blocks
+        self.sizer = RangeSizer(settings.getlogs_blocks, unit_blocks(settings.window_blocks))
+        self.guard_from: int | None = None  # blocks at or above are near the head: answers are verified
+        self.rpc: RpcClient | None = None
         self.rows_total = 0
         self.stop = asyncio.Event()
         self.last_beat = 0.0
@@ -75,23 +82,26 @@ class Worker:
     # -- fetch ----------------------------------------------------------------------------
     async def fetch_range(self, rpc: RpcClient, a: int, b: int) -> list[dict[str, Any]]:
         """eth_getLogs over [a, b], split where the node refuses the range or the result size."""
+        guard = self.guard_from is not None and b >= self.guard_from
         try:
-            return await rpc.get_logs(a, b)
+            logs = await rpc.get_logs(a, b, guard=guard, verify_from=self.guard_from if guard else None)
         except RangeTooLarge as exc:
             if a == b:
                 raise
-            s = exc.suggested
-            mid = s[1] if s and s[0] == a and a <= s[1] < b else (a + b) // 2
-            self.chunk_blocks = max(1, min(self.chunk_blocks, mid - a + 1))
-            log.info("%s blocks=%d-%d event=split reason=%r next=%d-%d", self.tag, a, b, str(exc)[:120], a, mid)
+            mid = self.sizer.split(a, b, exc.suggested)
+            log.info("%s day=%d blocks=%d-%d event=split reason=%r next=%d-%d", self.tag, current_day.get(), a, b,
+                     str(exc)[:120], a, mid)
             left, right = await asyncio.gather(self.fetch_range(rpc, a, mid), self.fetch_range(rpc, mid + 1, b))
             return left + right
+        self.sizer.answered(b - a + 1, len(logs))
+        return logs
 
     async def fetch_window(self, rpc: RpcClient, w: Window) -> list[DecodedBatch]:
         """All segments of a window, their eth_getLogs chunks in flight together; one DecodedBatch per segment."""
         sem = asyncio.Semaphore(self.s.getlogs_concurrency)
 
-        async def one(a: int, b: int) -> DecodedBatch:
+        async def one(day_idx: int, a: int, b: int) -> DecodedBatch:
+            current_day.set(day_idx)  # requests made for this chunk are counted for its day
             async with sem:
                 logs = await self.fetch_range(rpc, a, b)
             part = decode_logs(logs)
@@ -99,8 +109,9 @@ class Worker:
                 raise Transient(f"node answered logs of blocks {min(part.blocks)}-{max(part.blocks)} for range {a}-{b}")
             return part
 
-        chunks = [ranges(seg.start, seg.end, self.chunk_blocks) for seg in w.segments]
-        flat = await asyncio.gather(*(one(a, b) for seg_chunks in chunks for a, b in seg_chunks))
+        chunks = [ranges(seg.start, seg.end, self.sizer.size) for seg in w.segments]
+        flat = await asyncio.gather(*(one(seg.day_idx, a, b) for seg, seg_chunks in zip(w.segments, chunks)
+                                      for a, b in seg_chunks))
         parts: list[DecodedBatch] = []
         i = 0
         for seg_chunks in chunks:
@@ -158,14 +169,26 @@ class Worker:
         self.beat(w.segments[-1].day_idx, w.label())
 
     def checkpoint_row(self, day: DayProgress, status: str, next_block: int, error: str = "") -> tuple:
+        usage = self.rpc.days.pop(day.plan.day_idx, None) if self.rpc else None
+        if usage:
+            day.requests += usage.requests
+            day.rpc_errors += usage.errors
+            day.compute_units += usage.compute_units
         return (day.plan.day_idx, status, next_block, day.erc20, day.erc1155, day.quarantined, day.skipped,
-                self.shard_id, self.shards, day.attempts, day.failures, error, dt.datetime.now(UTC))
+                self.shard_id, self.shards, day.attempts, day.failures, error, day.requests, day.rpc_errors,
+                day.compute_units, dt.datetime.now(UTC))
 
     def beat(self, day_idx: int, label: str, final: bool = False) -> None:
         """Heartbeat after a batch; at most one a second, so tiny windows do not flood the store."""
         now = time.monotonic()
         if final or now - self.last_beat >= 1.0:
             self.store.heartbeat(self.shard_id, os.getpid(), day_idx, label, self.rows_total)
+            if self.rpc is not None:
+                stamp = dt.datetime.now(UTC)
+                host = socket.gethostname()
+                self.store.insert("rpc_usage", [
+                    (host, self.shard_id, os.getpid(), u["endpoint"], u["requests"], sum(u["errors"].values()),
+                     u["compute_units"], int(u["parked"]), stamp) for u in self.rpc.usage()], schema.RPC_USAGE_COLUMNS)
             self.last_beat = now
 
     def record_failure(self, error: str) -> None:
@@ -216,6 +239,8 @@ class Worker:
                 day.erc20, day.erc1155 = int(cp["erc20_count"]), int(cp["erc1155_count"])
                 day.quarantined, day.skipped = int(cp["quarantined_count"]), int(cp["skipped_count"])
                 day.attempts, day.failures = int(cp["attempts"]), int(cp["failures"])
+                day.requests, day.rpc_errors = int(cp["requests"]), int(cp["rpc_errors"])
+                day.compute_units = int(cp["compute_units"])
                 next_block = max(next_block, int(cp["next_block"]))
             day.resume_from = max(plan.start_block, next_block)
             days[plan.day_idx] = day
@@ -234,7 +259,15 @@ class Worker:
             await self.in_store(self.store.insert, "backfill_checkpoint", nothing_left, schema.CHECKPOINT_COLUMNS)
             log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(r[0]) for r in nothing_left))
         async with RpcClient(self.s.rpc_urls, timeout_s=self.s.rpc_timeout_s, context=self.tag,
-                             concurrency_per_endpoint=max(4, self.s.getlogs_concurrency * 2)) as rpc:
+                             attempts=self.s.rpc_attempts, concurrency_per_endpoint=self.s.rpc_max_concurrency,
+                             max_rps_per_endpoint=self.s.rpc_max_rps) as rpc:
+            self.rpc = rpc
+            heads = await rpc.refresh_heads()
+            top = rpc.highest_head()
+            if top is not None:
+                self.guard_from = max(0, top - self.s.lag_guard_blocks)
+            log.info("%s event=endpoints heads=%s guard_from=%s", self.tag,
+                     ",".join(f"{k}:{v}" for k, v in heads.items()), self.guard_from)
             warm = asyncio.ensure_future(self.in_store(self.store.warm_up))
             inflight = [asyncio.create_task(self.fetch_window(rpc, w)) for w in windows[:PREFETCH_WINDOWS]]
             await warm

@@ -94,3 +94,26 @@ def test_reloaded_state_answers_like_the_original_chain(generated: dict[str, Any
     kinds = {(log["topics"][0][:10] if log["topics"] else None, len(log["topics"]), len(log["data"]))
              for log in after["logs"]}
     assert len(kinds) >= 10, "standard and non-standard log shapes are all there"
+
+
+def test_block_blooms_of_the_chain_agree_with_its_logs(tmp_path):
+    """The lag guard trusts logsBloom: every block with a transfer log admits a transfer topic, and a sample of
+    blocks without one mostly does not (blooms may give false positives, never false negatives)."""
+    import datetime as dt
+
+    from backfill.bloom import may_contain_any
+    from backfill.devnet import DevnetParams, start_devnet
+    from backfill.events import LOG_FILTER_TOPICS
+    from tests.truth import rpc, rpc_batch
+
+    node, _, _ = start_devnet(DevnetParams.with_defaults(dt.date(2024, 1, 1), 3, 300, 7), tmp_path / "s.json")
+    try:
+        head = int(rpc(node.url, "eth_blockNumber"), 16)
+        logs = rpc(node.url, "eth_getLogs", [{"fromBlock": "0x0", "toBlock": hex(head), "topics": LOG_FILTER_TOPICS}])
+        with_logs = {int(entry["blockNumber"], 16) for entry in logs}
+        headers = rpc_batch(node.url, [("eth_getBlockByNumber", [hex(b), False]) for b in range(head + 1)])
+        admitted = {b for b, h in enumerate(headers) if may_contain_any(h["logsBloom"], LOG_FILTER_TOPICS[0])}
+        assert with_logs and with_logs <= admitted
+        assert len(admitted - with_logs) <= 0.05 * (head + 1 - len(with_logs))
+    finally:
+        node.stop()

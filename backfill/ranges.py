@@ -1,0 +1,37 @@
+"""How many blocks to ask eth_getLogs for. Pure.
+
+Shrinks to what the provider says it accepts (its suggested range when the text gives one, half
+otherwise) and grows back when calls are cheap, so requests stay close to the minimum: about
+ceil(logs / result cap) plus one per window.
+"""
+
+from __future__ import annotations
+
+
+class RangeSizer:
+    def __init__(self, initial: int, maximum: int, cheap_logs: int = 2_500, grow_after: int = 2):
+        self.maximum = max(1, maximum)
+        self.size = max(1, min(initial, self.maximum))
+        self.cheap_logs = cheap_logs  # an answer this small means the range could be larger
+        self.grow_after = grow_after
+        self._cheap_streak = 0
+
+    def split(self, a: int, b: int, suggested: tuple[int, int] | None) -> int:
+        """Where to cut [a, b] after a refusal: the end of the provider's suggestion when it starts at a."""
+        if suggested and suggested[0] == a and a <= suggested[1] < b:
+            mid = suggested[1]
+        else:
+            mid = (a + b) // 2
+        self.size = max(1, min(self.size, mid - a + 1))
+        self._cheap_streak = 0
+        return mid
+
+    def answered(self, n_blocks: int, n_logs: int) -> None:
+        """A call over n_blocks returned n_logs: grow after a few cheap full-size answers."""
+        if n_blocks >= self.size and n_logs < self.cheap_logs:
+            self._cheap_streak += 1
+            if self._cheap_streak >= self.grow_after and self.size < self.maximum:
+                self.size = min(self.maximum, self.size * 2)
+                self._cheap_streak = 0
+        elif n_logs >= self.cheap_logs:
+            self._cheap_streak = 0

@@ -1,0 +1,50 @@
+"""Range sizing and bloom membership."""
+
+from backfill.bloom import may_contain, may_contain_any
+from backfill.events import ERC20_TRANSFER, LOG_FILTER_TOPICS
+from backfill.ranges import RangeSizer
+
+
+def test_suggested_range_is_used_and_remembered():
+    s = RangeSizer(2000, 10_000)
+    assert s.split(100, 2099, (100, 599)) == 599 and s.size == 500
+    assert s.split(600, 1099, None) == 849 and s.size == 250  # no suggestion: halve
+
+
+def test_a_suggestion_that_does_not_fit_is_ignored():
+    s = RangeSizer(2000, 10_000)
+    assert s.split(100, 2099, (0, 5000)) == 1099
+
+
+def test_grows_back_when_answers_are_cheap_and_stops_at_the_maximum():
+    s = RangeSizer(1000, 4000, cheap_logs=100, grow_after=2)
+    for _ in range(10):
+        s.answered(s.size, 5)
+    assert s.size == 4000
+    s.answered(4000, 5000)
+    assert s.size == 4000
+
+
+def test_expensive_answers_do_not_grow():
+    s = RangeSizer(1000, 8000, cheap_logs=100, grow_after=1)
+    s.answered(1000, 500)
+    assert s.size == 1000
+
+
+def _bloom_with(items: list[str]) -> str:
+    from backfill.bloom import bloom_bits
+
+    value = 0
+    for item in items:
+        for bit in bloom_bits(item):
+            value |= 1 << bit
+    return "0x" + value.to_bytes(256, "big").hex()
+
+
+def test_bloom_membership():
+    empty = "0x" + "00" * 256
+    assert not may_contain_any(empty, LOG_FILTER_TOPICS[0])
+    bloom = _bloom_with([ERC20_TRANSFER.topic0, "0x" + "ab" * 20])
+    assert may_contain(bloom, ERC20_TRANSFER.topic0)
+    assert may_contain_any(bloom, LOG_FILTER_TOPICS[0])
+
