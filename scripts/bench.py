@@ -4,10 +4,13 @@ Both are measured in the same run on the same generated anvil chain:
 - ceiling: the fastest simple client pulling the same logs (aiohttp + orjson, eth_getLogs over fixed
   ranges, several in flight, no decoding, no storage); the best of a small grid of range sizes and
   concurrencies;
-- backfill: `SHARDS=N backfill start` from an empty embedded store to every day COMPLETE, wall clock of
-  the whole command (planning, worker start-up, inserts, checkpoints included).
+- backfill: `SHARDS=N backfill start --foreground` from an empty embedded store to every day COMPLETE, wall
+  clock of the whole command (planning, worker start-up, inserts, checkpoints included), with the requests
+  it made per 10,000 logs against the minimum (ceil(logs / 10,000-result cap) + one per window);
+- the same through the test suite's fault-injecting proxy, clean and at a 5 % fault rate;
+- cryo (the PyPI package, Rust) collecting the same logs into memory, when installed (`pip install '.[bench]'`).
 
-    scripts/bench [--days 60] [--blocks-per-day 2000] [--shards 2] [--repeat 3]
+    scripts/bench [--days 60] [--blocks-per-day 2000] [--shards 2] [--repeat 3] [--no-proxy] [--no-cryo]
 """
 
 from __future__ import annotations
@@ -62,6 +65,18 @@ def ceiling(url: str, first: int, last: int) -> dict:
     return best
 
 
+def run_cryo(url: str, first: int, last: int) -> dict | None:
+    try:
+        import cryo
+    except ImportError:
+        return None
+    t0 = time.perf_counter()
+    df = cryo.collect("logs", blocks=[f"{first}:{last + 1}"], rpc=url, output_format="polars", inner_request_size=2000,
+                      max_concurrent_requests=8, topic0=list(LOG_FILTER_TOPICS[0]))
+    secs = time.perf_counter() - t0
+    return {"logs": len(df), "seconds": round(secs, 3), "logs_per_s": round(len(df) / secs)}
+
+
 def run_backfill(url: str, first_day: str, last_day: str, shards: int) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_") and k not in ("SHARDS", "CLICKHOUSE_URL")}
@@ -70,7 +85,7 @@ def run_backfill(url: str, first_day: str, last_day: str, shards: int) -> dict:
     ensure_server(data_dir)  # the store server's start-up is not the pipeline's speed
     try:
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "backfill.cli", "start", "--from", first_day, "--to", last_day,
+        out = subprocess.run([sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", first_day, "--to", last_day,
                               "--confirmations", "0"], env=env, capture_output=True, text=True, cwd=data_dir)
         secs = time.perf_counter() - t0
         if out.returncode != 0:
@@ -78,12 +93,25 @@ def run_backfill(url: str, first_day: str, last_day: str, shards: int) -> dict:
         from backfill.settings import load_settings
         from backfill.store import Store
         store = Store.connect(load_settings({"data_dir": data_dir}, env={}))
-        rows = store.scalar("SELECT sum(erc20_count + erc1155_count) FROM backfill_checkpoint FINAL")
+        rows, requests, blocks = store.query_rows(
+            "SELECT sum(erc20_count + erc1155_count), sum(requests), sum(greatest(end_block - start_block + 1, 0)) "
+            "FROM backfill_checkpoint AS c FINAL JOIN (SELECT * FROM backfill_days FINAL) AS d USING day_idx")[0]
         store.close()
-        return {"seconds": round(secs, 3), "rows": int(rows), "rows_per_s": round(rows / secs)}
+        from workers.worker import unit_blocks
+        from backfill.settings import Settings
+        windows = -(-int(blocks) // unit_blocks(Settings().window_blocks))
+        return {"seconds": round(secs, 3), "rows": int(rows), "rows_per_s": round(rows / secs),
+                "requests": int(requests), "windows": windows}
     finally:
         stop_server(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _per_log(run: dict, logs: int) -> dict:
+    """Throughput over the same logs as the ceiling, and requests per 10,000 logs against the minimum."""
+    minimum = -(-logs // 10_000) + run["windows"]
+    return {"logs_per_s": round(logs / run["seconds"]), "requests_per_10k_logs": round(run["requests"] * 1e4 / logs, 1),
+            "minimum_per_10k_logs": round(minimum * 1e4 / logs, 1)}
 
 
 def main() -> None:
@@ -93,6 +121,8 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--no-proxy", action="store_true")
+    ap.add_argument("--no-cryo", action="store_true")
     args = ap.parse_args()
     params = DevnetParams.with_defaults(dt.date(2024, 1, 1), args.days, args.blocks_per_day, args.seed)
     state = REPO / "data" / "bench" / f"devnet-{args.days}x{args.blocks_per_day}-s{args.seed}.json"
@@ -105,19 +135,40 @@ def main() -> None:
         for i in range(args.repeat):
             ceil = ceiling(node.url, first, last)
             e2e = run_backfill(node.url, summary["days"][0]["date"], last_day, args.shards)
-            # the same logs both pull (a TransferBatch with 0 ids is a log but writes no row)
-            e2e["logs_per_s"] = round(ceil["logs"] / e2e["seconds"])
+            e2e.update(_per_log(e2e, ceil["logs"]))
             ratio = e2e["logs_per_s"] / ceil["logs_per_s"]
             results.append({"ceiling": ceil, "backfill": e2e, "ratio": round(ratio, 3)})
             print(f"run {i + 1}: ceiling {ceil['logs_per_s']} logs/s (chunk {ceil['chunk']}, {ceil['concurrency']} in "
                   f"flight) | backfill SHARDS={args.shards}: {e2e['logs_per_s']} logs/s, {e2e['rows_per_s']} rows/s, "
-                  f"{e2e['seconds']}s | ratio {ratio:.0%}", flush=True)
+                  f"{e2e['seconds']}s, {e2e['requests_per_10k_logs']} req/10k logs (minimum "
+                  f"{e2e['minimum_per_10k_logs']}) | ratio {ratio:.0%}", flush=True)
+        extra: dict = {}
+        if not args.no_proxy:
+            from tests.proxy import ALL_FAULTS_MIX, RpcProxy
+
+            for name, faults in (("proxy_clean", []), ("proxy_5pct_faults", ALL_FAULTS_MIX(0.05, retry_after_s=0.2,
+                                                                                            delay_s=1.0))):
+                with RpcProxy(node.url, faults, seed=1) as proxy:
+                    run = run_backfill(proxy.url, summary["days"][0]["date"], last_day, args.shards)
+                    run.update(_per_log(run, results[0]["ceiling"]["logs"]))
+                    run["faults_injected"] = sum(proxy.fault_counts().values())
+                extra[name] = run
+                print(f"{name}: {run['logs_per_s']} logs/s, {run['seconds']}s, {run['requests_per_10k_logs']} req/10k "
+                      f"logs (minimum {run['minimum_per_10k_logs']}), faults injected {run['faults_injected']}",
+                      flush=True)
+        if not args.no_cryo:
+            extra["cryo"] = run_cryo(node.url, first, last)
+            if extra["cryo"]:
+                print(f"cryo (logs, into memory): {extra['cryo']['logs_per_s']} logs/s, {extra['cryo']['seconds']}s",
+                      flush=True)
+            else:
+                print("cryo not installed (pip install '.[bench]'): skipped")
     finally:
         node.stop()
     median = statistics.median(r["ratio"] for r in results)
     report = {"date": dt.date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {platform.machine()}",
               "chain": {"days": args.days, "blocks": last - first + 1, "logs": results[0]["ceiling"]["logs"]},
-              "shards": args.shards, "runs": results, "median_ratio": median}
+              "shards": args.shards, "runs": results, "median_ratio": median, **extra}
     out = REPO / "data" / "bench" / "last.json"
     out.write_text(json.dumps(report, indent=1))
     print(f"median ratio backfill / ceiling: {median:.0%}  (details: {out.relative_to(REPO)})")
