@@ -126,11 +126,11 @@ def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -
         return
     from rich.live import Live
 
-    with Live(render(collect(store, settings)), console=console, refresh_per_second=2) as live:
+    with Live(render(collect(store, settings, dedup=False)), console=console, refresh_per_second=2) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(render(collect(store, settings)))
+                live.update(render(collect(store, settings, dedup=False)))
         except KeyboardInterrupt:
             pass
 

@@ -99,7 +99,7 @@ def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callabl
         def tick(_sup: object) -> None:
             if time.monotonic() - last[0] >= 2.0:
                 last[0] = time.monotonic()
-                live.update(render(collect(store, settings)))
+                live.update(render(collect(store, settings, dedup=False)))
 
         try:
             phase = supervise(settings, on_tick=tick)

@@ -76,7 +76,9 @@ def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]]
     }
 
 
-def collect(store: Store, settings: Settings | None = None) -> dict[str, Any]:
+def collect(store: Store, settings: Settings | None = None, dedup: bool = True) -> dict[str, Any]:
+    """Everything status shows. dedup=False skips the FINAL counts (a scan of the staging tables): the live
+    dashboard refreshes every few seconds and must not slow the run it watches."""
     from monitor import control
 
     now = time.time()
@@ -105,8 +107,9 @@ def collect(store: Store, settings: Settings | None = None) -> dict[str, Any]:
     rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
     table_rows = {}
     for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
-        table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0),
-                             "rows_after_dedup": int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)}
+        table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0)}
+        if dedup:
+            table_rows[table]["rows_after_dedup"] = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
     endpoints = [{"endpoint": r[0], "requests": int(r[1]), "errors": int(r[2]), "compute_units": int(r[3]),
                   "parked": bool(r[4])} for r in store.query_rows(
         "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked) FROM rpc_usage FINAL "
@@ -143,7 +146,8 @@ def render(summary: dict[str, Any]) -> Any:
              f"~{summary['rpc']['compute_units']} compute units; " + ", ".join(
                  f"{e['endpoint']} {e['requests']} req / {e['errors']} err" + (" PARKED" if e["parked"] else "")
                  for e in summary["rpc"]["endpoints"])),
-        Text("dedup: " + ", ".join(f"{t} {v['rows']} rows, {v['rows_after_dedup']} after FINAL"
+        Text("dedup: " + ", ".join(f"{t} {v['rows']} rows" + (f", {v['rows_after_dedup']} after FINAL"
+                                                             if "rows_after_dedup" in v else "")
                                    for t, v in summary["table_rows"].items())),
         Text(f"supervisor: {'running' if sup['alive'] else 'not running'}"
              + (f" pid {sup.get('pid')} phase {sup.get('phase')} shards {sup.get('wanted_shards')}" if sup.get("pid") else "")
