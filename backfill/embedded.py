@@ -33,6 +33,10 @@ class StoreBusy(RuntimeError):
     """Another server already holds the data directory."""
 
 
+# A server started on demand by a command stops after this long without a request (a run keeps it busy).
+IDLE_EXIT_S = 1800.0
+
+
 def store_dir(data_dir: Path) -> Path:
     return Path(data_dir).resolve() / "clickhouse"
 
@@ -55,15 +59,17 @@ def lock_file(path: Path, wait_s: float = 0.0) -> int:
             time.sleep(0.02)
 
 
-def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int | None = None) -> None:
-    """Serve ``<data_dir>/clickhouse`` until SIGTERM/SIGINT (blocking). Raises StoreBusy if already served."""
+def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int | None = None,
+          idle_exit_s: float | None = None) -> None:
+    """Serve ``<data_dir>/clickhouse`` until SIGTERM/SIGINT (or idle_exit_s without a request). Raises StoreBusy
+    if already served."""
     from backfill.embedded_server import serve_async
 
     if not logging.getLogger().handlers:  # start/stop/failed-query lines need somewhere to go
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
-    asyncio.run(serve_async(Path(data_dir), host, port, threads or max(4, 2 * (os.cpu_count() or 1))))
+    asyncio.run(serve_async(Path(data_dir), host, port, threads or max(4, 2 * (os.cpu_count() or 1)), idle_exit_s))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -118,7 +124,8 @@ def _spawn(data_dir: Path, log_path: Path) -> subprocess.Popen:
     root = str(Path(__file__).resolve().parent.parent)  # so `-m backfill.embedded` imports this package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "backfill.embedded", "--data-dir", str(data_dir)],
+        proc = subprocess.Popen([sys.executable, "-m", "backfill.embedded", "--data-dir", str(data_dir),
+                                 "--idle-exit-s", str(IDLE_EXIT_S)],
                                 start_new_session=True, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, env=env, close_fds=True)
     _SPAWNED.append(proc)
@@ -184,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 = pick a free port (default)")
     ap.add_argument("--threads", type=int, default=None, help="chDB worker threads (default max(4, 2*cores))")
+    ap.add_argument("--idle-exit-s", type=float, default=None, help="stop after this long without a request")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        serve(args.data_dir, args.host, args.port, args.threads)
+        serve(args.data_dir, args.host, args.port, args.threads, args.idle_exit_s)
     except StoreBusy as ex:
         log.error("not started: %s", ex)
         return 3

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -171,6 +172,7 @@ class Engine:
 ENGINE = web.AppKey("engine", Engine)
 STOPPING = web.AppKey("stopping", bool)
 ACTIVE = web.AppKey("active", set)
+LAST_REQUEST = web.AppKey("last_request", float)
 
 
 def _headers(engine: Engine, qid: str, stats: dict | None = None, fmt: str | None = None) -> dict:
@@ -340,7 +342,24 @@ def _remove_info(info: Path) -> None:
         pass
 
 
-async def serve_async(data_dir: Path, host: str, port: int, threads: int) -> None:
+def _idle_middleware(app: web.Application) -> Any:
+    @web.middleware
+    async def touch(request: web.Request, handler: Any) -> web.StreamResponse:
+        app[LAST_REQUEST] = time.monotonic()
+        return await handler(request)
+    return touch
+
+
+async def _exit_when_idle(app: web.Application, stop: asyncio.Event, idle_exit_s: float) -> None:
+    """A server started on demand (by a CLI command) goes away after idle_exit_s without a request."""
+    while not stop.is_set():
+        await asyncio.sleep(min(5.0, idle_exit_s / 2))
+        if not app[ACTIVE] and time.monotonic() - app[LAST_REQUEST] > idle_exit_s:
+            log.info("embedded store idle for %.0fs: stopping (pid %d)", idle_exit_s, os.getpid())
+            stop.set()
+
+
+async def serve_async(data_dir: Path, host: str, port: int, threads: int, idle_exit_s: float | None = None) -> None:
     path = store_dir(data_dir)
     path.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_file(path / LOCK_NAME, wait_s=1.0)
@@ -351,6 +370,8 @@ async def serve_async(data_dir: Path, host: str, port: int, threads: int) -> Non
         t0 = time.monotonic()
         engine = Engine(path, threads)
         app = make_app(engine)
+        app[LAST_REQUEST] = time.monotonic()
+        app.middlewares.append(_idle_middleware(app))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, auto_decompress=False)
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -365,10 +386,13 @@ async def serve_async(data_dir: Path, host: str, port: int, threads: int) -> Non
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
             except (RuntimeError, ValueError, NotImplementedError):
                 pass  # not the main thread: the caller stops us
+        idle_task = asyncio.create_task(_exit_when_idle(app, stop, idle_exit_s)) if idle_exit_s else None
         _write_json_atomic(info, {"url": url, "pid": os.getpid()})
         log.info("embedded store started: %s serves %s (pid %d, chDB engine %s, %d threads, %.1fs)",
                  url, path, os.getpid(), engine.version, threads, time.monotonic() - t0)
         await stop.wait()
+        if idle_task:
+            idle_task.cancel()
         log.info("embedded store stopping (pid %d): finishing %d running requests", os.getpid(),
                  len(app[ACTIVE]))
         _remove_info(info)

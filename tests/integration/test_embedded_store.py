@@ -270,3 +270,27 @@ def test_store_inserts_without_importing_pandas(tmp_path):
     finally:
         from backfill.embedded import stop_server
         stop_server(tmp_path)
+
+
+def test_a_server_started_on_demand_exits_when_idle(tmp_path):
+    """Commands start the store when needed; nobody is left with a forgotten server process."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from backfill.embedded import server_url
+
+    proc = subprocess.Popen([sys.executable, "-m", "backfill.embedded", "--data-dir", str(tmp_path), "--idle-exit-s", "1"])
+    try:
+        deadline = time.monotonic() + 30
+        while not server_url(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server_url(tmp_path)
+        assert proc.wait(timeout=20) == 0
+        assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+        assert server_url(tmp_path) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
