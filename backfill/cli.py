@@ -14,7 +14,7 @@ import orjson
 
 from backfill.errors import UserError
 from backfill.redact import scrub
-from backfill.settings import Settings, load_settings
+from backfill.settings import Settings, load_settings, secret_bearing_values
 
 log = logging.getLogger("backfill")
 
@@ -30,16 +30,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            click.echo(f"error: {scrub(str(exc), _secrets())}", err=True)
+            click.echo(f"error: {scrub(str(exc), secret_bearing_values())}", err=True)
             sys.exit(exc.exit_code)
     return wrapper
-
-
-def _secrets() -> list[str]:
-    import os
-
-    urls = [u for u in os.environ.get("ETHEREUM_RPC_URLS", "").split(",") if u]
-    return urls + [os.environ.get("CLICKHOUSE_URL", "")]
 
 
 data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), default=None,

@@ -172,7 +172,7 @@ def _coerce(name: str, value: Any) -> Any:
         for u in urls:
             try:
                 p = urlsplit(u)
-                p.port
+                _ = p.port  # raises ValueError on a malformed port
             except ValueError:
                 raise ConfigError("an RPC URL in ETHEREUM_RPC_URLS is malformed") from None
             if p.scheme not in ("http", "https") or not p.hostname:
@@ -241,4 +241,11 @@ def validate(s: Settings) -> None:
         raise ConfigError("stall_s must be > 0 and stall_grace_s >= 0")
     if s.max_day_attempts < 1:
         raise ConfigError("max_day_attempts must be at least 1")
-    s.store  # parses CLICKHOUSE_URL, raising ConfigError when malformed
+    parse_clickhouse_url(s.clickhouse_url)  # raises ConfigError when malformed
+
+
+def secret_bearing_values(env: Mapping[str, str] | None = None) -> list[str]:
+    """The configured URLs that may carry keys or passwords, for scrubbing free text (errors) before printing."""
+    env = os.environ if env is None else env
+    urls = [u.strip() for u in env.get("ETHEREUM_RPC_URLS", "").split(",") if u.strip()]
+    return urls + [env.get("CLICKHOUSE_URL", "")]

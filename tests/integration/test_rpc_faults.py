@@ -17,7 +17,7 @@ from backfill.decode import DecodedBatch
 from backfill.embedded import stop_server
 from backfill.rpc import RpcClient
 from backfill.settings import load_settings
-from tests.integration.harness import Chain, assert_exact, backfill, complete_days, open_store, store_rows
+from tests.integration.harness import Chain, assert_exact, backfill, complete_days, open_store
 from tests.proxy import ALL_FAULTS_MIX, KINDS, Fault, RpcProxy
 from tests.truth import ground_truth
 from workers.windows import day_segments, pack_windows
