@@ -57,6 +57,22 @@ class DecodedBatch:
     skipped: int = 0
     # block_number -> (block_hash, timestamp or None when the node gave no blockTimestamp)
     blocks: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+    # rows already written to the store ahead of the window's checkpoint (to bound memory): counted, not kept
+    flushed_erc20: int = 0
+    flushed_erc1155: int = 0
+    flushed_quarantined: int = 0
+
+    @property
+    def n_erc20(self) -> int:
+        return len(self.erc20) + self.flushed_erc20
+
+    @property
+    def n_erc1155(self) -> int:
+        return len(self.erc1155) + self.flushed_erc1155
+
+    @property
+    def n_quarantined(self) -> int:
+        return len(self.quarantined) + self.flushed_quarantined
 
     def extend(self, other: "DecodedBatch") -> None:
         self.erc20.extend(other.erc20)
@@ -64,6 +80,9 @@ class DecodedBatch:
         self.quarantined.extend(other.quarantined)
         self.skipped += other.skipped
         self.blocks.update(other.blocks)
+        self.flushed_erc20 += other.flushed_erc20
+        self.flushed_erc1155 += other.flushed_erc1155
+        self.flushed_quarantined += other.flushed_quarantined
 
 
 def _topic_address(topic: str) -> str | None:

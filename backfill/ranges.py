@@ -9,11 +9,13 @@ from __future__ import annotations
 
 
 class RangeSizer:
-    def __init__(self, initial: int, maximum: int, cheap_logs: int = 2_500, grow_after: int = 2):
+    def __init__(self, initial: int, maximum: int, cheap_logs: int = 2_500, grow_after: int = 2,
+                 big_logs: int = 20_000):
         self.maximum = max(1, maximum)
         self.size = max(1, min(initial, self.maximum))
         self.cheap_logs = cheap_logs  # an answer this small means the range could be larger
         self.grow_after = grow_after
+        self.big_logs = big_logs  # an answer this large means the range should be smaller
         self._cheap_streak = 0
 
     def split(self, a: int, b: int, suggested: tuple[int, int] | None) -> int:
@@ -27,8 +29,12 @@ class RangeSizer:
         return mid
 
     def answered(self, n_blocks: int, n_logs: int) -> None:
-        """A call over n_blocks returned n_logs: grow after a few cheap full-size answers."""
-        if n_blocks >= self.size and n_logs < self.cheap_logs:
+        """A call over n_blocks returned n_logs: grow after a few cheap full-size answers; shrink after a very
+        large one (even a node without a result cap should not hand us a few hundred MB of JSON at once)."""
+        if n_logs > self.big_logs:
+            self.size = max(1, min(self.size, n_blocks * self.big_logs // n_logs))
+            self._cheap_streak = 0
+        elif n_blocks >= self.size and n_logs < self.cheap_logs:
             self._cheap_streak += 1
             if self._cheap_streak >= self.grow_after and self.size < self.maximum:
                 self.size = min(self.maximum, self.size * 2)

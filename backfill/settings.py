@@ -67,9 +67,9 @@ class Settings:
     to_date: dt.date | None = None
     confirmations: int = 12
     window_blocks: int = 10_000  # blocks checkpointed together: the most a killed worker can lose
-    getlogs_blocks: int = 2_000  # first eth_getLogs range; shrinks on provider refusals, grows when cheap
+    getlogs_blocks: int = 50  # first eth_getLogs range (density unknown); then sized by the answers
     getlogs_concurrency: int = 4  # eth_getLogs calls in flight per worker
-    batch_rows: int = 100_000  # rows per INSERT
+    batch_rows: int = 50_000  # rows per INSERT; also the most rows a window holds before writing them
     stall_s: float = 300.0  # a worker whose heartbeat is older is stopped and relaunched
     stall_grace_s: float = 10.0  # TERM, then KILL after this long
     max_day_attempts: int = 3  # a day whose fetch fails this many times is FAILED and skipped

@@ -36,7 +36,7 @@ from backfill.rpc_errors import RangeTooLarge, Transient
 from backfill.settings import Settings, load_settings
 from backfill.store import Store
 from workers import exitcodes
-from workers.windows import Segment, Window, day_segments, owned, pack_windows, ranges
+from workers.windows import Segment, Window, day_segments, owned, pack_windows
 
 log = logging.getLogger("worker")
 UTC = dt.timezone.utc
@@ -71,7 +71,10 @@ class Worker:
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")  # one ordered writer
         self.insert_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="insert")  # a window's inserts
-        self.sizer = RangeSizer(settings.getlogs_blocks, unit_blocks(settings.window_blocks))
+        self.sizer = RangeSizer(settings.getlogs_blocks, unit_blocks(settings.window_blocks), big_logs=10_000)
+        self.fetch_slots = asyncio.Semaphore(settings.getlogs_concurrency)  # chunks in flight, all windows
+        self.answers = 0  # eth_getLogs answers so far: density is unknown until the first
+        self.inflight = 0
         self.guard_from: int | None = None  # blocks at or above are near the head: answers are verified
         self.rpc: RpcClient | None = None
         self.rows_total = 0
@@ -99,59 +102,96 @@ class Worker:
         return logs
 
     async def fetch_window(self, rpc: RpcClient, w: Window) -> list[DecodedBatch]:
-        """All segments of a window, their eth_getLogs chunks in flight together; one DecodedBatch per segment."""
-        sem = asyncio.Semaphore(self.s.getlogs_concurrency)
+        """All segments of a window, their eth_getLogs chunks in flight together; one DecodedBatch per segment.
 
-        async def one(day_idx: int, a: int, b: int) -> DecodedBatch:
-            current_day.set(day_idx)  # requests made for this chunk are counted for its day
-            async with sem:
+        Memory stays bounded on dense days: once completed chunks hold batch_rows rows, they are written at once
+        (only their counts are kept). The window's checkpoint still comes after all of its rows."""
+        unflushed: list[tuple[int, DecodedBatch]] = []
+        flush_lock = asyncio.Lock()
+
+        async def one(seg_i: int, a: int, b: int) -> tuple[int, DecodedBatch]:
+            current_day.set(w.segments[seg_i].day_idx)  # requests made for this chunk are counted for its day
+            try:
                 logs = await self.fetch_range(rpc, a, b)
+            finally:
+                self.inflight -= 1
+                self.fetch_slots.release()
+            self.answers += 1
             part = decode_logs(logs)
+            del logs
             if part.blocks and (min(part.blocks) < a or max(part.blocks) > b):
                 raise Transient(f"node answered logs of blocks {min(part.blocks)}-{max(part.blocks)} for range {a}-{b}")
-            return part
+            await self.resolve_timestamps(rpc, part)
+            unflushed.append((seg_i, part))
+            if sum(len(p.erc20) + len(p.erc1155) for _, p in unflushed) >= self.s.batch_rows:
+                async with flush_lock:
+                    batch = [(i, p) for i, p in unflushed if p.erc20 or p.erc1155 or p.quarantined]
+                    for item in batch:
+                        unflushed.remove(item)
+                    if batch:
+                        await asyncio.get_running_loop().run_in_executor(None, self.flush_rows, w, batch)
+            return seg_i, part
 
-        chunks = [ranges(seg.start, seg.end, self.sizer.size) for seg in w.segments]
-        flat = await asyncio.gather(*(one(seg.day_idx, a, b) for seg, seg_chunks in zip(w.segments, chunks)
-                                      for a, b in seg_chunks))
-        parts: list[DecodedBatch] = []
-        i = 0
-        for seg_chunks in chunks:
-            merged = DecodedBatch()
-            for part in flat[i:i + len(seg_chunks)]:
-                merged.extend(part)
-            i += len(seg_chunks)
-            parts.append(merged)
-        missing = sorted(bn for part in parts for bn, (_, ts) in part.blocks.items()
-                         if ts is None or not self.s.use_log_timestamps)
-        if missing:
-            headers = await rpc.headers(missing)
-            for part in parts:
-                for bn in part.blocks.keys() & headers.keys():
-                    block_hash, ts = headers[bn]
-                    log_hash = part.blocks[bn][0]
-                    if log_hash and log_hash != block_hash:
-                        raise Transient(f"block {bn} hash differs between logs and header (reorg or lagging node)")
-                    part.blocks[bn] = (block_hash, ts)
+        # Chunks are cut as we go, with the size the answers so far call for. The in-flight limit is shared by
+        # every window of this worker, and until the first answer (density unknown) only one request is out.
+        tasks: set[asyncio.Task] = set()
+        results: list[tuple[int, DecodedBatch]] = []
+        cursor = [(i, seg.start, seg.end) for i, seg in enumerate(w.segments)]
+        try:
+            while cursor or tasks:
+                buffered = sum(len(p.erc20) + len(p.erc1155) for _, p in unflushed)
+                while (cursor and not self.fetch_slots.locked() and (self.answers or not self.inflight)
+                       and buffered < 2 * self.s.batch_rows):  # backpressure: writes must keep up with fetches
+                    await self.fetch_slots.acquire()  # free: returns at once
+                    self.inflight += 1
+                    seg_i, a, end = cursor[0]
+                    b = min(end, a + self.sizer.size - 1)
+                    if b == end:
+                        cursor.pop(0)
+                    else:
+                        cursor[0] = (seg_i, b + 1, end)
+                    tasks.add(asyncio.create_task(one(seg_i, a, b)))
+                if not tasks:  # the other window holds the slots or the first probe: wait a moment
+                    await asyncio.sleep(0.005)
+                    continue
+                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    results.append(task.result())
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        parts = [DecodedBatch() for _ in w.segments]
+        for seg_i, part in sorted(results, key=lambda r: r[0]):
+            parts[seg_i].extend(part)
         return parts
 
-    # -- write ----------------------------------------------------------------------------
-    def write_window(self, w: Window, parts: list[DecodedBatch], days: dict[int, DayProgress]) -> None:
-        """Insert a window's rows (all its segments together), then checkpoint every day it touched.
-        Runs on the single store thread, so checkpoints follow the data they describe."""
-        version = time.time_ns()
+    async def resolve_timestamps(self, rpc: RpcClient, part: DecodedBatch) -> None:
+        """Blocks whose logs carry no blockTimestamp (or when told not to trust it): batched header calls."""
+        missing = sorted(bn for bn, (_, ts) in part.blocks.items() if ts is None or not self.s.use_log_timestamps)
+        if not missing:
+            return
+        headers = await rpc.headers(missing)
+        for bn, (block_hash, ts) in headers.items():
+            log_hash = part.blocks[bn][0]
+            if log_hash and log_hash != block_hash:
+                raise Transient(f"block {bn} hash differs between logs and header (reorg or lagging node)")
+            part.blocks[bn] = (block_hash, ts)
+
+    def insert_rows(self, parts: list[tuple[int, DecodedBatch]], w: Window, version: int) -> None:
+        """Rows, quarantined logs and block timestamps of some decoded parts, the inserts run together."""
         decoded = DecodedBatch()
-        for part in parts:
+        for _, part in parts:
             decoded.extend(part)
         stamp = {bn: dt.datetime.fromtimestamp(ts, UTC) for bn, (_, ts) in decoded.blocks.items()}
-        quarantine = [_quarantine_row(entry, reason, seg.day_idx, version)
-                      for seg, part in zip(w.segments, parts) for entry, reason in part.quarantined]
+        quarantine = [_quarantine_row(entry, reason, w.segments[i].day_idx, version)
+                      for i, part in parts for entry, reason in part.quarantined]
         batch = self.s.batch_rows
-        # The data inserts are independent of each other: run them together (each costs a round trip and a
-        # part whatever its size). Only the checkpoint must wait for all of them.
-        pending = [self.insert_pool.submit(self.store.insert_columns, "block_timestamps", {
-            "block_number": list(decoded.blocks), "block_hash": [h for h, _ in decoded.blocks.values()],
-            "timestamp": [stamp[bn] for bn in decoded.blocks]})]
+        pending = []
+        if decoded.blocks:
+            pending.append(self.insert_pool.submit(self.store.insert_columns, "block_timestamps", {
+                "block_number": list(decoded.blocks), "block_hash": [h for h, _ in decoded.blocks.values()],
+                "timestamp": [stamp[bn] for bn in decoded.blocks]}))
         if quarantine:
             pending.append(self.insert_pool.submit(self.store.insert, "transfer_quarantine", quarantine,
                                                    schema.QUARANTINE_COLUMNS))
@@ -161,16 +201,33 @@ class Worker:
                 pending.append(self.insert_pool.submit(self.store.insert_columns, table,
                                                        _columns(rows[i:i + batch], fields, stamp, version)))
         for future in pending:
-            future.result()  # raises the first failed insert: no checkpoint then
+            future.result()  # raises the first failed insert
         self.rows_total += len(decoded.erc20) + len(decoded.erc1155)
+
+    def flush_rows(self, w: Window, parts: list[tuple[int, DecodedBatch]]) -> None:
+        """Write some parts of a window before its end and keep only their counts (bounded memory)."""
+        self.insert_rows(parts, w, time.time_ns())
+        for _, part in parts:
+            part.flushed_erc20 += len(part.erc20)
+            part.flushed_erc1155 += len(part.erc1155)
+            part.flushed_quarantined += len(part.quarantined)
+            part.erc20, part.erc1155, part.quarantined, part.blocks = [], [], [], {}
+        log.info("%s day=%d blocks=%s event=flush rows=%d", self.tag, w.segments[0].day_idx, w.label(),
+                 sum(p.flushed_erc20 + p.flushed_erc1155 for _, p in parts))
+
+    # -- write ----------------------------------------------------------------------------
+    def write_window(self, w: Window, parts: list[DecodedBatch], days: dict[int, DayProgress]) -> None:
+        """Insert a window's remaining rows, then checkpoint every day it touched. Runs on the single store
+        thread, so checkpoints follow the data they describe and each other."""
+        self.insert_rows(list(enumerate(parts)), w, time.time_ns())
         checkpoints = []
         for seg, part in zip(w.segments, parts):
             day = days[seg.day_idx]
             if seg.start == day.resume_from:
                 day.attempts += 1  # the first piece of this day in this run
-            day.erc20 += len(part.erc20)
-            day.erc1155 += len(part.erc1155)
-            day.quarantined += len(part.quarantined)
+            day.erc20 += part.n_erc20
+            day.erc1155 += part.n_erc1155
+            day.quarantined += part.n_quarantined
             day.skipped += part.skipped
             checkpoints.append(self.checkpoint_row(day, "COMPLETE" if seg.last_of_day else "RUNNING", seg.end + 1))
         self.store.insert("backfill_checkpoint", checkpoints, schema.CHECKPOINT_COLUMNS)
@@ -297,8 +354,8 @@ class Worker:
                 for seg, part in zip(w.segments, parts):
                     log.info("%s day=%d blocks=%d-%d event=%s erc20=%d erc1155=%d quarantined=%d skipped=%d "
                              "fetch_wait_ms=%d write_ms=%d", self.tag, seg.day_idx, seg.start, seg.end,
-                             "complete" if seg.last_of_day else "window", len(part.erc20), len(part.erc1155),
-                             len(part.quarantined), part.skipped, (t1 - t0) * 1000, (t2 - t1) * 1000)
+                             "complete" if seg.last_of_day else "window", part.n_erc20, part.n_erc1155,
+                             part.n_quarantined, part.skipped, (t1 - t0) * 1000, (t2 - t1) * 1000)
             if windows:
                 last = windows[-1].segments[-1]
                 await self.in_store(self.beat, last.day_idx, windows[-1].label(), True)
@@ -364,11 +421,13 @@ async def amain(settings: Settings, shard_id: int, shards: int) -> int:
 
 def tune_gc() -> None:
     """A window is hundreds of thousands of short-lived tuples and dicts; with the default thresholds the cyclic
-    collector rescans them again and again (measured: JSON parsing 5.1 -> 2.2 us/log, decoding 6.9 -> 4.9 us/log
-    with it out of the way). Freeze what start-up allocated and collect young objects rarely."""
+    collector runs every 700 allocations and rescans them (measured: JSON parsing 5.1 -> 2.2 us/log when it is
+    out of the way). Collect the young generation rarely, but keep the older generations at their default
+    pace: reference cycles (e.g. in the HTTP client's insert machinery) must still be freed. Raising those too
+    kept every window's rows alive (a 1M-log day grew a worker to 700 MB)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(200_000, 50, 100)
+    gc.set_threshold(50_000, 10, 10)
 
 
 def main(argv: list[str] | None = None) -> int:

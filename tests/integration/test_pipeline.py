@@ -111,3 +111,19 @@ def test_embedded_store_answers_curl_while_workers_write(chain: Chain, tmp_path_
     finally:
         from backfill.embedded import stop_server
         stop_server(data_dir)
+
+
+def test_dense_windows_write_rows_ahead_of_the_checkpoint_and_stay_exact(chain: Chain, tmp_path_factory):
+    """Memory is bounded by batch_rows: rows leave a window before its checkpoint, counts stay exact."""
+    from tests.integration.harness import assert_exact
+
+    data_dir = tmp_path_factory.mktemp("dense")
+    try:
+        run = backfill(["start", "--foreground", "--from", chain.day(4), "--to", chain.day(6), "--confirmations", "0"],
+                       data_dir, chain, shards=1, extra_env={"BACKFILL_BATCH_ROWS": "1000", "BACKFILL_ON_COMPLETE": "0"})
+        assert run.returncode == 0, run.stderr
+        assert "event=flush" in (data_dir / "backfill" / "worker-0.log").read_text()
+        assert_exact(open_store(data_dir), chain)
+    finally:
+        from backfill.embedded import stop_server
+        stop_server(data_dir)

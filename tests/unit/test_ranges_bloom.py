@@ -48,3 +48,9 @@ def test_bloom_membership():
     assert may_contain(bloom, ERC20_TRANSFER.topic0)
     assert may_contain_any(bloom, LOG_FILTER_TOPICS[0])
 
+
+
+def test_shrinks_after_a_very_large_answer():
+    s = RangeSizer(2000, 5000, big_logs=20_000)
+    s.answered(2000, 200_000)
+    assert s.size == 200

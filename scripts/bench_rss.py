@@ -1,0 +1,113 @@
+"""Peak memory of a worker on one very dense day: `scripts/bench_rss [--logs 1000000]`.
+
+Builds a fresh anvil chain whose day 2024-01-01 holds N ERC-20 transfers (Token20.spray, 1,000 logs per
+transaction, one transaction per block), backfills that day with one worker, samples the worker's RSS
+(psutil, every 50 ms), and checks the row count. Prints peak RSS, wall time and rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from backfill.devgen import _FEES, DevRpc, encode_call, load_artifact  # noqa: E402
+from backfill.devnet import Anvil  # noqa: E402
+
+DAY = dt.date(2024, 1, 1)
+MIDNIGHT = int(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp())
+PER_TX = 1_000  # logs per block: a dense day (mainnet carries a few hundred transfers per block)
+
+
+def build_chain(rpc: DevRpc, n_logs: int) -> None:
+    """Deploy Token20, then one spray transaction per block, each block mined at an explicit time of the day."""
+    from eth_abi import encode
+
+    sender = rpc.call("eth_accounts")[0]
+    rpc.call("evm_setAutomine", False)
+    data = load_artifact("Token20")["bytecode"] + encode(["string", "string"], ["Dense", "DNS"]).hex()
+    tx = rpc.call("eth_sendTransaction", {"from": sender, "data": data, "gas": hex(3_000_000), **_FEES})
+    rpc.call("evm_mine", MIDNIGHT - 1800)
+    token = rpc.call("eth_getTransactionReceipt", tx)["contractAddress"]
+    for i in range(-(-n_logs // PER_TX)):
+        n = min(PER_TX, n_logs - i * PER_TX)
+        rpc.call("eth_sendTransaction", {"from": sender, "to": token, "gas": hex(29_000_000), **_FEES,
+                                         "data": encode_call("spray(address,uint256,uint256)", sender, n, i)})
+        rpc.call("evm_mine", MIDNIGHT + 60 + i * 60)
+    rpc.call("evm_mine", MIDNIGHT + 86_400 + 10)  # the first block of the next day closes the day
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--logs", type=int, default=1_000_000)
+    args = ap.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-rss-"))
+    with Anvil(genesis_timestamp=MIDNIGHT - 3600, extra_args=("--gas-limit", "30000000")) as node:
+        t0 = time.monotonic()
+        build_chain(DevRpc(node.url), args.logs)
+        print(f"chain: {args.logs} transfer logs in one day, built in {time.monotonic() - t0:.0f}s", flush=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_") and k not in ("SHARDS", "CLICKHOUSE_URL")}
+        env.update({"SHARDS": "1", "ETHEREUM_RPC_URLS": node.url, "BACKFILL_DATA_DIR": str(data_dir),
+                    "BACKFILL_ON_COMPLETE": "0"})
+        peak = {"rss": 0}
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                for p in psutil.process_iter(["cmdline"]):
+                    try:
+                        if "workers.worker" in " ".join(p.info["cmdline"] or []) and \
+                                p.environ().get("BACKFILL_DATA_DIR") == str(data_dir):
+                            rss = p.memory_info().rss
+                            peak["rss"] = max(peak["rss"], rss)
+                            peak.setdefault("trace", []).append((round(time.monotonic() - t0, 1), rss >> 20))
+                    except psutil.Error:
+                        pass
+                time.sleep(0.05)
+
+        t0 = time.monotonic()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", DAY.isoformat(),
+                              "--to", DAY.isoformat(), "--confirmations", "0"], env=env, capture_output=True, text=True,
+                             cwd=data_dir)
+        secs = time.monotonic() - t0
+        done.set()
+        sampler.join()
+        if out.returncode != 0:
+            raise SystemExit(out.stderr)
+        from backfill.embedded import stop_server
+        from backfill.settings import load_settings
+        from backfill.store import Store
+
+        store = Store.connect(load_settings({"data_dir": data_dir}, env={}))
+        rows = store.scalar("SELECT count() FROM erc20_transfers_staging FINAL")
+        store.close()
+        stop_server(data_dir)
+    if not os.environ.get("KEEP_BENCH_DIR"):
+        shutil.rmtree(data_dir, ignore_errors=True)
+    else:
+        print("kept", data_dir)
+    print(f"rows {rows} (expected {args.logs}) | wall {secs:.1f}s, {rows / secs:.0f} rows/s | "
+          f"peak worker RSS {peak['rss'] / 2**20:.0f} MB")
+    trace = peak.get("trace", [])
+    print("worker RSS over time (s, MB):", trace[:: max(1, len(trace) // 12)])
+    if rows != args.logs:
+        raise SystemExit("row count differs from the chain")
+
+
+if __name__ == "__main__":
+    main()
