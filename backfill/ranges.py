@@ -9,21 +9,25 @@ from __future__ import annotations
 
 
 class RangeSizer:
-    def __init__(self, initial: int, maximum: int, cheap_logs: int = 2_500, grow_after: int = 2,
+    def __init__(self, initial: int, maximum: int, cheap_logs: int = 2_500, grow_after: int = 1,
                  big_logs: int = 20_000):
         self.maximum = max(1, maximum)
         self.size = max(1, min(initial, self.maximum))
         self.cheap_logs = cheap_logs  # an answer this small means the range could be larger
         self.grow_after = grow_after
         self.big_logs = big_logs  # an answer this large means the range should be smaller
+        self.cap: int | None = None  # the largest range a refusal allows (never grow past it)
         self._cheap_streak = 0
 
     def split(self, a: int, b: int, suggested: tuple[int, int] | None) -> int:
         """Where to cut [a, b] after a refusal: the end of the provider's suggestion when it starts at a."""
         if suggested and suggested[0] == a and a <= suggested[1] < b:
             mid = suggested[1]
+            allowed = suggested[1] - suggested[0] + 1  # the provider said what it accepts
         else:
             mid = (a + b) // 2
+            allowed = b - a  # at least: less than what it refused
+        self.cap = allowed if self.cap is None else min(self.cap, allowed)
         self.size = max(1, min(self.size, mid - a + 1))
         self._cheap_streak = 0
         return mid
@@ -36,8 +40,11 @@ class RangeSizer:
             self._cheap_streak = 0
         elif n_blocks >= self.size and n_logs < self.cheap_logs:
             self._cheap_streak += 1
-            if self._cheap_streak >= self.grow_after and self.size < self.maximum:
-                self.size = min(self.maximum, self.size * 2)
+            if self._cheap_streak >= self.grow_after and self.size < min(self.maximum, self.cap or self.maximum):
+                # toward cheap_logs per answer, at most 4x a step: density can change along the chain
+                factor = min(4.0, self.cheap_logs / max(n_logs, 1))
+                limit = self.maximum if self.cap is None else min(self.maximum, self.cap)
+                self.size = max(self.size, min(limit, max(self.size + 1, int(self.size * factor))))
                 self._cheap_streak = 0
         elif n_logs >= self.cheap_logs:
             self._cheap_streak = 0

@@ -54,3 +54,20 @@ def test_shrinks_after_a_very_large_answer():
     s = RangeSizer(2000, 5000, big_logs=20_000)
     s.answered(2000, 200_000)
     assert s.size == 200
+
+
+def test_grows_toward_the_target_answer_size_in_few_steps():
+    s = RangeSizer(50, 5000, cheap_logs=2500)
+    steps = 0
+    while s.size < 5000 and steps < 10:
+        s.answered(s.size, s.size // 20)  # a sparse chain: 1 log per 20 blocks
+        steps += 1
+    assert s.size == 5000 and steps <= 4
+
+
+def test_never_grows_past_a_cap_the_provider_stated():
+    s = RangeSizer(2000, 10_000)
+    s.split(100, 2099, (100, 599))  # "up to a 500 block range"
+    for _ in range(10):
+        s.answered(s.size, 1)
+    assert s.size == 500
