@@ -32,7 +32,6 @@ class Endpoint:
     parked_until: float = 0.0
     parked_reason: str = ""
     head: int | None = None
-    head_at: float = 0.0
     refused_blocks: int | None = None  # smallest getLogs range it refused
     requests: int = 0
     compute_units: int = 0
@@ -101,7 +100,7 @@ class EndpointPool:
         ep.parked_reason = reason[:200]
 
     def saw_head(self, ep: Endpoint, head: int) -> None:
-        ep.head, ep.head_at = head, self.clock()
+        ep.head = head
 
     def refused_range(self, ep: Endpoint, n_blocks: int) -> None:
         ep.errors["range"] += 1

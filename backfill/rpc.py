@@ -198,11 +198,10 @@ class RpcClient:
             return doc["result"]
         return await self._retrying(once, method)
 
-    async def batch(self, calls: list[tuple[str, list[Any]]], *, need_block: int | None = None,
-                    with_endpoint: bool = False) -> Any:
+    async def batch(self, calls: list[tuple[str, list[Any]]], *, need_block: int | None = None) -> list[Any]:
         """Several calls in one HTTP request to one endpoint; answers in call order. A failed item retries all."""
         if not calls:
-            return ([], None) if with_endpoint else []
+            return []
 
         async def once() -> Any:
             ep = await self._endpoint(need_block)
@@ -227,7 +226,7 @@ class RpcClient:
                 self._failed(ep, exc)
                 raise
             self.pool.ok(ep)
-            return (out, ep) if with_endpoint else out
+            return out
         return await self._retrying(once, f"batch[{len(calls)}]")
 
     # -- methods ------------------------------------------------------------------------
@@ -356,9 +355,9 @@ class RpcClient:
             return logs
         return await self._retrying(once, f"eth_getLogs[{from_block}-{to_block}]")
 
-    async def headers(self, blocks: list[int], batch_size: int = 200, full: bool = False) -> dict[int, Any]:
-        """block -> (hash, timestamp) (or the whole header with full=True), fetched in JSON-RPC batches."""
-        out: dict[int, Any] = {}
+    async def headers(self, blocks: list[int], batch_size: int = 200) -> dict[int, tuple[str, int]]:
+        """block -> (hash, timestamp), fetched in JSON-RPC batches."""
+        out: dict[int, tuple[str, int]] = {}
         for i in range(0, len(blocks), batch_size):
             chunk = blocks[i:i + batch_size]
             for attempt in range(self.attempts):
@@ -373,7 +372,7 @@ class RpcClient:
             else:
                 raise NodeBehind(f"blocks {missing[:3]} not found on any endpoint")
             for b, blk in zip(chunk, results):
-                out[b] = blk if full else (blk["hash"].lower(), int(blk["timestamp"], 16))
+                out[b] = (blk["hash"].lower(), int(blk["timestamp"], 16))
         return out
 
     def usage(self) -> list[dict]:

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import psutil
@@ -48,7 +48,6 @@ class Slot:
     done: bool = False
     stopping_since: float | None = None  # we sent TERM (stall, rescale or stop)
     stall_reason: str | None = None
-    exits: list[int] = field(default_factory=list)
 
 
 class FleetHalted(Exception):
@@ -146,7 +145,6 @@ class Supervisor:
                 continue
             pid = slot.proc.pid
             slot.proc = None
-            slot.exits.append(code)
             if slot.stall_reason:
                 self.blame_day(slot, pid, slot.stall_reason)
                 self.schedule_restart(slot, f"stalled ({slot.stall_reason})")
