@@ -43,7 +43,16 @@ class LazyGroup(click.Group):
     """Subcommand groups imported only when used (click's documented lazy-loading pattern), so
     `backfill start` does not pay for the devnet generator's imports."""
 
-    lazy = {"devnet": ("backfill.devnet_cli", "devnet")}
+    lazy = {
+        "devnet": ("backfill.devnet_cli", "devnet"),
+        "gates": ("backfill.gates_cli", "gates"),
+        "verify": ("backfill.audit_cli", "verify"),
+        "rebuild": ("backfill.rebuild_cli", "rebuild"),
+        "dedup": ("backfill.rebuild_cli", "dedup"),
+        "promote": ("backfill.promote_cli", "promote"),
+        "rollback": ("backfill.promote_cli", "rollback"),
+        "backups": ("backfill.promote_cli", "backups"),
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

@@ -44,19 +44,20 @@ def _retry_after(headers: Any) -> float | None:
 class DayUsage:
     """Requests, errors and compute units attributed to one day."""
 
-    __slots__ = ("requests", "errors", "compute_units")
+    __slots__ = ("requests", "errors", "compute_units", "served")
 
     def __init__(self) -> None:
         self.requests = 0
         self.errors = 0
         self.compute_units = 0
+        self.served: Counter = Counter()  # endpoint label -> eth_getLogs answers accepted
 
 
 class RpcClient:
     def __init__(self, urls: tuple[str, ...] | list[str], *, timeout_s: float = 30.0, attempts: int = 10,
                  concurrency_per_endpoint: int = 8, max_rps_per_endpoint: float = 0.0, context: str = "",
-                 max_wait_s: float = 120.0):
-        labels = [endpoint_label(u, i) for i, u in enumerate(urls)]
+                 max_wait_s: float = 120.0, labels: list[str] | None = None):
+        labels = labels or [endpoint_label(u, i) for i, u in enumerate(urls)]
         self.pool = EndpointPool(list(urls), labels)
         self.timeout_s = timeout_s
         self.attempts = attempts
@@ -352,6 +353,7 @@ class RpcClient:
                 raise
             self.pool.ok(ep)
             self.pool.accepted_range(ep, span)
+            self.days.setdefault(current_day.get(), DayUsage()).served[ep.label] += 1
             return logs
         return await self._retrying(once, f"eth_getLogs[{from_block}-{to_block}]")
 

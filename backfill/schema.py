@@ -10,11 +10,18 @@ BLOCK_COLUMNS = ["block_number", "block_hash", "timestamp"]
 QUARANTINE_COLUMNS = ["block_number", "log_index", "tx_hash", "address", "topics", "data", "reason", "day_idx", "_version"]
 CHECKPOINT_COLUMNS = ["day_idx", "status", "next_block", "erc20_count", "erc1155_count", "quarantined_count",
                       "skipped_count", "worker_id", "shards", "attempts", "failures", "error", "requests", "rpc_errors",
-                      "compute_units", "updated_at"]
+                      "compute_units", "endpoints", "updated_at"]
 RPC_USAGE_COLUMNS = ["host", "worker_id", "pid", "endpoint", "requests", "errors", "compute_units", "parked",
                      "updated_at"]
 HEARTBEAT_COLUMNS = ["host", "worker_id", "pid", "day_idx", "last_batch", "rows", "updated_at"]
 DAY_COLUMNS = ["day_idx", "day", "start_block", "end_block", "clipped"]
+FINGERPRINT_COLUMNS = ["day_idx", "erc20_count", "erc1155_count", "erc20_hash", "erc1155_hash", "endpoints",
+                       "completed_at", "recorded_at"]
+GATE_COLUMNS = ["run_id", "run_at", "level", "gate", "verdict", "value", "threshold", "days", "detail"]
+AUDIT_COLUMNS = ["run_id", "run_at", "day_idx", "day", "endpoint", "verdict", "chain_erc20", "chain_erc1155",
+                 "store_erc20", "store_erc1155", "recorded_erc20", "recorded_erc1155", "chain_hash", "store_hash",
+                 "recorded_hash", "versions", "detail"]
+PROMOTION_COLUMNS = ["at", "action", "table_name", "other_table", "rows", "checksum", "detail"]
 
 TABLES: dict[str, str] = {
     "erc20_transfers_staging": """
@@ -82,6 +89,7 @@ TABLES: dict[str, str] = {
             requests UInt64,
             rpc_errors UInt64,
             compute_units UInt64,
+            endpoints String,
             updated_at DateTime64(6, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at)
         ORDER BY day_idx""",
@@ -124,6 +132,68 @@ TABLES: dict[str, str] = {
             _version UInt64
         ) ENGINE = ReplacingMergeTree(_version)
         ORDER BY (block_number, log_index)""",
+    # What a COMPLETE day looked like in the store when it completed: counts, a content hash per table
+    # (backfill.digest) and the endpoints that served its logs. A later mismatch names the day.
+    "day_fingerprints": """
+        CREATE TABLE IF NOT EXISTS day_fingerprints (
+            day_idx UInt32,
+            erc20_count UInt64,
+            erc1155_count UInt64,
+            erc20_hash String,
+            erc1155_hash String,
+            endpoints String,
+            completed_at DateTime64(6, 'UTC'),
+            recorded_at DateTime64(6, 'UTC')
+        ) ENGINE = ReplacingMergeTree(recorded_at)
+        ORDER BY day_idx""",
+    # One row per gate per run of `backfill gates` (by hand, by the supervisor, by the rebuild).
+    "gate_results": """
+        CREATE TABLE IF NOT EXISTS gate_results (
+            run_id String,
+            run_at DateTime64(6, 'UTC'),
+            level LowCardinality(String),
+            gate LowCardinality(String),
+            verdict LowCardinality(String),
+            value Float64,
+            threshold Float64,
+            days Array(UInt32),
+            detail String
+        ) ENGINE = MergeTree
+        ORDER BY (run_at, gate)""",
+    # One row per audited day per run of `backfill verify`.
+    "audit_results": """
+        CREATE TABLE IF NOT EXISTS audit_results (
+            run_id String,
+            run_at DateTime64(6, 'UTC'),
+            day_idx UInt32,
+            day Date,
+            endpoint String,
+            verdict LowCardinality(String),
+            chain_erc20 Int64,
+            chain_erc1155 Int64,
+            store_erc20 Int64,
+            store_erc1155 Int64,
+            recorded_erc20 Int64,
+            recorded_erc1155 Int64,
+            chain_hash String,
+            store_hash String,
+            recorded_hash String,
+            versions String,
+            detail String
+        ) ENGINE = MergeTree
+        ORDER BY (run_at, day_idx)""",
+    # Promotions, backups and rollbacks: what was swapped, with row counts and checksums.
+    "backfill_promotions": """
+        CREATE TABLE IF NOT EXISTS backfill_promotions (
+            at DateTime64(6, 'UTC'),
+            action LowCardinality(String),
+            table_name String,
+            other_table String,
+            rows UInt64,
+            checksum String,
+            detail String
+        ) ENGINE = MergeTree
+        ORDER BY at""",
     "backfill_meta": """
         CREATE TABLE IF NOT EXISTS backfill_meta (
             key String,
@@ -149,5 +219,11 @@ VIEWS: dict[str, str] = {
 }
 
 
+# Columns added after a table was first released: databases created earlier gain them on the next start.
+MIGRATIONS = [
+    "ALTER TABLE backfill_checkpoint ADD COLUMN IF NOT EXISTS endpoints String AFTER compute_units",
+]
+
+
 def ddl() -> list[str]:
-    return [sql.strip() for sql in TABLES.values()] + [sql.strip() for sql in VIEWS.values()]
+    return [sql.strip() for sql in TABLES.values()] + MIGRATIONS + [sql.strip() for sql in VIEWS.values()]

@@ -41,6 +41,10 @@ ENV_NAMES = {
     "BACKFILL_RPC_MAX_RPS": "rpc_max_rps",
     "BACKFILL_RPC_MAX_CONCURRENCY": "rpc_max_concurrency",
     "BACKFILL_LAG_GUARD_BLOCKS": "lag_guard_blocks",
+    "BACKFILL_GATES_INTERVAL_S": "gates_interval_s",
+    "BACKFILL_AUDIT_SAMPLE": "audit_sample",
+    "BACKFILL_AUTO_PROMOTE": "auto_promote",
+    "BACKFILL_REBUILD_SQL_DIR": "rebuild_sql_dir",
 }
 
 
@@ -81,12 +85,21 @@ class Settings:
     rpc_max_concurrency: int = 8  # requests in flight per endpoint and worker
     lag_guard_blocks: int = 256  # blocks below the head where answers are checked for a lagging node
     use_log_timestamps: bool = True  # trust the log's blockTimestamp when the node gives one
+    gates_interval_s: float = 600.0  # the supervisor runs the relaxed gates this often (0 = never)
+    audit_sample: int = 3  # days the rebuild recounts from RPC (plus every suspicious empty day)
+    auto_promote: bool = False  # the rebuild promotes staging into production when everything passed
+    rebuild_sql_dir: Path | None = None  # the operator's *.sql steps; default <data_dir>/rebuild.d
+    gates: tuple[tuple[str, str, float], ...] = ()  # threshold overrides (level, name, value) from [gates.*]
     foreground: bool = False
     explicit: frozenset[str] = frozenset()  # settings given by a flag, the environment or the TOML file
 
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "backfill"
+
+    @property
+    def sql_dir(self) -> Path:
+        return self.rebuild_sql_dir or self.data_dir / "rebuild.d"
 
     @property
     def store(self) -> StoreTarget:
@@ -114,7 +127,12 @@ class Settings:
             "BACKFILL_RPC_MAX_CONCURRENCY": str(self.rpc_max_concurrency),
             "BACKFILL_LAG_GUARD_BLOCKS": str(self.lag_guard_blocks),
             "BACKFILL_USE_LOG_TIMESTAMPS": "1" if self.use_log_timestamps else "0",
+            "BACKFILL_GATES_INTERVAL_S": str(self.gates_interval_s),
+            "BACKFILL_AUDIT_SAMPLE": str(self.audit_sample),
+            "BACKFILL_AUTO_PROMOTE": "1" if self.auto_promote else "0",
         }
+        if self.rebuild_sql_dir:
+            env["BACKFILL_REBUILD_SQL_DIR"] = str(self.rebuild_sql_dir.resolve())
         if self.clickhouse_url:
             env["CLICKHOUSE_URL"] = self.clickhouse_url
         return env
@@ -162,8 +180,10 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"unknown setting {name!r}")
     if name in ("from_date", "to_date"):
         return None if value in (None, "") else _parse_date({"from_date": "--from", "to_date": "--to"}[name], value)
-    if name == "data_dir":
-        return Path(value)
+    if name in ("data_dir", "rebuild_sql_dir"):
+        return None if value in (None, "") and name == "rebuild_sql_dir" else Path(value)
+    if name == "gates":
+        return _gate_overrides(value)
     if name == "rpc_urls":
         urls = value.split(",") if isinstance(value, str) else list(value)
         urls = tuple(u.strip() for u in urls if u.strip())
@@ -180,7 +200,7 @@ def _coerce(name: str, value: Any) -> Any:
         return urls
     if name == "clickhouse_url":
         return value or None
-    if name in ("use_log_timestamps", "foreground", "on_complete"):
+    if name in ("use_log_timestamps", "foreground", "on_complete", "auto_promote"):
         if isinstance(value, bool):
             return value
         return str(value).strip().lower() in ("1", "true", "yes", "on")
@@ -194,6 +214,25 @@ def _coerce(name: str, value: Any) -> Any:
         env = next((k for k, v in ENV_NAMES.items() if v == name), name)
         raise ConfigError(f"{env} must be a number, got {value!r}") from None
     return value
+
+
+def _gate_overrides(value: Any) -> tuple[tuple[str, str, float], ...]:
+    """`[gates.relaxed]` / `[gates.strict]` tables of backfill.toml -> ((level, name, value), ...).
+    Names are checked against the gates' thresholds by backfill.gates."""
+    if isinstance(value, tuple):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError("[gates] in backfill.toml must hold tables [gates.relaxed] and/or [gates.strict]")
+    out = []
+    for level, table in value.items():
+        if level not in ("relaxed", "strict") or not isinstance(table, dict):
+            raise ConfigError(f"[gates.{level}] is not a threshold set; use [gates.relaxed] or [gates.strict]")
+        for name, v in table.items():
+            try:
+                out.append((level, str(name), float(v)))
+            except (TypeError, ValueError):
+                raise ConfigError(f"[gates.{level}] {name} must be a number, got {v!r}") from None
+    return tuple(out)
 
 
 def load_settings(
@@ -241,6 +280,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("stall_s must be > 0 and stall_grace_s >= 0")
     if s.max_day_attempts < 1:
         raise ConfigError("max_day_attempts must be at least 1")
+    if s.audit_sample < 0 or s.gates_interval_s < 0:
+        raise ConfigError("audit_sample and gates_interval_s must be >= 0")
     parse_clickhouse_url(s.clickhouse_url)  # raises ConfigError when malformed
 
 

@@ -136,9 +136,9 @@ class Store:
     def write_checkpoint(self, *, day_idx: int, status: str, next_block: int, erc20_count: int, erc1155_count: int,
                          quarantined_count: int, skipped_count: int, worker_id: int, shards: int, attempts: int,
                          failures: int = 0, error: str = "", requests: int = 0, rpc_errors: int = 0,
-                         compute_units: int = 0) -> None:
+                         compute_units: int = 0, endpoints: str = "") -> None:
         row = (day_idx, status, next_block, erc20_count, erc1155_count, quarantined_count, skipped_count,
-               worker_id, shards, attempts, failures, error, requests, rpc_errors, compute_units, now_utc())
+               worker_id, shards, attempts, failures, error, requests, rpc_errors, compute_units, endpoints, now_utc())
         self.insert("backfill_checkpoint", [row], schema.CHECKPOINT_COLUMNS)
 
     def update_checkpoint(self, day_idx: int, **changes: Any) -> dict[str, Any] | None:

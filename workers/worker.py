@@ -21,7 +21,8 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from backfill import schema
@@ -61,6 +62,7 @@ class DayProgress:
     rpc_errors: int = 0
     compute_units: int = 0
     resume_from: int = 0  # first block this run fetches for the day
+    served: Counter = field(default_factory=Counter)  # endpoint label -> eth_getLogs answers used for the day
 
 
 class Worker:
@@ -239,9 +241,11 @@ class Worker:
             day.requests += usage.requests
             day.rpc_errors += usage.errors
             day.compute_units += usage.compute_units
+            day.served.update(usage.served)
+        endpoints = ",".join(label for label, _ in day.served.most_common())
         return (day.plan.day_idx, status, next_block, day.erc20, day.erc1155, day.quarantined, day.skipped,
                 self.shard_id, self.shards, day.attempts, day.failures, error, day.requests, day.rpc_errors,
-                day.compute_units, dt.datetime.now(UTC))
+                day.compute_units, endpoints, dt.datetime.now(UTC))
 
     def beat(self, day_idx: int, label: str, final: bool = False) -> None:
         """Heartbeat after a batch; at most one a second, so tiny windows do not flood the store."""
@@ -306,6 +310,7 @@ class Worker:
                 day.attempts, day.failures = int(cp["attempts"]), int(cp["failures"])
                 day.requests, day.rpc_errors = int(cp["requests"]), int(cp["rpc_errors"])
                 day.compute_units = int(cp["compute_units"])
+                day.served.update({label: 1 for label in str(cp.get("endpoints") or "").split(",") if label})
                 next_block = max(next_block, int(cp["next_block"]))
             day.resume_from = max(plan.start_block, next_block)
             days[plan.day_idx] = day

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,37 @@ def finished_run(chain, data_dir):
     store = open_store(data_dir)
     yield result, store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def finished_template(chain, tmp_path_factory) -> Path:
+    """A finished 2-shard run over the whole chain, the rebuild not yet run, its store stopped. Tests that
+    corrupt, promote or redo work on a copy of it (`run_copy`), which costs a copy instead of a run."""
+    from backfill.embedded import stop_server
+
+    path = tmp_path_factory.mktemp("template") / "data"
+    result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+                      path, chain, shards=2, extra_env={"BACKFILL_ON_COMPLETE": "0"})
+    assert result.returncode == 0, result.stderr
+    stop_server(path)
+    return path
+
+
+@pytest.fixture
+def run_copy(finished_template, tmp_path) -> Path:
+    """A private copy of the finished run's data directory (store, logs, state)."""
+    import shutil
+
+    from backfill.embedded import stop_server
+
+    dest = tmp_path / "data"
+    shutil.copytree(finished_template, dest, symlinks=True)
+    # the engine's Atomic database links metadata to its store by absolute path: point the copy at itself
+    src = str(finished_template.resolve())
+    for link in dest.rglob("*"):
+        if link.is_symlink() and os.readlink(link).startswith(src):
+            target = os.readlink(link).replace(src, str(dest.resolve()), 1)
+            link.unlink()
+            link.symlink_to(target)
+    yield dest
+    stop_server(dest)
