@@ -81,11 +81,15 @@ def main() -> None:
 @click.option("--window-blocks", type=int, default=None, help="The most blocks a killed worker can lose.")
 @click.option("--stall-s", type=float, default=None, help="Heartbeat age after which a worker is restarted.")
 @click.option("--foreground", is_flag=True, default=False, help="Run in this terminal with a live dashboard.")
+@click.option("--redo", is_flag=True, default=False,
+              help="Fetch the COMPLETE days of --from..--to again; newer row versions supersede the old ones.")
+@click.option("--promote/--no-promote", "auto_promote", default=None,
+              help="Promote staging into production when the rebuild passes (default: auto_promote setting, off).")
 @data_dir_option
 @user_errors
 def start(from_date: str | None, to_date: str | None, shards: int | None, rpc_urls: tuple[str, ...],
           confirmations: int | None, window_blocks: int | None, stall_s: float | None, foreground: bool,
-          data_dir: Path | None) -> None:
+          redo: bool, auto_promote: bool | None, data_dir: Path | None) -> None:
     """Plan the days and run the workers until every day is COMPLETE (detached unless --foreground).
 
     While a run is active, a second `start` talks to it: SHARDS=N re-shards it live, new days are picked up."""
@@ -95,7 +99,8 @@ def start(from_date: str | None, to_date: str | None, shards: int | None, rpc_ur
 
     settings = _settings(from_date=from_date, to_date=to_date, shards=shards, rpc_urls=rpc_urls or None,
                          confirmations=confirmations, window_blocks=window_blocks, stall_s=stall_s,
-                         data_dir=data_dir, foreground=foreground or None)
+                         data_dir=data_dir, foreground=foreground or None, redo=redo or None,
+                         auto_promote=auto_promote)
     setup_logging(settings.log_dir / "monitor.log")
     summary = start_run(settings, shards_explicit="shards" in settings.explicit, echo=click.echo)
     if summary is not None:

@@ -33,10 +33,12 @@ async def check_endpoints(settings: Settings) -> int:
     return ids.pop()
 
 
-async def chain_identity(rpc: RpcClient) -> tuple[int, str]:
+async def chain_identity(rpc: RpcClient) -> tuple[int, str, int | None]:
+    """Chain id, genesis hash and genesis timestamp (the gates refuse timestamps before it)."""
     chain_id = await rpc.chain_id()
-    genesis = await rpc.call("eth_getBlockByNumber", ["0x0", False])
-    return chain_id, (genesis or {}).get("hash", "").lower()
+    genesis = await rpc.call("eth_getBlockByNumber", ["0x0", False]) or {}
+    ts = genesis.get("timestamp")
+    return chain_id, genesis.get("hash", "").lower(), int(ts, 16) if ts else None
 
 
 def check_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
@@ -50,10 +52,12 @@ def check_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
                          f"{known_genesis[:18]}…: another chain; use another database (CLICKHOUSE_URL or --data-dir)")
 
 
-def record_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
+def record_chain(store: Store, chain_id: int, genesis_hash: str, genesis_ts: int | None = None) -> None:
     if store.meta_get("chain_id") is None:
         store.meta_set("chain_id", str(chain_id))
         store.meta_set("genesis_hash", genesis_hash)
+    if genesis_ts is not None and store.meta_get("genesis_timestamp") is None:
+        store.meta_set("genesis_timestamp", str(genesis_ts))
 
 
 async def search_boundaries(rpc: RpcClient, targets: list[int], head: int) -> list[int]:
@@ -124,4 +128,24 @@ def _reopen_extended(store: Store, existing: dict[int, DayPlan], plans: list[Day
                 compute_units=cp["compute_units"])
 
 
-__all__ = ["check_endpoints", "chain_identity", "check_chain", "record_chain", "plan_days", "endpoint_label"]
+def reopen_for_redo(store: Store, plans: list[DayPlan], first: dt.date, last: dt.date) -> list[int]:
+    """`start --redo`: the planned days of [first, last] go back to RUNNING from their first block, counts and
+    failures reset, so workers fetch them again and write newer row versions that supersede the old ones."""
+    checkpoints = store.checkpoints()
+    reopened = []
+    for p in plans:
+        if not first <= p.day <= last:
+            continue
+        cp = checkpoints.get(p.day_idx)
+        store.write_checkpoint(
+            day_idx=p.day_idx, status="RUNNING", next_block=p.start_block, erc20_count=0, erc1155_count=0,
+            quarantined_count=0, skipped_count=0, worker_id=int(cp["worker_id"]) if cp else 0,
+            shards=int(cp["shards"]) if cp else 0, attempts=int(cp["attempts"]) if cp else 0, failures=0, error="",
+            requests=int(cp["requests"]) if cp else 0, rpc_errors=int(cp["rpc_errors"]) if cp else 0,
+            compute_units=int(cp["compute_units"]) if cp else 0)
+        reopened.append(p.day_idx)
+    log.info("event=redo days=%d first=%s last=%s", len(reopened), first, last)
+    return reopened
+
+
+__all__ = ["reopen_for_redo", "check_endpoints", "chain_identity", "check_chain", "record_chain", "plan_days", "endpoint_label"]

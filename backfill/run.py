@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable
 
 from backfill.errors import UserError
-from backfill.prepare import chain_identity, check_chain, check_endpoints, plan_days, record_chain
+from backfill.prepare import chain_identity, check_chain, check_endpoints, plan_days, record_chain, reopen_for_redo
 from backfill.rpc import RpcClient
 from backfill.settings import Settings
 from backfill.status import collect
@@ -30,16 +30,21 @@ class RunFailed(UserError):
 async def _prepare(settings: Settings, store_factory: Callable[[], Store]) -> tuple[Store, int]:
     await check_endpoints(settings)
     async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor") as rpc:
-        chain_id, genesis = await chain_identity(rpc)
+        chain_id, genesis, genesis_ts = await chain_identity(rpc)
         store = store_factory()
         check_chain(store, chain_id, genesis)
         plans = await plan_days(rpc, store, settings)
-        record_chain(store, chain_id, genesis)
+        record_chain(store, chain_id, genesis, genesis_ts)
+        if settings.redo:
+            assert settings.from_date and settings.to_date
+            reopen_for_redo(store, plans, settings.from_date, settings.to_date)
     log.info("event=prepared chain_id=%d days=%d shards=%d", chain_id, len(plans), settings.shards)
     return store, len(plans)
 
 
 def start_run(settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print) -> dict[str, Any] | None:
+    if settings.redo and control.running_supervisor(settings.log_dir):
+        raise UserError("a run is active for this data directory; `backfill stop` it before a --redo")
     store, n_days = asyncio.run(_prepare(settings, lambda: Store.connect(settings)))
     running = control.running_supervisor(settings.log_dir)
     if running:
@@ -108,6 +113,9 @@ def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callabl
     summary = collect(store, settings)
     if phase == "stopped":
         raise RunFailed("stopped; progress is checkpointed, `backfill start` resumes")
+    if phase == "rebuild_failed":
+        state = control.read_json(control.state_path(settings.log_dir)) or {}
+        raise RunFailed(f"all {summary['days_total']} days are COMPLETE, but {state.get('message') or 'the rebuild failed'}")
     if phase == "finished_with_failures":
         raise RunFailed(f"{summary['days_failed']} days FAILED (see `backfill status`); "
                         "`backfill retry-failed` then `backfill start` to try them again")

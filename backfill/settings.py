@@ -91,6 +91,7 @@ class Settings:
     rebuild_sql_dir: Path | None = None  # the operator's *.sql steps; default <data_dir>/rebuild.d
     gates: tuple[tuple[str, str, float], ...] = ()  # threshold overrides (level, name, value) from [gates.*]
     foreground: bool = False
+    redo: bool = False  # `start --redo`: fetch COMPLETE days of [--from, --to] again (newer row versions)
     explicit: frozenset[str] = frozenset()  # settings given by a flag, the environment or the TOML file
 
     @property
@@ -200,7 +201,7 @@ def _coerce(name: str, value: Any) -> Any:
         return urls
     if name == "clickhouse_url":
         return value or None
-    if name in ("use_log_timestamps", "foreground", "on_complete", "auto_promote"):
+    if name in ("use_log_timestamps", "foreground", "on_complete", "auto_promote", "redo"):
         if isinstance(value, bool):
             return value
         return str(value).strip().lower() in ("1", "true", "yes", "on")
@@ -218,7 +219,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 def _gate_overrides(value: Any) -> tuple[tuple[str, str, float], ...]:
     """`[gates.relaxed]` / `[gates.strict]` tables of backfill.toml -> ((level, name, value), ...).
-    Names are checked against the gates' thresholds by backfill.gates."""
+    Names are checked against the gates' thresholds by monitor.gates.thresholds (ConfigError)."""
     if isinstance(value, tuple):
         return value
     if not isinstance(value, dict):
@@ -280,6 +281,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("stall_s must be > 0 and stall_grace_s >= 0")
     if s.max_day_attempts < 1:
         raise ConfigError("max_day_attempts must be at least 1")
+    if s.redo and not (s.from_date and s.to_date):
+        raise ConfigError("--redo needs --from and --to: the days to fetch again, e.g. --from 2024-01-03 --to 2024-01-04")
     if s.audit_sample < 0 or s.gates_interval_s < 0:
         raise ConfigError("audit_sample and gates_interval_s must be >= 0")
     parse_clickhouse_url(s.clickhouse_url)  # raises ConfigError when malformed

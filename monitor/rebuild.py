@@ -1,6 +1,12 @@
-"""The on-complete rebuild: a pipeline of logged steps, stopped at the first failure, run exactly once
-when every planned day is COMPLETE. This version: dedup (OPTIMIZE … FINAL per partition) -> duplicate
-check -> coverage snapshot `data/post_rebuild_snapshot_<timestamp>.json`.
+"""The rebuild: a pipeline of logged steps, stopped at the first failure, before anything replaces production.
+
+    dedup -> fingerprints -> audit (a sample + every empty day, recounted from RPC) -> strict gates
+          -> derived tables -> the operator's *.sql steps -> promotion (when asked) -> snapshot
+
+The supervisor runs it once when every planned day is COMPLETE (once per completed plan: a redo or new days
+run it again); `backfill rebuild` runs it by hand. Every step is logged with its duration to
+on-complete.log; the coverage snapshot `data/post_rebuild_snapshot_<timestamp>.json` is written at the end
+either way, with `status` ok or failed and the step that stopped it.
 """
 
 from __future__ import annotations
@@ -13,20 +19,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from backfill.digest import STAGING_TABLES
 from backfill.settings import Settings
 from backfill.store import Store
 
 log = logging.getLogger("on_complete")
 
-STAGING = {
-    "erc20_transfers_staging": "tx_hash, log_index",
-    "erc1155_transfers_staging": "tx_hash, log_index, batch_index",
-}
-DEDUP_TABLES = [*STAGING, "transfer_quarantine", "block_timestamps", "backfill_checkpoint"]
-
 
 class RebuildFailed(Exception):
-    pass
+    def __init__(self, step: str, message: str):
+        super().__init__(f"step {step}: {message}")
+        self.step = step
+        self.message = message
 
 
 def _file_logger(settings: Settings) -> logging.Handler:
@@ -39,36 +43,78 @@ def _file_logger(settings: Settings) -> logging.Handler:
 
 
 def fingerprint(store: Store) -> str:
-    """What 'the run is complete' means now: days and their counts. A new plan or redo changes it."""
+    """What 'the run is complete' means now: the days, their counts and their last checkpoint. New days or a
+    redo change it, so the rebuild runs again."""
     row = store.query_rows("SELECT count(), max(day_idx), sum(erc20_count), sum(erc1155_count), "
-                           "countIf(status = 'COMPLETE') FROM backfill_checkpoint FINAL")[0]
+                           "countIf(status = 'COMPLETE'), max(updated_at) FROM backfill_checkpoint FINAL")[0]
     return ":".join(str(v) for v in row)
 
 
+def empty_days(store: Store) -> list[int]:
+    """COMPLETE days without a single transfer: the audit recounts every one of them."""
+    return sorted(d for d, cp in store.checkpoints().items()
+                  if cp["status"] == "COMPLETE" and int(cp["erc20_count"]) + int(cp["erc1155_count"]) == 0)
+
+
 def step_dedup(store: Store, report: dict[str, Any]) -> None:
-    for table in DEDUP_TABLES:
-        partitions = [r[0] for r in store.query_rows(
-            "SELECT DISTINCT partition_id FROM system.parts WHERE database = currentDatabase() AND table = %(t)s "
-            "AND active", {"t": table})]
-        for pid in partitions:
-            store.client.command(f"OPTIMIZE TABLE {table} PARTITION ID %(p)s FINAL", parameters={"p": pid})
-        report.setdefault("dedup", {})[table] = {"partitions": len(partitions)}
-        log.info("step=dedup table=%s partitions=%d", table, len(partitions))
+    from monitor.dedup import dedup_range, full_range
+
+    result = dedup_range(store, *full_range(store))
+    report["dedup"] = result.to_json()
+    if not result.clean:
+        raise RebuildFailed("dedup", f"rows still duplicated after OPTIMIZE FINAL: {result.duplicates_after}, "
+                                     f"raw {result.rows_after} vs final {result.final_rows}")
 
 
-def step_duplicates(store: Store, report: dict[str, Any]) -> None:
-    dups = {}
-    for table, key in STAGING.items():
-        dups[table] = int(store.scalar(f"SELECT count() - uniqExact(tuple({key})) FROM {table} FINAL") or 0)
-        raw = int(store.scalar(f"SELECT count() FROM {table}") or 0)
-        final = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
-        log.info("step=duplicates table=%s rows=%d rows_final=%d duplicates=%d", table, raw, final, dups[table])
-        if raw != final:
-            dups[table + "_unmerged"] = raw - final
-    report["duplicates"] = dups
-    bad = {t: n for t, n in dups.items() if n}
-    if bad:
-        raise RebuildFailed(f"duplicates after dedup: {bad}")
+def step_fingerprints(store: Store, report: dict[str, Any]) -> None:
+    from backfill.fingerprints import record_fingerprints
+
+    report["fingerprinted_days"] = len(record_fingerprints(store))
+
+
+def step_audit(store: Store, settings: Settings, report: dict[str, Any]) -> None:
+    from monitor.audit import run_audit
+
+    include = empty_days(store)
+    result = run_audit(store, settings, sample=settings.audit_sample, include=include, source="rebuild")
+    report["audit"] = result.to_json()
+    for line in result.lines():
+        log.info("step=audit %s", line)
+    if not result.passed:
+        raise RebuildFailed("audit", "the recount from RPC differs from the store on day(s) "
+                                     f"{_days(store, result.mismatched_days)}")
+
+
+def step_gates(store: Store, settings: Settings, report: dict[str, Any]) -> None:
+    from monitor.gates import run_gates
+
+    result = run_gates(store, settings, "strict", source="rebuild")
+    report["gates"] = result.to_json()
+    for line in result.lines():
+        log.info("step=gates %s", line)
+    if not result.passed:
+        failed = result.failed_days()
+        raise RebuildFailed("gates", "strict gates failed: " + "; ".join(
+            f"{gate} on {_days(store, days) or 'the whole run'}" for gate, days in failed.items()))
+
+
+def step_derived(store: Store, settings: Settings, report: dict[str, Any]) -> None:
+    from monitor.derived import build_derived, run_sql_steps
+
+    report["derived"] = build_derived(store)
+    report["sql_steps"] = run_sql_steps(store, settings.sql_dir)
+
+
+def step_promote(store: Store, settings: Settings, report: dict[str, Any]) -> None:
+    from monitor.promote import promote
+
+    result = promote(store, settings)
+    report["promotion"] = result.to_json() if hasattr(result, "to_json") else str(result)
+
+
+def _days(store: Store, days: list[int]) -> str:
+    by_idx = {p.day_idx: p.day for p in store.read_plan()}
+    return ", ".join(f"{by_idx.get(d, '?')} (day {d})" for d in sorted(days)[:20]) + (" …" if len(days) > 20 else "")
 
 
 def step_snapshot(store: Store, settings: Settings, report: dict[str, Any]) -> Path:
@@ -81,37 +127,61 @@ def step_snapshot(store: Store, settings: Settings, report: dict[str, Any]) -> P
                      "erc1155": d[6], "quarantined": d[7], "skipped_erc721": d[8]} for d in days],
     }
     report["rows"] = {t: int(store.scalar(f"SELECT count() FROM {t} FINAL") or 0)
-                      for t in [*STAGING, "transfer_quarantine", "block_timestamps"]}
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                      for t in [*STAGING_TABLES, "transfer_quarantine", "block_timestamps"]}
+    report["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / f"post_rebuild_snapshot_{stamp}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
-    log.info("step=snapshot path=%s days=%d rows=%s", path, len(days), report["rows"])
+    log.info("step=snapshot path=%s status=%s days=%d rows=%s", path.name, report["status"], len(days), report["rows"])
     return path
 
 
-def run_on_complete(store: Store, settings: Settings) -> dict[str, Any]:
-    """Run the pipeline; each step logged with its duration; the first failure stops it."""
-    report: dict[str, Any] = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "durations_s": {}}
+def run_on_complete(store: Store, settings: Settings, *, promote: bool | None = None) -> dict[str, Any]:
+    """Run the pipeline; each step logged with its duration; the first failure stops it (RebuildFailed), after
+    the snapshot records how far it got. promote=None follows settings.auto_promote."""
+    promote = settings.auto_promote if promote is None else promote
+    report: dict[str, Any] = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "status": "running",
+                              "durations_s": {}, "promote": promote}
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("dedup", lambda: step_dedup(store, report)),
-        ("duplicates", lambda: step_duplicates(store, report)),
-        ("snapshot", lambda: step_snapshot(store, settings, report)),
+        ("fingerprints", lambda: step_fingerprints(store, report)),
+        ("audit", lambda: step_audit(store, settings, report)),
+        ("gates", lambda: step_gates(store, settings, report)),
+        ("derived", lambda: step_derived(store, settings, report)),
     ]
+    if promote:
+        steps.append(("promote", lambda: step_promote(store, settings, report)))
+    else:
+        log.info("step=promote event=skip reason=not_asked hint='backfill promote, or auto_promote = true'")
+    failure: RebuildFailed | None = None
     for name, fn in steps:
         t0 = time.monotonic()
         log.info("step=%s event=start", name)
         try:
             fn()
-        except Exception as exc:
-            log.error("step=%s event=failed error=%r action=stop_pipeline", name, str(exc)[:500])
-            raise
+        except RebuildFailed as exc:
+            failure = exc
+        except Exception as exc:  # a step's own error (SQL, RPC): stop the same way, with its text
+            text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+            failure = RebuildFailed(name, text)
         report["durations_s"][name] = round(time.monotonic() - t0, 3)
+        if failure:
+            log.error("step=%s event=failed seconds=%.3f error=%r action=stop_pipeline production=unchanged",
+                      name, report["durations_s"][name], failure.message[:500])
+            break
         log.info("step=%s event=done seconds=%.3f", name, report["durations_s"][name])
+    report["status"] = "failed" if failure else "ok"
+    if failure:
+        report["failed_step"], report["error"] = failure.step, failure.message
+    report["snapshot"] = str(step_snapshot(store, settings, report).name)
+    if failure:
+        raise failure
     return report
 
 
 def run_on_complete_once(store: Store, settings: Settings) -> dict[str, Any] | None:
-    """Exactly once per completed plan: skipped when this fingerprint was rebuilt already."""
+    """Once per completed plan: skipped when this fingerprint was rebuilt successfully already."""
     handler = _file_logger(settings)
     try:
         fp = fingerprint(store)
@@ -120,8 +190,21 @@ def run_on_complete_once(store: Store, settings: Settings) -> dict[str, Any] | N
             return None
         log.info("event=on_complete_start fingerprint=%s", fp)
         report = run_on_complete(store, settings)
-        store.meta_set("on_complete_fingerprint", fp)
-        log.info("event=on_complete_done")
+        store.meta_set("on_complete_fingerprint", fingerprint(store))
+        log.info("event=on_complete_done snapshot=%s", report["snapshot"])
+        return report
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def run_by_hand(store: Store, settings: Settings, *, promote: bool | None = None) -> dict[str, Any]:
+    """`backfill rebuild`: the same pipeline, whatever was rebuilt before."""
+    handler = _file_logger(settings)
+    try:
+        log.info("event=rebuild_by_hand_start")
+        report = run_on_complete(store, settings, promote=promote)
+        store.meta_set("on_complete_fingerprint", fingerprint(store))
         return report
     finally:
         log.removeHandler(handler)

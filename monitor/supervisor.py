@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -32,6 +33,7 @@ ALREADY_RUNNING = 75  # exit code of a supervisor that found another one holding
 TICK_S = 0.5
 QUICK_S = 30.0
 MAX_QUICK_CRASHES = 5
+FINGERPRINT_EVERY_S = 5.0
 
 
 @dataclass
@@ -72,6 +74,9 @@ class Supervisor:
         self.host = socket.gethostname()
         self.last_stall_check = 0.0
         self.message = ""
+        self.last_fingerprints = 0.0
+        self.last_gates = time.monotonic()
+        self.gates_thread: threading.Thread | None = None
 
     # -- signals only set flags ---------------------------------------------------------
     def install_signals(self) -> None:
@@ -99,6 +104,7 @@ class Supervisor:
                     self.phase = "stopped"
                     return self.phase
                 self.reconcile()
+                self.quality_checks()
                 finished = self.finished()
                 if finished:
                     return self.finish(finished)
@@ -305,6 +311,26 @@ class Supervisor:
             except psutil.TimeoutExpired:
                 proc.kill()
 
+    # -- quality while running ---------------------------------------------------------------
+    def quality_checks(self) -> None:
+        """Fingerprint newly COMPLETE days (cheap, every few seconds) and run the relaxed gates every
+        gates_interval_s in a thread of their own, so a slow check never delays a stall verdict."""
+        now = time.monotonic()
+        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S:
+            self.last_fingerprints = now
+            from backfill.fingerprints import record_fingerprints
+
+            try:
+                record_fingerprints(self.store)
+            except Exception as exc:  # bookkeeping must not stop the fleet; the rebuild records them again
+                log.warning("event=fingerprints_failed error=%r action=retry_later", str(exc)[:300])
+        interval = self.s.gates_interval_s
+        if interval and now - self.last_gates >= interval and not (self.gates_thread and self.gates_thread.is_alive()):
+            self.last_gates = now
+            self.gates_thread = threading.Thread(target=run_relaxed_gates, args=(self.s,), daemon=True,
+                                                 name="gates")
+            self.gates_thread.start()
+
     # -- the end ---------------------------------------------------------------------------
     def finished(self) -> dict[str, int] | None:
         """When every worker has finished, the day tally; None while work remains."""
@@ -329,9 +355,19 @@ class Supervisor:
         if self.s.on_complete:
             from monitor.rebuild import run_on_complete_once
 
+            from monitor.rebuild import RebuildFailed
+
             self.phase = "rebuilding"
             self.write_state()
-            run_on_complete_once(self.store, self.s)
+            try:
+                run_on_complete_once(self.store, self.s)
+            except RebuildFailed as exc:
+                self.phase = "rebuild_failed"
+                self.message = (f"the on-complete rebuild stopped at {exc}; production is unchanged. See "
+                                f"{self.log_dir / 'on-complete.log'}; fix, then `backfill rebuild`")
+                log.error("event=rebuild_failed step=%s error=%r action=stopped_before_promotion", exc.step,
+                          exc.message[:300])
+                return self.phase
         self.phase = "complete"
         return self.phase
 
@@ -345,6 +381,22 @@ class Supervisor:
                                   ("running" if s.proc else ("done" if s.done else "waiting"))}
                         for s in sorted(self.slots.values(), key=lambda s: s.shard_id)],
         })
+
+
+def run_relaxed_gates(settings: Settings) -> None:
+    """One relaxed gates run, with its own connection: results to gate_results and gates.log."""
+    from monitor.gates import run_gates
+
+    try:
+        store = Store.connect(settings, create=False)
+        try:
+            report = run_gates(store, settings, "relaxed", source="supervisor")
+        finally:
+            store.close()
+        log.info("event=gates level=relaxed passed=%s failed=%s", report.passed,
+                 ",".join(report.failed_days()) or "-")
+    except Exception as exc:
+        log.warning("event=gates_failed_to_run error=%r action=retry_next_interval", str(exc)[:300])
 
 
 def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None = None) -> str:
@@ -380,7 +432,7 @@ def main() -> int:
     except Exception:
         log.exception("event=supervisor_crash")
         return 1
-    return 0 if phase in ("complete", "stopped") else 1
+    return 0 if phase in ("complete", "stopped") else 1  # finished_with_failures, rebuild_failed: 1
 
 
 if __name__ == "__main__":

@@ -174,7 +174,8 @@ def test_on_complete_rebuild_runs_exactly_once_and_status_matches_tables(chain: 
     store = open_store(run_dir)
     assert snap["days"]["total"] == days and snap["days"]["complete"] == days
     assert snap["rows"]["erc20_transfers_staging"] == store.scalar("SELECT count() FROM erc20_transfers_staging FINAL")
-    assert snap["duplicates"] == {"erc20_transfers_staging": 0, "erc1155_transfers_staging": 0}
+    assert snap["status"] == "ok" and snap["gates"]["passed"] and snap["audit"]["passed"]
+    assert snap["dedup"]["duplicates_after"] == {"erc20_transfers_staging": 0, "erc1155_transfers_staging": 0}
     # after the rebuild's dedup, the runbook's raw queries are exact without FINAL
     assert store.scalar("SELECT count() - uniqExact(tuple(tx_hash, log_index)) FROM erc20_transfers_staging") == 0
 

@@ -1,0 +1,142 @@
+"""Dedup: make the stored rows what `SELECT … FINAL` shows, partition by partition, and prove it.
+
+ReplacingMergeTree keeps the newest `_version` of a key when a partition merges, but only within that
+partition: a copy of a key written with another timestamp month (a bug that zeroed timestamps puts rows
+into 1970-01) survives `OPTIMIZE … FINAL` forever. So dedup, over a block range:
+1. refuses when a key has two different rows at the same newest version (keeping either would be a guess),
+2. deletes the superseded versions of keys whose rows sit in more than one partition,
+3. runs `OPTIMIZE TABLE … PARTITION ID … FINAL` on every partition holding rows of the range,
+4. verifies: in the range, raw rows = rows after FINAL and no key twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from backfill.digest import KEYS, STAGING_TABLES
+from backfill.errors import UserError
+from backfill.store import Store
+
+log = logging.getLogger("on_complete")
+
+MAINTENANCE_TABLES = ["transfer_quarantine", "block_timestamps", "backfill_checkpoint"]
+
+
+class DedupRefused(UserError):
+    exit_code = 1
+
+
+@dataclass
+class DedupReport:
+    block_range: tuple[int, int]
+    partitions: dict[str, list[str]] = field(default_factory=dict)
+    superseded_deleted: dict[str, int] = field(default_factory=dict)
+    rows_before: dict[str, int] = field(default_factory=dict)
+    rows_after: dict[str, int] = field(default_factory=dict)
+    final_rows: dict[str, int] = field(default_factory=dict)
+    duplicates_after: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        """In the range: no key twice after FINAL, and nothing left for FINAL to hide."""
+        return not any(self.duplicates_after.values()) and self.rows_after == self.final_rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {"block_range": list(self.block_range), "partitions": self.partitions,
+                "superseded_deleted": self.superseded_deleted, "rows_before": self.rows_before,
+                "rows_after": self.rows_after, "rows_final": self.final_rows,
+                "duplicates_after": self.duplicates_after, "clean": self.clean}
+
+
+def block_range_of_days(store: Store, first: dt.date, last: dt.date) -> tuple[int, int]:
+    plans = [p for p in store.read_plan() if first <= p.day <= last]
+    if not plans:
+        raise DedupRefused(f"no planned day between {first} and {last}")
+    return min(p.start_block for p in plans), max(p.end_block for p in plans)
+
+
+def block_range_of_partitions(store: Store, partitions: list[str]) -> tuple[int, int]:
+    lo, hi = None, None
+    for table in STAGING_TABLES:
+        a, b, n = store.query_rows(f"SELECT min(block_number), max(block_number), count() FROM {table} "
+                                   "WHERE _partition_id IN %(p)s", {"p": partitions})[0]
+        if n:
+            lo = a if lo is None else min(lo, a)
+            hi = b if hi is None else max(hi, b)
+    if lo is None:
+        raise DedupRefused(f"no rows in partition(s) {', '.join(partitions)}")
+    return int(lo), int(hi)
+
+
+def ambiguous_keys(store: Store, table: str, a: int, b: int) -> list[tuple]:
+    """Keys with more than one distinct row at their newest version, in [a, b]: (block_number, key...)."""
+    key = KEYS[table]
+    return store.query_rows(
+        f"SELECT block_number, {key} FROM (SELECT block_number, {key}, _version, uniqExact(cityHash64(*)) AS variants "
+        f"FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s GROUP BY block_number, {key}, _version) "
+        f"GROUP BY block_number, {key} HAVING argMax(variants, _version) > 1 LIMIT 1000", {"a": a, "b": b})
+
+
+def superseded_split_sql(table: str) -> str:
+    """Rows (key..., _version) in [%(a)s, %(b)s] that are older versions of keys whose rows sit in more than one
+    partition: what OPTIMIZE … FINAL can never merge away."""
+    key = KEYS[table]
+    rng = "block_number BETWEEN %(a)s AND %(b)s"
+    return (f"SELECT {key}, _version FROM {table} WHERE {rng} AND ({key}) IN ("
+            f"SELECT {key} FROM {table} WHERE {rng} GROUP BY {key} HAVING uniqExact(_partition_id) > 1) "
+            f"AND ({key}, _version) NOT IN (SELECT {key}, max(_version) FROM {table} WHERE {rng} GROUP BY {key})")
+
+
+def partitions_of_range(store: Store, table: str, a: int, b: int) -> list[str]:
+    return [r[0] for r in store.query_rows(
+        f"SELECT DISTINCT _partition_id FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s ORDER BY 1",
+        {"a": a, "b": b})]
+
+
+def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> DedupReport:
+    """Dedup the staging tables over blocks [a, b] (and, by default, the small bookkeeping tables whole)."""
+    report = DedupReport((a, b))
+    for table in STAGING_TABLES:
+        bad = ambiguous_keys(store, table, a, b)
+        if bad:
+            days = sorted({p.day for p in store.read_plan() for r in bad if p.start_block <= r[0] <= p.end_block})
+            named = ", ".join(str(d) for d in days[:10]) or "outside the plan"
+            raise DedupRefused(f"{table}: {len(bad)} key(s) have two different rows at the same newest _version "
+                               f"on day(s) {named} (first at block {bad[0][0]}); dedup would keep one at random. "
+                               f"Fetch those days again with `backfill start --from D1 --to D2 --redo`, then dedup")
+    range_where = "block_number BETWEEN %(a)s AND %(b)s"
+    for table in STAGING_TABLES:
+        key = KEYS[table]
+        report.rows_before[table] = int(store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", {"a": a, "b": b}))
+        parts = partitions_of_range(store, table, a, b)
+        losers = int(store.scalar(f"SELECT count() FROM ({superseded_split_sql(table)})", {"a": a, "b": b}))
+        if losers:
+            store.client.command(f"DELETE FROM {table} WHERE {range_where} AND ({key}, _version) IN "
+                                 f"({superseded_split_sql(table)})", parameters={"a": a, "b": b})
+        report.superseded_deleted[table] = losers
+        for pid in parts:
+            store.client.command(f"OPTIMIZE TABLE {table} PARTITION ID %(p)s FINAL", parameters={"p": pid})
+        report.partitions[table] = parts
+        report.rows_after[table] = int(store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", {"a": a, "b": b}))
+        report.final_rows[table] = int(store.scalar(f"SELECT count() FROM {table} FINAL WHERE {range_where}",
+                                                    {"a": a, "b": b}))
+        report.duplicates_after[table] = int(store.scalar(
+            f"SELECT count() - uniqExact(tuple({key})) FROM {table} FINAL WHERE {range_where}", {"a": a, "b": b}))
+        log.info("step=dedup table=%s blocks=%d-%d partitions=%s superseded_deleted=%d rows_before=%d rows_after=%d "
+                 "duplicates_after=%d", table, a, b, ",".join(parts) or "-", losers, report.rows_before[table],
+                 report.rows_after[table], report.duplicates_after[table])
+    if maintenance:
+        for table in MAINTENANCE_TABLES:
+            store.client.command(f"OPTIMIZE TABLE {table} FINAL")
+    return report
+
+
+def full_range(store: Store) -> tuple[int, int]:
+    plans = store.read_plan()
+    hi = max([p.end_block for p in plans] + [0])
+    for table in STAGING_TABLES:
+        hi = max(hi, int(store.scalar(f"SELECT max(block_number) FROM {table}") or 0))
+    return 0, hi

@@ -1,0 +1,559 @@
+"""Quality gates: data-quality checks over the staging tables, judged against two threshold sets — relaxed
+while backfilling, strict before promotion. Measuring (grouped queries, one per check) is kept apart from
+judging (pure functions over the measured values), and every finding names its days.
+
+Relaxed judges COMPLETE days only (days being written may be half there) and warns where a finished run is
+needed; strict requires every planned day COMPLETE and tolerates no corruption. See docs/gates.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import statistics
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backfill import digest, fingerprints, schema
+from backfill.errors import ConfigError
+from backfill.settings import Settings
+from backfill.store import Store, now_utc
+
+LEVELS = ("relaxed", "strict")
+GATES = ("coverage", "duplicates", "timestamps", "malformed", "empty_days", "quarantine", "missing_timestamps")
+PASS, WARN, FAIL = "pass", "warn", "fail"
+_RANK = {PASS: 0, WARN: 1, FAIL: 2}
+
+NEIGHBOUR_DAYS = 3  # an empty day is compared with the days up to this far on either side
+
+# name -> (relaxed, strict). Counts are totals over the judged days; a count above its threshold fails the
+# gate, a non-zero count within a raised threshold warns. inf = not judged at that level.
+THRESHOLDS: dict[str, tuple[float, float]] = {
+    # coverage: FAILED days are the operator's to retry while backfilling (warned); more than a few means
+    # something systemic (an endpoint, a decoder bug). Before promotion none may be left.
+    "failed_days": (3, 0),
+    # coverage: PENDING / RUNNING days are the normal state of a backfill; before promotion none may be left.
+    "unfinished_days": (math.inf, 0),
+    # coverage: COMPLETE days whose rows after FINAL differ from their checkpoint counts or fingerprint.
+    # Nothing rewrites a COMPLETE day without reopening it, so any difference is damage.
+    "mismatched_days": (0, 0),
+    # coverage: consecutive planned days whose block ranges leave a gap or overlap (a planning bug).
+    "plan_gaps": (0, 0),
+    # duplicates: rows after FINAL sharing a key (tx_hash, log_index[, batch_index]) with another row.
+    "duplicate_rows": (0, 0),
+    # duplicates: keys with several different rows at their newest _version (dedup would keep any one).
+    "ambiguous_keys": (0, 0),
+    # timestamps: rows with block_timestamp 0, not their block's timestamp, or before genesis.
+    "bad_timestamp_rows": (0, 0),
+    # timestamps: blocks outside their planned day's UTC date, before genesis, or earlier than the block before.
+    "bad_timestamp_blocks": (0, 0),
+    # malformed: rows (staging and block_timestamps) with a hash or address that is not lowercase 0x hex.
+    "malformed_rows": (0, 0),
+    # empty_days: a COMPLETE day with no rows is suspicious when its neighbours' median reaches this many
+    # rows. On a chain with transfers every few blocks a silent day is far likelier a lost answer than a lull.
+    "busy_neighbour_rows": (100, 100),
+    # quarantine: quarantined logs / (transfer rows + quarantined logs) of a day. The test chain's Weird
+    # contract quarantines 9 of ~3,300 / ~3,900 logs (0.27 % / 0.23 %) on its two noisy days; mainnet's malformed logs are
+    # rarer still. A decoder that misreads a whole event kind pushes a day to tens of percent.
+    "quarantine_share": (0.05, 0.01),
+    # quarantine: a day with fewer quarantined logs than this is not judged (a share of a near-empty day
+    # says nothing).
+    "quarantine_min_logs": (5, 5),
+    # missing_timestamps: blocks with transfer rows but no block_timestamps row.
+    "missing_timestamp_blocks": (0, 0),
+}
+
+HASH_RE = "^0x[0-9a-f]{64}$"
+ADDRESS_RE = "^0x[0-9a-f]{40}$"
+# ReplacingMergeTree collapses rows by the sorting key (schema.py), not by the runbook's (tx_hash, log_index).
+SORT_KEYS = {"erc20_transfers_staging": "block_number, log_index",
+             "erc1155_transfers_staging": "block_number, log_index, batch_index"}
+
+
+# -- thresholds ----------------------------------------------------------------------------------------------
+def thresholds(overrides: Iterable[tuple[str, str, float]], level: str) -> dict[str, float]:
+    """The threshold set of `level` with the overrides of backfill.toml ([gates.relaxed] / [gates.strict])
+    applied. Every override is checked, whatever the level, so a typo fails at once."""
+    if level not in LEVELS:
+        raise ConfigError(f"unknown gate level {level!r}; use one of {', '.join(LEVELS)}")
+    out = {name: pair[LEVELS.index(level)] for name, pair in THRESHOLDS.items()}
+    for lvl, name, value in overrides:
+        if lvl not in LEVELS:
+            raise ConfigError(f"[gates.{lvl}] is not a threshold set; use [gates.relaxed] or [gates.strict]")
+        if name not in THRESHOLDS:
+            raise ConfigError(f"[gates.{lvl}] {name} is not a gate threshold; valid: {', '.join(sorted(THRESHOLDS))}")
+        if math.isnan(value) or value < 0:
+            raise ConfigError(f"[gates.{lvl}] {name} must be >= 0, got {value}")
+        if lvl == level:
+            out[name] = float(value)
+    return out
+
+
+# -- what is measured ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Day:
+    day_idx: int
+    day: dt.date
+    start_block: int
+    end_block: int
+    status: str  # PENDING when the day has no checkpoint yet
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    counts: tuple[int, int]  # erc20, erc1155
+    hashes: tuple[str, str]
+    completed_at: dt.datetime
+
+
+@dataclass
+class Measurements:
+    """Everything the gates judge, as plain data. per_day: check -> day_idx -> offending rows/blocks/keys."""
+
+    days: dict[int, Day]
+    checkpoint_counts: dict[int, tuple[int, int]] = field(default_factory=dict)  # COMPLETE days
+    store_counts: dict[int, tuple[int, int]] = field(default_factory=dict)  # rows after FINAL
+    store_hashes: dict[int, tuple[str, str]] = field(default_factory=dict)
+    fingerprints: dict[int, Fingerprint] = field(default_factory=dict)
+    audits: dict[int, tuple[str, dt.datetime]] = field(default_factory=dict)  # latest verdict, run_at
+    final_duplicates: dict[str, int] = field(default_factory=dict)  # table -> count() - uniqExact(key)
+    per_day: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def of(self, check: str) -> dict[int, int]:
+        return {d: n for d, n in self.per_day.get(check, {}).items() if n}
+
+    @property
+    def complete(self) -> set[int]:
+        return {d for d, day in self.days.items() if day.status == "COMPLETE"}
+
+
+# -- verdicts ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    verdict: str  # pass / warn / fail
+    value: float
+    threshold: float
+    days: list[int]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    verdict: str
+    value: float
+    threshold: float
+    days: tuple[int, ...] = ()
+    text: str = ""
+
+
+def fmt_value(x: float) -> str:
+    """A value or threshold for people: integers without a fraction, inf for not judged."""
+    if math.isinf(x):
+        return "inf"
+    return str(int(x)) if float(x).is_integer() else f"{x:.4g}"
+
+
+def _label(m: Measurements, d: int) -> str:
+    day = m.days.get(d)
+    return f"day {d} ({day.day.isoformat()})" if day else f"day {d}"
+
+
+def _days_text(m: Measurements, per_day: Mapping[int, Any], limit: int = 8) -> str:
+    days = sorted(per_day)
+    shown = ", ".join(f"{_label(m, d)}: {per_day[d]}" for d in days[:limit])
+    return shown + (f" (+{len(days) - limit} more days)" if len(days) > limit else "")
+
+
+def _count(check: str, per_day: Mapping[int, int], threshold: float, what: str, m: Measurements,
+           shown: Mapping[int, Any] | None = None) -> Finding:
+    """A count of bad things: above the threshold fails, non-zero within a raised threshold warns.
+    `shown` replaces the per-day numbers in the text (e.g. what differs on the day)."""
+    total = sum(per_day.values())
+    verdict = FAIL if total > threshold else WARN if total > 0 else PASS
+    text = (f"{what}: {fmt_value(total)} (threshold {fmt_value(threshold)}) on {_days_text(m, shown or per_day)}"
+            if total else "")
+    return Finding(check, verdict, total, threshold, tuple(sorted(d for d, n in per_day.items() if n)), text)
+
+
+def _scope(m: Measurements, per_day: Mapping[int, int], level: str) -> dict[int, int]:
+    """Relaxed judges COMPLETE days only: a day being written may hold half its rows and timestamps."""
+    if level == "strict":
+        return dict(per_day)
+    done = m.complete
+    return {d: n for d, n in per_day.items() if d in done}
+
+
+def combine(gate: str, findings: list[Finding], ok_text: str) -> GateResult:
+    """The gate's verdict is its worst finding's; value and threshold are those of the largest finding with
+    that verdict."""
+    worst = max(findings, key=lambda f: (_RANK[f.verdict], f.value if f.verdict != PASS else 0))
+    bad = [f for f in findings if f.verdict != PASS]
+    days = sorted({d for f in bad for d in f.days})
+    notes = [f.text for f in findings if f.verdict == PASS and f.text]
+    detail = "; ".join([f.text for f in bad] + notes) or ok_text
+    return GateResult(gate, worst.verdict, float(worst.value), float(worst.threshold), days, detail)
+
+
+# -- the gates (pure) ----------------------------------------------------------------------------------------
+def judge_coverage(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
+    failed = {d: 1 for d, day in m.days.items() if day.status == "FAILED"}
+    unfinished = {d: 1 for d, day in m.days.items() if day.status not in ("COMPLETE", "FAILED")}
+    findings = [_count("failed_days", failed, t["failed_days"], "FAILED days", m, {d: "FAILED" for d in failed})]
+    n = len(unfinished)
+    if n > t["unfinished_days"]:
+        findings.append(Finding("unfinished_days", FAIL, n, t["unfinished_days"], tuple(sorted(unfinished)),
+                                f"days not COMPLETE: {n} (threshold {fmt_value(t['unfinished_days'])}): "
+                                f"{', '.join(f'{_label(m, d)} {m.days[d].status}' for d in sorted(unfinished)[:8])}"))
+    else:
+        findings.append(Finding("unfinished_days", PASS, n, t["unfinished_days"], (),
+                                f"{n} days in progress" if n else ""))
+    gaps = plan_gaps(list(m.days.values()))
+    findings.append(Finding("plan_gaps", FAIL if len(gaps) > t["plan_gaps"] else WARN if gaps else PASS,
+                            len(gaps), t["plan_gaps"], tuple(sorted({d for g in gaps for d in g[:2]})),
+                            "; ".join(f"{g[2]} between {_label(m, g[0])} and {_label(m, g[1])}" for g in gaps[:8])))
+    counts = count_mismatches(m)
+    findings.append(_count("count_mismatch", {d: 1 for d in counts}, t["mismatched_days"],
+                           "COMPLETE days whose rows after FINAL differ from their checkpoint", m,
+                           {d: f"store {s[0]}+{s[1]} vs checkpoint {c[0]}+{c[1]} (erc20+erc1155)"
+                            for d, (s, c) in counts.items()}))
+    changed = fingerprint_mismatches(m)
+    findings.append(_count("fingerprint_mismatch", {d: 1 for d in changed}, t["mismatched_days"],
+                           "COMPLETE days changed since their fingerprint", m,
+                           {d: "+".join(tables) + " content differs" for d, tables in changed.items()}))
+    if not m.days:
+        findings.append(Finding("no_plan", FAIL if level == "strict" else PASS, 0, 0, (),
+                                "no planned days: nothing has been backfilled"))
+    return combine("coverage", findings, f"all {len(m.days)} planned days COMPLETE, counts and fingerprints match")
+
+
+def plan_gaps(days: list[Day]) -> list[tuple[int, int, str]]:
+    """(earlier day, later day, what) for consecutive planned days that leave blocks or days uncovered or
+    cover blocks twice."""
+    out = []
+    ordered = sorted(days, key=lambda d: d.day_idx)
+    for a, b in itertools.pairwise(ordered):
+        if b.start_block > a.end_block + 1:
+            out.append((a.day_idx, b.day_idx, f"gap of blocks {a.end_block + 1}-{b.start_block - 1}"))
+        elif b.start_block < a.end_block + 1:
+            out.append((a.day_idx, b.day_idx, f"overlap of blocks {b.start_block}-{a.end_block}"))
+        elif (b.day - a.day).days != 1:
+            out.append((a.day_idx, b.day_idx, f"{(b.day - a.day).days - 1} days missing from the plan"))
+    return out
+
+
+def count_mismatches(m: Measurements) -> dict[int, tuple[tuple[int, int], tuple[int, int]]]:
+    """COMPLETE day -> (store counts, checkpoint counts) where they differ."""
+    out = {}
+    for d in sorted(m.complete):
+        store, cp = m.store_counts.get(d, (0, 0)), m.checkpoint_counts.get(d, (0, 0))
+        if store != cp:
+            out[d] = (store, cp)
+    return out
+
+
+def fingerprint_mismatches(m: Measurements) -> dict[int, list[str]]:
+    """COMPLETE day -> the tables whose rows or content hash differ from the day's fingerprint."""
+    out: dict[int, list[str]] = {}
+    zero = digest.fmt_hash(0)
+    for d in sorted(m.complete):
+        fp = m.fingerprints.get(d)
+        if fp is None:
+            continue
+        counts, hashes = m.store_counts.get(d, (0, 0)), m.store_hashes.get(d, (zero, zero))
+        tables = [t for i, t in enumerate(("erc20", "erc1155"))
+                  if counts[i] != fp.counts[i] or hashes[i] != fp.hashes[i]]
+        if tables:
+            out[d] = tables
+    return out
+
+
+def judge_duplicates(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
+    dup = _scope(m, m.of("duplicate_key_rows"), level)
+    findings = [_count("duplicate_rows", dup, t["duplicate_rows"], "rows sharing a key after FINAL", m)]
+    runbook = ", ".join(f"{table} {n}" for table, n in m.final_duplicates.items() if n)
+    if runbook:
+        findings.append(Finding("runbook_duplicates", PASS, 0, 0, (),
+                                f"count() - uniqExact(key) after FINAL: {runbook}"))
+    findings.append(_count("ambiguous_keys", _scope(m, m.of("ambiguous_keys"), level), t["ambiguous_keys"],
+                           "keys with different rows at the same newest _version", m))
+    copies = sum(_scope(m, m.of("exact_copies"), level).values())
+    note = f"{copies} exact copies at the same _version (harmless: dedup collapses them)" if copies else ""
+    findings.append(Finding("exact_copies", PASS, copies, 0, (), note))
+    return combine("duplicates", findings, "no duplicate keys after FINAL, no ambiguous versions")
+
+
+def judge_timestamps(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
+    findings = []
+    for check, what in (("zero_timestamp_rows", "rows with block_timestamp 0"),
+                        ("timestamp_mismatch_rows", "rows whose block_timestamp is not their block's"),
+                        ("rows_before_genesis", "rows timed before genesis")):
+        findings.append(_count("bad_timestamp_rows", _scope(m, m.of(check), level), t["bad_timestamp_rows"],
+                               what, m))
+    for check, what in (("blocks_outside_day", "blocks timed outside their day's UTC date"),
+                        ("blocks_before_genesis", "blocks timed before genesis"),
+                        ("blocks_backwards", "blocks timed earlier than the block before")):
+        findings.append(_count("bad_timestamp_blocks", _scope(m, m.of(check), level), t["bad_timestamp_blocks"],
+                               what, m))
+    return combine("timestamps", findings, "every timestamp is its block's, inside its day, after genesis, in order")
+
+
+def judge_malformed(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
+    findings = []
+    for check, what in (("malformed_tx_hash", "rows with a malformed tx_hash"),
+                        ("malformed_address", "rows with a malformed token/from/to/operator address"),
+                        ("malformed_block_hash", "blocks with a malformed block_hash")):
+        findings.append(_count("malformed_rows", _scope(m, m.of(check), level), t["malformed_rows"], what, m))
+    return combine("malformed", findings, "every hash and address is lowercase 0x hex of the right length")
+
+
+def suspicious_empty_days(rows: Mapping[int, int], busy_rows: float,
+                          window: int = NEIGHBOUR_DAYS) -> dict[int, float]:
+    """day_idx -> its neighbours' median rows, for days of `rows` (the COMPLETE days: rows in both tables)
+    with zero rows whose neighbours within ±window days (also COMPLETE) have a median of at least busy_rows."""
+    out = {}
+    for d, n in rows.items():
+        if n:
+            continue
+        around = [rows[x] for x in range(d - window, d + window + 1) if x != d and x in rows]
+        if around and statistics.median(around) >= busy_rows:
+            out[d] = float(statistics.median(around))
+    return out
+
+
+def audited_ok(m: Measurements, d: int) -> bool:
+    """The latest audit of the day recounted it from RPC, agreed, and did so after the day last completed."""
+    audit, fp = m.audits.get(d), m.fingerprints.get(d)
+    return bool(audit and fp and audit[0] == "ok" and audit[1] > fp.completed_at)
+
+
+def judge_empty_days(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
+    rows = {d: sum(m.store_counts.get(d, (0, 0))) for d in m.complete}
+    suspicious = suspicious_empty_days(rows, t["busy_neighbour_rows"])
+    open_days = {d: f"0 rows, neighbours' median {fmt_value(med)}"
+                 for d, med in suspicious.items() if not audited_ok(m, d)}
+    accepted = sorted(set(suspicious) - set(open_days))
+    verdict = PASS if not open_days else FAIL if level == "strict" else WARN
+    text = (f"empty days next to busy ones, not confirmed by an audit: {len(open_days)} on "
+            f"{_days_text(m, open_days)}; recount them from RPC with `backfill verify`" if open_days else "")
+    note = f"empty days confirmed by an audit: {', '.join(_label(m, d) for d in accepted)}" if accepted else ""
+    findings = [Finding("suspicious_empty_days", verdict, len(open_days), t["busy_neighbour_rows"],
+                        tuple(sorted(open_days)), text),
+                Finding("audited_empty_days", PASS, len(accepted), 0, (), note)]
+    return combine("empty_days", findings, "no empty day next to busy neighbours")
+
+
+def quarantine_shares(m: Measurements, min_logs: float) -> dict[int, float]:
+    """day_idx -> quarantined / (transfer rows + quarantined), for days with at least min_logs quarantined."""
+    out = {}
+    for d, q in m.of("quarantined").items():
+        if q >= min_logs:
+            out[d] = q / (sum(m.store_counts.get(d, (0, 0))) + q)
+    return out
+
+
+def judge_quarantine(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
+    judged = set(_scope(m, {d: 1 for d in m.days}, level))
+    shares = {d: s for d, s in quarantine_shares(m, t["quarantine_min_logs"]).items() if d in judged}
+    over = {d: f"{s:.2%}" for d, s in shares.items() if s > t["quarantine_share"]}
+    top = max(shares.values(), default=0.0)
+    total = sum(_scope(m, m.of("quarantined"), level).values())
+    text = (f"days quarantining more than {t['quarantine_share']:.2%} of their logs: {len(over)} on "
+            f"{_days_text(m, over)}" if over else "")
+    note = f"{total} quarantined logs, highest day share {top:.2%}" if total else ""
+    findings = [Finding("quarantine_share", FAIL if over else PASS, top, t["quarantine_share"], tuple(sorted(over)),
+                        text or note)]
+    return combine("quarantine", findings, "no quarantined logs")
+
+
+def judge_missing_timestamps(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
+    finding = _count("missing_timestamp_blocks", _scope(m, m.of("missing_timestamp_blocks"), level),
+                     t["missing_timestamp_blocks"], "blocks with transfers but no block_timestamps row", m)
+    return combine("missing_timestamps", [finding], "every block with transfers has its timestamp row")
+
+
+JUDGES = {"coverage": judge_coverage, "duplicates": judge_duplicates, "timestamps": judge_timestamps,
+          "malformed": judge_malformed, "empty_days": judge_empty_days, "quarantine": judge_quarantine,
+          "missing_timestamps": judge_missing_timestamps}
+
+
+def judge(m: Measurements, level: str, t: Mapping[str, float]) -> list[GateResult]:
+    """Every gate's verdict, in GATES order."""
+    return [JUDGES[g](m, level, t) for g in GATES]
+
+
+# -- the report ----------------------------------------------------------------------------------------------
+@dataclass
+class GateReport:
+    run_id: str
+    level: str
+    source: str
+    run_at: dt.datetime
+    results: list[GateResult]
+    dates: dict[int, str]  # day_idx -> ISO date of the planned days
+
+    @property
+    def passed(self) -> bool:
+        """No gate failed (warnings allowed)."""
+        return all(r.verdict != FAIL for r in self.results)
+
+    def failed_days(self) -> dict[str, list[int]]:
+        return {r.gate: r.days for r in self.results if r.verdict == FAIL}
+
+    def day_names(self, days: Iterable[int], limit: int = 20) -> str:
+        days = list(days)
+        text = ", ".join(self.dates.get(d, f"day {d}") for d in days[:limit])
+        return text + (f" (+{len(days) - limit} more)" if len(days) > limit else "")
+
+    def lines(self) -> list[str]:
+        out = [f"{self.level} gates: {'passed' if self.passed else 'FAILED'} (run {self.run_id})"]
+        for r in self.results:
+            days = f" days={self.day_names(r.days)}" if r.days else ""
+            out.append(f"{r.verdict.upper():4} {r.gate}: value={fmt_value(r.value)} "
+                       f"threshold={fmt_value(r.threshold)}{days} — {r.detail}")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (plain types; an infinite threshold is null)."""
+        return {
+            "run_id": self.run_id, "level": self.level, "source": self.source, "run_at": self.run_at.isoformat(),
+            "passed": self.passed,
+            "gates": [{"gate": r.gate, "verdict": r.verdict, "value": r.value,
+                       "threshold": None if math.isinf(r.threshold) else r.threshold, "days": r.days,
+                       "dates": [self.dates.get(d) for d in r.days], "detail": r.detail} for r in self.results],
+        }
+
+
+# -- measuring (I/O) -----------------------------------------------------------------------------------------
+def _rows_source() -> str:
+    """Both staging tables after FINAL, one row per transfer row: block, timestamp, malformed flags, joined
+    with its block's timestamp row (`has_bt` = 0 when there is none)."""
+    def part(table: str, addresses: list[str]) -> str:
+        bad_addr = " OR ".join(f"NOT match({a}, %(addr)s)" for a in addresses)
+        return (f"SELECT block_number, block_timestamp AS ts, NOT match(tx_hash, %(hash)s) AS bad_tx, "
+                f"({bad_addr}) AS bad_addr FROM {table} FINAL")
+    union = (part("erc20_transfers_staging", ["token_address", "from_address", "to_address"]) + " UNION ALL " +
+             part("erc1155_transfers_staging", ["token_address", "operator", "from_address", "to_address"]))
+    return (f"(SELECT u.block_number AS block_number, u.ts AS ts, u.bad_tx AS bad_tx, u.bad_addr AS bad_addr, "
+            f"b.timestamp AS bts, b.has AS has_bt FROM ({union}) AS u LEFT JOIN "
+            f"(SELECT block_number, timestamp, 1 AS has FROM block_timestamps FINAL) AS b "
+            f"ON b.block_number = u.block_number)")
+
+
+def _to_utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def measure(store: Store) -> Measurements:
+    """Read everything the gates judge: a fixed number of grouped queries, whatever the number of days."""
+    fingerprints.record_fingerprints(store)
+    cps = store.checkpoints()
+    status = {d: str(cp["status"]) for d, cp in cps.items()}
+    days = {p.day_idx: Day(p.day_idx, p.day, p.start_block, p.end_block, status.get(p.day_idx, "PENDING"))
+            for p in store.read_plan()}
+    m = Measurements(days=days)
+    m.checkpoint_counts = {d: (int(cp["erc20_count"]), int(cp["erc1155_count"]))
+                           for d, cp in cps.items() if cp["status"] == "COMPLETE"}
+    for d, tables in fingerprints.current_digests(store).items():
+        n20, h20 = tables.get("erc20_transfers_staging", (0, 0))
+        n1155, h1155 = tables.get("erc1155_transfers_staging", (0, 0))
+        m.store_counts[d] = (n20, n1155)
+        m.store_hashes[d] = (digest.fmt_hash(h20), digest.fmt_hash(h1155))
+    m.fingerprints = {d: Fingerprint((int(r["erc20_count"]), int(r["erc1155_count"])),
+                                     (str(r["erc20_hash"]), str(r["erc1155_hash"])), _to_utc(r["completed_at"]))
+                      for d, r in fingerprints.recorded(store).items()}
+    m.audits = {int(d): (str(v), _to_utc(at)) for d, v, at in store.query_rows(
+        "SELECT day_idx, argMax(verdict, run_at), max(run_at) FROM audit_results GROUP BY day_idx")}
+    genesis = store.meta_get("genesis_timestamp")
+    params = {"hash": HASH_RE, "addr": ADDRESS_RE, "g": int(float(genesis)) if genesis else 0}
+    per = m.per_day
+
+    def put(check: str, d: Any, n: Any) -> None:
+        if n:
+            per.setdefault(check, {})[int(d)] = per.get(check, {}).get(int(d), 0) + int(n)
+
+    rows_sql = (f"SELECT day_idx, countIf(ts = 0), countIf(has_bt = 1 AND ts != 0 AND ts != bts), "
+                f"countIf(ts != 0 AND toUnixTimestamp(ts) < %(g)s), countIf(bad_tx), countIf(bad_addr), "
+                f"uniqExactIf(block_number, has_bt = 0) FROM "
+                f"{digest.day_of_block_join(_rows_source(), 'block_number, ts, bad_tx, bad_addr, bts, has_bt')} "
+                f"GROUP BY day_idx")
+    for d, zero, mismatch, early, bad_tx, bad_addr, missing in store.query_rows(rows_sql, params):
+        put("zero_timestamp_rows", d, zero)
+        put("timestamp_mismatch_rows", d, mismatch)
+        put("rows_before_genesis", d, early)
+        put("malformed_tx_hash", d, bad_tx)
+        put("malformed_address", d, bad_addr)
+        put("missing_timestamp_blocks", d, missing)
+
+    blocks = ("(SELECT block_number, timestamp, block_hash, lagInFrame(timestamp) OVER "
+              "(ORDER BY block_number ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev FROM block_timestamps FINAL)")
+    blocks_sql = (f"SELECT day_idx, toDate(timestamp) AS date, count(), countIf(timestamp < prev), "
+                  f"countIf(NOT match(block_hash, %(hash)s)), countIf(toUnixTimestamp(timestamp) < %(g)s) FROM "
+                  f"{digest.day_of_block_join(blocks, 'block_number, timestamp, block_hash, prev')} "
+                  f"GROUP BY day_idx, date")
+    for d, date, n, backwards, bad_hash, early in store.query_rows(blocks_sql, params):
+        if int(d) in days and date != days[int(d)].day:
+            put("blocks_outside_day", d, n)
+        put("blocks_backwards", d, backwards)
+        put("malformed_block_hash", d, bad_hash)
+        put("blocks_before_genesis", d, early)
+
+    for table, key in digest.KEYS.items():
+        m.final_duplicates[table] = int(store.scalar(f"SELECT count() - uniqExact({key}) FROM {table} FINAL") or 0)
+        dup_rows = (f"(SELECT arrayJoin(bns) AS block_number FROM (SELECT groupArray(block_number) AS bns "
+                    f"FROM {table} FINAL GROUP BY {key} HAVING count() > 1))")
+        dup_sql = f"SELECT day_idx, count() FROM {digest.day_of_block_join(dup_rows, 'block_number')} GROUP BY day_idx"
+        for d, n in store.query_rows(dup_sql):
+            put("duplicate_key_rows", d, n)
+        # Dedup keeps one row per sorting key, the newest _version: several different rows at that version
+        # leave the survivor to chance; identical copies are harmless.
+        sort_key = SORT_KEYS[table]
+        versions = (f"(SELECT block_number, argMax(n, v) AS n, argMax(d, v) AS d FROM "
+                    f"(SELECT {sort_key}, _version AS v, count() AS n, uniqExact({digest.row_hash_sql(table)}) AS d "
+                    f"FROM {table} GROUP BY {sort_key}, _version) GROUP BY {sort_key} HAVING n > 1)")
+        versions_sql = (f"SELECT day_idx, countIf(d > 1), sumIf(n - 1, d = 1) FROM "
+                        f"{digest.day_of_block_join(versions, 'block_number, n, d')} GROUP BY day_idx")
+        for d, ambiguous, copies in store.query_rows(versions_sql):
+            put("ambiguous_keys", d, ambiguous)
+            put("exact_copies", d, copies)
+
+    quarantine = digest.day_of_block_join("transfer_quarantine FINAL", "block_number")
+    for d, n in store.query_rows(f"SELECT day_idx, count() FROM {quarantine} GROUP BY day_idx"):
+        put("quarantined", d, n)
+    return m
+
+
+# -- running and recording -----------------------------------------------------------------------------------
+def run_gates(store: Store, settings: Settings, level: str = "relaxed", *, record: bool = True,
+              source: str = "cli") -> GateReport:
+    """Measure, judge at `level` and (record=True) write one gate_results row and one gates.log line per gate."""
+    limits = thresholds(settings.gates, level)
+    m = measure(store)
+    report = GateReport(run_id=uuid.uuid4().hex[:16], level=level, source=source, run_at=now_utc(),
+                        results=judge(m, level, limits),
+                        dates={d: day.day.isoformat() for d, day in m.days.items()})
+    if record:
+        store.insert("gate_results", [(report.run_id, report.run_at, level, r.gate, r.verdict, r.value, r.threshold,
+                                       r.days, r.detail) for r in report.results], schema.GATE_COLUMNS)
+        append_log(settings.log_dir / "gates.log", report)
+    return report
+
+
+def log_line(report: GateReport, r: GateResult) -> str:
+    days = ",".join(str(d) for d in r.days[:20]) + (f",+{len(r.days) - 20}" if len(r.days) > 20 else "")
+    detail = r.detail.replace("\\", "\\\\").replace('"', '\\"')
+    return (f"{report.run_at.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z run_id={report.run_id} source={report.source} "
+            f"level={report.level} gate={r.gate} verdict={r.verdict} value={fmt_value(r.value)} "
+            f"threshold={fmt_value(r.threshold)} days={days or '-'} detail=\"{detail}\"")
+
+
+def append_log(path: Path, report: GateReport) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        for r in report.results:
+            fh.write(log_line(report, r) + "\n")

@@ -1,0 +1,439 @@
+"""Promotion of staging into production, with layers to fall back on: verified dated backups, the previous
+production kept as `<prod>_old`, an atomic swap and a verified rollback (see docs/promotion.md).
+
+Every step is verified by row count and an order-free checksum over all columns, recorded in
+`backfill_promotions` and logged key=value to `<log_dir>/promote.log`; the first failure stops the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import logging.handlers
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from backfill import schema
+from backfill.errors import ConfigError, UserError
+from backfill.settings import Settings
+from backfill.store import Store, now_utc
+
+# A child of the rebuild's logger: lines reach on-complete.log when the rebuild promotes, promote.log always.
+log = logging.getLogger("on_complete.promote")
+
+UTC = dt.UTC
+PRODUCTION: dict[str, str] = {"erc20_transfers_staging": "erc20_transfers",
+                              "erc1155_transfers_staging": "erc1155_transfers"}
+# INSERT … SELECT of a multi-year table touches more monthly partitions than the default limit of 100.
+COPY_SETTINGS = {"max_partitions_per_insert_block": 0}
+
+
+class PromotionFailed(UserError):
+    """A promotion or rollback stopped; the message says what was left as it was."""
+
+
+class NothingToRollBack(PromotionFailed):
+    """No previous production to restore."""
+
+
+# -- pure: names, ages, choices ------------------------------------------------------------------------
+
+_BACKUP_RE = re.compile(r"^(?P<prod>.+)_backup_(?P<stamp>\d{8}T\d{6}_\d{6})Z$")
+_AGE_RE = re.compile(r"^(?P<n>\d+)(?P<unit>[smhdw])$")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def backup_name(production: str, at: dt.datetime) -> str:
+    """`<prod>_backup_<UTC YYYYMMDDTHHMMSS_ffffffZ>`: sorts by time, and one per microsecond."""
+    return f"{production}_backup_{at.astimezone(UTC).strftime('%Y%m%dT%H%M%S_%f')}Z"
+
+
+def parse_backup_name(name: str) -> tuple[str, dt.datetime] | None:
+    """(production, created) of a backup table's name; None for any other name."""
+    m = _BACKUP_RE.match(name)
+    if not m:
+        return None
+    return m["prod"], dt.datetime.strptime(m["stamp"], "%Y%m%dT%H%M%S_%f").replace(tzinfo=UTC)
+
+
+def backup_stamp(at: dt.datetime, productions: list[str], existing: set[str]) -> dt.datetime:
+    """The first instant from `at` at which no production's backup name is taken (two promotions within
+    one microsecond, or a clock that stepped back, still get distinct names)."""
+    while any(backup_name(p, at) in existing for p in productions):
+        at += dt.timedelta(microseconds=1)
+    return at
+
+
+@dataclass(frozen=True)
+class Backup:
+    table: str
+    production: str
+    created: dt.datetime
+    rows: int | None  # recorded when verified; else the engine's count
+    checksum: str | None  # None: not verified (no record)
+    verified: bool
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """'30d', '12h', '90m', '45s', '2w' -> timedelta. Raises ConfigError on anything else."""
+    m = _AGE_RE.match(text.strip().lower())
+    if not m:
+        raise ConfigError(f"--older-than {text!r} is not an age; use a whole number and a unit: 30d, 12h, 90m, 45s, 2w")
+    return dt.timedelta(**{_AGE_UNITS[m["unit"]]: int(m["n"])})
+
+
+def choose_prune(backups: list[Backup], older_than: dt.timedelta, now: dt.datetime) -> list[Backup]:
+    """Backups at least `older_than` old (so 0d chooses every backup), oldest first."""
+    return sorted((b for b in backups if now - b.created >= older_than), key=lambda b: b.created)
+
+
+def exchange_refused(message: str) -> bool:
+    """True when the engine refuses EXCHANGE TABLES (databases that are not Atomic, old servers)."""
+    text = message.upper()
+    return "NOT_IMPLEMENTED" in text or "ONLY IN ATOMIC" in text or ("EXCHANGE" in text and "SYNTAX" in text)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    kind: str  # "exchange" (swap with _old), "restore" (copy the backup in), "nothing", "impossible"
+    reason: str = ""
+
+
+def plan_rollback(last_action: str | None, backup: str, expected: tuple[int, str] | None,
+                  old: tuple[int, str] | None, backup_exists: bool) -> RollbackPlan:
+    """How to put back the production that the last promotion replaced.
+
+    last_action: the newest successful 'promote' / 'rollback' recorded for the table (None: never promoted);
+    backup: the backup that promotion took ('' when there was no production before it); expected: that
+    backup's recorded (rows, checksum); old: (rows, checksum) of `<prod>_old` now, None if it does not exist."""
+    if last_action is None:
+        return RollbackPlan("nothing", "never promoted")
+    if last_action == "rollback":
+        return RollbackPlan("nothing", "already rolled back; promote again to re-apply staging")
+    if not backup:
+        return RollbackPlan("nothing", "the last promotion was the first: there was no production before it")
+    if expected is None:
+        return RollbackPlan("impossible", f"no verified record of backup {backup}")
+    if old == expected:
+        return RollbackPlan("exchange")
+    if backup_exists:
+        return RollbackPlan("restore", "_old missing" if old is None else "_old differs from the backup")
+    return RollbackPlan("impossible", f"{backup} was pruned and the _old table "
+                                      f"{'is missing' if old is None else 'differs from it'}")
+
+
+# -- records -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TableResult:
+    production: str
+    source: str  # staging table (promote), _old or a backup (rollback)
+    rows: int
+    checksum: str
+    method: str  # "exchange", "rename", "first" (promote); "exchange", "restore" (rollback)
+    backup: str = ""  # the verified copy of the production this replaced ('' when there was none)
+
+
+@dataclass
+class PromotionReport:
+    action: str  # "promote" or "rollback"
+    at: dt.datetime
+    tables: list[TableResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        return [f"{self.action} table={t.production} source={t.source} method={t.method} rows={t.rows} "
+                f"checksum={t.checksum}" + (f" backup={t.backup}" if t.backup else "") for t in self.tables]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the rebuild puts it in its snapshot)."""
+        return {"action": self.action, "at": self.at.isoformat(), "seconds": round(self.seconds, 3),
+                "tables": [asdict(t) for t in self.tables]}
+
+
+def record(store: Store, action: str, table: str, other: str, rows: int, checksum: str, detail: str) -> None:
+    store.insert("backfill_promotions", [(now_utc(), action, table, other, rows, checksum, detail)],
+                 schema.PROMOTION_COLUMNS)
+    log.info("event=recorded action=%s table=%s other=%s rows=%d checksum=%s %s", action, table or "-",
+             other or "-", rows, checksum or "-", detail)
+
+
+# -- store helpers -------------------------------------------------------------------------------------
+
+def _tables(store: Store) -> set[str]:
+    return {r[0] for r in store.query_rows("SELECT name FROM system.tables WHERE database = currentDatabase()")}
+
+
+def checksum(store: Store, table: str, final: bool = False) -> tuple[int, str]:
+    """(rows, checksum): the checksum is the sum of every row's cityHash64 over all columns, so it ignores
+    order, changes with any value or _version, and a duplicated row changes it."""
+    cols = [r[0] for r in store.query_rows(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(t)s ORDER BY position",
+        {"t": table})]
+    if not cols:
+        raise PromotionFailed(f"table {table} does not exist")
+    n, h = store.query_rows(f"SELECT count(), sum(toUInt128(cityHash64({', '.join(f'`{c}`' for c in cols)}))) "
+                            f"FROM `{table}`{' FINAL' if final else ''}")[0]
+    return int(n), f"{int(h or 0):032x}"
+
+
+def _command(store: Store, sql: str, **settings: Any) -> None:
+    log.info("event=sql statement=%r", sql)
+    store.client.command(sql, settings=settings or None)
+
+
+def _copy(store: Store, source: str, dest: str, *, like: str, final: bool) -> tuple[int, str]:
+    """Create `dest` with the structure and engine of `like`, copy `source` into it, and verify that it holds
+    the same rows as `source` (after FINAL when `final`). Returns (rows, checksum)."""
+    expected = checksum(store, source, final)
+    _command(store, f"DROP TABLE IF EXISTS `{dest}` SYNC")
+    _command(store, f"CREATE TABLE `{dest}` AS `{like}`")
+    _command(store, f"INSERT INTO `{dest}` SELECT * FROM `{source}`{' FINAL' if final else ''}", **COPY_SETTINGS)
+    got = checksum(store, dest)
+    if got != expected:
+        raise PromotionFailed(f"{dest} does not equal {source}{' FINAL' if final else ''}: rows {got[0]} vs "
+                              f"{expected[0]}, checksum {got[1]} vs {expected[1]}")
+    log.info("event=verified table=%s source=%s final=%d rows=%d checksum=%s", dest, source, final, *got)
+    return got
+
+
+def _try_exchange(store: Store, a: str, b: str) -> bool:
+    """EXCHANGE TABLES a AND b (atomic); False when the engine refuses EXCHANGE (databases that are not Atomic)."""
+    try:
+        _command(store, f"EXCHANGE TABLES `{a}` AND `{b}`")
+        return True
+    except ClickHouseError as exc:
+        if not exchange_refused(str(exc)):
+            raise
+        log.warning("event=exchange_refused tables=%s,%s action=sequential_rename", a, b)
+        return False
+
+
+def _exchange(store: Store, a: str, b: str) -> str:
+    """Swap two tables' names: EXCHANGE where the engine allows it, else three RENAMEs."""
+    if _try_exchange(store, a, b):
+        return "exchange"
+    tmp = f"{a}_swap_tmp"
+    _command(store, f"RENAME TABLE `{a}` TO `{tmp}`, `{b}` TO `{a}`, `{tmp}` TO `{b}`")
+    return "rename"
+
+
+def _swap_in(store: Store, prod: str, nxt: str, prod_exists: bool) -> str:
+    """`nxt` becomes `prod`; the replaced production becomes `<prod>_old` (a previous _old is dropped)."""
+    if not prod_exists:
+        _command(store, f"RENAME TABLE `{nxt}` TO `{prod}`")
+        return "first"
+    if _try_exchange(store, nxt, prod):  # now nxt holds the replaced production
+        _command(store, f"DROP TABLE IF EXISTS `{prod}_old` SYNC")
+        _command(store, f"RENAME TABLE `{nxt}` TO `{prod}_old`")
+        return "exchange"
+    _command(store, f"DROP TABLE IF EXISTS `{prod}_old` SYNC")
+    _command(store, f"RENAME TABLE `{prod}` TO `{prod}_old`, `{nxt}` TO `{prod}`")
+    return "rename"
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^Received ClickHouse exception, code: \d+, server response: ", "", text)
+    return re.sub(r"\s*\(for url [^)]*\)", "", text)[:300]
+
+
+@contextlib.contextmanager
+def promotion_log(settings: Settings) -> Iterator[None]:
+    """Log this module's lines to `<log_dir>/promote.log` for the duration."""
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(settings.log_dir / "promote.log", maxBytes=10 << 20, backupCount=3)
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+@contextlib.contextmanager
+def exclusive(settings: Settings) -> Iterator[None]:
+    """One promotion, rollback or prune at a time per data directory."""
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.log_dir / "promote.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PromotionFailed(f"another promotion, rollback or prune is running (lock {path})") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- promote -------------------------------------------------------------------------------------------
+
+def promote(store: Store, settings: Settings) -> PromotionReport:
+    """Back up production, build `<prod>_next` from staging FINAL, swap, verify. Raises PromotionFailed at the
+    first failure; before the swap production is left as it was."""
+    with promotion_log(settings), exclusive(settings):
+        report = PromotionReport("promote", now_utc())
+        t0 = time.monotonic()
+        existing = _tables(store)
+        for staging in PRODUCTION:
+            if staging not in existing:
+                raise PromotionFailed(f"staging table {staging} does not exist; nothing to promote")
+        if not store.scalar("SELECT " + " + ".join(f"(SELECT count() FROM `{t}`)" for t in PRODUCTION)):
+            raise PromotionFailed("the staging tables are empty; nothing to promote, production untouched")
+        at = backup_stamp(report.at, list(PRODUCTION.values()), existing)
+        log.info("event=promote_start at=%s tables=%s", report.at.isoformat(), ",".join(PRODUCTION.values()))
+        step, table = "backup", ""
+        backups: dict[str, tuple[str, int, str]] = {}
+        nexts: dict[str, tuple[int, str]] = {}
+        try:
+            for prod in PRODUCTION.values():  # a) verified dated backups of the production there is
+                if prod in existing:
+                    table, name = prod, backup_name(prod, at)
+                    rows, summ = _copy(store, prod, name, like=prod, final=False)
+                    backups[prod] = (name, rows, summ)
+                    record(store, "backup", name, prod, rows, summ, f"status=ok verified=rows+checksum at={at.isoformat()}")
+            step = "next"
+            for staging, prod in PRODUCTION.items():  # b) production-to-be from staging FINAL
+                table = f"{prod}_next"
+                nexts[prod] = _copy(store, staging, table, like=staging, final=True)
+        except (ClickHouseError, PromotionFailed) as exc:
+            for prod in PRODUCTION.values():
+                with contextlib.suppress(ClickHouseError):
+                    store.client.command(f"DROP TABLE IF EXISTS `{prod}_next` SYNC")
+            msg = f"step={step} table={table} error={_reason(exc)}"
+            log.error("event=promote_failed %s action=stop production=untouched", msg)
+            record(store, "promote", table, "", 0, "", f"status=failed {msg} production=untouched")
+            raise PromotionFailed(f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; "
+                                  f"production untouched") from None
+        for staging, prod in PRODUCTION.items():  # c) swap, d) verify
+            name = backups.get(prod, ("", 0, ""))[0]
+            try:
+                method = _swap_in(store, prod, f"{prod}_next", prod in existing)
+            except ClickHouseError as exc:
+                done = ", ".join(t.production for t in report.tables) or "none"
+                record(store, "promote", prod, name, 0, "", f"status=failed step=swap error={_reason(exc)}")
+                raise PromotionFailed(f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; "
+                                      f"see promote.log") from None
+            got = checksum(store, prod)
+            ok = got == nexts[prod]
+            record(store, "promote", prod, name, got[0], got[1],
+                   f"status={'ok' if ok else 'unverified'} swap={method} staging={staging} "
+                   f"old={prod + '_old' if prod in existing else '-'} staging_final_rows={nexts[prod][0]} "
+                   f"staging_final_checksum={nexts[prod][1]}")
+            if not ok:
+                raise PromotionFailed(f"{prod} after the swap does not equal staging FINAL (rows {got[0]} vs "
+                                      f"{nexts[prod][0]}); `backfill rollback` restores the previous production")
+            report.tables.append(TableResult(prod, staging, got[0], got[1], method, name))
+        report.seconds = time.monotonic() - t0
+        log.info("event=promote_done seconds=%.3f %s", report.seconds,
+                 " ".join(f"{t.production}={t.rows}" for t in report.tables))
+        return report
+
+
+# -- rollback ------------------------------------------------------------------------------------------
+
+def _last_swaps(store: Store) -> dict[str, tuple[str, str]]:
+    """production -> (action, other_table) of its newest promote/rollback that swapped tables."""
+    rows = store.query_rows(
+        "SELECT table_name, argMax(action, at), argMax(other_table, at) FROM backfill_promotions "
+        "WHERE action IN ('promote', 'rollback') AND NOT startsWith(detail, 'status=failed') GROUP BY table_name")
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def _recorded_backups(store: Store) -> dict[str, tuple[int, str, dt.datetime]]:
+    rows = store.query_rows("SELECT table_name, argMax(rows, at), argMax(checksum, at), max(at) FROM backfill_promotions "
+                            "WHERE action = 'backup' AND startsWith(detail, 'status=ok') GROUP BY table_name")
+    return {r[0]: (int(r[1]), str(r[2]), r[3]) for r in rows}
+
+
+def rollback(store: Store, settings: Settings) -> PromotionReport:
+    """Put back the production the last promotion replaced, verified against that promotion's backup record.
+    From `<prod>_old` when it still holds it (EXCHANGE), else from the backup (copy, verify, swap)."""
+    with promotion_log(settings), exclusive(settings):
+        report = PromotionReport("rollback", now_utc())
+        t0 = time.monotonic()
+        existing, swaps, recorded = _tables(store), _last_swaps(store), _recorded_backups(store)
+        plans: dict[str, tuple[RollbackPlan, str, tuple[int, str] | None]] = {}
+        for prod in PRODUCTION.values():
+            action, backup = swaps.get(prod, (None, ""))
+            expected = recorded[backup][:2] if backup in recorded else None
+            old = checksum(store, f"{prod}_old") if f"{prod}_old" in existing else None
+            plan = plan_rollback(action, backup, expected, old, backup in existing)
+            plans[prod] = (plan, backup, expected)
+            log.info("event=rollback_plan table=%s last=%s backup=%s plan=%s reason=%r", prod, action or "-",
+                     backup or "-", plan.kind, plan.reason)
+        impossible = [f"{p}: {pl.reason}" for p, (pl, _, _) in plans.items() if pl.kind == "impossible"]
+        if impossible:
+            raise PromotionFailed("cannot roll back, nothing changed: " + "; ".join(impossible))
+        if all(pl.kind == "nothing" for pl, _, _ in plans.values()):
+            reasons = sorted({pl.reason for pl, _, _ in plans.values()})
+            raise NothingToRollBack("nothing to roll back: " + "; ".join(reasons))
+        for prod, (plan, backup, expected) in plans.items():
+            if plan.kind == "nothing":
+                continue
+            try:
+                if plan.kind == "exchange":
+                    source, method = f"{prod}_old", _exchange(store, prod, f"{prod}_old")
+                else:
+                    source, method = backup, "restore"
+                    _copy(store, backup, f"{prod}_next", like=backup, final=False)
+                    _swap_in(store, prod, f"{prod}_next", prod in existing)
+            except (ClickHouseError, PromotionFailed) as exc:
+                done = ", ".join(t.production for t in report.tables) or "none"
+                record(store, "rollback", prod, backup, 0, "", f"status=failed plan={plan.kind} error={_reason(exc)}")
+                raise PromotionFailed(f"rollback of {prod} failed ({plan.kind}): {_reason(exc)}; "
+                                      f"already rolled back: {done}") from None
+            got = checksum(store, prod)
+            ok = got == expected
+            record(store, "rollback", prod, backup, got[0], got[1],
+                   f"status={'ok' if ok else 'unverified'} method={method} source={source} now_old={prod}_old")
+            if not ok:
+                raise PromotionFailed(f"{prod} after the rollback does not equal backup {backup} (rows {got[0]} vs "
+                                      f"{expected[0] if expected else '?'})")
+            report.tables.append(TableResult(prod, source, got[0], got[1], method, backup))
+        report.seconds = time.monotonic() - t0
+        log.info("event=rollback_done seconds=%.3f %s", report.seconds,
+                 " ".join(f"{t.production}={t.rows}" for t in report.tables))
+        return report
+
+
+# -- backups -------------------------------------------------------------------------------------------
+
+def list_backups(store: Store) -> list[Backup]:
+    """Every backup table there is, oldest first, with its verified rows and checksum when recorded."""
+    recorded = _recorded_backups(store)
+    out = []
+    for name, total_rows in store.query_rows("SELECT name, total_rows FROM system.tables "
+                                             "WHERE database = currentDatabase() AND name LIKE '%\\_backup\\_%'"):
+        parsed = parse_backup_name(name)
+        if parsed is None:
+            continue
+        rec = recorded.get(name)
+        out.append(Backup(name, parsed[0], parsed[1], rec[0] if rec else (int(total_rows) if total_rows is not None else None),
+                          rec[1] if rec else None, rec is not None))
+    return sorted(out, key=lambda b: (b.created, b.table))
+
+
+def prune_backups(store: Store, older_than: dt.timedelta, now: dt.datetime | None = None) -> list[Backup]:
+    """Drop the backups at least `older_than` old; returns them. Each drop is recorded."""
+    now = now or now_utc()
+    dropped = choose_prune(list_backups(store), older_than, now)
+    for b in dropped:
+        _command(store, f"DROP TABLE IF EXISTS `{b.table}` SYNC")
+        record(store, "prune", b.table, b.production, b.rows or 0, b.checksum or "",
+               f"status=ok older_than_s={older_than.total_seconds():.0f} "
+               f"age_s={(now - b.created).total_seconds():.0f}")
+    log.info("event=prune_done older_than_s=%.0f dropped=%d", older_than.total_seconds(), len(dropped))
+    return dropped

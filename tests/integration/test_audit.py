@@ -1,0 +1,138 @@
+"""`backfill verify` recounts days from the chain and names the days the store got wrong."""
+
+from __future__ import annotations
+
+import json
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+from backfill.fingerprints import record_fingerprints
+from backfill.settings import load_settings
+from monitor.audit import run_audit
+from tests.integration.damage import delete_rows, zero_timestamps
+from tests.integration.harness import Chain, backfill, open_store
+from tests.truth import ground_truth
+
+pytestmark = pytest.mark.slow
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_clean_run_verifies_every_day_against_the_chain(chain: Chain, run_copy):
+    result = backfill(["verify", "--all", "--json"], run_copy, chain)
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["passed"] and [r["verdict"] for r in doc["results"]] == ["ok"] * chain.days
+
+    store = open_store(run_copy)
+    truth = ground_truth(chain.url, [(p.day_idx, p.start_block, p.end_block) for p in store.read_plan()])
+    for side in ("chain", "store", "recorded"):
+        counts = {r["day_idx"]: (r[side]["erc20"]["rows"], r[side]["erc1155"]["rows"]) for r in doc["results"]}
+        assert counts == truth.per_day, side
+    assert all(r["hash_equal"] == {"erc20": True, "erc1155": True} for r in doc["results"])
+    assert {r["endpoint"] for r in doc["results"] if r["chain"]["erc20"]["rows"]} == {f"{urlsplit(chain.url).hostname}#0"}
+
+    rows = store.query_rows("SELECT day_idx, verdict, chain_erc20, store_erc20, chain_hash = store_hash FROM audit_results "
+                            "WHERE run_id = %(r)s ORDER BY day_idx", {"r": doc["run_id"]})
+    assert [(d, v, c, s, eq) for d, v, c, s, eq in rows] == [
+        (d, "ok", truth.per_day[d][0], truth.per_day[d][0], 1) for d in range(chain.days)]
+    log_text = (run_copy / "backfill" / "audit.log").read_text()
+    assert f"event=audit_done run_id={doc['run_id']} source=cli passed=True days=10" in log_text
+    assert "day=5 date=2024-01-06 endpoint=" in log_text
+
+
+def test_rows_deleted_inside_one_day_name_that_day_with_both_counts(chain: Chain, run_copy):
+    store = open_store(run_copy)
+    record_fingerprints(store)
+    plans = store.read_plan()
+    expected = store.checkpoints()[4]["erc20_count"]
+    lost = delete_rows(store, plans[4])
+
+    result = backfill(["verify", "--days", f"{chain.day(3)}..{chain.day(5)}"], run_copy, chain)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("2024-")}
+    assert set(lines) == {chain.day(3), chain.day(4), chain.day(5)}
+    assert " OK " in lines[chain.day(3)] and " OK " in lines[chain.day(5)]
+    bad = lines[chain.day(4)]
+    assert "day=4" in bad and "MISMATCH" in bad
+    assert f"erc20: chain {expected} rows / store {expected - lost} rows" in bad
+    assert f"store differs from its fingerprint (erc20 {expected - lost} rows, recorded {expected})" in bad
+    assert f"FAILED: 3 days, 2 ok, 1 mismatch, 0 error ({chain.day(4)})" in result.stdout
+
+
+def test_overwritten_day_shows_both_versions_the_latest_off_the_chain(chain: Chain, run_copy):
+    store = open_store(run_copy)
+    record_fingerprints(store)
+    plan = store.read_plan()[6]
+    zero_timestamps(store, plan)
+    settings = load_settings({"data_dir": run_copy, "rpc_urls": chain.url}, env={}, toml_path=run_copy / "none.toml")
+
+    report = run_audit(store, settings, days=[6], sample=0, source="test")
+    assert not report.passed and report.mismatched_days == [6]
+    (day,) = report.results
+    assert "erc20 hash differs, same count" in day.detail and "store differs from its fingerprint" in day.detail
+    old, new = day.versions
+    n = sum(old.rows.values())
+    assert n > 0 and old.equals_chain and old.zero_timestamps == 0 and not old.latest
+    assert new.latest and new.equals_chain is False and new.zero_timestamps == n and new.not_on_chain == n
+    lines = report.lines()
+    assert len(lines) == 3 and lines[0].startswith(f"{chain.day(6)} day=6 ") and "MISMATCH" in lines[0]
+    assert f"version {old.version}:" in lines[1] and "equals the chain" in lines[1]
+    assert f"version {new.version} (latest)" in lines[2] and f"{n} rows not on chain" in lines[2]
+    stored = json.loads(store.scalar("SELECT versions FROM audit_results WHERE run_id = %(r)s", {"r": report.run_id}))
+    assert [v["zero_timestamps"] for v in stored] == [0, n]
+
+
+def test_another_endpoint_recounts_and_its_key_is_never_written(chain: Chain, run_copy):
+    port = urlsplit(chain.url).port
+    second = f"http://localhost:{port}/?key={KEY}"  # the same node under another name, with a key
+    store = open_store(run_copy)
+    assert {cp["endpoints"] for cp in store.checkpoints().values() if cp["erc20_count"]} == {"127.0.0.1#0"}
+
+    result = backfill(["verify", "--days", f"{chain.day(0)},{chain.day(5)}", "--json"], run_copy,
+                      rpc_urls=f"{chain.url},{second}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert [(r["day_idx"], r["endpoint"], r["verdict"]) for r in doc["results"]] == [(0, "localhost#1", "ok"),
+                                                                                     (5, "localhost#1", "ok")]
+    assert KEY not in result.stdout + result.stderr
+    rows = store.query_rows("SELECT * FROM audit_results")
+    assert rows and KEY not in repr(rows)
+    leaked = [p for p in run_copy.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+def test_unreachable_endpoint_is_an_error_verdict_without_its_key(chain: Chain, run_copy):
+    dead = f"http://127.0.0.1:{_free_port()}/?key={KEY}"
+    result = backfill(["verify", "--days", chain.day(1), "--rpc-url", dead], run_copy,
+                      extra_env={"BACKFILL_RPC_ATTEMPTS": "2"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith(chain.day(1))]
+    assert "ERROR" in line and "recount from RPC failed: Transient: connection failed" in line
+    assert KEY not in result.stdout + result.stderr
+    assert "1 error" in result.stdout
+
+
+def test_endpoint_of_another_chain_is_an_error_verdict(chain: Chain, run_copy):
+    store = open_store(run_copy)
+    store.meta_set("chain_id", "999")
+    settings = load_settings({"data_dir": run_copy, "rpc_urls": chain.url}, env={}, toml_path=run_copy / "none.toml")
+    report = run_audit(store, settings, days=[0, 1], source="test")
+    assert not report.passed and report.error_days == [0, 1] and report.mismatched_days == []
+    assert all("this database holds chain 999" in r.detail for r in report.results)
+
+
+def test_bad_days_is_one_error_line_before_anything_is_opened(tmp_path):
+    data_dir = tmp_path / "data"
+    result = backfill(["verify", "--days", "2024-01-05..2024-01-03"], data_dir, rpc_urls="http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --days: the range '2024-01-05..2024-01-03' ends before it starts"]
+    assert not data_dir.exists()

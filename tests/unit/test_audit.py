@@ -1,0 +1,254 @@
+"""The audit's pure parts: which days, which endpoints, how big a range, what verdict; and the reference
+decoder it recounts with agrees with the worker's decoder."""
+
+import datetime as dt
+import random
+
+import pytest
+from eth_abi import encode
+
+from backfill.decode import decode_logs
+from backfill.decode_ref import reference_rows, with_timestamps
+from backfill.digest import digest_rows
+from backfill.errors import ConfigError
+from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER
+from backfill.planner import DayPlan
+from monitor.audit import (MAX_SPAN, AuditReport, DayAudit, VersionSummary, audit_endpoints, choose_days, day_indices,
+                           judge, next_span, parse_days, split_span)
+
+D = dt.date
+
+
+START = D(2024, 1, 1)
+
+
+def plan(days=10, start=START):
+    return [DayPlan(i, start + dt.timedelta(days=i), 1 + 2000 * i, 2000 * (i + 1)) for i in range(days)]
+
+
+# -- --days ------------------------------------------------------------------------------------------------------
+def test_days_accepts_dates_and_ranges_in_order_without_repeats():
+    assert parse_days("2024-01-03,2024-01-05..2024-01-07, 2024-01-03") == [
+        D(2024, 1, 3), D(2024, 1, 5), D(2024, 1, 6), D(2024, 1, 7)]
+
+
+def test_days_range_crosses_a_month():
+    assert parse_days("2024-01-31..2024-02-01") == [D(2024, 1, 31), D(2024, 2, 1)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("2024-13-01", "--days: '2024-13-01' is not a date like 2024-01-03"),
+    ("yesterday", "--days: 'yesterday' is not a date"),
+    ("2024-01-07..2024-01-05", "--days: the range '2024-01-07..2024-01-05' ends before it starts"),
+    ("", "--days is empty"),
+    ("2024-01-03,,2024-01-04", "--days has an empty item"),
+    ("2024-01-03..", "--days: '' is not a date"),
+])
+def test_bad_days_text_is_one_clear_config_error(text, message):
+    with pytest.raises(ConfigError) as err:
+        parse_days(text)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_days_map_to_planned_day_idx():
+    assert day_indices("2024-01-03,2024-01-05..2024-01-07", plan()) == [2, 4, 5, 6]
+
+
+def test_a_date_outside_the_plan_is_named():
+    with pytest.raises(ConfigError, match=r"^--days: 2024-02-01 is not a planned day \(planned: 2024-01-01..2024-01-10\)$"):
+        day_indices("2024-01-09,2024-02-01", plan())
+    with pytest.raises(ConfigError, match=r"^--days: 2024-01-11 and 21 more days are not planned"):
+        day_indices("2024-01-09..2024-02-01", plan())
+
+
+# -- choosing days ------------------------------------------------------------------------------------------------
+def test_only_complete_days_are_audited_and_the_others_reported():
+    sel = choose_days([0, 1, 3], days=[1, 2, 3])
+    assert sel.days == [1, 3] and sel.skipped == [2]
+
+
+def test_all_takes_every_complete_day():
+    assert choose_days([5, 0, 3], all_days=True, sample=1).days == [0, 3, 5]
+
+
+def test_sample_is_seeded_and_draws_distinct_complete_days():
+    complete = list(range(100))
+    a = choose_days(complete, sample=5, seed=42).days
+    assert a == choose_days(complete, sample=5, seed=42).days
+    assert len(set(a)) == 5 and set(a) <= set(complete)
+    assert any(choose_days(complete, sample=5, seed=s).days != a for s in range(1, 5))
+
+
+def test_sample_adds_to_listed_and_included_days():
+    sel = choose_days(range(10), days=[1], include=[8], sample=3, seed=1)
+    assert {1, 8} <= set(sel.days) and len(sel.days) == 5
+
+
+def test_sample_larger_than_the_run_takes_every_day():
+    assert choose_days([1, 2], sample=10).days == [1, 2]
+
+
+def test_included_days_that_are_not_complete_are_skipped():
+    sel = choose_days([0, 1], include=[1, 7], sample=0)
+    assert sel.days == [1] and sel.skipped == [7]
+
+
+# -- endpoints ----------------------------------------------------------------------------------------------------
+URLS = ["http://127.0.0.1:8545", "http://localhost:8545/?key=0123456789abcdef0123456789abcdef", "https://eth.example.com/v2/k"]
+
+
+def test_another_endpoint_than_the_one_that_filled_the_day():
+    assert audit_endpoints(URLS, "127.0.0.1#0") == [1, 2]
+    assert audit_endpoints(URLS, "127.0.0.1#0,eth.example.com#2") == [1]
+
+
+def test_every_endpoint_when_all_of_them_filled_the_day_or_there_is_one():
+    assert audit_endpoints(URLS, "127.0.0.1#0,localhost#1,eth.example.com#2") == [0, 1, 2]
+    assert audit_endpoints(URLS[:1], "127.0.0.1#0") == [0]
+
+
+def test_unknown_filler_means_any_endpoint():
+    assert audit_endpoints(URLS, "") == [0, 1, 2]
+    assert audit_endpoints(URLS, "gone.example.org#0") == [0, 1, 2]
+
+
+# -- ranges -------------------------------------------------------------------------------------------------------
+def test_range_grows_on_quiet_answers_and_shrinks_after_big_ones():
+    assert next_span(50, 0) == 200
+    assert next_span(50, 10) == 200  # at most 4x
+    assert next_span(1000, 50_000) == 100  # proportional toward the target
+    assert next_span(5000, 0) == MAX_SPAN
+    assert next_span(1, 10**9) == 1
+
+
+def test_refused_range_uses_the_providers_suggestion_or_halves():
+    assert split_span(2000, 100, (100, 599)) == 500
+    assert split_span(2000, 100, None) == 1000
+    assert split_span(2000, 100, (50, 99)) == 1000  # a suggestion for another start is not ours
+    assert split_span(1, 100, None) is None
+
+
+# -- verdict ------------------------------------------------------------------------------------------------------
+CHAIN = {"erc20": (1829, 111), "erc1155": (12, 222)}
+
+
+def test_equal_everywhere_is_ok():
+    assert judge(CHAIN, dict(CHAIN), dict(CHAIN)) == ("ok", "")
+    assert judge(CHAIN, dict(CHAIN), None) == ("ok", "")
+
+
+def test_empty_day_everywhere_is_ok():
+    assert judge({}, {}, {"erc20": (0, 0), "erc1155": (0, 0)}) == ("ok", "")
+
+
+def test_lost_rows_name_both_counts():
+    verdict, detail = judge(CHAIN, {**CHAIN, "erc20": (1828, 100)}, None)
+    assert verdict == "mismatch" and detail == "erc20: chain 1829 rows / store 1828 rows"
+
+
+def test_same_count_other_content_says_hash_differs():
+    assert judge(CHAIN, {**CHAIN, "erc1155": (12, 999)}, None) == ("mismatch", "erc1155 hash differs, same count")
+
+
+def test_store_that_moved_since_its_fingerprint_is_named():
+    verdict, detail = judge(CHAIN, {**CHAIN, "erc20": (1828, 100)}, CHAIN)
+    assert verdict == "mismatch"
+    assert detail == "erc20: chain 1829 rows / store 1828 rows; store differs from its fingerprint (erc20 1828 rows, recorded 1829)"
+
+
+def test_fingerprint_alone_differing_is_a_mismatch():
+    assert judge(CHAIN, dict(CHAIN), {**CHAIN, "erc20": (1829, 5)}) == ("mismatch", "store differs from its fingerprint")
+
+
+def _day(verdict="ok", detail="", versions=()):
+    store = {**CHAIN, "erc20": (1828, 5)} if verdict == "mismatch" else CHAIN
+    return DayAudit(3, D(2024, 1, 4), "localhost#1", verdict, detail, CHAIN if verdict != "error" else None, store,
+                    CHAIN, list(versions))
+
+
+def test_report_lines_name_day_endpoint_counts_and_hashes():
+    line = _day("mismatch", "erc20: chain 1829 rows / store 1828 rows").line()
+    assert line.startswith("2024-01-04 day=3 endpoint=localhost#1 MISMATCH")
+    assert "erc20 chain=1829 store=1828 recorded=1829 hash=differs" in line
+    assert "erc1155 chain=12 store=12 recorded=12 hash=equal" in line
+    assert line.endswith("-- erc20: chain 1829 rows / store 1828 rows")
+
+
+def test_versions_are_listed_side_by_side_only_when_there_are_several():
+    old = VersionSummary(10, {"erc20": 1829, "erc1155": 12}, {}, 0, equals_chain=True, not_on_chain=0)
+    new = VersionSummary(11, {"erc20": 1829, "erc1155": 12}, {}, 1841, latest=True, equals_chain=False, not_on_chain=1841)
+    assert len(_day(versions=[old]).lines()) == 1
+    lines = _day("mismatch", "erc20 hash differs, same count", [old, new]).lines()
+    assert len(lines) == 3
+    assert "version 10:" in lines[1] and "equals the chain" in lines[1]
+    assert "version 11 (latest)" in lines[2] and "zero_timestamps=1841" in lines[2] and "1841 rows not on chain" in lines[2]
+
+
+def test_report_passes_only_without_mismatch_or_error():
+    now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    assert AuditReport("r", now, "cli", 1, [_day(), _day()]).passed
+    bad = AuditReport("r", now, "cli", 1, [_day(), _day("mismatch", "x")])
+    assert not bad.passed and bad.mismatched_days == [3]
+    err = AuditReport("r", now, "cli", 1, [_day("error", "recount from RPC failed: Transient: timeout")])
+    assert not err.passed and err.error_days == [3] and err.to_json()["results"][0]["chain"] is None
+
+
+# -- the reference decoder agrees with the worker's decoder ------------------------------------------------------
+def _topic(addr):
+    return "0x" + "0" * 24 + addr[2:]
+
+
+def _log(topics, data, bn, li):
+    return {"blockNumber": hex(bn), "logIndex": hex(li), "transactionHash": "0x" + f"{bn:064x}",
+            "address": "0x" + "ee" * 20, "topics": topics, "data": "0x" + data.hex(), "blockHash": "0x" + "22" * 32}
+
+
+def sample_logs(n=600, seed=3):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b, c = ("0x" + rng.randbytes(20).hex() for _ in range(3))
+        kind = rng.randrange(6)
+        bn = 100 + i // 7
+        if kind == 0:
+            out.append(_log([ERC20_TRANSFER.topic0, _topic(a), _topic(b)], encode(["uint256"], [rng.getrandbits(256)]), bn, i))
+        elif kind == 1:
+            out.append(_log([ERC1155_SINGLE.topic0, _topic(c), _topic(a), _topic(b)],
+                            encode(["uint256", "uint256"], [rng.getrandbits(256), rng.getrandbits(8)]), bn, i))
+        elif kind == 2:
+            ids = [rng.getrandbits(256) for _ in range(rng.randrange(4))]
+            out.append(_log([ERC1155_BATCH.topic0, _topic(c), _topic(a), _topic(b)],
+                            encode(["uint256[]", "uint256[]"], [ids, ids[::-1]]), bn, i))
+        elif kind == 3:  # ERC-721 style: 4 topics
+            out.append(_log([ERC20_TRANSFER.topic0, _topic(a), _topic(b), "0x" + "00" * 31 + "07"], b"", bn, i))
+        elif kind == 4:  # short data
+            out.append(_log([ERC20_TRANSFER.topic0, _topic(a), _topic(b)], b"\x01" * 31, bn, i))
+        else:  # a reorged-out log
+            entry = _log([ERC20_TRANSFER.topic0, _topic(a), _topic(b)], encode(["uint256"], [1]), bn, i)
+            entry["removed"] = True
+            out.append(entry)
+    return out
+
+
+def test_reference_decoder_and_worker_decoder_agree_on_sample_logs():
+    logs = sample_logs()
+    ours = decode_logs(logs)
+    ref20, ref1155, rejected = reference_rows(logs)
+    assert ours.erc20 == ref20 and ours.erc1155 == ref1155
+    assert len(ours.quarantined) + ours.skipped == rejected > 0
+
+
+def test_digests_of_both_decoders_are_equal():
+    logs = sample_logs(seed=9)
+    ts = {int(e["blockNumber"], 16): 1_704_067_200 + int(e["blockNumber"], 16) * 12 for e in logs}
+    ours = decode_logs(logs)
+    ref = with_timestamps(*reference_rows(logs)[:2], ts)
+    hot = with_timestamps(ours.erc20, ours.erc1155, ts)
+    assert digest_rows(ref[0], "erc20") == digest_rows(hot[0], "erc20") != (0, 0)
+    assert digest_rows(ref[1], "erc1155") == digest_rows(hot[1], "erc1155") != (0, 0)
+
+
+def test_reference_decoder_rejects_logs_missing_fields_instead_of_raising():
+    entry = _log([ERC20_TRANSFER.topic0, _topic("0x" + "ab" * 20), _topic("0x" + "cd" * 20)], encode(["uint256"], [1]), 1, 1)
+    del entry["data"]
+    assert reference_rows([entry, {"topics": []}]) == ([], [], 2)
