@@ -6,280 +6,35 @@ standard (backfill.digest). Those are compared with the store after FINAL and wi
 store's row versions are listed side by side, each compared with the recount. Shares no code with the worker's
 fetching, range sizing or decoding; only the RPC client (retries, endpoint health) and the event table.
 
-Pure parts first (choosing days, endpoints, range sizes, the verdict), then the report, then the I/O.
+The pure parts (choosing days, endpoints, range sizes, the verdict, the report) live in monitor.audit_report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import json
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from backfill import digest, fingerprints, schema
 from backfill.decode_ref import reference_rows, with_timestamps
-from backfill.errors import ConfigError, RpcError
+from backfill.errors import RpcError
 from backfill.planner import DayPlan
 from backfill.redact import endpoint_label, scrub
 from backfill.settings import Settings
 from backfill.store import Store, now_utc
+from monitor.audit_report import (  # noqa: F401  (re-exported: part of the audit API)
+    DAY_CONCURRENCY, DAYS_HELP, MAX_SPAN, STANDARDS, TABLES, TARGET_LOGS, AuditReport, DayAudit, Digests, Selection,
+    VersionSummary, audit_endpoints, choose_days, day_indices, full, judge, next_span, parse_days, recorded_digests,
+    split_span)
 
 log = logging.getLogger(__name__)
-
-STANDARDS = ("erc20", "erc1155")
-TABLES = {"erc20": "erc20_transfers_staging", "erc1155": "erc1155_transfers_staging"}
-Digests = dict[str, tuple[int, int]]  # standard -> (rows, hash)
-
-DAY_CONCURRENCY = 4  # days recounted at once (memory: one day's rows each)
-MAX_SPAN = 10_000  # blocks per eth_getLogs at most
-TARGET_LOGS = 5_000  # aim for answers of about this many logs
-DAYS_HELP = "dates and ranges, e.g. 2024-01-03,2024-01-05..2024-01-07"
-
-
-# -- choosing days (pure) ---------------------------------------------------------------------------------------
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"--days: {text!r} is not a date like 2024-01-03 ({DAYS_HELP})") from None
-
-
-def parse_days(text: str) -> list[dt.date]:
-    """`2024-01-03,2024-01-05..2024-01-07` -> the dates, in order, without repeats."""
-    out: list[dt.date] = []
-    parts = [p.strip() for p in (text or "").split(",")]
-    if not any(parts):
-        raise ConfigError(f"--days is empty; give {DAYS_HELP}")
-    for part in parts:
-        if not part:
-            raise ConfigError(f"--days has an empty item in {text!r}; give {DAYS_HELP}")
-        first, sep, last = part.partition("..")
-        a = _date(first.strip())
-        b = _date(last.strip()) if sep else a
-        if b < a:
-            raise ConfigError(f"--days: the range {part!r} ends before it starts")
-        out.extend(a + dt.timedelta(days=i) for i in range((b - a).days + 1))
-    return list(dict.fromkeys(out))
-
-
-def day_indices(text: str, plan: Iterable[DayPlan]) -> list[int]:
-    """--days text -> planned day_idx; a date outside the plan is a user error."""
-    by_date = {p.day: p.day_idx for p in plan}
-    dates = parse_days(text)
-    missing = [d for d in dates if d not in by_date]
-    if missing:
-        span = f"{min(by_date)}..{max(by_date)}" if by_date else "nothing is planned yet"
-        what = f"{missing[0]} is not a planned day" if len(missing) == 1 else \
-            f"{missing[0]} and {len(missing) - 1} more days are not planned"
-        raise ConfigError(f"--days: {what} (planned: {span})")
-    return [by_date[d] for d in dates]
-
-
-@dataclass(frozen=True)
-class Selection:
-    days: list[int]  # to audit, ascending
-    skipped: list[int]  # asked for (listed or included) but not COMPLETE
-
-
-def choose_days(complete: Iterable[int], *, days: Iterable[int] | None = None, sample: int | None = None,
-                include: Iterable[int] = (), all_days: bool = False, seed: int = 0) -> Selection:
-    """Only COMPLETE days: every one (all_days), or the listed days, plus `include`, plus `sample` more drawn
-    at random (seeded) from the remaining COMPLETE days."""
-    done = set(complete)
-    asked = set(days or ()) | set(include)
-    chosen = set(done) if all_days else asked & done
-    if sample and not all_days:
-        rest = sorted(done - chosen)
-        chosen |= set(random.Random(seed).sample(rest, min(sample, len(rest))))
-    return Selection(sorted(chosen), sorted(asked - done))
-
-
-# -- endpoints and ranges (pure) ------------------------------------------------------------------------------------
-def audit_endpoints(urls: Iterable[str], filled_by: str) -> list[int]:
-    """Indices into rpc_urls to recount a day with: those whose label (`host#i`) did not serve the day, when
-    there are any; else all of them."""
-    used = {label.strip() for label in (filled_by or "").split(",") if label.strip()}
-    urls = list(urls)
-    others = [i for i, url in enumerate(urls) if endpoint_label(url, i) not in used]
-    return others or list(range(len(urls)))
-
-
-def next_span(span: int, n_logs: int) -> int:
-    """Blocks to ask for next after `span` blocks gave `n_logs`: toward TARGET_LOGS, growing at most 4x."""
-    ideal = span * TARGET_LOGS // n_logs if n_logs else span * 4
-    return max(1, min(span * 4, MAX_SPAN, ideal))
-
-
-def split_span(span: int, from_block: int, suggested: tuple[int, int] | None) -> int | None:
-    """Blocks to ask for after the provider refused `span` blocks from `from_block`; None when 1 was refused."""
-    if span <= 1:
-        return None
-    if suggested and suggested[0] == from_block and 1 <= suggested[1] - suggested[0] + 1 < span:
-        return suggested[1] - suggested[0] + 1
-    return span // 2
-
-
-# -- the verdict (pure) -------------------------------------------------------------------------------------------
-def full(d: Digests | None) -> Digests:
-    return {std: tuple(map(int, (d or {}).get(std, (0, 0)))) for std in STANDARDS}  # type: ignore[misc]
-
-
-def judge(chain: Digests, store: Digests, recorded: Digests | None) -> tuple[str, str]:
-    """(verdict, detail): `ok` when the recount equals the store after FINAL and the fingerprint (if any)."""
-    chain, store = full(chain), full(store)
-    problems = []
-    for std in STANDARDS:
-        (cn, ch), (sn, sh) = chain[std], store[std]
-        if cn != sn:
-            problems.append(f"{std}: chain {cn} rows / store {sn} rows")
-        elif ch != sh:
-            problems.append(f"{std} hash differs, same count")
-    if recorded is not None and full(recorded) != store:
-        rec = full(recorded)
-        counts = [f"{std} {store[std][0]} rows, recorded {rec[std][0]}" for std in STANDARDS if rec[std][0] != store[std][0]]
-        problems.append("store differs from its fingerprint" + (f" ({'; '.join(counts)})" if counts else ""))
-    return ("mismatch", "; ".join(problems)) if problems else ("ok", "")
-
-
-def recorded_digests(fp: dict[str, Any] | None) -> Digests | None:
-    """A day_fingerprints row -> digests (its hashes are stored as hex)."""
-    if fp is None:
-        return None
-    return {std: (int(fp[f"{std}_count"]), int(str(fp[f"{std}_hash"]) or "0", 16)) for std in STANDARDS}
-
-
-# -- the report ---------------------------------------------------------------------------------------------------
-@dataclass
-class VersionSummary:
-    """One `_version` of a day's raw rows (before FINAL)."""
-
-    version: int
-    rows: dict[str, int]
-    hashes: dict[str, int]
-    zero_timestamps: int
-    latest: bool = False
-    equals_chain: bool | None = None  # its rows are exactly the recount (None: no recount)
-    not_on_chain: int | None = None  # its rows that are not rows of the recount (None: not computed)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "latest": self.latest, "zero_timestamps": self.zero_timestamps,
-                **{f"{s}_rows": self.rows.get(s, 0) for s in STANDARDS},
-                **{f"{s}_hash": digest.fmt_hash(self.hashes.get(s, 0)) for s in STANDARDS},
-                "equals_chain": self.equals_chain, "not_on_chain": self.not_on_chain}
-
-    def line(self) -> str:
-        if self.equals_chain:
-            verdict = "equals the chain"
-        elif self.not_on_chain == 0:
-            verdict = "part of the chain's rows"
-        elif self.not_on_chain:
-            verdict = f"differs from the chain: {self.not_on_chain} rows not on chain"
-        else:
-            verdict = "differs from the chain" if self.equals_chain is False else "not compared"
-        counts = " ".join(f"{s}={self.rows.get(s, 0)}" for s in STANDARDS)
-        return (f"    version {self.version}{' (latest)' if self.latest else ''}: {counts} "
-                f"zero_timestamps={self.zero_timestamps} -- {verdict}")
-
-
-def _hashes(d: Digests | None) -> str:
-    return "" if d is None else "/".join(digest.fmt_hash(full(d)[s][1]) for s in STANDARDS)
-
-
-@dataclass
-class DayAudit:
-    day_idx: int
-    day: dt.date
-    endpoint: str  # label(s) of the endpoint(s) that answered the recount
-    verdict: str  # ok | mismatch | error
-    detail: str
-    chain: Digests | None  # None when the recount failed
-    store: Digests
-    recorded: Digests | None  # None when the day has no fingerprint
-    versions: list[VersionSummary] = field(default_factory=list)
-
-    def hash_equal(self, std: str) -> bool | None:
-        return None if self.chain is None else full(self.chain)[std][1] == full(self.store)[std][1]
-
-    def line(self) -> str:
-        parts = [f"{self.day} day={self.day_idx} endpoint={self.endpoint or '-'} {self.verdict.upper()}"]
-        chain, store, rec = full(self.chain), full(self.store), full(self.recorded)
-        for std in STANDARDS:
-            equal = self.hash_equal(std)
-            parts.append(f"{std} chain={chain[std][0] if self.chain is not None else '?'} store={store[std][0]} "
-                         f"recorded={rec[std][0] if self.recorded is not None else '-'} "
-                         f"hash={'?' if equal is None else 'equal' if equal else 'differs'}")
-        return "  ".join(parts) + (f"  -- {self.detail}" if self.detail else "")
-
-    def lines(self) -> list[str]:
-        return [self.line()] + ([v.line() for v in self.versions] if len(self.versions) > 1 else [])
-
-    def to_json(self) -> dict[str, Any]:
-        def side(d: Digests | None) -> dict[str, Any] | None:
-            return None if d is None else {s: {"rows": n, "hash": digest.fmt_hash(h)} for s, (n, h) in full(d).items()}
-        return {"day_idx": self.day_idx, "day": self.day.isoformat(), "endpoint": self.endpoint,
-                "verdict": self.verdict, "detail": self.detail, "chain": side(self.chain), "store": side(self.store),
-                "recorded": side(self.recorded), "hash_equal": {s: self.hash_equal(s) for s in STANDARDS},
-                "versions": [v.to_json() for v in self.versions]}
-
-    def row(self, run_id: str, run_at: dt.datetime) -> tuple:
-        """The audit_results row (schema.AUDIT_COLUMNS); -1 = unknown."""
-        chain, store, rec = full(self.chain), full(self.store), full(self.recorded)
-        return (run_id, run_at, self.day_idx, self.day, self.endpoint, self.verdict,
-                chain["erc20"][0] if self.chain is not None else -1, chain["erc1155"][0] if self.chain is not None else -1,
-                store["erc20"][0], store["erc1155"][0],
-                rec["erc20"][0] if self.recorded is not None else -1, rec["erc1155"][0] if self.recorded is not None else -1,
-                _hashes(self.chain), _hashes(self.store), _hashes(self.recorded),
-                json.dumps([v.to_json() for v in self.versions]), self.detail)
-
-
-@dataclass
-class AuditReport:
-    run_id: str
-    run_at: dt.datetime
-    source: str
-    seed: int
-    results: list[DayAudit]
-    skipped: list[int] = field(default_factory=list)  # asked for but not COMPLETE
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        """No mismatch and no error (an audit of no day passes: callers that need days check `results`)."""
-        return all(r.verdict == "ok" for r in self.results)
-
-    @property
-    def mismatched_days(self) -> list[int]:
-        return [r.day_idx for r in self.results if r.verdict == "mismatch"]
-
-    @property
-    def error_days(self) -> list[int]:
-        return [r.day_idx for r in self.results if r.verdict == "error"]
-
-    def summary(self) -> str:
-        n = {v: sum(r.verdict == v for r in self.results) for v in ("ok", "mismatch", "error")}
-        bad = [str(r.day) for r in self.results if r.verdict != "ok"]
-        return (f"audit {'passed' if self.passed else 'FAILED'}: {len(self.results)} days, {n['ok']} ok, "
-                f"{n['mismatch']} mismatch, {n['error']} error" + (f" ({', '.join(bad)})" if bad else "")
-                + f"; run_id={self.run_id} seed={self.seed}")
-
-    def lines(self) -> list[str]:
-        """One line per day, plus its versions side by side when it has more than one."""
-        return [line for r in self.results for line in r.lines()]
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {"run_id": self.run_id, "run_at": self.run_at.isoformat(), "source": self.source, "seed": self.seed,
-                "passed": self.passed, "mismatched_days": self.mismatched_days, "error_days": self.error_days,
-                "skipped_days": self.skipped, "seconds": round(self.seconds, 3),
-                "results": [r.to_json() for r in self.results]}
 
 
 # -- the recount from RPC (I/O) --------------------------------------------------------------------------------------

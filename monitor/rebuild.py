@@ -35,7 +35,8 @@ class RebuildFailed(Exception):
 
 def _file_logger(settings: Settings) -> logging.Handler:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(settings.log_dir / "on-complete.log", maxBytes=10 << 20, backupCount=3)
+    handler = logging.handlers.RotatingFileHandler(settings.log_dir / "on-complete.log", maxBytes=10 << 20,
+                                                   backupCount=3)
     handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
