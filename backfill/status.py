@@ -114,7 +114,27 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
                   "parked": bool(r[4])} for r in store.query_rows(
         "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked) FROM rpc_usage FINAL "
         "GROUP BY endpoint ORDER BY endpoint")]
-    return summarize(plan, checkpoints, heartbeats, supervisor, bool(alive), rates, table_rows, now, endpoints)
+    summary = summarize(plan, checkpoints, heartbeats, supervisor, bool(alive), rates, table_rows, now, endpoints)
+    summary["quality"] = quality(store)
+    return summary
+
+
+def quality(store: Store) -> dict[str, Any]:
+    """The latest gates run (level, failed gates with their days) and the latest audit run (days, mismatches)."""
+    out: dict[str, Any] = {"gates": None, "audit": None}
+    gates = store.query_rows(
+        "SELECT run_at, level, gate, verdict, days FROM gate_results "
+        "WHERE run_id = (SELECT argMax(run_id, run_at) FROM gate_results) ORDER BY gate")
+    if gates:
+        out["gates"] = {"run_at": str(gates[0][0]), "level": gates[0][1],
+                        "failed": {g[2]: list(g[4]) for g in gates if g[3] == "fail"},
+                        "warned": {g[2]: list(g[4]) for g in gates if g[3] == "warn"}}
+    audit = store.query_rows(
+        "SELECT any(run_at), count(), groupArrayIf(day_idx, verdict != 'ok') FROM audit_results "
+        "WHERE run_id = (SELECT argMax(run_id, run_at) FROM audit_results) HAVING count() > 0")
+    if audit:
+        out["audit"] = {"run_at": str(audit[0][0]), "days": int(audit[0][1]), "not_ok": list(audit[0][2])}
+    return out
 
 
 def _duration(seconds: float | None) -> str:
@@ -153,6 +173,18 @@ def render(summary: dict[str, Any]) -> Any:
              + (f" pid {sup.get('pid')} phase {sup.get('phase')} shards {sup.get('wanted_shards')}" if sup.get("pid") else "")
              + (f" — {sup['message']}" if sup.get("message") else "")),
     ]
+    q = summary.get("quality") or {}
+    if q.get("gates"):
+        g = q["gates"]
+        bad = "; ".join(f"{k} days {v[:10]}" for k, v in g["failed"].items())
+        warn = "; ".join(f"{k} days {v[:10]}" for k, v in g["warned"].items())
+        lines.append(Text(f"gates ({g['level']}, {g['run_at'][:19]}): " + (f"FAIL {bad}" if bad else "pass")
+                          + (f"; warn {warn}" if warn else ""), style="red" if bad else None))
+    if q.get("audit"):
+        a = q["audit"]
+        lines.append(Text(f"audit ({a['run_at'][:19]}): {a['days']} days recounted, "
+                          + (f"NOT OK: days {a['not_ok'][:10]}" if a["not_ok"] else "all match the chain"),
+                          style="red" if a["not_ok"] else None))
     parts: list[Any] = list(lines)
     if summary["workers"]:
         table = Table("worker", "pid", "state", "day", "last batch", "rows", "heartbeat age", "restarts")

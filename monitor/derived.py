@@ -18,56 +18,39 @@ from backfill.store import Store
 
 log = logging.getLogger("on_complete")
 
-FLOWS = """
-    SELECT token_address, to_address AS wallet, value AS received, toUInt256(0) AS sent, 1 AS n_in, 0 AS n_out,
-           block_number
-    FROM {src} FINAL
-    UNION ALL
-    SELECT token_address, from_address, toUInt256(0), value, 0, 1, block_number
-    FROM {src} FINAL"""
+def _flows(src: str, keys: str) -> str:
+    """Every transfer as two legs: what the receiver got and what the sender gave, per `keys`."""
+    return (f"SELECT {keys}, to_address AS wallet, value AS received, toUInt256(0) AS sent, 1 AS n_in, 0 AS n_out, "
+            f"block_number FROM {src} FINAL UNION ALL "
+            f"SELECT {keys}, from_address, toUInt256(0), value, 0, 1, block_number FROM {src} FINAL")
 
+
+def _balances_sql(src: str, keys: str) -> str:
+    return (f"INSERT INTO {{name}} SELECT {keys}, wallet, sum(received) - sum(sent), sum(received), sum(sent), "
+            f"sum(n_in), sum(n_out), min(block_number), max(block_number) FROM ({_flows(src, keys)}) "
+            f"GROUP BY {keys}, wallet")
+
+
+_BALANCE_COLUMNS = """
+            wallet String,
+            balance Int256,
+            received UInt256,
+            sent UInt256,
+            transfers_in UInt64,
+            transfers_out UInt64,
+            first_block UInt64,
+            last_block UInt64"""
+
+# name -> (CREATE with {name}, INSERT with {name})
 DERIVED: dict[str, tuple[str, str]] = {
-    "erc20_balances": ("""
-        CREATE TABLE {name} (
-            token_address String,
-            wallet String,
-            balance Int256,
-            received UInt256,
-            sent UInt256,
-            transfers_in UInt64,
-            transfers_out UInt64,
-            first_block UInt64,
-            last_block UInt64
-        ) ENGINE = MergeTree ORDER BY (token_address, wallet)""", """
-        INSERT INTO {name}
-        SELECT token_address, wallet, sum(received) - sum(sent), sum(received), sum(sent), sum(n_in), sum(n_out),
-               min(block_number), max(block_number)
-        FROM (""" + FLOWS.format(src="erc20_transfers_staging") + """)
-        GROUP BY token_address, wallet"""),
-    "erc1155_balances": ("""
-        CREATE TABLE {name} (
-            token_address String,
-            token_id UInt256,
-            wallet String,
-            balance Int256,
-            received UInt256,
-            sent UInt256,
-            transfers_in UInt64,
-            transfers_out UInt64,
-            first_block UInt64,
-            last_block UInt64
-        ) ENGINE = MergeTree ORDER BY (token_address, token_id, wallet)""", """
-        INSERT INTO {name}
-        SELECT token_address, token_id, wallet, sum(received) - sum(sent), sum(received), sum(sent), sum(n_in),
-               sum(n_out), min(block_number), max(block_number)
-        FROM (
-            SELECT token_address, token_id, to_address AS wallet, value AS received, toUInt256(0) AS sent,
-                   1 AS n_in, 0 AS n_out, block_number
-            FROM erc1155_transfers_staging FINAL
-            UNION ALL
-            SELECT token_address, token_id, from_address, toUInt256(0), value, 0, 1, block_number
-            FROM erc1155_transfers_staging FINAL)
-        GROUP BY token_address, token_id, wallet"""),
+    "erc20_balances": (
+        "CREATE TABLE {name} (token_address String," + _BALANCE_COLUMNS + ") "
+        "ENGINE = MergeTree ORDER BY (token_address, wallet)",
+        _balances_sql("erc20_transfers_staging", "token_address")),
+    "erc1155_balances": (
+        "CREATE TABLE {name} (token_address String, token_id UInt256," + _BALANCE_COLUMNS + ") "
+        "ENGINE = MergeTree ORDER BY (token_address, token_id, wallet)",
+        _balances_sql("erc1155_transfers_staging", "token_address, token_id")),
 }
 
 

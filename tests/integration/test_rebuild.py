@@ -136,3 +136,18 @@ def test_damaged_run_stops_before_promotion(chain: Chain, run_copy, corruption: 
     assert snap["status"] == "failed" and snap["failed_step"] == step
     log = (run_copy / "backfill" / "on-complete.log").read_text()
     assert "action=stop_pipeline" in log and "step=promote event=start" not in log
+
+
+def test_status_shows_the_latest_gates_and_audit_verdicts(chain: Chain, run_copy):
+    store = open_store(run_copy)
+    damage.malformed_address(store, store.read_plan()[6])
+    assert backfill(["gates", "--strict"], run_copy, chain).returncode == 1
+    assert backfill(["verify", "--days", chain.day(1)], run_copy, chain).returncode == 0
+    out = backfill(["status", "--json"], run_copy)
+    assert out.returncode == 0, out.stderr
+    quality = json.loads(out.stdout)["quality"]
+    assert quality["gates"]["level"] == "strict" and 6 in quality["gates"]["failed"]["malformed"]
+    assert quality["audit"] == {"run_at": quality["audit"]["run_at"], "days": 1, "not_ok": []}
+    text = backfill(["status"], run_copy)
+    assert "gates (strict" in text.stdout and "FAIL" in text.stdout and "malformed" in text.stdout
+    assert "1 days recounted, all match the chain" in text.stdout
