@@ -40,9 +40,12 @@ def day_of_block_join(source: str, columns: str = "*") -> str:
             f"ON r._z = d._z AND r.block_number >= d.start_block WHERE r.block_number <= d.end_block)")
 
 
-def per_day_digest_sql(table: str, final: bool = True) -> str:
-    """day_idx, rows, hash (UInt128 sum) of every planned day with rows in `table`."""
+def per_day_digest_sql(table: str, final: bool = True, in_range: bool = False) -> str:
+    """day_idx, rows, hash (UInt128 sum) of every planned day with rows in `table`; with in_range, only rows
+    between %(a)s and %(b)s (block numbers) are read."""
     src = f"{table} FINAL" if final else table
+    if in_range:
+        src += " WHERE block_number BETWEEN %(a)s AND %(b)s"
     return (f"SELECT day_idx, count() AS n, sum(h) AS h FROM "
             f"{day_of_block_join(src, f'block_number, {row_hash_sql(table)} AS h')} GROUP BY day_idx")
 

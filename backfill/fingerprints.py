@@ -40,8 +40,10 @@ def current_digests(store: Store, days: list[int] | None = None) -> dict[int, di
                     out.setdefault(d, {})[table] = (int(n), int(h or 0))
         return out
     wanted = set(days) if days is not None else None
+    chosen = [plan[d] for d in wanted or () if d in plan]
+    params = {"a": min(p.start_block for p in chosen), "b": max(p.end_block for p in chosen)} if chosen else None
     for table in digest.STAGING_TABLES:
-        for d, n, h in store.query_rows(digest.per_day_digest_sql(table)):
+        for d, n, h in store.query_rows(digest.per_day_digest_sql(table, in_range=params is not None), params):
             if wanted is None or int(d) in wanted:
                 out.setdefault(int(d), {})[table] = (int(n), int(h or 0))
     return out

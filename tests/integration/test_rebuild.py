@@ -43,8 +43,16 @@ def snapshots(data_dir) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(data_dir.glob("post_rebuild_snapshot_*.json"))]
 
 
-def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, tmp_path):
-    data_dir = tmp_path / "data"
+@pytest.fixture
+def data_dir(tmp_path):
+    path = tmp_path / "data"
+    yield path
+    from backfill.embedded import stop_server
+
+    stop_server(path)
+
+
+def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, data_dir):
     sql_dir = data_dir / "rebuild.d"
     sql_dir.mkdir(parents=True)
     (sql_dir / "10_top_holders.sql").write_text(
