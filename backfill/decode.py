@@ -193,27 +193,63 @@ def decode_log(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | Quara
         return Quarantined(f"malformed log: {type(exc).__name__}")
 
 
+_ERC20_TOPIC0 = ERC20_TRANSFER.topic0
+
+
+def _fast_erc20(log: dict[str, Any], bn: int) -> Erc20Row | None:
+    """The common case, a well-formed ERC-20 Transfer in canonical lowercase form, without the general path's
+    calls; None sends the log to decode_log, which gives the same answer for everything this accepts."""
+    topics = log["topics"]
+    if type(topics) is not list or len(topics) != 3 or topics[0] != _ERC20_TOPIC0:
+        return None
+    data, t1, t2 = log["data"], topics[1], topics[2]
+    if (type(data) is not str or len(data) != 66 or type(t1) is not str or type(t2) is not str or len(t1) != 66
+            or len(t2) != 66 or t1[2:26] != _ZERO_PAD or t2[2:26] != _ZERO_PAD or not _HEX.match(data)):
+        return None
+    tx, addr = log["transactionHash"].lower(), log["address"].lower()
+    if len(tx) != 66 or len(addr) != 42:
+        return None
+    return Erc20Row(bn, tx, int(log["logIndex"], 16), addr, "0x" + t1[26:].lower(), "0x" + t2[26:].lower(),
+                    int(data[2:], 16))
+
+
 def decode_logs(logs: list[dict[str, Any]]) -> DecodedBatch:
     """Decode an eth_getLogs answer; collects block hashes (and timestamps when the node gives them)."""
     out = DecodedBatch()
     blocks = out.blocks
+    erc20_append = out.erc20.append
+    numbers: dict[str, int] = {}  # blockNumber hex -> int: logs of a block share it
     for log in logs:
         if log.get("removed"):
             continue  # a reorged-out log is not part of the chain
-        result = decode_log(log)
-        if isinstance(result, Skipped):
-            out.skipped += 1
-        elif isinstance(result, Quarantined):
-            out.quarantined.append((log, result.reason))
-        elif result:
-            if isinstance(result[0], Erc20Row):
-                out.erc20.extend(result)  # type: ignore[arg-type]
-            else:
-                out.erc1155.extend(result)  # type: ignore[arg-type]
         try:
-            bn = int(log["blockNumber"], 16)
+            bn_hex = log["blockNumber"]
+            bn = numbers.get(bn_hex)
+            if bn is None:
+                bn = numbers[bn_hex] = int(bn_hex, 16)
         except (KeyError, TypeError, ValueError):
-            continue
+            bn = None
+        row = None
+        if bn is not None:
+            try:
+                row = _fast_erc20(log, bn)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                row = None
+        if row is not None:
+            erc20_append(row)
+        else:
+            result = decode_log(log)
+            if isinstance(result, Skipped):
+                out.skipped += 1
+            elif isinstance(result, Quarantined):
+                out.quarantined.append((log, result.reason))
+            elif result:
+                if isinstance(result[0], Erc20Row):
+                    out.erc20.extend(result)  # type: ignore[arg-type]
+                else:
+                    out.erc1155.extend(result)  # type: ignore[arg-type]
+            if bn is None:
+                continue
         if bn not in blocks:
             ts_hex = log.get("blockTimestamp")
             ts = int(ts_hex, 16) if ts_hex else None

@@ -185,7 +185,8 @@ class Worker:
         decoded = DecodedBatch()
         for _, part in parts:
             decoded.extend(part)
-        stamp = {bn: dt.datetime.fromtimestamp(ts, UTC) for bn, (_, ts) in decoded.blocks.items()}
+        # Unix seconds: the driver writes ints to DateTime columns as they are (datetimes cost a conversion each way)
+        stamp = {bn: int(ts) for bn, (_, ts) in decoded.blocks.items()}
         quarantine = [_quarantine_row(entry, reason, w.segments[i].day_idx, version)
                       for i, part in parts for entry, reason in part.quarantined]
         batch = self.s.batch_rows
@@ -368,7 +369,7 @@ class Worker:
         return exitcodes.OK
 
 
-def _columns(rows: list[Any], fields: list[str], stamp: dict[int, dt.datetime], version: int) -> dict[str, list[Any]]:
+def _columns(rows: list[Any], fields: list[str], stamp: dict[int, int], version: int) -> dict[str, list[Any]]:
     """Decoded rows (NamedTuples) -> the table's columns, with block_timestamp and _version attached."""
     cols: dict[str, list[Any]] = {name: list(values) for name, values in zip(rows[0]._fields, zip(*rows))}
     cols["block_timestamp"] = [stamp[bn] for bn in cols["block_number"]]

@@ -152,3 +152,42 @@ def test_topic0_of_every_event_is_the_keccak_of_its_signature():
 
     for topic, kind in EVENTS.items():
         assert topic == "0x" + keccak(text=kind.signature).hex()
+
+
+def test_batch_fast_path_gives_what_the_general_path_gives_log_by_log():
+    """decode_logs takes a shortcut for well-formed ERC-20 Transfers; on near misses (case, lengths, padding,
+    missing or mistyped fields) it must answer exactly as decode_log does, one log at a time."""
+    rng = random.Random(11)
+    a, b = ("0x" + rng.randbytes(20).hex() for _ in range(2))
+    good = mk([ERC20_TRANSFER.topic0, topic(a), topic(b)], encode(["uint256"], [12345]))
+    mutations = [
+        lambda log: log,
+        lambda log: {**log, "topics": [t.upper().replace("0X", "0x") for t in log["topics"]]},
+        lambda log: {**log, "data": log["data"].upper().replace("0X", "0x")},
+        lambda log: {**log, "data": log["data"][:-2]},
+        lambda log: {**log, "data": log["data"][:-1] + "g"},
+        lambda log: {**log, "data": None},
+        lambda log: {**log, "topics": log["topics"][:2]},
+        lambda log: {**log, "topics": (*log["topics"],)},
+        lambda log: {**log, "topics": [log["topics"][0], "0x" + "11" * 32, log["topics"][2]]},
+        lambda log: {**log, "topics": [log["topics"][0], log["topics"][1][:-2], log["topics"][2]]},
+        lambda log: {**log, "transactionHash": log["transactionHash"].upper().replace("0X", "0x")},
+        lambda log: {**log, "transactionHash": "0x1234"},
+        lambda log: {**log, "address": a.upper().replace("0X", "0x")},
+        lambda log: {**log, "address": 5},
+        lambda log: {**log, "logIndex": "0xzz"},
+        lambda log: {k: v for k, v in log.items() if k != "logIndex"},
+        lambda log: {k: v for k, v in log.items() if k != "data"},
+        lambda log: {**log, "blockNumber": "nope"},
+    ]
+    for mutate in mutations:
+        log = mutate(dict(good))
+        one = decode_log(log)
+        batch = decode_logs([log])
+        rows = batch.erc20 + batch.erc1155
+        if isinstance(one, list):
+            assert rows == one and not batch.quarantined
+        elif isinstance(one, Quarantined):
+            assert rows == [] and batch.quarantined == [(log, one.reason)]
+        else:
+            assert rows == [] and batch.skipped == 1
