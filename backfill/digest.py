@@ -23,6 +23,18 @@ CANON_FIELDS: dict[str, list[str]] = {
 }
 STAGING_TABLES = list(CANON_FIELDS)
 KEYS = {"erc20_transfers_staging": "tx_hash, log_index", "erc1155_transfers_staging": "tx_hash, log_index, batch_index"}
+# ReplacingMergeTree collapses rows by the sorting key (schema.py), not by the runbook's (tx_hash, log_index).
+SORT_KEYS = {"erc20_transfers_staging": "block_number, log_index",
+             "erc1155_transfers_staging": "block_number, log_index, batch_index"}
+
+
+def newest_version_variants_sql(table: str, where: str = "") -> str:
+    """Subquery: per sorting key with more than one row at its newest _version, `block_number`, those rows `n`
+    and their distinct contents `d`. d > 1: dedup would keep one at random; d = 1: harmless exact copies."""
+    sort_key = SORT_KEYS[table]
+    return (f"(SELECT block_number, argMax(n, v) AS n, argMax(d, v) AS d FROM "
+            f"(SELECT {sort_key}, _version AS v, count() AS n, uniqExact({row_hash_sql(table)}) AS d "
+            f"FROM {table} {where} GROUP BY {sort_key}, _version) GROUP BY {sort_key} HAVING n > 1)")
 
 
 def row_hash_sql(table: str) -> str:

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from backfill.digest import KEYS, STAGING_TABLES
+from backfill.digest import KEYS, STAGING_TABLES, newest_version_variants_sql
 from backfill.errors import UserError
 from backfill.store import Store
 
@@ -71,13 +71,11 @@ def block_range_of_partitions(store: Store, partitions: list[str]) -> tuple[int,
     return int(lo), int(hi)
 
 
-def ambiguous_keys(store: Store, table: str, a: int, b: int) -> list[tuple]:
-    """Keys with more than one distinct row at their newest version, in [a, b]: (block_number, key...)."""
-    key = KEYS[table]
-    return store.query_rows(
-        f"SELECT block_number, {key} FROM (SELECT block_number, {key}, _version, uniqExact(cityHash64(*)) AS variants "
-        f"FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s GROUP BY block_number, {key}, _version) "
-        f"GROUP BY block_number, {key} HAVING argMax(variants, _version) > 1 LIMIT 1000", {"a": a, "b": b})
+def ambiguous_keys(store: Store, table: str, a: int, b: int) -> list[int]:
+    """Blocks in [a, b] holding a key with more than one distinct row at its newest version (as the gates judge)."""
+    variants = newest_version_variants_sql(table, "WHERE block_number BETWEEN %(a)s AND %(b)s")
+    return [int(r[0]) for r in store.query_rows(f"SELECT block_number FROM {variants} WHERE d > 1 LIMIT 1000",
+                                                {"a": a, "b": b})]
 
 
 def superseded_split_sql(table: str) -> str:
@@ -102,10 +100,10 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
     for table in STAGING_TABLES:
         bad = ambiguous_keys(store, table, a, b)
         if bad:
-            days = sorted({p.day for p in store.read_plan() for r in bad if p.start_block <= r[0] <= p.end_block})
+            days = sorted({p.day for p in store.read_plan() for bn in bad if p.start_block <= bn <= p.end_block})
             named = ", ".join(str(d) for d in days[:10]) or "outside the plan"
             raise DedupRefused(f"{table}: {len(bad)} key(s) have two different rows at the same newest _version "
-                               f"on day(s) {named} (first at block {bad[0][0]}); dedup would keep one at random. "
+                               f"on day(s) {named} (first at block {min(bad)}); dedup would keep one at random. "
                                f"Fetch those days again with `backfill start --from D1 --to D2 --redo`, then dedup")
     range_where = "block_number BETWEEN %(a)s AND %(b)s"
     for table in STAGING_TABLES:

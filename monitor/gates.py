@@ -245,27 +245,29 @@ def judge_duplicates(m: Measurements, level: str, t: Mapping[str, float]) -> Gat
     return combine("duplicates", findings, "no duplicate keys after FINAL, no ambiguous versions")
 
 
+def _counts(m: Measurements, level: str, t: Mapping[str, float], threshold: str,
+            checks: Iterable[tuple[str, str]]) -> list[Finding]:
+    """One finding per measured check, all judged against the same threshold."""
+    return [_count(threshold, _scope(m, m.of(check), level), t[threshold], what, m) for check, what in checks]
+
+
 def judge_timestamps(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
-    findings = []
-    for check, what in (("zero_timestamp_rows", "rows with block_timestamp 0"),
-                        ("timestamp_mismatch_rows", "rows whose block_timestamp is not their block's"),
-                        ("rows_before_genesis", "rows timed before genesis")):
-        findings.append(_count("bad_timestamp_rows", _scope(m, m.of(check), level), t["bad_timestamp_rows"],
-                               what, m))
-    for check, what in (("blocks_outside_day", "blocks timed outside their day's UTC date"),
-                        ("blocks_before_genesis", "blocks timed before genesis"),
-                        ("blocks_backwards", "blocks timed earlier than the block before")):
-        findings.append(_count("bad_timestamp_blocks", _scope(m, m.of(check), level), t["bad_timestamp_blocks"],
-                               what, m))
+    findings = _counts(m, level, t, "bad_timestamp_rows", (
+        ("zero_timestamp_rows", "rows with block_timestamp 0"),
+        ("timestamp_mismatch_rows", "rows whose block_timestamp is not their block's"),
+        ("rows_before_genesis", "rows timed before genesis")))
+    findings += _counts(m, level, t, "bad_timestamp_blocks", (
+        ("blocks_outside_day", "blocks timed outside their day's UTC date"),
+        ("blocks_before_genesis", "blocks timed before genesis"),
+        ("blocks_backwards", "blocks timed earlier than the block before")))
     return combine("timestamps", findings, "every timestamp is its block's, inside its day, after genesis, in order")
 
 
 def judge_malformed(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
-    findings = []
-    for check, what in (("malformed_tx_hash", "rows with a malformed tx_hash"),
-                        ("malformed_address", "rows with a malformed token/from/to/operator address"),
-                        ("malformed_block_hash", "blocks with a malformed block_hash")):
-        findings.append(_count("malformed_rows", _scope(m, m.of(check), level), t["malformed_rows"], what, m))
+    findings = _counts(m, level, t, "malformed_rows", (
+        ("malformed_tx_hash", "rows with a malformed tx_hash"),
+        ("malformed_address", "rows with a malformed token/from/to/operator address"),
+        ("malformed_block_hash", "blocks with a malformed block_hash")))
     return combine("malformed", findings, "every hash and address is lowercase 0x hex of the right length")
 
 

@@ -12,9 +12,7 @@ from backfill.store import Store
 
 HASH_RE = "^0x[0-9a-f]{64}$"
 ADDRESS_RE = "^0x[0-9a-f]{40}$"
-# ReplacingMergeTree collapses rows by the sorting key (schema.py), not by the runbook's (tx_hash, log_index).
-SORT_KEYS = {"erc20_transfers_staging": "block_number, log_index",
-             "erc1155_transfers_staging": "block_number, log_index, batch_index"}
+SORT_KEYS = digest.SORT_KEYS
 
 
 # -- what is measured ----------------------------------------------------------------------------------------
@@ -138,10 +136,7 @@ def measure(store: Store) -> Measurements:
             put("duplicate_key_rows", d, n)
         # Dedup keeps one row per sorting key, the newest _version: several different rows at that version
         # leave the survivor to chance; identical copies are harmless.
-        sort_key = SORT_KEYS[table]
-        versions = (f"(SELECT block_number, argMax(n, v) AS n, argMax(d, v) AS d FROM "
-                    f"(SELECT {sort_key}, _version AS v, count() AS n, uniqExact({digest.row_hash_sql(table)}) AS d "
-                    f"FROM {table} GROUP BY {sort_key}, _version) GROUP BY {sort_key} HAVING n > 1)")
+        versions = digest.newest_version_variants_sql(table)
         versions_sql = (f"SELECT day_idx, countIf(d > 1), sumIf(n - 1, d = 1) FROM "
                         f"{digest.day_of_block_join(versions, 'block_number, n, d')} GROUP BY day_idx")
         for d, ambiguous, copies in store.query_rows(versions_sql):

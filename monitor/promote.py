@@ -326,20 +326,28 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
                 record(store, "promote", prod, name, 0, "", f"status=failed step=swap error={_reason(exc)}")
                 raise PromotionFailed(f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; "
                                       f"see promote.log") from None
-            got = checksum(store, prod)
-            ok = got == nexts[prod]
-            record(store, "promote", prod, name, got[0], got[1],
-                   f"status={'ok' if ok else 'unverified'} swap={method} staging={staging} "
-                   f"old={prod + '_old' if prod in existing else '-'} staging_final_rows={nexts[prod][0]} "
-                   f"staging_final_checksum={nexts[prod][1]}")
-            if not ok:
-                raise PromotionFailed(f"{prod} after the swap does not equal staging FINAL (rows {got[0]} vs "
-                                      f"{nexts[prod][0]}); `backfill rollback` restores the previous production")
+            got = _verify_recorded(
+                store, "promote", prod, name, nexts[prod],
+                f"swap={method} staging={staging} old={prod + '_old' if prod in existing else '-'} "
+                f"staging_final_rows={nexts[prod][0]} staging_final_checksum={nexts[prod][1]}",
+                "after the swap does not equal staging FINAL", "; `backfill rollback` restores the previous production")
             report.tables.append(TableResult(prod, staging, got[0], got[1], method, name))
         report.seconds = time.monotonic() - t0
         log.info("event=promote_done seconds=%.3f %s", report.seconds,
                  " ".join(f"{t.production}={t.rows}" for t in report.tables))
         return report
+
+
+def _verify_recorded(store: Store, action: str, prod: str, other: str, expected: tuple[int, str] | None,
+                     detail: str, mismatch: str, hint: str = "") -> tuple[int, str]:
+    """Production's rows and checksum after a swap, recorded (ok / unverified); PromotionFailed when they
+    differ from what was expected."""
+    got = checksum(store, prod)
+    ok = got == expected
+    record(store, action, prod, other, got[0], got[1], f"status={'ok' if ok else 'unverified'} {detail}")
+    if not ok:
+        raise PromotionFailed(f"{prod} {mismatch} (rows {got[0]} vs {expected[0] if expected else '?'}){hint}")
+    return got
 
 
 # -- rollback ------------------------------------------------------------------------------------------
@@ -395,13 +403,9 @@ def rollback(store: Store, settings: Settings) -> PromotionReport:
                 record(store, "rollback", prod, backup, 0, "", f"status=failed plan={plan.kind} error={_reason(exc)}")
                 raise PromotionFailed(f"rollback of {prod} failed ({plan.kind}): {_reason(exc)}; "
                                       f"already rolled back: {done}") from None
-            got = checksum(store, prod)
-            ok = got == expected
-            record(store, "rollback", prod, backup, got[0], got[1],
-                   f"status={'ok' if ok else 'unverified'} method={method} source={source} now_old={prod}_old")
-            if not ok:
-                raise PromotionFailed(f"{prod} after the rollback does not equal backup {backup} (rows {got[0]} vs "
-                                      f"{expected[0] if expected else '?'})")
+            got = _verify_recorded(store, "rollback", prod, backup, expected,
+                                   f"method={method} source={source} now_old={prod}_old",
+                                   f"after the rollback does not equal backup {backup}")
             report.tables.append(TableResult(prod, source, got[0], got[1], method, backup))
         report.seconds = time.monotonic() - t0
         log.info("event=rollback_done seconds=%.3f %s", report.seconds,
