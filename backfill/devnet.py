@@ -66,6 +66,10 @@ class Anvil:
             raise DevnetError("anvil is not running")
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def _args(self, port: int) -> list[str]:
         args = [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(port), "--silent"]
         if self.hardfork:

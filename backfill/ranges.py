@@ -9,13 +9,17 @@ from __future__ import annotations
 
 
 class RangeSizer:
+    """Answers are aimed at about `cheap_logs` logs: a node serialises a few thousand logs at a time much more
+    cheaply per log than tens of thousands (measured on anvil: ~3 vs ~5 cpu-s per million logs), and the
+    client parses them faster; an answer over `big_logs` shrinks the range back to `cheap_logs`."""
+
     def __init__(self, initial: int, maximum: int, cheap_logs: int = 2_500, grow_after: int = 1,
-                 big_logs: int = 20_000):
+                 big_logs: int | None = None):
         self.maximum = max(1, maximum)
         self.size = max(1, min(initial, self.maximum))
-        self.cheap_logs = cheap_logs  # an answer this small means the range could be larger
+        self.cheap_logs = max(1, cheap_logs)  # an answer this small means the range could be larger
         self.grow_after = grow_after
-        self.big_logs = big_logs  # an answer this large means the range should be smaller
+        self.big_logs = big_logs if big_logs is not None else 2 * self.cheap_logs  # this large: smaller ranges
         self.cap: int | None = None  # the largest range a refusal allows (never grow past it)
         self._cheap_streak = 0
 
@@ -36,7 +40,7 @@ class RangeSizer:
         """A call over n_blocks returned n_logs: grow after a few cheap full-size answers; shrink after a very
         large one (even a node without a result cap should not hand us a few hundred MB of JSON at once)."""
         if n_logs > self.big_logs:
-            self.size = max(1, min(self.size, n_blocks * self.big_logs // n_logs))
+            self.size = max(1, min(self.size, n_blocks * self.cheap_logs // n_logs))
             self._cheap_streak = 0
         elif n_blocks >= self.size and n_logs < self.cheap_logs:
             self._cheap_streak += 1

@@ -2,8 +2,8 @@
 
 Both are measured in the same run on the same generated anvil chain:
 - ceiling: the fastest simple client pulling the same logs (aiohttp + orjson, eth_getLogs over fixed
-  ranges, several in flight, no decoding, no storage); the best of a small grid of range sizes and
-  concurrencies;
+  ranges, several in flight, no decoding, no storage); the best of a grid of range sizes (sized for
+  1,500-20,000 logs an answer at the chain's density) and 2/4/8 in flight, then that best point again;
 - backfill: `SHARDS=N backfill start --foreground` from an empty embedded store to every day COMPLETE, wall
   clock of the whole command (planning, worker start-up, inserts, checkpoints included; the on-complete
   rebuild off), with the requests it made per 10,000 logs against the minimum (ceil(logs / 10,000-result
@@ -12,7 +12,12 @@ Both are measured in the same run on the same generated anvil chain:
 - the same through the test suite's fault-injecting proxy, clean and at a 5 % fault rate;
 - cryo (the PyPI package, Rust) collecting the same logs into memory, when installed (`pip install '.[bench]'`).
 
-    scripts/bench [--days 60] [--blocks-per-day 2000] [--shards 2] [--repeat 3] [--no-proxy] [--no-cryo]
+Each copy also reports the CPU seconds of the node, the store engine, the workers and the CLI/supervisor.
+`--dense DAYSxBLOCKSxLOGS` uses a mainnet-shaped chain instead (scripts/densechain.py: e.g. 4x1000x250 is
+4 days of 1,000 blocks carrying 250 transfer logs each, built once in ~25 s and cached under data/bench/).
+
+    scripts/bench [--days 60] [--blocks-per-day 2000] [--dense 4x1000x250] [--shards 2] [--repeat 3]
+                  [--no-proxy] [--no-cryo] [--no-rebuild] [--env BACKFILL_GETLOGS_ANSWER_LOGS=10000]
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
-from backfill.devnet import DevnetParams, start_devnet  # noqa: E402
+from backfill.devnet import Anvil, DevnetParams, start_devnet  # noqa: E402
 from backfill.events import LOG_FILTER_TOPICS  # noqa: E402
 
 
@@ -54,44 +60,110 @@ async def pull_logs(url: str, first: int, last: int, chunk: int, concurrency: in
     return sum(counts)
 
 
-def ceiling(url: str, first: int, last: int) -> dict:
+def ceiling(url: str, first: int, last: int, logs_per_block: float, grid: list[tuple[int, int]] | None = None) -> dict:
+    """The best of a grid of range sizes (sized by the chain's density, so a dense chain is not asked for 250k
+    logs in one answer) and in-flight counts; `grid` narrows it to given (blocks, in-flight) pairs."""
+    if grid is None:
+        sizes = sorted({max(1, round(target / max(logs_per_block, 1e-9))) for target in (1_500, 3_000, 7_500, 20_000)})
+        grid = [(chunk, conc) for chunk in sizes for conc in (2, 4, 8)]
     best = None
-    for chunk in (1000, 2000, 5000):
-        for conc in (2, 4, 8):
-            t0 = time.perf_counter()
-            n = asyncio.run(pull_logs(url, first, last, chunk, conc))
-            secs = time.perf_counter() - t0
-            if best is None or n / secs > best["logs_per_s"]:
-                best = {"logs": n, "seconds": round(secs, 3), "logs_per_s": round(n / secs), "chunk": chunk,
-                        "concurrency": conc}
+    for chunk, conc in grid:
+        t0 = time.perf_counter()
+        n = asyncio.run(pull_logs(url, first, last, chunk, conc))
+        secs = time.perf_counter() - t0
+        if best is None or n / secs > best["logs_per_s"]:
+            best = {"logs": n, "seconds": round(secs, 3), "logs_per_s": round(n / secs), "chunk": chunk,
+                    "concurrency": conc}
     return best
 
 
-def run_cryo(url: str, first: int, last: int) -> dict | None:
+def run_cryo(url: str, first: int, last: int, chunk: int = 2000) -> dict | None:
     try:
         import cryo
     except ImportError:
         return None
     t0 = time.perf_counter()
-    df = cryo.collect("logs", blocks=[f"{first}:{last + 1}"], rpc=url, output_format="polars", inner_request_size=2000,
+    df = cryo.collect("logs", blocks=[f"{first}:{last + 1}"], rpc=url, output_format="polars", inner_request_size=chunk,
                       max_concurrent_requests=8, topic0=list(LOG_FILTER_TOPICS[0]))
     secs = time.perf_counter() - t0
     return {"logs": len(df), "seconds": round(secs, 3), "logs_per_s": round(len(df) / secs)}
 
 
-def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: bool = False) -> dict:
+class CpuMeter:
+    """CPU seconds spent during a run by the node, the store engine, the workers and the CLI/supervisor:
+    processes are sampled every 0.1 s (psutil) and each one's last reading counts, minus its reading at start."""
+
+    def __init__(self, node_pid: int | None, data_dir: Path):
+        import threading
+
+        self.node_pid, self.data_dir = node_pid, str(data_dir)
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.base: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _kind(self, proc) -> str | None:
+        if proc.pid == self.node_pid:
+            return "node"
+        cmd = " ".join(proc.cmdline())
+        if self.data_dir not in cmd and proc.environ().get("BACKFILL_DATA_DIR") != self.data_dir:
+            return None
+        if "workers.worker" in cmd:
+            return "workers"
+        return "store engine" if "backfill.embedded" in cmd else "cli + supervisor"
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        import psutil
+
+        out = {}
+        for proc in psutil.process_iter():
+            try:
+                kind = self._kind(proc)
+                if kind:
+                    t = proc.cpu_times()
+                    out[proc.pid] = (kind, t.user + t.system)
+            except psutil.Error:
+                pass
+        return out
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.seen.update(self._sample())
+            time.sleep(0.1)
+
+    def __enter__(self) -> "CpuMeter":
+        self.base = {pid: cpu for pid, (_, cpu) in self._sample().items()}
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seen.update(self._sample())
+        self.stop.set()
+        self.thread.join()
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (kind, cpu) in self.seen.items():
+            out[kind] = out.get(kind, 0.0) + cpu - self.base.get(pid, 0.0)
+        return {k: round(v, 2) for k, v in sorted(out.items())}
+
+
+def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: bool = False,
+                 node_pid: int | None = None, extra_env: dict[str, str] | None = None) -> dict:
     """The copy, timed alone (the rebuild off); with rebuild=True, then `backfill rebuild` timed on its own."""
     data_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_") and k not in ("SHARDS", "CLICKHOUSE_URL")}
     env.update({"SHARDS": str(shards), "ETHEREUM_RPC_URLS": url, "BACKFILL_DATA_DIR": str(data_dir),
-                "BACKFILL_ON_COMPLETE": "0"})
+                "BACKFILL_ON_COMPLETE": "0", **(extra_env or {})})
     from backfill.embedded import ensure_server, stop_server
     ensure_server(data_dir)  # the store server's start-up is not the pipeline's speed
     try:
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", first_day, "--to", last_day,
-                              "--confirmations", "0"], env=env, capture_output=True, text=True, cwd=data_dir)
-        secs = time.perf_counter() - t0
+        with CpuMeter(node_pid, data_dir) as meter:
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", first_day,
+                                  "--to", last_day, "--confirmations", "0"], env=env, capture_output=True, text=True,
+                                 cwd=data_dir)
+            secs = time.perf_counter() - t0
         if out.returncode != 0:
             raise SystemExit(f"backfill failed: {out.stderr}")
         rebuild_s = None
@@ -113,7 +185,7 @@ def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: 
         from backfill.settings import Settings
         windows = -(-int(blocks) // unit_blocks(Settings().window_blocks))
         return {"seconds": round(secs, 3), "rows": int(rows), "rows_per_s": round(rows / secs),
-                "requests": int(requests), "windows": windows, "rebuild_s": rebuild_s}
+                "requests": int(requests), "windows": windows, "rebuild_s": rebuild_s, "cpu_s": meter.totals()}
     finally:
         stop_server(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -135,18 +207,41 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-proxy", action="store_true")
     ap.add_argument("--no-cryo", action="store_true")
+    ap.add_argument("--no-rebuild", action="store_true", help="do not time `backfill rebuild` after the first copy")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for the timed copies, e.g. --env BACKFILL_GETLOGS_ANSWER_LOGS=10000")
+    ap.add_argument("--dense", metavar="DAYSxBLOCKSxLOGS",
+                    help="a mainnet-shaped chain instead: e.g. 8x1000x250 = 8 days of 1,000 blocks of 250 logs")
     args = ap.parse_args()
-    params = DevnetParams.with_defaults(dt.date(2024, 1, 1), args.days, args.blocks_per_day, args.seed)
-    state = REPO / "data" / "bench" / f"devnet-{args.days}x{args.blocks_per_day}-s{args.seed}.json"
-    state.parent.mkdir(parents=True, exist_ok=True)
-    node, summary, _ = start_devnet(params, state)
-    try:
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    if args.dense:
+        from densechain import ensure_dense
+
+        d_days, d_blocks, d_logs = (int(x) for x in args.dense.lower().split("x"))
+        print(f"dense chain {args.dense}: building or loading (cached under data/bench/)", flush=True)
+        state, meta = ensure_dense(d_days, d_blocks, d_logs)
+        t0 = time.perf_counter()
+        node = Anvil(load_state=state, startup_timeout_s=600).start()
+        print(f"node ready in {time.perf_counter() - t0:.0f}s", flush=True)
+        first, last, first_day, last_day = meta["first_block"], meta["last_block"], meta["first_day"], meta["last_day"]
+        chain_days = d_days
+    else:
+        params = DevnetParams.with_defaults(dt.date(2024, 1, 1), args.days, args.blocks_per_day, args.seed)
+        state = REPO / "data" / "bench" / f"devnet-{args.days}x{args.blocks_per_day}-s{args.seed}.json"
+        state.parent.mkdir(parents=True, exist_ok=True)
+        node, summary, _ = start_devnet(params, state)
         first, last = summary["days"][0]["first_block"], summary["days"][-1]["last_block"]
-        last_day = summary["days"][-1]["date"]
+        first_day, last_day = summary["days"][0]["date"], summary["days"][-1]["date"]
+        chain_days = args.days
+    try:
         results = []
+        density = asyncio.run(pull_logs(node.url, first, last, max(1, (last - first + 1) // 50), 4)) / (last - first + 1)
+        grid = None  # the whole grid in the first run, then its best point (and one more in flight)
         for i in range(args.repeat):
-            ceil = ceiling(node.url, first, last)
-            e2e = run_backfill(node.url, summary["days"][0]["date"], last_day, args.shards, rebuild=i == 0)
+            ceil = ceiling(node.url, first, last, density, grid)
+            grid = [(ceil["chunk"], ceil["concurrency"]), (ceil["chunk"], min(16, ceil["concurrency"] * 2))]
+            e2e = run_backfill(node.url, first_day, last_day, args.shards, rebuild=i == 0 and not args.no_rebuild,
+                               node_pid=node.pid, extra_env=extra_env)
             e2e.update(_per_log(e2e, ceil["logs"]))
             ratio = e2e["logs_per_s"] / ceil["logs_per_s"]
             results.append({"ceiling": ceil, "backfill": e2e, "ratio": round(ratio, 3)})
@@ -155,6 +250,9 @@ def main() -> None:
                   f"{e2e['seconds']}s, {e2e['requests_per_10k_logs']} req/10k logs (minimum "
                   f"{e2e['minimum_per_10k_logs']}) | ratio {ratio:.0%}"
                   + (f" | rebuild {e2e['rebuild_s']}s" if e2e["rebuild_s"] is not None else ""), flush=True)
+            cores = os.cpu_count() or 1
+            print(f"       cpu-s during the copy: {e2e['cpu_s']} ({cores} cores x {e2e['seconds']}s = "
+                  f"{cores * e2e['seconds']:.1f} available)", flush=True)
         extra: dict = {}
         if not args.no_proxy:
             from tests.proxy import ALL_FAULTS_MIX, RpcProxy
@@ -162,7 +260,7 @@ def main() -> None:
             for name, faults in (("proxy_clean", []), ("proxy_5pct_faults", ALL_FAULTS_MIX(0.05, retry_after_s=0.2,
                                                                                             delay_s=1.0))):
                 with RpcProxy(node.url, faults, seed=1) as proxy:
-                    run = run_backfill(proxy.url, summary["days"][0]["date"], last_day, args.shards)
+                    run = run_backfill(proxy.url, first_day, last_day, args.shards, extra_env=extra_env)
                     run.update(_per_log(run, results[0]["ceiling"]["logs"]))
                     run["faults_injected"] = sum(proxy.fault_counts().values())
                 extra[name] = run
@@ -170,7 +268,8 @@ def main() -> None:
                       f"logs (minimum {run['minimum_per_10k_logs']}), faults injected {run['faults_injected']}",
                       flush=True)
         if not args.no_cryo:
-            extra["cryo"] = run_cryo(node.url, first, last)
+            # cryo asks for ranges of the ceiling's best size (2,000 blocks would be 500k logs an answer on a dense chain)
+            extra["cryo"] = run_cryo(node.url, first, last, max(results[0]["ceiling"]["chunk"], 1))
             if extra["cryo"]:
                 print(f"cryo (logs, into memory): {extra['cryo']['logs_per_s']} logs/s, {extra['cryo']['seconds']}s",
                       flush=True)
@@ -180,8 +279,8 @@ def main() -> None:
         node.stop()
     median = statistics.median(r["ratio"] for r in results)
     report = {"date": dt.date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {platform.machine()}",
-              "chain": {"days": args.days, "blocks": last - first + 1, "logs": results[0]["ceiling"]["logs"]},
-              "shards": args.shards, "runs": results, "median_ratio": median, **extra}
+              "chain": {"days": chain_days, "dense": args.dense, "blocks": last - first + 1, "logs": results[0]["ceiling"]["logs"]},
+              "shards": args.shards, "settings": extra_env, "runs": results, "median_ratio": median, **extra}
     out = REPO / "data" / "bench" / "last.json"
     out.write_text(json.dumps(report, indent=1))
     print(f"median ratio backfill / ceiling: {median:.0%}  (details: {out.relative_to(REPO)})")

@@ -73,7 +73,8 @@ class Worker:
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")  # one ordered writer
         self.insert_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="insert")  # a window's inserts
-        self.sizer = RangeSizer(settings.getlogs_blocks, unit_blocks(settings.window_blocks), big_logs=10_000)
+        self.sizer = RangeSizer(settings.getlogs_blocks, unit_blocks(settings.window_blocks),
+                                cheap_logs=settings.getlogs_answer_logs)
         self.fetch_slots = asyncio.Semaphore(settings.getlogs_concurrency)  # chunks in flight, all windows
         self.answers = 0  # eth_getLogs answers so far: density is unknown until the first
         self.inflight = 0

@@ -17,7 +17,7 @@ def test_a_suggestion_that_does_not_fit_is_ignored():
 
 
 def test_grows_back_when_answers_are_cheap_and_stops_at_the_maximum():
-    s = RangeSizer(1000, 4000, cheap_logs=100, grow_after=2)
+    s = RangeSizer(1000, 4000, cheap_logs=100, grow_after=2, big_logs=10_000)
     for _ in range(10):
         s.answered(s.size, 5)
     assert s.size == 4000
@@ -26,7 +26,7 @@ def test_grows_back_when_answers_are_cheap_and_stops_at_the_maximum():
 
 
 def test_expensive_answers_do_not_grow():
-    s = RangeSizer(1000, 8000, cheap_logs=100, grow_after=1)
+    s = RangeSizer(1000, 8000, cheap_logs=100, grow_after=1, big_logs=1_000)
     s.answered(1000, 500)
     assert s.size == 1000
 
@@ -51,9 +51,18 @@ def test_bloom_membership():
 
 
 def test_shrinks_after_a_very_large_answer():
-    s = RangeSizer(2000, 5000, big_logs=20_000)
+    s = RangeSizer(2000, 5000, cheap_logs=2_000, big_logs=20_000)
     s.answered(2000, 200_000)
-    assert s.size == 200
+    assert s.size == 20  # back to ~cheap_logs per answer, not just under big_logs
+    s.answered(20, 15_000)  # large but under big_logs: kept
+    assert s.size == 20
+
+
+def test_dense_chain_settles_near_the_target_answer_size():
+    s = RangeSizer(50, 5000, cheap_logs=2_500)  # big_logs defaults to twice the target
+    for _ in range(6):
+        s.answered(s.size, s.size * 250)  # 250 logs per block
+    assert 2_500 * 0.5 <= s.size * 250 <= 2_500 * 2
 
 
 def test_grows_toward_the_target_answer_size_in_few_steps():
