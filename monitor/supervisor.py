@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -77,12 +78,46 @@ class Supervisor:
         self.last_fingerprints = 0.0
         self.last_gates = time.monotonic()
         self.gates_thread: threading.Thread | None = None
+        # Self-pipe: signals (a worker's exit, stop, reload) end the tick's sleep at once instead of after TICK_S.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._old_handlers: dict[int, Any] = {}
 
     # -- signals only set flags ---------------------------------------------------------
     def install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
-        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
-        signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload", True))
+        def flag(name: str | None) -> Callable[..., None]:
+            def handler(*_: Any) -> None:
+                if name:
+                    setattr(self, name, True)
+                self.wake()
+            return handler
+
+        for sig, name in ((signal.SIGTERM, "stopping"), (signal.SIGINT, "stopping"), (signal.SIGHUP, "reload"),
+                          (signal.SIGCHLD, None)):
+            self._old_handlers[sig] = signal.signal(sig, flag(name))
+
+    def restore_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        self._old_handlers.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # pipe full (already woken) or closed
+            pass
+
+    def sleep_tick(self) -> None:
+        """Sleep TICK_S, or less when a signal arrives (a worker exited: reap it now, not half a second later)."""
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], TICK_S)
+            if ready:
+                os.read(self._wake_r, 4096)
+        except (OSError, ValueError):
+            time.sleep(TICK_S)
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> str:
@@ -111,7 +146,7 @@ class Supervisor:
                 self.write_state()
                 if self.on_tick:
                     self.on_tick(self)
-                time.sleep(TICK_S)
+                self.sleep_tick()
         finally:
             self.write_state()
 
@@ -415,6 +450,7 @@ def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None =
         log.error("event=halted reason=%r", str(exc))
         raise
     finally:
+        sup.restore_signals()
         sup.write_state()
         store.close()
         os.close(fd)
