@@ -7,6 +7,33 @@ ceil(logs / result cap) plus one per window.
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
+OWN_NODE_ANSWER_LOGS = 2_500  # what a node serves most cheaply per log (docs/benchmarks.md)
+PROVIDER_ANSWER_LOGS = 10_000  # a typical provider result cap: fewest requests, which providers bill and limit
+
+
+def _is_own_node(url: str) -> bool:
+    """An endpoint on loopback or a private network address: a node of the operator's own."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private
+
+
+def answer_target(urls: list[str] | tuple[str, ...], configured: int = 0) -> int:
+    """Logs per eth_getLogs answer to size ranges for: the configured number, else (0 = auto) 2,500 when every
+    endpoint is the operator's own node (cheapest per log for the node) and 10,000 when any is a remote provider
+    (fewer requests: what a provider bills and rate-limits)."""
+    if configured > 0:
+        return configured
+    return OWN_NODE_ANSWER_LOGS if urls and all(_is_own_node(u) for u in urls) else PROVIDER_ANSWER_LOGS
+
 
 class RangeSizer:
     """Answers are aimed at about `cheap_logs` logs: a node serialises a few thousand logs at a time much more

@@ -74,7 +74,7 @@ class Settings:
     window_blocks: int = 10_000  # blocks checkpointed together: the most a killed worker can lose
     getlogs_blocks: int = 50  # first eth_getLogs range (density unknown); then sized by the answers
     getlogs_concurrency: int = 4  # eth_getLogs calls in flight per worker
-    getlogs_answer_logs: int = 2_500  # logs per eth_getLogs answer that ranges are sized for
+    getlogs_answer_logs: int = 0  # logs per eth_getLogs answer ranges are sized for (0 = auto: ranges.answer_target)
     batch_rows: int = 50_000  # rows per INSERT; also the most rows a window holds before writing them
     stall_s: float = 300.0  # a worker whose heartbeat is older is stopped and relaunched
     stall_grace_s: float = 10.0  # TERM, then KILL after this long
@@ -274,7 +274,9 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"SHARDS must be at most 256, got {s.shards}")
     if s.from_date and s.to_date and s.from_date > s.to_date:
         raise ConfigError(f"--from {s.from_date} is after --to {s.to_date}")
-    for name in ("window_blocks", "getlogs_blocks", "getlogs_concurrency", "getlogs_answer_logs", "batch_rows", "rpc_attempts",
+    if s.getlogs_answer_logs < 0:
+        raise ConfigError("getlogs_answer_logs must be >= 0 (0 = auto)")
+    for name in ("window_blocks", "getlogs_blocks", "getlogs_concurrency", "batch_rows", "rpc_attempts",
                  "rpc_max_concurrency"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1")

@@ -31,7 +31,7 @@ from backfill.errors import ConfigError, StoreUnavailable, UserError
 from backfill.logs import setup_logging
 from backfill.planner import DayPlan
 from backfill.redact import scrub
-from backfill.ranges import RangeSizer
+from backfill.ranges import RangeSizer, answer_target
 from backfill.rpc import RpcClient, current_day
 from backfill.rpc_errors import RangeTooLarge, Transient
 from backfill.settings import Settings, load_settings
@@ -74,7 +74,7 @@ class Worker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")  # one ordered writer
         self.insert_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="insert")  # a window's inserts
         self.sizer = RangeSizer(settings.getlogs_blocks, unit_blocks(settings.window_blocks),
-                                cheap_logs=settings.getlogs_answer_logs)
+                                cheap_logs=answer_target(settings.rpc_urls, settings.getlogs_answer_logs))
         self.fetch_slots = asyncio.Semaphore(settings.getlogs_concurrency)  # chunks in flight, all windows
         self.answers = 0  # eth_getLogs answers so far: density is unknown until the first
         self.inflight = 0

@@ -80,3 +80,19 @@ def test_never_grows_past_a_cap_the_provider_stated():
     for _ in range(10):
         s.answered(s.size, 1)
     assert s.size == 500
+
+
+def test_answer_size_is_small_for_own_nodes_and_large_for_providers():
+    from backfill.ranges import OWN_NODE_ANSWER_LOGS, PROVIDER_ANSWER_LOGS, answer_target
+
+    own = ["http://127.0.0.1:8545", "http://localhost:8545", "http://10.0.3.7:8545", "http://[::1]:8545",
+           "http://192.168.1.20:8545/?key=s3cret"]
+    for url in own:
+        assert answer_target([url]) == OWN_NODE_ANSWER_LOGS, url
+    assert answer_target(own) == OWN_NODE_ANSWER_LOGS
+    remote = "https://eth-mainnet.g.alchemy.com/v2/s3cret"
+    assert answer_target([remote]) == PROVIDER_ANSWER_LOGS
+    assert answer_target([own[0], remote]) == PROVIDER_ANSWER_LOGS  # any provider: few requests
+    assert answer_target(["http://8.8.8.8:8545"]) == PROVIDER_ANSWER_LOGS
+    assert answer_target([own[0]], configured=7_000) == 7_000  # an explicit setting wins
+    assert answer_target([remote], configured=2_500) == 2_500

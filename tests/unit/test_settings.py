@@ -36,6 +36,8 @@ def test_env_names_people_use(tmp_path):
     ({}, {"CLICKHOUSE_URL": "clickhouse:/nohost"}, "CLICKHOUSE_URL is malformed"),
     ({}, {"CLICKHOUSE_URL": "http://h:notaport/db"}, "CLICKHOUSE_URL is malformed"),
     ({}, {"ETHEREUM_RPC_URLS": "ftp://x"}, "malformed"),
+    ({}, {"BACKFILL_GETLOGS_ANSWER_LOGS": "-5"}, "getlogs_answer_logs must be >= 0"),
+    ({}, {"BACKFILL_GETLOGS_ANSWER_LOGS": "lots"}, "BACKFILL_GETLOGS_ANSWER_LOGS must be a number"),
 ])
 def test_bad_values_give_one_clear_error(tmp_path, flags, env, needle):
     with pytest.raises(ConfigError, match=needle):
