@@ -338,8 +338,8 @@ class Worker:
             top = rpc.highest_head()
             if top is not None:
                 self.guard_from = max(0, top - self.s.lag_guard_blocks)
-            log.info("%s event=endpoints heads=%s guard_from=%s", self.tag,
-                     ",".join(f"{k}:{v}" for k, v in heads.items()), self.guard_from)
+            log.info("%s event=endpoints heads=%s guard_from=%s answer_logs=%d", self.tag,
+                     ",".join(f"{k}:{v}" for k, v in heads.items()), self.guard_from, self.sizer.cheap_logs)
             warm = asyncio.ensure_future(self.in_store(self.store.warm_up))
             inflight = [asyncio.create_task(self.fetch_window(rpc, w)) for w in windows[:PREFETCH_WINDOWS]]
             await warm
