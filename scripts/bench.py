@@ -224,7 +224,7 @@ def main() -> None:
         node = Anvil(load_state=state, startup_timeout_s=600).start()
         print(f"node ready in {time.perf_counter() - t0:.0f}s", flush=True)
         first, last, first_day, last_day = meta["first_block"], meta["last_block"], meta["first_day"], meta["last_day"]
-        chain_days = d_days
+        chain_days, chain_logs = d_days, meta["logs"]
     else:
         params = DevnetParams.with_defaults(dt.date(2024, 1, 1), args.days, args.blocks_per_day, args.seed)
         state = REPO / "data" / "bench" / f"devnet-{args.days}x{args.blocks_per_day}-s{args.seed}.json"
@@ -232,10 +232,10 @@ def main() -> None:
         node, summary, _ = start_devnet(params, state)
         first, last = summary["days"][0]["first_block"], summary["days"][-1]["last_block"]
         first_day, last_day = summary["days"][0]["date"], summary["days"][-1]["date"]
-        chain_days = args.days
+        chain_days, chain_logs = args.days, summary["logs"]["total"]
     try:
         results = []
-        density = asyncio.run(pull_logs(node.url, first, last, max(1, (last - first + 1) // 50), 4)) / (last - first + 1)
+        density = chain_logs / (last - first + 1)
         grid = None  # the whole grid in the first run, then its best point (and one more in flight)
         for i in range(args.repeat):
             ceil = ceiling(node.url, first, last, density, grid)

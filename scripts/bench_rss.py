@@ -8,7 +8,6 @@ transaction, one transaction per block), backfills that day with one worker, sam
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import shutil
 import subprocess
@@ -22,31 +21,13 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
-from backfill.devgen import _FEES, DevRpc, encode_call, load_artifact  # noqa: E402
+from backfill.devgen import DevRpc  # noqa: E402
 from backfill.devnet import Anvil  # noqa: E402
+from densechain import MIDNIGHT, START as DAY, build  # noqa: E402
 
-DAY = dt.date(2024, 1, 1)
-MIDNIGHT = int(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp())
 PER_TX = 1_000  # logs per block: a dense day (mainnet carries a few hundred transfers per block)
-
-
-def build_chain(rpc: DevRpc, n_logs: int) -> None:
-    """Deploy Token20, then one spray transaction per block, each block mined at an explicit time of the day."""
-    from eth_abi import encode
-
-    sender = rpc.call("eth_accounts")[0]
-    rpc.call("evm_setAutomine", False)
-    data = load_artifact("Token20")["bytecode"] + encode(["string", "string"], ["Dense", "DNS"]).hex()
-    tx = rpc.call("eth_sendTransaction", {"from": sender, "data": data, "gas": hex(3_000_000), **_FEES})
-    rpc.call("evm_mine", MIDNIGHT - 1800)
-    token = rpc.call("eth_getTransactionReceipt", tx)["contractAddress"]
-    for i in range(-(-n_logs // PER_TX)):
-        n = min(PER_TX, n_logs - i * PER_TX)
-        rpc.call("eth_sendTransaction", {"from": sender, "to": token, "gas": hex(29_000_000), **_FEES,
-                                         "data": encode_call("spray(address,uint256,uint256)", sender, n, i)})
-        rpc.call("evm_mine", MIDNIGHT + 60 + i * 60)
-    rpc.call("evm_mine", MIDNIGHT + 86_400 + 10)  # the first block of the next day closes the day
 
 
 def main() -> None:
@@ -56,7 +37,8 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-rss-"))
     with Anvil(genesis_timestamp=MIDNIGHT - 3600, extra_args=("--gas-limit", "30000000")) as node:
         t0 = time.monotonic()
-        build_chain(DevRpc(node.url), args.logs)
+        build(DevRpc(node.url), days=1, blocks_per_day=-(-args.logs // PER_TX), logs_per_block=PER_TX,
+              erc1155_share=0, total_logs=args.logs)
         print(f"chain: {args.logs} transfer logs in one day, built in {time.monotonic() - t0:.0f}s", flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_") and k not in ("SHARDS", "CLICKHOUSE_URL")}
         env.update({"SHARDS": "1", "ETHEREUM_RPC_URLS": node.url, "BACKFILL_DATA_DIR": str(data_dir),

@@ -22,10 +22,13 @@ from backfill.devnet import Anvil, dump_state
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2024, 1, 1)
 MIDNIGHT = int(dt.datetime(START.year, START.month, START.day, tzinfo=dt.timezone.utc).timestamp())
-VERSION = 1  # bump when the layout changes
+VERSION = 2  # bump when the layout changes
 
 
-def build(rpc: DevRpc, days: int, blocks_per_day: int, logs_per_block: int) -> dict[str, Any]:
+def build(rpc: DevRpc, days: int, blocks_per_day: int, logs_per_block: int, erc1155_share: float = 0.2,
+          total_logs: int | None = None) -> dict[str, Any]:
+    """Fill a fresh node (genesis before MIDNIGHT): `logs_per_block` transfer logs in every block, a share of them
+    ERC-1155; with `total_logs`, the chain stops after that many logs (the last block carries the rest)."""
     from eth_abi import encode
 
     sender = rpc.call("eth_accounts")[0]
@@ -38,25 +41,30 @@ def build(rpc: DevRpc, days: int, blocks_per_day: int, logs_per_block: int) -> d
     nonce += len(deploys)
     rpc.call("evm_mine", MIDNIGHT - 1800)
     token20, token1155 = (rpc.call("eth_getTransactionReceipt", h)["contractAddress"] for h in hashes)
-    n1155 = logs_per_block // 5
-    n20 = logs_per_block - n1155
     step = 86_400 // blocks_per_day
+    left = days * blocks_per_day * logs_per_block if total_logs is None else total_logs
+    logs = 0
     for day in range(days):
         for b in range(blocks_per_day):
+            n = min(logs_per_block, left - logs)
+            if n <= 0:
+                break
             seed = day * blocks_per_day + b
-            calls = [("eth_sendTransaction", [{"from": sender, "to": token20, "gas": hex(25_000_000), "nonce": hex(nonce),
-                                               **_FEES, "data": encode_call("spray(address,uint256,uint256)", sender,
-                                                                            n20, seed)}]),
-                     ("eth_sendTransaction", [{"from": sender, "to": token1155, "gas": hex(25_000_000),
-                                               "nonce": hex(nonce + 1), **_FEES,
-                                               "data": encode_call("spray(address,uint256,uint256)", sender, n1155,
-                                                                   seed)}])]
+            n1155 = int(n * erc1155_share)
+            calls = []
+            for token, count in ((token20, n - n1155), (token1155, n1155)):
+                if count:
+                    calls.append(("eth_sendTransaction", [{"from": sender, "to": token, "gas": hex(25_000_000),
+                                                           "nonce": hex(nonce + len(calls)), **_FEES,
+                                                           "data": encode_call("spray(address,uint256,uint256)", sender,
+                                                                               count, seed)}]))
             rpc.batch(calls)
-            nonce += 2
+            nonce += len(calls)
+            logs += n
             rpc.call("evm_mine", MIDNIGHT + day * 86_400 + 30 + b * step)
     rpc.call("evm_mine", MIDNIGHT + days * 86_400 + 10)  # the first block of the next day closes the last day
     head = int(rpc.call("eth_blockNumber"), 16)
-    return {"days": days, "first_block": 2, "last_block": head - 1, "head_block": head,
+    return {"days": days, "first_block": 2, "last_block": head - 1, "head_block": head, "logs": logs,
             "first_day": START.isoformat(), "last_day": (START + dt.timedelta(days=days - 1)).isoformat()}
 
 
