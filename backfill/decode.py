@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, EVENTS
+
+if TYPE_CHECKING:
+    from backfill.native import NativeRows
 
 _HEX = re.compile(r"^0x[0-9a-fA-F]*$")
 _ZERO_PAD = "0" * 24
@@ -57,18 +60,29 @@ class DecodedBatch:
     skipped: int = 0
     # block_number -> (block_hash, timestamp or None when the node gave no blockTimestamp)
     blocks: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+    # rows the compiled scanner wrote in Native encoding (backfill/native.py), one entry per answer
+    native_erc20: list["NativeRows"] = field(default_factory=list)
+    native_erc1155: list["NativeRows"] = field(default_factory=list)
     # rows already written to the store ahead of the window's checkpoint (to bound memory): counted, not kept
     flushed_erc20: int = 0
     flushed_erc1155: int = 0
     flushed_quarantined: int = 0
 
     @property
+    def held_erc20(self) -> int:
+        return len(self.erc20) + sum(r.n for r in self.native_erc20)
+
+    @property
+    def held_erc1155(self) -> int:
+        return len(self.erc1155) + sum(r.n for r in self.native_erc1155)
+
+    @property
     def n_erc20(self) -> int:
-        return len(self.erc20) + self.flushed_erc20
+        return self.held_erc20 + self.flushed_erc20
 
     @property
     def n_erc1155(self) -> int:
-        return len(self.erc1155) + self.flushed_erc1155
+        return self.held_erc1155 + self.flushed_erc1155
 
     @property
     def n_quarantined(self) -> int:
@@ -77,12 +91,22 @@ class DecodedBatch:
     def extend(self, other: "DecodedBatch") -> None:
         self.erc20.extend(other.erc20)
         self.erc1155.extend(other.erc1155)
+        self.native_erc20.extend(other.native_erc20)
+        self.native_erc1155.extend(other.native_erc1155)
         self.quarantined.extend(other.quarantined)
         self.skipped += other.skipped
         self.blocks.update(other.blocks)
         self.flushed_erc20 += other.flushed_erc20
         self.flushed_erc1155 += other.flushed_erc1155
         self.flushed_quarantined += other.flushed_quarantined
+
+    def mark_flushed(self) -> None:
+        """The rows held are in the store now: keep their counts, drop them."""
+        self.flushed_erc20 += self.held_erc20
+        self.flushed_erc1155 += self.held_erc1155
+        self.flushed_quarantined += len(self.quarantined)
+        self.erc20, self.erc1155, self.quarantined, self.blocks = [], [], [], {}
+        self.native_erc20, self.native_erc1155 = [], []
 
 
 def _topic_address(topic: str) -> str | None:
@@ -213,6 +237,20 @@ def _fast_erc20(log: dict[str, Any], bn: int) -> Erc20Row | None:
                     int(data[2:], 16))
 
 
+def take_decoded(out: DecodedBatch, log: dict[str, Any],
+                 result: list[Erc20Row] | list[Erc1155Row] | Quarantined | Skipped) -> None:
+    """Add what decode_log made of a log to a batch."""
+    if isinstance(result, Skipped):
+        out.skipped += 1
+    elif isinstance(result, Quarantined):
+        out.quarantined.append((log, result.reason))
+    elif result:
+        if isinstance(result[0], Erc20Row):
+            out.erc20.extend(result)  # type: ignore[arg-type]
+        else:
+            out.erc1155.extend(result)  # type: ignore[arg-type]
+
+
 def decode_logs(logs: list[dict[str, Any]]) -> DecodedBatch:
     """Decode an eth_getLogs answer; collects block hashes (and timestamps when the node gives them)."""
     out = DecodedBatch()
@@ -238,16 +276,7 @@ def decode_logs(logs: list[dict[str, Any]]) -> DecodedBatch:
         if row is not None:
             erc20_append(row)
         else:
-            result = decode_log(log)
-            if isinstance(result, Skipped):
-                out.skipped += 1
-            elif isinstance(result, Quarantined):
-                out.quarantined.append((log, result.reason))
-            elif result:
-                if isinstance(result[0], Erc20Row):
-                    out.erc20.extend(result)  # type: ignore[arg-type]
-                else:
-                    out.erc1155.extend(result)  # type: ignore[arg-type]
+            take_decoded(out, log, decode_log(log))
             if bn is None:
                 continue
         if bn not in blocks:

@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import orjson
@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from backfill.endpoints import COMPUTE_UNITS, EndpointPool
 from backfill.events import LOG_FILTER_TOPICS
+from backfill.native import Scanned, scan as scan_answer
 from backfill.redact import endpoint_label
 from backfill.rpc_errors import (Fatal, NodeBehind, NoEndpoint, QuotaExhausted, RangeTooLarge, RateLimited, RpcError,
                                  Transient, classify_error, classify_http, policy)
@@ -92,7 +93,9 @@ class RpcClient:
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    async def _post(self, ep: Any, payload: Any, methods: list[str]) -> tuple[Any, int, float | None]:
+    async def _post(self, ep: Any, payload: Any, methods: list[str],
+                    scan: Callable[[bytes], Any] | None = None) -> tuple[Any, int, float | None]:
+        """Send one request; the parsed answer (or scan's reading of a 200 answer, where it has one)."""
         assert self._session is not None, "use `async with RpcClient(...)`"
         self.pool.sent(ep, methods)
         usage = self.days.setdefault(current_day.get(), DayUsage())
@@ -110,6 +113,10 @@ class RpcClient:
                 raise Transient(f"timeout after {self.timeout_s:g}s") from None
             except aiohttp.ClientError as exc:
                 raise Transient(f"connection failed: {type(exc).__name__}") from None
+        if scan is not None and status == 200:
+            scanned = scan(body)
+            if scanned is not None:
+                return scanned, status, retry_after
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -303,8 +310,11 @@ class RpcClient:
                 raise NodeBehind(f"the answer missed the logs of block {suspicious[item['id']]} (short answer)")
 
     async def get_logs(self, from_block: int, to_block: int, *, guard: bool = False,
-                       verify_from: int | None = None) -> list[dict[str, Any]]:
+                       verify_from: int | None = None, scan: bool = False) -> list[dict[str, Any]] | Scanned:
         """Transfer-topic logs of [from_block, to_block].
+
+        scan=True: a plain answer is read by the compiled scanner (backfill/native.py) and comes back as
+        Scanned; errors, guarded calls and anything the scanner leaves are parsed with orjson as before.
 
         guard=True (near the head): eth_blockNumber rides in the same batch and an answer from a node whose head
         is below to_block is refused (NodeBehind); blocks from verify_from on are checked against the same
@@ -312,7 +322,7 @@ class RpcClient:
         span = to_block - from_block + 1
         flt = {"fromBlock": hex(from_block), "toBlock": hex(to_block), "topics": LOG_FILTER_TOPICS}
 
-        async def once() -> list[dict[str, Any]]:
+        async def once() -> list[dict[str, Any]] | Scanned:
             ep = await self._endpoint(to_block if guard else None)
             cap = ep.refused_blocks
             if cap is not None and span >= cap:  # known cap: split without spending a request
@@ -321,7 +331,10 @@ class RpcClient:
             payload: Any = [{"jsonrpc": "2.0", "id": next(self._ids), "method": m,
                              "params": [] if m == "eth_blockNumber" else [flt]} for m in methods]
             try:
-                doc, status, retry_after = await self._post(ep, payload if guard else payload[0], methods)
+                doc, status, retry_after = await self._post(ep, payload if guard else payload[0], methods,
+                                                            scan_answer if scan and not guard else None)
+                if isinstance(doc, Scanned):
+                    return self._answered(ep, span, doc)
                 items = doc if isinstance(doc, list) else [doc]
                 if isinstance(doc, dict) and guard:
                     raise classify_error(doc.get("error", doc), status, retry_after)
@@ -351,11 +364,15 @@ class RpcClient:
             except RpcError as exc:
                 self._failed(ep, exc)
                 raise
-            self.pool.ok(ep)
-            self.pool.accepted_range(ep, span)
-            self.days.setdefault(current_day.get(), DayUsage()).served[ep.label] += 1
-            return logs
+            return self._answered(ep, span, logs)
         return await self._retrying(once, f"eth_getLogs[{from_block}-{to_block}]")
+
+    def _answered(self, ep: Any, span: int, logs: Any) -> Any:
+        """Book an accepted eth_getLogs answer for its endpoint and day."""
+        self.pool.ok(ep)
+        self.pool.accepted_range(ep, span)
+        self.days.setdefault(current_day.get(), DayUsage()).served[ep.label] += 1
+        return logs
 
     async def headers(self, blocks: list[int], batch_size: int = 200) -> dict[int, tuple[str, int]]:
         """block -> (hash, timestamp), fetched in JSON-RPC batches."""

@@ -37,6 +37,7 @@ ENV_NAMES = {
     "BACKFILL_RESTART_BUDGET": "restart_budget",
     "BACKFILL_ON_COMPLETE": "on_complete",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
+    "BACKFILL_FAST_DECODE": "fast_decode",
     "BACKFILL_RPC_TIMEOUT_S": "rpc_timeout_s",
     "BACKFILL_RPC_ATTEMPTS": "rpc_attempts",
     "BACKFILL_RPC_MAX_RPS": "rpc_max_rps",
@@ -87,6 +88,7 @@ class Settings:
     rpc_max_concurrency: int = 8  # requests in flight per endpoint and worker
     lag_guard_blocks: int = 256  # blocks below the head where answers are checked for a lagging node
     use_log_timestamps: bool = True  # trust the log's blockTimestamp when the node gives one
+    fast_decode: bool = True  # read eth_getLogs answers with the compiled scanner where it is built (backfill/native.py)
     gates_interval_s: float = 600.0  # the supervisor runs the relaxed gates this often (0 = never)
     audit_sample: int = 3  # days the rebuild recounts from RPC (plus every suspicious empty day)
     auto_promote: bool = False  # the rebuild promotes staging into production when everything passed
@@ -131,6 +133,7 @@ class Settings:
             "BACKFILL_RPC_MAX_CONCURRENCY": str(self.rpc_max_concurrency),
             "BACKFILL_LAG_GUARD_BLOCKS": str(self.lag_guard_blocks),
             "BACKFILL_USE_LOG_TIMESTAMPS": "1" if self.use_log_timestamps else "0",
+            "BACKFILL_FAST_DECODE": "1" if self.fast_decode else "0",
             "BACKFILL_GATES_INTERVAL_S": str(self.gates_interval_s),
             "BACKFILL_AUDIT_SAMPLE": str(self.audit_sample),
             "BACKFILL_AUTO_PROMOTE": "1" if self.auto_promote else "0",
@@ -204,7 +207,7 @@ def _coerce(name: str, value: Any) -> Any:
         return urls
     if name == "clickhouse_url":
         return value or None
-    if name in ("use_log_timestamps", "foreground", "on_complete", "auto_promote", "redo"):
+    if name in ("use_log_timestamps", "fast_decode", "foreground", "on_complete", "auto_promote", "redo"):
         if isinstance(value, bool):
             return value
         return str(value).strip().lower() in ("1", "true", "yes", "on")

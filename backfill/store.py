@@ -15,6 +15,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalErr
 
 from backfill import schema
 from backfill.errors import StoreUnavailable
+from backfill.native import NativeRows, table_block
 from backfill.planner import DayPlan
 from backfill.redact import redact_url
 from backfill.settings import Settings, StoreTarget
@@ -115,6 +116,13 @@ class Store:
         if names and len(columns[names[0]]):
             self.client.insert(table, list(columns.values()), column_names=names, column_oriented=True,
                                column_types=self.column_types(table, names))
+
+    def insert_native(self, table: str, columns: list[str], rows: Sequence[NativeRows], stamp: dict[int, int],
+                      version: int) -> None:
+        """Rows the compiled scanner encoded, sent as one Native block (no per-value work in the driver)."""
+        types = [t.insert_name for t in self.column_types(table, columns)]
+        self.client.raw_insert(table, columns, insert_block=table_block(rows, columns, types, stamp, version),
+                               fmt="Native")
 
     def warm_up(self) -> None:
         """Open the connection and import the insert machinery before the first real insert."""

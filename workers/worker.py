@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backfill import schema
-from backfill.decode import DecodedBatch, decode_logs
+from backfill import native
+from backfill.decode import DecodedBatch
 from backfill.errors import ConfigError, StoreUnavailable, UserError
 from backfill.logs import setup_logging
 from backfill.planner import DayPlan
@@ -86,13 +87,15 @@ class Worker:
         self.current: Window | None = None  # the window being fetched / written, blamed if we fail
         self.days: dict[int, DayProgress] = {}
         self.tag = f"worker={shard_id}"
+        self.fast_decode = settings.fast_decode and native.AVAILABLE  # else everything takes decode.py
 
     # -- fetch ----------------------------------------------------------------------------
-    async def fetch_range(self, rpc: RpcClient, a: int, b: int) -> list[dict[str, Any]]:
-        """eth_getLogs over [a, b], split where the node refuses the range or the result size."""
+    async def fetch_range(self, rpc: RpcClient, a: int, b: int) -> list[list[dict[str, Any]] | native.Scanned]:
+        """eth_getLogs over [a, b], split where the node refuses the range or the result size: the answers."""
         guard = self.guard_from is not None and b >= self.guard_from
         try:
-            logs = await rpc.get_logs(a, b, guard=guard, verify_from=self.guard_from if guard else None)
+            logs = await rpc.get_logs(a, b, guard=guard, verify_from=self.guard_from if guard else None,
+                                      scan=self.fast_decode)
         except RangeTooLarge as exc:
             if a == b:
                 raise
@@ -102,7 +105,7 @@ class Worker:
             left, right = await asyncio.gather(self.fetch_range(rpc, a, mid), self.fetch_range(rpc, mid + 1, b))
             return left + right
         self.sizer.answered(b - a + 1, len(logs))
-        return logs
+        return [logs]
 
     async def fetch_window(self, rpc: RpcClient, w: Window) -> list[DecodedBatch]:
         """All segments of a window, their eth_getLogs chunks in flight together; one DecodedBatch per segment.
@@ -115,20 +118,22 @@ class Worker:
         async def one(seg_i: int, a: int, b: int) -> tuple[int, DecodedBatch]:
             current_day.set(w.segments[seg_i].day_idx)  # requests made for this chunk are counted for its day
             try:
-                logs = await self.fetch_range(rpc, a, b)
+                answers = await self.fetch_range(rpc, a, b)
             finally:
                 self.inflight -= 1
                 self.fetch_slots.release()
             self.answers += 1
-            part = decode_logs(logs)
-            del logs
+            part = DecodedBatch()
+            for answer in answers:
+                part.extend(native.decode_answer(answer))
+            del answers
             if part.blocks and (min(part.blocks) < a or max(part.blocks) > b):
                 raise Transient(f"node answered logs of blocks {min(part.blocks)}-{max(part.blocks)} for range {a}-{b}")
             await self.resolve_timestamps(rpc, part)
             unflushed.append((seg_i, part))
-            if sum(len(p.erc20) + len(p.erc1155) for _, p in unflushed) >= self.s.batch_rows:
+            if sum(p.held_erc20 + p.held_erc1155 for _, p in unflushed) >= self.s.batch_rows:
                 async with flush_lock:
-                    batch = [(i, p) for i, p in unflushed if p.erc20 or p.erc1155 or p.quarantined]
+                    batch = [(i, p) for i, p in unflushed if p.held_erc20 or p.held_erc1155 or p.quarantined]
                     for item in batch:
                         unflushed.remove(item)
                     if batch:
@@ -142,7 +147,7 @@ class Worker:
         cursor = [(i, seg.start, seg.end) for i, seg in enumerate(w.segments)]
         try:
             while cursor or tasks:
-                buffered = sum(len(p.erc20) + len(p.erc1155) for _, p in unflushed)
+                buffered = sum(p.held_erc20 + p.held_erc1155 for _, p in unflushed)
                 while (cursor and not self.fetch_slots.locked() and (self.answers or not self.inflight)
                        and buffered < 2 * self.s.batch_rows):  # backpressure: writes must keep up with fetches
                     await self.fetch_slots.acquire()  # free: returns at once
@@ -199,23 +204,23 @@ class Worker:
         if quarantine:
             pending.append(self.insert_pool.submit(self.store.insert, "transfer_quarantine", quarantine,
                                                    schema.QUARANTINE_COLUMNS))
-        for table, rows, fields in (("erc20_transfers_staging", decoded.erc20, schema.ERC20_COLUMNS),
-                                    ("erc1155_transfers_staging", decoded.erc1155, schema.ERC1155_COLUMNS)):
+        for table, rows, scanned, fields in (
+                ("erc20_transfers_staging", decoded.erc20, decoded.native_erc20, schema.ERC20_COLUMNS),
+                ("erc1155_transfers_staging", decoded.erc1155, decoded.native_erc1155, schema.ERC1155_COLUMNS)):
             for i in range(0, len(rows), batch):
                 pending.append(self.insert_pool.submit(self.store.insert_columns, table,
                                                        _columns(rows[i:i + batch], fields, stamp, version)))
+            for group in _groups(scanned, batch):
+                pending.append(self.insert_pool.submit(self.store.insert_native, table, fields, group, stamp, version))
         for future in pending:
             future.result()  # raises the first failed insert
-        self.rows_total += len(decoded.erc20) + len(decoded.erc1155)
+        self.rows_total += decoded.held_erc20 + decoded.held_erc1155
 
     def flush_rows(self, w: Window, parts: list[tuple[int, DecodedBatch]]) -> None:
         """Write some parts of a window before its end and keep only their counts (bounded memory)."""
         self.insert_rows(parts, w, time.time_ns())
         for _, part in parts:
-            part.flushed_erc20 += len(part.erc20)
-            part.flushed_erc1155 += len(part.erc1155)
-            part.flushed_quarantined += len(part.quarantined)
-            part.erc20, part.erc1155, part.quarantined, part.blocks = [], [], [], {}
+            part.mark_flushed()
         log.info("%s day=%d blocks=%s event=flush rows=%d", self.tag, w.segments[0].day_idx, w.label(),
                  sum(p.flushed_erc20 + p.flushed_erc1155 for _, p in parts))
 
@@ -338,8 +343,9 @@ class Worker:
             top = rpc.highest_head()
             if top is not None:
                 self.guard_from = max(0, top - self.s.lag_guard_blocks)
-            log.info("%s event=endpoints heads=%s guard_from=%s answer_logs=%d", self.tag,
-                     ",".join(f"{k}:{v}" for k, v in heads.items()), self.guard_from, self.sizer.cheap_logs)
+            log.info("%s event=endpoints heads=%s guard_from=%s answer_logs=%d decoder=%s", self.tag,
+                     ",".join(f"{k}:{v}" for k, v in heads.items()), self.guard_from, self.sizer.cheap_logs,
+                     "compiled" if self.fast_decode else "python")
             warm = asyncio.ensure_future(self.in_store(self.store.warm_up))
             inflight = [asyncio.create_task(self.fetch_window(rpc, w)) for w in windows[:PREFETCH_WINDOWS]]
             await warm
@@ -376,6 +382,19 @@ def _columns(rows: list[Any], fields: list[str], stamp: dict[int, int], version:
     cols["block_timestamp"] = [stamp[bn] for bn in cols["block_number"]]
     cols["_version"] = [version] * len(rows)
     return {name: cols[name] for name in fields}
+
+
+def _groups(scanned: list[native.NativeRows], rows: int) -> list[list[native.NativeRows]]:
+    """Scanned answers in groups of about `rows` rows, one insert each."""
+    groups: list[list[native.NativeRows]] = []
+    size = rows
+    for item in scanned:
+        if size >= rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += item.n
+    return groups
 
 
 def _quarantine_row(entry: dict[str, Any], reason: str, day_idx: int, version: int) -> tuple:
