@@ -62,7 +62,7 @@ class Scanned:
         return self.parts[0]
 
     def decoded(self) -> DecodedBatch:
-        n_logs, c20, n20, slots20, c1155, n1155, slots1155, skipped, blocks, fallback = self.parts
+        _, c20, n20, slots20, c1155, n1155, slots1155, skipped, blocks, fallback = self.parts
         out = DecodedBatch(skipped=skipped)
         out.blocks = {bn: (block_hash, ts) for bn, block_hash, ts in blocks}
         numbers = [bn for bn, _, _ in blocks]

@@ -18,6 +18,7 @@ from backfill.embedded import stop_server
 from backfill.rpc import RpcClient
 from backfill.settings import load_settings
 from tests.integration.harness import Chain, assert_exact, backfill, complete_days, open_store
+from tests.native_rows import all_rows
 from tests.proxy import ALL_FAULTS_MIX, KINDS, Fault, RpcProxy
 from tests.truth import ground_truth
 from workers.windows import day_segments, pack_windows
@@ -67,8 +68,9 @@ def fetch_with_worker(urls: list[str], plans, **settings_overrides) -> tuple[Dec
 
 def assert_same_as_truth(decoded: DecodedBatch, truth) -> None:
     ts = {bn: t for bn, (_, t) in decoded.blocks.items()}
-    erc20 = [(r.block_number, ts[r.block_number], *r[1:]) for r in decoded.erc20]
-    erc1155 = [(r.block_number, ts[r.block_number], *r[1:]) for r in decoded.erc1155]
+    rows20, rows1155 = all_rows(decoded)
+    erc20 = [(r.block_number, ts[r.block_number], *r[1:]) for r in rows20]
+    erc1155 = [(r.block_number, ts[r.block_number], *r[1:]) for r in rows1155]
     assert len(erc20) == len(set(erc20)) and len(erc1155) == len(set(erc1155)), "duplicates"
     assert set(erc20) == truth.erc20, (len(truth.erc20 - set(erc20)), len(set(erc20) - truth.erc20))
     assert set(erc1155) == truth.erc1155

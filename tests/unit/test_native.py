@@ -12,12 +12,12 @@ import random
 import struct
 
 import orjson
-import pytest
 from eth_abi import encode
 
 from backfill import native
 from backfill.decode import DecodedBatch, Erc1155Row, Erc20Row, decode_logs
 from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, EVENTS
+from tests.native_rows import native_rows, timestamps
 
 
 
@@ -28,42 +28,18 @@ def test_the_extension_is_built():
     assert set(native._fastlogs.TOPICS) == set(EVENTS)
 
 
-# -- reading Native columns back (test side only) -------------------------------------------------
-def _strings(data: bytes) -> list[str]:
-    out, i = [], 0
-    while i < len(data):
-        n = data[i]  # every string here is shorter than 128 bytes: a one-byte length
-        out.append(data[i + 1:i + 1 + n].decode())
-        i += 1 + n
-    return out
-
-
-def _ints(data: bytes, size: int) -> list[int]:
-    return [int.from_bytes(data[i:i + size], "little") for i in range(0, len(data), size)]
-
-
-def _column(name: str, data: bytes) -> list:
-    if name in ("block_number",):
-        return _ints(data, 8)
-    if name in ("log_index", "batch_index"):
-        return _ints(data, 4)
-    if name in ("value", "token_id"):
-        return _ints(data, 32)
-    return _strings(data)
-
-
 def rows_of(batch: DecodedBatch) -> tuple[list[tuple], list[tuple]]:
-    """Every row of a batch, Python-decoded and scanned alike, with its block timestamp."""
+    """Every row of a batch with its block timestamp: a Python-decoded row's from the blocks, a scanned row's
+    from the block_timestamp column it would be inserted with."""
     stamp = {bn: ts for bn, (_, ts) in batch.blocks.items()}
-    erc20 = [(*r, stamp[r.block_number]) for r in batch.erc20]
-    erc1155 = [(*r, stamp[r.block_number]) for r in batch.erc1155]
-    for scanned, kind, out in ((batch.native_erc20, Erc20Row, erc20), (batch.native_erc1155, Erc1155Row, erc1155)):
+    out20 = [(*r, stamp[r.block_number]) for r in batch.erc20]
+    out1155 = [(*r, stamp[r.block_number]) for r in batch.erc1155]
+    table = {bn: t or 0 for bn, t in stamp.items()}
+    for scanned, kind, out in ((batch.native_erc20, Erc20Row, out20), (batch.native_erc1155, Erc1155Row, out1155)):
         for nr in scanned:
-            cols = [_column(f, nr.columns[f]) for f in kind._fields]
-            assert all(len(c) == nr.n for c in cols)
-            ts = _ints(nr.timestamps({bn: t or 0 for bn, t in stamp.items()}), 4)
-            out += [(*kind(*values), t or None) for values, t in zip(zip(*cols), ts)]
-    return sorted(erc20), sorted(erc1155)
+            out += [(*r, t or None) for r, t in zip(native_rows(nr, kind), timestamps(nr.timestamps(table)),
+                                                    strict=True)]
+    return sorted(out20), sorted(out1155)
 
 
 def agree(body: bytes, *, must_scan: bool = False) -> native.Scanned | None:
@@ -155,7 +131,7 @@ def test_native_block_layout_is_what_the_engine_reads():
 # -- near misses: every field off its canonical form, one at a time -------------------------------
 def _mutations(log: dict) -> list[dict]:
     t = log["topics"]
-    up = lambda s: "0x" + s[2:].upper()  # noqa: E731
+    up = lambda s: "0x" + s[2:].upper()
     out = [
         {**log, "topics": [up(t[0]), *t[1:]]}, {**log, "topics": [t[0], up(t[1]), *t[2:]]},
         {**log, "topics": t[:2]}, {**log, "topics": [*t, t[-1]]}, {**log, "topics": [*t, t[-1], t[-1]]},
