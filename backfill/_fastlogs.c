@@ -91,26 +91,30 @@ static long long word_small(const char *h) {
 }
 
 /* ---- JSON --------------------------------------------------------------------------------------- */
-typedef struct { const char *p, *end; } Cur;
+typedef struct { const char *p, *end; int plain; } Cur;
 
 static inline void ws(Cur *c) {
     while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
 }
 
 /* At an opening quote: the string's contents [*s, *s + *n). Returns 0 on malformed JSON and on any
- * backslash escape: eth_getLogs answers hold none, and orjson is the judge of those that do. */
+ * backslash escape: eth_getLogs answers hold none, and orjson is the judge of those that do. A body with no
+ * control character at all (checked once, see plain_body) needs only the closing quote looked for. */
 static int str(Cur *c, const char **s, size_t *n) {
-    for (const char *p = c->p + 1; p < c->end; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch == '"') {
-            *s = c->p + 1;
-            *n = (size_t)(p - *s);
-            c->p = p + 1;
-            return 1;
-        }
-        if (ch < 0x20 || ch == '\\') return 0;
+    const char *p = c->p + 1;
+    if (c->plain) {
+        const char *q = memchr(p, '"', (size_t)(c->end - p));
+        if (!q) return 0;
+        p = q;
+    } else {
+        for (; p < c->end && *p != '"'; p++)
+            if ((unsigned char)*p < 0x20) return 0;
+        if (p >= c->end) return 0;
     }
-    return 0;
+    *s = c->p + 1;
+    *n = (size_t)(p - *s);
+    c->p = p + 1;
+    return 1;
 }
 
 static int skip_value(Cur *c, int depth);
@@ -522,6 +526,20 @@ static int block_of(const Log *L, Blocks *B, uint64_t *bn, uint32_t *slot) {
     return R_ROWS;
 }
 
+/* No byte >= 0x80 and no backslash (else 0); *controls when any byte < 0x20 (whitespace between tokens, or
+ * invalid inside a string: then strings are checked character by character). One branch-free pass. */
+static int plain_body(const char *body, size_t n, int *controls) {
+    unsigned char high = 0, backslash = 0, control = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)body[i];
+        high |= ch & 0x80;
+        backslash |= ch == '\\';
+        control |= ch < 0x20;
+    }
+    *controls = control;
+    return !high && !backslash;
+}
+
 /* ---- the answer ----------------------------------------------------------------------------------- */
 static PyObject *bytes_of(Buf *b) { return PyBytes_FromStringAndSize(b->p ? b->p : "", (Py_ssize_t)b->n); }
 
@@ -571,12 +589,12 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     Py_ssize_t n_logs = 0;
     long skipped = 0;
 
-    for (const char *p = body; p < end; p++)
-        if ((unsigned char)*p >= 0x80) goto done;  /* ASCII only: orjson judges anything else */
+    int controls = 0;
+    if (!plain_body(body, (size_t)view.len, &controls)) goto done;  /* orjson judges non-ASCII and escapes */
     if (!(fallback = PyList_New(0))) goto done;
     if (table_reserve(&t20, (size_t)view.len / 1200 + 16) || table_reserve(&t1155, 16)) { nomem = 1; goto done; }
 
-    Cur c = {body, end};
+    Cur c = {body, end, !controls};
     int have_result = 0;
     ws(&c);
     if (c.p >= c.end || *c.p != '{') goto done;
