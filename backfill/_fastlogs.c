@@ -11,14 +11,16 @@
  * decode.py stays the reference: tests hold this module to it, row for row, on chains and on mangled input.
  *
  * scan(body) -> None | (n_logs, erc20_columns, n_erc20, erc20_slots, erc1155_columns, n_erc1155,
- *                       erc1155_slots, skipped, blocks, fallback)
+ *                       erc1155_slots, skipped, blocks, fallback, batch)
  *   erc20 columns:   block_number, tx_hash, log_index, token_address, from_address, to_address, value
  *   erc1155 columns: block_number, tx_hash, log_index, batch_index, token_address, operator, from_address,
  *                    to_address, token_id, value
  *   each a bytes object in Native encoding (UInt64/UInt32 little-endian, String as LEB128 length + bytes,
  *   UInt256 as 32 little-endian bytes); *_slots: UInt32 per row, the row's index into `blocks`;
  *   blocks: [(block_number, block_hash lowercased or "", timestamp or None)] in order of first appearance;
- *   fallback: [(start, end)] byte spans of the logs left to Python.
+ *   fallback: [(start, end)] byte spans of the logs left to Python;
+ *   batch: None for a single response; for a batch answer (the lag guard sends eth_blockNumber with the logs)
+ *   [(id as JSON text, string result, or None for the one logs result)] in answer order.
  * gather_u32(slots, table) -> bytes: table[slot] for every UInt32 slot (block_timestamp from the slots).
  */
 #define PY_SSIZE_T_CLEAN
@@ -551,8 +553,20 @@ static PyObject *lower_str(const char *s, size_t n) {
     return o;
 }
 
-static PyObject *build_result(Py_ssize_t n_logs, Table *t20, Table *t1155, long skipped, Blocks *B,
-                              PyObject *fallback) {
+typedef struct {
+    const char *body;
+    Table t20, t1155;
+    Blocks B;
+    PyObject *fallback;  /* [(start, end)] */
+    PyObject *items;     /* batch answers: [(id, string result or None for the logs)] */
+    Py_ssize_t n_logs;
+    long skipped;
+    int nomem, have_logs;
+} Scan;
+
+static PyObject *build_result(Scan *S) {
+    Table *t20 = &S->t20, *t1155 = &S->t1155;
+    Blocks *B = &S->B;
     PyObject *blocks = PyList_New((Py_ssize_t)B->n);
     if (!blocks) return NULL;
     for (size_t i = 0; i < B->n; i++) {
@@ -573,101 +587,144 @@ static PyObject *build_result(Py_ssize_t n_logs, Table *t20, Table *t1155, long 
                                     bytes_of(&t1155->token), bytes_of(&t1155->operator_), bytes_of(&t1155->from),
                                     bytes_of(&t1155->to), bytes_of(&t1155->token_id), bytes_of(&t1155->value));
     if (!c20 || !c1155) { Py_XDECREF(c20); Py_XDECREF(c1155); Py_DECREF(blocks); return NULL; }
-    return Py_BuildValue("(nNnNNnNlNO)", n_logs, c20, (Py_ssize_t)t20->rows, bytes_of(&t20->slots), c1155,
-                         (Py_ssize_t)t1155->rows, bytes_of(&t1155->slots), skipped, blocks, fallback);
+    return Py_BuildValue("(nNnNNnNlNOO)", S->n_logs, c20, (Py_ssize_t)t20->rows, bytes_of(&t20->slots), c1155,
+                         (Py_ssize_t)t1155->rows, bytes_of(&t1155->slots), S->skipped, blocks, S->fallback,
+                         S->items ? S->items : Py_None);
+}
+
+/* At '[': the logs of a result, decoded into S. 1 = read, 0 = give up (S->nomem or a Python error set). */
+static int logs_array(Cur *c, Scan *S) {
+    c->p++;
+    ws(c);
+    if (c->p < c->end && *c->p == ']') { c->p++; return 1; }
+    for (;;) {
+        Log L;
+        ws(c);
+        if (c->p >= c->end || *c->p != '{') return 0;
+        const char *start = c->p;
+        if (log_object(c, &L) != 1) return 0;
+        S->n_logs++;
+        uint64_t bn;
+        uint32_t slot;
+        int r = block_of(&L, &S->B, &bn, &slot);
+        if (r == R_NOMEM) { S->nomem = 1; return 0; }
+        if (r == R_GIVE_UP) return 0;
+        if (r == R_ROWS) {
+            r = decode(&L, bn, slot, &S->t20, &S->t1155);
+            if (r == R_NOMEM) { S->nomem = 1; return 0; }
+            if (r == R_SKIPPED) S->skipped++;
+            if (r == R_FALLBACK) {
+                PyObject *span = Py_BuildValue("(nn)", (Py_ssize_t)(start - S->body), (Py_ssize_t)(c->p - S->body));
+                if (!span || PyList_Append(S->fallback, span)) { Py_XDECREF(span); return 0; }
+                Py_DECREF(span);
+            }
+        }
+        ws(c);
+        if (c->p >= c->end) return 0;
+        if (*c->p == ',') { c->p++; continue; }
+        if (*c->p == ']') { c->p++; return 1; }
+        return 0;
+    }
+}
+
+/* At '{': one JSON-RPC response. Its result is the logs (at most one per body) or, in a batch (S->items set),
+ * a string (eth_blockNumber riding along); an error or any other result gives up. In a batch, (id as its
+ * JSON text, the string or None for the logs) is appended to S->items. 1 = read, 0 = give up. */
+static int response(Cur *c, Scan *S) {
+    const char *id = NULL, *text = NULL;
+    size_t id_n = 0, text_n = 0;
+    int have_result = 0, is_logs = 0;
+    c->p++;
+    for (;;) {
+        const char *k;
+        size_t kn;
+        ws(c);
+        if (c->p >= c->end || *c->p != '"' || !str(c, &k, &kn)) return 0;
+        ws(c);
+        if (c->p >= c->end || *c->p != ':') return 0;
+        c->p++;
+        ws(c);
+        if (kn == 5 && !memcmp(k, "error", 5)) return 0;  /* errors are classified in Python */
+        if (kn == 6 && !memcmp(k, "result", 6)) {
+            if (have_result || c->p >= c->end) return 0;
+            have_result = 1;
+            if (*c->p == '[') {
+                if (S->have_logs || !logs_array(c, S)) return 0;
+                S->have_logs = is_logs = 1;
+            } else if (*c->p == '"' && S->items) {
+                if (!str(c, &text, &text_n)) return 0;
+            } else {
+                return 0;
+            }
+        } else if (kn == 2 && !memcmp(k, "id", 2)) {
+            if (id) return 0;
+            id = c->p;
+            if (!skip_value(c, 1)) return 0;
+            id_n = (size_t)(c->p - id);
+        } else if (!skip_value(c, 1)) {
+            return 0;
+        }
+        ws(c);
+        if (c->p >= c->end) return 0;
+        if (*c->p == ',') { c->p++; continue; }
+        if (*c->p == '}') { c->p++; break; }
+        return 0;
+    }
+    if (!have_result) return 0;
+    if (!S->items) return 1;
+    PyObject *item = is_logs ? Py_BuildValue("(s#O)", id ? id : "", (Py_ssize_t)id_n, Py_None)
+                             : Py_BuildValue("(s#s#)", id ? id : "", (Py_ssize_t)id_n, text, (Py_ssize_t)text_n);
+    if (!item || PyList_Append(S->items, item)) { Py_XDECREF(item); return 0; }
+    Py_DECREF(item);
+    return 1;
 }
 
 static PyObject *scan(PyObject *self, PyObject *arg) {
     (void)self;
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
-    const char *body = view.buf, *end = body + view.len;
-    Table t20 = {0}, t1155 = {0};
-    Blocks B = {0};
-    PyObject *fallback = NULL, *result = NULL;
-    int ok = 0, nomem = 0;
-    Py_ssize_t n_logs = 0;
-    long skipped = 0;
+    Scan S = {0};
+    S.body = view.buf;
+    PyObject *result = NULL;
+    int ok = 0;
 
     int controls = 0;
-    if (!plain_body(body, (size_t)view.len, &controls)) goto done;  /* orjson judges non-ASCII and escapes */
-    if (!(fallback = PyList_New(0))) goto done;
-    if (table_reserve(&t20, (size_t)view.len / 1200 + 16) || table_reserve(&t1155, 16)) { nomem = 1; goto done; }
+    if (!plain_body(S.body, (size_t)view.len, &controls)) goto done;  /* orjson judges non-ASCII and escapes */
+    if (!(S.fallback = PyList_New(0))) goto done;
+    if (table_reserve(&S.t20, (size_t)view.len / 1200 + 16) || table_reserve(&S.t1155, 16)) { S.nomem = 1; goto done; }
 
-    Cur c = {body, end, !controls};
-    int have_result = 0;
+    Cur c = {S.body, S.body + view.len, !controls};
     ws(&c);
-    if (c.p >= c.end || *c.p != '{') goto done;
-    c.p++;
-    for (;;) {
-        const char *k;
-        size_t kn;
-        ws(&c);
-        if (c.p >= c.end || *c.p != '"' || !str(&c, &k, &kn)) goto done;
-        ws(&c);
-        if (c.p >= c.end || *c.p != ':') goto done;
+    if (c.p < c.end && *c.p == '{') {
+        if (!response(&c, &S)) goto done;
+    } else if (c.p < c.end && *c.p == '[') {  /* a batch: the logs and the answers riding along */
+        if (!(S.items = PyList_New(0))) goto done;
         c.p++;
-        if (kn == 5 && !memcmp(k, "error", 5)) goto done;  /* errors are classified in Python */
-        if (kn == 6 && !memcmp(k, "result", 6)) {
-            if (have_result) goto done;
-            have_result = 1;
+        for (;;) {
             ws(&c);
-            if (c.p >= c.end || *c.p != '[') goto done;
-            c.p++; ws(&c);
-            if (c.p < c.end && *c.p == ']') {
-                c.p++;
-            } else {
-                for (;;) {
-                    Log L;
-                    ws(&c);
-                    if (c.p >= c.end || *c.p != '{') goto done;
-                    const char *start = c.p;
-                    if (log_object(&c, &L) != 1) goto done;
-                    n_logs++;
-                    uint64_t bn;
-                    uint32_t slot;
-                    int r = block_of(&L, &B, &bn, &slot);
-                    if (r == R_NOMEM) { nomem = 1; goto done; }
-                    if (r == R_GIVE_UP) goto done;
-                    if (r == R_ROWS) {
-                        r = decode(&L, bn, slot, &t20, &t1155);
-                        if (r == R_NOMEM) { nomem = 1; goto done; }
-                        if (r == R_SKIPPED) skipped++;
-                        if (r == R_FALLBACK) {
-                            PyObject *span = Py_BuildValue("(nn)", (Py_ssize_t)(start - body),
-                                                           (Py_ssize_t)(c.p - body));
-                            if (!span || PyList_Append(fallback, span)) { Py_XDECREF(span); goto done; }
-                            Py_DECREF(span);
-                        }
-                    }
-                    ws(&c);
-                    if (c.p >= c.end) goto done;
-                    if (*c.p == ',') { c.p++; continue; }
-                    if (*c.p == ']') { c.p++; break; }
-                    goto done;
-                }
-            }
-        } else if (!skip_value(&c, 1)) {
+            if (c.p >= c.end || *c.p != '{' || !response(&c, &S)) goto done;
+            ws(&c);
+            if (c.p >= c.end) goto done;
+            if (*c.p == ',') { c.p++; continue; }
+            if (*c.p == ']') { c.p++; break; }
             goto done;
         }
-        ws(&c);
-        if (c.p >= c.end) goto done;
-        if (*c.p == ',') { c.p++; continue; }
-        if (*c.p == '}') { c.p++; break; }
+    } else {
         goto done;
     }
     ws(&c);
-    ok = have_result && c.p == c.end;
+    ok = S.have_logs && c.p == c.end;
 
 done:
-    if (ok && !PyErr_Occurred()) result = build_result(n_logs, &t20, &t1155, skipped, &B, fallback);
-    table_free(&t20);
-    table_free(&t1155);
-    PyMem_Free(B.items);
-    PyMem_Free(B.index);
-    Py_XDECREF(fallback);
+    if (ok && !PyErr_Occurred()) result = build_result(&S);
+    table_free(&S.t20);
+    table_free(&S.t1155);
+    PyMem_Free(S.B.items);
+    PyMem_Free(S.B.index);
+    Py_XDECREF(S.fallback);
+    Py_XDECREF(S.items);
     PyBuffer_Release(&view);
-    if (nomem) return PyErr_NoMemory();
+    if (S.nomem) return PyErr_NoMemory();
     if (result || PyErr_Occurred()) return result;
     Py_RETURN_NONE;
 }

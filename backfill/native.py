@@ -61,8 +61,17 @@ class Scanned:
     def __len__(self) -> int:
         return self.parts[0]
 
+    @property
+    def batch(self) -> list[tuple[str, str | None]] | None:
+        """For a batch answer, [(id as its JSON text, string result or None for the logs)]; None otherwise."""
+        return self.parts[10]
+
+    def block_hashes(self) -> dict[int, str]:
+        """block number -> block hash ("" where the node gave none) of every block the logs name."""
+        return {bn: block_hash for bn, block_hash, _ in self.parts[8]}
+
     def decoded(self) -> DecodedBatch:
-        _, c20, n20, slots20, c1155, n1155, slots1155, skipped, blocks, fallback = self.parts
+        _, c20, n20, slots20, c1155, n1155, slots1155, skipped, blocks, fallback, _ = self.parts
         out = DecodedBatch(skipped=skipped)
         out.blocks = {bn: (block_hash, ts) for bn, block_hash, ts in blocks}
         numbers = [bn for bn, _, _ in blocks]

@@ -42,6 +42,13 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+def _block_hashes(logs: list[dict[str, Any]] | Scanned) -> dict[int, str]:
+    """block number -> lowercased block hash ("" if none) of the blocks an eth_getLogs answer names."""
+    if isinstance(logs, Scanned):
+        return logs.block_hashes()
+    return {int(entry["blockNumber"], 16): (entry.get("blockHash") or "").lower() for entry in logs}
+
+
 class DayUsage:
     """Requests, errors and compute units attributed to one day."""
 
@@ -265,7 +272,7 @@ class RpcClient:
         heads = [ep.head for ep in self.pool.endpoints if ep.head is not None]
         return max(heads) if heads else None
 
-    async def _verify_complete(self, ep: Any, logs: list[dict[str, Any]], first: int, last: int) -> None:
+    async def _verify_complete(self, ep: Any, logs: list[dict[str, Any]] | Scanned, first: int, last: int) -> None:
         """Near the head, an answer may be short with no error (a lagging node behind a load balancer). Check
         [first, last] against the same endpoint's headers: block hashes must match the logs', and a block
         whose logsBloom admits a transfer topic but that came back without logs is asked again by hash."""
@@ -285,11 +292,7 @@ class RpcClient:
                 if not item.get("result"):
                     raise NodeBehind(f"block {blocks[item['id']]} unknown to the node")
                 headers[blocks[item["id"]]] = item["result"]
-        seen: dict[int, str] = {}
-        for entry in logs:
-            bn = int(entry["blockNumber"], 16)
-            if first <= bn <= last:
-                seen[bn] = (entry.get("blockHash") or "").lower()
+        seen = {bn: block_hash for bn, block_hash in _block_hashes(logs).items() if first <= bn <= last}
         for bn, block_hash in seen.items():
             if block_hash and headers[bn]["hash"].lower() != block_hash:
                 raise NodeBehind(f"block {bn}: logs and header disagree on the hash (reorg or mixed nodes)")
@@ -332,28 +335,35 @@ class RpcClient:
                              "params": [] if m == "eth_blockNumber" else [flt]} for m in methods]
             try:
                 doc, status, retry_after = await self._post(ep, payload if guard else payload[0], methods,
-                                                            scan_answer if scan and not guard else None)
+                                                            scan_answer if scan else None)
+                if isinstance(doc, Scanned) and (doc.batch is not None) != guard:
+                    doc = orjson.loads(doc.body)  # not the shape asked for: judged below like any answer
                 if isinstance(doc, Scanned):
-                    return self._answered(ep, span, doc)
-                items = doc if isinstance(doc, list) else [doc]
-                if isinstance(doc, dict) and guard:
-                    raise classify_error(doc.get("error", doc), status, retry_after)
-                for item in items:
-                    if isinstance(item, dict) and "error" in item:
-                        raise classify_error(item["error"], status, retry_after)
-                results = [item.get("result") if isinstance(item, dict) else None for item in items]
+                    if not guard:
+                        return self._answered(ep, span, doc)
+                    by_id = {text: result for text, result in doc.batch}
+                    head_hex = by_id.get(str(payload[0]["id"]))
+                    logs = doc if by_id.get(str(payload[1]["id"]), "") is None else None
+                else:
+                    items = doc if isinstance(doc, list) else [doc]
+                    if isinstance(doc, dict) and guard:
+                        raise classify_error(doc.get("error", doc), status, retry_after)
+                    for item in items:
+                        if isinstance(item, dict) and "error" in item:
+                            raise classify_error(item["error"], status, retry_after)
+                    if guard:
+                        by_id = {item.get("id"): item.get("result") for item in items if isinstance(item, dict)}
+                        head_hex, logs = by_id.get(payload[0]["id"]), by_id.get(payload[1]["id"])
+                    else:
+                        logs = items[0].get("result") if items and isinstance(items[0], dict) else None
                 if guard:
-                    by_id = {item.get("id"): item.get("result") for item in items if isinstance(item, dict)}
-                    head_hex, logs = by_id.get(payload[0]["id"]), by_id.get(payload[1]["id"])
                     if head_hex is None:
                         raise Transient("batch answer is missing eth_blockNumber")
                     head = int(head_hex, 16)
                     self.pool.saw_head(ep, head)
                     if head < to_block:
                         raise NodeBehind(f"node head {head} is below block {to_block}", head=head)
-                else:
-                    logs = results[0]
-                if not isinstance(logs, list):
+                if not isinstance(logs, (list, Scanned)):
                     raise Transient(f"eth_getLogs answered {type(logs).__name__}, not a list")
                 if guard and verify_from is not None and verify_from <= to_block:
                     await self._verify_complete(ep, logs, max(from_block, verify_from), to_block)

@@ -146,7 +146,9 @@ def test_a_dead_endpoint_is_routed_around(chain: Chain, slice_truth):
 
 @pytest.mark.parametrize("mode", [dict(lag_blocks=30), dict(lag_blocks=30, lag_getlogs="empty"),
                                   dict(lag_blocks=30, getlogs_lag_only=True)])
-def test_a_lagging_endpoint_never_yields_a_short_answer(chain: Chain, mode):
+@pytest.mark.parametrize("fast_decode", [True, False], ids=["compiled", "python"])
+def test_a_lagging_endpoint_never_yields_a_short_answer(chain: Chain, mode, fast_decode):
+    """Both readers of the guard's batch answer (the scanner and orjson) must refuse the same short answers."""
     from backfill.planner import DayPlan
 
     last = chain.summary["days"][-1]
@@ -154,7 +156,7 @@ def test_a_lagging_endpoint_never_yields_a_short_answer(chain: Chain, mode):
     truth = ground_truth(chain.url, [(p.day_idx, p.start_block, p.end_block) for p in plans])
     head = chain.summary["head_block"]
     with RpcProxy(chain.url, **mode) as lagging, RpcProxy(chain.url) as healthy:
-        decoded, rpc = fetch_with_worker([lagging.url, healthy.url], plans)
+        decoded, rpc = fetch_with_worker([lagging.url, healthy.url], plans, fast_decode=fast_decode)
         lag_answers = [c for c in lagging.calls("eth_getLogs") if c.fault == "LAG"]
         asked = [c.params for c in lagging.calls("eth_getLogs") if c.params]
     assert_same_as_truth(decoded, truth)
