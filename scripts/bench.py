@@ -7,8 +7,9 @@ Both are measured in the same run on the same generated anvil chain:
 - backfill: `SHARDS=N backfill start --foreground` from an empty embedded store to every day COMPLETE, wall
   clock of the whole command (planning, worker start-up, inserts, checkpoints included; the on-complete
   rebuild off), with the requests it made per 10,000 logs against the minimum (ceil(logs / 10,000-result
-  cap) + one per window); in the first run, `backfill rebuild` (dedup, audit, strict gates, derived tables)
-  is then timed on its own;
+  cap) + one per window), and its timeline from the workers' logs: start-up (to the first worker fetching),
+  the data phase (to the last worker done; its logs/s is the copy's pace once running) and the end; in the
+  first run, `backfill rebuild` (dedup, audit, strict gates, derived tables) is then timed on its own;
 - the same through the test suite's fault-injecting proxy, clean and at a 5 % fault rate;
 - cryo (the PyPI package, Rust) collecting the same logs into memory, when installed (`pip install '.[bench]'`).
 
@@ -159,6 +160,7 @@ def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: 
     ensure_server(data_dir)  # the store server's start-up is not the pipeline's speed
     try:
         with CpuMeter(node_pid, data_dir) as meter:
+            launched = time.time()
             t0 = time.perf_counter()
             out = subprocess.run([sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", first_day,
                                   "--to", last_day, "--confirmations", "0"], env=env, capture_output=True, text=True,
@@ -185,17 +187,40 @@ def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: 
         from backfill.settings import Settings
         windows = -(-int(blocks) // unit_blocks(Settings().window_blocks))
         return {"seconds": round(secs, 3), "rows": int(rows), "rows_per_s": round(rows / secs),
-                "requests": int(requests), "windows": windows, "rebuild_s": rebuild_s, "cpu_s": meter.totals()}
+                "requests": int(requests), "windows": windows, "rebuild_s": rebuild_s, "cpu_s": meter.totals(),
+                **phases(data_dir / "backfill", launched, launched + secs)}
     finally:
         stop_server(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def phases(log_dir: Path, launched: float, ended: float) -> dict:
+    """The copy's timeline from the workers' logs: start-up (command launched -> the first worker has its days
+    and endpoints), the data phase (-> the last worker done) and the rest (-> the command exited)."""
+    def stamp(line: str) -> float:
+        return dt.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.timezone.utc).timestamp()
+
+    starts, dones = [], []
+    for path in log_dir.glob("worker-*.log"):
+        for line in path.read_text().splitlines():
+            if " event=endpoints " in line:
+                starts.append(stamp(line))
+            elif " event=done " in line:
+                dones.append(stamp(line))
+    if not starts or not dones:
+        return {}
+    return {"startup_s": round(min(starts) - launched, 3), "data_s": round(max(dones) - min(starts), 3),
+            "end_s": round(ended - max(dones), 3)}
+
+
 def _per_log(run: dict, logs: int) -> dict:
     """Throughput over the same logs as the ceiling, and requests per 10,000 logs against the minimum."""
     minimum = -(-logs // 10_000) + run["windows"]
-    return {"logs_per_s": round(logs / run["seconds"]), "requests_per_10k_logs": round(run["requests"] * 1e4 / logs, 1),
-            "minimum_per_10k_logs": round(minimum * 1e4 / logs, 1)}
+    out = {"logs_per_s": round(logs / run["seconds"]), "requests_per_10k_logs": round(run["requests"] * 1e4 / logs, 1),
+           "minimum_per_10k_logs": round(minimum * 1e4 / logs, 1)}
+    if run.get("data_s"):
+        out["data_logs_per_s"] = round(logs / run["data_s"])
+    return out
 
 
 def main() -> None:
@@ -253,6 +278,11 @@ def main() -> None:
             cores = os.cpu_count() or 1
             print(f"       cpu-s during the copy: {e2e['cpu_s']} ({cores} cores x {e2e['seconds']}s = "
                   f"{cores * e2e['seconds']:.1f} available)", flush=True)
+            if e2e.get("data_s"):
+                print(f"       timeline: start-up {e2e['startup_s']}s (command to the first worker fetching), data "
+                      f"{e2e['data_s']}s ({e2e['data_logs_per_s']} logs/s, "
+                      f"{e2e['data_logs_per_s'] / ceil['logs_per_s']:.0%} of the ceiling), end {e2e['end_s']}s",
+                      flush=True)
         extra: dict = {}
         if not args.no_proxy:
             from tests.proxy import ALL_FAULTS_MIX, RpcProxy
