@@ -121,6 +121,26 @@ static int str(Cur *c, const char **s, size_t *n) {
 
 static int skip_value(Cur *c, int depth);
 
+/* At an object's key: its text, and the colon after it consumed. 0 = malformed. */
+static int key(Cur *c, const char **k, size_t *kn) {
+    ws(c);
+    if (c->p >= c->end || *c->p != '"' || !str(c, k, kn)) return 0;
+    ws(c);
+    if (c->p >= c->end || *c->p != ':') return 0;
+    c->p++;
+    return 1;
+}
+
+/* After an item of an array or object: 1 = another follows (',' consumed), 0 = the container ended (`close`
+ * consumed), -1 = malformed. */
+static int next_item(Cur *c, char close) {
+    ws(c);
+    if (c->p >= c->end) return -1;
+    if (*c->p == ',') { c->p++; return 1; }
+    if (*c->p == close) { c->p++; return 0; }
+    return -1;
+}
+
 static int skip_number(Cur *c) {
     const char *p = c->p;
     if (p < c->end && *p == '-') p++;
@@ -166,27 +186,16 @@ static int skip_value(Cur *c, int depth) {
         if (c->p < c->end && *c->p == ']') { c->p++; return 1; }
         for (;;) {
             if (!skip_value(c, depth + 1)) return 0;
-            ws(c);
-            if (c->p >= c->end) return 0;
-            if (*c->p == ',') { c->p++; continue; }
-            if (*c->p == ']') { c->p++; return 1; }
-            return 0;
+            int more = next_item(c, ']');
+            if (more <= 0) return more == 0;
         }
     case '{':
         c->p++; ws(c);
         if (c->p < c->end && *c->p == '}') { c->p++; return 1; }
         for (;;) {
-            ws(c);
-            if (c->p >= c->end || *c->p != '"' || !str(c, &s, &n)) return 0;
-            ws(c);
-            if (c->p >= c->end || *c->p != ':') return 0;
-            c->p++;
-            if (!skip_value(c, depth + 1)) return 0;
-            ws(c);
-            if (c->p >= c->end) return 0;
-            if (*c->p == ',') { c->p++; continue; }
-            if (*c->p == '}') { c->p++; return 1; }
-            return 0;
+            if (!key(c, &s, &n) || !skip_value(c, depth + 1)) return 0;
+            int more = next_item(c, '}');
+            if (more <= 0) return more == 0;
         }
     default: return skip_number(c);
     }
@@ -258,11 +267,8 @@ static int topics_array(Cur *c, Log *L) {
         if (v.kind != K_STR) L->topics_plain = 0;
         if (L->ntopics < MAX_TOPICS) L->topic[L->ntopics] = v;
         L->ntopics++;
-        ws(c);
-        if (c->p >= c->end) return 0;
-        if (*c->p == ',') { c->p++; continue; }
-        if (*c->p == ']') { c->p++; return 1; }
-        return 0;
+        int more = next_item(c, ']');
+        if (more <= 0) return more == 0;
     }
 }
 
@@ -277,11 +283,7 @@ static int log_object(Cur *c, Log *L) {
     for (;;) {
         const char *k;
         size_t kn;
-        ws(c);
-        if (c->p >= c->end || *c->p != '"' || !str(c, &k, &kn)) return 0;
-        ws(c);
-        if (c->p >= c->end || *c->p != ':') return 0;
-        c->p++;
+        if (!key(c, &k, &kn)) return 0;
         int id = field_id(k, kn);
         if (id < 0) {
             if (!skip_value(c, 1)) return 0;
@@ -295,11 +297,8 @@ static int log_object(Cur *c, Log *L) {
                 return 0;
             }
         }
-        ws(c);
-        if (c->p >= c->end) return 0;
-        if (*c->p == ',') { c->p++; continue; }
-        if (*c->p == '}') { c->p++; return 1; }
-        return 0;
+        int more = next_item(c, '}');
+        if (more <= 0) return more == 0;
     }
 }
 
@@ -619,11 +618,8 @@ static int logs_array(Cur *c, Scan *S) {
                 Py_DECREF(span);
             }
         }
-        ws(c);
-        if (c->p >= c->end) return 0;
-        if (*c->p == ',') { c->p++; continue; }
-        if (*c->p == ']') { c->p++; return 1; }
-        return 0;
+        int more = next_item(c, ']');
+        if (more <= 0) return more == 0;
     }
 }
 
@@ -638,11 +634,7 @@ static int response(Cur *c, Scan *S) {
     for (;;) {
         const char *k;
         size_t kn;
-        ws(c);
-        if (c->p >= c->end || *c->p != '"' || !str(c, &k, &kn)) return 0;
-        ws(c);
-        if (c->p >= c->end || *c->p != ':') return 0;
-        c->p++;
+        if (!key(c, &k, &kn)) return 0;
         ws(c);
         if (kn == 5 && !memcmp(k, "error", 5)) return 0;  /* errors are classified in Python */
         if (kn == 6 && !memcmp(k, "result", 6)) {
@@ -664,11 +656,9 @@ static int response(Cur *c, Scan *S) {
         } else if (!skip_value(c, 1)) {
             return 0;
         }
-        ws(c);
-        if (c->p >= c->end) return 0;
-        if (*c->p == ',') { c->p++; continue; }
-        if (*c->p == '}') { c->p++; break; }
-        return 0;
+        int more = next_item(c, '}');
+        if (more < 0) return 0;
+        if (!more) break;
     }
     if (!have_result) return 0;
     if (!S->items) return 1;
@@ -703,11 +693,9 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
         for (;;) {
             ws(&c);
             if (c.p >= c.end || *c.p != '{' || !response(&c, &S)) goto done;
-            ws(&c);
-            if (c.p >= c.end) goto done;
-            if (*c.p == ',') { c.p++; continue; }
-            if (*c.p == ']') { c.p++; break; }
-            goto done;
+            int more = next_item(&c, ']');
+            if (more < 0) goto done;
+            if (!more) break;
         }
     } else {
         goto done;
