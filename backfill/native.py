@@ -66,12 +66,17 @@ class Scanned:
         """For a batch answer, [(id as its JSON text, string result or None for the logs)]; None otherwise."""
         return self.parts[10]
 
+    @property
+    def fallback(self) -> list[tuple[int, int]]:
+        """Byte spans of the logs the scanner left to decode.py."""
+        return self.parts[9]
+
     def block_hashes(self) -> dict[int, str]:
         """block number -> block hash ("" where the node gave none) of every block the logs name."""
         return {bn: block_hash for bn, block_hash, _ in self.parts[8]}
 
     def decoded(self) -> DecodedBatch:
-        _, c20, n20, slots20, c1155, n1155, slots1155, skipped, blocks, fallback, _ = self.parts
+        _, c20, n20, slots20, c1155, n1155, slots1155, skipped, blocks, _, _ = self.parts
         out = DecodedBatch(skipped=skipped)
         out.blocks = {bn: (block_hash, ts) for bn, block_hash, ts in blocks}
         numbers = [bn for bn, _, _ in blocks]
@@ -79,7 +84,7 @@ class Scanned:
             out.native_erc20.append(NativeRows(n20, dict(zip(ERC20_SCANNED, c20)), slots20, numbers))
         if n1155:
             out.native_erc1155.append(NativeRows(n1155, dict(zip(ERC1155_SCANNED, c1155)), slots1155, numbers))
-        for start, end in fallback:  # the scanner has recorded these logs' blocks already
+        for start, end in self.fallback:  # the scanner has recorded these logs' blocks already
             entry = orjson.loads(self.body[start:end])
             take_decoded(out, entry, decode_log(entry))
         return out
