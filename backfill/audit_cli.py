@@ -25,7 +25,8 @@ from backfill.errors import UserError
 def verify(days_text: str | None, sample: int | None, all_days: bool, seed: int | None, as_json: bool,
            rpc_urls: tuple[str, ...], data_dir: Path | None) -> None:
     """Recount COMPLETE days straight from RPC (another endpoint than the one that filled each day, where there
-    is one) and compare counts and a content hash with the store and the day's fingerprint.
+    is one that can; else that one, said so) and compare counts and a content hash with the store and the day's
+    fingerprint. A difference is recounted again on other endpoints before it is called a mismatch.
 
     Exit 0 when every audited day is ok, 1 otherwise. Row versions not yet deduplicated are shown side by side."""
     from backfill.store import Store

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 import orjson
 
-from backfill.errors import UserError
+from backfill.errors import EndpointUnreachable, RpcError, UserError
 from backfill.redact import scrub
 from backfill.settings import Settings, load_settings, secret_bearing_values
 
@@ -32,7 +32,25 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as exc:
             click.echo(f"error: {scrub(str(exc), secret_bearing_values())}", err=True)
             sys.exit(exc.exit_code)
+        except RpcError as exc:  # a provider condition that outlasted the retries: what it was, what to do
+            click.echo(f"error: {scrub(rpc_error_line(exc), secret_bearing_values())}", err=True)
+            sys.exit(EndpointUnreachable.exit_code)
     return wrapper
+
+
+def rpc_error_line(exc: RpcError) -> str:
+    """One line for an RPC failure: the endpoint (its label, never its key), what it answered, what to do."""
+    from backfill.rpc_errors import NoEndpoint, QuotaExhausted
+
+    where = getattr(exc, "endpoint", None)
+    what = f"RPC endpoint {where}: {exc}" if where else f"RPC: {exc}"
+    if isinstance(exc, QuotaExhausted):
+        hint = "its quota is used up: wait for it to reset, raise the plan, or add another endpoint to ETHEREUM_RPC_URLS"
+    elif isinstance(exc, NoEndpoint):
+        hint = "wait for the endpoints to recover, or add another endpoint to ETHEREUM_RPC_URLS"
+    else:
+        hint = "check the endpoint (or add another to ETHEREUM_RPC_URLS) and run the command again"
+    return f"{what[:400]}; {hint}"
 
 
 data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), default=None,

@@ -1,11 +1,12 @@
 """Endpoint health: which RPC endpoint to use next, and what each has taught us. Pure state, clock injected.
 
 - round-robin over endpoints that are neither cooling down nor parked (and whose known head reaches the
-  blocks we need);
+  blocks we need), preferring the one whose budget (backfill.pacing) lets a call go soonest;
 - a failure cools an endpoint down with a penalty that doubles per consecutive failure (0.5 s … 60 s) and
-  resets on success; a rate limit cools it for the provider's hint (Retry-After, backoff_seconds) when given;
+  resets on success; a rate limit is not a failure: it only slows the endpoint's pace (the RPC client);
 - a quota answer (402, monthly / daily cap, disabled key) parks the endpoint for an hour and is reported;
 - the largest eth_getLogs range an endpoint accepted / refused is remembered, so a known cap costs no request;
+  likewise the most calls it takes in one JSON-RPC batch (1: it refuses batches; single calls are sent);
 - accounting per endpoint: requests, errors by class, estimated compute units.
 """
 
@@ -33,6 +34,8 @@ class Endpoint:
     parked_reason: str = ""
     head: int | None = None
     refused_blocks: int | None = None  # smallest getLogs range it refused
+    batch_cap: int | None = None  # most calls per JSON-RPC batch it accepts (1 = no batches); None = unknown
+    batch_ok: int = 0  # the largest batch it answered in full
     requests: int = 0
     compute_units: int = 0
     errors: Counter = field(default_factory=Counter)
@@ -43,7 +46,8 @@ class Endpoint:
     def snapshot(self, now: float) -> dict:
         return {"endpoint": self.label, "requests": self.requests, "compute_units": self.compute_units,
                 "errors": dict(self.errors), "parked": now < self.parked_until, "parked_reason": self.parked_reason,
-                "cooling_s": round(max(0.0, self.cooldown_until - now), 1), "head": self.head}
+                "cooling_s": round(max(0.0, self.cooldown_until - now), 1), "head": self.head,
+                "batch_cap": self.batch_cap, "refused_blocks": self.refused_blocks}
 
 
 class EndpointPool:
@@ -52,19 +56,26 @@ class EndpointPool:
         self.clock = clock
         self._next = 0
 
-    def pick(self, need_block: int | None = None) -> Endpoint | None:
-        """The next usable endpoint in round-robin order, skipping those known to be behind `need_block`."""
+    def pick(self, need_block: int | None = None, delay: Callable[[Endpoint], float] | None = None) -> Endpoint | None:
+        """The next usable endpoint in round-robin order, skipping those known to be behind `need_block`; with
+        `delay` (seconds until the endpoint's budget lets a call go), the soonest one, round-robin among equals."""
         now = self.clock()
         n = len(self.endpoints)
+        best, best_delay = None, float("inf")
         for i in range(n):
             ep = self.endpoints[(self._next + i) % n]
             if not ep.available(now):
                 continue
             if need_block is not None and ep.head is not None and ep.head < need_block:
                 continue  # routed around: it would answer short or empty
-            self._next = (ep.index + 1) % n
-            return ep
-        return None
+            wait = delay(ep) if delay is not None else 0.0
+            if wait < best_delay:
+                best, best_delay = ep, wait
+            if wait <= 0:
+                break
+        if best is not None:
+            self._next = (best.index + 1) % n
+        return best
 
     def wait_s(self) -> float | None:
         """Seconds until some endpoint is usable again; None when every endpoint is parked."""
@@ -102,9 +113,21 @@ class EndpointPool:
     def saw_head(self, ep: Endpoint, head: int) -> None:
         ep.head = head
 
-    def refused_range(self, ep: Endpoint, n_blocks: int) -> None:
+    def refused_range(self, ep: Endpoint, n_blocks: int, stated_blocks: int | None = None) -> None:
+        """It refused n_blocks; when it stated its limit, every range above that is known to be refused."""
         ep.errors["range"] += 1
-        ep.refused_blocks = n_blocks if ep.refused_blocks is None else min(ep.refused_blocks, n_blocks)
+        refused = n_blocks if stated_blocks is None or stated_blocks >= n_blocks else stated_blocks + 1
+        ep.refused_blocks = refused if ep.refused_blocks is None else min(ep.refused_blocks, refused)
+
+    def accepted_batch(self, ep: Endpoint, n_calls: int) -> None:
+        ep.batch_ok = max(ep.batch_ok, n_calls)
+
+    def refused_batch(self, ep: Endpoint, n_calls: int, stated: int | None = None) -> int:
+        """It refused a batch of n_calls: the most it takes from now on (its stated cap, else half)."""
+        ep.errors["batch"] += 1
+        cap = stated if stated is not None and 0 < stated < n_calls else max(1, n_calls // 2)
+        ep.batch_cap = cap if ep.batch_cap is None else min(ep.batch_cap, cap)
+        return ep.batch_cap
 
     def accepted_range(self, ep: Endpoint, n_blocks: int) -> None:
         if ep.refused_blocks is not None and n_blocks >= ep.refused_blocks:

@@ -1,12 +1,14 @@
 """Days -> block ranges. Pure logic: the caller supplies block timestamps, we decide which to ask for.
 
 A day's blocks are [first block with timestamp >= midnight, first block of the next day - 1]. All
-boundaries of a plan are searched together, so each round is one JSON-RPC batch however many days
-there are (~log2(head) rounds in all).
+boundaries of a plan are searched together, so each round is one set of JSON-RPC batches however many
+days there are; guesses interpolate between known blocks, so a chain with regular block times is planned
+in about two calls a day.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from dataclasses import dataclass
 
@@ -35,15 +37,21 @@ class BoundarySearch:
 
     Usage: while not s.done: s.feed({n: ts for n in s.pending()}). A target beyond the head's
     timestamp resolves to head + 1 ("no such block yet").
+
+    Block times are nearly regular on most chains, so each target is guessed by interpolating between the
+    nearest known blocks on either side: a right guess, then the block before it (the next interpolation
+    lands there), settle a boundary in two calls. A round that did not at least halve a
+    target's interval is followed by a bisection step for it, so irregular block times (halts, bursts) cost
+    at most about twice the rounds of a plain binary search. Known blocks are shared by all targets.
     """
 
     def __init__(self, targets: list[int], head: int, known: dict[int, int] | None = None):
         self.targets = targets
         self.head = head
         self.ts: dict[int, int] = dict(known or {})
-        # invariant per target: answer in [lo, hi]; hi = head + 1 means "not reached yet"
-        self.lo = [0] * len(targets)
+        self.lo = [0] * len(targets)  # invariant per target: answer in [lo, hi]; hi = head + 1: not reached yet
         self.hi = [head + 1] * len(targets)
+        self.width = [head + 1] * len(targets)  # the interval each target had when it was last guessed
 
     @property
     def done(self) -> bool:
@@ -51,20 +59,34 @@ class BoundarySearch:
         return all(lo == hi for lo, hi in zip(self.lo, self.hi))
 
     def _narrow(self) -> None:
+        """lo = one past the last known block before the target, hi = the first known block at or after it."""
+        blocks = sorted(self.ts)
+        stamps = [self.ts[b] for b in blocks]
         for i, target in enumerate(self.targets):
-            while self.lo[i] < self.hi[i]:
-                mid = (self.lo[i] + self.hi[i]) // 2
-                if mid not in self.ts:
-                    break
-                if self.ts[mid] >= target:
-                    self.hi[i] = mid
-                else:
-                    self.lo[i] = mid + 1
+            j = bisect.bisect_left(stamps, target)
+            self.lo[i] = max(self.lo[i], blocks[j - 1] + 1 if j > 0 else 0)
+            self.hi[i] = min(self.hi[i], blocks[j] if j < len(blocks) else self.head + 1)
+
+    def _guess(self, i: int) -> list[int]:
+        lo, hi, target = self.lo[i], self.hi[i], self.targets[i]
+        a, b = lo - 1, hi
+        halved = 2 * (hi - lo) <= self.width[i]
+        self.width[i] = hi - lo
+        if halved and a in self.ts and b in self.ts and self.ts[b] > self.ts[a]:
+            g = a + -(-(target - self.ts[a]) * (b - a) // (self.ts[b] - self.ts[a]))  # ceil
+            return [min(max(g, lo), hi - 1)]
+        return [(lo + hi) // 2]
 
     def pending(self) -> list[int]:
         self._narrow()
-        wanted = {(lo + hi) // 2 for lo, hi in zip(self.lo, self.hi) if lo < hi}
-        return sorted(wanted)
+        open_targets = [i for i, (lo, hi) in enumerate(zip(self.lo, self.hi)) if lo < hi]
+        if not open_targets:
+            return []
+        ends = [b for b in (0, self.head) if b not in self.ts]
+        if ends:  # the chain's two ends first: every guess interpolates between known blocks
+            return ends
+        wanted = {b for i in open_targets for b in self._guess(i) if 0 <= b <= self.head}
+        return sorted(wanted - set(self.ts))
 
     def feed(self, timestamps: dict[int, int]) -> None:
         self.ts.update(timestamps)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 OWN_NODE_ANSWER_LOGS = 2_500  # what a node serves most cheaply per log (docs/benchmarks.md)
 PROVIDER_ANSWER_LOGS = 10_000  # a typical provider result cap: fewest requests, which providers bill and limit
+RESULT_CAP_MARGIN = 0.8  # under a stated result cap, answers aim at this share of it (density varies block to block)
 
 
 def _is_own_node(url: str) -> bool:
@@ -50,14 +51,23 @@ class RangeSizer:
         self.cap: int | None = None  # the largest range a refusal allows (never grow past it)
         self._cheap_streak = 0
 
-    def split(self, a: int, b: int, suggested: tuple[int, int] | None) -> int:
-        """Where to cut [a, b] after a refusal: the end of the provider's suggestion when it starts at a."""
+    def split(self, a: int, b: int, suggested: tuple[int, int] | None, max_blocks: int | None = None,
+              max_results: int | None = None) -> int:
+        """Where to cut [a, b] after a refusal: the end of the provider's suggestion when it starts at a, else
+        its stated block limit, else the middle. A stated result cap becomes the most logs answers aim at."""
+        if max_results:
+            self.cheap_logs = max(1, min(self.cheap_logs, int(max_results * RESULT_CAP_MARGIN)))
+            self.big_logs = min(self.big_logs, max_results)
         if suggested and suggested[0] == a and a <= suggested[1] < b:
             mid = suggested[1]
             allowed = suggested[1] - suggested[0] + 1  # the provider said what it accepts
+        elif max_blocks and max_blocks < b - a + 1:
+            mid = a + max_blocks - 1
+            allowed = max_blocks  # the provider stated its limit
         else:
             mid = (a + b) // 2
-            allowed = b - a  # at least: less than what it refused
+            allowed = max(1, (b - a + 1) // 2)  # unknown: assume half (growing back to just under the refused
+            # size would be refused again, one block at a time)
         self.cap = allowed if self.cap is None else min(self.cap, allowed)
         self.size = max(1, min(self.size, mid - a + 1))
         self._cheap_streak = 0

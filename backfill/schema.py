@@ -12,7 +12,7 @@ CHECKPOINT_COLUMNS = ["day_idx", "status", "next_block", "erc20_count", "erc1155
                       "skipped_count", "worker_id", "shards", "attempts", "failures", "error", "requests", "rpc_errors",
                       "compute_units", "endpoints", "updated_at"]
 RPC_USAGE_COLUMNS = ["host", "worker_id", "pid", "endpoint", "requests", "errors", "compute_units", "parked",
-                     "updated_at"]
+                     "rps", "limit_answers", "waits", "waited_s", "updated_at"]
 HEARTBEAT_COLUMNS = ["host", "worker_id", "pid", "day_idx", "last_batch", "rows", "updated_at"]
 DAY_COLUMNS = ["day_idx", "day", "start_block", "end_block", "clipped"]
 FINGERPRINT_COLUMNS = ["day_idx", "erc20_count", "erc1155_count", "erc20_hash", "erc1155_hash", "endpoints",
@@ -115,6 +115,10 @@ TABLES: dict[str, str] = {
             errors UInt64,
             compute_units UInt64,
             parked UInt8,
+            rps Float64,  -- the process's current pace on the endpoint (calls/s); 0 = not limited
+            limit_answers UInt64,  -- calls refused by rate-limit answers (sent again, not errors)
+            waits UInt64,  -- requests that waited for the endpoint's budget
+            waited_s Float64,
             updated_at DateTime64(6, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at)
         ORDER BY (host, worker_id, pid, endpoint)""",
@@ -222,6 +226,10 @@ VIEWS: dict[str, str] = {
 # Columns added after a table was first released: databases created earlier gain them on the next start.
 MIGRATIONS = [
     "ALTER TABLE backfill_checkpoint ADD COLUMN IF NOT EXISTS endpoints String AFTER compute_units",
+    "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS rps Float64 AFTER parked",
+    "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS limit_answers UInt64 AFTER rps",
+    "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS waits UInt64 AFTER limit_answers",
+    "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS waited_s Float64 AFTER waits",
 ]
 
 

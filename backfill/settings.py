@@ -84,7 +84,7 @@ class Settings:
     on_complete: bool = True  # run the on-complete rebuild when every day is COMPLETE
     rpc_timeout_s: float = 30.0
     rpc_attempts: int = 10  # tries of one call across endpoints before the window fails
-    rpc_max_rps: float = 0.0  # requests per second per endpoint and worker (0 = no limit)
+    rpc_max_rps: float = 0.0  # the plan's calls/s per endpoint, shared by the fleet (0 = unknown: learnt from 429s)
     rpc_max_concurrency: int = 8  # requests in flight per endpoint and worker
     lag_guard_blocks: int = 256  # blocks below the head where answers are checked for a lagging node
     use_log_timestamps: bool = True  # trust the log's blockTimestamp when the node gives one

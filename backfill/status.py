@@ -110,9 +110,13 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0)}
         if dedup:
             table_rows[table]["rows_after_dedup"] = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
+    # the pace is summed over the processes that are still reporting (a worker's row is at most a minute old)
     endpoints = [{"endpoint": r[0], "requests": int(r[1]), "errors": int(r[2]), "compute_units": int(r[3]),
-                  "parked": bool(r[4])} for r in store.query_rows(
-        "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked) FROM rpc_usage FINAL "
+                  "parked": bool(r[4]), "rps": round(float(r[5]), 1), "limit_answers": int(r[6]), "waits": int(r[7]),
+                  "waited_s": round(float(r[8]), 1), "waiting_now": bool(r[9])} for r in store.query_rows(
+        "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked), "
+        "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
+        "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60) FROM rpc_usage FINAL "
         "GROUP BY endpoint ORDER BY endpoint")]
     summary = summarize(plan, checkpoints, heartbeats, supervisor, bool(alive), rates, table_rows, now, endpoints)
     summary["quality"] = quality(store)
@@ -146,6 +150,19 @@ def _duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def _endpoint_text(e: dict[str, Any]) -> str:
+    """`host#0 120 req / 0 err, pace 9.5 calls/s, 4 limit answers, waiting for budget (31 waits, 12.0s)`."""
+    text = f"{e['endpoint']} {e['requests']} req / {e['errors']} err"
+    if e.get("rps"):
+        text += f", pace {e['rps']:g} calls/s"
+    if e.get("limit_answers"):
+        text += f", {e['limit_answers']} limit answers"
+    if e.get("waits"):
+        text += (", waiting for budget" if e.get("waiting_now") else ", waited for budget") + \
+            f" ({e['waits']} waits, {e['waited_s']:g}s)"
+    return text + (" PARKED" if e["parked"] else "")
+
+
 def render(summary: dict[str, Any]) -> Any:
     """A rich renderable for people (the CLI and the foreground dashboard)."""
     from rich.console import Group
@@ -164,8 +181,7 @@ def render(summary: dict[str, Any]) -> Any:
              f"skipped_erc721={cp['skipped_erc721']}"),
         Text(f"rpc: {summary['rpc']['requests']} requests, {summary['rpc']['errors']} errors, "
              f"~{summary['rpc']['compute_units']} compute units; " + ", ".join(
-                 f"{e['endpoint']} {e['requests']} req / {e['errors']} err" + (" PARKED" if e["parked"] else "")
-                 for e in summary["rpc"]["endpoints"])),
+                 _endpoint_text(e) for e in summary["rpc"]["endpoints"])),
         Text("dedup: " + ", ".join(f"{t} {v['rows']} rows" + (f", {v['rows_after_dedup']} after FINAL"
                                                              if "rows_after_dedup" in v else "")
                                    for t, v in summary["table_rows"].items())),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,13 +84,59 @@ def choose_days(complete: Iterable[int], *, days: Iterable[int] | None = None, s
 
 
 # -- endpoints and ranges (pure) ------------------------------------------------------------------------------------
-def audit_endpoints(urls: Iterable[str], filled_by: str) -> list[int]:
-    """Indices into rpc_urls to recount a day with: those whose label (`host#i`) did not serve the day, when
-    there are any; else all of them."""
-    used = {label.strip() for label in (filled_by or "").split(",") if label.strip()}
+SAME_ENDPOINT = "same endpoint: less independent"
+UNRECOUNTED = "could not be recounted from RPC"
+DISAGREE = "recounts disagree between endpoints"
+
+
+@dataclass(frozen=True)
+class EndpointSet:
+    """Endpoints (indices into rpc_urls) one RPC client recounts a day with."""
+
+    indices: tuple[int, ...]
+    same: bool = False  # they filled the day: a recount there is less independent
+
+
+def _served(filled_by: str | Iterable[str]) -> set[str]:
+    labels = filled_by.split(",") if isinstance(filled_by, str) else filled_by
+    return {label.strip() for label in labels if label and label.strip()}
+
+
+def endpoint_sets(urls: Iterable[str], filled_by: str) -> list[EndpointSet]:
+    """The endpoint sets to recount a day with, tried in turn: those whose label (`host#i`) did not serve the
+    day, then the ones that did (`same`). Every endpoint as one set when they all served it (or there is one),
+    and as one independent set when the filler is unknown."""
+    used = _served(filled_by)
     urls = list(urls)
-    others = [i for i, url in enumerate(urls) if endpoint_label(url, i) not in used]
-    return others or list(range(len(urls)))
+    others = tuple(i for i, url in enumerate(urls) if endpoint_label(url, i) not in used)
+    serving = tuple(i for i, url in enumerate(urls) if endpoint_label(url, i) in used)
+    if not urls:
+        return []
+    if not others:
+        return [EndpointSet(serving, same=True)]
+    return [EndpointSet(others)] + ([EndpointSet(serving, same=True)] if serving else [])
+
+
+def audit_endpoints(urls: Iterable[str], filled_by: str) -> list[int]:
+    """The endpoints tried first for a day (see endpoint_sets): those that did not serve it, else all."""
+    sets = endpoint_sets(urls, filled_by)
+    return list(sets[0].indices) if sets else []
+
+
+def recheck_sets(urls: Iterable[str], filled_by: str, first_served: Iterable[str]) -> list[EndpointSet]:
+    """Where to recount a day again after its recount disagreed with the store, tried in turn: the endpoints
+    that did not answer the first recount (those that did not fill the day first). When every endpoint took a
+    part of the first recount, each one alone. Empty with a single endpoint: nothing to re-check on."""
+    urls = list(urls)
+    answered = _served(first_served)
+    out = []
+    for s in endpoint_sets(urls, filled_by):
+        rest = tuple(i for i in s.indices if endpoint_label(urls[i], i) not in answered)
+        if rest:
+            out.append(EndpointSet(rest, s.same))
+    if out or len(urls) < 2:
+        return out
+    return [EndpointSet((i,), s.same) for s in endpoint_sets(urls, filled_by) for i in s.indices]
 
 
 def next_span(span: int, n_logs: int) -> int:
@@ -135,6 +181,56 @@ def recorded_digests(fp: dict[str, Any] | None) -> Digests | None:
     if fp is None:
         return None
     return {std: (int(fp[f"{std}_count"]), int(str(fp[f"{std}_hash"]) or "0", 16)) for std in STANDARDS}
+
+
+@dataclass(frozen=True)
+class Recount:
+    """One recount of a day from RPC, over the endpoint sets tried in turn."""
+
+    digests: Digests | None  # None: no set could recount the day
+    served: str = ""  # labels that answered its eth_getLogs
+    same: bool = False  # answered by the endpoints that filled the day
+    failures: tuple[str, ...] = ()  # "<labels>: <reason>" per set that could not recount it
+
+
+def _counts(d: Digests) -> str:
+    return ", ".join(f"{std} {n} rows" for std, (n, _) in full(d).items())
+
+
+def decide(first: Recount, store: Digests, recorded: Digests | None,
+           second: Recount | None = None) -> tuple[str, str, str]:
+    """(verdict, detail, problem) of a day. `second` is the re-check of a recount that differs from the store
+    (None: there was no other endpoint to re-check on). problem: "" | "unrecounted" | "disagree".
+
+    A day no endpoint could recount is an `error`, never a mismatch. A recount that differs from the store is
+    a `mismatch` only when a second recount on other endpoints agrees with it (or none could be made); two
+    recounts that disagree with each other are an `error` of the endpoints, not of the store."""
+    if first.digests is None:
+        return "error", f"{UNRECOUNTED}: " + ("; ".join(first.failures) or "no endpoint configured"), "unrecounted"
+    verdict, detail = judge(first.digests, store, recorded)
+    notes = [detail] if detail else []
+    if first.same:
+        notes.append(f"recounted on {first.served or 'the endpoints'}, which filled the day ({SAME_ENDPOINT})"
+                     + (f": the others could not ({'; '.join(first.failures)})" if first.failures else ""))
+    elif first.failures:
+        notes.append(f"recounted on {first.served or 'other endpoints'} after {'; '.join(first.failures)}")
+    if full(first.digests) == full(store):  # the recount equals the store: nothing to re-check
+        return verdict, "; ".join(notes), ""
+    if second is None:
+        return "mismatch", "; ".join(notes + ["not re-checked: one endpoint"]), ""
+    if second.digests is None:
+        return "mismatch", "; ".join(notes + ["not re-checked: " + ("; ".join(second.failures) or "no endpoint")]), ""
+    if full(second.digests) == full(first.digests):
+        return "mismatch", "; ".join(notes + [f"confirmed by a second recount on {second.served or 'other endpoints'}"]), ""
+    text = (f"{DISAGREE} {first.served or '?'} and {second.served or '?'}: a node is serving wrong or short answers "
+            f"({first.served or '?'}: {_counts(first.digests)}; {second.served or '?'}: {_counts(second.digests)}; "
+            f"store: {_counts(store)})")
+    if full(second.digests) == full(store):
+        text += f"; the recount on {second.served or '?'} equals the store"
+    fingerprint_verdict, fingerprint_detail = judge(store, store, recorded)  # the store against itself alone
+    if fingerprint_verdict == "mismatch":  # that part needs no recount: a real difference of the store
+        return "mismatch", f"{fingerprint_detail}; {text}", "disagree"
+    return "error", text, "disagree"
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
@@ -185,6 +281,7 @@ class DayAudit:
     store: Digests
     recorded: Digests | None  # None when the day has no fingerprint
     versions: list[VersionSummary] = field(default_factory=list)
+    problem: str = ""  # error kind: "unrecounted" (no endpoint could recount it) | "disagree" (recounts differ)
 
     def hash_equal(self, std: str) -> bool | None:
         return None if self.chain is None else full(self.chain)[std][1] == full(self.store)[std][1]
@@ -208,7 +305,7 @@ class DayAudit:
         return {"day_idx": self.day_idx, "day": self.day.isoformat(), "endpoint": self.endpoint,
                 "verdict": self.verdict, "detail": self.detail, "chain": side(self.chain), "store": side(self.store),
                 "recorded": side(self.recorded), "hash_equal": {s: self.hash_equal(s) for s in STANDARDS},
-                "versions": [v.to_json() for v in self.versions]}
+                "problem": self.problem or None, "versions": [v.to_json() for v in self.versions]}
 
     def row(self, run_id: str, run_at: dt.datetime) -> tuple:
         """The audit_results row (schema.AUDIT_COLUMNS); -1 = unknown."""
@@ -243,6 +340,37 @@ class AuditReport:
     @property
     def error_days(self) -> list[int]:
         return [r.day_idx for r in self.results if r.verdict == "error"]
+
+    @property
+    def unrecounted_days(self) -> list[int]:
+        """Days no endpoint could recount (errors of the RPC side, not of the store)."""
+        return [r.day_idx for r in self.results if r.verdict == "error" and r.problem != "disagree"]
+
+    @property
+    def disagreeing_days(self) -> list[int]:
+        """Days whose recounts on two endpoint sets disagree with each other."""
+        return [r.day_idx for r in self.results if r.problem == "disagree"]
+
+    def failure_text(self, name_days: Callable[[list[int]], str] | None = None) -> str:
+        """Why the audit did not pass, naming the days of each class; "" when it passed. name_days turns
+        day indices into text (default: the dates)."""
+        by_idx = {r.day_idx: r for r in self.results}
+        name = name_days or (lambda days: ", ".join(str(by_idx[d].day) for d in days))
+        parts = []
+        mismatched = self.mismatched_days
+        if mismatched:
+            parts.append(f"the recount from RPC differs from the store on day(s) {name(mismatched)}")
+        disagree = self.disagreeing_days
+        if disagree:
+            parts.append(f"the recounts from RPC disagree between endpoints on day(s) {name(disagree)} "
+                         "(a node is serving wrong or short answers)")
+        unrecounted = self.unrecounted_days
+        if unrecounted:
+            reasons = list(dict.fromkeys(by_idx[d].detail.removeprefix(f"{UNRECOUNTED}: ") for d in unrecounted))
+            reason = reasons[0][:300] + (" …" if len(reasons[0]) > 300 else "") + (
+                f"; and {len(reasons) - 1} other reason(s)" if len(reasons) > 1 else "")
+            parts.append(f"day(s) {name(unrecounted)} {UNRECOUNTED} ({reason})")
+        return "; ".join(parts)
 
     def summary(self) -> str:
         n = {v: sum(r.verdict == v for r in self.results) for v in ("ok", "mismatch", "error")}

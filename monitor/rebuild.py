@@ -81,9 +81,8 @@ def step_audit(store: Store, settings: Settings, report: dict[str, Any]) -> None
     report["audit"] = result.to_json()
     for line in result.lines():
         log.info("step=audit %s", line)
-    if not result.passed:
-        raise RebuildFailed("audit", "the recount from RPC differs from the store on day(s) "
-                                     f"{_days(store, result.mismatched_days)}")
+    if not result.passed:  # every class of day by name: mismatches, disagreeing recounts, days not recounted
+        raise RebuildFailed("audit", result.failure_text(lambda days: _days(store, days)))
 
 
 def step_gates(store: Store, settings: Settings, report: dict[str, Any]) -> None:

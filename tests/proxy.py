@@ -5,6 +5,29 @@ aiohttp server on 127.0.0.1 in a background thread with its own event loop. Each
 the upstream node unless a fault (tests/proxy_faults.py) answers instead; the proxy can also pretend to
 lag behind the head and strip `blockTimestamp` from logs. Every JSON-RPC call is recorded, and the
 records can be read from the test thread while the proxy runs.
+
+It can also act like a hosted provider at its limits. Per JSON-RPC request, before any fault is drawn:
+
+1. quota_calls=N (a monthly or daily quota): once N calls were let through, every request gets
+   `quota_kind` ("I6", HTTP 402, default; "A5"; "P1"). A batch counts each call; refused calls don't.
+2. Batch caps: refuse_batches=True refuses every batch, even of one call (BATCH_OFF, the plain-text 400 of
+   a Polygon zkEVM node, whose batches are off by default; or refuse_batches="BATCH_OFF_JSON": -32600 in
+   the envelope); max_batch=N refuses a batch of more than N calls as `batch_refusal` answers: "geth"
+   (a one-item array with the first call's id, -32600 "batch too large"), "besu" (one object, id null,
+   -32005) or "zkevm" (plain-text 413).
+3. A per-second budget: rate_limit_rps=R is a token bucket of rate_limit_burst tokens (default R, at
+   least 1) refilled continuously at R per second, shared by every request (a provider's per-key limit).
+   A call costs a token, a batch of k costs k, a refused call nothing. A request that does not fit gets,
+   with rate_limit_mode="whole" (default), one answer of `rate_limit_kind` ("A4", default; "Q2", "I4",
+   "I5", "Q3", "RETRY_AFTER", whose Retry-After, like I5's backoff_seconds, is the whole seconds until the
+   request would fit); with "items" (QuickNode: 26 calls at 25 RPS give 25 results and 1 error) the calls
+   of a batch that fit get their true answers and the rest, each in its own envelope, the error of
+   `rate_limit_item_kind` ("Q4", -32012, default).
+4. Then the faults and the lag as above, then the upstream. Non-JSON-RPC bodies skip all of this.
+
+Every option can be changed at runtime with configure(...). Refused calls are recorded with the kind they
+got as `fault`; limit_answers(), budget_calls(), first_request_at(), last_request_at() and
+calls_per_second_max() tell how the budget held.
 """
 
 from __future__ import annotations
@@ -12,10 +35,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import random
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,8 +50,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from tests.proxy_faults import (ALL_FAULTS_MIX, KINDS, Fault, Reply, block_number, envelope, error_object,
-                                fault_reply, lagged_answer, suggest_range)
+from tests.proxy_faults import (ALL_FAULTS_MIX, BATCH_CAPS, BATCH_OFF_KINDS, KINDS, QUOTA, RATE, Fault, Reply,
+                                batch_refusal_reply, block_number, envelope, error_object, fault_reply,
+                                kinds_in, lagged_answer, suggest_range)
 
 __all__ = ["ALL_FAULTS_MIX", "KINDS", "Call", "Fault", "RpcProxy"]
 
@@ -58,6 +84,16 @@ class _Options:
     lag_getlogs: str = "partial"  # partial | empty | error
     lag_block_lookup: str = "null"  # null | I7
     strip_block_timestamp: bool = False
+    rate_limit_rps: float | None = None
+    rate_limit_burst: float | None = None  # None: one second's worth
+    rate_limit_mode: str = "whole"  # whole | items
+    rate_limit_kind: str = "A4"
+    rate_limit_item_kind: str = "Q4"
+    quota_calls: int | None = None
+    quota_kind: str = "I6"
+    max_batch: int | None = None
+    batch_refusal: str = "geth"  # geth | besu | zkevm
+    refuse_batches: bool | str = False  # True (= "BATCH_OFF") or a kind of BATCH_OFF_KINDS
 
     def __post_init__(self) -> None:
         if self.lag_blocks < 0:
@@ -66,6 +102,42 @@ class _Options:
             raise ValueError(f"lag_getlogs must be partial, empty or error, not {self.lag_getlogs!r}")
         if self.lag_block_lookup not in ("null", "I7"):
             raise ValueError(f"lag_block_lookup must be null or I7, not {self.lag_block_lookup!r}")
+        if self.rate_limit_rps is not None and not self.rate_limit_rps > 0:
+            raise ValueError(f"rate_limit_rps must be > 0 or None, not {self.rate_limit_rps!r}")
+        if self.rate_limit_burst is not None and not self.rate_limit_burst >= 1:
+            raise ValueError(f"rate_limit_burst must be >= 1 or None, not {self.rate_limit_burst!r}")
+        if self.rate_limit_mode not in ("whole", "items"):
+            raise ValueError(f"rate_limit_mode must be whole or items, not {self.rate_limit_mode!r}")
+        if self.rate_limit_kind not in kinds_in(RATE):
+            raise ValueError(f"rate_limit_kind must be one of {kinds_in(RATE)}, not {self.rate_limit_kind!r}")
+        items = [k for k in kinds_in(RATE) if KINDS[k].error is not None and not KINDS[k].bare]
+        if self.rate_limit_item_kind not in items:
+            raise ValueError(f"rate_limit_item_kind must be one of {items}, "
+                             f"not {self.rate_limit_item_kind!r}")
+        if self.quota_calls is not None and self.quota_calls < 0:
+            raise ValueError("quota_calls must be >= 0 or None")
+        if self.quota_kind not in kinds_in(QUOTA):
+            raise ValueError(f"quota_kind must be one of {kinds_in(QUOTA)}, not {self.quota_kind!r}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError("max_batch must be >= 1 or None")
+        if self.batch_refusal not in BATCH_CAPS:
+            raise ValueError(f"batch_refusal must be one of {list(BATCH_CAPS)}, not {self.batch_refusal!r}")
+        if not isinstance(self.refuse_batches, bool) and self.refuse_batches not in BATCH_OFF_KINDS:
+            raise ValueError(f"refuse_batches must be a bool or one of {BATCH_OFF_KINDS}, "
+                             f"not {self.refuse_batches!r}")
+
+    @property
+    def capacity(self) -> float:
+        """The token bucket's size: rate_limit_burst, else one second's worth (at least one call)."""
+        if self.rate_limit_burst is not None:
+            return self.rate_limit_burst
+        return max(1.0, self.rate_limit_rps or 0.0)
+
+    @property
+    def batch_off_kind(self) -> str | None:
+        if self.refuse_batches is False:
+            return None
+        return "BATCH_OFF" if self.refuse_batches is True else str(self.refuse_batches)
 
 
 @dataclass
@@ -83,6 +155,7 @@ class _Item:
     fault: str | None = None
     altered: bool = False  # the client does not get the node's true answer
     ok: bool = False
+    limited: bool = False  # refused by the call budget
 
     def fail(self, kind: str, error: dict[str, Any], status: int = 200) -> None:
         self.answer, self.status = envelope(self.obj.get("id"), error=error), status
@@ -119,22 +192,49 @@ class RpcProxy:
     reaching past the lagged head gets: "partial" (logs up to it), "empty" ([]) or "error" (-32602).
     lag_block_lookup: a block above the lagged head is "null" or "I7" (header not found).
     strip_block_timestamp: drop `blockTimestamp` from every log.
+
+    Limits, checked before the faults in this order (see the module docstring):
+    quota_calls: after that many calls were let through, every request gets `quota_kind` (I6, A5, P1).
+    refuse_batches: every batch is refused (True: BATCH_OFF, or a kind of BATCH_OFF_KINDS); max_batch: a
+    batch of more calls is refused the way `batch_refusal` answers ("geth", "besu" or "zkevm").
+    rate_limit_rps: a token bucket of rate_limit_burst (default one second's worth) refilled at this rate,
+    one token per call; rate_limit_mode "whole" answers a request that does not fit with
+    `rate_limit_kind`, "items" serves the calls of a batch that fit and errs the rest with
+    `rate_limit_item_kind`.
     """
 
     def __init__(self, upstream_url: str, faults: Iterable[Fault] | Fault = (), *, seed: int = 0,
                  lag_blocks: int = 0, getlogs_lag_only: bool = False, lag_getlogs: str = "partial",
                  lag_block_lookup: str = "null", strip_block_timestamp: bool = False,
-                 upstream_timeout_s: float = 60.0) -> None:
+                 upstream_timeout_s: float = 60.0, rate_limit_rps: float | None = None,
+                 rate_limit_burst: float | None = None, rate_limit_mode: str = "whole",
+                 rate_limit_kind: str = "A4", rate_limit_item_kind: str = "Q4",
+                 quota_calls: int | None = None, quota_kind: str = "I6", max_batch: int | None = None,
+                 batch_refusal: str = "geth", refuse_batches: bool | str = False) -> None:
         self.upstream_url = upstream_url
         self.upstream_timeout_s = upstream_timeout_s
         self._lock = threading.Lock()
         self._faults: tuple[Fault, ...] = ()
         self.set_faults(faults)
-        self._opts = _Options(lag_blocks, getlogs_lag_only, lag_getlogs, lag_block_lookup,
-                              strip_block_timestamp)
+        self._opts = _Options(
+            lag_blocks=lag_blocks, getlogs_lag_only=getlogs_lag_only, lag_getlogs=lag_getlogs,
+            lag_block_lookup=lag_block_lookup, strip_block_timestamp=strip_block_timestamp,
+            rate_limit_rps=rate_limit_rps, rate_limit_burst=rate_limit_burst, rate_limit_mode=rate_limit_mode,
+            rate_limit_kind=rate_limit_kind, rate_limit_item_kind=rate_limit_item_kind,
+            quota_calls=quota_calls, quota_kind=quota_kind, max_batch=max_batch, batch_refusal=batch_refusal,
+            refuse_batches=refuse_batches)
         self._rng = random.Random(seed)
         self._requests = 0
         self._calls: list[Call] = []
+        # the limits' state, under the lock
+        self._tokens = self._opts.capacity  # a fresh key starts with a full bucket
+        self._stamp = time.monotonic()  # when _tokens was last brought up to date
+        self._quota_used = 0  # calls let through, as the quota counts them
+        # accounting, under the lock; reset() clears it
+        self._limit_answers = 0
+        self._admitted: list[tuple[float, int]] = []  # (monotonic time, calls let through) per request
+        self._first_request_at: float | None = None
+        self._last_request_at: float | None = None
         self._port: int | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -227,9 +327,16 @@ class RpcProxy:
             self._faults = mix
 
     def configure(self, **changes: Any) -> None:
-        """Change lag_blocks, getlogs_lag_only, lag_getlogs, lag_block_lookup or strip_block_timestamp."""
+        """Change any keyword option of the constructor but seed and upstream_timeout_s (lag_blocks,
+        rate_limit_rps, quota_calls, max_batch, ...). A budget keeps the tokens it has (up to its new size);
+        one switched on starts full; the quota keeps counting."""
         with self._lock:
-            self._opts = dataclasses.replace(self._opts, **changes)
+            now = time.monotonic()
+            self._refill(now)  # at the old rate, up to now
+            old, self._opts = self._opts, dataclasses.replace(self._opts, **changes)
+            if old.rate_limit_rps is None:
+                self._tokens = self._opts.capacity
+            self._tokens = min(self._tokens, self._opts.capacity)
 
     # -- accounting (any thread, any time) -----------------------------------------------------
     def calls(self, method: str | None = None) -> list[Call]:
@@ -250,12 +357,53 @@ class RpcProxy:
         """Injections per kind, counted per JSON-RPC call (a failed batch of 200 counts 200)."""
         return Counter(c.fault for c in self.calls() if c.fault is not None)
 
-    def reset(self, seed: int | None = None) -> None:
-        """Forget the recorded calls (and reseed the RNG when given a seed)."""
+    def limit_answers(self) -> int:
+        """Calls answered with a rate-limit refusal of the budget (whole or per item), per call."""
+        with self._lock:
+            return self._limit_answers
+
+    def budget_calls(self) -> int:
+        """Calls let through the quota, batch caps and budget (each took a token when a budget is on)."""
+        with self._lock:
+            return sum(n for _, n in self._admitted)
+
+    def first_request_at(self) -> float | None:
+        """time.monotonic() when the first HTTP request arrived (None before any)."""
+        with self._lock:
+            return self._first_request_at
+
+    def last_request_at(self) -> float | None:
+        """time.monotonic() when the latest HTTP request arrived (None before any)."""
+        with self._lock:
+            return self._last_request_at
+
+    def calls_per_second_max(self) -> int:
+        """The most calls let through in any one-second window [t, t + 1 s): with a budget on, at most
+        rate_limit_rps + burst."""
+        with self._lock:
+            admitted = list(self._admitted)
+        best = in_window = start = 0
+        for t, n in admitted:
+            in_window += n
+            while t - admitted[start][0] >= 1.0:
+                in_window -= admitted[start][1]
+                start += 1
+            best = max(best, in_window)
+        return best
+
+    def reset(self, seed: int | None = None, *, limits: bool = False) -> None:
+        """Forget the recorded calls and the accounting (and reseed the RNG when given a seed).
+        limits=True also refills the budget's bucket and starts the quota afresh."""
         with self._lock:
             self._calls.clear()
+            self._limit_answers = 0
+            self._admitted.clear()
+            self._first_request_at = self._last_request_at = None
             if seed is not None:
                 self._rng = random.Random(seed)
+            if limits:
+                self._tokens, self._stamp = self._opts.capacity, time.monotonic()
+                self._quota_used = 0
 
     def _record(self, seq: int, items: list[_Item], batch_size: int | None, status: int | None,
                 path: str) -> None:
@@ -263,6 +411,7 @@ class RpcProxy:
                       status, it.ok and status is not None, path) for it in items]
         with self._lock:
             self._calls.extend(calls)
+            self._limit_answers += sum(it.limited for it in items)
         for c in calls:
             if c.fault is not None:
                 log.debug("rpc proxy seq=%s method=%s params=%s fault=%s status=%s", c.seq, c.method,
@@ -271,6 +420,65 @@ class RpcProxy:
     def _hit(self, rate: float) -> bool:
         with self._lock:
             return self._rng.random() < rate
+
+    # -- limits (quota, batch caps, budget) -----------------------------------------------------
+    def _refill(self, now: float) -> None:
+        """Bring the bucket up to `now` at the current rate. Under the lock."""
+        rps = self._opts.rate_limit_rps
+        if rps is not None:
+            self._tokens = min(self._opts.capacity, self._tokens + (now - self._stamp) * rps)
+        self._stamp = now
+
+    def _admit(self, items: list[_Item], batch: bool) -> Reply | None:
+        """Apply the quota, the batch caps and the budget, in that order: the answer refusing the whole
+        request, or None when (some of) its calls go on; in items mode the calls past the budget are failed
+        here, each with its own error."""
+        request_id = None if batch else items[0].obj.get("id")
+        with self._lock:
+            opts, now = self._opts, time.monotonic()
+            limited = False
+            if opts.quota_calls is not None and self._quota_used >= opts.quota_calls:
+                kind = opts.quota_kind
+                reply = fault_reply(Fault(kind), request_id)
+            elif batch and (opts.batch_off_kind is not None
+                            or (opts.max_batch is not None and len(items) > opts.max_batch)):
+                kind = opts.batch_off_kind or BATCH_CAPS[opts.batch_refusal]
+                first_id = next((it.obj["id"] for it in items if "id" in it.obj and "method" in it.obj
+                                 and not isinstance(it.obj["id"], (dict, list))), None)  # geth: first call's
+                reply = batch_refusal_reply(kind, first_id)
+            else:
+                admitted, wait_s = self._take_tokens(len(items), batch, opts, now)
+                if admitted:
+                    self._quota_used += admitted
+                    self._admitted.append((now, admitted))
+                if admitted == len(items):
+                    return None
+                if opts.rate_limit_mode == "items":  # a single request gets the item error in its envelope
+                    refusal = Fault(opts.rate_limit_item_kind, retry_after_s=wait_s)
+                    for it in items[admitted:]:
+                        it.fail(refusal.kind, error_object(refusal), refusal.spec.status)
+                        it.limited = True
+                    return None
+                kind, limited = opts.rate_limit_kind, True
+                reply = fault_reply(Fault(kind, retry_after_s=wait_s), request_id)
+        for it in items:
+            it.fault, it.limited = kind, limited
+            _resolve_range(it, None)
+        return reply
+
+    def _take_tokens(self, calls: int, batch: bool, opts: _Options, now: float) -> tuple[int, int]:
+        """How many of `calls` the budget lets through now (all or none, or in items mode the first that
+        fit), and the whole seconds until all would fit. Under the lock."""
+        rps = opts.rate_limit_rps
+        if rps is None:
+            return calls, 0
+        self._refill(now)
+        if self._tokens >= calls:
+            self._tokens -= calls
+            return calls, 0
+        admitted = min(calls, int(self._tokens)) if opts.rate_limit_mode == "items" and batch else 0
+        self._tokens -= admitted
+        return admitted, max(1, math.ceil((calls - admitted - self._tokens) / rps))
 
     # -- serving --------------------------------------------------------------------------------
     async def _upstream(self, payload: bytes) -> tuple[int, bytes, str]:
@@ -295,6 +503,9 @@ class RpcProxy:
         with self._lock:
             self._requests += 1
             seq, faults, opts = self._requests, self._faults, self._opts
+            self._last_request_at = time.monotonic()
+            if self._first_request_at is None:
+                self._first_request_at = self._last_request_at
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -318,6 +529,9 @@ class RpcProxy:
                            faults: tuple[Fault, ...], opts: _Options
                            ) -> tuple[web.StreamResponse, int | None]:
         """The answer to one HTTP request and its status (None: no answer was sent)."""
+        refusal = self._admit(items, batch)
+        if refusal is not None:
+            return _response(refusal), refusal.status
         needs_head = any(it.method in _LAGGED_METHODS for it in items) if opts.lag_blocks else False
         needs_head |= any(block_number(f.get(k, "latest")) is None
                           for f in map(_log_filter, items) if f is not None for k in ("fromBlock", "toBlock"))
@@ -325,11 +539,13 @@ class RpcProxy:
         visible_head = max(0, head - opts.lag_blocks) if head is not None else None  # what "latest" means
         for it in items:
             _resolve_range(it, visible_head)
-        whole = self._draw_whole(faults, items, batch)
+        # calls the budget refused (items mode) have their answer already; when none is left, nothing is drawn
+        whole = self._draw_whole(faults, items, batch) if any(it.answer is None for it in items) else None
         truncate = False
         if whole is not None:
             for it in items:
-                it.fault = whole.kind
+                if not it.limited or whole.spec.action in (None, "reset"):  # else its refusal is still sent
+                    it.fault, it.limited = whole.kind, False
             action = whole.spec.action
             if action == "reset":
                 return _reset(request), None
@@ -341,7 +557,8 @@ class RpcProxy:
                 return _response(reply), reply.status
 
         for it in items:
-            self._prepare(it, faults, opts, visible_head, batch, draw=whole is None)
+            if it.answer is None:
+                self._prepare(it, faults, opts, visible_head, batch, draw=whole is None)
 
         forwarded = [it for it in items if it.answer is None]
         upstream_body, status, ctype = b"", 200, "application/json"

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 RATE, CAP, SERVER, QUOTA, LAG = "rate_limit", "range_cap", "server", "quota", "lag"
+BATCH = "batch"  # batch refusals: the whole batch is refused before any call is served
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,34 @@ KINDS: dict[str, Kind] = {
                                 b'json-rpc code: -32051, rest code: 403"}'),
     # -- lagging node ------------------------------------------------------------------------------
     "I7": Kind(LAG, 200, _err(-32000, "header not found")),
+    # -- batch refusals ----------------------------------------------------------------------------
+    # go-ethereum rpc/handler.go respondWithBatchTooLarge (over BatchRequestLimit, default 1000): a one-item
+    # array carrying the id of the batch's first call (rpc/testdata/invalid-batch-toolarge.js).
+    "BATCH_GETH": Kind(BATCH, 200, _err(-32600, "batch too large")),
+    # besu RpcErrorType.EXCEEDS_RPC_MAX_BATCH_SIZE (--rpc-max-batch-size): one object with id null, HTTP 200.
+    "BATCH_BESU": Kind(BATCH, 200, _err(-32005, "Number of requests exceeds max batch size")),
+    # Polygon zkEVM node (0xPolygonHermez/zkevm-node jsonrpc/server.go, jsonrpc/types/errors.go), Go's
+    # http.Error in plain text: over RPC.BatchRequestsLimit (default 20) a 413; with RPC.BatchRequestsEnabled
+    # = false, its default, every batch gets a 400.
+    "BATCH_ZKEVM": Kind(BATCH, 413, body=b"batch requests limit exceeded\n", content_type="text/plain"),
+    "BATCH_OFF": Kind(BATCH, 400, body=b"batch requests are disabled\n", content_type="text/plain"),
+    # A JSON-RPC server without batch support, in the envelope: -32600 with id null.
+    "BATCH_OFF_JSON": Kind(BATCH, 200, _err(-32600, "batch requests are not supported")),
 }
+
+# max_batch refusals by node flavour, and refuse_batches kinds; answered by batch_refusal_reply.
+BATCH_CAPS = {"geth": "BATCH_GETH", "besu": "BATCH_BESU", "zkevm": "BATCH_ZKEVM"}
+BATCH_OFF_KINDS = ("BATCH_OFF", "BATCH_OFF_JSON")
+
+
+def batch_refusal_reply(kind: str, first_id: Any) -> Reply:
+    """The answer refusing a whole batch; `first_id` is the id of its first call (geth puts it in)."""
+    spec = KINDS[kind]
+    if spec.body is not None:
+        return Reply(spec.status, spec.body, spec.content_type)
+    error = error_object(Fault(kind))
+    doc: Any = [envelope(first_id, error=error)] if kind == "BATCH_GETH" else envelope(None, error=error)
+    return Reply(spec.status, orjson.dumps(doc), spec.content_type)
 
 
 
@@ -281,7 +309,7 @@ def ALL_FAULTS_MIX(rate: float, *, methods: Iterable[str] = ("eth_getLogs",), ma
     longer than the client's timeout for TIMEOUT to be a timeout. With batches in `methods`, Q4 is drawn
     per call of a batch, so a batch of 200 carries at least one Q4 error far more often than rate/n.
     """
-    names = kinds_in(RATE, CAP, SERVER)
+    names = [k for k in kinds_in(RATE, CAP, SERVER) if k in CATALOGUE_KINDS]  # the catalogue's own kinds
     p = rate / len(names)
     out = []
     for i, name in enumerate(names):
@@ -348,3 +376,19 @@ def lagged_answer(method: str, params: Any, log_range: tuple[int, int] | None, l
     if getlogs == "empty" or from_block > lagged:
         return LagAnswer(result=[])
     return LagAnswer(params=[{**filt, "fromBlock": hex(from_block), "toBlock": hex(lagged)}, *params[1:]])
+
+
+# -- each provider's cap answer of tests/provider_texts.py as a range-cap kind: Fault("CAP_AVALANCHE") --
+CATALOGUE_KINDS = frozenset(KINDS)  # the kinds above (the catalogue's and the generic ones), before these
+
+
+def _add_cap_texts() -> None:
+    from tests.provider_texts import CAP_TEXTS
+
+    for text in CAP_TEXTS:
+        if text.id not in KINDS:
+            KINDS[text.id] = Kind(CAP, text.status, text.error_template(), max_blocks=text.max_blocks,
+                                  max_logs=text.max_logs)
+
+
+_add_cap_texts()

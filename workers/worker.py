@@ -43,6 +43,7 @@ from workers.windows import Segment, Window, day_segments, owned, pack_windows
 log = logging.getLogger("worker")
 UTC = dt.timezone.utc
 PREFETCH_WINDOWS = 1  # windows fetched ahead of the one being written (bounded memory)
+HEARTBEAT_MAX_S = 10.0  # a worker waiting (e.g. for an endpoint's budget) still reports its pace this often
 
 
 def unit_blocks(window_blocks: int) -> int:
@@ -99,7 +100,7 @@ class Worker:
         except RangeTooLarge as exc:
             if a == b:
                 raise
-            mid = self.sizer.split(a, b, exc.suggested)
+            mid = self.sizer.split(a, b, exc.suggested, exc.max_blocks, exc.max_results)
             log.info("%s day=%d blocks=%d-%d event=split reason=%r next=%d-%d", self.tag, current_day.get(), a, b,
                      str(exc)[:120], a, mid)
             left, right = await asyncio.gather(self.fetch_range(rpc, a, mid), self.fetch_range(rpc, mid + 1, b))
@@ -264,7 +265,8 @@ class Worker:
                 host = socket.gethostname()
                 self.store.insert("rpc_usage", [
                     (host, self.shard_id, os.getpid(), u["endpoint"], u["requests"], sum(u["errors"].values()),
-                     u["compute_units"], int(u["parked"]), stamp) for u in self.rpc.usage()], schema.RPC_USAGE_COLUMNS)
+                     u["compute_units"], int(u["parked"]), float(u["rps"] or 0.0), u["limit_answers"], u["waits"],
+                     u["waited_s"], stamp) for u in self.rpc.usage()], schema.RPC_USAGE_COLUMNS)
             self.last_beat = now
 
     def record_failure(self, error: str) -> None:
@@ -287,8 +289,9 @@ class Worker:
         self.store.insert("backfill_checkpoint", rows, schema.CHECKPOINT_COLUMNS)
 
     async def heartbeat_loop(self) -> None:
-        """Beat every stall_s / 2 through the store thread: a hung store or a stopped process goes silent."""
-        interval = max(0.5, self.s.stall_s / 2)
+        """Beat every stall_s / 2 (at most HEARTBEAT_MAX_S) through the store thread: a hung store or a stopped
+        process goes silent."""
+        interval = max(0.5, min(self.s.stall_s / 2, HEARTBEAT_MAX_S))
         while True:
             await asyncio.sleep(interval)
             day = self.current.segments[0].day_idx if self.current else -1
@@ -337,7 +340,7 @@ class Worker:
             log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(r[0]) for r in nothing_left))
         async with RpcClient(self.s.rpc_urls, timeout_s=self.s.rpc_timeout_s, context=self.tag,
                              attempts=self.s.rpc_attempts, concurrency_per_endpoint=self.s.rpc_max_concurrency,
-                             max_rps_per_endpoint=self.s.rpc_max_rps) as rpc:
+                             max_rps_per_endpoint=self.s.rpc_max_rps, share=self.shards) as rpc:
             self.rpc = rpc
             heads = await rpc.refresh_heads()
             top = rpc.highest_head()
@@ -358,7 +361,17 @@ class Worker:
                     return exitcodes.OK
                 t0 = time.monotonic()
                 self.current = w
-                parts = await inflight.pop(0)
+                fetching = inflight.pop(0)
+                stopping = asyncio.ensure_future(self.stop.wait())
+                await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not fetching.done():  # stopped while waiting (e.g. for an endpoint's budget): nothing to lose
+                    for task in (fetching, *inflight):
+                        task.cancel()
+                    seg = w.segments[0]
+                    log.info("%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start)
+                    return exitcodes.OK
+                parts = fetching.result()
                 t1 = time.monotonic()
                 if i + PREFETCH_WINDOWS < len(windows):
                     inflight.append(asyncio.create_task(self.fetch_window(rpc, windows[i + PREFETCH_WINDOWS])))

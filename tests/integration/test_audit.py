@@ -8,16 +8,38 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from backfill.embedded import stop_server
 from backfill.fingerprints import record_fingerprints
 from backfill.settings import load_settings
 from monitor.audit import run_audit
 from tests.integration.damage import delete_rows, zero_timestamps
 from tests.integration.harness import Chain, backfill, open_store
+from tests.proxy import Fault, RpcProxy
 from tests.truth import ground_truth
 
 pytestmark = pytest.mark.slow
 
 KEY = "0123456789abcdef0123456789abcdef"
+
+
+# every call an audit makes, single or batched: an endpoint whose quota is gone answers them all with 402
+EVERY_CALL = frozenset({"eth_chainId", "eth_blockNumber", "eth_getLogs", "eth_getBlockByNumber", "batch"})
+QUOTA_GONE = [Fault("I6", rate=1.0, methods=EVERY_CALL)]
+SAME = "same endpoint: less independent"
+
+
+def _settings(data_dir, urls: list[str], **more):
+    return load_settings({"data_dir": data_dir, "rpc_urls": ",".join(urls), **more}, env={},
+                         toml_path=data_dir / "none.toml")
+
+
+def _truth(chain: Chain, store) -> dict[int, tuple[int, int]]:
+    """Rows per day straight from the chain (one eth_getLogs per block), not from the audit's code."""
+    return ground_truth(chain.url, [(p.day_idx, p.start_block, p.end_block) for p in store.read_plan()]).per_day
+
+
+def _recounted(report) -> dict[int, tuple[int, int]]:
+    return {r.day_idx: (r.chain["erc20"][0], r.chain["erc1155"][0]) for r in report.results if r.chain is not None}
 
 
 def _free_port() -> int:
@@ -116,7 +138,7 @@ def test_unreachable_endpoint_is_an_error_verdict_without_its_key(chain: Chain, 
                       extra_env={"BACKFILL_RPC_ATTEMPTS": "2"})
     assert result.returncode == 1, result.stdout + result.stderr
     (line,) = [line for line in result.stdout.splitlines() if line.startswith(chain.day(1))]
-    assert "ERROR" in line and "recount from RPC failed: Transient: connection failed" in line
+    assert "ERROR" in line and "could not be recounted from RPC: 127.0.0.1#0: Transient: connection failed" in line
     assert KEY not in result.stdout + result.stderr
     assert "1 error" in result.stdout
 
@@ -136,3 +158,107 @@ def test_bad_days_is_one_error_line_before_anything_is_opened(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: --days: the range '2024-01-05..2024-01-03' ends before it starts"]
     assert not data_dir.exists()
+
+
+# -- falling back, and as careful as the copy ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def copied_through_a(chain: Chain, tmp_path_factory):
+    """Days 0-3 (an empty one among them) copied through proxy A alone; B is a second proxy over the same node
+    that took no part in the copy, so the audit prefers it. Faults are cleared before each test."""
+    data_dir = tmp_path_factory.mktemp("through_a") / "data"
+    with RpcProxy(chain.url) as a, RpcProxy(chain.url) as b:
+        run = backfill(["start", "--foreground", "--from", chain.day(0), "--to", chain.day(3), "--confirmations", "0"],
+                       data_dir, rpc_urls=a.url, shards=1, extra_env={"BACKFILL_ON_COMPLETE": "0"})
+        assert run.returncode == 0, run.stderr
+        try:
+            yield data_dir, a, b
+        finally:
+            stop_server(data_dir)
+
+
+@pytest.fixture
+def through_a(copied_through_a):
+    _, a, b = copied_through_a
+    a.set_faults([])
+    b.set_faults([])
+    return copied_through_a
+
+
+def test_quota_gone_on_the_preferred_endpoint_recounts_on_the_filling_one_and_says_so(chain: Chain, through_a):
+    data_dir, a, b = through_a
+    store = open_store(data_dir)
+    assert {cp["endpoints"] for cp in store.checkpoints().values() if cp["erc20_count"]} == {"127.0.0.1#0"}
+    truth = _truth(chain, store)
+    b.set_faults(QUOTA_GONE)
+
+    report = run_audit(store, _settings(data_dir, [a.url, b.url]), all_days=True, source="test")
+    assert report.passed, report.lines()
+    assert _recounted(report) == truth and len(truth) == 4
+    for day in report.results:
+        assert day.endpoint == "127.0.0.1#0", day.line()
+        assert f"recounted on 127.0.0.1#0, which filled the day ({SAME})" in day.detail, day.detail
+        assert "127.0.0.1#1: " in day.detail and "Payment Required" in day.detail, day.detail
+    assert b.fault_counts()["I6"] >= 1 and not any(c.ok for c in b.calls()), "B answered nothing but 402"
+    assert len(b.calls("eth_getLogs")) <= 2, "a parked endpoint is not asked again for every day"
+
+    rebuilt = backfill(["rebuild", "--json"], data_dir, rpc_urls=f"{a.url},{b.url}")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    audit = json.loads(rebuilt.stdout)["audit"]
+    assert audit["passed"] and audit["error_days"] == [] and audit["mismatched_days"] == []
+    assert all(SAME in r["detail"] for r in audit["results"]) and len(audit["results"]) == 4
+
+
+def test_quota_gone_everywhere_is_an_error_per_day_and_the_rebuild_names_the_days(chain: Chain, through_a):
+    data_dir, a, b = through_a
+    store = open_store(data_dir)
+    a.set_faults(QUOTA_GONE)
+    b.set_faults(QUOTA_GONE)
+
+    report = run_audit(store, _settings(data_dir, [a.url, b.url]), all_days=True, source="test")
+    assert [r.verdict for r in report.results] == ["error"] * 4 and report.mismatched_days == []
+    assert report.error_days == report.unrecounted_days == [0, 1, 2, 3]
+    for day in report.results:
+        assert day.chain is None and day.detail.startswith("could not be recounted from RPC: 127.0.0.1#1: "), day.detail
+        assert "127.0.0.1#0: " in day.detail and "Payment Required" in day.detail
+
+    rebuilt = backfill(["rebuild"], data_dir, rpc_urls=f"{a.url},{b.url}")
+    assert rebuilt.returncode == 1, rebuilt.stdout + rebuilt.stderr
+    (line,) = rebuilt.stderr.strip().splitlines()
+    assert line.startswith("error: rebuild stopped at step audit: day(s) "), line
+    days = ", ".join(f"{chain.day(d)} (day {d})" for d in range(4))
+    assert f"day(s) {days} could not be recounted from RPC (127.0.0.1#1: " in line, line
+    assert "differs from the store" not in line and "Payment Required" in line
+
+
+@pytest.mark.parametrize("healthy_beside", [False, True], ids=["lagging-alone", "lagging-beside-a-healthy-one"])
+def test_a_node_lagging_on_getlogs_only_gives_no_false_mismatch_and_hides_no_loss(chain: Chain, run_copy,
+                                                                                  healthy_beside):
+    """The copy filled every day on 127.0.0.1#0; the audit prefers the others, among them a node whose
+    eth_getLogs is 40 blocks behind a truthful eth_blockNumber (go-ethereum#24078)."""
+    store = open_store(run_copy)
+    record_fingerprints(store)
+    plans = store.read_plan()
+    last = plans[-1].day_idx
+    truth = _truth(chain, store)
+    with RpcProxy(chain.url) as healthy, RpcProxy(chain.url, lag_blocks=40, getlogs_lag_only=True) as lagging, \
+            RpcProxy(chain.url) as other:
+        urls = [healthy.url, lagging.url] + ([other.url] if healthy_beside else [])
+        settings = _settings(run_copy, urls, rpc_attempts=3)
+
+        clean = run_audit(store, settings, all_days=True, source="test")
+        assert clean.passed, clean.lines()
+        assert _recounted(clean) == truth
+        if not healthy_beside:  # all it was asked first: its short answers near the head came, and were refused
+            assert [c for c in lagging.calls("eth_getLogs") if c.fault == "LAG"], "the lag never showed"
+            assert SAME in clean.results[-1].detail and "NodeBehind" in clean.results[-1].detail
+
+        lost = delete_rows(store, plans[-1])
+        damaged = run_audit(store, settings, all_days=True, source="test")
+    assert damaged.mismatched_days == [last] and damaged.error_days == [], damaged.lines()
+    bad = damaged.results[-1]
+    assert (bad.chain["erc20"][0], bad.chain["erc1155"][0]) == truth[last]
+    assert f"erc20: chain {truth[last][0]} rows / store {truth[last][0] - lost} rows" in bad.detail
+    if healthy_beside:
+        assert "confirmed by a second recount on 127.0.0.1#" in bad.detail, bad.detail
+    else:  # the only other endpoint cannot serve the day's last blocks: said, and still a mismatch
+        assert "not re-checked: 127.0.0.1#1: NodeBehind" in bad.detail, bad.detail

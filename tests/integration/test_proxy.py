@@ -400,3 +400,190 @@ def test_unknown_fault_kind_is_refused() -> None:
         Fault("Z9")
     with pytest.raises(ValueError):
         Fault("A4", rate=1.5)
+
+
+# -- a hosted provider at its limits: budget, quota, batch caps -------------------------------------
+A4_TEXT = KINDS["A4"].error["message"]  # type: ignore[index]
+
+
+def chain_ids(n: int, first_id: int = 1) -> list[dict[str, Any]]:
+    return [call("eth_chainId", [], first_id + i) for i in range(n)]
+
+
+def test_budget_holds_under_hammering(node: Anvil) -> None:
+    rps = 10  # burst: one second's worth
+    with RpcProxy(node.url, rate_limit_rps=rps) as proxy:
+        t0 = time.monotonic()
+        stop_at = t0 + 3.0
+
+        def hammer(worker: int) -> Counter[str]:
+            got: Counter[str] = Counter()
+            while time.monotonic() < stop_at:
+                doc: Any = call("eth_chainId", [], worker) if worker % 2 else chain_ids(3)
+                status, _, body = post(proxy.url, doc)
+                answer = json.loads(body)
+                calls = len(doc) if isinstance(doc, list) else 1
+                if status == 200:
+                    assert all("result" in a for a in (answer if isinstance(doc, list) else [answer]))
+                    got["served"] += calls
+                else:  # a batch is refused whole, as one object
+                    assert status == 429 and isinstance(answer, dict), body[:200]
+                    assert answer["error"] == {"code": 429, "message": A4_TEXT}
+                    assert answer["id"] == (None if isinstance(doc, list) else worker)
+                    got["refused"] += calls
+                time.sleep(0.005)
+            return got
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            got = sum(pool.map(hammer, range(4)), Counter[str]())
+        elapsed = time.monotonic() - t0
+        assert rps * elapsed * 0.7 < got["served"] <= rps * elapsed + rps  # the refill plus the burst
+        assert got["refused"] > got["served"]
+        assert proxy.budget_calls() == got["served"] and proxy.limit_answers() == got["refused"]
+        assert rps <= proxy.calls_per_second_max() <= rps + rps
+        first, last = proxy.first_request_at(), proxy.last_request_at()
+        assert first is not None and last is not None and 2.5 < last - first <= elapsed
+        assert proxy.fault_counts() == Counter({"A4": got["refused"]})
+        assert len(proxy.calls()) == got["served"] + got["refused"]
+
+
+def test_batch_over_the_budget_is_refused_whole_or_item_by_item(node: Anvil) -> None:
+    numbers = list(range(15))
+    truth = {a["id"]: a for a in json.loads(post(node.url, blocks_batch(numbers))[2])}
+    with RpcProxy(node.url, rate_limit_rps=10) as proxy:
+        status, _, body = post(proxy.url, blocks_batch(numbers))  # 15 calls never fit a bucket of 10
+        assert status == 429
+        assert json.loads(body) == {"jsonrpc": "2.0", "id": None, "error": {"code": 429, "message": A4_TEXT}}
+
+        proxy.configure(rate_limit_mode="items")  # the refusal was free: the bucket is still full
+        status, _, body = post(proxy.url, blocks_batch(numbers))
+        answers = json.loads(body)
+        assert status == 200 and [a["id"] for a in answers] == [100 + n for n in numbers]
+        assert answers[:10] == [truth[100 + n] for n in numbers[:10]]
+        assert answers[10:] == [{"jsonrpc": "2.0", "id": 100 + n,
+                                 "error": {"code": -32012, "message": "credits limited to 6000/sec"}}
+                                for n in numbers[10:]]
+        assert proxy.fault_counts() == Counter({"A4": 15, "Q4": 5})
+        assert (proxy.limit_answers(), proxy.budget_calls()) == (20, 10)
+        assert [c.ok for c in proxy.calls()][15:] == [True] * 10 + [False] * 5
+
+        status, _, body = post(proxy.url, call("eth_chainId", [], 7))  # the bucket is empty
+        assert status == 200 and json.loads(body)["error"]["code"] == -32012 and json.loads(body)["id"] == 7
+
+
+RATE_LIMIT_KINDS = [("A4", 429), ("Q2", 429), ("I4", 429), ("I5", 429), ("Q3", 429), ("RETRY_AFTER", 429)]
+
+
+@pytest.mark.parametrize("kind,status", RATE_LIMIT_KINDS, ids=[k for k, _ in RATE_LIMIT_KINDS])
+def test_budget_answers_with_the_configured_kind(proxy: RpcProxy, kind: str, status: int) -> None:
+    proxy.configure(rate_limit_rps=0.2, rate_limit_kind=kind)  # one token, then one every 5 s
+    assert post(proxy.url, call("eth_chainId", []))[0] == 200
+    got_status, headers, body = post(proxy.url, call("eth_chainId", [], 9))
+    doc, error = json.loads(body), KINDS[kind].error
+    assert got_status == status
+    if kind == "Q3":  # bare, no envelope
+        assert doc == error
+    else:
+        assert doc["id"] == 9 and (doc["error"]["code"], doc["error"]["message"]) == (error["code"],
+                                                                                      error["message"])
+    if kind == "RETRY_AFTER":  # the whole seconds until the call would fit
+        assert 1 <= int(headers["Retry-After"]) <= 5
+    if kind == "I5":
+        assert 1 <= doc["error"]["data"]["rate"]["backoff_seconds"] <= 5
+    assert [c.fault for c in proxy.calls()] == [None, kind] and proxy.limit_answers() == 1
+
+
+def test_quota_answers_402_from_the_call_after_it(node: Anvil) -> None:
+    with RpcProxy(node.url, quota_calls=20) as proxy:
+        for i in range(15):
+            assert post(proxy.url, call("eth_chainId", [], i))[0] == 200
+        status, _, body = post(proxy.url, chain_ids(5))  # each call of a batch counts
+        assert status == 200 and all("result" in a for a in json.loads(body))
+        status, _, body = post(proxy.url, call("eth_chainId", [], 21))
+        doc = json.loads(body)
+        assert status == 402 and doc["id"] == 21
+        assert doc["error"] == KINDS["I6"].error
+        status, _, body = post(proxy.url, chain_ids(3))
+        assert status == 402 and json.loads(body)["id"] is None  # a batch gets one object
+        assert post(proxy.url, call("eth_chainId", []))[0] == 402  # refused calls did not count, still gone
+        proxy.configure(quota_kind="P1")
+        assert post(proxy.url, call("eth_chainId", []))[::2] == (401, KINDS["P1"].body)
+        proxy.configure(quota_calls=25)  # more quota
+        assert post(proxy.url, call("eth_chainId", []))[0] == 200
+        assert proxy.fault_counts() == Counter({"I6": 5, "P1": 1}) and proxy.budget_calls() == 21
+        assert proxy.limit_answers() == 0
+
+
+def test_max_batch_refuses_a_larger_batch_as_geth_does(node: Anvil) -> None:
+    numbers = list(range(11))
+    with RpcProxy(node.url, max_batch=10) as proxy:
+        status, _, body = post(proxy.url, blocks_batch(numbers[:10]))
+        assert status == 200 and body == post(node.url, blocks_batch(numbers[:10]))[2]
+        status, _, body = post(proxy.url, blocks_batch(numbers))
+        assert status == 200
+        assert json.loads(body) == [{"jsonrpc": "2.0", "id": 100,
+                                     "error": {"code": -32600, "message": "batch too large"}}]
+        proxy.configure(batch_refusal="besu")
+        status, _, body = post(proxy.url, blocks_batch(numbers))
+        assert status == 200
+        assert json.loads(body) == {"jsonrpc": "2.0", "id": None, "error": {
+            "code": -32005, "message": "Number of requests exceeds max batch size"}}
+        proxy.configure(batch_refusal="zkevm")
+        assert post(proxy.url, blocks_batch(numbers))[::2] == (413, b"batch requests limit exceeded\n")
+        assert proxy.fault_counts() == Counter({"BATCH_GETH": 11, "BATCH_BESU": 11, "BATCH_ZKEVM": 11})
+        assert proxy.budget_calls() == 10
+
+
+def test_refuse_batches_refuses_even_a_batch_of_one(node: Anvil) -> None:
+    with RpcProxy(node.url, refuse_batches=True, rate_limit_rps=0.2, rate_limit_burst=1) as proxy:
+        status, headers, body = post(proxy.url, [call("eth_chainId", [])])
+        assert (status, body) == (400, b"batch requests are disabled\n")
+        assert headers["Content-Type"].startswith("text/plain")
+        proxy.configure(refuse_batches="BATCH_OFF_JSON")
+        status, _, body = post(proxy.url, [call("eth_chainId", [])])
+        assert status == 200 and json.loads(body) == {"jsonrpc": "2.0", "id": None, "error": {
+            "code": -32600, "message": "batch requests are not supported"}}
+        chain_id = result(node.url, call("eth_chainId", []))
+        assert result(proxy.url, call("eth_chainId", [])) == chain_id  # the one token: refusals were free
+        assert [c.fault for c in proxy.calls()] == ["BATCH_OFF", "BATCH_OFF_JSON", None]
+        assert proxy.budget_calls() == 1
+
+
+def test_limits_are_checked_quota_then_batch_caps_then_budget(node: Anvil) -> None:
+    with RpcProxy(node.url, quota_calls=3, max_batch=2, rate_limit_rps=0.2, rate_limit_burst=3,
+                  faults=[Fault("H2", methods={"eth_blockNumber"})]) as proxy:
+        assert post(proxy.url, chain_ids(3))[0] == 200 and proxy.budget_calls() == 0  # over max_batch
+        assert post(proxy.url, chain_ids(2))[0] == 200  # 3 tokens -> 1
+        assert post(proxy.url, chain_ids(2))[0] == 429  # 2 calls do not fit the 1 token left
+        assert post(proxy.url, call("eth_blockNumber", []))[::2] == (200, b"Invalid host specified")  # faults
+        assert post(proxy.url, chain_ids(3))[0] == 402  # the quota comes first
+        assert post(proxy.url, call("eth_chainId", []))[0] == 402
+        assert [c.fault for c in proxy.calls()] == (["BATCH_GETH"] * 3 + [None] * 2 + ["A4"] * 2 + ["H2"]
+                                                    + ["I6"] * 4)
+
+
+def test_configure_changes_the_budget_at_runtime(proxy: RpcProxy) -> None:
+    assert post(proxy.url, chain_ids(50))[0] == 200  # no budget
+    proxy.configure(rate_limit_rps=0.2, rate_limit_burst=5)  # switched on: a full bucket of 5
+    assert post(proxy.url, chain_ids(6))[0] == 429  # never fits
+    assert post(proxy.url, chain_ids(5))[0] == 200
+    assert post(proxy.url, call("eth_chainId", []))[0] == 429  # empty, refilled in 5 s
+    proxy.configure(rate_limit_rps=100, rate_limit_burst=None)  # a bucket of 100, refilled at 100/s
+    time.sleep(0.3)
+    assert post(proxy.url, chain_ids(20))[0] == 200
+    proxy.configure(rate_limit_rps=None)
+    assert post(proxy.url, chain_ids(200))[0] == 200
+    assert proxy.budget_calls() == 50 + 5 + 20 + 200 and proxy.limit_answers() == 7
+    proxy.configure(rate_limit_rps=0.2, rate_limit_burst=3, quota_calls=278)
+    assert post(proxy.url, chain_ids(3))[0] == 200  # switched on again: full; the quota now spent
+    assert post(proxy.url, call("eth_chainId", []))[0] == 402
+    proxy.reset(limits=True)  # a new month, a full bucket
+    assert (proxy.budget_calls(), proxy.limit_answers(), proxy.calls()) == (0, 0, [])
+    assert proxy.first_request_at() is None
+    assert post(proxy.url, chain_ids(3))[0] == 200 and post(proxy.url, chain_ids(1))[0] == 429
+    with pytest.raises(ValueError):
+        proxy.configure(rate_limit_mode="sometimes")
+    with pytest.raises(ValueError):
+        proxy.configure(quota_kind="A4")
+    with pytest.raises(ValueError):
+        proxy.configure(lag_getlogs="sometimes")  # the older options are still checked

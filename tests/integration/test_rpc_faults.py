@@ -20,6 +20,7 @@ from backfill.settings import load_settings
 from tests.integration.harness import Chain, assert_exact, backfill, complete_days, open_store
 from tests.native_rows import all_rows
 from tests.proxy import ALL_FAULTS_MIX, KINDS, Fault, RpcProxy
+from tests.proxy_faults import CATALOGUE_KINDS
 from tests.truth import ground_truth
 from workers.windows import day_segments, pack_windows
 from workers.worker import Worker, unit_blocks
@@ -76,7 +77,8 @@ def assert_same_as_truth(decoded: DecodedBatch, truth) -> None:
     assert set(erc1155) == truth.erc1155
 
 
-RECOVERABLE = sorted(k for k, v in KINDS.items() if v.category in ("rate_limit", "range_cap", "server"))
+RECOVERABLE = sorted(k for k, v in KINDS.items() if v.category in ("rate_limit", "range_cap", "server")
+                     and k in CATALOGUE_KINDS)  # the other providers' cap wordings: test_range_cap_wordings
 
 
 @pytest.mark.parametrize("kind", RECOVERABLE)
@@ -208,3 +210,54 @@ def test_mixed_faults_at_20_percent_on_two_endpoints_give_exact_data_and_no_key_
         assert '"errors"' in status.stdout
     finally:
         stop_server(data_dir)
+
+
+def _cap_fault(text) -> tuple[Fault, int | None, int | None]:
+    """The fault for a provider's cap wording, with caps that bite the worker's ranges (2,000 blocks at first;
+    the heavy day's 12,000 logs in three blocks): 700 blocks, 10,000 logs where the wording takes the number,
+    else the provider's own. (max_blocks, max_logs) are what the answer then states, if anything."""
+    from tests.provider_texts import CapText  # noqa: F401  (the fixtures' type)
+
+    wording = f"{text.message} {text.data if not callable(text.data) else ''}"
+    blocks = 700 if text.max_blocks is not None and ("{max_blocks" in wording or not text.stated) else text.max_blocks
+    logs = 10_000 if text.max_logs is not None and ("{max_logs" in wording or not text.stated
+                                                      or callable(text.data)) else text.max_logs
+    fault = Fault(text.id, rate=1.0, max_blocks=blocks, max_logs=logs)
+    return fault, (blocks if text.stated else None), (logs if text.stated else None)
+
+
+def _cap_ids() -> list[str]:
+    from tests.provider_texts import CAP_TEXTS
+    return [t.id for t in CAP_TEXTS]
+
+
+@pytest.mark.parametrize("cap_id", _cap_ids())
+def test_range_cap_wordings_split_once_and_use_the_stated_range(chain: Chain, slice_truth, cap_id):
+    """Every provider's cap answer in the fixtures: the first refusal splits, the range the answer states (or
+    suggests) is what the next calls ask for, few refusals in all, and the data is exact."""
+    from tests.provider_texts import CAP_TEXTS
+
+    text = next(t for t in CAP_TEXTS if t.id == cap_id)
+    plans, truth = slice_truth
+    fault, stated_blocks, stated_logs = _cap_fault(text)
+    with RpcProxy(chain.url, fault) as proxy:
+        decoded, _ = fetch_with_worker([proxy.url], plans)
+        calls = proxy.calls("eth_getLogs")
+    assert_same_as_truth(decoded, truth)
+    refused = [i for i, c in enumerate(calls) if c.fault == cap_id]
+    max_blocks, max_logs = fault.caps()
+    if max_blocks is not None and max_blocks < 2000 or max_logs is not None and max_logs <= 10_000:
+        assert refused, f"{cap_id}: the cap never bit"
+    if not refused:
+        return
+    if stated_blocks is not None or text.suggests:
+        assert len(refused) <= 2, (cap_id, len(refused))
+    elif stated_logs is not None:
+        # a result cap with no range in the answer: where the logs are is unknown, so the range is halved; the
+        # heavy day's three dense blocks take one halving per power of two of the 2,000-block first range
+        assert len(refused) <= 12, (cap_id, len(refused))
+    else:  # "too wide", no number: halved once or twice, then never grown back to a refused size
+        assert len(refused) <= 4, (cap_id, len(refused))
+    if stated_blocks is not None:  # every call after the first refusal fits the stated block range
+        later = [c.params for c in calls[refused[0] + 1:] if isinstance(c.params, tuple)]
+        assert later and all(b - a + 1 <= stated_blocks for a, b in later), (cap_id, later[:5])

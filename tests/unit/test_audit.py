@@ -13,8 +13,9 @@ from backfill.digest import digest_rows
 from backfill.errors import ConfigError
 from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER
 from backfill.planner import DayPlan
-from monitor.audit import (MAX_SPAN, AuditReport, DayAudit, VersionSummary, audit_endpoints, choose_days, day_indices,
-                           judge, next_span, parse_days, split_span)
+from monitor.audit import (MAX_SPAN, SAME_ENDPOINT, AuditReport, DayAudit, EndpointSet, Recount, VersionSummary,
+                           audit_endpoints, choose_days, day_indices, decide, endpoint_sets, judge, next_span,
+                           parse_days, recheck_sets, split_span)
 
 D = dt.date
 
@@ -112,6 +113,38 @@ def test_unknown_filler_means_any_endpoint():
     assert audit_endpoints(URLS, "gone.example.org#0") == [0, 1, 2]
 
 
+def test_endpoint_sets_try_the_others_first_then_the_ones_that_filled_the_day():
+    assert endpoint_sets(URLS, "127.0.0.1#0") == [EndpointSet((1, 2)), EndpointSet((0,), same=True)]
+    assert endpoint_sets(URLS, "localhost#1, eth.example.com#2") == [EndpointSet((0,)), EndpointSet((1, 2), same=True)]
+
+
+def test_endpoint_sets_when_every_endpoint_filled_the_day_are_one_set_marked_same():
+    assert endpoint_sets(URLS, "127.0.0.1#0,localhost#1,eth.example.com#2") == [EndpointSet((0, 1, 2), same=True)]
+    assert endpoint_sets(URLS[:1], "127.0.0.1#0") == [EndpointSet((0,), same=True)]
+
+
+def test_endpoint_sets_with_an_unknown_filler_are_one_independent_set():
+    assert endpoint_sets(URLS, "") == [EndpointSet((0, 1, 2))]
+    assert endpoint_sets(URLS, "gone.example.org#0") == [EndpointSet((0, 1, 2))]
+    assert endpoint_sets([], "127.0.0.1#0") == []
+
+
+def test_recheck_goes_to_endpoints_the_first_recount_did_not_use_the_fillers_last():
+    assert recheck_sets(URLS, "127.0.0.1#0", ["localhost#1"]) == [EndpointSet((2,)), EndpointSet((0,), same=True)]
+    assert recheck_sets(URLS, "127.0.0.1#0", ["localhost#1", "eth.example.com#2"]) == [EndpointSet((0,), same=True)]
+    assert recheck_sets(URLS, "127.0.0.1#0", ["127.0.0.1#0"]) == [EndpointSet((1, 2))]
+
+
+def test_recheck_after_a_recount_every_endpoint_took_part_in_asks_each_one_alone():
+    everyone = ["127.0.0.1#0", "localhost#1", "eth.example.com#2"]
+    assert recheck_sets(URLS, ",".join(everyone), everyone) == [EndpointSet((0,), True), EndpointSet((1,), True),
+                                                                 EndpointSet((2,), True)]
+
+
+def test_no_recheck_with_a_single_endpoint():
+    assert recheck_sets(URLS[:1], "127.0.0.1#0", ["127.0.0.1#0"]) == []
+
+
 # -- ranges -------------------------------------------------------------------------------------------------------
 def test_range_grows_on_quiet_answers_and_shrinks_after_big_ones():
     assert next_span(50, 0) == 200
@@ -160,6 +193,62 @@ def test_fingerprint_alone_differing_is_a_mismatch():
     assert judge(CHAIN, dict(CHAIN), {**CHAIN, "erc20": (1829, 5)}) == ("mismatch", "store differs from its fingerprint")
 
 
+# -- fallback and re-check (decide) ------------------------------------------------------------------------------
+LOST = {**CHAIN, "erc20": (1828, 100)}  # the store lost a row
+
+
+def test_recount_equal_to_the_store_is_ok_without_a_recheck():
+    assert decide(Recount(CHAIN, "localhost#1"), CHAIN, CHAIN) == ("ok", "", "")
+
+
+def test_recount_on_the_filling_endpoint_says_it_is_less_independent_and_why():
+    verdict, detail, problem = decide(Recount(CHAIN, "127.0.0.1#0", same=True,
+                                              failures=("localhost#1: NoEndpoint: every endpoint is parked",)),
+                                      CHAIN, CHAIN)
+    assert (verdict, problem) == ("ok", "")
+    assert detail == (f"recounted on 127.0.0.1#0, which filled the day ({SAME_ENDPOINT}): the others could not "
+                      "(localhost#1: NoEndpoint: every endpoint is parked)")
+
+
+def test_a_day_no_endpoint_could_recount_is_an_error_never_a_mismatch():
+    first = Recount(None, failures=("localhost#1: QuotaExhausted: Payment Required", "127.0.0.1#0: Transient: timeout"))
+    assert decide(first, LOST, CHAIN) == (
+        "error", "could not be recounted from RPC: localhost#1: QuotaExhausted: Payment Required; "
+                 "127.0.0.1#0: Transient: timeout", "unrecounted")
+
+
+def test_a_difference_confirmed_by_a_second_recount_is_a_mismatch():
+    verdict, detail, problem = decide(Recount(CHAIN, "localhost#1"), LOST, None, Recount(CHAIN, "127.0.0.1#0"))
+    assert (verdict, problem) == ("mismatch", "")
+    assert detail == "erc20: chain 1829 rows / store 1828 rows; confirmed by a second recount on 127.0.0.1#0"
+
+
+def test_a_difference_with_no_other_endpoint_is_a_mismatch_not_rechecked():
+    verdict, detail, _ = decide(Recount(CHAIN, "127.0.0.1#0", same=True), LOST, None, None)
+    assert verdict == "mismatch" and detail.endswith("; not re-checked: one endpoint")
+
+
+def test_a_difference_whose_recheck_failed_is_a_mismatch_saying_why():
+    verdict, detail, _ = decide(Recount(CHAIN, "localhost#1"), LOST, None,
+                                Recount(None, failures=("127.0.0.1#0: NodeBehind: short answer",)))
+    assert verdict == "mismatch" and detail.endswith("; not re-checked: 127.0.0.1#0: NodeBehind: short answer")
+
+
+def test_recounts_that_disagree_are_an_error_of_the_endpoints_not_of_the_store():
+    short = {**CHAIN, "erc20": (916, 7)}
+    verdict, detail, problem = decide(Recount(short, "lagging#1"), CHAIN, CHAIN, Recount(CHAIN, "healthy#2"))
+    assert (verdict, problem) == ("error", "disagree")
+    assert detail.startswith("recounts disagree between endpoints lagging#1 and healthy#2: a node is serving wrong "
+                             "or short answers (lagging#1: erc20 916 rows, erc1155 12 rows; healthy#2: erc20 1829 rows")
+    assert detail.endswith("; the recount on healthy#2 equals the store")
+
+
+def test_recounts_that_disagree_on_a_store_that_moved_since_its_fingerprint_still_report_the_store():
+    verdict, detail, problem = decide(Recount({**CHAIN, "erc20": (1, 1)}, "a#1"), LOST, CHAIN, Recount(CHAIN, "b#2"))
+    assert (verdict, problem) == ("mismatch", "disagree")
+    assert detail.startswith("store differs from its fingerprint (erc20 1828 rows, recorded 1829); recounts disagree")
+
+
 def _day(verdict="ok", detail="", versions=()):
     store = {**CHAIN, "erc20": (1828, 5)} if verdict == "mismatch" else CHAIN
     return DayAudit(3, D(2024, 1, 4), "localhost#1", verdict, detail, CHAIN if verdict != "error" else None, store,
@@ -191,6 +280,42 @@ def test_report_passes_only_without_mismatch_or_error():
     assert not bad.passed and bad.mismatched_days == [3]
     err = AuditReport("r", now, "cli", 1, [_day("error", "recount from RPC failed: Transient: timeout")])
     assert not err.passed and err.error_days == [3] and err.to_json()["results"][0]["chain"] is None
+
+
+def _report(*days):
+    return AuditReport("r", dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "rebuild", 1, list(days))
+
+
+def _at(idx, verdict, detail="", problem=""):
+    return DayAudit(idx, START + dt.timedelta(days=idx), "localhost#1", verdict, detail, None if verdict == "error" else CHAIN,
+                    CHAIN, CHAIN, [], problem)
+
+
+def test_failure_text_names_the_days_of_each_class_and_never_an_empty_list():
+    report = _report(_at(0, "ok"), _at(2, "error", "could not be recounted from RPC: localhost#1: QuotaExhausted: 402",
+                                       "unrecounted"),
+                     _at(4, "error", "could not be recounted from RPC: localhost#1: QuotaExhausted: 402", "unrecounted"),
+                     _at(9, "mismatch", "erc20: chain 1981 rows / store 916 rows"))
+    assert report.failure_text() == (
+        "the recount from RPC differs from the store on day(s) 2024-01-10; "
+        "day(s) 2024-01-03, 2024-01-05 could not be recounted from RPC (localhost#1: QuotaExhausted: 402)")
+    assert report.unrecounted_days == [2, 4] and report.mismatched_days == [9]
+
+
+def test_failure_text_of_errors_only_does_not_speak_of_a_difference():
+    report = _report(_at(1, "error", "could not be recounted from RPC: a#0: x", "unrecounted"),
+                     _at(3, "error", "could not be recounted from RPC: a#0: y", "unrecounted"))
+    text = report.failure_text(lambda days: ",".join(map(str, days)))
+    assert text == "day(s) 1,3 could not be recounted from RPC (a#0: x; and 1 other reason(s))"
+    assert "differs" not in text
+
+
+def test_failure_text_names_days_whose_recounts_disagree():
+    report = _report(_at(5, "error", "recounts disagree between endpoints a#1 and b#2: …", "disagree"))
+    assert report.failure_text() == ("the recounts from RPC disagree between endpoints on day(s) 2024-01-06 "
+                                     "(a node is serving wrong or short answers)")
+    assert report.error_days == [5] and report.unrecounted_days == [] and report.disagreeing_days == [5]
+    assert _report(_at(0, "ok")).failure_text() == ""
 
 
 # -- the reference decoder agrees with the worker's decoder ------------------------------------------------------

@@ -109,3 +109,39 @@ def test_ranges_and_ownership():
     assert ranges(5, 4, 3) == []
     shards = 3
     assert sorted(d for k in range(shards) for d in range(30) if owned(d, k, shards)) == list(range(30))
+
+
+def _calls(timestamps, targets):
+    s = BoundarySearch(targets, len(timestamps) - 1)
+    calls = rounds = 0
+    while not s.done:
+        wanted = s.pending()
+        calls += len(wanted)
+        rounds += 1
+        s.feed({n: timestamps[n] for n in wanted})
+    return s.result(), calls, rounds
+
+
+def test_regular_block_times_plan_in_about_two_calls_a_day():
+    rng = random.Random(11)
+    ts, t = [], T0 - 1800
+    for _ in range(24 * 1000):  # an hourly chain, a few seconds of jitter, 1,000 days
+        t += 3600 + rng.randint(-5, 5)
+        ts.append(t)
+    targets = day_targets(D0, D0 + dt.timedelta(days=998))
+    got, calls, rounds = _calls(ts, targets)
+    assert got == [brute(ts, x) for x in targets]
+    assert calls <= 3 * len(targets)
+    assert rounds <= 4
+
+
+def test_a_chain_whose_block_times_change_still_converges():
+    rng = random.Random(12)
+    ts, t = [], T0 - 100
+    for i in range(30_000):  # 12 s blocks, then 2 s blocks, with a 3-day halt in between
+        t += (12 if i < 10_000 else 2) + (3 * DAY_S if i == 10_000 else 0) + rng.randint(0, 1)
+        ts.append(t)
+    targets = day_targets(D0, D0 + dt.timedelta(days=(ts[-1] - T0) // DAY_S))
+    got, calls, rounds = _calls(ts, targets)
+    assert got == [brute(ts, x) for x in targets]
+    assert rounds <= 20

@@ -1,0 +1,139 @@
+"""How fast to call one endpoint: a token bucket whose rate adapts to the provider's limit. Pure, clock injected.
+
+A rate-limit answer (429, -32005 "request rate exceeded", -32007, -32012, ...) is a pacing signal, not ill
+health. Each endpoint gets one `Pace` per process:
+
+- **unknown limit** (no `ceiling`): no pacing at all until the first limit answer; then the rate starts at
+  what was actually sent in the last second, cut by DECREASE;
+- **known plan** (`ceiling`, from `rpc_max_rps`): the rate starts at this process's share of it (`start`:
+  the plan divided among the workers that share the endpoint) and never goes above the whole plan, so
+  the budget a finished worker leaves is taken up by the others as they probe;
+- **multiplicative decrease**: a limit answer cuts the rate to DECREASE x min(rate, sent in the last second),
+  at most once per second (the answers to requests already in flight say the same thing again);
+- **additive increase**: a second in which calls had to wait for the bucket and no limit answer came raises the
+  rate by max(STEP_MIN, STEP_FRACTION x rate): the limit is probed again slowly, so a provider whose
+  plan was upgraded, or a fleet that lost a worker, is used fully again;
+- a provider's hint (Retry-After, Infura's backoff_seconds) holds every call until it has passed.
+
+A JSON-RPC batch of k calls costs k tokens, as providers bill it; `batch_cap` says how many calls one request
+may carry at the current rate (a batch larger than a second's budget can never be served). Calls that must
+wait are counted (`waits`, `waited_s`) for the status view and the logs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable
+
+DECREASE = 0.75  # rate after a limit answer, as a fraction of what was being sent
+STEP_MIN, STEP_FRACTION = 0.5, 0.05  # calls/s added per saturated second without a limit answer
+FLOOR_RPS = 0.2  # never slower than a call every 5 s: progress, however slow
+WINDOW_S = 1.0  # the providers' accounting window: budgets are stated per second
+HINT_MAX_S = 300.0  # longest provider hint honoured before calls resume
+
+
+class Pace:
+    def __init__(self, ceiling: float | None = None, start: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.ceiling = ceiling if ceiling and ceiling > 0 else None
+        # calls per second; None = not limited (yet). A known plan starts at this process's share of it.
+        self.rate: float | None = min(start, self.ceiling) if start and self.ceiling else self.ceiling
+        self._tokens = self._burst()
+        self._refilled = clock()
+        self._sent: deque[tuple[float, int]] = deque()  # (time, calls) of the last WINDOW_S
+        self._hold_until = 0.0  # a provider's hint
+        self._window_start = clock()
+        self._window_saturated = False
+        self._window_limited = False
+        self._last_decrease = float("-inf")
+        self.limit_answers = 0  # calls refused by a limit answer
+        self.waits = 0  # requests that had to wait for the bucket (or a hint)
+        self.waited_s = 0.0
+
+    def _burst(self) -> float:
+        """A second's worth of calls (at least one): bursts never exceed what the provider's window admits."""
+        return max(1.0, self.rate * WINDOW_S) if self.rate is not None else 0.0
+
+    def _refill(self, now: float) -> None:
+        if self.rate is not None:
+            self._tokens = min(self._burst(), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+
+    def _roll(self, now: float) -> None:
+        """Close the accounting window: raise the rate after a saturated second with no limit answer."""
+        if now - self._window_start < WINDOW_S:
+            return
+        if self.rate is not None and self._window_saturated and not self._window_limited:
+            self.rate += max(STEP_MIN, STEP_FRACTION * self.rate)
+            if self.ceiling is not None:
+                self.rate = min(self.rate, self.ceiling)
+        self._window_start = now
+        self._window_saturated = self._window_limited = False
+
+    def sent_last_second(self, now: float | None = None) -> int:
+        now = self.clock() if now is None else now
+        while self._sent and self._sent[0][0] <= now - WINDOW_S:
+            self._sent.popleft()
+        return sum(n for _, n in self._sent)
+
+    # -- asking ---------------------------------------------------------------------------------------------
+    def delay(self, calls: int = 1) -> float:
+        """Seconds until `calls` calls could go out, without reserving them."""
+        now = self.clock()
+        hold = max(0.0, self._hold_until - now)
+        if self.rate is None:
+            return hold
+        tokens = min(self._burst(), self._tokens + (now - self._refilled) * self.rate)
+        need = min(calls, self._burst())
+        return max(hold, (need - tokens) / self.rate if tokens < need else 0.0)
+
+    def reserve(self, calls: int = 1) -> float:
+        """Take `calls` tokens now; the seconds to wait before sending them (0 when there is budget)."""
+        now = self.clock()
+        self._roll(now)
+        self._refill(now)
+        wait = max(0.0, self._hold_until - now)
+        if self.rate is not None:
+            self._tokens -= calls
+            if self._tokens < 0:
+                wait = max(wait, -self._tokens / self.rate)
+        if wait > 0:
+            self.waits += 1
+            self.waited_s += wait
+            self._window_saturated = True
+        self._sent.append((now + wait, calls))
+        return wait
+
+    def batch_cap(self) -> int | None:
+        """Most calls one request may carry at the current rate (None: no limit known)."""
+        return max(1, int(self.rate * WINDOW_S)) if self.rate is not None else None
+
+    # -- what the provider said ------------------------------------------------------------------------------
+    def limited(self, calls: int = 1, hint_s: float | None = None, whole_batch: int = 0) -> None:
+        """A limit answer refused `calls` calls; `hint_s` is the provider's Retry-After / backoff, if any;
+        `whole_batch`: the size of a batch refused as a whole (the provider's second holds fewer calls)."""
+        now = self.clock()
+        self._roll(now)
+        self.limit_answers += calls
+        self._window_limited = True
+        if hint_s is not None and hint_s > 0:
+            self._hold_until = max(self._hold_until, now + min(hint_s, HINT_MAX_S))
+        if whole_batch > 1:
+            self.rate = max(FLOOR_RPS, min(self.rate if self.rate is not None else whole_batch, whole_batch / 2))
+            self._tokens = min(self._tokens, 0.0)
+        if now - self._last_decrease < WINDOW_S:
+            return  # the other answers to one burst carry no news
+        self._last_decrease = now
+        sent = max(1, self.sent_last_second(now))
+        base = sent if self.rate is None else min(self.rate, sent)
+        self.rate = max(FLOOR_RPS, base * DECREASE)
+        self._refill(now)
+        self._tokens = min(self._tokens, 0.0)  # what was in the bucket is spent: the provider said so
+
+    def snapshot(self) -> dict:
+        now = self.clock()
+        return {"rps": round(self.rate, 2) if self.rate is not None else None, "limit_answers": self.limit_answers,
+                "waits": self.waits, "waited_s": round(self.waited_s, 1),
+                "held_s": round(max(0.0, self._hold_until - now), 1)}
