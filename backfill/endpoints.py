@@ -105,9 +105,9 @@ class EndpointPool:
         ep.cooldown_until = max(ep.cooldown_until, self.clock() + cool)
         return cool
 
-    def park(self, ep: Endpoint, reason: str) -> None:
+    def park(self, ep: Endpoint, reason: str, for_s: float = PARK_S) -> None:
         ep.errors["quota"] += 1
-        ep.parked_until = self.clock() + PARK_S
+        ep.parked_until = self.clock() + min(for_s, PARK_S)
         ep.parked_reason = reason[:200]
 
     def saw_head(self, ep: Endpoint, head: int) -> None:

@@ -24,7 +24,8 @@ async def check_endpoints(settings: Settings) -> int:
     ids = {v for v in answers.values() if isinstance(v, int)}
     if not ids:
         detail = ", ".join(f"{k} ({v})" for k, v in answers.items())
-        raise EndpointUnreachable(f"no RPC endpoint answers eth_chainId: {detail}")
+        raise EndpointUnreachable(f"no RPC endpoint answers eth_chainId: {detail}; check ETHEREUM_RPC_URLS "
+                                  "(host, key, the plan's quota) or add another endpoint")
     if len(ids) > 1:
         raise ConfigError(f"RPC endpoints serve different chains: {answers}")
     down = [k for k, v in answers.items() if not isinstance(v, int)]

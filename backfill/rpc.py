@@ -22,12 +22,14 @@ import itertools
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
+from backfill import pace_memory
 from backfill.endpoints import COMPUTE_UNITS, Endpoint, EndpointPool
 from backfill.events import LOG_FILTER_TOPICS
 from backfill.native import Scanned, scan as scan_answer
@@ -78,7 +80,8 @@ class DayUsage:
 class RpcClient:
     def __init__(self, urls: tuple[str, ...] | list[str], *, timeout_s: float = 30.0, attempts: int = 10,
                  concurrency_per_endpoint: int = 8, max_rps_per_endpoint: float = 0.0, context: str = "",
-                 max_wait_s: float = 120.0, labels: list[str] | None = None, share: int = 1):
+                 max_wait_s: float = 120.0, labels: list[str] | None = None, share: int = 1,
+                 memory: Path | None = None):
         labels = labels or [endpoint_label(u, i) for i, u in enumerate(urls)]
         self.pool = EndpointPool(list(urls), labels)
         self.timeout_s = timeout_s
@@ -88,8 +91,20 @@ class RpcClient:
         self._sems = {ep.index: asyncio.Semaphore(concurrency_per_endpoint) for ep in self.pool.endpoints}
         # each endpoint's plan (calls/s, None: not known until the provider says so), of which this process
         # starts with 1/share: the processes that call the endpoint at the same time divide it
-        start = max_rps_per_endpoint / max(1, share) if max_rps_per_endpoint else None
-        self.paces = {ep.index: Pace(max_rps_per_endpoint or None, start) for ep in self.pool.endpoints}
+        plan = max_rps_per_endpoint / max(1, share) if max_rps_per_endpoint else None
+        self.share = max(1, share)
+        self.memory = memory  # what earlier processes of the run learnt about the endpoints (pace_memory)
+        learnt = pace_memory.read(memory)
+        self.paces = {}
+        for ep in self.pool.endpoints:
+            seen = learnt.get(pace_memory.endpoint_key(ep.url), {})
+            start = float(seen["rps"]) / self.share if seen.get("rps") else None
+            self.paces[ep.index] = Pace(plan, start)
+            ep.batch_cap = seen.get("batch_cap")
+            ep.refused_blocks = seen.get("refused_blocks")
+            parked_for = float(seen.get("parked_until") or 0) - time.time()
+            if parked_for > 0:  # another process of the run found its quota spent
+                self.pool.park(ep, str(seen.get("parked_reason") or "quota exhausted"), parked_for)
         self._logged: dict[tuple[str, int], float] = {}  # (what, endpoint) -> when it was last logged
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
@@ -111,6 +126,16 @@ class RpcClient:
         if self._session:
             await self._session.close()
             self._session = None
+            self.remember()
+
+    def remember(self) -> None:
+        """Hand what this process learnt about the endpoints to the next one (pace_memory)."""
+        now = self.pool.clock()
+        pace_memory.write(self.memory, {pace_memory.endpoint_key(ep.url): {
+            "rps": round(self.paces[ep.index].rate * self.share, 2) if self.paces[ep.index].rate else None,
+            "batch_cap": ep.batch_cap, "refused_blocks": ep.refused_blocks,
+            **({"parked_until": time.time() + ep.parked_until - now, "parked_reason": ep.parked_reason}
+               if ep.parked_until > now else {})} for ep in self.pool.endpoints})
 
     # -- transport ----------------------------------------------------------------------
     def _log_once(self, what: str, ep: Endpoint, level: int, fmt: str, *args: Any) -> None:
@@ -162,8 +187,9 @@ class RpcClient:
             except RateLimited as exc:
                 limited, refused = exc, len(methods)
             if limited is None:
+                pace.served(len(methods))
                 return doc, status, retry_after
-            pace.limited(refused, limited.retry_after_s, whole_batch=len(methods) if refused == len(methods) else 0)
+            pace.limited(refused, limited.retry_after_s)
             self.days.setdefault(current_day.get(), DayUsage()).limited += refused
             self._log_once("limited", ep, logging.WARNING, "%s day=%d endpoint=%s event=rate_limited calls=%d rps_now=%s "
                            "hint_s=%s action=wait reason=%r", self.context, current_day.get(), ep.label, refused,
@@ -597,6 +623,8 @@ def _head(value: Any) -> int:
 
 
 PROBE_LIMITED_TRIES = 5
+_PROBE_WORDS = {"QuotaExhausted": "quota used up or key refused", "RateLimited": "rate-limited on every try",
+                "Fatal": "refused eth_chainId", "Transient": "failing"}
 
 
 def _probe_limited(body: bytes, status: int) -> bool:
@@ -627,6 +655,12 @@ async def probe_endpoints(urls: tuple[str, ...], timeout_s: float = 5.0) -> dict
                         break
                     await asyncio.sleep(min(hint or 1.0, 5.0))  # rate-limited: it answers, just not yet
                 doc = orjson.loads(body)
+                error = doc.get("error", doc if "code" in doc else None) if isinstance(doc, dict) else None
+                error = {"message": error} if isinstance(error, str) else error
+                if isinstance(error, dict):  # it answers, with a refusal: say which (quota, key, limit, ...)
+                    exc = classify_error(error, status)
+                    out[label] = f"{_PROBE_WORDS.get(type(exc).__name__, 'refused')}: {str(exc)[:160]}"
+                    continue
                 out[label] = int(doc["result"], 16)
             except aiohttp.ClientConnectorError as exc:
                 out[label] = f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}".lower()

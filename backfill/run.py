@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from backfill import pace_memory
 from backfill.errors import UserError
 from backfill.prepare import chain_identity, check_chain, check_endpoints, plan_days, record_chain, reopen_for_redo
 from backfill.rpc import RpcClient
@@ -29,7 +30,9 @@ class RunFailed(UserError):
 
 async def _prepare(settings: Settings, store_factory: Callable[[], Store]) -> tuple[Store, int]:
     await check_endpoints(settings)
-    async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor") as rpc:
+    pace_memory.forget_parking(settings.log_dir / "endpoints.json")
+    async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor",
+                         max_rps_per_endpoint=settings.rpc_max_rps, memory=settings.log_dir / "endpoints.json") as rpc:
         chain_id, genesis, genesis_ts = await chain_identity(rpc)
         store = store_factory()
         check_chain(store, chain_id, genesis)

@@ -175,7 +175,8 @@ def _rpc_client(settings: Settings, urls: list[str], indices: tuple[int, ...]) -
     return RpcClient(
         [urls[i] for i in indices], labels=[endpoint_label(urls[i], i) for i in indices], timeout_s=settings.rpc_timeout_s,
         attempts=settings.rpc_attempts, max_rps_per_endpoint=settings.rpc_max_rps,
-        concurrency_per_endpoint=settings.rpc_max_concurrency, context="audit")
+        concurrency_per_endpoint=settings.rpc_max_concurrency, context="audit",
+        memory=settings.log_dir / "endpoints.json")
 
 
 async def _audit_days(settings: Settings, plans: list[DayPlan], filled_by: dict[int, str], expected_chain: str | None,

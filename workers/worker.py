@@ -28,7 +28,7 @@ from typing import Any
 from backfill import schema
 from backfill import native
 from backfill.decode import DecodedBatch
-from backfill.errors import ConfigError, StoreUnavailable, UserError
+from backfill.errors import ConfigError, RpcError, StoreUnavailable, UserError
 from backfill.logs import setup_logging
 from backfill.planner import DayPlan
 from backfill.redact import scrub
@@ -340,7 +340,8 @@ class Worker:
             log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(r[0]) for r in nothing_left))
         async with RpcClient(self.s.rpc_urls, timeout_s=self.s.rpc_timeout_s, context=self.tag,
                              attempts=self.s.rpc_attempts, concurrency_per_endpoint=self.s.rpc_max_concurrency,
-                             max_rps_per_endpoint=self.s.rpc_max_rps, share=self.shards) as rpc:
+                             max_rps_per_endpoint=self.s.rpc_max_rps, share=self.shards,
+                             memory=self.s.log_dir / "endpoints.json") as rpc:
             self.rpc = rpc
             heads = await rpc.refresh_heads()
             top = rpc.highest_head()
@@ -491,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         log.error("worker=%d event=exit reason=user_error error=%s", args.shard, exc)
         return exc.exit_code
+    except RpcError as exc:  # a provider condition that outlasted the tries: its day has the failure recorded
+        log.error("worker=%d event=exit reason=rpc endpoint=%s error=%r action=restart", args.shard,
+                  getattr(exc, "endpoint", "-"), scrub(f"{type(exc).__name__}: {exc}", list(settings.rpc_urls))[:300])
+        return exitcodes.UNREACHABLE
     except Exception:
         log.exception("worker=%d event=crash action=exit code=%d", args.shard, exitcodes.CRASH)
         return exitcodes.CRASH

@@ -31,7 +31,20 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, chain: Chain, args, 
     result = backfill(args, tmp_path / "data", chain, extra_env=env)
     assert_one_clear_line(result, needle)
     assert KEY not in result.stderr + result.stdout
-    assert not (tmp_path / "data" / "clickhouse").exists(), "nothing may be written"
+    assert not (tmp_path / "data").exists(), "nothing may be written (not even an empty log)"
+
+
+@pytest.mark.parametrize("quota_kind", ["I6", "A5", "P1"])
+def test_a_spent_quota_at_start_is_one_line_naming_the_endpoint_not_its_key(tmp_path, chain: Chain, quota_kind):
+    from tests.proxy import RpcProxy
+
+    with RpcProxy(chain.url, quota_calls=0, quota_kind=quota_kind) as spent:
+        result = backfill(["start", "--foreground", "--from", "2024-01-01", "--to", "2024-01-02"], tmp_path / "data",
+                          rpc_urls=spent.url_with_key(KEY))
+    assert_one_clear_line(result, "quota used up or key refused")
+    assert "127.0.0.1#0" in result.stderr and "ETHEREUM_RPC_URLS" in result.stderr
+    assert KEY not in result.stderr + result.stdout
+    assert not (tmp_path / "data").exists()
 
 
 def test_another_chain_is_refused_and_changes_nothing(chain: Chain, data_dir, finished_run):

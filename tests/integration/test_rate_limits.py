@@ -89,8 +89,8 @@ def test_an_endpoint_whose_quota_runs_out_is_parked_and_the_audit_uses_the_other
         store = open_store(data_dir)
         assert_exact(store, chain)
         assert_no_traceback(data_dir, run)
-        # each process that met it (planner, workers, the rebuild's audit) parked it at the first 402
-        assert 1 <= len({c.seq for c in refused}) <= 8, len(refused)
+        # the first process that met it parked it, and the others read that (data/backfill/endpoints.json)
+        assert 1 <= len({c.seq for c in refused}) <= 3, len({c.seq for c in refused})
         audit = store.query_rows("SELECT day_idx, verdict, endpoint FROM audit_results")
         assert audit and all(verdict == "ok" for _, verdict, _ in audit), audit
         assert all("#1" in endpoint for _, _, endpoint in audit), audit  # recounted on the healthy endpoint
@@ -107,17 +107,17 @@ def test_endpoints_that_refuse_or_cap_batches_give_exact_data(chain: Chain, tmp_
     with RpcProxy(chain.url, **limits) as proxy:
         run, _ = whole_run(chain, data_dir, proxy.url, days=(4, chain.days - 1), BACKFILL_ON_COMPLETE="0")
         refused = [c for c in proxy.calls() if c.fault is not None and c.fault.startswith("BATCH")]
-        batches = [c.batch_size for c in proxy.calls() if c.batch_size]
+        served_batches = [c.batch_size for c in proxy.calls() if c.batch_size and c.fault is None]
     try:
         assert run.returncode == 0, run.stderr[-3000:]
         assert_exact(open_store(data_dir), chain)
         assert_no_traceback(data_dir, run)
         assert refused, "the endpoint was never asked for a batch it refuses"
-        if "max_batch" in limits:
-            # each process learns the cap once per kind of request, then stays within it
-            assert len({c.seq for c in refused}) <= 6, len(refused)
-        else:
-            assert not batches[-20:] or max(batches[-20:]) <= 1
+        # the first process to meet the refusal learns it and the others read what it learnt: a few refused
+        # requests in all, then every batch within the cap
+        assert len({c.seq for c in refused}) <= 3, len({c.seq for c in refused})
+        if "max_batch" in limits:  # and batches are still used where the endpoint takes them
+            assert max(served_batches, default=0) >= 5, served_batches[:20]
     finally:
         stop_server(data_dir)
 
