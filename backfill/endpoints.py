@@ -113,9 +113,13 @@ class EndpointPool:
     def saw_head(self, ep: Endpoint, head: int) -> None:
         ep.head = head
 
-    def refused_range(self, ep: Endpoint, n_blocks: int, stated_blocks: int | None = None) -> None:
-        """It refused n_blocks; when it stated its limit, every range above that is known to be refused."""
+    def refused_range(self, ep: Endpoint, n_blocks: int, stated_blocks: int | None = None,
+                      results_only: bool = False) -> None:
+        """It refused n_blocks; when it stated its limit, every range above that is known to be refused. A refusal
+        for the number of results (results_only) caps no range: a sparser stretch of the same size passes."""
         ep.errors["range"] += 1
+        if results_only:
+            return
         refused = n_blocks if stated_blocks is None or stated_blocks >= n_blocks else stated_blocks + 1
         ep.refused_blocks = refused if ep.refused_blocks is None else min(ep.refused_blocks, refused)
 

@@ -54,13 +54,19 @@ class RangeSizer:
     def split(self, a: int, b: int, suggested: tuple[int, int] | None, max_blocks: int | None = None,
               max_results: int | None = None) -> int:
         """Where to cut [a, b] after a refusal: the end of the provider's suggestion when it starts at a, else
-        its stated block limit, else the middle. A stated result cap becomes the most logs answers aim at."""
+        its stated block limit, else the middle. A stated result cap becomes the most logs answers aim at; the
+        range it suggests fits this stretch's density only, so it caps this range, not the ranges to come."""
+        results_only = bool(max_results) and not max_blocks
         if max_results:
             self.cheap_logs = max(1, min(self.cheap_logs, int(max_results * RESULT_CAP_MARGIN)))
             self.big_logs = min(self.big_logs, max_results)
         if suggested and suggested[0] == a and a <= suggested[1] < b:
             mid = suggested[1]
             allowed = suggested[1] - suggested[0] + 1  # the provider said what it accepts
+            if results_only:
+                self.size = max(1, min(self.size, allowed))
+                self._cheap_streak = 0
+                return mid
         elif max_blocks and max_blocks < b - a + 1:
             mid = a + max_blocks - 1
             allowed = max_blocks  # the provider stated its limit
@@ -82,8 +88,10 @@ class RangeSizer:
         elif n_blocks >= self.size and n_logs < self.cheap_logs:
             self._cheap_streak += 1
             if self._cheap_streak >= self.grow_after and self.size < min(self.maximum, self.cap or self.maximum):
-                # toward cheap_logs per answer, at most 4x a step: density can change along the chain
-                factor = min(4.0, self.cheap_logs / max(n_logs, 1))
+                # toward cheap_logs per answer, at most 4x a step (density can change along the chain), 16x
+                # when the answer was tiny against the target (the first ranges of a sparse chain)
+                step = 16.0 if n_logs * 16 < self.cheap_logs else 4.0
+                factor = min(step, self.cheap_logs / max(n_logs, 1))
                 limit = self.maximum if self.cap is None else min(self.maximum, self.cap)
                 self.size = max(self.size, min(limit, max(self.size + 1, int(self.size * factor))))
                 self._cheap_streak = 0

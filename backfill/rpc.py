@@ -532,7 +532,8 @@ class RpcClient:
                 if guard and verify_from is not None and verify_from <= to_block:
                     await self._verify_complete(ep, logs, max(from_block, verify_from), to_block)
             except RangeTooLarge as exc:
-                self.pool.refused_range(ep, span, exc.max_blocks)
+                # a result cap (too many logs) says nothing of the ranges it takes where logs are fewer
+                self.pool.refused_range(ep, span, exc.max_blocks, results_only=bool(exc.max_results) and not exc.max_blocks)
                 self._failed(ep, exc)
                 raise
             except BatchTooLarge as exc:

@@ -195,32 +195,35 @@ def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: 
 
 
 def rate_limited_run(url: str, first_day: str, last_day: str, shards: int, rps: float, logs: int,
-                     extra_env: dict[str, str]) -> dict:
-    """Two endpoints behind a provider's per-second budget (a batch costs one unit per call) and a 10,000-result
-    cap, the rate unknown to the tool (it learns it from the 429s): wall time against the floor (calls made /
-    the endpoints' budgets), the share of the budget used, limit answers, and eth_getLogs calls per 10k logs
-    against the minimum under the cap. Answers are sized as for a remote provider (10,000 logs)."""
+                     extra_env: dict[str, str], days: list[dict] | None = None) -> dict:
+    """Two endpoints behind a provider's per-second budget (a batch costs one unit per call), a 10,000-result cap
+    (Infura's answer) and a 2,000-block range cap (QuickNode's), the rate unknown to the tool (it learns it from
+    the 429s): wall time against the floor (calls made / the endpoints' budgets), the share of the budget used,
+    limit answers, and eth_getLogs calls per 10k logs against the minimum under the caps: per day (days are
+    fetched apart, by shard), max(⌈logs / 10,000⌉, ⌈blocks / 2,000⌉). Answers are sized as for a remote
+    provider (10,000 logs)."""
     from tests.proxy import Fault, RpcProxy
 
-    cap = Fault("I1", rate=1.0, max_logs=10_000)
+    caps = [Fault("I1", rate=1.0, max_logs=10_000), Fault("Q1", rate=1.0, max_blocks=2_000)]
     env = {"BACKFILL_GETLOGS_ANSWER_LOGS": "10000", **extra_env}
-    with RpcProxy(url, cap, rate_limit_rps=rps) as a, RpcProxy(url, cap, rate_limit_rps=rps, rate_limit_kind="I4") as b:
+    with RpcProxy(url, caps, rate_limit_rps=rps) as a, RpcProxy(url, caps, rate_limit_rps=rps, rate_limit_kind="I4") as b:
         run = run_backfill(f"{a.url},{b.url}", first_day, last_day, shards, extra_env=env)
         proxies = (a, b)
         calls = sum(len(p.calls()) for p in proxies)
         served = sum(p.budget_calls() for p in proxies)
         limited = sum(p.limit_answers() for p in proxies)
-        refused_caps = sum(p.fault_counts()["I1"] for p in proxies)
+        refused_caps = sum(p.fault_counts()["I1"] + p.fault_counts()["Q1"] for p in proxies)
         getlogs = sum(1 for p in proxies for c in p.calls("eth_getLogs") if c.fault is None)
         span = max(p.last_request_at() or 0 for p in proxies) - min(p.first_request_at() or 0 for p in proxies)
     floor_s = calls / (2 * rps)
-    minimum = -(-logs // 10_000)
+    minimum = sum(max(-(-d["logs"] // 10_000), -(-(d["last_block"] - d["first_block"] + 1) // 2_000), 1)
+                  for d in days) if days else -(-logs // 10_000)
     out = {"rps_per_endpoint": rps, "seconds": run["seconds"], "calls": calls, "floor_s": round(floor_s, 1),
            "wall_over_floor": round(run["seconds"] / floor_s, 2), "budget_used": round(served / (2 * rps * span), 3),
            "limit_answers": limited, "limit_share": round(limited / calls, 3), "cap_refusals": refused_caps,
            "getlogs_per_10k_logs": round(getlogs * 1e4 / logs, 2), "minimum_per_10k_logs": round(minimum * 1e4 / logs, 2),
            "getlogs_over_minimum": round(getlogs / minimum, 2), "logs_per_s": round(logs / run["seconds"])}
-    print(f"rate_limited (2 endpoints x {rps:g} calls/s, 10,000-result cap): {run['seconds']}s for {calls} calls "
+    print(f"rate_limited (2 endpoints x {rps:g} calls/s, 10,000-result and 2,000-block caps): {run['seconds']}s for {calls} calls "
           f"(floor {floor_s:.1f}s, x{out['wall_over_floor']}), budget used {out['budget_used']:.0%}, limit answers "
           f"{limited} ({out['limit_share']:.1%}), eth_getLogs {out['getlogs_per_10k_logs']}/10k logs (minimum "
           f"{out['minimum_per_10k_logs']}, x{out['getlogs_over_minimum']}), cap refusals {refused_caps}", flush=True)
@@ -334,7 +337,8 @@ def main() -> None:
                       flush=True)
         if args.rate_limit:
             extra["rate_limited"] = rate_limited_run(node.url, first_day, last_day, args.shards, args.rate_limit,
-                                                     results[0]["ceiling"]["logs"], extra_env)
+                                                     results[0]["ceiling"]["logs"], extra_env,
+                                                     None if args.dense else summary["days"])
         if not args.no_cryo:
             # cryo asks for ranges of the ceiling's best size (2,000 blocks would be 500k logs an answer on a dense chain)
             extra["cryo"] = run_cryo(node.url, first, last, max(results[0]["ceiling"]["chunk"], 1))

@@ -96,3 +96,30 @@ def test_answer_size_is_small_for_own_nodes_and_large_for_providers():
     assert answer_target(["http://8.8.8.8:8545"]) == PROVIDER_ANSWER_LOGS
     assert answer_target([own[0]], configured=7_000) == 7_000  # an explicit setting wins
     assert answer_target([remote], configured=2_500) == 2_500
+
+
+def test_a_result_caps_suggestion_fits_one_dense_stretch_and_does_not_cap_the_rest():
+    s = RangeSizer(2000, 5000, cheap_logs=10_000)
+    mid = s.split(1000, 2999, (1000, 1040), max_results=10_000)  # dense blocks from 1041 on
+    assert mid == 1040 and s.size == 41
+    assert s.cap is None  # the next sparse day may again be asked for in one range
+    assert s.cheap_logs == 8_000  # answers aim under the stated cap
+    for _ in range(6):
+        s.answered(s.size, 50)
+    assert s.size == 5000
+
+
+def test_a_stated_block_limit_caps_every_range():
+    s = RangeSizer(2000, 5000, cheap_logs=10_000)
+    assert s.split(1000, 2999, None, max_blocks=800) == 1799
+    for _ in range(6):
+        s.answered(s.size, 10)
+    assert s.size == 800
+
+
+def test_a_tiny_first_answer_grows_the_range_fast():
+    s = RangeSizer(50, 5000, cheap_logs=10_000)
+    s.answered(50, 75)
+    assert s.size == 800  # 16x: 75 logs is far below the target
+    s.answered(800, 1200)
+    assert s.size == 3200  # 4x: near enough that density may change
