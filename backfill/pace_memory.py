@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -51,11 +50,11 @@ def forget_parking(path: Path) -> None:
 
 
 def _replace(path: Path, doc: dict[str, Any]) -> None:
+    from monitor.control import write_json_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
+        write_json_atomic(path, doc)
     except OSError:
         pass  # a starting point only: a read-only data directory loses nothing
 

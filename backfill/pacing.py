@@ -56,7 +56,6 @@ class Pace:
         self._hold_until = 0.0  # a provider's hint
         self._window_start = clock()
         self._window_saturated = False
-        self._window_limited = False
         self._window_calls = self._window_refused = 0  # calls answered / refused in this window
         self._last_decrease = float("-inf")
         self._recent: deque[bool] = deque(maxlen=RECENT_CALLS)  # the last calls' outcomes: True = refused
@@ -83,7 +82,7 @@ class Pace:
             if self.ceiling is not None:
                 self.rate = min(self.rate, self.ceiling)
         self._window_start = now
-        self._window_saturated = self._window_limited = False
+        self._window_saturated = False
         self._window_calls = self._window_refused = 0
 
     def sent_last_second(self, now: float | None = None) -> int:
@@ -136,7 +135,6 @@ class Pace:
         now = self.clock()
         self._roll(now)
         self.limit_answers += calls
-        self._window_limited = True
         self._window_calls += calls
         self._window_refused += calls
         if hint_s is not None and hint_s > 0:

@@ -325,9 +325,7 @@ class RpcClient:
         async def once() -> Any:
             ep = await self._endpoint(need_block)
             try:
-                doc, status, retry_after = await self._post(
-                    ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}, [method])
-                result = _result_of(doc, status, retry_after, method)
+                result = await self._call_one(ep, method, params or [])
             except RpcError as exc:
                 self._failed(ep, exc)
                 raise
@@ -360,10 +358,9 @@ class RpcClient:
         """One request to `ep` with these (index, method, params): index -> result of the calls it served."""
         if len(calls) == 1:
             (i, method, params), = calls
-            doc, status, retry_after = await self._post(
-                ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}, [method])
+            result = await self._call_one(ep, method, params)
             self.pool.ok(ep)
-            return {i: _result_of(doc, status, retry_after, method)}
+            return {i: result}
         ids = {next(self._ids): i for i, _, _ in calls}
         payload = [{"jsonrpc": "2.0", "id": rid, "method": m, "params": p} for rid, (_, m, p) in zip(ids, calls)]
         doc, status, retry_after = await self._post(ep, payload, [m for _, m, _ in calls], partial=True)
@@ -458,10 +455,7 @@ class RpcClient:
         """(the node's head, its eth_getLogs answer), asked together in one batch where the endpoint takes
         batches, else head first, then the logs."""
         if self.batch_size(ep) < 2:
-            head_doc, status, retry_after = await self._post(
-                ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_blockNumber", "params": []},
-                ["eth_blockNumber"])
-            head_hex = _result_of(head_doc, status, retry_after, "eth_blockNumber")
+            head_hex = await self._call_one(ep, "eth_blockNumber", [])
             return _head(head_hex), await self._plain_logs(ep, flt, scan)
         payload = [{"jsonrpc": "2.0", "id": next(self._ids), "method": m, "params": [] if m == "eth_blockNumber" else [flt]}
                    for m in ("eth_blockNumber", "eth_getLogs")]
@@ -487,6 +481,12 @@ class RpcClient:
         if head_hex is None:
             raise Transient("batch answer is missing eth_blockNumber")
         return _head(head_hex), logs
+
+    async def _call_one(self, ep: Endpoint, method: str, params: list[Any]) -> Any:
+        """One call in a request of its own to `ep`: its result, or the error it carries."""
+        doc, status, retry_after = await self._post(
+            ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}, [method])
+        return _result_of(doc, status, retry_after, method)
 
     async def _plain_logs(self, ep: Endpoint, flt: dict[str, Any], scan: bool) -> Any:
         doc, status, retry_after = await self._post(
