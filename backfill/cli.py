@@ -134,30 +134,34 @@ def start(from_date: str | None, to_date: str | None, shards: int | None, rpc_ur
 @data_dir_option
 @user_errors
 def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -> None:
-    """Days done / total, rows, rates, ETA, workers (pid, day, heartbeat age, restarts), FAILED days."""
-    from backfill.status import collect, render
-    from backfill.store import Store
+    """Days done / total, rows, rates, ETA, workers (pid, day, heartbeat age, restarts), FAILED days.
 
-    settings = _settings(data_dir=data_dir)
-    store = Store.connect(settings)
-    if as_json and not watch:
-        click.echo(orjson.dumps(collect(store, settings), option=orjson.OPT_INDENT_2).decode())
-        return
-    from rich.console import Console
+    The run is named first (running, complete, stopped, dead: killed or crashed). When the store cannot be
+    reached, what supervisor.json and the processes tell is shown, and --watch recovers when it is back."""
+    from backfill.status import StatusReader, render
 
-    console = Console()
-    if not watch:
-        console.print(render(collect(store, settings)))
-        return
-    from rich.live import Live
+    reader = StatusReader(_settings(data_dir=data_dir))
+    try:
+        if as_json and not watch:
+            click.echo(orjson.dumps(reader.read(), option=orjson.OPT_INDENT_2).decode())
+            return
+        from rich.console import Console
 
-    with Live(render(collect(store, settings, dedup=False)), console=console, refresh_per_second=2) as live:
-        try:
-            while True:
-                time.sleep(interval)
-                live.update(render(collect(store, settings, dedup=False)))
-        except KeyboardInterrupt:
-            pass
+        console = Console()
+        if not watch:
+            console.print(render(reader.read()))
+            return
+        from rich.live import Live
+
+        with Live(render(reader.read(dedup=False)), console=console, refresh_per_second=2) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(render(reader.read(dedup=False)))
+            except KeyboardInterrupt:
+                pass
+    finally:
+        reader.close()
 
 
 @main.command()
@@ -254,7 +258,7 @@ def sql(query: str, fmt: str, data_dir: Path | None) -> None:
 
     store = Store.connect(_settings(data_dir=data_dir))
     try:
-        result = store.client.query(query)
+        result = store.query(query, idempotent=False)
     except ClickHouseError as exc:
         raise UserError(str(exc).strip().splitlines()[0][:500]) from None
     names, rows = list(result.column_names), result.result_rows

@@ -4,6 +4,7 @@ it at once (chDB allows one process per data directory). Only that server proces
 (``backfill.embedded_server``); this module is the light side every other process uses.
 
     url = ensure_server(data_dir)      # find the live server or start one detached; returns its URL
+    server_alive(data_dir)             # does a process serve it? (the supervisor restarts a dead one)
     stop_server(data_dir)              # SIGTERM and wait: data durable, server.json removed
     python -m backfill.embedded --data-dir D [--port P]    # serve in the foreground
 """
@@ -92,11 +93,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _lock_held(path: Path) -> bool:
+    if not path.parent.is_dir():  # no store in this data directory (yet)
+        return False
     try:
         os.close(lock_file(path))
         return False
     except StoreBusy:
         return True
+
+
+def server_alive(data_dir: Path) -> bool:
+    """Whether a server process holds the data directory (its lock): cheap, and true while it is busy."""
+    return _lock_held(store_dir(data_dir) / LOCK_NAME)
 
 
 def _read_info(data_dir: Path) -> dict | None:

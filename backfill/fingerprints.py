@@ -69,5 +69,5 @@ def record_fingerprints(store: Store) -> list[int]:
 
 def recorded(store: Store) -> dict[int, dict[str, Any]]:
     """day_idx -> the latest fingerprint row."""
-    result = store.client.query(f"SELECT {', '.join(schema.FINGERPRINT_COLUMNS)} FROM day_fingerprints FINAL")
-    return {int(r["day_idx"]): r for r in result.named_results()}
+    rows = store.named_rows(f"SELECT {', '.join(schema.FINGERPRINT_COLUMNS)} FROM day_fingerprints FINAL")
+    return {int(r["day_idx"]): r for r in rows}

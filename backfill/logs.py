@@ -38,5 +38,5 @@ def setup_logging(path: Path | None, level: int = logging.INFO, also_stderr: boo
         stream = logging.StreamHandler()
         stream.setFormatter(fmt)
         root.addHandler(stream)
-    for noisy in ("urllib3", "clickhouse_connect", "aiohttp"):
+    for noisy in ("urllib3", "aiohttp"):  # (the store module quiets its driver itself)
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -47,8 +47,14 @@ def promote(skip_gates: bool, data_dir: Path | None) -> None:
 
             gates = run_gates(store, settings, "strict", source="promote")
             if not gates.passed:
-                for line in gates.lines():
+                from backfill.status import INTERRUPTED_HINT, run_is_live, show_day_statuses
+
+                live, raw = run_is_live(settings.log_dir), gates.lines()
+                shown = [show_day_statuses(line, live) for line in raw]
+                for line in shown:
                     click.echo(line, err=True)
+                if shown != raw:  # RUNNING days with no run: say what carries them on
+                    click.echo(INTERRUPTED_HINT, err=True)
                 click.echo("promotion refused: the strict gates failed; nothing changed", err=True)
                 log.error("event=promote_refused reason=strict_gates_failed production=untouched")
                 sys.exit(1)

@@ -13,12 +13,12 @@ import time
 from typing import Any, Callable
 
 from backfill import pace_memory
-from backfill.errors import UserError
+from backfill.errors import StoreUnavailable, UserError
 from backfill.prepare import chain_identity, check_chain, check_endpoints, plan_days, record_chain, reopen_for_redo
 from backfill.rpc import RpcClient
 from backfill.settings import Settings
-from backfill.status import collect
-from backfill.store import Store
+from backfill.status import collect, collect_offline
+from backfill.store import COMMAND_PATIENCE_S, Store
 from monitor import control
 
 log = logging.getLogger("monitor")
@@ -46,24 +46,38 @@ async def _prepare(settings: Settings, store_factory: Callable[[], Store]) -> tu
 
 
 def start_run(settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print) -> dict[str, Any] | None:
-    if settings.redo and control.running_supervisor(settings.log_dir):
-        raise UserError("a run is active for this data directory; `backfill stop` it before a --redo")
-    store, n_days = asyncio.run(_prepare(settings, lambda: Store.connect(settings)))
-    running = control.running_supervisor(settings.log_dir)
-    if running:
-        wanted = {"shards": settings.shards} if shards_explicit else {}
-        control.request(settings.log_dir, **wanted)
-        what = f"scaling to {settings.shards} workers" if shards_explicit and settings.shards != running.get(
-            "wanted_shards") else "re-reading the plan"
-        echo(f"a run is already active (supervisor pid {running['pid']}): {what}; no second fleet started")
-        return None
-    control.write_json_atomic(control.control_path(settings.log_dir), {"shards": settings.shards, "seq": 0})
-    if settings.foreground:
-        return _run_foreground(settings, store, n_days, echo)
-    return _run_detached(settings, n_days, echo)
+    # One start at a time per data directory, from the first check to the hand-over: a second start waits,
+    # then finds the first one's supervisor and tells it what it wants (the later shard count wins).
+    with control.start_lock(settings.log_dir, on_wait=echo):
+        if settings.redo and control.running_supervisor(settings.log_dir):
+            raise UserError("a run is active for this data directory; `backfill stop` it before a --redo")
+        store, n_days = asyncio.run(_prepare(settings, lambda: Store.connect(settings)))
+        running = control.running_supervisor(settings.log_dir)
+        if running:
+            _tell_running(settings, running, shards_explicit, echo)
+            return None
+        control.request(settings.log_dir, shards=settings.shards)
+        if settings.foreground:
+            lock_fd = control.try_lock(settings.log_dir)
+            if lock_fd is None:  # a supervisor started by hand a moment ago
+                _tell_running(settings, control.running_supervisor(settings.log_dir) or {}, shards_explicit, echo)
+                return None
+        else:
+            return _run_detached(settings, n_days, shards_explicit, echo)
+    return _run_foreground(settings, store, n_days, echo, lock_fd)
 
 
-def _run_detached(settings: Settings, n_days: int, echo: Callable[[str], Any]) -> None:
+def _tell_running(settings: Settings, running: dict[str, Any], shards_explicit: bool,
+                  echo: Callable[[str], Any]) -> None:
+    """A run is active: it is told to re-read the plan, and the shard count when one was given."""
+    wanted = {"shards": settings.shards} if shards_explicit else {}
+    control.request(settings.log_dir, **wanted)
+    what = f"scaling to {settings.shards} workers" if shards_explicit and settings.shards != running.get(
+        "wanted_shards") else "re-reading the plan"
+    echo(f"a run is already active (supervisor pid {running.get('pid', '?')}): {what}; no second fleet started")
+
+
+def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: Callable[[str], Any]) -> None:
     from monitor.supervisor import ALREADY_RUNNING
 
     settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -78,8 +92,8 @@ def _run_detached(settings: Settings, n_days: int, echo: Callable[[str], Any]) -
             break
         code = proc.poll()
         if code is not None:
-            if code == ALREADY_RUNNING:
-                echo("a run is already active for this data directory; no second fleet started")
+            if code == ALREADY_RUNNING:  # one was started by other means a moment ago: tell it instead
+                _tell_running(settings, control.running_supervisor(settings.log_dir) or {}, shards_explicit, echo)
                 return None
             if code == 0:
                 break  # nothing to do: finished at once
@@ -91,7 +105,8 @@ def _run_detached(settings: Settings, n_days: int, echo: Callable[[str], Any]) -
     return None
 
 
-def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any]) -> dict[str, Any]:
+def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any],
+                    lock_fd: int) -> dict[str, Any]:
     from rich.console import Console
     from rich.live import Live
 
@@ -107,12 +122,17 @@ def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callabl
         def tick(_sup: object) -> None:
             if time.monotonic() - last[0] >= 2.0:
                 last[0] = time.monotonic()
-                live.update(render(collect(store, settings, dedup=False)))
+                store.patience_s = 0.0  # the dashboard must not wait for a store that is away: it says so
+                try:
+                    live.update(render(collect(store, settings, dedup=False)))
+                except StoreUnavailable as exc:  # the run waits for the store; the dashboard says so
+                    live.update(render(collect_offline(settings, str(exc))))
 
         try:
-            phase = supervise(settings, on_tick=tick)
+            phase = supervise(settings, on_tick=tick, lock_fd=lock_fd)
         except FleetHalted as exc:
             raise RunFailed(str(exc)) from None
+    store.patience_s = COMMAND_PATIENCE_S
     summary = collect(store, settings)
     if phase == "stopped":
         raise RunFailed("stopped; progress is checkpointed, `backfill start` resumes")
@@ -123,5 +143,9 @@ def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callabl
         raise RunFailed(f"{summary['days_failed']} days FAILED (see `backfill status`); "
                         "`backfill retry-failed` then `backfill start` to try them again")
     echo(f"backfill complete: {summary['days_total']} days in {time.monotonic() - t0:.1f}s")
+    run = summary.get("run") or {}
+    if run.get("promoted") is False:
+        echo("the copy is in erc20_transfers_staging / erc1155_transfers_staging; production tables are not "
+             "promoted yet: `backfill promote` (or start with --promote)")
     store.close()
     return summary

@@ -1,18 +1,121 @@
 """Status: store rows in, a plain summary dict out (rendered with rich, or printed as --json).
 
-The arithmetic (`summarize`, `progress_rates`) is pure; `collect` gathers its inputs.
+Status never shows a running day, worker, rate or ETA without a live process behind it. The arithmetic
+(`run_summary`, `summarize`, `progress_rates`, `last_error`, `shown_day_status`) is pure: liveness (is the
+supervisor alive, which worker pids are live processes) comes in as data. `collect` gathers the inputs;
+`StatusReader` answers from supervisor.json alone while the store cannot be reached.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import socket
 import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from backfill.settings import Settings
+from backfill.errors import StoreUnavailable
+from backfill.redact import redact_url, scrub
+from backfill.settings import Settings, secret_bearing_values
 from backfill.store import Store
 
 RATE_WINDOW_S = 300.0
+RATE_KEYS = ("rows_per_s", "blocks_per_s", "window_s")
+PRODUCTION_TABLES = ("erc20_transfers", "erc1155_transfers")
+# The phases a supervisor ends in (monitor/supervisor.py); the others (starting, running, rescaling, stopping,
+# rebuilding) are phases of a live one.
+ENDED_PHASES = frozenset({"complete", "stopped", "finished_with_failures", "rebuild_failed", "halted"})
+RESUME = {"dead": "backfill start", "stopped": "backfill start", "halted": "backfill start",
+          "finished_with_failures": "backfill retry-failed, then backfill start", "rebuild_failed": "backfill rebuild"}
+STATUS_PATIENCE_S = 5.0  # how long one status read rides out a store outage
+LAST_ERROR_CHARS = 300
+MONITOR_TAIL_BYTES = 256 * 1024
+INTERRUPTED_HINT = ("INTERRUPTED: the day was being fetched when the run ended (no run is active); "
+                    "`backfill start` resumes it from its checkpoint")
+
+
+# -- the run: the supervisor's last word and whether it is alive (pure) ----------------------------------------
+
+def run_state(supervisor: dict[str, Any] | None, alive: bool) -> str:
+    """running, complete, stopped, finished_with_failures, rebuild_failed, halted, dead, or none (no run yet).
+
+    dead: supervisor.json names an active phase but its process is gone (killed with -9, or crashed)."""
+    phase = (supervisor or {}).get("phase")
+    if phase in ENDED_PHASES:  # also while a live supervisor writes its last state on the way out
+        return str(phase)
+    if alive:
+        return "running"
+    return "dead" if supervisor else "none"
+
+
+def shown_day_status(status: str, run_live: bool) -> str:
+    """A checkpoint status as people should read it: RUNNING with no live run is INTERRUPTED (start resumes it)."""
+    return "INTERRUPTED" if status == "RUNNING" and not run_live else status
+
+
+_DAY_STATUS_RE = re.compile(r"(\bday \d+(?: \([^)]*\))? )(RUNNING)\b")
+
+
+def show_day_statuses(text: str, run_live: bool) -> str:
+    """`day 3 (2024-01-04) RUNNING` in a report line, read through `shown_day_status`."""
+    return _DAY_STATUS_RE.sub(lambda m: m[1] + shown_day_status(m[2], run_live), text)
+
+
+def run_summary(supervisor: dict[str, Any] | None, alive: bool, *, promoted: bool | None = None,
+                last_error: str | None = None) -> dict[str, Any]:
+    """summary["run"]: state, since (epoch: started_at while running, else ended_at / updated_at), last_error,
+    resume (the command that carries on), promoted and hint (complete runs), workers (live worker processes)."""
+    sup = supervisor or {}
+    state = run_state(supervisor, alive)
+    since = sup.get("started_at") if state == "running" else (sup.get("ended_at") or sup.get("updated_at"))
+    complete = state == "complete"
+    return {
+        "state": state, "since": float(since) if since else None, "last_error": last_error,
+        "resume": RESUME.get(state), "promoted": promoted if complete else None,
+        "hint": "backfill promote" if complete and promoted is False else None,
+        "workers": sum(1 for w in sup.get("workers", []) if w.get("pid")) if state == "running" else 0,
+    }
+
+
+def store_view(reachable: bool, error: str | None, supervisor: dict[str, Any] | None, alive: bool,
+               now: float) -> dict[str, Any]:
+    """summary["store"]: whether status reached the store, and (run_view) what the live supervisor reports of it."""
+    seen = (supervisor or {}).get("store") if alive else None
+    run_view = None
+    if isinstance(seen, dict):
+        down = seen.get("down_since")
+        run_view = {"reachable": bool(seen.get("reachable", True)), "down_since": down,
+                    "down_for_s": round(now - float(down)) if down else None, "error": seen.get("error") or None}
+    return {"reachable": reachable, "error": None if reachable else error, "run_view": run_view}
+
+
+def current_workers(heartbeats: list[dict[str, Any]], supervisor: dict[str, Any] | None, alive: bool,
+                    live_pids: Iterable[int], host: str | None, now: float) -> list[dict[str, Any]]:
+    """The heartbeat rows of worker processes that exist. With a live supervisor: rows of its current slots whose
+    pid is the slot's (or the slot has none yet), so rows of an earlier fleet drop out. Without one: rows whose
+    pid is still a live worker process (`live_pids`, judged on this host only)."""
+    slots = {int(w["shard_id"]): w for w in (supervisor or {}).get("workers", [])} if alive else {}
+    live = set(live_pids)
+    out = []
+    for h in sorted(heartbeats, key=lambda h: int(h["worker_id"])):
+        k, pid = int(h["worker_id"]), int(h["pid"])
+        if host is not None and h.get("host", host) != host:
+            continue
+        slot = slots.get(k)
+        if alive and not (slot is not None and slot.get("pid") in (None, pid)):
+            continue
+        if not alive and pid not in live:
+            continue
+        out.append({
+            "worker_id": k, "pid": pid, "day_idx": int(h["day_idx"]), "last_batch": h["last_batch"],
+            "rows": int(h["rows"]), "heartbeat_age_s": round(now - h["updated_at"], 1),
+            "restarts": (slot or {}).get("restarts", 0),
+            "state": (slot or {}).get("state", "unknown") if alive else "not supervised",
+        })
+    return out
 
 
 def progress_rates(history: list[dict[str, Any]], starts: dict[int, int], since: float, now: float) -> dict[str, float]:
@@ -34,77 +137,207 @@ def progress_rates(history: list[dict[str, Any]], starts: dict[int, int], since:
 def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], heartbeats: list[dict[str, Any]],
               supervisor: dict[str, Any] | None, supervisor_alive: bool, rates: dict[str, float],
               table_rows: dict[str, dict[str, int]], now: float,
-              endpoints: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              endpoints: list[dict[str, Any]] | None = None, *, live_worker_pids: Iterable[int] = (),
+              host: str | None = None, promoted: bool | None = None, last_error: str | None = None) -> dict[str, Any]:
+    """The whole status. When the run is not running: no ETA, rates None, RUNNING days counted as interrupted,
+    and only workers whose pid is in live_worker_pids."""
+    run = run_summary(supervisor, supervisor_alive, promoted=promoted, last_error=last_error)
+    live = run["state"] == "running"
     by_status: dict[str, int] = {}
     remaining_blocks = 0
     for p in plan:
         cp = checkpoints.get(p["day_idx"])
-        status = cp["status"] if cp else "PENDING"
+        status = shown_day_status(cp["status"] if cp else "PENDING", live)
         by_status[status] = by_status.get(status, 0) + 1
         if status != "COMPLETE":
             next_block = max(p["start_block"], int(cp["next_block"]) if cp else 0)
             remaining_blocks += max(0, p["end_block"] - next_block + 1)
     total = len(plan)
     done = by_status.get("COMPLETE", 0)
-    bps = rates.get("blocks_per_s", 0.0)
-    eta_s = round(remaining_blocks / bps) if bps > 0 and remaining_blocks else (0 if not remaining_blocks else None)
-    sup_workers = {w["shard_id"]: w for w in (supervisor or {}).get("workers", [])}
-    workers = []
-    for h in sorted(heartbeats, key=lambda h: int(h["worker_id"])):
-        k = int(h["worker_id"])
-        sw = sup_workers.get(k, {})
-        workers.append({
-            "worker_id": k, "pid": int(h["pid"]), "day_idx": int(h["day_idx"]), "last_batch": h["last_batch"],
-            "rows": int(h["rows"]), "heartbeat_age_s": round(now - h["updated_at"], 1),
-            "restarts": sw.get("restarts", 0), "state": sw.get("state", "unknown") if supervisor_alive else "not supervised",
-        })
+    if live:
+        bps = rates.get("blocks_per_s", 0.0)
+        eta_s = round(remaining_blocks / bps) if bps > 0 and remaining_blocks else (0 if not remaining_blocks else None)
+        shown_rates: dict[str, float | None] = {k: rates.get(k) for k in RATE_KEYS}
+    else:
+        eta_s, shown_rates = None, dict.fromkeys(RATE_KEYS)
     failed = [{"day_idx": k, "error": cp["error"], "failures": int(cp.get("failures", 0))}
               for k, cp in sorted(checkpoints.items()) if cp["status"] == "FAILED"]
     counted = lambda key: sum(int(cp[key]) for cp in checkpoints.values())  # noqa: E731
     return {
+        "run": run,
         "days_total": total, "days_complete": done, "days_running": by_status.get("RUNNING", 0),
+        "days_interrupted": by_status.get("INTERRUPTED", 0),
         "days_failed": by_status.get("FAILED", 0), "days_pending": by_status.get("PENDING", 0),
         "percent": round(100.0 * done / total, 2) if total else 0.0,
-        "remaining_blocks": remaining_blocks, "eta_s": eta_s, **rates,
+        "remaining_blocks": remaining_blocks, "eta_s": eta_s, **shown_rates,
         "checkpoint_rows": {"erc20": counted("erc20_count"), "erc1155": counted("erc1155_count"),
                             "quarantined": counted("quarantined_count"), "skipped_erc721": counted("skipped_count")},
         "rpc": {"requests": counted("requests"), "errors": counted("rpc_errors"),
                 "compute_units": counted("compute_units"), "endpoints": endpoints or []},
         "table_rows": table_rows,
-        "supervisor": {"alive": supervisor_alive, **{k: v for k, v in (supervisor or {}).items() if k != "workers"}},
-        "workers": workers, "failed_days": failed,
+        "supervisor": _supervisor_part(supervisor, supervisor_alive),
+        "store": store_view(True, None, supervisor, supervisor_alive, now),
+        "workers": current_workers(heartbeats, supervisor, supervisor_alive, live_worker_pids, host, now),
+        "failed_days": failed,
     }
+
+
+def summarize_offline(supervisor: dict[str, Any] | None, supervisor_alive: bool, store_error: str, now: float,
+                      last_error: str | None = None) -> dict[str, Any]:
+    """What can be known while the store cannot be reached: the run (supervisor.json and liveness), the store's
+    state; no day counts, rates or workers (those live in the store)."""
+    return {
+        "run": run_summary(supervisor, supervisor_alive, last_error=last_error),
+        "supervisor": _supervisor_part(supervisor, supervisor_alive),
+        "store": store_view(False, store_error, supervisor, supervisor_alive, now),
+        "workers": [],
+    }
+
+
+def _supervisor_part(supervisor: dict[str, Any] | None, alive: bool) -> dict[str, Any]:
+    return {"alive": alive, **{k: v for k, v in (supervisor or {}).items() if k != "workers"}}
+
+
+# -- monitor.log: the last error (pure, plus one reader) --------------------------------------------------------
+
+_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\],]+(?<![.:;!?])")
+
+
+def _url_shown(url: str) -> str:
+    """A URL in free text, by host only: a key may be a path segment too short to look like one."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<url>"
+    base = redact_url(f"{parts.scheme}://{parts.netloc}")
+    return base + ("/***" if parts.path.strip("/") or parts.query else "")
+
+
+def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
+    """Free text made safe to print: known secrets scrubbed, every URL shown by scheme and host only."""
+    return _URL_RE.sub(lambda m: _url_shown(m[0]), scrub(text, list(secrets)))
+
+
+def _log_time(line: str) -> float | None:
+    """Epoch of a log line's leading `2026-12-01T22:10:04.123Z`; None for continuation lines (tracebacks)."""
+    try:
+        return dt.datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def last_error(lines: Iterable[str], since: float | None = None, secrets: Sequence[str] = ()) -> str | None:
+    """The last ERROR line (or `event=supervisor_crash` line, with the exception its traceback ends with) logged
+    at or after `since`: redacted, one line, at most LAST_ERROR_CHARS characters."""
+    found: str | None = None
+    exception = ""
+    in_crash = False
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        at = _log_time(line)
+        if at is None:
+            # a traceback: its last unindented line names the exception ("RuntimeError: boom")
+            if in_crash and line.strip() and not line[0].isspace() and not line.startswith("Traceback"):
+                exception = line.strip()
+            continue
+        in_crash = False
+        if since is not None and at < since:
+            continue
+        level = line.split(" ", 2)[1] if line.count(" ") >= 1 else ""
+        if level == "ERROR" or "event=supervisor_crash" in line:
+            found, exception, in_crash = line, "", "event=supervisor_crash" in line
+    if found is None:
+        return None
+    text = " ".join(redact_text(found + (f": {exception}" if exception else ""), secrets).split())
+    return text if len(text) <= LAST_ERROR_CHARS else text[:LAST_ERROR_CHARS - 1] + "…"
+
+
+def read_last_error(path: Path, since: float | None = None, secrets: Sequence[str] = ()) -> str | None:
+    """`last_error` over the tail of a log file (None when there is no file)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - MONITOR_TAIL_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > MONITOR_TAIL_BYTES:
+        lines = lines[1:]  # the first line is cut
+    return last_error(lines, since, secrets)
+
+
+# -- gathering (I/O) ----------------------------------------------------------------------------------------
+
+def _supervisor(settings: Settings | None) -> tuple[dict[str, Any] | None, bool]:
+    """(the live supervisor's state, or the last supervisor.json of a gone one; whether it is alive)."""
+    if settings is None:
+        return None, False
+    from monitor import control
+
+    alive = control.running_supervisor(settings.log_dir)
+    return (alive or control.read_json(control.state_path(settings.log_dir))), alive is not None
+
+
+def run_is_live(log_dir: Path) -> bool:
+    """True while a supervisor of this data directory is alive and at work (for `shown_day_status`)."""
+    from monitor import control
+
+    sup = control.running_supervisor(log_dir)
+    return run_state(sup, sup is not None) == "running"
+
+
+def _live_worker_pids(pids: Iterable[int]) -> set[int]:
+    """The pids (of this host) that are live `workers.worker` processes."""
+    import psutil
+
+    live = set()
+    for pid in set(pids):
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE and "workers.worker" in " ".join(proc.cmdline()):
+                live.add(pid)
+        except psutil.Error:  # gone, or not ours to inspect: not a worker status can vouch for
+            continue
+    return live
+
+
+def _last_error(settings: Settings | None, supervisor: dict[str, Any] | None) -> str | None:
+    if settings is None:
+        return None
+    since = (supervisor or {}).get("started_at")
+    return read_last_error(settings.log_dir / "monitor.log", float(since) if since else None, secret_bearing_values())
 
 
 def collect(store: Store, settings: Settings | None = None, dedup: bool = True) -> dict[str, Any]:
     """Everything status shows. dedup=False skips the FINAL counts (a scan of the staging tables): the live
     dashboard refreshes every few seconds and must not slow the run it watches."""
-    from monitor import control
-
     now = time.time()
+    supervisor, alive = _supervisor(settings)
+    state = run_state(supervisor, alive)
+    host = socket.gethostname()
     plan = [{"day_idx": p.day_idx, "start_block": p.start_block, "end_block": p.end_block} for p in store.read_plan()]
     checkpoints = store.checkpoints()
-    heartbeats = list(store.client.query(
-        "SELECT worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL").named_results())
+    heartbeats = store.named_rows(
+        "SELECT host, worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL "
+        "WHERE host = %(h)s", {"h": host})
     for h in heartbeats:
         h["updated_at"] = h["updated_at"].replace(tzinfo=dt.timezone.utc).timestamp()
-    supervisor = alive = None
-    if settings is not None:
-        alive = control.running_supervisor(settings.log_dir)
-        supervisor = alive or control.read_json(control.state_path(settings.log_dir))
-    since = now - RATE_WINDOW_S
-    if supervisor and supervisor.get("started_at"):
-        since = max(since, float(supervisor["started_at"]))
-    since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
-    history = list(store.client.query(
-        "SELECT day_idx, argMax(erc20_count + erc1155_count, updated_at) AS rows_now, "
-        "argMax(next_block, updated_at) AS next_now, "
-        "argMaxIf(erc20_count + erc1155_count, updated_at, updated_at < %(since)s) AS rows_then, "
-        "argMaxIf(next_block, updated_at, updated_at < %(since)s) AS next_then, "
-        "countIf(updated_at < %(since)s) > 0 AS had_before "
-        "FROM backfill_checkpoint GROUP BY day_idx HAVING max(updated_at) >= %(since)s",
-        parameters={"since": since_dt}).named_results())
-    rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
+    live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
+    rates: dict[str, float] = {}
+    if state == "running":
+        since = now - RATE_WINDOW_S
+        if supervisor and supervisor.get("started_at"):
+            since = max(since, float(supervisor["started_at"]))
+        since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+        history = store.named_rows(
+            "SELECT day_idx, argMax(erc20_count + erc1155_count, updated_at) AS rows_now, "
+            "argMax(next_block, updated_at) AS next_now, "
+            "argMaxIf(erc20_count + erc1155_count, updated_at, updated_at < %(since)s) AS rows_then, "
+            "argMaxIf(next_block, updated_at, updated_at < %(since)s) AS next_then, "
+            "countIf(updated_at < %(since)s) > 0 AS had_before "
+            "FROM backfill_checkpoint GROUP BY day_idx HAVING max(updated_at) >= %(since)s", {"since": since_dt})
+        rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
     table_rows = {}
     for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
         table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0)}
@@ -118,9 +351,46 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
         "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60) FROM rpc_usage FINAL "
         "GROUP BY endpoint ORDER BY endpoint")]
-    summary = summarize(plan, checkpoints, heartbeats, supervisor, bool(alive), rates, table_rows, now, endpoints)
+    promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state == "complete" else None
+    summary = summarize(plan, checkpoints, heartbeats, supervisor, alive, rates, table_rows, now, endpoints,
+                        live_worker_pids=live_pids, host=host, promoted=promoted,
+                        last_error=_last_error(settings, supervisor))
     summary["quality"] = quality(store)
     return summary
+
+
+def collect_offline(settings: Settings, store_error: str) -> dict[str, Any]:
+    """The status that needs no store (see summarize_offline)."""
+    supervisor, alive = _supervisor(settings)
+    return summarize_offline(supervisor, alive, store_error, time.time(), _last_error(settings, supervisor))
+
+
+class StatusReader:
+    """Summaries for `backfill status [--watch]`: connects to the store on demand; while it cannot be reached,
+    answers with `collect_offline` and tries again at the next read (so --watch recovers by itself)."""
+
+    def __init__(self, settings: Settings):
+        import logging
+
+        self.settings = settings
+        self.store: Store | None = None
+        logging.getLogger("store").setLevel(logging.ERROR)  # an outage is shown in the status, not logged to stderr
+
+    def read(self, dedup: bool = True) -> dict[str, Any]:
+        try:
+            if self.store is None:
+                # report an outage soon rather than wait it out as commands do (minutes): the next read retries
+                self.store = Store.connect(self.settings, patience_s=STATUS_PATIENCE_S)
+            return collect(self.store, self.settings, dedup)
+        except StoreUnavailable as exc:  # not there at all, or went away between two reads
+            error = str(exc)
+        self.close()
+        return collect_offline(self.settings, scrub(error, secret_bearing_values()))  # the label is redacted
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
 
 def quality(store: Store) -> dict[str, Any]:
@@ -163,32 +433,96 @@ def _endpoint_text(e: dict[str, Any]) -> str:
     return text + (" PARKED" if e["parked"] else "")
 
 
+def _utc(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+    return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime(fmt) if epoch else "an unknown time"
+
+
+_ENDED_TEXT = {"complete": "complete", "stopped": "stopped", "finished_with_failures": "finished with failures",
+               "rebuild_failed": "rebuild failed", "halted": "halted"}
+
+
+def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
+    """The first line of status, and its style: what the run is doing, or how it ended and what carries on."""
+    run, sup = summary["run"], summary["supervisor"]
+    state = run["state"]
+    if state == "running":
+        phase = sup.get("phase") or "starting"
+        step = f", step {sup['rebuild_step']}" if phase == "rebuilding" and sup.get("rebuild_step") else ""
+        n = run["workers"]
+        return f"run: running (pid {sup.get('pid')}, phase {phase}{step}, {n} worker{'' if n == 1 else 's'})", "green"
+    if state == "none":
+        return "run: none yet in this data directory — start one: backfill start", None
+    if state == "dead":
+        text, style = f"run: NOT RUNNING since {_utc(run['since'])} (killed or crashed)", "bold red"
+    else:
+        text = f"run: {_ENDED_TEXT.get(state, state)} at {_utc(run['since'])}"
+        style = "green" if state == "complete" and run["promoted"] else ("red" if state == "halted" else "yellow")
+    if state == "complete":
+        text += {True: " — production promoted", False: f" — not promoted: {run['hint']}",
+                 None: " — promotion unknown (the store cannot be reached)"}[run["promoted"]]
+    if run.get("last_error") and state in ("dead", "halted", "rebuild_failed", "finished_with_failures"):
+        text += f" — last error: {run['last_error']}"
+    if run.get("resume"):
+        text += f" — resume: {run['resume']}"
+    return text, style
+
+
+def store_lines(summary: dict[str, Any]) -> list[str]:
+    """`store: …` lines, only when something is wrong: what the live run reports, else what status met."""
+    store = summary.get("store") or {}
+    seen = store.get("run_view")
+    if seen and not seen["reachable"]:
+        since = f" (since {_utc(seen['down_since'], '%H:%M:%S UTC')})" if seen.get("down_since") else ""
+        took = f" for {seen['down_for_s']}s" if seen.get("down_for_s") is not None else ""
+        return [f"store: unreachable{took}{since}: {seen.get('error') or 'no answer'}; the run waits for it"]
+    if store and not store.get("reachable", True):
+        return [f"store: unreachable: {store.get('error')}"]
+    return []
+
+
+def _supervisor_text(sup: dict[str, Any]) -> str:
+    step = f" (step {sup['rebuild_step']})" if sup.get("phase") == "rebuilding" and sup.get("rebuild_step") else ""
+    seen = (f"pid {sup.get('pid')} phase {sup.get('phase')}{step} shards {sup.get('wanted_shards')}"
+            if sup.get("pid") else "")
+    if sup["alive"]:
+        text = "supervisor: running" + (f" {seen}" if seen else "")
+    else:
+        text = "supervisor: not running" + (f" (last state: {seen}, written {_utc(sup.get('updated_at'))})"
+                                            if seen else "")
+    return text + (f" — {sup['message']}" if sup.get("message") else "")
+
+
 def render(summary: dict[str, Any]) -> Any:
     """A rich renderable for people (the CLI and the foreground dashboard)."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    sup = summary["supervisor"]
-    cp = summary["checkpoint_rows"]
-    lines = [
-        Text(f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
-             f"{summary['days_running']} running, {summary['days_pending']} pending, {summary['days_failed']} failed"),
-        Text(f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
-             f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
-             f"ETA {_duration(summary['eta_s'])}"),
-        Text(f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
-             f"skipped_erc721={cp['skipped_erc721']}"),
-        Text(f"rpc: {summary['rpc']['requests']} requests, {summary['rpc']['errors']} errors, "
-             f"~{summary['rpc']['compute_units']} compute units; " + ", ".join(
-                 _endpoint_text(e) for e in summary["rpc"]["endpoints"])),
-        Text("dedup: " + ", ".join(f"{t} {v['rows']} rows" + (f", {v['rows_after_dedup']} after FINAL"
-                                                             if "rows_after_dedup" in v else "")
-                                   for t, v in summary["table_rows"].items())),
-        Text(f"supervisor: {'running' if sup['alive'] else 'not running'}"
-             + (f" pid {sup.get('pid')} phase {sup.get('phase')} shards {sup.get('wanted_shards')}" if sup.get("pid") else "")
-             + (f" — {sup['message']}" if sup.get("message") else "")),
-    ]
+    first, style = run_text(summary)
+    lines = [Text(first, style=style)]
+    if "days_total" in summary:  # else the store could not be reached: no day counts
+        live = summary["run"]["state"] == "running"
+        cp = summary["checkpoint_rows"]
+        busy = (f"{summary['days_running']} running" if live else
+                f"{summary.get('days_interrupted', 0)} interrupted")
+        lines += [
+            Text(f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
+                 f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed"),
+            Text(f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
+                 f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
+                 f"ETA {_duration(summary['eta_s'])}" if live else
+                 f"rate: - (not running); remaining {summary['remaining_blocks']} blocks; ETA -"),
+            Text(f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
+                 f"skipped_erc721={cp['skipped_erc721']}"),
+            Text(f"rpc: {summary['rpc']['requests']} requests, {summary['rpc']['errors']} errors, "
+                 f"~{summary['rpc']['compute_units']} compute units; " + ", ".join(
+                     _endpoint_text(e) for e in summary["rpc"]["endpoints"])),
+            Text("dedup: " + ", ".join(f"{t} {v['rows']} rows" + (f", {v['rows_after_dedup']} after FINAL"
+                                                                 if "rows_after_dedup" in v else "")
+                                       for t, v in summary["table_rows"].items())),
+        ]
+    lines.append(Text(_supervisor_text(summary["supervisor"])))
+    lines += [Text(line, style="red") for line in store_lines(summary)]
     q = summary.get("quality") or {}
     if q.get("gates"):
         g = q["gates"]
@@ -208,6 +542,8 @@ def render(summary: dict[str, Any]) -> Any:
             table.add_row(str(w["worker_id"]), str(w["pid"]), w["state"], str(w["day_idx"]), w["last_batch"],
                           str(w["rows"]), f"{w['heartbeat_age_s']}s", str(w["restarts"]))
         parts.append(table)
-    for f in summary["failed_days"]:
+    elif "days_total" in summary:
+        parts.append(Text("workers: none running"))
+    for f in summary.get("failed_days", []):
         parts.append(Text(f"FAILED day {f['day_idx']} after {f['failures']} failures: {f['error']}", style="red"))
     return Group(*parts)

@@ -1,19 +1,23 @@
 """The files through which commands talk to a running supervisor, in the data directory.
 
 supervisor.lock  held (fcntl) by the live supervisor: one per data directory
-supervisor.json  its state, rewritten every tick: pid, phase, wanted shards, workers
+supervisor.json  its state, rewritten every tick: pid, phase, wanted shards, workers, the store's health
 control.json     what commands want: {"shards": N, "seq": k}; the supervisor applies it on SIGHUP / next tick
+start.lock       held by a `backfill start` from its first check until its run is handed over (a new
+                 supervisor is up, or the running one was told), so two starts take effect one after the
+                 other; a supervisor holds it shared while it exits, so no start talks to one that is leaving
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import psutil
 
@@ -55,6 +59,54 @@ def try_lock(log_dir: Path) -> int | None:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def start_lock_path(log_dir: Path) -> Path:
+    return log_dir / "start.lock"
+
+
+@contextlib.contextmanager
+def start_lock(log_dir: Path, on_wait: Callable[[str], Any] | None = None, timeout_s: float = 600.0) -> Iterator[None]:
+    """Serialise `backfill start`s of one data directory (see start.lock above)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(start_lock_path(log_dir), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told and on_wait is not None:
+                    on_wait("another `backfill start` of this data directory is handing over its run; waiting for it")
+                    told = True
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another `backfill start` held {start_lock_path(log_dir)} for {timeout_s:.0f}s")
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def hold_exit_lock(log_dir: Path) -> int | None:
+    """For a supervisor about to exit: the start lock held shared (close the fd after releasing the supervisor
+    lock), or None when a start is in progress right now: then it must not exit, that start has news for it."""
+    fd = os.open(start_lock_path(log_dir), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
+def start_in_progress(log_dir: Path) -> bool:
+    fd = hold_exit_lock(log_dir)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 def running_supervisor(log_dir: Path) -> dict[str, Any] | None:

@@ -112,11 +112,11 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
         parts = partitions_of_range(store, table, a, b)
         losers = int(store.scalar(f"SELECT count() FROM ({superseded_split_sql(table)})", {"a": a, "b": b}))
         if losers:
-            store.client.command(f"DELETE FROM {table} WHERE {range_where} AND ({key}, _version) IN "
+            store.command(f"DELETE FROM {table} WHERE {range_where} AND ({key}, _version) IN "
                                  f"({superseded_split_sql(table)})", parameters={"a": a, "b": b})
         report.superseded_deleted[table] = losers
         for pid in parts:
-            store.client.command(f"OPTIMIZE TABLE {table} PARTITION ID %(p)s FINAL", parameters={"p": pid})
+            store.command(f"OPTIMIZE TABLE {table} PARTITION ID %(p)s FINAL", parameters={"p": pid})
         report.partitions[table] = parts
         report.rows_after[table] = int(store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", {"a": a, "b": b}))
         report.final_rows[table] = int(store.scalar(f"SELECT count() FROM {table} FINAL WHERE {range_where}",
@@ -128,7 +128,7 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
                  report.rows_after[table], report.duplicates_after[table])
     if maintenance:
         for table in MAINTENANCE_TABLES:
-            store.client.command(f"OPTIMIZE TABLE {table} FINAL")
+            store.command(f"OPTIMIZE TABLE {table} FINAL")
     return report
 
 

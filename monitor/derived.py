@@ -66,10 +66,10 @@ def table_exists(store: Store, name: str) -> bool:
 def swap_in(store: Store, next_name: str, name: str) -> None:
     """Make `next_name` the table `name`, atomically when there is one already."""
     if table_exists(store, name):
-        store.client.command(f"EXCHANGE TABLES {next_name} AND {name}")
-        store.client.command(f"DROP TABLE {next_name}")
+        store.command(f"EXCHANGE TABLES {next_name} AND {name}", idempotent=False)
+        store.command(f"DROP TABLE IF EXISTS {next_name}")
     else:
-        store.client.command(f"RENAME TABLE {next_name} TO {name}")
+        store.command(f"RENAME TABLE {next_name} TO {name}", idempotent=False)
 
 
 def build_derived(store: Store) -> dict[str, int]:
@@ -78,9 +78,9 @@ def build_derived(store: Store) -> dict[str, int]:
     for name, (create, insert) in DERIVED.items():
         t0 = time.monotonic()
         next_name = f"{name}_next"
-        store.client.command(f"DROP TABLE IF EXISTS {next_name}")
-        store.client.command(create.format(name=next_name))
-        store.client.command(insert.format(name=next_name))
+        store.command(f"DROP TABLE IF EXISTS {next_name}")
+        store.command(create.format(name=next_name))
+        store.command(insert.format(name=next_name))
         swap_in(store, next_name, name)
         out[name] = int(store.scalar(f"SELECT count() FROM {name}") or 0)
         log.info("step=derived table=%s rows=%d seconds=%.3f", name, out[name], time.monotonic() - t0)
@@ -131,7 +131,7 @@ def run_sql_steps(store: Store, folder: Path) -> list[dict[str, Any]]:
         t0 = time.monotonic()
         for n, stmt in enumerate(statements, 1):
             try:
-                store.client.command(stmt)
+                store.command(stmt, idempotent=False)  # the operator's SQL: we cannot know
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                 raise SqlStepFailed(f"{path.name} statement {n}/{len(statements)} failed: {first}") from None

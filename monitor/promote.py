@@ -187,7 +187,8 @@ def checksum(store: Store, table: str, final: bool = False) -> tuple[int, str]:
 
 def _command(store: Store, sql: str, **settings: Any) -> None:
     log.info("event=sql statement=%r", sql)
-    store.client.command(sql, settings=settings or None)
+    # EXCHANGE and RENAME swap back when run twice: after an outage of unknown outcome they are not re-sent
+    store.command(sql, settings=settings or None, idempotent=not sql.startswith(("EXCHANGE", "RENAME")))
 
 
 def _copy(store: Store, source: str, dest: str, *, like: str, final: bool) -> tuple[int, str]:
@@ -311,7 +312,7 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
         except (ClickHouseError, PromotionFailed) as exc:
             for prod in PRODUCTION.values():
                 with contextlib.suppress(ClickHouseError):
-                    store.client.command(f"DROP TABLE IF EXISTS `{prod}_next` SYNC")
+                    store.command(f"DROP TABLE IF EXISTS `{prod}_next` SYNC")
             msg = f"step={step} table={table} error={_reason(exc)}"
             log.error("event=promote_failed %s action=stop production=untouched", msg)
             record(store, "promote", table, "", 0, "", f"status=failed {msg} production=untouched")

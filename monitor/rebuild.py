@@ -26,6 +26,10 @@ from backfill.store import Store
 log = logging.getLogger("on_complete")
 
 
+class RebuildStopped(Exception):
+    """The pipeline was asked to stop (a stop, or new days to fetch) and did, between two steps."""
+
+
 class RebuildFailed(Exception):
     def __init__(self, step: str, message: str):
         super().__init__(f"step {step}: {message}")
@@ -137,9 +141,13 @@ def step_snapshot(store: Store, settings: Settings, report: dict[str, Any]) -> P
     return path
 
 
-def run_on_complete(store: Store, settings: Settings, *, promote: bool | None = None) -> dict[str, Any]:
+def run_on_complete(store: Store, settings: Settings, *, promote: bool | None = None,
+                    on_step: Callable[[str | None], None] | None = None,
+                    should_stop: Callable[[], str | None] | None = None) -> dict[str, Any]:
     """Run the pipeline; each step logged with its duration; the first failure stops it (RebuildFailed), after
-    the snapshot records how far it got. promote=None follows settings.auto_promote."""
+    the snapshot records how far it got. promote=None follows settings.auto_promote. on_step(name) is told
+    each step as it starts; should_stop() -> a reason stops the pipeline before the next step
+    (RebuildStopped; nothing is promoted, the next completion runs it again)."""
     promote = settings.auto_promote if promote is None else promote
     report: dict[str, Any] = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "status": "running",
                               "durations_s": {}, "promote": promote}
@@ -156,6 +164,12 @@ def run_on_complete(store: Store, settings: Settings, *, promote: bool | None = 
         log.info("step=promote event=skip reason=not_asked hint='backfill promote, or auto_promote = true'")
     failure: RebuildFailed | None = None
     for name, fn in steps:
+        reason = should_stop() if should_stop else None
+        if reason:
+            log.warning("step=%s event=not_started reason=%r action=stop_pipeline production=unchanged", name, reason)
+            raise RebuildStopped(reason)
+        if on_step:
+            on_step(name)
         t0 = time.monotonic()
         log.info("step=%s event=start", name)
         try:
@@ -171,6 +185,8 @@ def run_on_complete(store: Store, settings: Settings, *, promote: bool | None = 
                       name, report["durations_s"][name], failure.message[:500])
             break
         log.info("step=%s event=done seconds=%.3f", name, report["durations_s"][name])
+    if on_step:
+        on_step("snapshot")
     report["status"] = "failed" if failure else "ok"
     if failure:
         report["failed_step"], report["error"] = failure.step, failure.message
@@ -180,8 +196,9 @@ def run_on_complete(store: Store, settings: Settings, *, promote: bool | None = 
     return report
 
 
-def run_on_complete_once(store: Store, settings: Settings) -> dict[str, Any] | None:
-    """Once per completed plan: skipped when this fingerprint was rebuilt successfully already."""
+def run_on_complete_once(store: Store, settings: Settings, **hooks: Any) -> dict[str, Any] | None:
+    """Once per completed plan: skipped when this fingerprint was rebuilt successfully already. hooks: on_step
+    and should_stop, as for run_on_complete."""
     handler = _file_logger(settings)
     try:
         fp = fingerprint(store)
@@ -189,7 +206,7 @@ def run_on_complete_once(store: Store, settings: Settings) -> dict[str, Any] | N
             log.info("event=skip reason=already_rebuilt fingerprint=%s", fp)
             return None
         log.info("event=on_complete_start fingerprint=%s", fp)
-        report = run_on_complete(store, settings)
+        report = run_on_complete(store, settings, **hooks)
         store.meta_set("on_complete_fingerprint", fingerprint(store))
         log.info("event=on_complete_done snapshot=%s", report["snapshot"])
         return report

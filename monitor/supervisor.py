@@ -1,6 +1,11 @@
-"""The supervisor: one loop that reaps workers, judges heartbeats, applies the wanted shard count, and
-runs the on-complete rebuild when every day is COMPLETE. Signals only set flags the loop reads
-(TERM/INT = graceful stop, HUP = re-read what commands want). Only `reconcile` starts or stops workers.
+"""The supervisor: one loop that reaps workers, judges heartbeats, applies the wanted shard count, keeps the
+embedded store server alive, and runs the on-complete rebuild (in a thread) when every day is COMPLETE.
+Signals only set flags the loop reads (TERM/INT = graceful stop, HUP = re-read what commands want). Only
+`reconcile` starts or stops workers.
+
+A store outage is a state of the loop, not an error: its store calls do not wait (patience 0), so a tick
+that cannot reach the store skips what needs it, judges no heartbeat (none can land), and tries again next
+tick; heartbeats are judged from the moment the store is back.
 
     python -m monitor.supervisor          (what `backfill start` launches, detached)
 """
@@ -23,8 +28,9 @@ from typing import Any, Callable
 import psutil
 
 from backfill.settings import Settings, load_settings
-from backfill.store import Store
+from backfill.store import Store, StoreOutage
 from monitor import control
+from monitor.on_complete import OnCompleteRun
 from monitor.backoff import restart_delay
 from workers import exitcodes
 
@@ -35,6 +41,8 @@ TICK_S = 0.5
 QUICK_S = 30.0
 MAX_QUICK_CRASHES = 5
 FINGERPRINT_EVERY_S = 5.0
+STORE_CHECK_S = 1.0  # how often the embedded store server's process is looked at
+STORE_TIMEOUT_S = 20.0  # the supervisor's store calls: a hung store must not freeze the loop for minutes
 
 
 @dataclass
@@ -78,6 +86,9 @@ class Supervisor:
         self.last_fingerprints = 0.0
         self.last_gates = time.monotonic()
         self.gates_thread: threading.Thread | None = None
+        self.rebuild: OnCompleteRun | None = None
+        self.last_store_check = 0.0
+        self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)
         # Self-pipe: signals (a worker's exit, stop, reload) end the tick's sleep at once instead of after TICK_S.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -121,7 +132,7 @@ class Supervisor:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> str:
-        """Run until every day is COMPLETE (or FAILED), or a stop. Returns the final phase."""
+        """Run until every day is COMPLETE (or FAILED) and the rebuild has run, or a stop. Returns the final phase."""
         self.kill_leftover_workers()
         self.phase = "running"
         log.info("event=supervisor_start pid=%d shards=%d stall_s=%s", os.getpid(), self.wanted, self.s.stall_s)
@@ -131,24 +142,45 @@ class Supervisor:
                     self.reload = False
                     self.read_control()
                 self.reap()
-                self.check_stalls()
+                self.keep_store_alive()
                 if self.stopping:
-                    self.phase = "stopping"
-                    self.write_state()
-                    self.stop_all("stop requested")
-                    self.phase = "stopped"
-                    return self.phase
-                self.reconcile()
-                self.quality_checks()
-                finished = self.finished()
-                if finished:
-                    return self.finish(finished)
+                    return self.stop_run()
+                try:
+                    ended = self.tick()
+                except StoreOutage:  # logged once by the store; stall judgement waits for it to come back
+                    ended = None
+                if ended:
+                    return ended
                 self.write_state()
                 if self.on_tick:
                     self.on_tick(self)
                 self.sleep_tick()
         finally:
             self.write_state()
+
+    def tick(self) -> str | None:
+        """The part of a round that needs the store. A final phase when the run has ended."""
+        self.check_stalls()
+        if self.rebuild is not None:
+            return self.follow_rebuild()
+        self.reconcile()
+        self.quality_checks()
+        tally = self.finished()
+        if tally is None:
+            return None
+        return self.finish(tally)
+
+    def stop_run(self) -> str:
+        self.phase = "stopping"
+        self.write_state()
+        if self.rebuild is not None:
+            self.rebuild.stop("stop requested")
+            if not self.rebuild.join(self.s.stall_grace_s + 30):
+                log.warning("event=rebuild_abandoned step=%s reason='stop requested' production=unchanged",
+                            self.rebuild.step)
+        self.stop_all("stop requested")
+        self.phase = "stopped"
+        return self.phase
 
     def read_control(self) -> None:
         doc = control.read_json(control.control_path(self.log_dir)) or {}
@@ -162,6 +194,13 @@ class Supervisor:
         # new days or retried FAILED days: workers that finished must look again
         for slot in self.slots.values():
             slot.done = False
+        if self.rebuild is not None:  # new work while rebuilding: stop the pipeline, fetch, rebuild after
+            try:
+                tally = self.tally()
+            except StoreOutage:
+                tally = None
+            if tally is None or tally["complete"] + tally["failed"] < tally["days"]:
+                self.rebuild.stop("new days to fetch")
 
     # -- children -------------------------------------------------------------------------
     def spawn(self, slot: Slot) -> None:
@@ -187,7 +226,7 @@ class Supervisor:
             pid = slot.proc.pid
             slot.proc = None
             if slot.stall_reason:
-                self.blame_day(slot, pid, slot.stall_reason)
+                self.blame(slot, pid, slot.stall_reason)
                 self.schedule_restart(slot, f"stalled ({slot.stall_reason})")
             elif slot.stopping_since is not None:
                 log.info("worker=%d pid=%d event=exit code=%d reason=asked_to_stop", slot.shard_id, pid, code)
@@ -201,7 +240,7 @@ class Supervisor:
                                   f"{self.log_dir / f'worker-{slot.shard_id}.log'}", code)
             else:
                 if code < 0:  # killed by a signal we did not send (OOM killer, operator): blame its day
-                    self.blame_day(slot, pid, f"worker killed by signal {-code}")
+                    self.blame(slot, pid, f"worker killed by signal {-code}")
                 self.schedule_restart(slot, f"exit {code}", crashed=code > 0)
 
     def schedule_restart(self, slot: Slot, why: str, crashed: bool = False) -> None:
@@ -220,6 +259,13 @@ class Supervisor:
         slot.next_start = time.monotonic() + delay
         log.warning("worker=%d event=exit reason=%r action=restart in_s=%.1f restarts=%d", slot.shard_id, why, delay,
                     slot.restarts)
+
+    def blame(self, slot: Slot, pid: int, reason: str) -> None:
+        try:
+            self.blame_day(slot, pid, reason)
+        except StoreOutage:  # the day's failure cannot be written now; the restarted worker resumes it anyway
+            log.warning("worker=%d pid=%d event=blame_skipped reason=store_unreachable error=%r", slot.shard_id, pid,
+                        reason)
 
     def blame_day(self, slot: Slot, pid: int, reason: str) -> None:
         """A worker that died or stalled counts as one failure of the day it was on (FAILED at the limit)."""
@@ -246,9 +292,9 @@ class Supervisor:
                 failures, self.s.max_day_attempts, status, reason)
 
     def heartbeats(self) -> dict[int, dict[str, Any]]:
-        rows = self.store.client.query(
+        rows = self.store.named_rows(
             "SELECT worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL "
-            "WHERE host = %(h)s", parameters={"h": self.host}).named_results()
+            "WHERE host = %(h)s", {"h": self.host})
         return {int(r["worker_id"]): r for r in rows}
 
     def check_stalls(self) -> None:
@@ -270,7 +316,7 @@ class Supervisor:
             if beats is None:
                 beats = self.heartbeats()
             hb = beats.get(slot.shard_id)
-            last = slot.started_at
+            last = max(slot.started_at, self.store.outage.recovered_at)  # no beat could land while it was away
             if hb and int(hb["pid"]) == slot.proc.pid:
                 last = max(last, hb["updated_at"].replace(tzinfo=dt.timezone.utc).timestamp())
             age = now - last
@@ -290,6 +336,28 @@ class Supervisor:
             else:
                 slot.proc.terminate()
                 slot.stopping_since = time.monotonic()
+
+    # -- the embedded store ------------------------------------------------------------------
+    def keep_store_alive(self) -> None:
+        """Restart the embedded store server when its process is gone (killed, crashed, OOM): same data
+        directory, a new port in server.json, where every client looks again when it reconnects."""
+        if self.s.store.url or time.monotonic() - self.last_store_check < STORE_CHECK_S:
+            return
+        self.last_store_check = time.monotonic()
+        from backfill import embedded
+
+        if embedded.server_alive(self.s.data_dir):
+            return
+        t0 = time.monotonic()
+        log.warning("event=store_server_gone data_dir=%s action=restart", self.s.data_dir)
+        try:
+            url = embedded.ensure_server(self.s.data_dir, timeout_s=60)
+        except Exception as exc:  # noqa: BLE001 - logged with what happens next; the next round tries again
+            log.error("event=store_server_restart_failed error=%r action=retry_in_s=5 log=%s", str(exc)[:300],
+                      self.log_dir / "store.log")
+            self.last_store_check = time.monotonic() + 5
+            return
+        log.info("event=store_server_restarted url=%s seconds=%.1f", url, time.monotonic() - t0)
 
     # -- the one place that starts and stops workers ------------------------------------
     def reconcile(self) -> None:
@@ -357,6 +425,8 @@ class Supervisor:
 
             try:
                 record_fingerprints(self.store)
+            except StoreOutage:
+                raise  # the loop's state, not a bookkeeping failure
             except Exception as exc:  # bookkeeping must not stop the fleet; the rebuild records them again
                 log.warning("event=fingerprints_failed error=%r action=retry_later", str(exc)[:300])
         interval = self.s.gates_interval_s
@@ -367,49 +437,96 @@ class Supervisor:
             self.gates_thread.start()
 
     # -- the end ---------------------------------------------------------------------------
+    def tally(self) -> dict[str, int]:
+        days = int(self.store.scalar("SELECT count() FROM backfill_days FINAL") or 0)
+        statuses = dict(self.store.query_rows("SELECT status, count() FROM backfill_checkpoint FINAL GROUP BY status"))
+        return {"days": days, "complete": int(statuses.get("COMPLETE", 0)), "failed": int(statuses.get("FAILED", 0))}
+
     def finished(self) -> dict[str, int] | None:
         """When every worker has finished, the day tally; None while work remains."""
         if not self.slots or not all(s.done for s in self.slots.values()) or len(self.slots) != self.wanted:
             return None
-        days = int(self.store.scalar("SELECT count() FROM backfill_days FINAL") or 0)
-        statuses = dict(self.store.query_rows("SELECT status, count() FROM backfill_checkpoint FINAL GROUP BY status"))
-        complete, failed = int(statuses.get("COMPLETE", 0)), int(statuses.get("FAILED", 0))
-        if complete + failed < days:  # days appeared (a new plan): look again
+        tally = self.tally()
+        if tally["complete"] + tally["failed"] < tally["days"]:  # days appeared (a new plan): look again
             for slot in self.slots.values():
                 slot.done = False
             return None
-        return {"days": days, "complete": complete, "failed": failed}
+        return tally
 
-    def finish(self, tally: dict[str, int]) -> str:
+    def may_exit(self) -> bool:
+        """Hold the start lock shared for the way out; False when a `backfill start` is handing us news (new
+        days, a shard count): then we stay and hear it."""
+        if self.exit_lock_fd is None:
+            self.exit_lock_fd = control.hold_exit_lock(self.log_dir)
+        if self.exit_lock_fd is None:
+            return False
+        if self.reload:  # a request arrived after all: release and go on
+            os.close(self.exit_lock_fd)
+            self.exit_lock_fd = None
+            return False
+        return True
+
+    def finish(self, tally: dict[str, int]) -> str | None:
         if tally["failed"]:
+            if not self.may_exit():
+                return None
             self.phase = "finished_with_failures"
+            self.message = (f"{tally['failed']} of {tally['days']} days FAILED: `backfill retry-failed`, then "
+                            "`backfill start`")
             log.error("event=finished days=%d complete=%d failed=%d next='backfill retry-failed, then backfill start'",
                       tally["days"], tally["complete"], tally["failed"])
             return self.phase
-        log.info("event=finished days=%d complete=%d", tally["days"], tally["complete"])
-        if self.s.on_complete:
-            from monitor.rebuild import run_on_complete_once
+        if not self.s.on_complete:
+            if not self.may_exit():
+                return None
+            log.info("event=finished days=%d complete=%d rebuild=off", tally["days"], tally["complete"])
+            self.phase = "complete"
+            return self.phase
+        if control.start_in_progress(self.log_dir):
+            return None  # a start is adding days: rebuild after those
+        log.info("event=finished days=%d complete=%d action=rebuild", tally["days"], tally["complete"])
+        self.phase = "rebuilding"
+        self.rebuild = OnCompleteRun(self.s)
+        self.rebuild.start()
+        return None
 
-            from monitor.rebuild import RebuildFailed
-
-            self.phase = "rebuilding"
-            self.write_state()
-            try:
-                run_on_complete_once(self.store, self.s)
-            except RebuildFailed as exc:
-                self.phase = "rebuild_failed"
-                self.message = (f"the on-complete rebuild stopped at {exc}; production is unchanged. See "
-                                f"{self.log_dir / 'on-complete.log'}; fix, then `backfill rebuild`")
-                log.error("event=rebuild_failed step=%s error=%r action=stopped_before_promotion", exc.step,
-                          exc.message[:300])
-                return self.phase
-        self.phase = "complete"
+    def follow_rebuild(self) -> str | None:
+        """While the rebuild runs: nothing to do but wait. When it ends: the final phase, or back to running
+        when new days came in meanwhile."""
+        assert self.rebuild is not None
+        if self.rebuild.outcome is None:
+            return None
+        outcome, text = self.rebuild.outcome
+        self.rebuild = None
+        tally = self.tally()
+        if tally["complete"] + tally["failed"] < tally["days"]:
+            log.info("event=rebuild_superseded outcome=%s reason='new days to fetch' action=run_then_rebuild", outcome)
+            self.phase = "running"
+            for slot in self.slots.values():
+                slot.done = False
+            return None
+        if not self.may_exit():
+            self.phase = "running"
+            return None
+        if outcome == "complete":
+            self.phase = "complete"
+            self.message = ""
+        elif outcome == "stopped":
+            self.phase = "stopped"
+            self.message = f"the on-complete rebuild stopped before its end ({text}); `backfill start` runs it again"
+        else:
+            self.phase = "rebuild_failed"
+            self.message = (f"the on-complete rebuild stopped at {text}; production is unchanged. See "
+                            f"{self.log_dir / 'on-complete.log'}; fix, then `backfill rebuild`")
+            log.error("event=rebuild_failed error=%r action=stopped_before_promotion", text[:300])
         return self.phase
 
-    def write_state(self) -> None:
+    def write_state(self, ended: bool = False) -> None:
         control.write_json_atomic(control.state_path(self.log_dir), {
             "pid": os.getpid(), "phase": self.phase, "wanted_shards": self.wanted, "started_at": self.started,
-            "updated_at": time.time(), "message": self.message,
+            "updated_at": time.time(), "message": self.message, "ended_at": time.time() if ended else None,
+            "rebuild_step": self.rebuild.step if self.rebuild is not None else None,
+            "store": self.store.outage.state(),
             "workers": [{"shard_id": s.shard_id, "shards": s.shards, "pid": s.proc.pid if s.proc else None,
                          "restarts": s.restarts, "done": s.done,
                          "state": "stopping" if s.stopping_since is not None else
@@ -434,12 +551,20 @@ def run_relaxed_gates(settings: Settings) -> None:
         log.warning("event=gates_failed_to_run error=%r action=retry_next_interval", str(exc)[:300])
 
 
-def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None = None) -> str:
-    """Take the data directory's supervisor lock and run; raises FleetHalted, or AlreadyRunning via exit code."""
-    fd = control.try_lock(settings.log_dir)
+def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None = None,
+              lock_fd: int | None = None) -> str:
+    """Take the data directory's supervisor lock (or use lock_fd, taken by the caller) and run; raises
+    FleetHalted, or AlreadyRunning via exit code."""
+    fd = lock_fd if lock_fd is not None else control.try_lock(settings.log_dir)
     if fd is None:
         raise FleetHalted("a supervisor is already running for this data directory", ALREADY_RUNNING)
-    store = Store.connect(settings, create=False)
+    if not settings.store.url:
+        from backfill.embedded import ensure_server
+
+        ensure_server(settings.data_dir)
+    # patience 0: an outage is a state the loop handles (see the module doc), not a wait inside a call
+    store = Store.connect(settings, create=False, start_embedded=False, patience_s=0.0, connect_patience_s=60.0,
+                          context="monitor", timeout_s=STORE_TIMEOUT_S)
     sup = Supervisor(settings, store, on_tick)
     sup.install_signals()
     try:
@@ -451,9 +576,11 @@ def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None =
         raise
     finally:
         sup.restore_signals()
-        sup.write_state()
+        sup.write_state(ended=True)
         store.close()
         os.close(fd)
+        if sup.exit_lock_fd is not None:
+            os.close(sup.exit_lock_fd)
 
 
 def main() -> int:

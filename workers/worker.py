@@ -296,7 +296,15 @@ class Worker:
             await asyncio.sleep(interval)
             day = self.current.segments[0].day_idx if self.current else -1
             label = self.current.label() if self.current else "idle"
-            await self.in_store(self.beat, day, label, True)
+            try:
+                await self.in_store(self.beat, day, label, True)
+            except StoreUnavailable:  # stopping while the store is away: the main loop says so
+                return
+
+    def request_stop(self) -> None:
+        """Finish the current write and exit; a store call waiting out an outage gives up at once."""
+        self.stop.set()
+        self.store.abandon.set()
 
     async def in_store(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -429,21 +437,31 @@ async def _watch_parent(worker: Worker, parent: int) -> None:
         await asyncio.sleep(1.0)
         if os.getppid() != parent:
             log.warning("%s event=parent_gone action=stop", worker.tag)
-            worker.stop.set()
+            worker.request_stop()
             return
 
 
 async def amain(settings: Settings, shard_id: int, shards: int) -> int:
-    store = Store.connect(settings, create=False)
-    worker = Worker(settings, shard_id, shards, store)
+    # A worker waits out a store outage for as long as it lasts (its supervisor restarts an embedded server and
+    # pauses stall judgement meanwhile); a stop makes waiting calls give up at once: nothing is lost, the
+    # checkpoints say where to resume.
     loop = asyncio.get_running_loop()
+    store = await loop.run_in_executor(None, lambda: Store.connect(
+        settings, create=False, start_embedded=False, patience_s=None, connect_patience_s=None,
+        context=f"worker={shard_id}"))
+    worker = Worker(settings, shard_id, shards, store)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop.set)
+        loop.add_signal_handler(sig, worker.request_stop)
     watcher = asyncio.create_task(_watch_parent(worker, os.getppid()))
     await worker.in_store(worker.beat, -1, "starting", True)
     beats = asyncio.create_task(worker.heartbeat_loop())
     try:
         return await worker.run()
+    except StoreUnavailable:
+        if worker.stop.is_set():  # told to stop while the store was away: the checkpoints say where to resume
+            log.info("%s event=stopped reason=signal store=unreachable", worker.tag)
+            return exitcodes.OK
+        raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         try:

@@ -1,0 +1,159 @@
+"""A store that goes away and comes back: the run rides it out and ends exact, and says so in its logs.
+
+The store is read back only after the run has ended: a test that opened it meanwhile would start the
+embedded server itself and hide whether the supervisor does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from backfill.embedded import _read_info, stop_server
+from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, open_store, wait_for,
+                                       wait_run_finished)
+
+pytestmark = pytest.mark.slow
+
+SLOW_RUN = {"BACKFILL_WINDOW_BLOCKS": "400", "BACKFILL_GETLOGS_BLOCKS": "100", "BACKFILL_STALL_GRACE_S": "2"}
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    yield tmp_path / "data"
+    from monitor import control
+    sup = control.running_supervisor(tmp_path / "data" / "backfill")
+    if sup:
+        os.kill(int(sup["pid"]), signal.SIGKILL)
+    for pid_file in (tmp_path / "data" / "backfill").glob("worker-*.pid"):
+        try:
+            psutil.Process(int(pid_file.read_text())).kill()
+        except (psutil.Error, ValueError):
+            pass
+    stop_server(tmp_path / "data")
+
+
+def log_text(data_dir: Path, name: str) -> str:
+    path = data_dir / "backfill" / name
+    return path.read_text() if path.exists() else ""
+
+
+def windows_written(data_dir: Path) -> int:
+    return sum(log_text(data_dir, p.name).count("event=window") + log_text(data_dir, p.name).count("event=complete")
+               for p in (data_dir / "backfill").glob("worker-*.log"))
+
+
+def no_tracebacks(data_dir: Path) -> None:
+    for path in (data_dir / "backfill").glob("*.log"):
+        text = path.read_text()
+        assert "Traceback" not in text, f"{path.name} holds a traceback:\n{text[text.index('Traceback') - 300:][:2000]}"
+
+
+def no_failed_days(store) -> None:
+    failed = {d: cp["error"] for d, cp in store.checkpoints().items() if cp["status"] == "FAILED"}
+    assert not failed, failed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_embedded_store_killed_twice_the_run_finishes_by_itself_exact(chain: Chain, run_dir):
+    out = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"], run_dir,
+                   chain, shards=2, extra_env=SLOW_RUN)
+    assert out.returncode == 0, out.stderr
+    killed = []
+    for n in (1, 2):
+        wait_for(lambda: windows_written(run_dir) >= 6 * n, 120, f"{6 * n} windows written")
+        pid = int((_read_info(run_dir) or {})["pid"])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        wait_for(lambda: log_text(run_dir, "monitor.log").count("event=store_server_restarted") >= n, 60,
+                 "the supervisor to restart the store server")
+    state = wait_run_finished(run_dir, 400)
+    assert state["phase"] == "complete", state
+    assert int((_read_info(run_dir) or {})["pid"]) not in killed
+    store = open_store(run_dir)
+    try:
+        assert_exact(store, chain)
+        no_failed_days(store)
+    finally:
+        store.close()
+    no_tracebacks(run_dir)
+    workers = "".join(log_text(run_dir, p.name) for p in (run_dir / "backfill").glob("worker-*.log"))
+    assert "event=store_down" in workers and "event=store_back" in workers  # the outage, as a state, logged
+
+
+def test_a_configured_server_stopped_for_20s_and_started_again_on_its_port(chain: Chain, run_dir, tmp_path):
+    """CLICKHOUSE_URL points at a `backfill db serve` on a fixed port: stopped for 20 s, started again. Nobody
+    restarts a configured server: the run waits for it, then goes on."""
+    port = free_port()
+    server_dir = tmp_path / "server"
+    env = clean_env(BACKFILL_DATA_DIR=str(server_dir))
+
+    def serve() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "backfill.cli", "db", "serve", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _listening(port), 60, "the store server to listen")
+        return proc
+
+    server = serve()
+    url = {"CLICKHOUSE_URL": f"http://default:@127.0.0.1:{port}/backfill", **SLOW_RUN}
+    try:
+        out = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"], run_dir,
+                       chain, shards=2, extra_env=url)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: windows_written(run_dir) >= 6, 120, "6 windows written")
+        server.terminate()
+        server.wait(30)
+        down_at = time.monotonic()
+        time.sleep(20)
+        mid = backfill(["status", "--json"], run_dir, extra_env=url)  # the store is away: status says so, exit 0
+        assert mid.returncode == 0, mid.stderr
+        assert '"reachable": false' in mid.stdout, mid.stdout
+        server = serve()
+        state = wait_run_finished(run_dir, 400)
+        assert state["phase"] == "complete", state
+        monitor = log_text(run_dir, "monitor.log")
+        assert "event=store_down" in monitor and "event=store_back" in monitor
+        down_s = [float(x) for x in re.findall(r"event=store_back .*?down_s=([\d.]+)", monitor)]
+        assert down_s and max(down_s) >= 15, monitor[-3000:]
+        assert time.monotonic() - down_at > 20
+        no_tracebacks(run_dir)
+        store = _configured_store(port)
+        try:
+            assert_exact(store, chain)
+            no_failed_days(store)
+        finally:
+            store.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _configured_store(port: int):
+    from backfill.settings import load_settings
+    from backfill.store import Store
+
+    settings = load_settings({}, env={"CLICKHOUSE_URL": f"http://default:@127.0.0.1:{port}/backfill"},
+                             toml_path=Path("/nonexistent.toml"))
+    return Store.connect(settings, create=False)

@@ -1,0 +1,199 @@
+"""Status never lies about a run that is not running: pure summaries over hand-written inputs, and the last
+error of monitor.log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+from rich.console import Console
+
+from backfill.status import (
+    last_error,
+    read_last_error,
+    render,
+    run_state,
+    show_day_statuses,
+    shown_day_status,
+    summarize,
+    summarize_offline,
+)
+
+NOW = dt.datetime(2026, 12, 1, 22, 26, 0, tzinfo=dt.UTC).timestamp()
+ENDED = dt.datetime(2026, 12, 1, 22, 10, 4, tzinfo=dt.UTC).timestamp()
+HOST = "box"
+RATES = {"rows_per_s": 273.3, "blocks_per_s": 10.0, "window_s": 300.0}
+PLAN = [{"day_idx": d, "start_block": d * 100, "end_block": d * 100 + 99} for d in range(5)]
+
+
+def checkpoint(status: str, next_block: int, failures: int = 0, error: str = "") -> dict:
+    return {"status": status, "next_block": next_block, "erc20_count": 10, "erc1155_count": 1, "quarantined_count": 0,
+            "skipped_count": 0, "requests": 5, "rpc_errors": 0, "compute_units": 50, "failures": failures,
+            "error": error}
+
+
+# days 0-1 COMPLETE, 2-4 RUNNING halfway
+CHECKPOINTS = {0: checkpoint("COMPLETE", 100), 1: checkpoint("COMPLETE", 200),
+               2: checkpoint("RUNNING", 250), 3: checkpoint("RUNNING", 350), 4: checkpoint("RUNNING", 450)}
+
+
+def heartbeat(worker_id: int, pid: int, host: str = HOST, age_s: float = 958.6) -> dict:
+    return {"host": host, "worker_id": worker_id, "pid": pid, "day_idx": 2 + worker_id, "last_batch": "a-b",
+            "rows": 100, "updated_at": NOW - age_s}
+
+
+def supervisor(phase: str, workers: list[tuple[int, int | None]] = (), **extra) -> dict:
+    return {"pid": 123, "phase": phase, "wanted_shards": len(workers) or 3, "started_at": ENDED - 3600,
+            "updated_at": ENDED, "message": "",
+            "workers": [{"shard_id": k, "shards": len(workers), "pid": pid, "restarts": 0, "done": False,
+                         "state": "running" if pid else "waiting"} for k, pid in workers], **extra}
+
+
+def summary(sup: dict | None, alive: bool, beats: list[dict] = (), live_pids=(), checkpoints=CHECKPOINTS,
+            **kw) -> dict:
+    return summarize(PLAN, checkpoints, list(beats), sup, alive, RATES, {"erc20_transfers_staging": {"rows": 1}},
+                     NOW, [], live_worker_pids=set(live_pids), host=HOST, **kw)
+
+
+def text(s: dict) -> str:
+    out = io.StringIO()
+    Console(file=out, width=400, color_system=None).print(render(s))
+    return out.getvalue()
+
+
+def test_a_killed_supervisor_is_dead_with_no_eta_rates_running_days_or_workers():
+    s = summary(supervisor("running", [(0, 501), (1, 502), (2, 503)]), alive=False,
+                beats=[heartbeat(0, 501), heartbeat(1, 502), heartbeat(2, 503)],
+                last_error="2026-12-01T22:10:03.000Z ERROR event=supervisor_crash: RuntimeError: boom")
+    assert s["run"]["state"] == "dead" and s["run"]["since"] == ENDED and s["run"]["resume"] == "backfill start"
+    assert s["eta_s"] is None and s["rows_per_s"] is None and s["blocks_per_s"] is None
+    assert s["days_running"] == 0 and s["days_interrupted"] == 3 and s["remaining_blocks"] == 150
+    assert s["workers"] == []
+    out = text(s)
+    assert out.splitlines()[0].startswith("run: NOT RUNNING since 2026-12-01 22:10:04 UTC (killed or crashed)")
+    assert "last error: 2026-12-01T22:10:03.000Z ERROR event=supervisor_crash: RuntimeError: boom" in out
+    assert "resume: backfill start" in out
+    assert "3 interrupted" in out and "running," not in out.splitlines()[1]
+    assert "rate: - (not running)" in out and "ETA -" in out and "273.3" not in out
+    assert "workers: none running" in out
+    assert json.loads(json.dumps(s))["eta_s"] is None
+
+
+def test_a_live_worker_left_by_a_dead_supervisor_is_still_shown():
+    s = summary(supervisor("running", [(0, 501), (1, 502)]), alive=False,
+                beats=[heartbeat(0, 501), heartbeat(1, 502), heartbeat(1, 502, host="other")], live_pids={502})
+    assert [(w["worker_id"], w["pid"], w["state"]) for w in s["workers"]] == [(1, 502, "not supervised")]
+
+
+def test_a_running_run_keeps_its_rates_eta_and_running_days():
+    s = summary(supervisor("running", [(0, 501), (1, 502), (2, 503)]), alive=True,
+                beats=[heartbeat(0, 501, age_s=2), heartbeat(1, 502, age_s=2)])
+    assert s["run"]["state"] == "running" and s["run"]["workers"] == 3 and s["run"]["resume"] is None
+    assert s["days_running"] == 3 and s["days_interrupted"] == 0
+    assert s["rows_per_s"] == 273.3 and s["eta_s"] == 15
+    assert text(s).splitlines()[0] == "run: running (pid 123, phase running, 3 workers)"
+
+
+def test_heartbeat_rows_of_an_earlier_fleet_are_dropped():
+    # scale 3 -> stop -> start with 2 shards: row 2 is a ghost; row 1 carries the pid of an earlier process
+    beats = [heartbeat(0, 601, age_s=1), heartbeat(1, 502, age_s=900), heartbeat(2, 32046, age_s=900),
+             heartbeat(3, 700, host="other", age_s=1)]
+    s = summary(supervisor("running", [(0, 601), (1, 602)]), alive=True, beats=beats)
+    assert [(w["worker_id"], w["pid"], w["state"]) for w in s["workers"]] == [(0, 601, "running")]
+    assert "32046" not in text(s)
+
+
+def test_a_slot_without_a_pid_yet_keeps_its_last_heartbeat():
+    s = summary(supervisor("running", [(0, None)]), alive=True, beats=[heartbeat(0, 501, age_s=5)])
+    assert [(w["worker_id"], w["state"]) for w in s["workers"]] == [(0, "waiting")]
+
+
+def test_a_stopped_run_says_stopped_and_how_to_resume():
+    s = summary(supervisor("stopped", [(0, None)], ended_at=ENDED + 1), alive=False, beats=[heartbeat(0, 501)])
+    assert s["run"]["state"] == "stopped" and s["run"]["since"] == ENDED + 1
+    assert s["days_running"] == 0 and s["days_interrupted"] == 3 and s["workers"] == []
+    first = text(s).splitlines()[0]
+    assert first == "run: stopped at 2026-12-01 22:10:05 UTC — resume: backfill start"
+    assert "supervisor: not running" in text(s)
+
+
+def test_a_complete_run_says_whether_production_was_promoted():
+    done = {d: checkpoint("COMPLETE", PLAN[d]["end_block"] + 1) for d in range(5)}
+    promoted = summary(supervisor("complete"), alive=False, checkpoints=done, promoted=True)
+    assert promoted["run"] | {"since": None} == {"state": "complete", "since": None, "last_error": None,
+                                                 "resume": None, "promoted": True, "hint": None, "workers": 0}
+    assert text(promoted).splitlines()[0] == "run: complete at 2026-12-01 22:10:04 UTC — production promoted"
+    not_yet = summary(supervisor("complete"), alive=False, checkpoints=done, promoted=False)
+    assert not_yet["run"]["promoted"] is False and not_yet["run"]["hint"] == "backfill promote"
+    assert text(not_yet).splitlines()[0].endswith("— not promoted: backfill promote")
+    assert not_yet["eta_s"] is None and not_yet["remaining_blocks"] == 0
+
+
+def test_each_ended_phase_names_the_command_that_carries_on():
+    assert summary(supervisor("finished_with_failures"), False)["run"]["resume"] == \
+        "backfill retry-failed, then backfill start"
+    failed = summary(supervisor("rebuild_failed"), False, last_error="x ERROR step=audit")
+    assert failed["run"]["resume"] == "backfill rebuild"
+    assert "rebuild failed at" in text(failed) and "resume: backfill rebuild" in text(failed)
+    assert summary(supervisor("halted"), False)["run"]["resume"] == "backfill start"
+    assert run_state(None, False) == "none"
+    assert run_state({"pid": 9, "phase": "rebuilding"}, False) == "dead"
+    assert run_state({"pid": 9, "phase": "stopping"}, True) == "running"
+
+
+def test_rebuilding_shows_its_step_and_an_unreachable_store_the_run_waits_for():
+    sup = supervisor("rebuilding", rebuild_step="audit",
+                     store={"reachable": False, "down_since": NOW - 42, "error": "connection refused"})
+    out = text(summary(sup, alive=True))
+    assert out.splitlines()[0] == "run: running (pid 123, phase rebuilding, step audit, 0 workers)"
+    assert ("store: unreachable for 42s (since 22:25:18 UTC): connection refused; the run waits for it") in out
+
+
+def test_a_store_that_cannot_be_reached_still_shows_the_run():
+    sup = supervisor("running", [(0, 501)])
+    s = summarize_offline(sup, False, "cannot use ClickHouse at embedded store of data: connection refused", NOW)
+    assert s["store"] == {"reachable": False, "run_view": None,
+                          "error": "cannot use ClickHouse at embedded store of data: connection refused"}
+    assert s["run"]["state"] == "dead" and "days_total" not in s and s["workers"] == []
+    out = text(s)
+    assert out.splitlines()[0].startswith("run: NOT RUNNING since")
+    assert "store: unreachable: cannot use ClickHouse at embedded store of data: connection refused" in out
+    json.dumps(s)
+
+
+def test_the_store_is_reported_reachable_when_status_reached_it():
+    assert summary(supervisor("running"), alive=True)["store"]["reachable"] is True
+
+
+def test_running_days_without_a_live_run_are_shown_interrupted():
+    assert shown_day_status("RUNNING", run_live=False) == "INTERRUPTED"
+    assert shown_day_status("RUNNING", run_live=True) == "RUNNING"
+    assert shown_day_status("FAILED", run_live=False) == "FAILED"
+    line = "FAIL coverage: days not COMPLETE: 2 (threshold 0): day 3 (2024-01-04) RUNNING, day 4 (2024-01-05) PENDING"
+    assert show_day_statuses(line, run_live=False) == line.replace("RUNNING", "INTERRUPTED")
+    assert show_day_statuses(line, run_live=True) == line
+
+
+def test_the_last_error_of_monitor_log_is_redacted_and_one_line(tmp_path):
+    log = tmp_path / "monitor.log"
+    log.write_text(
+        "2026-12-01T20:00:00.000Z ERROR event=old_run_error\n"
+        "2026-12-01T22:00:00.000Z INFO event=supervisor_start pid=123 shards=3\n"
+        "2026-12-01T22:05:00.000Z ERROR worker=1 day=3 event=day_error error='https://eth.example/v2/KEY123 said 500'\n"
+        "2026-12-01T22:10:03.000Z ERROR event=supervisor_crash\n"
+        "Traceback (most recent call last):\n"
+        '  File "monitor/supervisor.py", line 1, in main\n'
+        "    raise RuntimeError('https://eth.example/v2/KEY123 gone')\n"
+        "RuntimeError: https://eth.example/v2/KEY123 gone\n"
+        "2026-12-01T22:10:03.500Z INFO event=after\n")
+    since = ENDED - 3600 + 1  # 22:10:05 - 1h: the run started at 21:10
+    got = read_last_error(log, since=since)
+    assert got == ("2026-12-01T22:10:03.000Z ERROR event=supervisor_crash: RuntimeError: https://eth.example/*** gone")
+    assert "KEY123" not in got and "\n" not in got
+    lines = log.read_text().splitlines()[:3]
+    assert last_error(lines, since) == ("2026-12-01T22:05:00.000Z ERROR worker=1 day=3 event=day_error "
+                                        "error='https://eth.example/*** said 500'")
+    assert last_error(lines[:2], since) is None  # the old run's error is not this run's
+    assert len(last_error(["2026-12-01T22:05:00.000Z ERROR " + "x" * 500]) or "") == 300
+    assert read_last_error(tmp_path / "missing.log") is None
