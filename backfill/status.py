@@ -351,6 +351,9 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
         "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60) FROM rpc_usage FINAL "
         "GROUP BY endpoint ORDER BY endpoint")]
+    if state != "running":  # a pace or a wait is a process's: none is running
+        for e in endpoints:
+            e["rps"], e["waiting_now"] = 0.0, False
     promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state == "complete" else None
     summary = summarize(plan, checkpoints, heartbeats, supervisor, alive, rates, table_rows, now, endpoints,
                         live_worker_pids=live_pids, host=host, promoted=promoted,

@@ -107,8 +107,8 @@ def classify(exc: BaseException) -> StoreFault | None:
 def retry_delay_s(fault: StoreFault, attempt: int, rng: random.Random | None = None) -> float:
     """Seconds before try `attempt + 1` (attempt >= 1): exponential with full jitter over a floor. An outage
     is probed often (0.25 s doubling to 5 s) so the run resumes soon after the store is back; back-pressure
-    waits longer (1 s doubling to 30 s) so the merges can catch up."""
-    base, cap = (0.25, 5.0) if fault.kind == OUTAGE else (1.0, 30.0)
+    waits longer (0.5 s doubling to 10 s) so the merges can catch up, without idling long once they have."""
+    base, cap = (0.25, 5.0) if fault.kind == OUTAGE else (0.5, 10.0)
     top = min(cap, base * 2 ** min(attempt - 1, 16))
     draw = (rng or random).random()
     return round(top / 2 + draw * top / 2, 3)

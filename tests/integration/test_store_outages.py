@@ -157,3 +157,39 @@ def _configured_store(port: int):
     settings = load_settings({}, env={"CLICKHOUSE_URL": f"http://default:@127.0.0.1:{port}/backfill"},
                              toml_path=Path("/nonexistent.toml"))
     return Store.connect(settings, create=False)
+
+
+def test_too_many_parts_and_lost_answers_slow_the_run_and_it_ends_exact(chain: Chain, run_dir, tmp_path):
+    """ClickHouse pushes back on the staging inserts (TOO_MANY_PARTS, then memory limits) for a while, and drops
+    a few answers after carrying the insert out: the workers slow down, nothing fails, the copy is exact."""
+    from backfill.embedded import ensure_server
+    from tests.store_proxy import StoreFault, StoreProxy
+
+    upstream = ensure_server(tmp_path / "server")
+    staging = ("erc20_transfers_staging", "erc1155_transfers_staging")
+    try:
+        with StoreProxy(upstream) as proxy:
+            url = {"CLICKHOUSE_URL": f"http://default:@127.0.0.1:{proxy.port}/backfill", **SLOW_RUN}
+            out = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+                           run_dir, chain, shards=2, extra_env=url)
+            assert out.returncode == 0, out.stderr
+            wait_for(lambda: windows_written(run_dir) >= 4, 120, "4 windows written")
+            proxy.configure(faults=[StoreFault("too_many_parts", tables=staging, until=time.monotonic() + 8),
+                                    StoreFault("memory_limit", tables=staging, count=4)])
+            proxy.reset_next(4, tables=("erc20_transfers_staging", "backfill_checkpoint"))
+            state = wait_run_finished(run_dir, 400)
+            assert state["phase"] == "complete", state
+            refused = proxy.refused()
+            assert refused["too_many_parts"] >= 3 and refused["memory_limit"] == 4, refused
+            assert proxy.resets() >= 1
+            workers = "".join(log_text(run_dir, p.name) for p in (run_dir / "backfill").glob("worker-*.log"))
+            assert "event=store_backpressure " in workers and "event=store_backpressure_over" in workers
+            no_tracebacks(run_dir)
+            store = _configured_store(proxy.port)
+            try:
+                assert_exact(store, chain)
+                no_failed_days(store)
+            finally:
+                store.close()
+    finally:
+        stop_server(tmp_path / "server")
