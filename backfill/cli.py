@@ -260,7 +260,12 @@ def sql(query: str, fmt: str, data_dir: Path | None) -> None:
     try:
         result = store.query(query, idempotent=False)
     except ClickHouseError as exc:
-        raise UserError(str(exc).strip().splitlines()[0][:500]) from None
+        line = str(exc).strip().splitlines()[0][:500]
+        if "UNKNOWN_TABLE" in str(exc) and any(f"{t}`" in str(exc) or f"{t} " in str(exc) or f".{t}" in str(exc)
+                                               for t in ("erc20_transfers", "erc1155_transfers")):
+            line += (" — production tables are made by `backfill promote` (or `start --promote`); until then "
+                     "the copy is in erc20_transfers_staging / erc1155_transfers_staging")
+        raise UserError(line) from None
     names, rows = list(result.column_names), result.result_rows
     if fmt == "json":
         click.echo(orjson.dumps([dict(zip(names, r)) for r in rows], default=str).decode())
@@ -299,10 +304,15 @@ def db_serve(port: int, data_dir: Path | None) -> None:
 @data_dir_option
 @user_errors
 def db_stop(data_dir: Path | None) -> None:
-    """Stop the embedded store server of the data directory."""
+    """Stop the embedded store server of the data directory (refused while a run uses it)."""
     from backfill.embedded import stop_server
+    from monitor import control
 
-    stop_server(_settings(data_dir=data_dir).data_dir)
+    settings = _settings(data_dir=data_dir)
+    sup = control.running_supervisor(settings.log_dir)
+    if sup and not settings.store.url:  # its supervisor would only start it again
+        raise UserError(f"a run is active (supervisor pid {sup['pid']}) and uses this store; `backfill stop` first")
+    click.echo("stopped the embedded store" if stop_server(settings.data_dir) else "the embedded store was not running")
 
 
 if __name__ == "__main__":
