@@ -29,7 +29,6 @@ class RunFailed(UserError):
 
 
 async def _prepare(settings: Settings, store_factory: Callable[[], Store]) -> tuple[Store, int]:
-    await check_endpoints(settings)
     pace_memory.forget_parking(settings.log_dir / "endpoints.json")
     async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor",
                          max_rps_per_endpoint=settings.rpc_max_rps, memory=settings.log_dir / "endpoints.json") as rpc:
@@ -46,7 +45,8 @@ async def _prepare(settings: Settings, store_factory: Callable[[], Store]) -> tu
 
 
 def start_run(settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print) -> dict[str, Any] | None:
-    # One start at a time per data directory, from the first check to the hand-over: a second start waits,
+    asyncio.run(check_endpoints(settings))  # before the start lock's file: an endpoint that is down leaves nothing
+    # One start at a time per data directory, from the chain check to the hand-over: a second start waits,
     # then finds the first one's supervisor and tells it what it wants (the later shard count wins).
     with control.start_lock(settings.log_dir, on_wait=echo):
         if settings.redo and control.running_supervisor(settings.log_dir):
