@@ -29,8 +29,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
-            click.echo(f"error: {scrub(str(exc), secret_bearing_values())}", err=True)
+        except UserError as exc:  # a config's problems come together, one a line
+            for line in scrub(str(exc), secret_bearing_values()).splitlines():
+                click.echo(f"error: {line}", err=True)
             sys.exit(exc.exit_code)
         except RpcError as exc:  # a provider condition that outlasted the retries: what it was, what to do
             click.echo(f"error: {scrub(rpc_error_line(exc), secret_bearing_values())}", err=True)
@@ -90,41 +91,94 @@ def main() -> None:
     """Copy ERC-20 and ERC-1155 transfers of an EVM chain into ClickHouse, exactly."""
 
 
+def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that change a run's settings: `start` takes them, `config` shows what they make."""
+    options = [
+        click.option("--from", "from_date", help="First UTC day, e.g. 2024-01-01."),
+        click.option("--to", "to_date", help="Last UTC day (inclusive). Default: the day of the safe head."),
+        click.option("--shards", type=int, default=None, help="Worker processes. Env SHARDS."),
+        click.option("--rpc-url", "rpc_urls", multiple=True, help="RPC endpoint (repeatable). Env ETHEREUM_RPC_URLS."),
+        click.option("--confirmations", type=int, default=None,
+                     help="Blocks behind the head treated as unsafe (default 12)."),
+        click.option("--window-blocks", type=int, default=None, help="The most blocks a killed worker can lose."),
+        click.option("--stall-s", type=float, default=None, help="Heartbeat age after which a worker is restarted."),
+        click.option("--promote/--no-promote", "auto_promote", default=None,
+                     help="Promote staging into production when the rebuild passes (default: auto_promote setting, off)."),
+        data_dir_option,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
-@click.option("--from", "from_date", help="First UTC day, e.g. 2024-01-01.")
-@click.option("--to", "to_date", help="Last UTC day (inclusive). Default: the day of the safe head.")
-@click.option("--shards", type=int, default=None, help="Worker processes. Env SHARDS.")
-@click.option("--rpc-url", "rpc_urls", multiple=True, help="RPC endpoint (repeatable). Env ETHEREUM_RPC_URLS.")
-@click.option("--confirmations", type=int, default=None, help="Blocks behind the head treated as unsafe (default 12).")
-@click.option("--window-blocks", type=int, default=None, help="The most blocks a killed worker can lose.")
-@click.option("--stall-s", type=float, default=None, help="Heartbeat age after which a worker is restarted.")
+@settings_options
 @click.option("--foreground", is_flag=True, default=False, help="Run in this terminal with a live dashboard.")
 @click.option("--redo", is_flag=True, default=False,
               help="Fetch the COMPLETE days of --from..--to again; newer row versions supersede the old ones.")
-@click.option("--promote/--no-promote", "auto_promote", default=None,
-              help="Promote staging into production when the rebuild passes (default: auto_promote setting, off).")
-@data_dir_option
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Check and plan, print the plan (days, blocks, endpoints, store), write nothing.")
 @user_errors
 def start(from_date: str | None, to_date: str | None, shards: int | None, rpc_urls: tuple[str, ...],
-          confirmations: int | None, window_blocks: int | None, stall_s: float | None, foreground: bool,
-          redo: bool, auto_promote: bool | None, data_dir: Path | None) -> None:
+          confirmations: int | None, window_blocks: int | None, stall_s: float | None, auto_promote: bool | None,
+          data_dir: Path | None, foreground: bool, redo: bool, dry_run: bool) -> None:
     """Plan the days and run the workers until every day is COMPLETE (detached unless --foreground).
 
     While a run is active, a second `start` talks to it: SHARDS=N re-shards it live, new days are picked up."""
-    from backfill.logs import setup_logging
-    from backfill.run import start_run
-    from backfill.status import render
-
     settings = _settings(from_date=from_date, to_date=to_date, shards=shards, rpc_urls=rpc_urls or None,
                          confirmations=confirmations, window_blocks=window_blocks, stall_s=stall_s,
                          data_dir=data_dir, foreground=foreground or None, redo=redo or None,
                          auto_promote=auto_promote)
+    if dry_run:
+        from backfill.dry_run import preview, render_preview
+
+        click.echo(render_preview(preview(settings)))
+        return
+    from backfill.logs import setup_logging
+    from backfill.run import start_run
+    from backfill.status import render
+
     setup_logging(settings.log_dir / "monitor.log")
     summary = start_run(settings, shards_explicit="shards" in settings.explicit, echo=click.echo)
     if summary is not None:
         from rich.console import Console
 
         Console().print(render(summary))
+
+
+@main.command("config")
+@settings_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def config(from_date: str | None, to_date: str | None, shards: int | None, rpc_urls: tuple[str, ...],
+           confirmations: int | None, window_blocks: int | None, stall_s: float | None, auto_promote: bool | None,
+           data_dir: Path | None, as_json: bool) -> None:
+    """The effective settings and where each came from (flag, environment, backfill.toml, default); keys in
+    RPC URLs and the ClickHouse password redacted. A bad config is reported whole (exit 2)."""
+    from backfill.settings import effective_settings
+
+    rows = effective_settings({"from_date": from_date, "to_date": to_date, "shards": shards,
+                               "rpc_urls": rpc_urls or None, "confirmations": confirmations,
+                               "window_blocks": window_blocks, "stall_s": stall_s, "auto_promote": auto_promote,
+                               "data_dir": data_dir})
+    if as_json:
+        doc = {r.name: {"value": r.value, "source": str(r.source), "origin": r.source.kind} for r in rows}
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return
+    shown = [(r.name, _config_value(r.value), str(r.source)) for r in rows]
+    widths = [max(len(row[i]) for row in shown) for i in (0, 1)]
+    for name, value, source in shown:
+        click.echo(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {source}".rstrip())
+
+
+def _config_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 @main.command()
