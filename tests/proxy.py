@@ -44,12 +44,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from tests.background_server import BackgroundServer
 from tests.proxy_faults import (ALL_FAULTS_MIX, BATCH_CAPS, BATCH_OFF_KINDS, KINDS, QUOTA, RATE, Fault, Reply,
                                 batch_refusal_reply, block_number, envelope, error_object, fault_reply,
                                 kinds_in, lagged_answer, suggest_range)
@@ -183,7 +184,8 @@ def _log_filter(item: _Item) -> dict[str, Any] | None:
     return None
 
 
-class RpcProxy:
+class RpcProxy(BackgroundServer):
+    name = "rpc proxy"
     """A JSON-RPC proxy on 127.0.0.1 that injects provider failures; see the module docstring.
 
     faults: the fault mix, drawn per request in list order (first hit wins) with a seeded RNG.
@@ -211,6 +213,7 @@ class RpcProxy:
                  rate_limit_kind: str = "A4", rate_limit_item_kind: str = "Q4",
                  quota_calls: int | None = None, quota_kind: str = "I6", max_batch: int | None = None,
                  batch_refusal: str = "geth", refuse_batches: bool | str = False) -> None:
+        super().__init__()
         self.upstream_url = upstream_url
         self.upstream_timeout_s = upstream_timeout_s
         self._lock = threading.Lock()
@@ -235,59 +238,12 @@ class RpcProxy:
         self._admitted: list[tuple[float, int]] = []  # (monotonic time, calls let through) per request
         self._first_request_at: float | None = None
         self._last_request_at: float | None = None
-        self._port: int | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._startup_error: BaseException | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("the proxy is not running")
-        return f"http://127.0.0.1:{self._port}"
-
+    # -- lifecycle (start / stop / with: BackgroundServer) -------------------------------------------
     def url_with_key(self, key: str) -> str:
         """A provider-style URL with an API key in its path (the proxy ignores paths)."""
         return f"{self.url}/v2/{key}"
-
-    def start(self) -> Self:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="rpc-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout=15) or self._startup_error is not None:
-            self.stop()
-            raise RuntimeError(f"rpc proxy did not start: {self._startup_error!r}")
-        log.info("rpc proxy started url=%s upstream=%s", self.url, self.upstream_url)
-        return self
-
-    def stop(self) -> None:
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=15)
-        if thread.is_alive():
-            raise RuntimeError("rpc proxy thread did not stop")
-        self._thread = self._loop = None
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve(ready))
-        finally:
-            loop.close()
 
     async def _serve(self, ready: threading.Event) -> None:
         self._stopping = asyncio.Event()

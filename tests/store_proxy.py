@@ -38,11 +38,14 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+
 from yarl import URL
+
+from tests.background_server import BackgroundServer
 
 __all__ = ["KINDS", "REFUSALS", "StoreFault", "StoreProxy", "StoreRequest", "statement_of"]
 
@@ -201,7 +204,8 @@ class _Exchange:
     bytes_in: int = 0
 
 
-class StoreProxy:
+class StoreProxy(BackgroundServer):
+    name = "store proxy"
     """A ClickHouse HTTP proxy on 127.0.0.1 that injects store failures; see the module docstring.
 
     port: the port to listen on (0 = a free one); it is kept across down() / up().
@@ -210,6 +214,7 @@ class StoreProxy:
 
     def __init__(self, upstream_url: str, port: int = 0, *, faults: Iterable[StoreFault] | StoreFault = (),
                  upstream_timeout_s: float = 300.0) -> None:
+        super().__init__()
         self.upstream_url = upstream_url.rstrip("/")
         self.upstream_timeout_s = upstream_timeout_s
         self._wanted_port = port
@@ -218,58 +223,16 @@ class StoreProxy:
         self.configure(faults=faults)
         self._seq = 0
         self._records: list[StoreRequest] = []
-        self._port: int | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
         self._up_timer: asyncio.TimerHandle | None = None
-        self._startup_error: BaseException | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the store proxy is not running")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
+    # -- lifecycle (start / stop / with: BackgroundServer) -------------------------------------------
     @property
     def listening(self) -> bool:
         return self._site is not None
 
-    def start(self) -> Self:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="store-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout=15) or self._startup_error is not None:
-            self.stop()
-            raise RuntimeError(f"store proxy did not start: {self._startup_error!r}")
-        log.info("store proxy started url=%s upstream=%s", self.url, self.upstream_url)
-        return self
-
-    def stop(self) -> None:
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=15)
-        if thread.is_alive():
-            raise RuntimeError("store proxy thread did not stop")
-        self._thread = self._loop = None
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def down(self) -> None:
         """Stop listening and reset every open connection; returns when the port refuses connections."""
@@ -289,14 +252,6 @@ class StoreProxy:
             coro.close()
             raise RuntimeError("the store proxy is not running")
         asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=15)
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve(ready))
-        finally:
-            loop.close()
 
     async def _serve(self, ready: threading.Event) -> None:
         self._stopping = asyncio.Event()

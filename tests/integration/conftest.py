@@ -83,3 +83,27 @@ def run_copy(finished_template, tmp_path) -> Path:
             link.symlink_to(target)
     yield dest
     stop_server(dest)
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """A data directory for one detached run; whatever the test left running is killed afterwards."""
+    import signal
+
+    import psutil
+
+    from backfill.embedded import stop_server
+    from monitor import control
+
+    path = tmp_path / "data"
+    yield path
+    sup = control.running_supervisor(path / "backfill")
+    if sup:
+        os.kill(int(sup["pid"]), signal.SIGKILL)
+    for pid_file in (path / "backfill").glob("worker-*.pid"):
+        try:
+            psutil.Process(int(pid_file.read_text())).kill()
+        except (psutil.Error, ValueError):
+            pass
+    stop_server(path)
+

@@ -18,8 +18,6 @@ import orjson
 import psutil
 import pytest
 
-from backfill.embedded import stop_server
-from monitor import control
 from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, open_store, supervisor_state,
                                        wait_for, wait_run_finished)
 from tests.proxy import RpcProxy
@@ -30,18 +28,6 @@ PACED = {"BACKFILL_WINDOW_BLOCKS": "400", "BACKFILL_GETLOGS_BLOCKS": "50", "BACK
          "BACKFILL_STALL_GRACE_S": "2", "BACKFILL_AUDIT_SAMPLE": "1"}
 
 
-@pytest.fixture
-def run_dir(tmp_path):
-    yield tmp_path / "data"
-    sup = control.running_supervisor(tmp_path / "data" / "backfill")
-    if sup:
-        os.kill(int(sup["pid"]), signal.SIGKILL)
-    for pid_file in (tmp_path / "data" / "backfill").glob("worker-*.pid"):
-        try:
-            psutil.Process(int(pid_file.read_text())).kill()
-        except (psutil.Error, ValueError):
-            pass
-    stop_server(tmp_path / "data")
 
 
 def status(run_dir) -> tuple[dict, str]:

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from backfill.embedded import _read_info, stop_server
@@ -27,19 +26,6 @@ pytestmark = pytest.mark.slow
 SLOW_RUN = {"BACKFILL_WINDOW_BLOCKS": "400", "BACKFILL_GETLOGS_BLOCKS": "100", "BACKFILL_STALL_GRACE_S": "2"}
 
 
-@pytest.fixture
-def run_dir(tmp_path):
-    yield tmp_path / "data"
-    from monitor import control
-    sup = control.running_supervisor(tmp_path / "data" / "backfill")
-    if sup:
-        os.kill(int(sup["pid"]), signal.SIGKILL)
-    for pid_file in (tmp_path / "data" / "backfill").glob("worker-*.pid"):
-        try:
-            psutil.Process(int(pid_file.read_text())).kill()
-        except (psutil.Error, ValueError):
-            pass
-    stop_server(tmp_path / "data")
 
 
 def log_text(data_dir: Path, name: str) -> str:
@@ -58,9 +44,15 @@ def no_tracebacks(data_dir: Path) -> None:
         assert "Traceback" not in text, f"{path.name} holds a traceback:\n{text[text.index('Traceback') - 300:][:2000]}"
 
 
-def no_failed_days(store) -> None:
-    failed = {d: cp["error"] for d, cp in store.checkpoints().items() if cp["status"] == "FAILED"}
-    assert not failed, failed
+def ended_exact(store, chain: Chain, data_dir: Path) -> None:
+    """What a ridden-out outage must leave: the chain's rows exactly, no FAILED day, no traceback in any log."""
+    try:
+        assert_exact(store, chain)
+        failed = {d: cp["error"] for d, cp in store.checkpoints().items() if cp["status"] == "FAILED"}
+        assert not failed, failed
+    finally:
+        store.close()
+    no_tracebacks(data_dir)
 
 
 def free_port() -> int:
@@ -84,13 +76,7 @@ def test_embedded_store_killed_twice_the_run_finishes_by_itself_exact(chain: Cha
     state = wait_run_finished(run_dir, 400)
     assert state["phase"] == "complete", state
     assert int((_read_info(run_dir) or {})["pid"]) not in killed
-    store = open_store(run_dir)
-    try:
-        assert_exact(store, chain)
-        no_failed_days(store)
-    finally:
-        store.close()
-    no_tracebacks(run_dir)
+    ended_exact(open_store(run_dir), chain, run_dir)
     workers = "".join(log_text(run_dir, p.name) for p in (run_dir / "backfill").glob("worker-*.log"))
     assert "event=store_down" in workers and "event=store_back" in workers  # the outage, as a state, logged
 
@@ -130,13 +116,7 @@ def test_a_configured_server_stopped_for_20s_and_started_again_on_its_port(chain
         down_s = [float(x) for x in re.findall(r"event=store_back .*?down_s=([\d.]+)", monitor)]
         assert down_s and max(down_s) >= 15, monitor[-3000:]
         assert time.monotonic() - down_at > 20
-        no_tracebacks(run_dir)
-        store = _configured_store(port)
-        try:
-            assert_exact(store, chain)
-            no_failed_days(store)
-        finally:
-            store.close()
+        ended_exact(_configured_store(port), chain, run_dir)
     finally:
         server.terminate()
         server.wait(30)
@@ -184,12 +164,6 @@ def test_too_many_parts_and_lost_answers_slow_the_run_and_it_ends_exact(chain: C
             assert proxy.resets() >= 1
             workers = "".join(log_text(run_dir, p.name) for p in (run_dir / "backfill").glob("worker-*.log"))
             assert "event=store_backpressure " in workers and "event=store_backpressure_over" in workers
-            no_tracebacks(run_dir)
-            store = _configured_store(proxy.port)
-            try:
-                assert_exact(store, chain)
-                no_failed_days(store)
-            finally:
-                store.close()
+            ended_exact(_configured_store(proxy.port), chain, run_dir)
     finally:
         stop_server(tmp_path / "server")

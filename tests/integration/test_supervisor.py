@@ -12,7 +12,6 @@ import orjson
 import psutil
 import pytest
 
-from backfill.embedded import stop_server
 from tests.integration.harness import (Chain, assert_exact, backfill, checkpoint_history, complete_days, live_workers,
                                        open_store, supervisor_state, wait_for, wait_run_finished)
 
@@ -23,19 +22,6 @@ SLOW_RUN = {"BACKFILL_WINDOW_BLOCKS": str(WINDOW_BLOCKS), "BACKFILL_GETLOGS_BLOC
             "BACKFILL_MAX_DAY_ATTEMPTS": "100", "BACKFILL_STALL_GRACE_S": "2"}
 
 
-@pytest.fixture
-def run_dir(tmp_path):
-    yield tmp_path / "data"
-    from monitor import control
-    sup = control.running_supervisor(tmp_path / "data" / "backfill")
-    if sup:
-        os.kill(int(sup["pid"]), signal.SIGKILL)
-    for pid_file in (tmp_path / "data" / "backfill").glob("worker-*.pid"):
-        try:
-            psutil.Process(int(pid_file.read_text())).kill()
-        except (psutil.Error, ValueError):
-            pass
-    stop_server(tmp_path / "data")
 
 
 def start(chain: Chain, data_dir, shards: int, days: int | None = None, **env: str):
