@@ -138,9 +138,12 @@ def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -
 
     The run is named first (running, complete, stopped, dead: killed or crashed). When the store cannot be
     reached, what supervisor.json and the processes tell is shown, and --watch recovers when it is back."""
+    from backfill.data_dir import require_store
     from backfill.status import StatusReader, render
 
-    reader = StatusReader(_settings(data_dir=data_dir))
+    settings = _settings(data_dir=data_dir)
+    require_store(settings)  # connecting would create a store (and start a server) in a directory without one
+    reader = StatusReader(settings)
     try:
         if as_json and not watch:
             click.echo(orjson.dumps(reader.read(), option=orjson.OPT_INDENT_2).decode())
@@ -237,7 +240,10 @@ def logs(worker: str, follow: bool, lines: int, data_dir: Path | None) -> None:
     """Show a worker's log (`backfill logs 3 -f`), or `monitor`, `gates`, `on-complete`."""
     import os
 
+    from backfill.data_dir import require_logs
+
     settings = _settings(data_dir=data_dir)
+    require_logs(settings)
     name = f"worker-{worker}.log" if worker.isdigit() else f"{worker}.log"
     path = settings.log_dir / name
     if not path.exists() and not follow:
@@ -300,9 +306,14 @@ def db_serve(port: int, data_dir: Path | None) -> None:
 @user_errors
 def db_stop(data_dir: Path | None) -> None:
     """Stop the embedded store server of the data directory."""
+    from backfill.data_dir import require_store, shown
     from backfill.embedded import stop_server
 
-    stop_server(_settings(data_dir=data_dir).data_dir)
+    settings = _settings(data_dir=data_dir)
+    require_store(settings, embedded=True)
+    where = shown(settings.data_dir)
+    click.echo(f"stopped the embedded store of {where}" if stop_server(settings.data_dir)
+               else f"the embedded store of {where} was not running")
 
 
 if __name__ == "__main__":
