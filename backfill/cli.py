@@ -192,9 +192,12 @@ def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -
 
     The run is named first (running, complete, stopped, dead: killed or crashed). When the store cannot be
     reached, what supervisor.json and the processes tell is shown, and --watch recovers when it is back."""
+    from backfill.data_dir import require_store
     from backfill.status import StatusReader, render
 
-    reader = StatusReader(_settings(data_dir=data_dir))
+    settings = _settings(data_dir=data_dir)
+    require_store(settings)  # connecting would create a store (and start a server) in a directory without one
+    reader = StatusReader(settings)
     try:
         if as_json and not watch:
             click.echo(orjson.dumps(reader.read(), option=orjson.OPT_INDENT_2).decode())
@@ -291,7 +294,10 @@ def logs(worker: str, follow: bool, lines: int, data_dir: Path | None) -> None:
     """Show a worker's log (`backfill logs 3 -f`), or `monitor`, `gates`, `on-complete`."""
     import os
 
+    from backfill.data_dir import require_logs
+
     settings = _settings(data_dir=data_dir)
+    require_logs(settings)
     name = f"worker-{worker}.log" if worker.isdigit() else f"{worker}.log"
     path = settings.log_dir / name
     if not path.exists() and not follow:
@@ -359,14 +365,18 @@ def db_serve(port: int, data_dir: Path | None) -> None:
 @user_errors
 def db_stop(data_dir: Path | None) -> None:
     """Stop the embedded store server of the data directory (refused while a run uses it)."""
+    from backfill.data_dir import require_store, shown
     from backfill.embedded import stop_server
     from monitor import control
 
     settings = _settings(data_dir=data_dir)
+    require_store(settings, embedded=True)
     sup = control.running_supervisor(settings.log_dir)
     if sup and not settings.store.url:  # its supervisor would only start it again
         raise UserError(f"a run is active (supervisor pid {sup['pid']}) and uses this store; `backfill stop` first")
-    click.echo("stopped the embedded store" if stop_server(settings.data_dir) else "the embedded store was not running")
+    where = shown(settings.data_dir)
+    click.echo(f"stopped the embedded store of {where}" if stop_server(settings.data_dir)
+               else f"the embedded store of {where} was not running")
 
 
 if __name__ == "__main__":

@@ -24,12 +24,14 @@ def gates(strict: bool, as_json: bool, data_dir: Path | None) -> None:
     """Data-quality gates over the staging tables. Exit 0 when no gate failed (warnings allowed), 1 otherwise.
 
     Results are also written to the gate_results table and data/backfill/gates.log."""
+    from backfill.data_dir import require_store
     from backfill.store import Store
     from monitor.gates import run_gates, thresholds
 
     settings = _settings(data_dir=data_dir)
     level = "strict" if strict else "relaxed"
     thresholds(settings.gates, level)  # a typo in backfill.toml is reported before the store is touched
+    require_store(settings)  # connecting would create a store (and start a server) in a directory without one
     store = Store.connect(settings)
     report = run_gates(store, settings, level, source="cli")
     if as_json:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+from collections.abc import Iterator
 from pathlib import Path
 
 FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s"
@@ -40,3 +42,29 @@ def setup_logging(path: Path | None, level: int = logging.INFO, also_stderr: boo
         root.addHandler(stream)
     for noisy in ("urllib3", "aiohttp"):  # (the store module quiets its driver itself)
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def held_until_written() -> Iterator[None]:
+    """Log lines of the block are kept in memory and written to the log files when it ends normally, dropped
+    when it raises: checks that may refuse a command create no log file (the refusal is the command's one
+    line on stderr). Lines for stderr are not held."""
+    root = logging.getLogger()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    buffers = [logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1, target=h,
+                                              flushOnClose=False) for h in files]
+    for file, buffer in zip(files, buffers):
+        buffer.setLevel(file.level)
+        root.removeHandler(file)
+        root.addHandler(buffer)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        for file, buffer in zip(files, buffers):
+            root.removeHandler(buffer)
+            root.addHandler(file)
+            if ok:
+                buffer.flush()
+            buffer.close()

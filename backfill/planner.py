@@ -119,3 +119,28 @@ def build_plan(anchor: dt.date, first_day: dt.date, last_day: dt.date, boundarie
         end = min(next_start - 1, safe_head)
         plans.append(DayPlan((day - anchor).days, day, start, end, clipped))
     return plans
+
+
+def utc_text(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def range_problem(from_date: dt.date | None, to_date: dt.date | None, genesis_ts: int | None, head: int,
+                  safe_head: int, safe_head_ts: int | None, confirmations: int) -> str | None:
+    """Why --from / --to cannot be planned on this chain, or None. A day before the genesis block's day has no
+    block and never will: planning it would record as empty a day the chain never had. A day after the safe
+    head's day has no safe block yet. The safe head's own day is planned, clipped at it."""
+    if from_date is not None and genesis_ts is not None:
+        genesis_day = dt.datetime.fromtimestamp(genesis_ts, dt.timezone.utc).date()
+        if from_date < genesis_day:
+            return f"--from {from_date} is before the chain's first block (genesis {utc_text(genesis_ts)})"
+    if safe_head_ts is None:
+        return None
+    head_day = dt.datetime.fromtimestamp(safe_head_ts, dt.timezone.utc).date()
+    where = (f"the chain's head (block {head}, {utc_text(safe_head_ts)})" if safe_head == head else
+             f"the chain's safe head (block {safe_head} = head {head} - {confirmations} confirmations, "
+             f"{utc_text(safe_head_ts)})")
+    for flag, day in (("--from", from_date), ("--to", to_date)):
+        if day is not None and day > head_day:
+            return f"{flag} {day} is after {where}"
+    return None

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
 from backfill.errors import ConfigError, EndpointUnreachable, WrongChain
-from backfill.planner import BoundarySearch, DayPlan, build_plan, day_targets
+from backfill.planner import BoundarySearch, DayPlan, build_plan, day_targets, range_problem
 from backfill.redact import endpoint_label
 from backfill.rpc import RpcClient, probe_endpoints
 from backfill.settings import Settings
@@ -42,6 +43,40 @@ async def chain_identity(rpc: RpcClient) -> tuple[int, str, int | None]:
     return chain_id, genesis.get("hash", "").lower(), int(ts, 16) if ts else None
 
 
+@dataclass(frozen=True)
+class ChainView:
+    """What the chain says before anything is written: who it is, where its history starts and ends."""
+
+    chain_id: int
+    genesis_hash: str
+    genesis_ts: int | None
+    head: int
+    safe_head: int  # head - confirmations
+    safe_head_ts: int | None  # None when the chain is shorter than the confirmations asked
+
+
+async def survey_chain(rpc: RpcClient, settings: Settings) -> ChainView:
+    """The chain's identity, genesis and safe head, read from the chain only (nothing is written)."""
+    chain_id, genesis_hash, genesis_ts = await chain_identity(rpc)
+    head = await rpc.block_number()
+    safe_head = head - settings.confirmations
+    safe_head_ts = None
+    if safe_head >= 0:
+        (_, safe_head_ts), = (await rpc.headers([safe_head])).values()
+    return ChainView(chain_id, genesis_hash, genesis_ts, head, safe_head, safe_head_ts)
+
+
+def check_range(settings: Settings, chain: ChainView) -> None:
+    """--from / --to against the chain: one ConfigError line when a day lies before its genesis day or after
+    its safe head's day (planning such a day would record an empty day the chain never had)."""
+    if chain.safe_head_ts is None and settings.from_date is not None:
+        raise ConfigError(f"the chain head {chain.head} is below the {settings.confirmations} confirmations asked")
+    problem = range_problem(settings.from_date, settings.to_date, chain.genesis_ts, chain.head, chain.safe_head,
+                            chain.safe_head_ts, settings.confirmations)
+    if problem:
+        raise ConfigError(problem)
+
+
 def check_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
     """One database per chain: refuse an endpoint of another chain than the one recorded."""
     known_id, known_genesis = store.meta_get("chain_id"), store.meta_get("genesis_hash")
@@ -70,8 +105,9 @@ async def search_boundaries(rpc: RpcClient, targets: list[int], head: int) -> li
     return search.result()
 
 
-async def plan_days(rpc: RpcClient, store: Store, settings: Settings) -> list[DayPlan]:
-    """Plan [--from, --to] (what is not planned yet, or was clipped at the head last time) and return the whole plan."""
+async def plan_days(rpc: RpcClient, store: Store, settings: Settings, chain: ChainView) -> list[DayPlan]:
+    """Plan [--from, --to] (what is not planned yet, or was clipped at the head last time) and return the whole
+    plan. `chain` is the survey the dates were checked against (`survey_chain`): its safe head bounds the plan."""
     existing = {p.day_idx: p for p in store.read_plan()}
     anchor_text = store.meta_get("plan_anchor")
     anchor = dt.date.fromisoformat(anchor_text) if anchor_text else settings.from_date
@@ -79,18 +115,13 @@ async def plan_days(rpc: RpcClient, store: Store, settings: Settings) -> list[Da
         if not existing:
             raise ConfigError("nothing is planned yet: give --from and --to (e.g. --from 2024-01-01 --to 2024-01-31)")
         return [existing[k] for k in sorted(existing)]
-    assert anchor is not None
+    assert anchor is not None and chain.safe_head_ts is not None  # check_range refused a chain too short
     if settings.from_date < anchor:
         raise ConfigError(f"this database's plan starts at {anchor}; --from {settings.from_date} is earlier. "
                           "Use another database (CLICKHOUSE_URL or --data-dir) for an earlier range")
-    head = await rpc.block_number()
-    safe_head = head - settings.confirmations
-    if safe_head < 0:
-        raise ConfigError(f"the chain head {head} is below the {settings.confirmations} confirmations asked")
-    to_date = settings.to_date
-    if to_date is None:  # up to the day of the safe head (that day clipped at it)
-        (_, head_ts), = (await rpc.headers([safe_head])).values()
-        to_date = dt.datetime.fromtimestamp(head_ts, dt.timezone.utc).date()
+    head, safe_head = chain.head, chain.safe_head
+    # up to the day of the safe head by default (that day clipped at it)
+    to_date = settings.to_date or dt.datetime.fromtimestamp(chain.safe_head_ts, dt.timezone.utc).date()
     wanted_days = [settings.from_date + dt.timedelta(days=i) for i in range((to_date - settings.from_date).days + 1)]
     missing = [d for d in wanted_days
                if (d - anchor).days not in existing or existing[(d - anchor).days].clipped]
@@ -149,4 +180,5 @@ def reopen_for_redo(store: Store, plans: list[DayPlan], first: dt.date, last: dt
     return reopened
 
 
-__all__ = ["reopen_for_redo", "check_endpoints", "chain_identity", "check_chain", "record_chain", "plan_days", "endpoint_label"]
+__all__ = ["ChainView", "reopen_for_redo", "check_endpoints", "chain_identity", "survey_chain", "check_range",
+           "check_chain", "record_chain", "plan_days", "endpoint_label"]

@@ -1,6 +1,7 @@
 """`backfill start`: check, plan, then hand the run to the supervisor: a detached one by default, this
 process with a live dashboard under --foreground, or the one already running (which is told what changed).
-Every check that can refuse the run happens before anything is written."""
+Every check that can refuse the run happens before anything is written: those that need only the chain
+(endpoints, --from / --to against genesis and the safe head) before the data directory is even created."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from backfill import pace_memory
+from backfill.data_dir import check_usable, holds_store
 from backfill.errors import StoreUnavailable, UserError
-from backfill.prepare import chain_identity, check_chain, check_endpoints, plan_days, record_chain, reopen_for_redo
+from backfill.logs import held_until_written
+from backfill.prepare import (ChainView, check_chain, check_endpoints, check_range, plan_days, record_chain,
+                              reopen_for_redo, survey_chain)
 from backfill.rpc import RpcClient
 from backfill.settings import Settings
 from backfill.status import collect, collect_offline
@@ -28,30 +33,52 @@ class RunFailed(UserError):
     exit_code = 1
 
 
-async def _prepare(settings: Settings, store_factory: Callable[[], Store]) -> tuple[Store, int]:
-    pace_memory.forget_parking(settings.log_dir / "endpoints.json")
+def _memory(settings: Settings) -> Path | None:
+    """Where endpoint pace is remembered; None while the data directory does not exist (a refused start must
+    not create it)."""
+    return settings.log_dir / "endpoints.json" if settings.data_dir.is_dir() else None
+
+
+async def _survey(settings: Settings) -> ChainView:
+    """What can be known from the chain alone: the endpoints answer, its identity, genesis and safe head.
+    Nothing is written (no data directory, no store), so a start refused here leaves no trace."""
+    await check_endpoints(settings)
+    memory = _memory(settings)
+    if memory is not None:
+        pace_memory.forget_parking(memory)
+    async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor",
+                         max_rps_per_endpoint=settings.rpc_max_rps, memory=memory) as rpc:
+        return await survey_chain(rpc, settings)
+
+
+async def _prepare(settings: Settings, chain: ChainView, store_factory: Callable[[], Store]) -> tuple[Store, int]:
+    """The checks against the store (the same chain, then the dates, the plan's anchor), then the plan."""
     async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor",
                          max_rps_per_endpoint=settings.rpc_max_rps, memory=settings.log_dir / "endpoints.json") as rpc:
-        chain_id, genesis, genesis_ts = await chain_identity(rpc)
         store = store_factory()
-        check_chain(store, chain_id, genesis)
-        plans = await plan_days(rpc, store, settings)
-        record_chain(store, chain_id, genesis, genesis_ts)
+        check_chain(store, chain.chain_id, chain.genesis_hash)
+        check_range(settings, chain)
+        plans = await plan_days(rpc, store, settings, chain)
+        record_chain(store, chain.chain_id, chain.genesis_hash, chain.genesis_ts)
         if settings.redo:
             assert settings.from_date and settings.to_date
             reopen_for_redo(store, plans, settings.from_date, settings.to_date)
-    log.info("event=prepared chain_id=%d days=%d shards=%d", chain_id, len(plans), settings.shards)
+    log.info("event=prepared chain_id=%d days=%d shards=%d", chain.chain_id, len(plans), settings.shards)
     return store, len(plans)
 
 
 def start_run(settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print) -> dict[str, Any] | None:
-    asyncio.run(check_endpoints(settings))  # before anything is written: a refused start leaves no data/
-    # One start at a time per data directory, from planning to the hand-over: a second start waits, then
-    # finds the first one's supervisor and tells it what it wants (the later shard count wins).
+    check_usable(settings.data_dir, create=True)
+    with held_until_written():
+        chain = asyncio.run(_survey(settings))
+    if not holds_store(settings):  # no chain recorded to compare with: the dates are refused before any write
+        check_range(settings, chain)
+    # One start at a time per data directory, from the first write to the hand-over: a second start waits,
+    # then finds the first one's supervisor and tells it what it wants (the later shard count wins).
     with control.start_lock(settings.log_dir, on_wait=echo):
         if settings.redo and control.running_supervisor(settings.log_dir):
             raise UserError("a run is active for this data directory; `backfill stop` it before a --redo")
-        store, n_days = asyncio.run(_prepare(settings, lambda: Store.connect(settings)))
+        store, n_days = asyncio.run(_prepare(settings, chain, lambda: Store.connect(settings)))
         running = control.running_supervisor(settings.log_dir)
         if running:
             _tell_running(settings, running, shards_explicit, echo)

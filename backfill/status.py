@@ -15,10 +15,9 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from backfill.errors import StoreUnavailable
-from backfill.redact import redact_url, scrub
+from backfill.redact import redact_text, scrub
 from backfill.settings import Settings, secret_bearing_values
 from backfill.store import Store
 
@@ -199,24 +198,6 @@ def _supervisor_part(supervisor: dict[str, Any] | None, alive: bool) -> dict[str
 
 
 # -- monitor.log: the last error (pure, plus one reader) --------------------------------------------------------
-
-_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\],]+(?<![.:;!?])")
-
-
-def _url_shown(url: str) -> str:
-    """A URL in free text, by host only: a key may be a path segment too short to look like one."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<url>"
-    base = redact_url(f"{parts.scheme}://{parts.netloc}")
-    return base + ("/***" if parts.path.strip("/") or parts.query else "")
-
-
-def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
-    """Free text made safe to print: known secrets scrubbed, every URL shown by scheme and host only."""
-    return _URL_RE.sub(lambda m: _url_shown(m[0]), scrub(text, list(secrets)))
-
 
 def _log_time(line: str) -> float | None:
     """Epoch of a log line's leading `2026-12-01T22:10:04.123Z`; None for continuation lines (tracebacks)."""

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from backfill.devnet import Anvil
-from tests.integration.harness import Chain, backfill, open_store
+from tests.integration.harness import Chain, assert_exact, backfill, clean_env, open_store
 
 KEY = "k3yS3cretAbCdEf0123456789"
 
@@ -61,16 +65,51 @@ def test_another_chain_is_refused_and_changes_nothing(chain: Chain, data_dir, fi
     assert {t: store.scalar(f"SELECT count() FROM {t}") for t in tables} == before
 
 
-def test_to_beyond_the_chain_is_refused(chain: Chain, tmp_path):
-    result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", "2030-01-01", "--confirmations", "0"],
+GENESIS = "genesis 2023-12-31 23:00:00 UTC"  # the test chain's genesis: an hour before its first day
+
+
+@pytest.mark.parametrize("dates,needle", [
+    (["--from", "2019-01-01", "--to", "2024-01-02"], f"--from 2019-01-01 is before the chain's first block ({GENESIS})"),
+    (["--from", "2023-12-30"], f"--from 2023-12-30 is before the chain's first block ({GENESIS})"),
+    (["--from", "2024-01-01", "--to", "2030-01-01"], "--to 2030-01-01 is after the chain's head (block {head}, 2024-01-10 "),
+    (["--from", "2024-01-01", "--to", "2024-01-11"], "--to 2024-01-11 is after the chain's head (block {head}, "),
+    (["--from", "2030-01-01"], "--from 2030-01-01 is after the chain's head (block {head}, "),
+    (["--from", "2030-01-01", "--to", "2030-01-02"], "--from 2030-01-01 is after the chain's head (block {head}, "),
+])
+def test_dates_off_the_chain_are_one_line_and_write_nothing(chain: Chain, tmp_path, dates, needle):
+    result = backfill(["start", "--foreground", *dates, "--confirmations", "0"], tmp_path / "data", chain)
+    assert_one_clear_line(result, needle.format(head=chain.summary["head_block"]))
+    assert result.returncode == 2
+    assert not (tmp_path / "data").exists(), "checked before the store is opened: no data directory"
+
+
+def test_the_safe_head_bounds_the_dates(chain: Chain, tmp_path):
+    result = backfill(["start", "--from", "2024-01-01", "--to", "2024-01-11", "--confirmations", "12"],
                       tmp_path / "data", chain)
+    head = chain.summary["head_block"]
+    assert_one_clear_line(result, f"is after the chain's safe head (block {head - 12} = head {head} - 12 confirmations")
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_genesis_day_and_empty_days_are_planned_as_the_chain_has_them(chain: Chain, tmp_path):
+    """From the genesis day (the chain's set-up blocks) to its first empty day (blocks, no transfer): exact."""
+    data = tmp_path / "data"
+    result = backfill(["start", "--foreground", "--from", "2023-12-31", "--to", chain.day(2), "--confirmations", "0"],
+                      data, chain, shards=2, extra_env={"BACKFILL_ON_COMPLETE": "0"})
     try:
-        assert_one_clear_line(result, "is beyond the chain")
-        store = open_store(tmp_path / "data")
-        assert store.scalar("SELECT count() FROM backfill_days") == 0
+        assert result.returncode == 0, result.stderr
+        store = open_store(data)
+        plans = {p.day.isoformat(): p for p in store.read_plan()}
+        assert list(plans) == ["2023-12-31", chain.day(0), chain.day(1), chain.day(2)]
+        assert plans["2023-12-31"].start_block == 0 and plans["2023-12-31"].n_blocks > 0
+        assert plans[chain.day(2)].n_blocks > 0
+        counts = {d: (cp["status"], cp["erc20_count"], cp["erc1155_count"]) for d, cp in store.checkpoints().items()}
+        assert counts[plans[chain.day(2)].day_idx] == ("COMPLETE", 0, 0)
+        assert_exact(store, chain)
+        store.close()
     finally:
         from backfill.embedded import stop_server
-        stop_server(tmp_path / "data")
+        stop_server(data)
 
 
 def test_every_problem_of_a_config_is_reported_at_once_and_writes_nothing(tmp_path, chain: Chain):
@@ -136,3 +175,79 @@ def test_dry_run_over_a_finished_store_shows_what_would_change_and_changes_nothi
     assert "COMPLETE, fetched again" in result.stdout and "put 2 days back to RUNNING" in result.stdout
     assert {t: store.scalar(f"SELECT count() FROM {t}") for t in before} == before
     store.close()
+
+
+NO_DATA = "no backfill data in {data} (no {what} there yet); start one with: backfill start"
+READ_ONLY = [(["status"], "store"), (["status", "--json"], "store"), (["status", "--watch"], "store"),
+             (["gates"], "store"), (["gates", "--strict", "--json"], "store"), (["logs", "monitor"], "logs"),
+             (["logs", "3", "-f"], "logs"), (["db", "stop"], "store")]
+
+
+@pytest.mark.parametrize("args,what", READ_ONLY)
+@pytest.mark.parametrize("made", [False, True], ids=["absent", "empty"])
+def test_read_only_commands_on_a_directory_without_a_run_create_nothing(tmp_path, args, what, made):
+    data = tmp_path / "data"
+    if made:
+        data.mkdir()
+    result = backfill(args, data, timeout=60)
+    assert_one_clear_line(result, NO_DATA.format(data=data, what=what))
+    assert [p.name for p in tmp_path.iterdir()] == (["data"] if made else [])
+    assert not made or not any(data.iterdir()), "no store, no server, no log file"
+
+
+@pytest.mark.parametrize("args,what", READ_ONLY)
+def test_read_only_commands_on_a_file_are_one_line(tmp_path, args, what):
+    data = tmp_path / "data"
+    data.write_text("not a directory\n")
+    result = backfill(args, data, timeout=60)
+    assert_one_clear_line(result, f"{data} is not a directory; give --data-dir")
+    assert data.read_text() == "not a directory\n"
+    result = backfill(args, data / "sub", timeout=60, cwd=tmp_path)
+    assert_one_clear_line(result, f"{data / 'sub'} cannot be a directory: {data} is a file")
+
+
+def test_start_on_a_file_is_one_line(chain: Chain, tmp_path):
+    data = tmp_path / "data"
+    data.write_text("not a directory\n")
+    result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.day(1)], data, chain)
+    assert_one_clear_line(result, f"{data} is not a directory; give --data-dir")
+    assert data.read_text() == "not a directory\n"
+
+
+def as_a_user(args: list[str], data_dir) -> subprocess.CompletedProcess:
+    """`backfill ARGS` subject to file permissions: as root, without the capabilities that bypass them."""
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    return subprocess.run([*prefix, sys.executable, "-m", "backfill.cli", *args], capture_output=True, text=True,
+                          env=clean_env(BACKFILL_DATA_DIR=str(data_dir)), cwd=data_dir.parent.parent, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root reads every directory")
+@pytest.mark.parametrize("args,what", READ_ONLY)
+def test_read_only_commands_on_a_directory_without_permission_are_one_line(tmp_path, args, what):
+    (tmp_path / "run").mkdir()
+    data = tmp_path / "run" / "data"
+    data.mkdir(mode=0)
+    try:
+        assert_one_clear_line(as_a_user(args, data), f"cannot read the data directory {data}: permission denied")
+        assert_one_clear_line(as_a_user(args, data / "x"), f"cannot read the data directory {data / 'x'}")
+        (tmp_path / "run").chmod(0o555)
+        data.chmod(0o755)
+        assert_one_clear_line(as_a_user(["start", "--from", "2024-01-01"], tmp_path / "run" / "new"),
+                              f"cannot use the data directory {tmp_path / 'run' / 'new'}: permission denied to create")
+        assert not any(data.iterdir()) and sorted(p.name for p in (tmp_path / "run").iterdir()) == ["data"]
+    finally:
+        (tmp_path / "run").chmod(0o755)
+        data.chmod(0o755)
+
+
+def test_status_with_a_configured_server_needs_no_data_directory(chain: Chain, data_dir, finished_run, tmp_path):
+    from backfill.embedded import server_url
+
+    url = server_url(data_dir)
+    assert url
+    fresh = tmp_path / "data"
+    env = {"CLICKHOUSE_URL": url.replace("http://", "http://default:@") + "/backfill"}
+    result = backfill(["status"], fresh, extra_env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"days: {chain.days}/{chain.days} complete" in result.stdout, result.stdout
+    assert not fresh.exists()

@@ -3,7 +3,7 @@
 import datetime as dt
 import random
 
-from backfill.planner import DAY_S, BoundarySearch, build_plan, day_targets, midnight_ts
+from backfill.planner import DAY_S, BoundarySearch, build_plan, day_targets, midnight_ts, range_problem
 from workers.windows import Segment, day_segments, owned, pack_windows, ranges
 
 D0 = dt.date(2024, 1, 1)
@@ -75,6 +75,24 @@ def test_days_before_genesis_have_no_blocks():
     ts = [T0 + DAY_S + 10 * i for i in range(100)]
     plans = plan_for(ts, D0, D0 + dt.timedelta(days=1))
     assert plans[0].n_blocks == 0 and plans[1].start_block == 0
+
+
+def test_dates_are_planned_only_between_the_genesis_day_and_the_safe_heads_day():
+    genesis, head_ts = T0 - 3600, T0 + 9 * DAY_S + DAY_S - 2  # 2023-12-31 23:00, 2024-01-10 23:59:58
+    ok = lambda f, t: range_problem(f, t, genesis, 20001, 20001, head_ts, 0)  # noqa: E731
+    assert ok(dt.date(2023, 12, 31), dt.date(2024, 1, 10)) is None  # the genesis day and the head's (clipped) day
+    assert ok(dt.date(2024, 1, 10), None) is None
+    assert ok(dt.date(2019, 1, 1), dt.date(2024, 1, 2)) == (
+        "--from 2019-01-01 is before the chain's first block (genesis 2023-12-31 23:00:00 UTC)")
+    assert ok(D0, dt.date(2030, 1, 1)) == (
+        "--to 2030-01-01 is after the chain's head (block 20001, 2024-01-10 23:59:58 UTC)")
+    assert ok(dt.date(2024, 1, 11), None) == (
+        "--from 2024-01-11 is after the chain's head (block 20001, 2024-01-10 23:59:58 UTC)")
+    assert range_problem(D0, dt.date(2024, 1, 11), genesis, 20013, 20001, head_ts, 12) == (
+        "--to 2024-01-11 is after the chain's safe head (block 20001 = head 20013 - 12 confirmations, "
+        "2024-01-10 23:59:58 UTC)")
+    assert range_problem(dt.date(2019, 1, 1), None, None, 5, 5, head_ts, 0) is None  # no genesis time known
+    assert range_problem(None, None, genesis, 20001, 20001, head_ts, 0) is None  # resume the stored plan
 
 
 def test_day_idx_counts_from_the_anchor():

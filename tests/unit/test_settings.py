@@ -140,7 +140,7 @@ def test_effective_settings_say_where_each_value_came_from_and_redact_secrets(tm
     assert rows["confirmations"] == (5, f"{toml}: confirmations")
     assert rows["stall_s"] == (300.0, "default")
     assert rows["gates.strict.quarantine_share"] == (0.02, f"{toml}: gates.strict.quarantine_share")
-    assert rows["rpc_urls"] == (["https://eth.example/v2/***?***"], "environment ETHEREUM_RPC_URLS")
+    assert rows["rpc_urls"] == (["https://eth.example/v2/***?apikey=***"], "environment ETHEREUM_RPC_URLS")
     assert rows["clickhouse_url"] == ("https://bob:***@ch.example:8443/eth", "environment CLICKHOUSE_URL")
     everything = repr(rows)
     assert "k3yS3cret" not in everything and "s3cr3t" not in everything and "hunter22" not in everything
