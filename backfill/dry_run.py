@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from backfill.errors import UserError
 from backfill.planner import DayPlan
-from backfill.prepare import chain_identity, check_chain, check_endpoints, plan_days, reopen_for_redo
+from backfill.prepare import check_chain, check_endpoints, check_range, plan_days, reopen_for_redo, survey_chain
 from backfill.redact import redact_url
 from backfill.rpc import RpcClient
 from backfill.settings import Settings, redact_clickhouse_url
@@ -95,16 +95,17 @@ async def _plan(settings: Settings, existing: Store | None, running: dict[str, A
     store = cast(Store, shadow)  # the planner's functions take a Store; they use only what PlanShadow has
     async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="dry-run",
                          max_rps_per_endpoint=settings.rpc_max_rps) as rpc:  # no memory: endpoints.json untouched
-        chain_id, genesis, _ = await chain_identity(rpc)
-        check_chain(store, chain_id, genesis)
+        chain = await survey_chain(rpc, settings)
+        check_chain(store, chain.chain_id, chain.genesis_hash)
+        check_range(settings, chain)  # the dates a start would refuse, refused the same way
         stored = {p.day_idx for p in shadow.read_plan()}
-        plans = await plan_days(rpc, store, settings)
+        plans = await plan_days(rpc, store, settings, chain)
         if settings.redo:
             assert settings.from_date and settings.to_date
             reopen_for_redo(store, plans, settings.from_date, settings.to_date)
     target = settings.store
     return Preview(
-        chain_id=chain_id, plans=plans, stored=stored, new_days={p.day_idx for p in shadow.days_written},
+        chain_id=chain.chain_id, plans=plans, stored=stored, new_days={p.day_idx for p in shadow.days_written},
         reopened=set(shadow.reopened), statuses={k: str(cp["status"]) for k, cp in shadow.checkpoints().items()},
         endpoints=[redact_url(u) for u in settings.rpc_urls],
         store=redact_clickhouse_url(target.url) if target.url else f"embedded store in {settings.data_dir / 'clickhouse'}",
