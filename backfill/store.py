@@ -25,7 +25,7 @@ from backfill import schema
 from backfill.errors import StoreUnavailable
 from backfill.native import NativeRows, table_block
 from backfill.planner import DayPlan
-from backfill.redact import redact_url
+from backfill.redact import redact_url, scrub
 from backfill.settings import Settings, StoreTarget
 from backfill.store_faults import BACKPRESSURE, StoreFault, classify, may_retry, retry_delay_s
 
@@ -147,6 +147,8 @@ class Store:
         self.label = label
         self.patience_s = patience_s
         self.abandon = threading.Event()  # set when the process is stopping: waiting calls give up at once
+        self.closing = threading.Event()  # set to cut a job short: new calls are refused too (not for workers,
+        # whose last window is written and checkpointed on a stop)
         self.outage = Outage(label, f"{context} " if context else "")
         # (table, columns) -> the columns' ClickHouse types. Without them clickhouse-connect asks the server
         # (DESCRIBE TABLE) before every insert: a round trip per insert, 2 of every 5 requests of a worker.
@@ -178,8 +180,7 @@ class Store:
         except (ClickHouseError, OperationalError, OSError, StoreUnavailable) as exc:
             msg = exc.reason if isinstance(exc, StoreOutage) else (
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            if target.password:
-                msg = msg.replace(target.password, "***")
+            msg = scrub(msg, [target.password] if target.password else [])
             raise StoreUnavailable(f"cannot use ClickHouse at {label}: {msg[:200]}") from None
         store.patience_s = patience_s
         if create:
@@ -216,6 +217,8 @@ class Store:
         """Run call(client); ride out outages and back-pressure as the policy says, within this store's patience."""
         started = time.monotonic()
         attempt = 0
+        if self.closing.is_set():
+            raise StoreOutage(f"not sent to ClickHouse at {self.label}: the job is being stopped ({what})", "stopping")
         while True:
             client = None
             try:

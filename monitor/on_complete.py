@@ -49,11 +49,18 @@ class OnCompleteRun:
             log.info("event=rebuild_stop_requested reason=%r step=%s", reason, self.step)
         if self._store is not None and self.step != "promote":
             self._store.abandon.set()
+            self._store.closing.set()
 
     def _on_step(self, name: str | None) -> None:
         self.step = name
-        if self._stop_reason and self._store is not None and name != "promote":
+        if self._store is None or not self._stop_reason:
+            return
+        if name == "snapshot":  # a few quick queries: how far it got is recorded, a stop or not
+            self._store.abandon.clear()
+            self._store.closing.clear()
+        elif name != "promote":
             self._store.abandon.set()
+            self._store.closing.set()
 
     def _run(self) -> None:
         from monitor.rebuild import RebuildFailed, RebuildStopped, run_on_complete_once

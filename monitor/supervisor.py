@@ -175,9 +175,13 @@ class Supervisor:
         self.write_state()
         if self.rebuild is not None:
             self.rebuild.stop("stop requested")
-            if not self.rebuild.join(self.s.stall_grace_s + 30):
+            # a promotion in progress is waited for, however long: production is never left half swapped
+            while not self.rebuild.join(self.s.stall_grace_s + 30) and self.rebuild.step == "promote":
+                log.info("event=stop_waits_for_promotion")
+            if self.rebuild.alive():
                 log.warning("event=rebuild_abandoned step=%s reason='stop requested' production=unchanged",
                             self.rebuild.step)
+            self.message = "the on-complete rebuild stopped before its end (stop requested); `backfill start` runs it again"
         self.stop_all("stop requested")
         self.phase = "stopped"
         return self.phase

@@ -131,3 +131,27 @@ def test_two_starts_at_once_both_take_effect_and_the_later_shard_count_wins(chai
         assert_exact(store, chain)
     finally:
         store.close()
+
+
+def test_stop_during_the_rebuild_stops_it_between_steps_and_the_next_start_runs_it_again(chain: Chain, run_dir):
+    """The rebuild runs beside the supervisor's loop: `stop` is heard during a long step (an operator's SQL that
+    takes 15 s), the step is cut short, production is untouched, and the next start rebuilds."""
+    slow = run_dir / "rebuild.d"
+    slow.mkdir(parents=True)
+    (slow / "10-slow.sql").write_text("SELECT sleep(3);\n" * 5)
+    start = ["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"]
+    out = backfill(start, run_dir, chain, shards=2, extra_env={"BACKFILL_AUDIT_SAMPLE": "1"})
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: supervisor_state(run_dir).get("rebuild_step") == "derived", 120, "the rebuild's derived step")
+    summary, human = status(run_dir)
+    assert "phase rebuilding, step derived" in human, human
+    t0 = time.monotonic()
+    stopped = backfill(["stop"], run_dir)
+    assert stopped.returncode == 0, stopped.stderr
+    assert time.monotonic() - t0 < 12, "the stop waited for the whole step"
+    summary, human = status(run_dir)
+    assert summary["run"]["state"] == "stopped" and "rebuild stopped before its end" in human, human
+    (slow / "10-slow.sql").unlink()
+    again = backfill(["start", "--foreground"], run_dir, chain, shards=2, extra_env={"BACKFILL_AUDIT_SAMPLE": "1"})
+    assert again.returncode == 0, again.stderr
+    assert (run_dir / "backfill" / "on-complete.log").read_text().count("event=on_complete_done") == 1
