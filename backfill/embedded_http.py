@@ -46,12 +46,13 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _PLAIN_RE = re.compile(
     r"(?P<ws>[ \t\n\r\f\v]+|[^\x00-\x7f]+)"  # non-ASCII: the engine skips Unicode spaces, refuses the rest
     r"|(?P<word>[A-Za-z_$][A-Za-z0-9_$]*)"
-    r"|(?P<number>[0-9][0-9A-Za-z_$.]*)"
+    r"|(?P<number>[0-9][0-9A-Za-z_.]*)"  # `$` after a number starts a token (a heredoc, maybe)
     r"|(?P<other>.)",
     re.S,
 )
 _HEREDOC_TAG_RE = re.compile(r"\$[A-Za-z0-9_]*\$")
 _QUOTES = "'\"`"
+_FORMAT_WORD = re.compile("format", re.I)
 
 _STATUS_BY_CODE = {
     # the ClickHouse server's exceptionCodeToHTTPStatus, by code number
@@ -292,6 +293,8 @@ def split_insert(buf: bytes, eof: bool) -> InsertSplit | NeedMore | None:
 def trailing_format(sql: str, known_formats: Mapping[str, str]) -> str | None:
     """The output format named by a trailing ``FORMAT X`` clause (``known_formats``: lower -> name): the last
     ``FORMAT X`` followed by nothing or by SETTINGS. One pass over the tokens, holding four of them."""
+    if not _FORMAT_WORD.search(sql):
+        return None
     found: str | None = None
     window: list[tuple[str, str]] = []  # the three tokens before the current one: (kind, text), oldest first
 

@@ -50,6 +50,7 @@ RECEIVE_TIMEOUT_S = 30.0     # the longest pause in a request body
 SEND_TIMEOUT_S = 30.0        # the longest a client may leave a piece of a streamed answer untaken
 DISCARD_S, DISCARD_BYTES = 10.0, 1 << 30  # the rest of a refused body is read (and dropped) within these
 AUTH_LOG_EVERY_S = 60.0      # refused credentials are logged once, then at most this often (with a count)
+JUDGE_INLINE_CHARS = 64 << 10  # longer SQL texts are judged on the pool: reading tokens is Python, ~1 µs each
 
 
 class Engine:
@@ -369,12 +370,13 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
         sql_for_log = sql[:1000]
         if not sql:
             raise eh.RequestError(62, "Empty query. (SYNTAX_ERROR)")
-        if (refused := policy.refusal(sql)) is not None:
+        judge = (policy, sql, engine.output_formats, plan.default_format)
+        refused, fmt = _judge(*judge) if len(sql) <= JUDGE_INLINE_CHARS else await engine.call(_judge, *judge)
+        if refused is not None:
             raise eh.RequestError(497, f"{refused}. (ACCESS_DENIED)")
-        if not eh.is_result_statement(sql):
+        if fmt is None:
             body, stats = await engine.call(engine.execute, plan, sql, plan.default_format)
             return web.Response(body=body, headers=_headers(engine, qid, stats))
-        fmt = eh.trailing_format(sql, engine.output_formats) or plan.default_format
         return await _select(request, engine, plan, qid, sql, fmt)
     except Exception as ex:  # noqa: BLE001 - every failure becomes a ClickHouse-style error answer
         code = ex.code if isinstance(ex, eh.RequestError) else eh.error_code(str(ex))
@@ -387,6 +389,14 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
         else:
             await _discard(request)  # so a client still sending its body reads this answer, not a broken pipe
         return resp
+
+
+def _judge(policy: Policy, sql: str, formats: dict[str, str], default_format: str) -> tuple[str | None, str | None]:
+    """(why the statement is refused or None, its output format or None when it has no result set)."""
+    refused = policy.refusal(sql)
+    if refused is not None or not eh.is_result_statement(sql):
+        return refused, None
+    return None, eh.trailing_format(sql, formats) or default_format
 
 
 async def _insert(request, engine, plan, qid, split, buf, chunks) -> web.Response:
