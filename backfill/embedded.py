@@ -1,7 +1,8 @@
 """The embedded store: one local process owns chDB for ``<data_dir>/clickhouse/`` and serves it over
 ClickHouse's HTTP interface on 127.0.0.1, so workers, the CLI, clickhouse-connect and curl can all use
 it at once (chDB allows one process per data directory). Only that server process imports chDB
-(``backfill.embedded_server``); this module is the light side every other process uses.
+(``backfill.embedded_server`` and its ``embedded_engine``); this module is the light side every other
+process uses.
 
     url = ensure_server(data_dir)      # find the live server or start one detached; returns its URL
     server_alive(data_dir)             # does a process serve it? (the supervisor restarts a dead one)
@@ -286,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # the environment / backfill.toml of whoever started the server (a command, `backfill db serve`)
         allow_external = load_settings({"data_dir": args.data_dir}).embedded_allow_external
-    except ConfigError as ex:
-        log.error("not started: %s", ex)
-        return 2
+    except ConfigError as ex:  # another setting is wrong: its command says so; the store stays closed
+        log.warning("settings not readable (%s): statements reaching outside the store stay refused", ex)
+        allow_external = False
     try:
         serve(args.data_dir, args.host, args.port, args.threads, args.idle_exit_s, allow_external)
     except StoreBusy as ex:

@@ -144,7 +144,8 @@ class Policy:
     engines: frozenset[str] = EXTERNAL_ENGINES
 
     @classmethod
-    def for_engine(cls, table_functions: Iterable[str], engines: Iterable[str], allow_external: bool = False) -> "Policy":
+    def for_engine(cls, table_functions: Iterable[str], engines: Iterable[str],
+                   allow_external: bool = False) -> "Policy":
         listed_functions = {n.lower() for n in table_functions}
         listed_engines = {n.lower() for n in engines}
         return cls(allow_external,

@@ -125,8 +125,8 @@ def test_without_the_credential_curl_gets_401_and_ping_stays_open(store: Store) 
 def test_with_the_credential_select_1_works_in_each_way_clickhouse_takes_it(store: Store) -> None:
     c = store.credential
     assert curl(store.url, "SELECT 1", "-u", store.auth)[::2] == (200, b"1\n")
-    assert curl(store.url, "SELECT 1", "-H", f"X-ClickHouse-User: {c.user}", "-H", f"X-ClickHouse-Key: {c.password}")[::2] \
-        == (200, b"1\n")
+    headers = ["-H", f"X-ClickHouse-User: {c.user}", "-H", f"X-ClickHouse-Key: {c.password}"]
+    assert curl(store.url, "SELECT 1", *headers)[::2] == (200, b"1\n")
     assert curl(store.url + f"/?user={c.user}&password={c.password}", None, body=b"SELECT 1")[::2] == (200, b"1\n")
     basic = base64.b64encode(store.auth.encode()).decode()
     assert curl(store.url + "/replicas_status", None, "-H", f"Authorization: Basic {basic}")[::2] == (200, b"Ok.\n")
