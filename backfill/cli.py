@@ -357,7 +357,37 @@ def db_serve(port: int, data_dir: Path | None) -> None:
     from backfill.embedded import serve
 
     settings = _settings(data_dir=data_dir)
-    serve(settings.data_dir, port=port)
+    serve(settings.data_dir, port=port, allow_external=settings.embedded_allow_external)
+
+
+@db.command("credentials")
+@click.option("--curl", "as_curl", is_flag=True, help="Print a ready curl command line instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print {url, user, password} as JSON.")
+@data_dir_option
+@user_errors
+def db_credentials(as_curl: bool, as_json: bool, data_dir: Path | None) -> None:
+    """Print how other clients reach the embedded store: its URL, user and password (starts it if needed).
+
+    The port changes when an on-demand server restarts (`backfill db serve --port P` keeps one). A password on a
+    command line is visible to other local users in `ps`: in scripts, prefer reading it from --json."""
+    import shlex
+
+    from backfill.embedded import client_access
+
+    settings = _settings(data_dir=data_dir)
+    if settings.clickhouse_url:
+        raise UserError("CLICKHOUSE_URL is set: the store is that server, and its credential is in that URL")
+    try:
+        url, credential = client_access(settings.data_dir)
+    except PermissionError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        click.echo(orjson.dumps({"url": url, "user": credential.user, "password": credential.password}).decode())
+    elif as_curl:
+        auth = shlex.quote(f"{credential.user}:{credential.password}")
+        click.echo(f"curl -sS -u {auth} {shlex.quote(url + '/')} --data-binary 'SELECT 1'")
+    else:
+        click.echo(f"url       {url}\nuser      {credential.user}\npassword  {credential.password}")
 
 
 @db.command("stop")

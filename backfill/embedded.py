@@ -1,12 +1,18 @@
 """The embedded store: one local process owns chDB for ``<data_dir>/clickhouse/`` and serves it over
 ClickHouse's HTTP interface on 127.0.0.1, so workers, the CLI, clickhouse-connect and curl can all use
 it at once (chDB allows one process per data directory). Only that server process imports chDB
-(``backfill.embedded_server``); this module is the light side every other process uses.
+(``backfill.embedded_server`` and its ``embedded_engine``); this module is the light side every other
+process uses.
 
     url = ensure_server(data_dir)      # find the live server or start one detached; returns its URL
     server_alive(data_dir)             # does a process serve it? (the supervisor restarts a dead one)
     stop_server(data_dir)              # SIGTERM and wait: data durable, server.json removed
+    read_credential(data_dir)          # the user and password every request but /ping must present
     python -m backfill.embedded --data-dir D [--port P]    # serve in the foreground
+
+The server serves its owner only: on first start it writes a random credential to
+``<data_dir>/clickhouse/credentials.json`` (mode 0600, the directory 0700 when it creates it), which the
+project's own clients read (``backfill.store``) and ``backfill db credentials`` prints for other clients.
 """
 
 from __future__ import annotations
@@ -17,16 +23,21 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from backfill.embedded_guard import STORE_USER, Credential
+
 log = logging.getLogger("backfill.embedded")
 
 LOCK_NAME, INFO_NAME, START_LOCK_NAME = "server.lock", "server.json", "start.lock"
+CREDENTIALS_NAME = "credentials.json"
 _SPAWNED: list[subprocess.Popen] = []
 
 
@@ -40,6 +51,65 @@ IDLE_EXIT_S = 1800.0
 
 def store_dir(data_dir: Path) -> Path:
     return Path(data_dir).resolve() / "clickhouse"
+
+
+def make_store_dir(data_dir: Path) -> Path:
+    """``<data_dir>/clickhouse``, created owner-only if it is not there yet (an existing one keeps its mode)."""
+    path = store_dir(data_dir)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _parse_credential(text: str) -> Credential | None:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    user, password = (doc.get("user"), doc.get("password")) if isinstance(doc, dict) else (None, None)
+    if isinstance(user, str) and isinstance(password, str) and user and password:
+        return Credential(user, password)
+    return None
+
+
+def read_credential(data_dir: Path) -> Credential | None:
+    """The credential of the data directory's store, for a client; None if there is none (yet) or it is not
+    readable by this user (then this user is not the store's owner)."""
+    try:
+        return _parse_credential((store_dir(data_dir) / CREDENTIALS_NAME).read_text())
+    except OSError:
+        return None
+
+
+def ensure_credential(data_dir: Path) -> Credential:
+    """The server's credential: the stored one if it is a regular file of this user readable by nobody else,
+    else a new random one written owner-only (a credential others could read or plant is not kept)."""
+    path = store_dir(data_dir) / CREDENTIALS_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        fd = -1
+    except OSError as ex:  # a symlink, or not readable
+        log.warning("credential %s unusable (%s): writing a new one", path, ex.strerror)
+        fd = -1
+    if fd >= 0:
+        with os.fdopen(fd) as f:
+            st = os.fstat(f.fileno())
+            private = stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+            credential = _parse_credential(f.read()) if private else None
+        if credential is not None:
+            return credential
+        log.warning("credential %s is not an owner-only file of this user or is damaged: writing a new one", path)
+    credential = Credential(STORE_USER, secrets.token_urlsafe(24))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # whatever the umask
+        f.write(json.dumps({"user": credential.user, "password": credential.password}))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return credential
 
 
 def lock_file(path: Path, wait_s: float = 0.0) -> int:
@@ -61,16 +131,18 @@ def lock_file(path: Path, wait_s: float = 0.0) -> int:
 
 
 def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int | None = None,
-          idle_exit_s: float | None = None) -> None:
+          idle_exit_s: float | None = None, allow_external: bool = False) -> None:
     """Serve ``<data_dir>/clickhouse`` until SIGTERM/SIGINT (or idle_exit_s without a request). Raises StoreBusy
-    if already served."""
+    if already served. ``allow_external``: run statements that reach outside the store (files, URLs, other
+    servers); refused by default (``backfill.embedded_guard``)."""
     from backfill.embedded_server import serve_async
 
     if not logging.getLogger().handlers:  # start/stop/failed-query lines need somewhere to go
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
-    asyncio.run(serve_async(Path(data_dir), host, port, threads or max(4, 2 * (os.cpu_count() or 1)), idle_exit_s))
+    asyncio.run(serve_async(Path(data_dir), host, port, threads or max(4, 2 * (os.cpu_count() or 1)), idle_exit_s,
+                            allow_external))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -146,8 +218,7 @@ def ensure_server(data_dir: Path, timeout_s: float = 30) -> str:
     deadline = time.monotonic() + timeout_s
     if url := server_url(data_dir):
         return url
-    path = store_dir(data_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    path = make_store_dir(data_dir)
     start_fd = os.open(path / START_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         while True:  # one starter at a time; the others wait here and then find the server
@@ -171,6 +242,15 @@ def ensure_server(data_dir: Path, timeout_s: float = 30) -> str:
         raise TimeoutError(f"embedded store for {data_dir} not ready after {timeout_s}s; see {log_path}")
     finally:
         os.close(start_fd)
+
+
+def client_access(data_dir: Path) -> tuple[str, Credential]:
+    """The URL of the data directory's server (started if none runs) and the credential to present to it."""
+    url = ensure_server(data_dir)
+    credential = read_credential(data_dir)
+    if credential is None:
+        raise PermissionError(f"cannot read {store_dir(data_dir) / CREDENTIALS_NAME}: only the store's owner can")
+    return url, credential
 
 
 def stop_server(data_dir: Path, timeout_s: float = 30) -> bool:
@@ -202,8 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-exit-s", type=float, default=None, help="stop after this long without a request")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from backfill.errors import ConfigError
+    from backfill.settings import load_settings
+
+    try:  # the environment / backfill.toml of whoever started the server (a command, `backfill db serve`)
+        allow_external = load_settings({"data_dir": args.data_dir}).embedded_allow_external
+    except ConfigError as ex:  # another setting is wrong: its command says so; the store stays closed
+        log.warning("settings not readable (%s): statements reaching outside the store stay refused", ex)
+        allow_external = False
     try:
-        serve(args.data_dir, args.host, args.port, args.threads, args.idle_exit_s)
+        serve(args.data_dir, args.host, args.port, args.threads, args.idle_exit_s, allow_external)
     except StoreBusy as ex:
         log.error("not started: %s", ex)
         return 3

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 DEFAULT_FORMAT = "TabSeparated"
 MAX_QUERY_HEAD = 262144  # ClickHouse's max_query_size: an INSERT's statement must fit in it
@@ -40,22 +40,28 @@ RESULT_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXIS
 
 _CODE_RE = re.compile(r"Code: (\d+)\.")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-_TOKEN_RE = re.compile(
-    r"(?P<ws>\s+)"
-    r"|(?P<comment>--[^\n]*|#[^\n]*|/\*.*?\*/)"
-    r"|(?P<quoted>'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`(?:[^`\\]|\\.|``)*`)"
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)"
-    r"|(?P<number>[0-9][0-9A-Za-z_.]*)"
+# The engine's lexer (ClickHouse src/Parsers/Lexer.cpp), as far as it decides what is code: strings, quoted
+# identifiers and heredocs end where the engine ends them, comments are what it skips. A check of the code (the
+# guard's) is only as good as this agreement; tests hold it to the engine on the tricky cases.
+_PLAIN_RE = re.compile(
+    r"(?P<ws>[ \t\n\r\f\v]+|[^\x00-\x7f]+)"  # non-ASCII: the engine skips Unicode spaces, refuses the rest
+    r"|(?P<word>[A-Za-z_$][A-Za-z0-9_$]*)"
+    r"|(?P<number>[0-9][0-9A-Za-z_.]*)"  # `$` after a number starts a token (a heredoc, maybe)
     r"|(?P<other>.)",
     re.S,
 )
+_HEREDOC_TAG_RE = re.compile(r"\$[A-Za-z0-9_]*\$")
+_QUOTES = "'\"`"
+_FORMAT_WORD = re.compile("format", re.I)
 
 _STATUS_BY_CODE = {
     # the ClickHouse server's exceptionCodeToHTTPStatus, by code number
     **dict.fromkeys((6, 8, 15, 25, 26, 27, 36, 37, 38, 41, 44, 53, 62, 72, 117, 123, 167, 168, 223, 321, 376,
                      427, 441, 675, 676), 400),
     **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 78, 81, 115, 152, 336, 511), 404),
-    **dict.fromkeys((497, 516), 403),
+    497: 403,  # ACCESS_DENIED
+    516: 401,  # AUTHENTICATION_FAILED (ClickHouse says 403; 401 tells HTTP clients to send a credential)
+    202: 503,  # TOO_MANY_SIMULTANEOUS_QUERIES
     48: 501,
     159: 408,
     229: 413,
@@ -155,15 +161,77 @@ def set_statement(settings: Mapping[str, str]) -> str | None:
     return "SET " + ", ".join(f"{n} = {quote_string(settings[n])}" for n in names)
 
 
-def _tokens(text: str, pos: int = 0):
-    for m in _TOKEN_RE.finditer(text, pos):
-        kind = m.lastgroup
-        if kind not in ("ws", "comment"):
-            yield kind, m.start(), m.end()
+def _quoted_end(text: str, pos: int) -> int:
+    """End of the quoted token opening at ``pos`` (backslash escapes, a doubled quote), or -1 if unterminated."""
+    quote, i = text[pos], pos + 1
+    while True:
+        q, b = text.find(quote, i), text.find("\\", i)
+        if q < 0:
+            return -1
+        if 0 <= b < q:
+            i = b + 2
+        elif q + 1 < len(text) and text[q + 1] == quote:
+            i = q + 2
+        else:
+            return q + 1
+
+
+def _comment_end(text: str, pos: int) -> int:
+    """End of the comment opening at ``pos``, 0 if none opens there, -1 if a ``/*`` is never closed (nested)."""
+    two = text[pos:pos + 2]
+    if two in ("--", "//") or two in ("# ", "#!"):
+        end = text.find("\n", pos)
+        return len(text) if end < 0 else end
+    if two != "/*":
+        return 0
+    depth, i = 1, pos + 2
+    while depth:
+        opens, closes = text.find("/*", i), text.find("*/", i)
+        if closes < 0:
+            return -1
+        if 0 <= opens < closes:
+            depth, i = depth + 1, opens + 2
+        else:
+            depth, i = depth - 1, closes + 2
+    return i
+
+
+def tokens(text: str, pos: int = 0) -> Iterator[tuple[str, int, int]]:
+    """(kind, start, end) of each significant token: ``word``, ``number``, ``quoted`` (a string, a quoted
+    identifier or a heredoc: see ``text[start]``) or ``other`` (one character). Whitespace and comments are
+    skipped; an unterminated quote or comment comes out as ``other`` (the engine refuses the statement)."""
+    n = len(text)
+    while pos < n:
+        c = text[pos]
+        if c in _QUOTES:
+            end = _quoted_end(text, pos)
+            if end < 0:
+                yield "other", pos, pos + 1
+                pos += 1
+            else:
+                yield "quoted", pos, end
+                pos = end
+            continue
+        if c in "-/#":
+            end = _comment_end(text, pos)
+            if end > 0:
+                pos = end
+                continue
+        elif c == "$" and (tag := _HEREDOC_TAG_RE.match(text, pos)):
+            close = text.find(tag.group(), tag.end())
+            if close >= 0:
+                yield "quoted", pos, close + len(tag.group())
+                pos = close + len(tag.group())
+                continue
+        m = _PLAIN_RE.match(text, pos)
+        assert m is not None  # `other` takes any one character
+        if m.lastgroup != "ws":
+            yield m.lastgroup, pos, m.end()  # type: ignore[misc]
+        pos = m.end()
 
 
 def leading_keyword(sql: str) -> str:
-    for kind, start, end in _tokens(sql):
+    for kind, start, end in tokens(sql):
         return sql[start:end].upper() if kind == "word" else sql[start:end]
     return ""
 
@@ -181,7 +249,7 @@ def split_insert(buf: bytes, eof: bool) -> InsertSplit | NeedMore | None:
     """
     text = bytes(buf[:MAX_QUERY_HEAD]).decode("latin-1")  # 1 byte = 1 char, so offsets are byte offsets
     depth, prev, first = 0, "", True
-    toks = _tokens(text)
+    toks = tokens(text)
     for kind, start, end in toks:
         if not eof and end >= len(text):
             return NEED_MORE  # this token may continue in the next chunk
@@ -223,17 +291,30 @@ def split_insert(buf: bytes, eof: bool) -> InsertSplit | NeedMore | None:
 
 
 def trailing_format(sql: str, known_formats: Mapping[str, str]) -> str | None:
-    """The output format named by a trailing ``FORMAT X`` clause (``known_formats``: lower -> name)."""
-    toks = [(k, sql[s:e]) for k, s, e in _tokens(sql)]
-    while toks and toks[-1][1] == ";":
-        toks.pop()
-    for i in range(len(toks) - 2, 0, -1):
-        kind, tok = toks[i]
-        if kind == "word" and tok.upper() == "FORMAT" and toks[i + 1][0] == "word":
-            rest = toks[i + 2:]
-            if (not rest or rest[0][1].upper() == "SETTINGS") and toks[i - 1][1] != ".":
-                return known_formats.get(toks[i + 1][1].lower())
-    return None
+    """The output format named by a trailing ``FORMAT X`` clause (``known_formats``: lower -> name): the last
+    ``FORMAT X`` followed by nothing or by SETTINGS. One pass over the tokens, holding four of them."""
+    if not _FORMAT_WORD.search(sql):
+        return None
+    found: str | None = None
+    window: list[tuple[str, str]] = []  # the three tokens before the current one: (kind, text), oldest first
+
+    def format_clause(following: str | None) -> bool:
+        if len(window) < 3:
+            return False
+        (_, before), (kind, tok), (name_kind, _name) = window
+        return kind == "word" and tok.upper() == "FORMAT" and name_kind == "word" and before != "." and \
+            (following is None or following.upper() == "SETTINGS")
+
+    for kind, start, end in tokens(sql):
+        tok = sql[start:end]
+        if tok == ";":  # only a trailing one is valid: the engine takes one statement per request
+            continue
+        if format_clause(tok):
+            found = known_formats.get(window[2][1].lower())
+        window = [*window[-2:], (kind, tok)]
+    if format_clause(None):
+        found = known_formats.get(window[2][1].lower())
+    return found
 
 
 def error_code(message: str) -> int:
@@ -276,15 +357,19 @@ def exception_block(message: str, tag: str) -> bytes:
 
 
 class BodyDecoder:
-    """Incremental Content-Encoding decoder (gzip, deflate, lz4 frames, zstd frames)."""
+    """Incremental Content-Encoding decoder (gzip, deflate, lz4 frames, zstd frames), bounded: it never expands
+    more than ``chunk_bytes`` at a time, and refuses a body once it has expanded to more than ``limit`` bytes
+    (a compression bomb is a few MB that would expand to many GB). ``limit`` may be changed between feeds."""
 
     SUPPORTED = ("gzip", "deflate", "lz4", "zstd")
 
-    def __init__(self, encoding: str):
+    def __init__(self, encoding: str, limit: int, chunk_bytes: int = 1 << 20):
         self.encoding = encoding.strip().lower()
         if self.encoding not in self.SUPPORTED:
             raise RequestError(89, f"Unsupported Content-Encoding '{encoding}': the embedded store accepts "
                                    f"{', '.join(self.SUPPORTED)} or none. (UNKNOWN_COMPRESSION_METHOD)")
+        self.limit, self.chunk_bytes, self.decoded = limit, chunk_bytes, 0
+        self._tail = b""  # zlib's input not yet expanded (its decompressobj hands it back)
         self._new()  # fails early if the codec's module is missing
 
     def _new(self):
@@ -308,12 +393,31 @@ class BodyDecoder:
                                            "use compress=False. (UNKNOWN_COMPRESSION_METHOD)") from ex
             self._d = zstd.ZstdDecompressor()
 
-    def feed(self, data: bytes) -> bytes:
-        out = []
-        while data:
-            out.append(self._d.decompress(data))
-            if not self._d.eof:
-                break
-            data = self._d.unused_data  # the next frame / gzip member
-            self._new()
-        return b"".join(out)
+    def _expand(self, data: bytes) -> tuple[bytes, bool]:
+        """At most chunk_bytes of output; and whether the decoder wants more input before it can give more."""
+        if self.encoding in ("gzip", "deflate"):
+            out = self._d.decompress(self._tail + data, self.chunk_bytes)
+            self._tail = self._d.unconsumed_tail
+            return out, not self._tail and len(out) < self.chunk_bytes
+        out = self._d.decompress(data, self.chunk_bytes)
+        return out, self._d.needs_input
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of ``data``, in pieces of at most chunk_bytes."""
+        while True:
+            out, needs_input = self._expand(data)
+            data = b""
+            if out:
+                self.decoded += len(out)
+                if self.decoded > self.limit:
+                    raise RequestError(229, f"The request body expands to more than {self.limit} bytes "
+                                            f"({self.encoding}); the embedded store refuses it. (QUERY_IS_TOO_LARGE)")
+                yield out
+            if self._d.eof:
+                data = self._d.unused_data  # the next frame / gzip member
+                if not data:
+                    return
+                self._new()
+                self._tail = b""
+            elif needs_input:
+                return

@@ -1,9 +1,12 @@
-"""The embedded store's server process: chDB behind an aiohttp ClickHouse-HTTP front end.
+"""The embedded store's server process: chDB (``backfill.embedded_engine``) behind an aiohttp ClickHouse-HTTP
+front end. Start it with ``backfill.embedded.serve`` or ``python -m backfill.embedded``.
 
-Every request gets its own chDB connection (opening one costs ~0.3 ms), so ``database``, settings and
-``USE``/``SET`` never leak between requests; statements run on a thread pool, because chDB runs the
-queries of different connections in parallel. Start it with ``backfill.embedded.serve`` or
-``python -m backfill.embedded``; this is the only module that imports chDB.
+It serves its owner only and within bounds: every request but ``/ping`` presents the data directory's
+credential; statements that reach outside the store are refused unless allowed (``backfill.embedded_guard``);
+the SQL text of a request is read up to MAX_QUERY_BYTES, insert data is streamed to the engine in pieces and
+a compressed body may expand to MAX_INSERT_BYTES; a connection that does not finish its headers within
+HEADER_TIMEOUT_S, or pauses longer than RECEIVE_TIMEOUT_S / SEND_TIMEOUT_S while sending its body or
+taking the answer, is dropped; beyond MAX_REQUESTS at once a request gets 503 at once.
 """
 
 from __future__ import annotations
@@ -15,164 +18,41 @@ import os
 import secrets
 import signal
 import socket
-import threading
 import time
 import uuid
-from typing import Any
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from backfill import embedded_http as eh
-from backfill.embedded import INFO_NAME, LOCK_NAME, lock_file, store_dir
+from backfill.embedded import INFO_NAME, LOCK_NAME, ensure_credential, lock_file, make_store_dir
+from backfill.embedded_engine import Engine
+from backfill.embedded_guard import Credential, Policy, auth_failure, authenticated, presented
 
 log = logging.getLogger("backfill.embedded")
 
 APPEND_BYTES = 16 << 20   # insert data is handed to chDB in pieces of at most this size
-FIRST_BYTES = 1 << 20     # results up to this size are answered whole (Content-Length, full summary)
 DISPLAY_NAME = "backfill-embedded"
 DRAIN_S = 30.0            # on SIGTERM, running requests get this long to finish
-
-
-class Engine:
-    """chDB for one directory; all methods but ``call`` block and run on the pool."""
-
-    def __init__(self, path: Path, threads: int):
-        import chdb  # noqa: F401  (bootstraps the engine library)
-        from chdb import _chdb
-
-        self._chdb, self.path, self._open = _chdb, str(path), set()
-        self._lock = threading.Lock()
-        self.anchor = _chdb.connect(self.path)  # keeps the engine up while requests come and go
-        row = self.anchor.query("SELECT version(), timezone()", "TabSeparated").bytes().decode()
-        self.version, self.timezone = row.strip().split("\t")
-        names = self.anchor.query("SELECT name FROM system.formats WHERE is_output", "TabSeparated")
-        self.output_formats = {n.lower(): n for n in names.bytes().decode().split()}
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="chdb")
-
-    async def call(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    def connect(self, plan: eh.RequestPlan):
-        conn = self._chdb.connect(self.path)
-        with self._lock:
-            self._open.add(conn)
-        try:
-            if plan.database != "default":
-                conn.query(f"USE {eh.quote_identifier(plan.database)}", "TabSeparated")
-            set_sql = eh.set_statement(plan.settings)
-            if set_sql:
-                conn.query(set_sql, "TabSeparated")
-        except BaseException:
-            self.release(conn)
-            raise
-        return conn
-
-    def release(self, conn) -> None:
-        with self._lock:
-            self._open.discard(conn)
-        conn.close()
-
-    def execute(self, plan: eh.RequestPlan, sql: str, fmt: str):
-        conn = self.connect(plan)
-        try:
-            res = conn.query(sql, fmt, params=plan.params)
-            stats = eh.summary(res.rows_read(), res.bytes_read(), res.rows_written(), res.bytes_written(),
-                               res.rows_read(), res.elapsed())
-            return res.bytes(), stats
-        finally:
-            self.release(conn)
-
-    def begin_select(self, plan: eh.RequestPlan, sql: str, fmt: str):
-        """Run a result statement; returns (first bytes, stats, next_chunk or None when complete)."""
-        conn = self.connect(plan)
-        try:
-            stream = conn.send_query(sql, fmt, params=plan.params)
-        except RuntimeError as ex:
-            if "Streaming query is not supported" not in str(ex):
-                self.release(conn)
-                raise
-            try:
-                res = conn.query(sql, fmt, params=plan.params)
-                return res.bytes(), eh.summary(res.rows_read(), res.bytes_read(), result_rows=res.rows_read(),
-                                               elapsed_s=res.elapsed()), None
-            finally:
-                self.release(conn)
-        state = {"rows": 0, "bytes": 0, "elapsed": 0.0, "done": False}
-
-        def next_chunk() -> bytes:
-            data = b""
-            if state["done"]:
-                return data
-            try:
-                res = conn.streaming_fetch_result(stream)
-                if res is not None:  # an empty chunk ends the stream (a JSON footer comes with 0 rows)
-                    data = res.bytes()
-                    state["rows"] += res.rows_read()
-                    state["bytes"] += res.bytes_read()
-                    state["elapsed"] = max(state["elapsed"], res.elapsed())
-            finally:
-                if not data:
-                    state["done"] = True
-                    self.release(conn)
-            return data
-
-        def cancel() -> None:
-            if not state["done"]:
-                state["done"] = True
-                try:
-                    conn.streaming_cancel_query(stream)
-                finally:
-                    self.release(conn)
-
-        first = bytearray()
-        while len(first) < FIRST_BYTES:
-            chunk = next_chunk()
-            if not chunk:
-                break
-            first += chunk
-        rows = state["rows"]
-        stats = eh.summary(rows, state["bytes"], result_rows=rows, elapsed_s=state["elapsed"])
-        next_chunk.cancel = cancel
-        return bytes(first), stats, (None if state["done"] else next_chunk)
-
-    def begin_insert(self, plan: eh.RequestPlan, statement: str, fmt: str):
-        conn = self.connect(plan)
-        try:
-            return conn, conn.send_insert(statement, fmt)
-        except BaseException:
-            self.release(conn)
-            raise
-
-    def append(self, conn, handle, data: bytes) -> None:
-        conn.insert_append(handle, data)
-
-    def finish_insert(self, conn, handle, cancel: bool = False):
-        try:
-            if cancel:  # after a failure: keep the first error, not one from the abort
-                try:
-                    conn.insert_cancel(handle)
-                except Exception as ex:  # noqa: BLE001
-                    log.debug("insert cancel failed: %s", ex)
-                return None
-            res = conn.insert_done(handle)
-            rows, size = res.rows_written(), res.bytes_written()
-            return eh.summary(rows, size, rows, size, 0, res.elapsed())
-        finally:
-            self.release(conn)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        for conn in list(self._open):
-            self.release(conn)
-        self.anchor.close()
+MAX_QUERY_BYTES = 16 << 20   # the SQL text of a request (query parameter + body), which is read whole
+MAX_INSERT_BYTES = 4 << 30   # what a compressed insert body may expand to (plain data streams unbounded)
+DECODE_BYTES = 1 << 20       # a compressed body is expanded this much at a time
+MAX_REQUESTS = 64            # requests served at once; the next ones get 503 (TOO_MANY_SIMULTANEOUS_QUERIES)
+HEADER_TIMEOUT_S = 20.0      # to send a request's headers, from the connection or the previous answer
+RECEIVE_TIMEOUT_S = 30.0     # the longest pause in a request body
+SEND_TIMEOUT_S = 30.0        # the longest a client may leave a piece of a streamed answer untaken
+DISCARD_S, DISCARD_BYTES = 10.0, 1 << 30  # the rest of a refused body is read (and dropped) within these
+AUTH_LOG_EVERY_S = 60.0      # refused credentials are logged once, then at most this often (with a count)
+JUDGE_INLINE_CHARS = 64 << 10  # longer SQL texts are judged on the pool: reading tokens is Python, ~1 µs each
 
 
 ENGINE = web.AppKey("engine", Engine)
+CREDENTIAL = web.AppKey("credential", Credential)
 STOPPING = web.AppKey("stopping", bool)
 ACTIVE = web.AppKey("active", set)
 LAST_REQUEST = web.AppKey("last_request", float)
+AUTH_LOG = web.AppKey("auth_log", dict)  # refused credentials: {"refused": n since the last line, "at": time}
 
 
 def _headers(engine: Engine, qid: str, stats: dict | None = None, fmt: str | None = None) -> dict:
@@ -186,34 +66,110 @@ def _headers(engine: Engine, qid: str, stats: dict | None = None, fmt: str | Non
     return h
 
 
-async def _body(request: web.Request, decoder: eh.BodyDecoder | None):
-    async for chunk in request.content.iter_any():
-        chunk = decoder.feed(chunk) if decoder else chunk
-        if chunk:
-            yield chunk
+def _error(engine: Engine, code: int, message: str, qid: str = "") -> web.Response:
+    """A ClickHouse-style error answer: the status the code maps to, the code in a header, the text as body."""
+    headers = _headers(engine, qid or str(uuid.uuid4()))
+    headers["X-ClickHouse-Exception-Code"] = str(code)
+    if code == 516:
+        headers["WWW-Authenticate"] = 'Basic realm="backfill embedded store", charset="UTF-8"'
+    return web.Response(status=eh.http_status(code), text=eh.error_body(message, engine.version), headers=headers)
 
 
-async def _drain(request: web.Request, limit: int = 1 << 30) -> None:
+def _log_refused_credential(app: web.Application, request: web.Request, user: str) -> None:
+    """One line for the first refusal, then one a minute at most, with the count: a scan cannot flood the log.
+    The user name is shown (truncated); what was presented as the password never is."""
+    state = app[AUTH_LOG]
+    state["refused"] += 1
+    now = time.monotonic()
+    if now - state["at"] >= AUTH_LOG_EVERY_S:
+        log.warning("refused a request without the store's credential: user=%r peer=%s path=%s (%d refused since "
+                    "the last such line)", user[:64], request.remote, request.path, state["refused"])
+        state["refused"], state["at"] = 0, now
+
+
+def _admission(request: web.Request) -> web.Response | None:
+    """The answer for a request that is not let in (no valid credential, shutting down, too many requests
+    at once), or None. Headers only: decided before a byte of the body is read."""
+    app, engine = request.app, request.app[ENGINE]
+    user, password = presented(request.headers, request.query)
+    if not authenticated(user, password, app[CREDENTIAL]):
+        _log_refused_credential(app, request, user)
+        return _error(engine, 516, auth_failure(user))
+    if app[STOPPING]:  # draining for shutdown: finish what runs, take nothing new
+        resp = _error(engine, 236, "Code: 236. DB::Exception: The embedded store is shutting down. (ABORTED)")
+        resp.force_close()
+        return resp
+    if len(app[ACTIVE]) >= MAX_REQUESTS:
+        resp = _error(engine, 202, f"Code: 202. DB::Exception: Too many simultaneous queries: the embedded store "
+                                   f"serves {MAX_REQUESTS} requests at once. (TOO_MANY_SIMULTANEOUS_QUERIES)")
+        resp.headers["Retry-After"] = "1"
+        return resp
+    return None
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: a request that is not let in is answered before its body is sent."""
+    refusal = _admission(request)
+    if refusal is not None:
+        refusal.force_close()  # the client holds its body back; nothing of it follows on this connection
+        return refusal
+    if request.version == (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    return None
+
+
+async def _read(request: web.Request) -> bytes:
+    """The next piece of the body (b"" at its end); a pause longer than RECEIVE_TIMEOUT_S ends the request."""
     try:
-        while limit > 0 and (chunk := await request.content.readany()):
-            limit -= len(chunk)
-    except Exception:  # noqa: BLE001 - the client went away: nothing to answer
+        async with asyncio.timeout(RECEIVE_TIMEOUT_S):
+            return await request.content.readany()
+    except TimeoutError:
+        raise eh.RequestError(159, f"Timeout exceeded while reading the request body: nothing came for "
+                                   f"{RECEIVE_TIMEOUT_S:.0f}s. (TIMEOUT_EXCEEDED)") from None
+
+
+async def _body(request: web.Request, decoder: eh.BodyDecoder | None):
+    while chunk := await _read(request):
+        if decoder is None:
+            yield chunk
+        else:
+            for piece in decoder.feed(chunk):
+                yield piece
+
+
+async def _discard(request: web.Request, limit: int = DISCARD_BYTES) -> None:
+    """Read and drop the rest of a body (bounded), so a client still sending it reads the answer, not a reset."""
+    try:
+        async with asyncio.timeout(DISCARD_S):
+            while limit > 0 and (chunk := await request.content.readany()):
+                limit -= len(chunk)
+    except Exception:  # noqa: BLE001 - the client went away or is too slow: nothing to answer
         pass
+
+
+async def _send(resp: web.StreamResponse, data: bytes) -> None:
+    """Write a piece of a streamed answer; a client that takes none of it for SEND_TIMEOUT_S is gone."""
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await resp.write(data)
+    except TimeoutError:
+        raise ConnectionResetError(f"the client took nothing of the answer for {SEND_TIMEOUT_S:.0f}s") from None
 
 
 async def handle_ping(request: web.Request) -> web.Response:
     return web.Response(text="Ok.\n")
 
 
+async def handle_replicas_status(request: web.Request) -> web.Response:
+    return _admission(request) or web.Response(text="Ok.\n")
+
+
 async def handle_query(request: web.Request) -> web.StreamResponse:
     engine: Engine = request.app[ENGINE]
-    if request.app[STOPPING]:  # draining for shutdown: finish what runs, take nothing new
-        headers = _headers(engine, str(uuid.uuid4()))
-        headers["X-ClickHouse-Exception-Code"] = "236"
-        resp = web.Response(status=503, headers=headers, text=eh.error_body(
-            "Code: 236. DB::Exception: The embedded store is shutting down. (ABORTED)", engine.version))
-        resp.force_close()
-        return resp
+    refusal = _admission(request)
+    if refusal is not None:
+        return refusal  # aiohttp reads and drops what is left of the body (lingering) before it closes
     active: set = request.app[ACTIVE]
     active.add(task := asyncio.current_task())
     try:
@@ -223,20 +179,23 @@ async def handle_query(request: web.Request) -> web.StreamResponse:
 
 
 async def _handle_query(request: web.Request, engine: Engine) -> web.StreamResponse:
-    qid, sql_for_log = "", ""
+    qid, sql_for_log, policy = "", "", engine.policy
     try:
         params = list(request.query.items())
         if request.content_type == "multipart/form-data":
-            for key, value in (await request.post()).items():
+            for key, value in (await request.post()).items():  # bounded by the app's client_max_size
                 if not isinstance(value, str):
                     raise eh.RequestError(48, "External data (file parts) is not supported here")
                 params.append((key, value))
         plan = eh.plan_request(params, request.headers, request.method)
         qid = plan.query_id or str(uuid.uuid4())
+        if (refused := policy.setting_refusal(plan.settings)) is not None:
+            raise eh.RequestError(497, f"{refused}. (ACCESS_DENIED)")
         if request.method in ("GET", "HEAD") and not plan.query_param:
             return web.Response(text="Ok.\n")
         encoding = request.headers.get("Content-Encoding", "").strip()
-        decoder = eh.BodyDecoder(encoding) if encoding and encoding.lower() != "identity" else None
+        decoder = eh.BodyDecoder(encoding, MAX_QUERY_BYTES, DECODE_BYTES) \
+            if encoding and encoding.lower() != "identity" else None
         chunks, eof = _body(request, decoder), False
         buf = bytearray(plan.query_param.encode() + b"\n" if plan.query_param else b"")
         while (split := eh.split_insert(buf, eof)) is eh.NEED_MORE:
@@ -245,37 +204,60 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
             buf += chunk or b""
         if split is not None:
             sql_for_log = split.statement
+            if (refused := policy.refusal(split.statement)) is not None:
+                raise eh.RequestError(497, f"{refused}. (ACCESS_DENIED)")
+            if decoder is not None:
+                decoder.limit = MAX_INSERT_BYTES
+            plan.settings.update(policy.insert_settings())
             return await _insert(request, engine, plan, qid, split, buf, chunks)
         async for chunk in chunks:
             buf += chunk
+            if len(buf) > MAX_QUERY_BYTES:
+                raise eh.RequestError(229, f"The query is longer than {MAX_QUERY_BYTES} bytes, the most the embedded "
+                                           f"store reads as SQL text; send data as INSERT ... FORMAT. "
+                                           f"(QUERY_IS_TOO_LARGE)")
         try:
             sql = buf.decode("utf-8").strip()
         except UnicodeDecodeError as ex:
             raise eh.RequestError(36, f"The query is not valid UTF-8: {ex}") from None
-        sql_for_log = sql
+        del buf
+        sql_for_log = sql[:1000]
         if not sql:
             raise eh.RequestError(62, "Empty query. (SYNTAX_ERROR)")
-        if not eh.is_result_statement(sql):
+        judge = (policy, sql, engine.output_formats, plan.default_format)
+        refused, fmt = _judge(*judge) if len(sql) <= JUDGE_INLINE_CHARS else await engine.call(_judge, *judge)
+        if refused is not None:
+            raise eh.RequestError(497, f"{refused}. (ACCESS_DENIED)")
+        if fmt is None:
             body, stats = await engine.call(engine.execute, plan, sql, plan.default_format)
             return web.Response(body=body, headers=_headers(engine, qid, stats))
-        fmt = eh.trailing_format(sql, engine.output_formats) or plan.default_format
         return await _select(request, engine, plan, qid, sql, fmt)
     except Exception as ex:  # noqa: BLE001 - every failure becomes a ClickHouse-style error answer
         code = ex.code if isinstance(ex, eh.RequestError) else eh.error_code(str(ex))
         message = str(ex) if str(ex).startswith("Code:") else f"Code: {code}. DB::Exception: {ex}"
         log.warning("query %s failed: %s | %s", qid or "-", (message.strip().splitlines() or [""])[0][:500],
-                    " ".join(sql_for_log.split())[:300])
-        await _drain(request)  # so a client still sending its body reads this answer, not a broken pipe
-        headers = _headers(engine, qid or str(uuid.uuid4()))
-        headers["X-ClickHouse-Exception-Code"] = str(code)
-        return web.Response(status=eh.http_status(code), text=eh.error_body(message, engine.version),
-                            headers=headers)
+                    " ".join(sql_for_log[:600].split())[:300])
+        resp = _error(engine, code, message, qid)
+        if code == 159:  # a client too slow to send its body is not waited for again
+            resp.force_close()
+        else:
+            await _discard(request)  # so a client still sending its body reads this answer, not a broken pipe
+        return resp
+
+
+def _judge(policy: Policy, sql: str, formats: dict[str, str], default_format: str) -> tuple[str | None, str | None]:
+    """(why the statement is refused or None, its output format or None when it has no result set)."""
+    refused = policy.refusal(sql)
+    if refused is not None or not eh.is_result_statement(sql):
+        return refused, None
+    return None, eh.trailing_format(sql, formats) or default_format
 
 
 async def _insert(request, engine, plan, qid, split, buf, chunks) -> web.Response:
     conn, handle = await engine.call(engine.begin_insert, plan, split.statement, split.fmt)
     try:
         pending = bytearray(buf[split.data_start:])
+        del buf[:]
         async for chunk in chunks:
             pending += chunk
             if len(pending) >= APPEND_BYTES:
@@ -300,12 +282,13 @@ async def _select(request, engine, plan, qid, sql, fmt) -> web.StreamResponse:
     resp = web.StreamResponse(headers=headers)
     try:
         await resp.prepare(request)
-        await resp.write(first)
+        await _send(resp, first)
         while chunk := await engine.call(next_chunk):
-            await resp.write(chunk)
-    except ConnectionError:  # the client went away: stop the query, nobody is left to answer
-        log.info("query %s: client disconnected while reading the result", qid)
+            await _send(resp, chunk)
+    except ConnectionError as ex:  # the client went away: stop the query, nobody is left to answer
+        log.info("query %s: client disconnected while reading the result (%s)", qid, ex)
         await asyncio.shield(engine.call(next_chunk.cancel))
+        resp.force_close()
         return resp
     except asyncio.CancelledError:
         await asyncio.shield(engine.call(next_chunk.cancel))
@@ -313,18 +296,27 @@ async def _select(request, engine, plan, qid, sql, fmt) -> web.StreamResponse:
     except Exception as ex:  # noqa: BLE001 - status already sent: frame the error in the stream
         log.warning("query %s failed while streaming: %s", qid, str(ex).splitlines()[0][:500])
         await asyncio.shield(engine.call(next_chunk.cancel))
-        await resp.write(eh.exception_block(eh.error_body(str(ex), engine.version), tag))
         resp.force_close()
-    await resp.write_eof()
+        try:
+            await _send(resp, eh.exception_block(eh.error_body(str(ex), engine.version), tag))
+        except ConnectionError:
+            return resp
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await resp.write_eof()
+    except TimeoutError:
+        resp.force_close()
     return resp
 
 
-def make_app(engine: Engine) -> web.Application:
-    app = web.Application(client_max_size=256 << 20)
-    app[ENGINE], app[STOPPING], app[ACTIVE] = engine, False, set()
+def make_app(engine: Engine, credential: Credential) -> web.Application:
+    # client_max_size bounds what aiohttp itself buffers: only multipart form bodies (request.post())
+    app = web.Application(client_max_size=MAX_QUERY_BYTES)
+    app[ENGINE], app[CREDENTIAL], app[STOPPING], app[ACTIVE] = engine, credential, False, set()
+    app[AUTH_LOG] = {"refused": 0, "at": -AUTH_LOG_EVERY_S}
     app.router.add_route("*", "/ping", handle_ping)
-    app.router.add_route("*", "/replicas_status", handle_ping)
-    app.router.add_route("*", "/", handle_query)
+    app.router.add_route("*", "/replicas_status", handle_replicas_status, expect_handler=_expect)
+    app.router.add_route("*", "/", handle_query, expect_handler=_expect)
     return app
 
 
@@ -359,20 +351,24 @@ async def _exit_when_idle(app: web.Application, stop: asyncio.Event, idle_exit_s
             stop.set()
 
 
-async def serve_async(data_dir: Path, host: str, port: int, threads: int, idle_exit_s: float | None = None) -> None:
-    path = store_dir(data_dir)
-    path.mkdir(parents=True, exist_ok=True)
+async def serve_async(data_dir: Path, host: str, port: int, threads: int, idle_exit_s: float | None = None,
+                      allow_external: bool = False) -> None:
+    path = make_store_dir(data_dir)
     lock_fd = lock_file(path / LOCK_NAME, wait_s=1.0)
     os.ftruncate(lock_fd, 0)
     os.write(lock_fd, f"{os.getpid()}\n".encode())
     info, runner, engine = path / INFO_NAME, None, None
     try:
         t0 = time.monotonic()
-        engine = Engine(path, threads)
-        app = make_app(engine)
+        credential = ensure_credential(data_dir)  # before server.json: a client that finds the server finds it too
+        engine = Engine(path, threads, allow_external)
+        app = make_app(engine, credential)
         app[LAST_REQUEST] = time.monotonic()
         app.middlewares.append(_idle_middleware(app))
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, auto_decompress=False)
+        # No access log: URLs may carry a password (`?password=`). keepalive_timeout is also the header deadline:
+        # aiohttp closes a connection that has not delivered a whole request by then, from its first byte on.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, auto_decompress=False,
+                               keepalive_timeout=HEADER_TIMEOUT_S)
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -388,8 +384,9 @@ async def serve_async(data_dir: Path, host: str, port: int, threads: int, idle_e
                 pass  # not the main thread: the caller stops us
         idle_task = asyncio.create_task(_exit_when_idle(app, stop, idle_exit_s)) if idle_exit_s else None
         _write_json_atomic(info, {"url": url, "pid": os.getpid()})
-        log.info("embedded store started: %s serves %s (pid %d, chDB engine %s, %d threads, %.1fs)",
-                 url, path, os.getpid(), engine.version, threads, time.monotonic() - t0)
+        log.info("embedded store started: %s serves %s (pid %d, chDB engine %s, %d threads, %.1fs); credential "
+                 "required; statements reaching outside the store %s", url, path, os.getpid(), engine.version,
+                 threads, time.monotonic() - t0, "allowed" if allow_external else "refused")
         await stop.wait()
         if idle_task:
             idle_task.cancel()

@@ -53,6 +53,7 @@ ENV_NAMES = {
     "BACKFILL_AUDIT_SAMPLE": "audit_sample",
     "BACKFILL_AUTO_PROMOTE": "auto_promote",
     "BACKFILL_REBUILD_SQL_DIR": "rebuild_sql_dir",
+    "BACKFILL_EMBEDDED_ALLOW_EXTERNAL": "embedded_allow_external",
 }
 CONFIG_ENV = "BACKFILL_CONFIG"  # the TOML file to read instead of ./backfill.toml
 
@@ -103,6 +104,9 @@ class Settings:
     audit_sample: int = 3  # days the rebuild recounts from RPC (plus every suspicious empty day)
     auto_promote: bool = False  # the rebuild promotes staging into production when everything passed
     rebuild_sql_dir: Path | None = None  # the operator's *.sql steps; default <data_dir>/rebuild.d
+    # the embedded store runs statements that reach outside it (file(), url(), remote(), INTO OUTFILE, ...);
+    # read by the server process when it starts
+    embedded_allow_external: bool = False
     gates: tuple[tuple[str, str, float], ...] = ()  # threshold overrides (level, name, value) from [gates.*]
     foreground: bool = False
     redo: bool = False  # `start --redo`: fetch COMPLETE days of [--from, --to] again (newer row versions)
@@ -147,6 +151,7 @@ class Settings:
             "BACKFILL_GATES_INTERVAL_S": str(self.gates_interval_s),
             "BACKFILL_AUDIT_SAMPLE": str(self.audit_sample),
             "BACKFILL_AUTO_PROMOTE": "1" if self.auto_promote else "0",
+            "BACKFILL_EMBEDDED_ALLOW_EXTERNAL": "1" if self.embedded_allow_external else "0",
         }
         if self.rebuild_sql_dir:
             env["BACKFILL_REBUILD_SQL_DIR"] = str(self.rebuild_sql_dir.resolve())

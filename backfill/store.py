@@ -10,6 +10,7 @@ another port.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import socket
@@ -71,16 +72,20 @@ def _client(target: StoreTarget, host: str, port: int, database: str, secure: bo
 
 
 def resolve_endpoint(settings: Settings, start_embedded: bool = True) -> tuple[StoreTarget, str, int, bool]:
-    """Where to connect: the configured server, or the embedded server for the data directory."""
+    """Where to connect, as whom: the configured server, or the embedded server for the data directory with the
+    credential its server keeps beside it (read again on every reconnect, like the address)."""
     target = settings.store
     if target.url:
         return target, target.host, target.port, target.secure
-    from backfill.embedded import ensure_server, server_url  # only the server process imports chdb
+    from backfill.embedded import ensure_server, read_credential, server_url  # only the server imports chdb
 
     url = ensure_server(settings.data_dir) if start_embedded else server_url(settings.data_dir)
     if not url:
         raise StoreGone(f"the embedded store of {settings.data_dir} is not running")
     host, _, port = url.removeprefix("http://").partition(":")
+    credential = read_credential(settings.data_dir)
+    if credential is not None:
+        target = dataclasses.replace(target, username=credential.user, password=credential.password)
     return target, host, int(port), False
 
 
@@ -164,15 +169,15 @@ class Store:
         label = redact_url(target.url) if target.url else f"embedded store of {settings.data_dir}"
 
         def factory() -> Any:
-            _, host, port, secure = resolve_endpoint(settings, start_embedded)
-            return _client(target, host, port, target.database, secure, timeout_s)
+            endpoint, host, port, secure = resolve_endpoint(settings, start_embedded)
+            return _client(endpoint, host, port, target.database, secure, timeout_s)
 
         store = cls(factory, label, patience_s=connect_patience_s, context=context)
         try:
             if create:
                 def bootstrap() -> None:
-                    _, host, port, secure = resolve_endpoint(settings, start_embedded)
-                    client = _client(target, host, port, "default", secure, timeout_s)
+                    endpoint, host, port, secure = resolve_endpoint(settings, start_embedded)
+                    client = _client(endpoint, host, port, "default", secure, timeout_s)
                     client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
                     client.close()
                 store._retrying("connect", lambda _client: bootstrap(), need_client=False)

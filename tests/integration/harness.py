@@ -56,6 +56,17 @@ def backfill(args: list[str], data_dir: Path, chain: Chain | None = None, *, sha
                           timeout=timeout, cwd=cwd or data_dir.parent)
 
 
+def store_url(data_dir: Path, url: str, database: str = "backfill") -> str:
+    """A CLICKHOUSE_URL for the embedded store of `data_dir` served at `url` (by itself or through a proxy):
+    with the credential its server keeps beside the data."""
+    from backfill.embedded import read_credential
+
+    credential = read_credential(data_dir)
+    assert credential is not None, f"no credential in {data_dir}"
+    host = url.removeprefix("http://").rstrip("/")
+    return f"http://{credential.user}:{credential.password}@{host}/{database}"
+
+
 def open_store(data_dir: Path) -> Store:
     return Store.connect(load_settings({"data_dir": data_dir}, env={}, toml_path=data_dir / "none.toml"))
 

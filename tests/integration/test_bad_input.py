@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from backfill.devnet import Anvil
-from tests.integration.harness import Chain, assert_exact, backfill, clean_env, open_store
+from tests.integration.harness import Chain, assert_exact, backfill, clean_env, open_store, store_url
 
 KEY = "k3yS3cretAbCdEf0123456789"
 
@@ -246,7 +246,7 @@ def test_status_with_a_configured_server_needs_no_data_directory(chain: Chain, d
     url = server_url(data_dir)
     assert url
     fresh = tmp_path / "data"
-    env = {"CLICKHOUSE_URL": url.replace("http://", "http://default:@") + "/backfill"}
+    env = {"CLICKHOUSE_URL": store_url(data_dir, url)}
     result = backfill(["status"], fresh, extra_env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert f"days: {chain.days}/{chain.days} complete" in result.stdout, result.stdout

@@ -8,6 +8,7 @@ Throughput of 3 concurrent inserting processes is printed by test_three_processe
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
-from backfill.embedded import ensure_server, server_url, stop_server, store_dir  # noqa: E402
+from backfill.embedded import ensure_server, read_credential, server_url, stop_server, store_dir  # noqa: E402
 
 COLS = ["block_number", "log_index", "tx_hash", "token_address", "from_address", "to_address", "value",
         "block_timestamp", "_version"]
@@ -37,14 +38,22 @@ CHILD_ENV = {**os.environ,
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 
 
-def client_for(url: str, **kw):
+def login(data_dir: Path) -> dict[str, str]:
+    """The embedded store's credential, as clickhouse-connect takes it."""
+    credential = read_credential(data_dir)
+    assert credential is not None
+    return {"username": credential.user, "password": credential.password}
+
+
+def client_for(url: str, data_dir: Path, **kw):
     parts = urllib.parse.urlsplit(url)
-    return clickhouse_connect.get_client(host=parts.hostname, port=parts.port, compress=False, **kw)
+    return clickhouse_connect.get_client(host=parts.hostname, port=parts.port, compress=False, **login(data_dir), **kw)
 
 
-def curl(url: str, sql: str | None = None, data: bytes | None = None, *extra: str):
+def _curl(url: str, sql: str | None = None, data: bytes | None = None, *extra: str, data_dir: Path | None = None):
     target = url + ("/?query=" + urllib.parse.quote(sql) if sql is not None else "")
-    args = ["curl", "-sS", *extra, target] + (["--data-binary", "@-"] if data is not None else [])
+    auth = ["-u", "{username}:{password}".format(**login(data_dir))] if data_dir is not None else []
+    args = ["curl", "-sS", *auth, *extra, target] + (["--data-binary", "@-"] if data is not None else [])
     return subprocess.run(args, input=data, capture_output=True, timeout=30)
 
 
@@ -67,7 +76,7 @@ def test_server_files_and_ping(store):
 
 
 def test_client_roundtrip_uint256_and_strings(store):
-    client = client_for(store[1])
+    client = client_for(store[1], store[0])
     client.command(DDL.format(name="roundtrip"))
     base = dt.datetime(2024, 1, 31, 23, 59, 59)
     rows = [(n, n % 3, "0x" + format(n, "064x"), "0x" + "ab" * 20, "0x" + "00" * 20, "0x" + "ff" * 20,
@@ -82,7 +91,7 @@ def test_client_roundtrip_uint256_and_strings(store):
 
 
 def test_command_and_bound_parameters(store):
-    client = client_for(store[1])
+    client = client_for(store[1], store[0])
     assert client.command("SELECT 1") == 1
     assert client.command("SELECT 'a', 2") == ["a", "2"]
     assert client.query("SELECT {x:UInt64} + 1", parameters={"x": 41}).result_rows == [(42,)]
@@ -95,12 +104,12 @@ def test_command_and_bound_parameters(store):
     assert client.command("SELECT getSetting('max_block_size')") != 1000
     # the database parameter
     client.command("CREATE DATABASE IF NOT EXISTS other")
-    assert client_for(store[1], database="other").command("SELECT currentDatabase()") == "other"
+    assert client_for(store[1], store[0], database="other").command("SELECT currentDatabase()") == "other"
     assert client.command("SELECT currentDatabase()") == "default"
 
 
 def test_bad_query_raises_clickhouse_error(store):
-    client = client_for(store[1])
+    client = client_for(store[1], store[0])
     with pytest.raises(clickhouse_connect.driver.exceptions.DatabaseError) as err:
         client.query("SELECT * FROM no_such_table")
     assert "Code: 60" in str(err.value) and "UNKNOWN_TABLE" in str(err.value)
@@ -112,7 +121,8 @@ def test_bad_query_raises_clickhouse_error(store):
 def test_compressed_request_bodies(store):
     parts = urllib.parse.urlsplit(store[1])
     for compress in ("lz4", "zstd", "gzip"):
-        client = clickhouse_connect.get_client(host=parts.hostname, port=parts.port, compress=compress)
+        client = clickhouse_connect.get_client(host=parts.hostname, port=parts.port, compress=compress,
+                                               **login(store[0]))
         client.command("CREATE TABLE IF NOT EXISTS compressed (a UInt64, s String) "
                        "ENGINE = MergeTree ORDER BY a")
         client.command("TRUNCATE TABLE compressed")
@@ -123,8 +133,9 @@ def test_compressed_request_bodies(store):
 
 @needs_curl
 def test_curl(store):
-    url = store[1]
-    assert curl(url + "/ping").stdout == b"Ok.\n"
+    data_dir, url = store
+    assert _curl(url + "/ping").stdout == b"Ok.\n"  # open: health checks present no credential
+    curl = functools.partial(_curl, data_dir=data_dir)
     assert curl(url, "SELECT 1").stdout == b"1\n"
     assert curl(url, "SELECT number, 'x' FROM numbers(2)").stdout == b"0\tx\n1\tx\n"
     assert curl(url, "SELECT 1 AS a FORMAT JSONEachRow").stdout == b'{"a":1}\n'
@@ -146,7 +157,8 @@ import clickhouse_connect
 port, wid, batches, rows = (int(a) for a in sys.argv[1:5])
 go = sys.argv[5]
 cols = sys.argv[6].split(",")
-client = clickhouse_connect.get_client(host="127.0.0.1", port=port, compress=False)
+user, password = json.loads(sys.argv[7])
+client = clickhouse_connect.get_client(host="127.0.0.1", port=port, compress=False, username=user, password=password)
 t0 = datetime.datetime(2024, 1, 1)
 def batch(b):
     base = (wid * 1000 + b) * rows
@@ -165,14 +177,15 @@ print(json.dumps({"written": written, "start": start, "end": time.time()}), flus
 
 
 def test_three_processes_insert_concurrently(store, tmp_path):
-    url = store[1]
-    client = client_for(url)
+    data_dir, url = store
+    client = client_for(url, data_dir)
     client.command(DDL.format(name="transfers"))
     client.command(DDL.format(name="transfers_warmup"))
     procs, batches, rows, go = 3, 10, 20_000, tmp_path / "go"
     port = str(urllib.parse.urlsplit(url).port)
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, port, str(w), str(batches), str(rows), str(go),
-                                 ",".join(COLS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 ",".join(COLS), json.dumps(list(login(data_dir).values()))],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for w in range(procs)]
     try:
         for w in workers:
@@ -182,7 +195,7 @@ def test_three_processes_insert_concurrently(store, tmp_path):
         while any(w.poll() is None for w in workers):  # the store still answers reads during the load
             t = time.monotonic()
             if shutil.which("curl"):
-                out = curl(url, "SELECT count() FROM system.one")
+                out = _curl(url, "SELECT count() FROM system.one", data_dir=data_dir)
             else:
                 out = subprocess.CompletedProcess([], 0, client.command("SELECT count() FROM system.one"))
             answered.append((out.stdout in (b"1\n", 1), time.monotonic() - t))
@@ -218,7 +231,7 @@ def test_restart_keeps_data_and_one_server_per_dir(tmp_path):
         second = subprocess.run([sys.executable, "-m", "backfill.embedded", "--data-dir", str(data_dir)],
                                 capture_output=True, text=True, timeout=60, env=CHILD_ENV)
         assert second.returncode == 3 and "holds" in second.stderr
-        client = client_for(url)
+        client = client_for(url, data_dir)
         client.command(DDL.format(name="durable"))
         rows = [(i, 0, "0x" + format(i, "064x"), "0x" + "11" * 20, "0x" + "22" * 20, "0x" + "33" * 20,
                  2**256 - 1 - i, dt.datetime(2025, 6, 1) + dt.timedelta(minutes=i), 1) for i in range(5000)]
@@ -228,7 +241,7 @@ def test_restart_keeps_data_and_one_server_per_dir(tmp_path):
         assert server_url(data_dir) is None
         url2 = ensure_server(data_dir)
         assert json.loads((store_dir(data_dir) / "server.json").read_text())["pid"] != pid
-        client2 = client_for(url2)
+        client2 = client_for(url2, data_dir)  # the same credential: it lives beside the data
         assert client2.command("SELECT count() FROM durable") == 5000
         assert client2.query("SELECT * FROM durable ORDER BY block_number").result_rows == rows
         log = (data_dir / "backfill" / "store.log").read_text()

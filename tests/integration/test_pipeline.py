@@ -86,11 +86,12 @@ def test_embedded_store_answers_curl_while_workers_write(chain: Chain, tmp_path_
     done = threading.Event()
 
     def poll() -> None:
-        from backfill.embedded import server_url
+        from backfill.embedded import read_credential, server_url
         while not done.is_set():
-            url = server_url(data_dir)
-            if url:
-                out = subprocess.run(["curl", "-s", "-f", f"{url}/?query=SELECT%20count()%20FROM%20backfill.erc20_transfers_staging"],
+            url, credential = server_url(data_dir), read_credential(data_dir)
+            if url and credential:
+                out = subprocess.run(["curl", "-s", "-f", "-u", f"{credential.user}:{credential.password}",
+                                      f"{url}/?query=SELECT%20count()%20FROM%20backfill.erc20_transfers_staging"],
                                      capture_output=True, text=True)
                 if out.returncode == 0:
                     answers.append(out.stdout.strip())

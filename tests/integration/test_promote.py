@@ -180,12 +180,13 @@ def test_a_failure_before_the_swap_leaves_production_untouched(run_copy, chain):
 
 def test_sequential_rename_where_the_engine_refuses_exchange(run_copy):
     from backfill.embedded import server_url
+    from tests.integration.harness import store_url
 
     store = open_store(run_copy)
     # an Ordinary database: ClickHouse refuses EXCHANGE TABLES there
     store.client.command("CREATE DATABASE promo_ordinary ENGINE = Ordinary",
                          settings={"allow_deprecated_database_ordinary": 1})
-    settings = settings_of(run_copy, clickhouse_url=f"{server_url(run_copy)}/promo_ordinary")
+    settings = settings_of(run_copy, clickhouse_url=store_url(run_copy, server_url(run_copy), "promo_ordinary"))
     other = Store.connect(settings)
     for table in [*PAIRS, "backfill_days"]:
         other.client.command(f"INSERT INTO promo_ordinary.{table} SELECT * FROM backfill.{table}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from backfill.embedded import _read_info, stop_server
-from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, open_store, wait_for,
+from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, open_store, store_url, wait_for,
                                        wait_run_finished)
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_a_configured_server_stopped_for_20s_and_started_again_on_its_port(chain
         return proc
 
     server = serve()
-    url = {"CLICKHOUSE_URL": f"http://default:@127.0.0.1:{port}/backfill", **SLOW_RUN}
+    url = {"CLICKHOUSE_URL": store_url(server_dir, f"127.0.0.1:{port}"), **SLOW_RUN}
     try:
         out = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"], run_dir,
                        chain, shards=2, extra_env=url)
@@ -116,7 +116,7 @@ def test_a_configured_server_stopped_for_20s_and_started_again_on_its_port(chain
         down_s = [float(x) for x in re.findall(r"event=store_back .*?down_s=([\d.]+)", monitor)]
         assert down_s and max(down_s) >= 15, monitor[-3000:]
         assert time.monotonic() - down_at > 20
-        ended_exact(_configured_store(port), chain, run_dir)
+        ended_exact(_configured_store(url["CLICKHOUSE_URL"]), chain, run_dir)
     finally:
         server.terminate()
         server.wait(30)
@@ -130,12 +130,11 @@ def _listening(port: int) -> bool:
         return False
 
 
-def _configured_store(port: int):
+def _configured_store(clickhouse_url: str):
     from backfill.settings import load_settings
     from backfill.store import Store
 
-    settings = load_settings({}, env={"CLICKHOUSE_URL": f"http://default:@127.0.0.1:{port}/backfill"},
-                             toml_path=Path("/nonexistent.toml"))
+    settings = load_settings({}, env={"CLICKHOUSE_URL": clickhouse_url}, toml_path=Path("/nonexistent.toml"))
     return Store.connect(settings, create=False)
 
 
@@ -149,7 +148,7 @@ def test_too_many_parts_and_lost_answers_slow_the_run_and_it_ends_exact(chain: C
     staging = ("erc20_transfers_staging", "erc1155_transfers_staging")
     try:
         with StoreProxy(upstream) as proxy:
-            url = {"CLICKHOUSE_URL": f"http://default:@127.0.0.1:{proxy.port}/backfill", **SLOW_RUN}
+            url = {"CLICKHOUSE_URL": store_url(tmp_path / "server", f"127.0.0.1:{proxy.port}"), **SLOW_RUN}
             out = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
                            run_dir, chain, shards=2, extra_env=url)
             assert out.returncode == 0, out.stderr
@@ -164,6 +163,6 @@ def test_too_many_parts_and_lost_answers_slow_the_run_and_it_ends_exact(chain: C
             assert proxy.resets() >= 1
             workers = "".join(log_text(run_dir, p.name) for p in (run_dir / "backfill").glob("worker-*.log"))
             assert "event=store_backpressure " in workers and "event=store_backpressure_over" in workers
-            ended_exact(_configured_store(proxy.port), chain, run_dir)
+            ended_exact(_configured_store(url["CLICKHOUSE_URL"]), chain, run_dir)
     finally:
         stop_server(tmp_path / "server")

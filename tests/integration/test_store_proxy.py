@@ -3,6 +3,7 @@ clean pass-through, ClickHouse's own refusal answers, outages on a kept port, an
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import socket
@@ -18,17 +19,28 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from backfill.embedded import ensure_server, stop_server
+from backfill.embedded import ensure_server, read_credential, stop_server
 from tests.store_proxy import REFUSALS, StoreFault, StoreProxy, statement_of
+
+LOGIN: dict[str, str] = {}  # the embedded store's credential, once the module's server runs
 
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = tmp_path_factory.mktemp("store-proxy") / "data"
     try:
-        yield ensure_server(data)
+        url = ensure_server(data)
+        credential = read_credential(data)
+        assert credential is not None
+        LOGIN.update(username=credential.user, password=credential.password)
+        yield url
     finally:
         stop_server(data)
+
+
+def basic_auth() -> dict[str, str]:
+    token = base64.b64encode(f"{LOGIN['username']}:{LOGIN['password']}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 @pytest.fixture
@@ -48,7 +60,7 @@ def table(proxy: StoreProxy) -> str:
 def client_for(proxy: StoreProxy):
     return clickhouse_connect.get_client(host="127.0.0.1", port=proxy.port, compress=False,
                                          autogenerate_session_id=False, connect_timeout=2,
-                                         send_receive_timeout=20)
+                                         send_receive_timeout=20, **LOGIN)
 
 
 def count(client, table: str) -> int:
@@ -56,7 +68,7 @@ def count(client, table: str) -> int:
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
+    req = urllib.request.Request(url, data=body, headers=basic_auth() if headers is None else headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=20) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -77,8 +89,10 @@ def test_insert_and_select_pass_through(proxy: StoreProxy, table: str, store_url
     assert proxy.refused() == {} and proxy.resets() == 0
 
     sql = urllib.parse.quote(f"SELECT count() FROM {table}")
-    direct = urllib.request.urlopen(f"{store_url}/?query={sql}", timeout=10)
-    proxied = urllib.request.urlopen(f"{proxy.url}/?query={sql}", timeout=10)
+    direct = urllib.request.urlopen(urllib.request.Request(f"{store_url}/?query={sql}", headers=basic_auth()),
+                                    timeout=10)
+    proxied = urllib.request.urlopen(urllib.request.Request(f"{proxy.url}/?query={sql}", headers=basic_auth()),
+                                     timeout=10)
     assert proxied.read() == direct.read() == b"3\n"
     names = {k for k in direct.headers if k.startswith("X-ClickHouse-")}
     assert names >= {"X-ClickHouse-Summary", "X-ClickHouse-Format", "X-ClickHouse-Query-Id"}
