@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
+from backfill import exitcodes
 from backfill.cli import _settings, data_dir_option, user_errors
 from backfill.errors import UserError
 
@@ -48,6 +49,9 @@ def verify(days_text: str | None, sample: int | None, all_days: bool, seed: int 
         for line in report.lines():
             click.echo(line)
         if report.skipped:
-            click.echo(f"not COMPLETE, not audited: day_idx {', '.join(map(str, report.skipped))}")
+            from backfill.dates import day_list
+
+            dates = {p.day_idx: p.day for p in store.read_plan()}
+            click.echo(f"not COMPLETE, not audited: {day_list(report.skipped, dates)}")
         click.echo(click.style(report.summary(), fg="green" if report.passed else "red"))
-    raise SystemExit(0 if report.passed else 1)
+    raise SystemExit(exitcodes.OK if report.passed else exitcodes.FAILED)

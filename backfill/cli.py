@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -12,30 +13,61 @@ from typing import Any, Callable
 import click
 import orjson
 
-from backfill.errors import EndpointUnreachable, RpcError, UserError
+from backfill import exitcodes
+from backfill.errors import CommandFailed, Interrupted, RpcError, UserError
 from backfill.redact import scrub
 from backfill.settings import Settings, load_settings, secret_bearing_values
 
 log = logging.getLogger("backfill")
+
+# What a Ctrl-C leaves, per command (the line is `stopped by Ctrl-C; <this>`, exit 130). A command that is not
+# named here changed nothing a Ctrl-C can leave half done.
+CTRL_C_LEAVES = {
+    "start": "progress is checkpointed, `backfill start` resumes",
+    "verify": "no result was recorded (an audit records its days when all are recounted)",
+    "rebuild": "production is unchanged; `backfill rebuild` runs it again",
+    "promote": "production is unchanged (a swap, once begun, is finished first); `backfill promote` starts again",
+    "rollback": "nothing was rolled back (a swap, once begun, is finished first)",
+    "dedup": "what it removed was superseded; `backfill dedup` again finishes it",
+    "retry-failed": "some FAILED days may be put back already; run it again",
+}
 
 
 def _settings(**flags: Any) -> Settings:
     return load_settings({k: v for k, v in flags.items() if v is not None})
 
 
+def ctrl_c_line(command: str | None) -> str:
+    """The one line a Ctrl-C ends `command` with."""
+    leaves = CTRL_C_LEAVES.get(command or "")
+    return "stopped by Ctrl-C" + (f"; {leaves}" if leaves else "")
+
+
+def _command_name() -> str | None:
+    ctx = click.get_current_context(silent=True)
+    return ctx.info_name if ctx is not None else None
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A user mistake ends as one clear line on stderr and a non-zero exit, no traceback."""
+    """A user mistake ends as one clear line on stderr and its exit code (backfill/exitcodes.py), no traceback;
+    so does a Ctrl-C (exit 130)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Interrupted as exc:  # a graceful stop by Ctrl-C: what was kept, what carries on
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo(ctrl_c_line(_command_name()), err=True)
+            sys.exit(exitcodes.INTERRUPTED)
         except UserError as exc:  # a config's problems come together, one a line
             for line in scrub(str(exc), secret_bearing_values()).splitlines():
                 click.echo(f"error: {line}", err=True)
             sys.exit(exc.exit_code)
         except RpcError as exc:  # a provider condition that outlasted the retries: what it was, what to do
             click.echo(f"error: {scrub(rpc_error_line(exc), secret_bearing_values())}", err=True)
-            sys.exit(EndpointUnreachable.exit_code)
+            sys.exit(exitcodes.PROVIDER)
     return wrapper
 
 
@@ -84,11 +116,25 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        # A Ctrl-C in a command without `user_errors` (devnet): one line and 130, not click's "Aborted!" and 1.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(ctrl_c_line(ctx.invoked_subcommand), err=True)
+            sys.exit(exitcodes.INTERRUPTED)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="backfill")
 def main() -> None:
-    """Copy ERC-20 and ERC-1155 transfers of an EVM chain into ClickHouse, exactly."""
+    """Copy ERC-20 and ERC-1155 transfers of an EVM chain into ClickHouse, exactly.
+
+    Exit codes: 0 ok, 1 failed at its job or gates failed, 2 usage or config, 3 RPC provider, 4 wrong chain,
+    5 store unreachable, 6 SQL refused by ClickHouse, 130 Ctrl-C (README: Exit codes)."""
+    from backfill.logs import setup_command_logging
+
+    setup_command_logging()
 
 
 def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -210,13 +256,14 @@ def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -
             return
         from rich.live import Live
 
-        with Live(render(reader.read(dedup=False)), console=console, refresh_per_second=2) as live:
-            try:
+        try:
+            with Live(render(reader.read(dedup=False)), console=console, refresh_per_second=2) as live:
                 while True:
                     time.sleep(interval)
                     live.update(render(reader.read(dedup=False)))
-            except KeyboardInterrupt:
-                pass
+        except KeyboardInterrupt:
+            raise Interrupted("stopped by Ctrl-C; only the watching stopped (a run goes on until `backfill stop`)"
+                              ) from None
     finally:
         reader.close()
 
@@ -246,8 +293,8 @@ def stop(timeout: float, data_dir: Path | None) -> None:
     except psutil.NoSuchProcess:
         pass
     except psutil.TimeoutExpired:
-        raise UserError(f"the supervisor (pid {pid}) is still stopping after {timeout:.0f}s; see "
-                        f"{settings.log_dir / 'monitor.log'}") from None
+        raise CommandFailed(f"the supervisor (pid {pid}) is still stopping after {timeout:.0f}s; see "
+                            f"{settings.log_dir / 'monitor.log'}") from None
     click.echo(f"stopped (supervisor pid {pid}); progress is checkpointed, `backfill start` resumes")
 
 
@@ -271,23 +318,25 @@ def scale(shards: int, data_dir: Path | None) -> None:
 @user_errors
 def retry_failed(data_dir: Path | None) -> None:
     """Put FAILED days back (failures reset); an active run picks them up, else run `backfill start`."""
+    from backfill.dates import day_list
     from backfill.store import Store
     from monitor import control
 
     settings = _settings(data_dir=data_dir)
     store = Store.connect(settings)
-    failed = [k for k, cp in store.checkpoints().items() if cp["status"] == "FAILED"]
+    failed = sorted(k for k, cp in store.checkpoints().items() if cp["status"] == "FAILED")
     for day_idx in failed:
         store.update_checkpoint(day_idx, status="RUNNING", failures=0, error="")
     if failed and control.running_supervisor(settings.log_dir):
         control.request(settings.log_dir)
-    click.echo(f"{len(failed)} FAILED days put back" + (f": {', '.join(map(str, failed))}" if failed else ""))
+    dates = {p.day_idx: p.day for p in store.read_plan()} if failed else {}
+    click.echo(f"{len(failed)} FAILED days put back" + (f": {day_list(failed, dates)}" if failed else ""))
 
 
 @main.command()
 @click.argument("worker")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (tail -F).")
-@click.option("-n", "--lines", type=int, default=50, show_default=True)
+@click.option("-n", "--lines", type=int, default=50, show_default=True, help="Lines to show from the end.")
 @data_dir_option
 @user_errors
 def logs(worker: str, follow: bool, lines: int, data_dir: Path | None) -> None:
@@ -307,25 +356,31 @@ def logs(worker: str, follow: bool, lines: int, data_dir: Path | None) -> None:
 
 @main.command()
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True,
+              help="Output: a table for people, tab-separated with a header line, or a JSON array of objects.")
 @data_dir_option
 @user_errors
 def sql(query: str, fmt: str, data_dir: Path | None) -> None:
-    """Run ad-hoc SQL against the configured store (embedded or CLICKHOUSE_URL)."""
+    """Run ad-hoc SQL against the configured store (embedded or CLICKHOUSE_URL).
+
+    A statement ClickHouse refuses is its own error text on one line, exit 6."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
+    from backfill.errors import SqlRefused
+    from backfill.sql_errors import server_error
     from backfill.store import Store
 
+    if not query.strip():
+        raise UserError("no SQL given")
     store = Store.connect(_settings(data_dir=data_dir))
     try:
         result = store.query(query, idempotent=False)
     except ClickHouseError as exc:
-        line = str(exc).strip().splitlines()[0][:500]
-        if "UNKNOWN_TABLE" in str(exc) and any(f"{t}`" in str(exc) or f"{t} " in str(exc) or f".{t}" in str(exc)
-                                               for t in ("erc20_transfers", "erc1155_transfers")):
+        line = server_error(str(exc))
+        if "UNKNOWN_TABLE" in line and re.search(r"\b(erc20|erc1155)_transfers\b(?!_)", line):
             line += (" — production tables are made by `backfill promote` (or `start --promote`); until then "
                      "the copy is in erc20_transfers_staging / erc1155_transfers_staging")
-        raise UserError(line) from None
+        raise SqlRefused(line) from None
     names, rows = list(result.column_names), result.result_rows
     if fmt == "json":
         click.echo(orjson.dumps([dict(zip(names, r)) for r in rows], default=str).decode())

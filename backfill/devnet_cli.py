@@ -22,7 +22,7 @@ def _chain_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--days", default=10, show_default=True, type=click.IntRange(1),
                      help="Simulated UTC days."),
         click.option("--blocks-per-day", default=2000, show_default=True,
-                     type=click.IntRange(MIN_BLOCKS_PER_DAY, DAY_S)),
+                     type=click.IntRange(MIN_BLOCKS_PER_DAY, DAY_S), help="Blocks mined in each simulated day."),
         click.option("--seed", default=7, show_default=True, type=int, help="Generator seed."),
         click.option("--start", "start", default="2024-01-01", show_default=True,
                      type=click.DateTime(["%Y-%m-%d"]), help="UTC date of day 0."),

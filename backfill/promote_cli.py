@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 import orjson
 
+from backfill import exitcodes
 from backfill.cli import _settings, data_dir_option, user_errors
 
 if TYPE_CHECKING:
@@ -47,17 +48,19 @@ def promote(skip_gates: bool, data_dir: Path | None) -> None:
 
             gates = run_gates(store, settings, "strict", source="promote")
             if not gates.passed:
+                from backfill.gates_cli import line_width, wrapped
                 from backfill.status import INTERRUPTED_HINT, run_is_live, show_day_statuses
 
                 live, raw = run_is_live(settings.log_dir), gates.lines()
                 shown = [show_day_statuses(line, live) for line in raw]
+                width = line_width()
                 for line in shown:
-                    click.echo(line, err=True)
+                    click.echo(wrapped(line, width), err=True)
                 if shown != raw:  # RUNNING days with no run: say what carries them on
-                    click.echo(INTERRUPTED_HINT, err=True)
+                    click.echo(wrapped(INTERRUPTED_HINT, width), err=True)
                 click.echo("promotion refused: the strict gates failed; nothing changed", err=True)
                 log.error("event=promote_refused reason=strict_gates_failed production=untouched")
-                sys.exit(1)
+                sys.exit(exitcodes.GATES_FAILED)
             log.info("event=gates_passed level=strict")
     _print_report(run_promote(store, settings))
 

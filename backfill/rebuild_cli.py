@@ -10,11 +10,11 @@ import click
 import orjson
 
 from backfill.cli import _settings, data_dir_option, user_errors
-from backfill.errors import ConfigError, UserError
+from backfill.errors import CommandFailed, ConfigError, Interrupted, UserError
 
 
-class RebuildStopped(UserError):
-    exit_code = 1
+class RebuildStopped(CommandFailed):
+    """The rebuild (or a dedup) stopped before its end; production is unchanged."""
 
 
 @click.command("rebuild")
@@ -34,11 +34,19 @@ def rebuild(promote: bool | None, as_json: bool, data_dir: Path | None) -> None:
     if control.running_supervisor(settings.log_dir):
         raise UserError("a run is active for this data directory; it rebuilds by itself when the last day lands")
     store = Store.connect(settings)
+    step: list[str | None] = [None]
     try:
-        report = run_by_hand(store, settings, promote=promote)
+        report = run_by_hand(store, settings, promote=promote, on_step=lambda name: step.__setitem__(0, name))
     except RebuildFailed as exc:
         raise RebuildStopped(f"rebuild stopped at {exc}; production is unchanged "
                              f"(log: {settings.log_dir / 'on-complete.log'})") from None
+    except KeyboardInterrupt:  # a promotion's swap is never cut (backfill/ctrl_c.py): production is as it was
+        if step[0] == "snapshot":
+            raise Interrupted("stopped by Ctrl-C while writing the snapshot; every step had run (see "
+                              f"{settings.log_dir / 'on-complete.log'})") from None
+        at = f" at step {step[0]}" if step[0] else ""
+        raise Interrupted(f"stopped by Ctrl-C{at}; production is unchanged; `backfill rebuild` runs it "
+                          "again") from None
     if as_json:
         click.echo(orjson.dumps(report, default=str, option=orjson.OPT_INDENT_2).decode())
         return
@@ -54,7 +62,7 @@ _PARTITION = re.compile(r"^\d{6}$")
 @click.option("--partition", "partitions", multiple=True, help="A month partition like 202601 (repeatable).")
 @click.option("--from", "from_date", help="First UTC day of a range to dedup.")
 @click.option("--to", "to_date", help="Last UTC day of the range (inclusive).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @data_dir_option
 @user_errors
 def dedup(partitions: tuple[str, ...], from_date: str | None, to_date: str | None, as_json: bool,

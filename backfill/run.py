@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from backfill import pace_memory
+from backfill import exitcodes, pace_memory
 from backfill.data_dir import check_usable, holds_store
-from backfill.errors import StoreUnavailable, UserError
+from backfill.errors import CommandFailed, ConfigError, Interrupted, StoreUnavailable, UserError, WrongChain
 from backfill.logs import held_until_written
 from backfill.prepare import (ChainView, check_chain, check_endpoints, check_range, plan_days, record_chain,
                               reopen_for_redo, survey_chain)
@@ -29,8 +29,12 @@ from monitor import control
 log = logging.getLogger("monitor")
 
 
-class RunFailed(UserError):
-    exit_code = 1
+RESUMES = "progress is checkpointed, `backfill start` resumes"
+CTRL_C = f"stopped by Ctrl-C; {RESUMES}"
+
+
+class RunFailed(CommandFailed):
+    """The run ended without doing its job: days FAILED, the rebuild failed, the fleet halted."""
 
 
 def _memory(settings: Settings) -> Path | None:
@@ -113,19 +117,23 @@ def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: 
         proc = subprocess.Popen([sys.executable, "-m", "monitor.supervisor"], env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        state = control.read_json(control.state_path(settings.log_dir)) or {}
-        if state.get("pid") == proc.pid and state.get("phase") not in (None, "starting"):
-            break
-        code = proc.poll()
-        if code is not None:
-            if code == ALREADY_RUNNING:  # one was started by other means a moment ago: tell it instead
-                _tell_running(settings, control.running_supervisor(settings.log_dir) or {}, shards_explicit, echo)
-                return None
-            if code == 0:
-                break  # nothing to do: finished at once
-            raise RunFailed(f"the supervisor exited at start (code {code}); see {settings.log_dir / 'monitor.log'}")
-        time.sleep(0.1)
+    try:
+        while time.monotonic() < deadline:
+            state = control.read_json(control.state_path(settings.log_dir)) or {}
+            if state.get("pid") == proc.pid and state.get("phase") not in (None, "starting"):
+                break
+            code = proc.poll()
+            if code is not None:
+                if code == ALREADY_RUNNING:  # one was started by other means a moment ago: tell it instead
+                    _tell_running(settings, control.running_supervisor(settings.log_dir) or {}, shards_explicit, echo)
+                    return None
+                if code == 0:
+                    break  # nothing to do: finished at once
+                raise RunFailed(f"the supervisor exited at start (code {code}); see {settings.log_dir / 'monitor.log'}")
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # the supervisor has its own session: the run goes on without this command
+        raise Interrupted(f"stopped by Ctrl-C; the run goes on in the background (supervisor pid {proc.pid}): "
+                          "`backfill status`, `backfill stop`") from None
     echo(f"started: supervisor pid {proc.pid}, {settings.shards} workers, {n_days} days planned")
     echo(f"logs: {settings.log_dir}/ (monitor.log, worker-<k>.log); watch: backfill status --watch; "
          "stop: backfill stop")
@@ -133,7 +141,9 @@ def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: 
 
 
 def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any],
-                    lock_fd: int) -> dict[str, Any]:
+                    lock_fd: int) -> dict[str, Any] | None:
+    """Supervise in this process with a live dashboard; the summary of a finished run. A stop by Ctrl-C is
+    Interrupted (exit 130); a stop by `backfill stop` says so and returns None (exit 0)."""
     from rich.console import Console
     from rich.live import Live
 
@@ -157,14 +167,24 @@ def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callabl
 
         try:
             phase = supervise(settings, on_tick=tick, lock_fd=lock_fd)
-        except FleetHalted as exc:
+        except FleetHalted as exc:  # a worker's config error or wrong chain keeps its code (the same numbers)
+            if exc.exit_code == exitcodes.WRONG_CHAIN:
+                raise WrongChain(str(exc)) from None
+            if exc.exit_code == exitcodes.USAGE:
+                raise ConfigError(str(exc)) from None
             raise RunFailed(str(exc)) from None
+    state = control.read_json(control.state_path(settings.log_dir)) or {}
+    if phase == "stopped":
+        store.close()
+        if state.get("stopped_by") == "SIGINT":  # Ctrl-C in this terminal: the supervisor stopped gracefully
+            raise Interrupted(CTRL_C)
+        if state.get("stopped_by") == "SIGTERM":  # `backfill stop` from another terminal: stopped as asked
+            echo(f"stopped as asked (`backfill stop`); {RESUMES}")
+            return None
+        raise RunFailed(state.get("message") or f"stopped; {RESUMES}")  # the rebuild stopped by itself
     store.patience_s = COMMAND_PATIENCE_S
     summary = collect(store, settings)
-    if phase == "stopped":
-        raise RunFailed("stopped; progress is checkpointed, `backfill start` resumes")
     if phase == "rebuild_failed":
-        state = control.read_json(control.state_path(settings.log_dir)) or {}
         raise RunFailed(f"all {summary['days_total']} days are COMPLETE, but {state.get('message') or 'the rebuild failed'}")
     if phase == "finished_with_failures":
         raise RunFailed(f"{summary['days_failed']} days FAILED (see `backfill status`); "

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from backfill.dates import date_of, day_list
 from backfill.errors import StoreUnavailable
 from backfill.redact import redact_text, scrub
 from backfill.settings import Settings, secret_bearing_values
@@ -55,11 +56,11 @@ def shown_day_status(status: str, run_live: bool) -> str:
     return "INTERRUPTED" if status == "RUNNING" and not run_live else status
 
 
-_DAY_STATUS_RE = re.compile(r"(\bday \d+(?: \([^)]*\))? )(RUNNING)\b")
+_DAY_STATUS_RE = re.compile(r"((?:\bday \d+(?: \([^)]*\))?|\b\d{4}-\d{2}-\d{2}) )(RUNNING)\b")
 
 
 def show_day_statuses(text: str, run_live: bool) -> str:
-    """`day 3 (2024-01-04) RUNNING` in a report line, read through `shown_day_status`."""
+    """`2024-01-04 RUNNING` (or `day 3 RUNNING`) in a report line, read through `shown_day_status`."""
     return _DAY_STATUS_RE.sub(lambda m: m[1] + shown_day_status(m[2], run_live), text)
 
 
@@ -159,8 +160,12 @@ def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]]
         shown_rates: dict[str, float | None] = {k: rates.get(k) for k in RATE_KEYS}
     else:
         eta_s, shown_rates = None, dict.fromkeys(RATE_KEYS)
-    failed = [{"day_idx": k, "error": cp["error"], "failures": int(cp.get("failures", 0))}
+    dates = {p["day_idx"]: p["day"] for p in plan if p.get("day")}
+    failed = [{"day_idx": k, "day": date_of(dates, k), "error": cp["error"], "failures": int(cp.get("failures", 0))}
               for k, cp in sorted(checkpoints.items()) if cp["status"] == "FAILED"]
+    workers = current_workers(heartbeats, supervisor, supervisor_alive, live_worker_pids, host, now)
+    for w in workers:
+        w["day"] = date_of(dates, w["day_idx"])
     counted = lambda key: sum(int(cp[key]) for cp in checkpoints.values())  # noqa: E731
     return {
         "run": run,
@@ -176,7 +181,7 @@ def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]]
         "table_rows": table_rows,
         "supervisor": _supervisor_part(supervisor, supervisor_alive),
         "store": store_view(True, None, supervisor, supervisor_alive, now),
-        "workers": current_workers(heartbeats, supervisor, supervisor_alive, live_worker_pids, host, now),
+        "workers": workers,
         "failed_days": failed,
     }
 
@@ -297,7 +302,8 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     supervisor, alive = _supervisor(settings)
     state = run_state(supervisor, alive)
     host = socket.gethostname()
-    plan = [{"day_idx": p.day_idx, "start_block": p.start_block, "end_block": p.end_block} for p in store.read_plan()]
+    plan = [{"day_idx": p.day_idx, "day": p.day.isoformat(), "start_block": p.start_block, "end_block": p.end_block}
+            for p in store.read_plan()]
     checkpoints = store.checkpoints()
     heartbeats = store.named_rows(
         "SELECT host, worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL "
@@ -339,7 +345,7 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     summary = summarize(plan, checkpoints, heartbeats, supervisor, alive, rates, table_rows, now, endpoints,
                         live_worker_pids=live_pids, host=host, promoted=promoted,
                         last_error=_last_error(settings, supervisor))
-    summary["quality"] = quality(store)
+    summary["quality"] = quality(store, {p["day_idx"]: p["day"] for p in plan})
     return summary
 
 
@@ -377,21 +383,28 @@ class StatusReader:
             self.store = None
 
 
-def quality(store: Store) -> dict[str, Any]:
-    """The latest gates run (level, failed gates with their days) and the latest audit run (days, mismatches)."""
+def quality(store: Store, dates: dict[int, str] | None = None) -> dict[str, Any]:
+    """The latest gates run (level, failed gates with their days) and the latest audit run (days, mismatches);
+    each list of day_idx has its dates beside it (`failed_dates`, `warned_dates`, `not_ok_dates`)."""
+    dates = dates or {}
+    on = lambda days: [date_of(dates, d) for d in days]  # noqa: E731
     out: dict[str, Any] = {"gates": None, "audit": None}
     gates = store.query_rows(
         "SELECT run_at, level, gate, verdict, days FROM gate_results "
         "WHERE run_id = (SELECT argMax(run_id, run_at) FROM gate_results) ORDER BY gate")
     if gates:
-        out["gates"] = {"run_at": str(gates[0][0]), "level": gates[0][1],
-                        "failed": {g[2]: list(g[4]) for g in gates if g[3] == "fail"},
-                        "warned": {g[2]: list(g[4]) for g in gates if g[3] == "warn"}}
+        failed = {g[2]: list(g[4]) for g in gates if g[3] == "fail"}
+        warned = {g[2]: list(g[4]) for g in gates if g[3] == "warn"}
+        out["gates"] = {"run_at": str(gates[0][0]), "level": gates[0][1], "failed": failed, "warned": warned,
+                        "failed_dates": {k: on(v) for k, v in failed.items()},
+                        "warned_dates": {k: on(v) for k, v in warned.items()}}
     audit = store.query_rows(
         "SELECT any(run_at), count(), groupArrayIf(day_idx, verdict != 'ok') FROM audit_results "
         "WHERE run_id = (SELECT argMax(run_id, run_at) FROM audit_results) HAVING count() > 0")
     if audit:
-        out["audit"] = {"run_at": str(audit[0][0]), "days": int(audit[0][1]), "not_ok": list(audit[0][2])}
+        not_ok = list(audit[0][2])
+        out["audit"] = {"run_at": str(audit[0][0]), "days": int(audit[0][1]), "not_ok": not_ok,
+                        "not_ok_dates": on(not_ok)}
     return out
 
 
@@ -476,10 +489,43 @@ def _supervisor_text(sup: dict[str, Any]) -> str:
     return text + (f" — {sup['message']}" if sup.get("message") else "")
 
 
-def render(summary: dict[str, Any]) -> Any:
-    """A rich renderable for people (the CLI and the foreground dashboard)."""
-    from rich.console import Group
+def _dated(days: list[int], dates: list[str | None] | None, limit: int = 10) -> str:
+    """Days of a quality record as dates, folded (`2024-01-05..2024-01-07`)."""
+    return day_list(days, {d: v for d, v in zip(days, dates or []) if v}, limit=limit)
+
+
+def table_lines(table_rows: dict[str, dict[str, int]]) -> list[str]:
+    """One `dedup:` line per table, aligned: `dedup: erc20_transfers_staging  38123 rows, 38100 after FINAL`."""
+    if not table_rows:
+        return []
+    width = max(len(t) for t in table_rows)
+    digits = max(len(str(v["rows"])) for v in table_rows.values())
+    return [f"dedup: {t:<{width}} {v['rows']:>{digits}} rows"
+            + (f", {v['rows_after_dedup']} after FINAL" if "rows_after_dedup" in v else "")
+            for t, v in table_rows.items()]
+
+
+def workers_table(workers: list[dict[str, Any]]) -> Any:
+    """The workers as a table that fits 80 columns with every cell whole: a header rule and one space between
+    columns, values that cannot wrap kept whole (only `state` wraps, between its words). `beat` is the age of
+    the worker's last heartbeat."""
+    from rich import box
     from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
+    for name, right in (("worker", True), ("pid", True), ("state", False), ("day", False), ("last batch", False),
+                        ("rows", True), ("beat", True), ("restarts", True)):
+        table.add_column(name, justify="right" if right else "left", no_wrap=name != "state")
+    for w in workers:
+        table.add_row(str(w["worker_id"]), str(w["pid"]), w["state"], w.get("day") or "-", w["last_batch"],
+                      str(w["rows"]), f"{w['heartbeat_age_s']:.0f}s", str(w["restarts"]))
+    return table
+
+
+def render(summary: dict[str, Any]) -> Any:
+    """A rich renderable for people (the CLI and the foreground dashboard). Lines are short or break between
+    words (80 columns): one line per endpoint and per table, days as dates."""
+    from rich.console import Group
     from rich.text import Text
 
     first, style = run_text(summary)
@@ -489,6 +535,7 @@ def render(summary: dict[str, Any]) -> Any:
         cp = summary["checkpoint_rows"]
         busy = (f"{summary['days_running']} running" if live else
                 f"{summary.get('days_interrupted', 0)} interrupted")
+        rpc = summary["rpc"]
         lines += [
             Text(f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
                  f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed"),
@@ -498,36 +545,31 @@ def render(summary: dict[str, Any]) -> Any:
                  f"rate: - (not running); remaining {summary['remaining_blocks']} blocks; ETA -"),
             Text(f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
                  f"skipped_erc721={cp['skipped_erc721']}"),
-            Text(f"rpc: {summary['rpc']['requests']} requests, {summary['rpc']['errors']} errors, "
-                 f"~{summary['rpc']['compute_units']} compute units; " + ", ".join(
-                     _endpoint_text(e) for e in summary["rpc"]["endpoints"])),
-            Text("dedup: " + ", ".join(f"{t} {v['rows']} rows" + (f", {v['rows_after_dedup']} after FINAL"
-                                                                 if "rows_after_dedup" in v else "")
-                                       for t, v in summary["table_rows"].items())),
+            Text(f"rpc: {rpc['requests']} requests, {rpc['errors']} errors, ~{rpc['compute_units']} compute units"),
+            *(Text(f"rpc: {_endpoint_text(e)}") for e in rpc["endpoints"]),
+            *(Text(line) for line in table_lines(summary["table_rows"])),
         ]
     lines.append(Text(_supervisor_text(summary["supervisor"])))
     lines += [Text(line, style="red") for line in store_lines(summary)]
     q = summary.get("quality") or {}
     if q.get("gates"):
         g = q["gates"]
-        bad = "; ".join(f"{k} days {v[:10]}" for k, v in g["failed"].items())
-        warn = "; ".join(f"{k} days {v[:10]}" for k, v in g["warned"].items())
+        bad = "; ".join(f"{k} on {_dated(v, g.get('failed_dates', {}).get(k))}" for k, v in g["failed"].items())
+        warn = "; ".join(f"{k} on {_dated(v, g.get('warned_dates', {}).get(k))}" for k, v in g["warned"].items())
         lines.append(Text(f"gates ({g['level']}, {g['run_at'][:19]}): " + (f"FAIL {bad}" if bad else "pass")
                           + (f"; warn {warn}" if warn else ""), style="red" if bad else None))
     if q.get("audit"):
         a = q["audit"]
         lines.append(Text(f"audit ({a['run_at'][:19]}): {a['days']} days recounted, "
-                          + (f"NOT OK: days {a['not_ok'][:10]}" if a["not_ok"] else "all match the chain"),
+                          + (f"NOT OK: {_dated(a['not_ok'], a.get('not_ok_dates'))}" if a["not_ok"]
+                             else "all match the chain"),
                           style="red" if a["not_ok"] else None))
     parts: list[Any] = list(lines)
     if summary["workers"]:
-        table = Table("worker", "pid", "state", "day", "last batch", "rows", "heartbeat age", "restarts")
-        for w in summary["workers"]:
-            table.add_row(str(w["worker_id"]), str(w["pid"]), w["state"], str(w["day_idx"]), w["last_batch"],
-                          str(w["rows"]), f"{w['heartbeat_age_s']}s", str(w["restarts"]))
-        parts.append(table)
+        parts.append(workers_table(summary["workers"]))
     elif "days_total" in summary:
         parts.append(Text("workers: none running"))
     for f in summary.get("failed_days", []):
-        parts.append(Text(f"FAILED day {f['day_idx']} after {f['failures']} failures: {f['error']}", style="red"))
+        day = f.get("day") or f"day {f['day_idx']}"
+        parts.append(Text(f"FAILED {day} after {f['failures']} failures: {f['error']}", style="red"))
     return Group(*parts)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backfill import digest
+from backfill.dates import day_list
 from backfill.errors import ConfigError
 from backfill.planner import DayPlan
 from backfill.redact import endpoint_label
@@ -355,7 +356,7 @@ class AuditReport:
         """Why the audit did not pass, naming the days of each class; "" when it passed. name_days turns
         day indices into text (default: the dates)."""
         by_idx = {r.day_idx: r for r in self.results}
-        name = name_days or (lambda days: ", ".join(str(by_idx[d].day) for d in days))
+        name = name_days or (lambda days: day_list(days, {d: by_idx[d].day for d in days}))
         parts = []
         mismatched = self.mismatched_days
         if mismatched:
@@ -374,9 +375,9 @@ class AuditReport:
 
     def summary(self) -> str:
         n = {v: sum(r.verdict == v for r in self.results) for v in ("ok", "mismatch", "error")}
-        bad = [str(r.day) for r in self.results if r.verdict != "ok"]
+        bad = day_list([r.day_idx for r in self.results if r.verdict != "ok"], {r.day_idx: r.day for r in self.results})
         return (f"audit {'passed' if self.passed else 'FAILED'}: {len(self.results)} days, {n['ok']} ok, "
-                f"{n['mismatch']} mismatch, {n['error']} error" + (f" ({', '.join(bad)})" if bad else "")
+                f"{n['mismatch']} mismatch, {n['error']} error" + (f" ({bad})" if bad else "")
                 + f"; run_id={self.run_id} seed={self.seed}")
 
     def lines(self) -> list[str]:

@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
+from backfill.errors import CommandFailed
+
 
 def lock_path(log_dir: Path) -> Path:
     return log_dir / "supervisor.lock"
@@ -82,7 +84,8 @@ def start_lock(log_dir: Path, on_wait: Callable[[str], Any] | None = None, timeo
                     on_wait("another `backfill start` of this data directory is handing over its run; waiting for it")
                     told = True
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"another `backfill start` held {start_lock_path(log_dir)} for {timeout_s:.0f}s")
+                    raise CommandFailed(f"another `backfill start` held {start_lock_path(log_dir)} for "
+                                        f"{timeout_s:.0f}s; try again when it has handed over its run")
                 time.sleep(0.1)
         yield
     finally:

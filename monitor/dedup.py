@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backfill.digest import KEYS, STAGING_TABLES, newest_version_variants_sql
-from backfill.errors import UserError
+from backfill.errors import CommandFailed
 from backfill.store import Store
 
 log = logging.getLogger("on_complete")
@@ -25,8 +25,8 @@ log = logging.getLogger("on_complete")
 MAINTENANCE_TABLES = ["transfer_quarantine", "block_timestamps", "backfill_checkpoint"]
 
 
-class DedupRefused(UserError):
-    exit_code = 1
+class DedupRefused(CommandFailed):
+    """A dedup that would lose data or found nothing to do: refused, nothing changed."""
 
 
 @dataclass

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from backfill import digest, schema
+from backfill.dates import day_list
 from backfill.errors import ConfigError
 from backfill.settings import Settings
 from backfill.store import Store, now_utc
 from backfill.thresholds import LEVELS, THRESHOLDS  # noqa: F401  (re-exported: part of the gates' API)
 from monitor.gates_measure import (  # noqa: F401  (re-exported: the measured data is part of the API)
     ADDRESS_RE, HASH_RE, SORT_KEYS, Day, Fingerprint, Measurements, measure)
+from monitor.gates_text import fmt_value, limit_text, value_text
 
 GATES = ("coverage", "duplicates", "timestamps", "malformed", "empty_days", "quarantine", "missing_timestamps")
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -61,6 +63,17 @@ class GateResult:
     threshold: float
     days: list[int]
     detail: str
+    check: str = ""  # the check of the worst finding: what value and threshold measure (monitor/gates_text.py)
+
+    @property
+    def value_text(self) -> str:
+        """What the gate found, in words (`2 empty days next to busy ones, not audited`)."""
+        return value_text(self.gate, self.check, self.value)
+
+    @property
+    def limit_text(self) -> str:
+        """What the gate allows, in words (`at most 0 duplicate rows`, `at most 1% quarantined per day`)."""
+        return limit_text(self.gate, self.check, self.threshold)
 
 
 @dataclass(frozen=True)
@@ -73,16 +86,10 @@ class Finding:
     text: str = ""
 
 
-def fmt_value(x: float) -> str:
-    """A value or threshold for people: integers without a fraction, inf for not judged."""
-    if math.isinf(x):
-        return "inf"
-    return str(int(x)) if float(x).is_integer() else f"{x:.4g}"
-
-
 def _label(m: Measurements, d: int) -> str:
+    """A day as people read it: its date (`day 12` when it is not planned)."""
     day = m.days.get(d)
-    return f"day {d} ({day.day.isoformat()})" if day else f"day {d}"
+    return day.day.isoformat() if day else f"day {d}"
 
 
 def _days_text(m: Measurements, per_day: Mapping[int, Any], limit: int = 8) -> str:
@@ -97,8 +104,8 @@ def _count(check: str, per_day: Mapping[int, int], threshold: float, what: str, 
     `shown` replaces the per-day numbers in the text (e.g. what differs on the day)."""
     total = sum(per_day.values())
     verdict = FAIL if total > threshold else WARN if total > 0 else PASS
-    text = (f"{what}: {fmt_value(total)} (threshold {fmt_value(threshold)}) on {_days_text(m, shown or per_day)}"
-            if total else "")
+    text = (f"{what}: {fmt_value(total)} (at most {fmt_value(threshold)} allowed) on "
+            f"{_days_text(m, shown or per_day)}" if total else "")
     return Finding(check, verdict, total, threshold, tuple(sorted(d for d, n in per_day.items() if n)), text)
 
 
@@ -118,7 +125,7 @@ def combine(gate: str, findings: list[Finding], ok_text: str) -> GateResult:
     days = sorted({d for f in bad for d in f.days})
     notes = [f.text for f in findings if f.verdict == PASS and f.text]
     detail = "; ".join([f.text for f in bad] + notes) or ok_text
-    return GateResult(gate, worst.verdict, float(worst.value), float(worst.threshold), days, detail)
+    return GateResult(gate, worst.verdict, float(worst.value), float(worst.threshold), days, detail, worst.check)
 
 
 # -- the gates (pure) ----------------------------------------------------------------------------------------
@@ -129,7 +136,7 @@ def judge_coverage(m: Measurements, level: str, t: Mapping[str, float]) -> GateR
     n = len(unfinished)
     if n > t["unfinished_days"]:
         findings.append(Finding("unfinished_days", FAIL, n, t["unfinished_days"], tuple(sorted(unfinished)),
-                                f"days not COMPLETE: {n} (threshold {fmt_value(t['unfinished_days'])}): "
+                                f"days not COMPLETE: {n} (at most {fmt_value(t['unfinished_days'])} allowed): "
                                 f"{', '.join(f'{_label(m, d)} {m.days[d].status}' for d in sorted(unfinished)[:8])}"))
     else:
         findings.append(Finding("unfinished_days", PASS, n, t["unfinished_days"], (),
@@ -329,24 +336,25 @@ class GateReport:
         return {r.gate: r.days for r in self.results if r.verdict == FAIL}
 
     def day_names(self, days: Iterable[int], limit: int = 20) -> str:
-        days = list(days)
-        text = ", ".join(self.dates.get(d, f"day {d}") for d in days[:limit])
-        return text + (f" (+{len(days) - limit} more)" if len(days) > limit else "")
+        """The days as dates, consecutive ones folded (`2024-01-05..2024-01-07`)."""
+        return day_list(days, self.dates, limit=limit)
+
+    def line(self, r: GateResult) -> str:
+        """`FAIL empty_days: 2 empty days next to busy ones, not audited; limit: none unaudited, …; days:
+        2024-01-03, 2024-01-09 — <detail>`: what was found and what is allowed in words, the days as dates."""
+        days = f"; days: {self.day_names(r.days)}" if r.days else ""
+        return f"{r.verdict.upper():4} {r.gate}: {r.value_text}; limit: {r.limit_text}{days} — {r.detail}"
 
     def lines(self) -> list[str]:
         out = [f"{self.level} gates: {'passed' if self.passed else 'FAILED'} (run {self.run_id})"]
-        for r in self.results:
-            days = f" days={self.day_names(r.days)}" if r.days else ""
-            out.append(f"{r.verdict.upper():4} {r.gate}: value={fmt_value(r.value)} "
-                       f"threshold={fmt_value(r.threshold)}{days} — {r.detail}")
-        return out
+        return out + [self.line(r) for r in self.results]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (plain types; an infinite threshold is null)."""
         return {
             "run_id": self.run_id, "level": self.level, "source": self.source, "run_at": self.run_at.isoformat(),
             "passed": self.passed,
-            "gates": [{"gate": r.gate, "verdict": r.verdict, "value": r.value,
+            "gates": [{"gate": r.gate, "verdict": r.verdict, "check": r.check or None, "value": r.value,
                        "threshold": None if math.isinf(r.threshold) else r.threshold, "days": r.days,
                        "dates": [self.dates.get(d) for d in r.days], "detail": r.detail} for r in self.results],
         }

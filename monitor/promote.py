@@ -22,7 +22,8 @@ from typing import Any
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from backfill import schema
-from backfill.errors import ConfigError, UserError
+from backfill.ctrl_c import finished_first
+from backfill.errors import CommandFailed, ConfigError
 from backfill.settings import Settings
 from backfill.store import Store, now_utc
 
@@ -36,7 +37,7 @@ PRODUCTION: dict[str, str] = {"erc20_transfers_staging": "erc20_transfers",
 COPY_SETTINGS = {"max_partitions_per_insert_block": 0}
 
 
-class PromotionFailed(UserError):
+class PromotionFailed(CommandFailed):
     """A promotion or rollback stopped; the message says what was left as it was."""
 
 
@@ -318,21 +319,23 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
             record(store, "promote", table, "", 0, "", f"status=failed {msg} production=untouched")
             raise PromotionFailed(f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; "
                                   f"production untouched") from None
-        for staging, prod in PRODUCTION.items():  # c) swap, d) verify
-            name = backups.get(prod, ("", 0, ""))[0]
-            try:
-                method = _swap_in(store, prod, f"{prod}_next", prod in existing)
-            except ClickHouseError as exc:
-                done = ", ".join(t.production for t in report.tables) or "none"
-                record(store, "promote", prod, name, 0, "", f"status=failed step=swap error={_reason(exc)}")
-                raise PromotionFailed(f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; "
-                                      f"see promote.log") from None
-            got = _verify_recorded(
-                store, "promote", prod, name, nexts[prod],
-                f"swap={method} staging={staging} old={prod + '_old' if prod in existing else '-'} "
-                f"staging_final_rows={nexts[prod][0]} staging_final_checksum={nexts[prod][1]}",
-                "after the swap does not equal staging FINAL", "; `backfill rollback` restores the previous production")
-            report.tables.append(TableResult(prod, staging, got[0], got[1], method, name))
+        with finished_first("the swap of production"):  # c) swap, d) verify: a Ctrl-C waits for every table
+            for staging, prod in PRODUCTION.items():
+                name = backups.get(prod, ("", 0, ""))[0]
+                try:
+                    method = _swap_in(store, prod, f"{prod}_next", prod in existing)
+                except ClickHouseError as exc:
+                    done = ", ".join(t.production for t in report.tables) or "none"
+                    record(store, "promote", prod, name, 0, "", f"status=failed step=swap error={_reason(exc)}")
+                    raise PromotionFailed(f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; "
+                                          f"see promote.log") from None
+                got = _verify_recorded(
+                    store, "promote", prod, name, nexts[prod],
+                    f"swap={method} staging={staging} old={prod + '_old' if prod in existing else '-'} "
+                    f"staging_final_rows={nexts[prod][0]} staging_final_checksum={nexts[prod][1]}",
+                    "after the swap does not equal staging FINAL",
+                    "; `backfill rollback` restores the previous production")
+                report.tables.append(TableResult(prod, staging, got[0], got[1], method, name))
         report.seconds = time.monotonic() - t0
         log.info("event=promote_done seconds=%.3f %s", report.seconds,
                  " ".join(f"{t.production}={t.rows}" for t in report.tables))
@@ -389,25 +392,27 @@ def rollback(store: Store, settings: Settings) -> PromotionReport:
         if all(pl.kind == "nothing" for pl, _, _ in plans.values()):
             reasons = sorted({pl.reason for pl, _, _ in plans.values()})
             raise NothingToRollBack("nothing to roll back: " + "; ".join(reasons))
-        for prod, (plan, backup, expected) in plans.items():
-            if plan.kind == "nothing":
-                continue
-            try:
-                if plan.kind == "exchange":
-                    source, method = f"{prod}_old", _exchange(store, prod, f"{prod}_old")
-                else:
-                    source, method = backup, "restore"
-                    _copy(store, backup, f"{prod}_next", like=backup, final=False)
-                    _swap_in(store, prod, f"{prod}_next", prod in existing)
-            except (ClickHouseError, PromotionFailed) as exc:
-                done = ", ".join(t.production for t in report.tables) or "none"
-                record(store, "rollback", prod, backup, 0, "", f"status=failed plan={plan.kind} error={_reason(exc)}")
-                raise PromotionFailed(f"rollback of {prod} failed ({plan.kind}): {_reason(exc)}; "
-                                      f"already rolled back: {done}") from None
-            got = _verify_recorded(store, "rollback", prod, backup, expected,
-                                   f"method={method} source={source} now_old={prod}_old",
-                                   f"after the rollback does not equal backup {backup}")
-            report.tables.append(TableResult(prod, source, got[0], got[1], method, backup))
+        with finished_first("the rollback of production"):  # a Ctrl-C waits for every table
+            for prod, (plan, backup, expected) in plans.items():
+                if plan.kind == "nothing":
+                    continue
+                try:
+                    if plan.kind == "exchange":
+                        source, method = f"{prod}_old", _exchange(store, prod, f"{prod}_old")
+                    else:
+                        source, method = backup, "restore"
+                        _copy(store, backup, f"{prod}_next", like=backup, final=False)
+                        _swap_in(store, prod, f"{prod}_next", prod in existing)
+                except (ClickHouseError, PromotionFailed) as exc:
+                    done = ", ".join(t.production for t in report.tables) or "none"
+                    record(store, "rollback", prod, backup, 0, "",
+                           f"status=failed plan={plan.kind} error={_reason(exc)}")
+                    raise PromotionFailed(f"rollback of {prod} failed ({plan.kind}): {_reason(exc)}; "
+                                          f"already rolled back: {done}") from None
+                got = _verify_recorded(store, "rollback", prod, backup, expected,
+                                       f"method={method} source={source} now_old={prod}_old",
+                                       f"after the rollback does not equal backup {backup}")
+                report.tables.append(TableResult(prod, source, got[0], got[1], method, backup))
         report.seconds = time.monotonic() - t0
         log.info("event=rollback_done seconds=%.3f %s", report.seconds,
                  " ".join(f"{t.production}={t.rows}" for t in report.tables))

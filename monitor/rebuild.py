@@ -117,8 +117,10 @@ def step_promote(store: Store, settings: Settings, report: dict[str, Any]) -> No
 
 
 def _days(store: Store, days: list[int]) -> str:
-    by_idx = {p.day_idx: p.day for p in store.read_plan()}
-    return ", ".join(f"{by_idx.get(d, '?')} (day {d})" for d in sorted(days)[:20]) + (" …" if len(days) > 20 else "")
+    """The days as dates, folded (`2024-01-05..2024-01-07`)."""
+    from backfill.dates import day_list
+
+    return day_list(days, {p.day_idx: p.day for p in store.read_plan()})
 
 
 def step_snapshot(store: Store, settings: Settings, report: dict[str, Any]) -> Path:
@@ -215,12 +217,13 @@ def run_on_complete_once(store: Store, settings: Settings, **hooks: Any) -> dict
         handler.close()
 
 
-def run_by_hand(store: Store, settings: Settings, *, promote: bool | None = None) -> dict[str, Any]:
-    """`backfill rebuild`: the same pipeline, whatever was rebuilt before."""
+def run_by_hand(store: Store, settings: Settings, *, promote: bool | None = None,
+                on_step: Callable[[str | None], None] | None = None) -> dict[str, Any]:
+    """`backfill rebuild`: the same pipeline, whatever was rebuilt before (on_step as for run_on_complete)."""
     handler = _file_logger(settings)
     try:
         log.info("event=rebuild_by_hand_start")
-        report = run_on_complete(store, settings, promote=promote)
+        report = run_on_complete(store, settings, promote=promote, on_step=on_step)
         store.meta_set("on_complete_fingerprint", fingerprint(store))
         return report
     finally:

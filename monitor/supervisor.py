@@ -76,6 +76,7 @@ class Supervisor:
         self.slots: dict[int, Slot] = {}
         self.phase = "starting"
         self.stopping = False
+        self.interrupted = False  # the stop came from SIGINT (Ctrl-C in the terminal of a foreground run)
         self.reload = True
         self.control_seq = -1
         self.on_tick = on_tick
@@ -97,16 +98,16 @@ class Supervisor:
 
     # -- signals only set flags ---------------------------------------------------------
     def install_signals(self) -> None:
-        def flag(name: str | None) -> Callable[..., None]:
+        def flag(*names: str) -> Callable[..., None]:
             def handler(*_: Any) -> None:
-                if name:
+                for name in names:
                     setattr(self, name, True)
                 self.wake()
             return handler
 
-        for sig, name in ((signal.SIGTERM, "stopping"), (signal.SIGINT, "stopping"), (signal.SIGHUP, "reload"),
-                          (signal.SIGCHLD, None)):
-            self._old_handlers[sig] = signal.signal(sig, flag(name))
+        for sig, names in ((signal.SIGTERM, ("stopping",)), (signal.SIGINT, ("stopping", "interrupted")),
+                           (signal.SIGHUP, ("reload",)), (signal.SIGCHLD, ())):
+            self._old_handlers[sig] = signal.signal(sig, flag(*names))
 
     def restore_signals(self) -> None:
         for sig, old in self._old_handlers.items():
@@ -529,6 +530,8 @@ class Supervisor:
         control.write_json_atomic(control.state_path(self.log_dir), {
             "pid": os.getpid(), "phase": self.phase, "wanted_shards": self.wanted, "started_at": self.started,
             "updated_at": time.time(), "message": self.message, "ended_at": time.time() if ended else None,
+            "stopped_by": ("SIGINT" if self.interrupted else "SIGTERM") if self.phase == "stopped" and self.stopping
+            else None,
             "rebuild_step": self.rebuild.step if self.rebuild is not None else None,
             "store": self.store.outage.state(),
             "workers": [{"shard_id": s.shard_id, "shards": s.shards, "pid": s.proc.pid if s.proc else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -251,3 +252,68 @@ def test_status_with_a_configured_server_needs_no_data_directory(chain: Chain, d
     assert result.returncode == 0, result.stderr
     assert f"days: {chain.days}/{chain.days} complete" in result.stdout, result.stdout
     assert not fresh.exists()
+
+
+# -- backfill sql, an unreachable store, 80 columns -------------------------------------------------------------
+@pytest.mark.parametrize("query", ["", "   \n\t"])
+def test_no_sql_is_one_line_exit_2_and_touches_no_store(tmp_path, query):
+    result = backfill(["sql", query], tmp_path / "data", timeout=60)
+    assert_one_clear_line(result, "no SQL given")
+    assert result.returncode == 2
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("query,needle", [
+    ("SELEC 1", "Code: 62. DB::Exception: Syntax error: failed at position 7"),
+    ("SELECT * FROM no_such_table", "Code: 60. DB::Exception: Unknown table expression identifier 'no_such_table'"),
+    ("SELECT count() FROM erc20_transfers", "— production tables are made by `backfill promote`"),
+])
+def test_sql_clickhouse_refuses_is_its_own_words_on_one_line_exit_6(run_copy, query, needle):
+    result = backfill(["sql", query], run_copy, timeout=120)
+    assert_one_clear_line(result, needle)
+    assert result.returncode == 6
+    line = result.stderr.strip()
+    assert re.search(r"\((SYNTAX_ERROR|UNKNOWN_TABLE)\)", line), line
+    for wrapping in ("FORMAT Native", "for url", "(version ", "Received ClickHouse exception", "server response"):
+        assert wrapping not in line, line
+
+
+def test_an_unreachable_store_is_one_line_naming_it_exit_5(tmp_path):
+    for args in (["sql", "SELECT 1"], ["gates"], ["promote"], ["verify", "--all"], ["retry-failed"]):
+        result = backfill(args, tmp_path / "data", extra_env={"CLICKHOUSE_URL": "http://default:@127.0.0.1:9/db"},
+                          timeout=60)
+        assert_one_clear_line(result, "127.0.0.1:9")
+        assert result.returncode == 5, (args, result.stderr)
+        assert "connection refused" in result.stderr and "Unexpected Http Driver Exception" not in result.stderr
+        assert result.stdout == "", (args, result.stdout)
+
+
+def assert_fits(text: str, words: list[str], width: int = 80) -> None:
+    """No line wider than `width`; every word of `words` whole on some line (none cut across two)."""
+    lines = text.splitlines()
+    too_long = [line for line in lines if len(line) > width]
+    assert not too_long, "\n".join(too_long)
+    for word in words:
+        assert any(word in line for line in lines), f"{word!r} is cut or missing:\n{text}"
+    assert "…" not in text, text
+
+
+def test_status_and_gates_fit_80_columns_without_cutting_a_word(run_copy, chain: Chain):
+    env = {"COLUMNS": "80"}
+    status = backfill(["status"], run_copy, extra_env=env, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert_fits(status.stdout, ["erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine",
+                                "after FINAL", "127.0.0.1#0"])
+    assert [line.split()[1] for line in status.stdout.splitlines() if line.startswith("dedup: ")] == [
+        "erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"]
+    gates = backfill(["gates", "--strict"], run_copy, extra_env=env, timeout=120)
+    assert gates.returncode == 1, gates.stdout + gates.stderr  # the test chain's empty days, not audited yet
+    empty = [chain.day(2), chain.day(8)]
+    assert_fits(gates.stdout, ["missing_timestamps", "empty_days", "quarantined", "neighbours'", *empty])
+    assert "value=" not in gates.stdout and "threshold=" not in gates.stdout
+    (fail,) = [line for line in gates.stdout.splitlines() if line.startswith("FAIL ")]
+    assert fail.startswith("FAIL empty_days: 2 empty days next to busy ones, not audited; limit: none"), fail
+    # after a gates run the status names its days as dates too
+    status = backfill(["status"], run_copy, extra_env=env, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert_fits(status.stdout, ["gates (strict", "empty_days", *empty])

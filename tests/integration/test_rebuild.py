@@ -155,7 +155,9 @@ def test_status_shows_the_latest_gates_and_audit_verdicts(chain: Chain, run_copy
     assert out.returncode == 0, out.stderr
     quality = json.loads(out.stdout)["quality"]
     assert quality["gates"]["level"] == "strict" and 6 in quality["gates"]["failed"]["malformed"]
-    assert quality["audit"] == {"run_at": quality["audit"]["run_at"], "days": 1, "not_ok": []}
+    assert quality["audit"] == {"run_at": quality["audit"]["run_at"], "days": 1, "not_ok": [], "not_ok_dates": []}
+    assert quality["gates"]["failed_dates"]["malformed"][quality["gates"]["failed"]["malformed"].index(6)] == \
+        chain.day(6)
     text = backfill(["status"], run_copy)
     assert "gates (strict" in text.stdout and "FAIL" in text.stdout and "malformed" in text.stdout
     assert "1 days recounted, all match the chain" in text.stdout

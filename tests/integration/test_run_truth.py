@@ -155,3 +155,50 @@ def test_stop_during_the_rebuild_stops_it_between_steps_and_the_next_start_runs_
     again = backfill(["start", "--foreground"], run_dir, chain, shards=2, extra_env={"BACKFILL_AUDIT_SAMPLE": "1"})
     assert again.returncode == 0, again.stderr
     assert (run_dir / "backfill" / "on-complete.log").read_text().count("event=on_complete_done") == 1
+
+
+def test_ctrl_c_stops_a_foreground_run_in_one_line_and_a_stop_from_elsewhere_exits_0(chain: Chain, run_dir):
+    """Ctrl-C in the terminal of `start --foreground` (SIGINT to its process group, as a terminal sends it):
+    a graceful stop, one line, exit 130. `backfill stop` from another terminal: stopped as asked, exit 0. Both
+    resume to the chain's rows exactly."""
+    import threading
+
+    cmd = [sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", chain.first_day, "--to",
+           chain.last_day, "--confirmations", "0"]
+
+    def foreground(env: dict) -> tuple[subprocess.Popen, dict]:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=run_dir.parent, start_new_session=True)
+        ended: dict = {}
+        # read (and reap) it meanwhile: a stop waits for the process to be gone, not a zombie
+        threading.Thread(target=lambda: ended.update(zip(("out", "err"), proc.communicate(timeout=180))),
+                         daemon=True).start()
+        wait_for(lambda: supervisor_state(run_dir).get("pid") == proc.pid and len(
+            [w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid")]) == 2, 90, "2 running workers")
+        return proc, ended
+
+    with RpcProxy(chain.url, rate_limit_rps=30) as rpc:
+        env = clean_env(BACKFILL_DATA_DIR=str(run_dir), ETHEREUM_RPC_URLS=rpc.url, SHARDS="2", **PACED)
+        proc, ended = foreground(env)
+        os.killpg(proc.pid, signal.SIGINT)
+        wait_for(lambda: "err" in ended, 120, "the foreground run to end")
+        assert proc.returncode == 130, ended
+        assert ended["err"] == "stopped by Ctrl-C; progress is checkpointed, `backfill start` resumes\n", ended
+        assert supervisor_state(run_dir)["phase"] == "stopped"
+
+        proc, ended = foreground(env)
+        stopped = backfill(["stop"], run_dir)
+        assert stopped.returncode == 0, stopped.stderr
+        wait_for(lambda: "err" in ended, 120, "the foreground run to end")
+        assert proc.returncode == 0 and ended["err"] == "", ended
+        assert "stopped as asked (`backfill stop`); progress is checkpointed" in ended["out"], ended
+
+        rpc.configure(rate_limit_rps=None)
+        done = backfill(["start", "--foreground"], run_dir, rpc_urls=rpc.url, shards=2,
+                        extra_env={**PACED, "BACKFILL_RPC_MAX_RPS": "0", "BACKFILL_ON_COMPLETE": "0"})
+        assert done.returncode == 0, done.stderr
+    store = open_store(run_dir)
+    try:
+        assert_exact(store, chain)
+    finally:
+        store.close()

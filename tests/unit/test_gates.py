@@ -219,7 +219,7 @@ def test_each_timestamp_check_fails_both_levels_naming_the_day(check):
     for level in ("relaxed", "strict"):
         result = gate(m, "timestamps", level)
         assert (result.verdict, result.days, result.value) == ("fail", [3], 12)
-        assert "day 3 (2024-01-04): 12" in result.detail
+        assert "2024-01-04: 12" in result.detail
 
 
 def test_timestamp_findings_on_several_days_are_all_named():
@@ -347,3 +347,53 @@ def test_a_log_line_is_key_value_with_at_most_twenty_days():
     assert " run_id=r1 source=test level=strict gate=coverage verdict=fail value=25 threshold=0 " in line
     assert "days=" + ",".join(map(str, range(20))) + ",+5 " in line
     assert line.endswith('detail="days \\"lost\\""')
+
+
+# -- the numbers in words --------------------------------------------------------------------------------------
+def test_every_check_a_gate_reports_is_phrased():
+    import re
+
+    from monitor.gates_text import PHRASES
+
+    source = (Path(__file__).resolve().parents[2] / "monitor" / "gates.py").read_text()
+    checks = set(re.findall(r'Finding\("(\w+)"', source)) | set(re.findall(r'_count\("(\w+)"', source)) \
+        | set(re.findall(r'_counts\(m, level, t, "(\w+)"', source))
+    assert len(checks) > 10 and checks <= set(PHRASES), checks - set(PHRASES)
+
+
+def test_empty_days_say_what_they_count_and_what_makes_a_day_suspicious():
+    result = gate(make(empty=(2, 8)), "empty_days")
+    assert (result.value, result.threshold) == (2, 100)  # the numbers as measured (JSON, gate_results)
+    assert result.value_text == "2 empty days next to busy ones, not audited"
+    assert result.limit_text == "none unaudited, busy meaning a neighbours' median of 100+ rows"
+
+
+def test_counts_say_at_most_what_and_shares_are_percent():
+    assert gate(make(), "duplicates").limit_text == "at most 0 duplicate rows"
+    assert gate(make(status={3: "FAILED"}), "coverage", "relaxed").value_text == "1 FAILED day"
+    assert gate(make(status={3: "FAILED", 4: "FAILED"}), "coverage", "relaxed").limit_text == "at most 3 FAILED days"
+    burst = gate(make(per_day={"quarantined": {3: 20}}), "quarantine")
+    assert burst.value_text == "3.85% quarantined on the worst day"
+    assert burst.limit_text == "at most 1% quarantined per day"
+    assert gate(make(per_day={"quarantined": {3: 20}}), "quarantine", "relaxed").limit_text == \
+        "at most 5% quarantined per day"
+
+
+def test_a_threshold_not_judged_at_the_level_says_so():
+    assert GateResult("coverage", "pass", 2, math.inf, [], "", "unfinished_days").limit_text == \
+        "not judged at this level"
+
+
+def test_a_report_line_says_found_limit_and_days_as_dates():
+    report = report_of([gate(make(empty=(2, 8)), "empty_days")])
+    line = report.line(report.results[0])
+    assert line.startswith("FAIL empty_days: 2 empty days next to busy ones, not audited; limit: none unaudited, "
+                           "busy meaning a neighbours' median of 100+ rows; days: 2024-01-03, 2024-01-09 — ")
+    assert "value=" not in line and "threshold=" not in line and "day 2" not in line
+    doc = report.to_json()["gates"][0]
+    assert (doc["check"], doc["value"], doc["threshold"], doc["days"]) == ("suspicious_empty_days", 2, 100, [2, 8])
+
+
+def test_consecutive_days_of_a_report_are_folded():
+    report = report_of([GateResult("coverage", "fail", 3, 0, [4, 5, 6], "x", "failed_days")])
+    assert "days: 2024-01-05..2024-01-07 — x" in report.line(report.results[0])

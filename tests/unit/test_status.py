@@ -170,9 +170,11 @@ def test_running_days_without_a_live_run_are_shown_interrupted():
     assert shown_day_status("RUNNING", run_live=False) == "INTERRUPTED"
     assert shown_day_status("RUNNING", run_live=True) == "RUNNING"
     assert shown_day_status("FAILED", run_live=False) == "FAILED"
-    line = "FAIL coverage: days not COMPLETE: 2 (threshold 0): day 3 (2024-01-04) RUNNING, day 4 (2024-01-05) PENDING"
+    line = "FAIL coverage: days not COMPLETE: 2 (at most 0 allowed): 2024-01-04 RUNNING, 2024-01-05 PENDING"
     assert show_day_statuses(line, run_live=False) == line.replace("RUNNING", "INTERRUPTED")
     assert show_day_statuses(line, run_live=True) == line
+    older = "FAIL coverage: days not COMPLETE: 2 (threshold 0): day 3 (2024-01-04) RUNNING, day 4 PENDING"
+    assert show_day_statuses(older, run_live=False) == older.replace("RUNNING", "INTERRUPTED")
 
 
 def test_the_last_error_of_monitor_log_is_redacted_and_one_line(tmp_path):
@@ -197,3 +199,74 @@ def test_the_last_error_of_monitor_log_is_redacted_and_one_line(tmp_path):
     assert last_error(lines[:2], since) is None  # the old run's error is not this run's
     assert len(last_error(["2026-12-01T22:05:00.000Z ERROR " + "x" * 500]) or "") == 300
     assert read_last_error(tmp_path / "missing.log") is None
+
+
+# -- days as dates, 80 columns -----------------------------------------------------------------------------------
+DATED_PLAN = [{**p, "day": f"2024-01-0{p['day_idx'] + 1}"} for p in PLAN]
+
+
+def test_workers_and_failed_days_carry_their_date_beside_day_idx():
+    failed = {**CHECKPOINTS, 4: checkpoint("FAILED", 400, failures=3, error="boom")}
+    s = summarize(DATED_PLAN, failed, [heartbeat(0, 501), {**heartbeat(1, 502), "day_idx": -1}],
+                  supervisor("running", [(0, 501), (1, 502)]), True, RATES, {}, NOW, [], host=HOST)
+    assert [(w["day_idx"], w["day"]) for w in s["workers"]] == [(2, "2024-01-03"), (-1, None)]
+    assert s["failed_days"] == [{"day_idx": 4, "day": "2024-01-05", "error": "boom", "failures": 3}]
+    out = text(s)
+    assert "FAILED 2024-01-05 after 3 failures: boom" in out and "FAILED day" not in out
+    json.dumps(s)
+
+
+def narrow(s: dict, width: int = 80) -> list[str]:
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(render(s))
+    return out.getvalue().splitlines()
+
+
+def busy_summary() -> dict:
+    """A large run: long numbers, several endpoints and tables, 7-digit pids, gates and audit findings."""
+    beats = [{**heartbeat(k, 4194301 + k), "rows": 12345678, "last_batch": "61200000-61209999"} for k in range(3)]
+    s = summarize(DATED_PLAN, {**CHECKPOINTS, 4: checkpoint("FAILED", 400, 3, "RangeTooLarge: query returned more "
+                                                             "than 10000 results; limited to a 10,000 range")},
+                  beats, supervisor("running", [(k, 4194301 + k) for k in range(3)]), True,
+                  {"rows_per_s": 12345.6, "blocks_per_s": 1234.56, "window_s": 300.0},
+                  {"erc20_transfers_staging": {"rows": 1234567890, "rows_after_dedup": 1234567000},
+                   "erc1155_transfers_staging": {"rows": 123456789, "rows_after_dedup": 123456789},
+                   "transfer_quarantine": {"rows": 12345, "rows_after_dedup": 12345}}, NOW,
+                  [{"endpoint": "eth-mainnet.g.alchemy.com#0", "requests": 12345678, "errors": 123, "compute_units": 1,
+                    "parked": False, "rps": 24.5, "limit_answers": 1234, "waits": 12345, "waited_s": 1234.5,
+                    "waiting_now": True},
+                   {"endpoint": "rpc.ankr.com#1", "requests": 1234567, "errors": 12, "compute_units": 1, "parked": True,
+                    "rps": 0.0, "limit_answers": 0, "waits": 0, "waited_s": 0.0, "waiting_now": False}], host=HOST)
+    s["quality"] = {"gates": {"run_at": "2024-02-01 12:00:00.123", "level": "relaxed", "failed": {"coverage": [1, 2, 3]},
+                              "warned": {"empty_days": [2, 4]},
+                              "failed_dates": {"coverage": ["2024-01-02", "2024-01-03", "2024-01-04"]},
+                              "warned_dates": {"empty_days": ["2024-01-03", "2024-01-05"]}},
+                    "audit": {"run_at": "2024-02-01 12:00:00", "days": 5, "not_ok": [3], "not_ok_dates": ["2024-01-04"]}}
+    return s
+
+
+def test_at_80_columns_no_line_is_longer_and_no_word_is_cut():
+    s = busy_summary()
+    lines = narrow(s)
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    words = ["erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine", "2024-01-03", "2024-01-05",
+             "2024-01-02..2024-01-04", "4194301", "61200000-61209999", "12345678", "eth-mainnet.g.alchemy.com#0"]
+    for word in words:
+        assert any(word in line for line in lines), (word, "\n".join(lines))
+    assert not any("…" in line for line in lines), "\n".join(lines)
+
+
+def test_dedup_is_one_short_line_per_table_and_each_endpoint_its_own_line():
+    lines = narrow(busy_summary())
+    dedup = [line for line in lines if line.startswith("dedup: ")]
+    assert [line.split()[1] for line in dedup] == ["erc20_transfers_staging", "erc1155_transfers_staging",
+                                                    "transfer_quarantine"]
+    assert dedup[0] == "dedup: erc20_transfers_staging   1234567890 rows, 1234567000 after FINAL"
+    assert sum(line.startswith("rpc: ") for line in lines) == 3
+
+
+def test_the_worker_table_names_days_by_date():
+    lines = narrow(busy_summary())
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["worker", "pid"])
+    first = lines[header + 2].split()
+    assert first[:5] == ["0", "4194301", "running", "2024-01-03", "61200000-61209999"], lines[header:]
