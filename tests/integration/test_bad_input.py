@@ -182,10 +182,13 @@ NO_DATA = "no backfill data in {data} (no {what} there yet); start one with: bac
 READ_ONLY = [(["status"], "store"), (["status", "--json"], "store"), (["status", "--watch"], "store"),
              (["gates"], "store"), (["gates", "--strict", "--json"], "store"), (["logs", "monitor"], "logs"),
              (["logs", "3", "-f"], "logs"), (["db", "stop"], "store")]
+# one of each command for the other kinds of unusable path (the check they share is the same function)
+READ_ONLY_EACH = [READ_ONLY[0], READ_ONLY[4], READ_ONLY[5], READ_ONLY[7]]
 
 
-@pytest.mark.parametrize("args,what", READ_ONLY)
-@pytest.mark.parametrize("made", [False, True], ids=["absent", "empty"])
+@pytest.mark.parametrize("args,what,made", [(*c, False) for c in READ_ONLY] + [(*c, True) for c in READ_ONLY_EACH],
+                         ids=[f"{' '.join(c[0])}-absent" for c in READ_ONLY] + [f"{' '.join(c[0])}-empty"
+                                                                               for c in READ_ONLY_EACH])
 def test_read_only_commands_on_a_directory_without_a_run_create_nothing(tmp_path, args, what, made):
     data = tmp_path / "data"
     if made:
@@ -196,7 +199,7 @@ def test_read_only_commands_on_a_directory_without_a_run_create_nothing(tmp_path
     assert not made or not any(data.iterdir()), "no store, no server, no log file"
 
 
-@pytest.mark.parametrize("args,what", READ_ONLY)
+@pytest.mark.parametrize("args,what", READ_ONLY_EACH)
 def test_read_only_commands_on_a_file_are_one_line(tmp_path, args, what):
     data = tmp_path / "data"
     data.write_text("not a directory\n")
@@ -223,7 +226,7 @@ def as_a_user(args: list[str], data_dir) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root reads every directory")
-@pytest.mark.parametrize("args,what", READ_ONLY)
+@pytest.mark.parametrize("args,what", READ_ONLY_EACH)
 def test_read_only_commands_on_a_directory_without_permission_are_one_line(tmp_path, args, what):
     (tmp_path / "run").mkdir()
     data = tmp_path / "run" / "data"

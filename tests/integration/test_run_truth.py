@@ -39,8 +39,15 @@ def status(run_dir) -> tuple[dict, str]:
 
 
 def live_worker_pids() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["cmdline"])
-            if "workers.worker" in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE}
+    """Live worker processes of the machine (other tests' workers come and go meanwhile)."""
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "workers.worker" in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE:
+                found.add(p.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def assert_nothing_runs(summary: dict, human: str) -> None:

@@ -131,9 +131,18 @@ def test_killed_supervisor_resumes_without_refetching_and_no_second_fleet(chain:
     again = start(chain, run_dir, shards=2)
     assert "already active" in again.stdout
     assert supervisor_state(run_dir)["pid"] == first
-    workers_of = lambda: [p for p in psutil.process_iter(["cmdline"])  # noqa: E731
-                          if "workers.worker" in " ".join(p.info["cmdline"] or []) and
-                          str(run_dir) in (p.environ().get("BACKFILL_DATA_DIR", "") if p.is_running() else "")]
+    def workers_of() -> list:
+        """Live worker processes of this data directory (other tests' workers come and go meanwhile)."""
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if "workers.worker" in " ".join(p.info["cmdline"] or []) and \
+                        str(run_dir) in p.environ().get("BACKFILL_DATA_DIR", ""):
+                    found.append(p)
+            except psutil.Error:
+                continue
+        return found
+
     assert len(workers_of()) <= 2
 
     wait_for(lambda: len(complete_days(store)) >= 3, 60, "some days COMPLETE")
