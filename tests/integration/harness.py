@@ -36,8 +36,10 @@ class Chain:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
+    # the terminal's width is not inherited either (pytest-xdist's processes set one): output is as piped
     env = {k: v for k, v in os.environ.items()
-           if k not in ("SHARDS", "ETHEREUM_RPC_URLS", "CLICKHOUSE_URL", "BACKFILL_DATA_DIR") and not k.startswith("BACKFILL_")}
+           if k not in ("SHARDS", "ETHEREUM_RPC_URLS", "CLICKHOUSE_URL", "BACKFILL_DATA_DIR", "COLUMNS", "LINES")
+           and not k.startswith("BACKFILL_")}
     env.update(extra)
     return env
 
