@@ -439,7 +439,9 @@ static int decode(const Log *L, uint64_t bn, uint32_t slot, Table *t20, Table *t
         return R_FALLBACK;
     const char *t0 = L->topic[0].s;
     if (!memcmp(t0, TOPIC_TRANSFER, 66)) {
-        if (L->ntopics == 4) return R_SKIPPED;  /* ERC-721 Transfer: same topic0, tokenId indexed */
+        if (L->ntopics == 4)  /* ERC-721 Transfer: same topic0, tokenId indexed; its topics must be words */
+            return hex_str(&L->topic[1], 64) && hex_str(&L->topic[2], 64) && hex_str(&L->topic[3], 64)
+                   ? R_SKIPPED : R_FALLBACK;
         if (L->ntopics != 3 || !addr_topic(&L->topic[1]) || !addr_topic(&L->topic[2]) || !hex_str(data, 64))
             return R_FALLBACK;
         if (table_reserve(t20, 1)) return R_NOMEM;

@@ -15,7 +15,11 @@ from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, EVENT
 if TYPE_CHECKING:
     from backfill.native import NativeRows
 
-_HEX = re.compile(r"^0x[0-9a-fA-F]*$")
+_HEX = re.compile(r"0x[0-9a-fA-F]*\Z")
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}\Z")
+_WORD = re.compile(r"0x[0-9a-fA-F]{64}\Z")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
+_ADDRESS_TOPIC = re.compile(r"0x0{24}[0-9a-fA-F]{40}\Z")
 _ZERO_PAD = "0" * 24
 
 
@@ -111,14 +115,22 @@ class DecodedBatch:
 
 def _topic_address(topic: str) -> str | None:
     """An indexed address is a 32-byte word with 12 zero bytes in front; anything else is not an address."""
-    if len(topic) != 66 or topic[2:26] != _ZERO_PAD:
+    if type(topic) is not str or not _ADDRESS_TOPIC.match(topic):
         return None
     return "0x" + topic[26:].lower()
 
 
+def _quantity(value: Any) -> int:
+    """A JSON-RPC quantity ("0x" + hex digits) as an int; ValueError for anything else (int() alone would take
+    "0x1_0" or " 0x10")."""
+    if type(value) is not str or not _QUANTITY.match(value):
+        raise ValueError(f"not a hex quantity: {value!r:.40}")
+    return int(value, 16)
+
+
 def _words(data: str) -> str | None:
     """Hex payload without 0x, or None when it is not whole 32-byte words of hex."""
-    if not _HEX.match(data):
+    if type(data) is not str or not _HEX.match(data):
         return None
     h = data[2:]
     if len(h) % 64:
@@ -133,7 +145,7 @@ def decode_erc20(log: dict[str, Any], bn: int, tx: str, li: int, addr: str) -> l
     if len(topics) != 3:
         return Quarantined(f"transfer with {len(topics)} topics")
     data = log.get("data") or "0x"
-    if len(data) != 66 or not _HEX.match(data):
+    if type(data) is not str or len(data) != 66 or not _HEX.match(data):
         return Quarantined(f"transfer data is {max(len(data) - 2, 0) // 2} bytes, expected 32")
     frm, to = _topic_address(topics[1]), _topic_address(topics[2])
     if frm is None or to is None:
@@ -201,18 +213,19 @@ def decode_log(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | Quara
     """One raw JSON-RPC log -> rows, Quarantined(reason) or Skipped(reason). Never raises on bad input."""
     try:
         topics = log.get("topics") or []
-        if not topics:
+        if type(topics) is not list or not topics:
             return Quarantined("log without topics")
+        if any(type(t) is not str or not _WORD.match(t) for t in topics):
+            return Quarantined("a topic is not 32 bytes of hex")
         decoder = _DECODERS.get(topics[0].lower())
         if decoder is None:
             return Quarantined("topic0 is not a transfer event")
-        bn = int(log["blockNumber"], 16)
-        li = int(log["logIndex"], 16)
-        tx = log["transactionHash"].lower()
-        addr = log["address"].lower()
-        if len(tx) != 66 or len(addr) != 42:
+        bn = _quantity(log["blockNumber"])
+        li = _quantity(log["logIndex"])
+        tx, addr = log["transactionHash"], log["address"]
+        if type(tx) is not str or type(addr) is not str or not _WORD.match(tx) or not _ADDRESS.match(addr):
             return Quarantined("malformed transaction hash or address")
-        return decoder(log, bn, tx, li, addr)
+        return decoder(log, bn, tx.lower(), li, addr.lower())
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return Quarantined(f"malformed log: {type(exc).__name__}")
 
@@ -226,15 +239,13 @@ def _fast_erc20(log: dict[str, Any], bn: int) -> Erc20Row | None:
     topics = log["topics"]
     if type(topics) is not list or len(topics) != 3 or topics[0] != _ERC20_TOPIC0:
         return None
-    data, t1, t2 = log["data"], topics[1], topics[2]
-    if (type(data) is not str or len(data) != 66 or type(t1) is not str or type(t2) is not str or len(t1) != 66
-            or len(t2) != 66 or t1[2:26] != _ZERO_PAD or t2[2:26] != _ZERO_PAD or not _HEX.match(data)):
+    data, t1, t2, tx, addr = log["data"], topics[1], topics[2], log["transactionHash"], log["address"]
+    if (type(data) is not str or type(t1) is not str or type(t2) is not str or type(tx) is not str
+            or type(addr) is not str or not _WORD.match(data) or not _ADDRESS_TOPIC.match(t1)
+            or not _ADDRESS_TOPIC.match(t2) or not _WORD.match(tx) or not _ADDRESS.match(addr)):
         return None
-    tx, addr = log["transactionHash"].lower(), log["address"].lower()
-    if len(tx) != 66 or len(addr) != 42:
-        return None
-    return Erc20Row(bn, tx, int(log["logIndex"], 16), addr, "0x" + t1[26:].lower(), "0x" + t2[26:].lower(),
-                    int(data[2:], 16))
+    return Erc20Row(bn, tx.lower(), _quantity(log["logIndex"]), addr.lower(), "0x" + t1[26:].lower(),
+                    "0x" + t2[26:].lower(), int(data[2:], 16))
 
 
 def take_decoded(out: DecodedBatch, log: dict[str, Any],
@@ -251,36 +262,52 @@ def take_decoded(out: DecodedBatch, log: dict[str, Any],
             out.erc1155.extend(result)  # type: ignore[arg-type]
 
 
+def _block_fields(log: dict[str, Any]) -> tuple[str, int | None] | None:
+    """(block hash lowercased or "", timestamp or None) of a log, or None when they are malformed."""
+    block_hash, ts_hex = log.get("blockHash"), log.get("blockTimestamp")
+    if block_hash is not None and type(block_hash) is not str:
+        return None
+    try:
+        ts = _quantity(ts_hex) if ts_hex is not None else None
+    except ValueError:
+        return None
+    return (block_hash or "").lower(), ts or None  # 0x0 means "unknown" on some EVMs
+
+
 def decode_logs(logs: list[dict[str, Any]]) -> DecodedBatch:
-    """Decode an eth_getLogs answer; collects block hashes (and timestamps when the node gives them)."""
+    """Decode an eth_getLogs answer; collects block hashes (and timestamps when the node gives them).
+    Never raises on what a provider can send: a log that is not even an object, or whose block fields are
+    malformed, is quarantined with the reason (the RPC layer refuses such answers before they get here)."""
     out = DecodedBatch()
     blocks = out.blocks
     erc20_append = out.erc20.append
     numbers: dict[str, int] = {}  # blockNumber hex -> int: logs of a block share it
     for log in logs:
-        if log.get("removed"):
+        if type(log) is not dict:
+            out.quarantined.append(({}, f"a log that is a JSON {type(log).__name__}"))
+            continue
+        if log.get("removed") is True:
             continue  # a reorged-out log is not part of the chain
-        try:
-            bn_hex = log["blockNumber"]
-            bn = numbers.get(bn_hex)
-            if bn is None:
-                bn = numbers[bn_hex] = int(bn_hex, 16)
-        except (KeyError, TypeError, ValueError):
-            bn = None
-        row = None
-        if bn is not None:
+        bn_hex = log.get("blockNumber")
+        bn = numbers.get(bn_hex) if type(bn_hex) is str else None
+        if bn is None:
             try:
-                row = _fast_erc20(log, bn)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                row = None
+                bn = numbers[bn_hex] = _quantity(bn_hex)
+            except ValueError:
+                take_decoded(out, log, decode_log(log))  # quarantined: no block number
+                continue
+        if bn not in blocks:
+            fields = _block_fields(log)
+            if fields is None:
+                out.quarantined.append((log, "malformed blockHash or blockTimestamp"))
+                continue
+            blocks[bn] = fields
+        try:
+            row = _fast_erc20(log, bn)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            row = None
         if row is not None:
             erc20_append(row)
         else:
             take_decoded(out, log, decode_log(log))
-            if bn is None:
-                continue
-        if bn not in blocks:
-            ts_hex = log.get("blockTimestamp")
-            ts = int(ts_hex, 16) if ts_hex else None
-            blocks[bn] = ((log.get("blockHash") or "").lower(), ts or None)  # 0x0 means "unknown" on some EVMs
     return out

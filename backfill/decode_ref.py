@@ -9,6 +9,7 @@ under our topics (including a 4-topic ERC-721 `Transfer`) is counted as not a va
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from eth_abi import decode
@@ -16,6 +17,12 @@ from eth_abi.exceptions import DecodingError
 
 from backfill.decode import Erc1155Row, Erc20Row
 from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER
+
+
+_HASH = re.compile(r"0x[0-9a-fA-F]{64}\Z")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
+_DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*\Z")
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}\Z")
 
 
 def _addr(topic: str) -> str | None:
@@ -28,6 +35,10 @@ def _addr(topic: str) -> str | None:
 def _decode_one(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | None:
     """Rows of one log, or None when it is not a valid transfer."""
     topics = [t.lower() for t in log["topics"]]
+    if not all(_HASH.match(t) for t in topics) or not _HASH.match(log["transactionHash"]) \
+            or not _ADDRESS.match(log["address"]) or not _DATA.match(log["data"]) \
+            or not _QUANTITY.match(log["blockNumber"]) or not _QUANTITY.match(log["logIndex"]):
+        return None  # not what a node sends
     data = bytes.fromhex(log["data"][2:])
     bn, li = int(log["blockNumber"], 16), int(log["logIndex"], 16)
     tx, token = log["transactionHash"].lower(), log["address"].lower()

@@ -47,7 +47,8 @@ class Endpoint:
         return {"endpoint": self.label, "requests": self.requests, "compute_units": self.compute_units,
                 "errors": dict(self.errors), "parked": now < self.parked_until, "parked_reason": self.parked_reason,
                 "cooling_s": round(max(0.0, self.cooldown_until - now), 1), "head": self.head,
-                "batch_cap": self.batch_cap, "refused_blocks": self.refused_blocks}
+                "batch_cap": self.batch_cap, "refused_blocks": self.refused_blocks,
+                "damaged": self.errors["DamagedAnswer"]}
 
 
 class EndpointPool:

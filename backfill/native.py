@@ -52,11 +52,12 @@ class NativeRows:
 class Scanned:
     """An eth_getLogs answer read by the scanner; len() is the number of logs, as for a list of logs."""
 
-    __slots__ = ("body", "parts")
+    __slots__ = ("body", "parts", "_fallback_logs")
 
     def __init__(self, body: bytes, parts: tuple):
         self.body = body
         self.parts = parts
+        self._fallback_logs: list[Any] | None = None
 
     def __len__(self) -> int:
         return self.parts[0]
@@ -71,6 +72,12 @@ class Scanned:
         """Byte spans of the logs the scanner left to decode.py."""
         return self.parts[9]
 
+    def fallback_logs(self) -> list[Any]:
+        """The logs the scanner left to decode.py, parsed (once)."""
+        if self._fallback_logs is None:
+            self._fallback_logs = [orjson.loads(self.body[start:end]) for start, end in self.fallback]
+        return self._fallback_logs
+
     def block_hashes(self) -> dict[int, str]:
         """block number -> block hash ("" where the node gave none) of every block the logs name."""
         return {bn: block_hash for bn, block_hash, _ in self.parts[8]}
@@ -84,8 +91,7 @@ class Scanned:
             out.native_erc20.append(NativeRows(n20, dict(zip(ERC20_SCANNED, c20)), slots20, numbers))
         if n1155:
             out.native_erc1155.append(NativeRows(n1155, dict(zip(ERC1155_SCANNED, c1155)), slots1155, numbers))
-        for start, end in self.fallback:  # the scanner has recorded these logs' blocks already
-            entry = orjson.loads(self.body[start:end])
+        for entry in self.fallback_logs():  # the scanner has recorded these logs' blocks already
             take_decoded(out, entry, decode_log(entry))
         return out
 

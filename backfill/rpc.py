@@ -30,13 +30,15 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
 from backfill import pace_memory
+from backfill.answer_check import blocks_damage, logs_damage
 from backfill.endpoints import COMPUTE_UNITS, Endpoint, EndpointPool
 from backfill.events import LOG_FILTER_TOPICS
 from backfill.native import Scanned, scan as scan_answer
 from backfill.pacing import Pace
 from backfill.redact import endpoint_label
-from backfill.rpc_errors import (BatchTooLarge, Fatal, NodeBehind, NoEndpoint, QuotaExhausted, RangeTooLarge,
-                                 RateLimited, RpcError, Transient, classify_error, classify_http, policy)
+from backfill.rpc_errors import (BatchTooLarge, DamagedAnswer, Fatal, NodeBehind, NoEndpoint, QuotaExhausted,
+                                 RangeTooLarge, RateLimited, RpcError, Transient, classify_error, classify_http,
+                                 policy)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,13 @@ def _retry_after(headers: Any) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _damage(logs: list[dict[str, Any]] | Scanned, first: int, last: int) -> str | None:
+    """Why an eth_getLogs answer over [first, last] cannot be a node's (backfill.answer_check), or None."""
+    if isinstance(logs, Scanned):
+        return blocks_damage(logs.block_hashes().items(), first, last) or logs_damage(logs.fallback_logs(), first, last)
+    return logs_damage(logs, first, last)
 
 
 def _block_hashes(logs: list[dict[str, Any]] | Scanned) -> dict[int, str]:
@@ -529,6 +538,12 @@ class RpcClient:
                     logs = await self._plain_logs(ep, flt, scan)
                 if not isinstance(logs, (list, Scanned)):
                     raise Transient(f"eth_getLogs answered {type(logs).__name__}, not a list")
+                damage = _damage(logs, from_block, to_block)
+                if damage is not None:
+                    log.warning("%s day=%d blocks=%d-%d endpoint=%s event=damaged_answer reason=%r "
+                                "action=ask_another_endpoint", self.context, current_day.get(), from_block, to_block,
+                                ep.label, damage)
+                    raise DamagedAnswer(f"damaged answer for blocks {from_block}-{to_block}: {damage}")
                 if guard and verify_from is not None and verify_from <= to_block:
                     await self._verify_complete(ep, logs, max(from_block, verify_from), to_block)
             except RangeTooLarge as exc:

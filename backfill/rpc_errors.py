@@ -37,6 +37,12 @@ class Transient(RpcError):
     """5xx, timeouts, truncated or non-JSON bodies, lagging nodes: retry, preferably elsewhere."""
 
 
+class DamagedAnswer(Transient):
+    """An answer no node can give (a non-hex digit, a short hash, a fifth topic, a block outside the range asked
+    for; backfill.answer_check): damaged on the way. Never written; asked again elsewhere, and the endpoint
+    that sent it cools down like any failing one."""
+
+
 class RateLimited(Transient):
     def __init__(self, message: str, retry_after_s: float | None = None, **kw: Any):
         super().__init__(message, **kw)

@@ -12,7 +12,7 @@ CHECKPOINT_COLUMNS = ["day_idx", "status", "next_block", "erc20_count", "erc1155
                       "skipped_count", "worker_id", "shards", "attempts", "failures", "error", "requests", "rpc_errors",
                       "compute_units", "endpoints", "updated_at"]
 RPC_USAGE_COLUMNS = ["host", "worker_id", "pid", "endpoint", "requests", "errors", "compute_units", "parked",
-                     "rps", "limit_answers", "waits", "waited_s", "updated_at"]
+                     "rps", "limit_answers", "waits", "waited_s", "damaged", "updated_at"]
 HEARTBEAT_COLUMNS = ["host", "worker_id", "pid", "day_idx", "last_batch", "rows", "updated_at"]
 DAY_COLUMNS = ["day_idx", "day", "start_block", "end_block", "clipped"]
 FINGERPRINT_COLUMNS = ["day_idx", "erc20_count", "erc1155_count", "erc20_hash", "erc1155_hash", "endpoints",
@@ -119,6 +119,7 @@ TABLES: dict[str, str] = {
             limit_answers UInt64,  -- calls refused by rate-limit answers (sent again, not errors)
             waits UInt64,  -- requests that waited for the endpoint's budget
             waited_s Float64,
+            damaged UInt64,  -- answers refused as damaged (answer_check): not what a node can produce
             updated_at DateTime64(6, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at)
         ORDER BY (host, worker_id, pid, endpoint)""",
@@ -230,6 +231,7 @@ MIGRATIONS = [
     "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS limit_answers UInt64 AFTER rps",
     "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS waits UInt64 AFTER limit_answers",
     "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS waited_s Float64 AFTER waits",
+    "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS damaged UInt64 AFTER waited_s",
 ]
 
 

@@ -333,10 +333,11 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     # the pace is summed over the processes that are still reporting (a worker's row is at most a minute old)
     endpoints = [{"endpoint": r[0], "requests": int(r[1]), "errors": int(r[2]), "compute_units": int(r[3]),
                   "parked": bool(r[4]), "rps": round(float(r[5]), 1), "limit_answers": int(r[6]), "waits": int(r[7]),
-                  "waited_s": round(float(r[8]), 1), "waiting_now": bool(r[9])} for r in store.query_rows(
+                  "waited_s": round(float(r[8]), 1), "waiting_now": bool(r[9]), "damaged": int(r[10])}
+                 for r in store.query_rows(
         "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked), "
         "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
-        "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60) FROM rpc_usage FINAL "
+        "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60), sum(damaged) FROM rpc_usage FINAL "
         "GROUP BY endpoint ORDER BY endpoint")]
     if state != "running":  # a pace or a wait is a process's: none is running
         for e in endpoints:
@@ -420,6 +421,8 @@ def _duration(seconds: float | None) -> str:
 def _endpoint_text(e: dict[str, Any]) -> str:
     """`host#0 120 req / 0 err, pace 9.5 calls/s, 4 limit answers, waiting for budget (31 waits, 12.0s)`."""
     text = f"{e['endpoint']} {e['requests']} req / {e['errors']} err"
+    if e.get("damaged"):
+        text += f", {e['damaged']} damaged answers"
     if e.get("rps"):
         text += f", pace {e['rps']:g} calls/s"
     if e.get("limit_answers"):

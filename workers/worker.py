@@ -127,9 +127,7 @@ class Worker:
             part = DecodedBatch()
             for answer in answers:
                 part.extend(native.decode_answer(answer))
-            del answers
-            if part.blocks and (min(part.blocks) < a or max(part.blocks) > b):
-                raise Transient(f"node answered logs of blocks {min(part.blocks)}-{max(part.blocks)} for range {a}-{b}")
+            del answers  # the RPC client refused answers naming blocks outside [a, b] (answer_check)
             await self.resolve_timestamps(rpc, part)
             unflushed.append((seg_i, part))
             if sum(p.held_erc20 + p.held_erc1155 for _, p in unflushed) >= self.s.batch_rows:
@@ -266,7 +264,7 @@ class Worker:
                 self.store.insert("rpc_usage", [
                     (host, self.shard_id, os.getpid(), u["endpoint"], u["requests"], sum(u["errors"].values()),
                      u["compute_units"], int(u["parked"]), float(u["rps"] or 0.0), u["limit_answers"], u["waits"],
-                     u["waited_s"], stamp) for u in self.rpc.usage()], schema.RPC_USAGE_COLUMNS)
+                     u["waited_s"], u["damaged"], stamp) for u in self.rpc.usage()], schema.RPC_USAGE_COLUMNS)
             self.last_beat = now
 
     def record_failure(self, error: str) -> None:
