@@ -68,9 +68,17 @@ class Pace:
         return max(1.0, self.rate * WINDOW_S) if self.rate is not None else 0.0
 
     def _refill(self, now: float) -> None:
+        """The bucket as of `now`. It may already be reckoned as of a later time (calls reserved during a hold
+        are paid for from the hold's end): then there is nothing to add."""
+        if now <= self._refilled:
+            return
         if self.rate is not None:
             self._tokens = min(self._burst(), self._tokens + (now - self._refilled) * self.rate)
         self._refilled = now
+
+    def _floor(self) -> float:
+        """The slowest pace: a call every 5 s, or the plan's share when that is slower (never above the plan)."""
+        return min(FLOOR_RPS, self.ceiling) if self.ceiling is not None else FLOOR_RPS
 
     def _roll(self, now: float) -> None:
         """Close the accounting window: raise the rate after a saturated second with no limit answer."""
@@ -95,23 +103,25 @@ class Pace:
     def delay(self, calls: int = 1) -> float:
         """Seconds until `calls` calls could go out, without reserving them."""
         now = self.clock()
-        hold = max(0.0, self._hold_until - now)
+        start = max(now, self._hold_until)  # nothing goes out before a provider's hold ends
         if self.rate is None:
-            return hold
-        tokens = min(self._burst(), self._tokens + (now - self._refilled) * self.rate)
-        need = min(calls, self._burst())
-        return max(hold, (need - tokens) / self.rate if tokens < need else 0.0)
+            return start - now
+        tokens = self._tokens
+        if start > self._refilled:
+            tokens = min(self._burst(), tokens + (start - self._refilled) * self.rate)
+        return start - now + ((calls - tokens) / self.rate if tokens < calls else 0.0)
 
     def reserve(self, calls: int = 1) -> float:
         """Take `calls` tokens now; the seconds to wait before sending them (0 when there is budget)."""
         now = self.clock()
         self._roll(now)
-        self._refill(now)
-        wait = max(0.0, self._hold_until - now)
+        start = max(now, self._hold_until)  # during a hold, calls are paced from its end, not let out together
+        wait = start - now
+        self._refill(start)
         if self.rate is not None:
             self._tokens -= calls
             if self._tokens < 0:
-                wait = max(wait, -self._tokens / self.rate)
+                wait += -self._tokens / self.rate
         if wait > 0:
             self.waits += 1
             self.waited_s += wait
@@ -147,7 +157,7 @@ class Pace:
         self._last_decrease = now
         sent = max(1, self.sent_last_second(now))
         base = sent if self.rate is None else min(self.rate, sent)
-        self.rate = max(FLOOR_RPS, base * DECREASE)
+        self.rate = max(self._floor(), base * DECREASE)
         self._refill(now)
         self._tokens = min(self._tokens, 0.0)  # what was in the bucket is spent: the provider said so
 

@@ -88,12 +88,14 @@ class RangeSizer:
         elif n_blocks >= self.size and n_logs < self.cheap_logs:
             self._cheap_streak += 1
             if self._cheap_streak >= self.grow_after and self.size < min(self.maximum, self.cap or self.maximum):
-                # toward cheap_logs per answer, at most 4x a step (density can change along the chain), 16x
-                # when the answer was tiny against the target (the first ranges of a sparse chain)
+                # toward cheap_logs per answer at the density just seen, at most 4x a step (density can change
+                # along the chain), 16x when the answer was tiny against the target (the first ranges of a
+                # sparse chain); not even one block more when that block would take the answer past the aim
+                # (under a result cap, the next range would be refused)
                 step = 16.0 if n_logs * 16 < self.cheap_logs else 4.0
-                factor = min(step, self.cheap_logs / max(n_logs, 1))
+                fits = self.cheap_logs * n_blocks // n_logs if n_logs else self.maximum
                 limit = self.maximum if self.cap is None else min(self.maximum, self.cap)
-                self.size = max(self.size, min(limit, max(self.size + 1, int(self.size * factor))))
+                self.size = max(self.size, min(limit, int(self.size * step), fits))
                 self._cheap_streak = 0
         elif n_logs >= self.cheap_logs:
             self._cheap_streak = 0
