@@ -25,6 +25,14 @@ It can also act like a hosted provider at its limits. Per JSON-RPC request, befo
    `rate_limit_item_kind` ("Q4", -32012, default).
 4. Then the faults and the lag as above, then the upstream. Non-JSON-RPC bodies skip all of this.
 
+A fault can hit any method and calls inside batches (one call of a batch erring while the others answer,
+the whole batch refused, BATCH_ORDER: the batch answered out of order), at a rate or at given calls:
+`Fault("I7", methods={"eth_getBlockByNumber"}, batch="items", at={5})` errs the 5th eth_getBlockByNumber
+the proxy receives, wherever it is; `after=20` every call after the 20th. DAMAGE rewrites logs of eth_getLogs
+answers (DAMAGE_MODES); whether the n-th eth_getLogs is damaged, and how, is drawn from (seed, n) alone, so a
+seed damages the same calls the same way whatever the order the calls arrive in. received(method) counts the
+calls so far (what `at` counts), damage_counts() the damaged answers served per mode.
+
 Every option can be changed at runtime with configure(...). Refused calls are recorded with the kind they
 got as `fault`; limit_answers(), budget_calls(), first_request_at(), last_request_at() and
 calls_per_second_max() tell how the budget held.
@@ -51,11 +59,11 @@ import orjson
 from aiohttp import web
 
 from tests.background_server import BackgroundServer
-from tests.proxy_faults import (ALL_FAULTS_MIX, BATCH_CAPS, BATCH_OFF_KINDS, KINDS, QUOTA, RATE, Fault, Reply,
-                                batch_refusal_reply, block_number, envelope, error_object, fault_reply,
-                                kinds_in, lagged_answer, suggest_range)
+from tests.proxy_faults import (ALL_FAULTS_MIX, BATCH_CAPS, BATCH_OFF_KINDS, DAMAGE_MODES, KINDS, QUOTA, RATE,
+                                Fault, Reply, batch_refusal_reply, block_number, damage_logs, envelope,
+                                error_object, fault_reply, kinds_in, lagged_answer, suggest_range)
 
-__all__ = ["ALL_FAULTS_MIX", "KINDS", "Call", "Fault", "RpcProxy"]
+__all__ = ["ALL_FAULTS_MIX", "DAMAGE_MODES", "KINDS", "Call", "Fault", "RpcProxy"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,8 @@ class Call:
     status: int | None  # HTTP status returned; None when the connection was reset or the client left
     ok: bool  # forwarded, and the upstream's complete result reached the client
     path: str
+    nth: int = 0  # its ordinal among the calls of its method the proxy received (what Fault.at counts)
+    damage: tuple[str, ...] = ()  # DAMAGE: the mode of each damaged log of its answer
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,9 @@ class _Item:
     altered: bool = False  # the client does not get the node's true answer
     ok: bool = False
     limited: bool = False  # refused by the call budget
+    nth: int = 0  # ordinal among the calls of its method
+    damage_by: tuple[Fault, random.Random] | None = None  # DAMAGE drawn for it: applied to the node's answer
+    damaged: tuple[str, ...] = ()
 
     def fail(self, kind: str, error: dict[str, Any], status: int = 200) -> None:
         self.answer, self.status = envelope(self.obj.get("id"), error=error), status
@@ -188,7 +201,9 @@ class RpcProxy(BackgroundServer):
     name = "rpc proxy"
     """A JSON-RPC proxy on 127.0.0.1 that injects provider failures; see the module docstring.
 
-    faults: the fault mix, drawn per request in list order (first hit wins) with a seeded RNG.
+    faults: the fault mix, drawn per request in list order (first hit wins) with a seeded RNG; a fault
+    with at / after hits only the calls with those ordinals (received(method) counts them), BATCH_ORDER
+    reverses a batch's answers, DAMAGE rewrites logs of eth_getLogs answers (damage_counts()).
     lag_blocks: pretend the head is upstream head - N for eth_blockNumber, eth_getBlockByNumber and
     eth_getLogs; getlogs_lag_only: only eth_getLogs lags (go-ethereum#24078). lag_getlogs: what a range
     reaching past the lagged head gets: "partial" (logs up to it), "empty" ([]) or "error" (-32602).
@@ -227,6 +242,8 @@ class RpcProxy(BackgroundServer):
             quota_calls=quota_calls, quota_kind=quota_kind, max_batch=max_batch, batch_refusal=batch_refusal,
             refuse_batches=refuse_batches)
         self._rng = random.Random(seed)
+        self._seed = seed
+        self._seen: Counter[str] = Counter()  # calls received per method, and batches ("batch"): the ordinals
         self._requests = 0
         self._calls: list[Call] = []
         # the limits' state, under the lock
@@ -309,6 +326,21 @@ class RpcProxy(BackgroundServer):
         with self._lock:
             return self._requests
 
+    def received(self, method: str) -> int:
+        """Calls of `method` received so far, refused ones included ("batch": batches): the ordinal of the
+        latest, which Fault.at and Fault.after count. A test waits on it instead of on time."""
+        with self._lock:
+            return self._seen[method]
+
+    def damage_counts(self) -> Counter[str]:
+        """Damaged eth_getLogs answers served, per damage mode (an answer counts once per mode it has)."""
+        return Counter(mode for c in self.calls(GETLOGS) if c.damage and c.status is not None
+                       for mode in set(c.damage))
+
+    def damaged_answers(self) -> int:
+        """Damaged eth_getLogs answers served (each call of a batch is an answer)."""
+        return sum(1 for c in self.calls(GETLOGS) if c.damage and c.status is not None)
+
     def fault_counts(self) -> Counter[str]:
         """Injections per kind, counted per JSON-RPC call (a failed batch of 200 counts 200)."""
         return Counter(c.fault for c in self.calls() if c.fault is not None)
@@ -348,15 +380,17 @@ class RpcProxy(BackgroundServer):
         return best
 
     def reset(self, seed: int | None = None, *, limits: bool = False) -> None:
-        """Forget the recorded calls and the accounting (and reseed the RNG when given a seed).
-        limits=True also refills the budget's bucket and starts the quota afresh."""
+        """Forget the recorded calls and the accounting, call ordinals included (Fault.at counts from here),
+        and reseed the RNG when given a seed. limits=True also refills the budget's bucket and starts the
+        quota afresh."""
         with self._lock:
             self._calls.clear()
+            self._seen.clear()
             self._limit_answers = 0
             self._admitted.clear()
             self._first_request_at = self._last_request_at = None
             if seed is not None:
-                self._rng = random.Random(seed)
+                self._rng, self._seed = random.Random(seed), seed
             if limits:
                 self._tokens, self._stamp = self._opts.capacity, time.monotonic()
                 self._quota_used = 0
@@ -364,7 +398,8 @@ class RpcProxy(BackgroundServer):
     def _record(self, seq: int, items: list[_Item], batch_size: int | None, status: int | None,
                 path: str) -> None:
         calls = [Call(seq, it.method, it.range if it.range is not None else it.params, batch_size, it.fault,
-                      status, it.ok and status is not None, path) for it in items]
+                      status, it.ok and status is not None, path, nth=it.nth, damage=it.damaged)
+                 for it in items]
         with self._lock:
             self._calls.extend(calls)
             self._limit_answers += sum(it.limited for it in items)
@@ -473,16 +508,23 @@ class RpcProxy(BackgroundServer):
             self._record(seq, [_Item({}, "?", None)], None, status, request.path)
             return web.Response(status=status, body=body, content_type=ctype)
         items = [_Item(o, str(o.get("method")), o.get("params")) for o in objs]
+        with self._lock:
+            for it in items:
+                self._seen[it.method] += 1
+                it.nth = self._seen[it.method]
+            if batch:
+                self._seen["batch"] += 1
+            batch_nth = self._seen["batch"] if batch else 0
         batch_size = len(items) if batch else None
         status: int | None = None
         try:
-            response, status = await self._serve_items(request, raw, items, batch, faults, opts)
+            response, status = await self._serve_items(request, raw, items, batch, batch_nth, faults, opts)
             return response
         finally:
             self._record(seq, items, batch_size, status, request.path)
 
     async def _serve_items(self, request: web.Request, raw: bytes, items: list[_Item], batch: bool,
-                           faults: tuple[Fault, ...], opts: _Options
+                           batch_nth: int, faults: tuple[Fault, ...], opts: _Options
                            ) -> tuple[web.StreamResponse, int | None]:
         """The answer to one HTTP request and its status (None: no answer was sent)."""
         refusal = self._admit(items, batch)
@@ -496,7 +538,11 @@ class RpcProxy(BackgroundServer):
         for it in items:
             _resolve_range(it, visible_head)
         # calls the budget refused (items mode) have their answer already; when none is left, nothing is drawn
-        whole = self._draw_whole(faults, items, batch) if any(it.answer is None for it in items) else None
+        whole = (self._draw_whole(faults, items, batch, batch_nth) if any(it.answer is None for it in items)
+                 else None)
+        reorder = whole is not None and whole.spec.action == "reorder"
+        if reorder:  # the calls are still served (and drawn) one by one; only their answers' order changes
+            whole = None
         truncate = False
         if whole is not None:
             for it in items:
@@ -514,7 +560,7 @@ class RpcProxy(BackgroundServer):
 
         for it in items:
             if it.answer is None:
-                self._prepare(it, faults, opts, visible_head, batch, draw=whole is None)
+                self._prepare(it, faults, opts, visible_head, batch, batch_nth, draw=whole is None)
 
         forwarded = [it for it in items if it.answer is None]
         upstream_body, status, ctype = b"", 200, "application/json"
@@ -529,31 +575,56 @@ class RpcProxy(BackgroundServer):
                 return web.Response(status=status, body=upstream_body, content_type=ctype), status
         if not batch and items[0].altered:
             status = items[0].status
-        verbatim = len(forwarded) == len(items) and not opts.strip_block_timestamp and not any(
-            it.altered for it in items)
-        body = upstream_body if verbatim else orjson.dumps(
-            [it.answer for it in items if it.answer is not None] if batch else items[0].answer)
+        verbatim = (len(forwarded) == len(items) and not opts.strip_block_timestamp and not reorder
+                    and not any(it.altered for it in items))
+        answers = [it.answer for it in items if it.answer is not None]
+        if reorder:
+            answers.reverse()
+            for it in items:
+                it.fault = it.fault or "BATCH_ORDER"
+        body = upstream_body if verbatim else orjson.dumps(answers if batch else items[0].answer)
         if truncate:
             body = body[:max(1, len(body) // 2)]  # valid HTTP, JSON cut off mid-way
             for it in items:
                 it.ok = False
         return web.Response(status=status, body=body, content_type=ctype), status
 
-    def _draw_whole(self, faults: tuple[Fault, ...], items: list[_Item], batch: bool) -> Fault | None:
-        """The fault answering the whole request, if any (range caps and batch items are drawn per call)."""
-        methods = {it.method for it in items}
+    def _draw_whole(self, faults: tuple[Fault, ...], items: list[_Item], batch: bool,
+                    batch_nth: int) -> Fault | None:
+        """The fault answering the whole request, if any (range caps, batch items and damage are drawn per
+        call). A fault with `at` / `after` is eligible when one of its calls (or the batch) is selected."""
         for f in faults:
-            if f.is_range_cap or (batch and f.batch_mode == "items"):
+            if f.is_range_cap or (batch and f.batch_mode == "items") or f.kind == "DAMAGE":
                 continue
-            if (methods & f.methods or (batch and "batch" in f.methods)) and self._hit(f.rate):
+            if f.spec.action == "reorder" and not batch:
+                continue
+            selected = (batch and "batch" in f.methods and f.selects(batch_nth)) or any(
+                it.method in f.methods and f.selects(it.nth) for it in items)
+            if selected and self._hit(f.rate):
                 return f
         return None
 
     def _prepare(self, it: _Item, faults: tuple[Fault, ...], opts: _Options, visible_head: int | None,
-                 batch: bool, draw: bool) -> None:
-        """Decide one call: a made-up answer (item fault, range cap, lag) or what to forward."""
+                 batch: bool, batch_nth: int, draw: bool) -> None:
+        """Decide one call: a made-up answer (item fault, range cap, lag) or what to forward (and whether its
+        answer gets damaged)."""
         for f in faults if draw else ():
-            if not (it.method in f.methods or (batch and "batch" in f.methods)):
+            if it.method in f.methods:
+                nth = it.nth
+            elif batch and "batch" in f.methods:
+                nth = batch_nth
+            else:
+                continue
+            if not f.selects(nth):
+                continue
+            if f.kind == "DAMAGE":
+                if it.method == GETLOGS and it.damage_by is None:
+                    # seeded by the call's ordinal: the same calls damaged whatever order they arrive in
+                    rng = random.Random(f"{self._seed}/{GETLOGS}/{it.nth}")
+                    if rng.random() < f.rate:
+                        it.damage_by = (f, rng)
+                continue
+            if f.spec.action == "reorder":
                 continue
             if f.is_range_cap:
                 if it.range is None or not self._hit(f.rate):
@@ -619,6 +690,11 @@ class RpcProxy(BackgroundServer):
                     for log_ in result:
                         if isinstance(log_, dict):
                             log_.pop("blockTimestamp", None)
+                if it.damage_by is not None:
+                    damaged = damage_logs(result, *it.damage_by)
+                    if damaged:
+                        it.damaged = tuple(mode for _, mode in damaged)
+                        it.fault, it.altered, it.ok = "DAMAGE", True, False
         return True
 
     async def _hold(self, request: web.Request, delay_s: float) -> bool:

@@ -8,6 +8,7 @@ Pure: a fault and the request it hits in, a status and body out. The I/O lives i
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import orjson
 
 RATE, CAP, SERVER, QUOTA, LAG = "rate_limit", "range_cap", "server", "quota", "lag"
 BATCH = "batch"  # batch refusals: the whole batch is refused before any call is served
+ANSWER = "answer"  # the node's true answer, reshaped: a batch out of order, logs damaged
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Kind:
     bare: bool = False  # send `error` as the whole body, with no jsonrpc/id envelope (Q3)
     body: bytes | None = None
     content_type: str = "application/json"
-    action: str | None = None  # "truncate" | "delay" | "reset"
+    action: str | None = None  # "truncate" | "delay" | "reset" | "reorder" | "damage"
     batch: str = "whole"  # default for batches: "whole" (one error object) or "items" (one per call)
     max_blocks: int | None = None  # range caps: the provider's own limit, used when a Fault sets none
     max_logs: int | None = None
@@ -137,6 +139,12 @@ KINDS: dict[str, Kind] = {
     "BATCH_OFF": Kind(BATCH, 400, body=b"batch requests are disabled\n", content_type="text/plain"),
     # A JSON-RPC server without batch support, in the envelope: -32600 with id null.
     "BATCH_OFF_JSON": Kind(BATCH, 200, _err(-32600, "batch requests are not supported")),
+    # -- the true answer, reshaped -------------------------------------------------------------------
+    # JSON-RPC 2.0 lets a server answer a batch in any order (load balancers fanning a batch out do); the
+    # proxy sends the answers in reverse, so a batch of two or more is always out of order. Batches only.
+    "BATCH_ORDER": Kind(ANSWER, 200, action="reorder"),
+    # Logs of an eth_getLogs answer rewritten into shapes no node should send (Fault.damage, DAMAGE_MODES).
+    "DAMAGE": Kind(ANSWER, 200, action="damage"),
 }
 
 # max_batch refusals by node flavour, and refuse_batches kinds; answered by batch_refusal_reply.
@@ -155,16 +163,36 @@ def batch_refusal_reply(kind: str, first_id: Any) -> Reply:
 
 
 
+# How a log of an eth_getLogs answer can be damaged (Fault("DAMAGE", damage=...)); the answer stays JSON.
+DAMAGE_MODES = (
+    "non_hex_topic",  # one topic's last hex digit turned into "g"
+    "short_tx_hash",  # transactionHash cut to 4 bytes
+    "five_topics",  # zero words appended up to 5 topics (one more when it had 5 already)
+    "address_21_bytes",  # one byte appended to the address
+    "block_hash_number",  # blockHash the number 7, not a string
+    "empty_timestamp",  # blockTimestamp "0x" (set even when the node sent none)
+)
+
+
 @dataclass(frozen=True)
 class Fault:
-    """One fault of a mix: `Fault("A4", rate=0.2)`, `Fault("A2", max_blocks=100)`.
+    """One fault of a mix: `Fault("A4", rate=0.2)`, `Fault("A2", max_blocks=100)`,
+    `Fault("HTTP503", methods={"eth_getBlockByNumber"}, at={5})` (the 5th eth_getBlockByNumber it receives).
 
-    rate: probability per eligible request (per call for range caps and batch items).
+    rate: probability per eligible request (per call for range caps, batch items and DAMAGE).
     methods: the calls it hits; "batch" targets every JSON-RPC batch whatever it holds.
+    at / after: only the calls with these ordinals (1-based, counted per method over every call the proxy
+    received since it started or was reset, the refused ones and those inside batches included; "batch"
+    counts batches) / only the calls after the after-th; both unset: every call. rate then draws among
+    those (default 1: all of them). A fault that answers a whole request hits it when any of its calls is
+    selected: at={5} on eth_getBlockByNumber fails the batch carrying the 5th (batch="items": that call only).
     max_blocks / max_logs: range caps fire only over these (either); both None = the provider's own cap.
     batch: "whole" (the batch gets one error object) or "items" (each call is drawn and errored alone).
     status: overrides the table's HTTP status. retry_after_s: RETRY_AFTER's header (default 1),
     I5's backoff_seconds (default 30). delay_s: how long TIMEOUT holds a request.
+    damage (DAMAGE only): the modes of DAMAGE_MODES a damaged log is given, one drawn per damaged log;
+    damage_logs: how many logs of a damaged answer are damaged (fewer when it has fewer; an answer without
+    logs is left alone). BATCH_ORDER answers a batch in reverse order.
     """
 
     kind: str
@@ -176,6 +204,10 @@ class Fault:
     status: int | None = None
     retry_after_s: float | None = None
     delay_s: float = 2.0
+    at: frozenset[int] = frozenset()
+    after: int | None = None
+    damage: tuple[str, ...] = DAMAGE_MODES
+    damage_logs: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -186,6 +218,24 @@ class Fault:
             raise ValueError(f"batch must be 'whole' or 'items', got {self.batch!r}")
         methods = {self.methods} if isinstance(self.methods, str) else set(self.methods)
         object.__setattr__(self, "methods", frozenset(methods))
+        at = frozenset({self.at} if isinstance(self.at, int) else self.at)
+        if not all(isinstance(n, int) and n >= 1 for n in at):
+            raise ValueError(f"at must hold call ordinals >= 1, got {sorted(at)}")
+        object.__setattr__(self, "at", at)
+        if self.after is not None and self.after < 0:
+            raise ValueError(f"after must be >= 0 or None, got {self.after}")
+        damage = (self.damage,) if isinstance(self.damage, str) else tuple(self.damage)
+        if not damage or not set(damage) <= set(DAMAGE_MODES):
+            raise ValueError(f"damage must be some of {DAMAGE_MODES}, got {damage}")
+        object.__setattr__(self, "damage", damage)
+        if self.damage_logs < 1:
+            raise ValueError(f"damage_logs must be >= 1, got {self.damage_logs}")
+
+    def selects(self, nth: int) -> bool:
+        """Whether the call with this ordinal is one `at` / `after` pick (every call when neither is set)."""
+        if not self.at and self.after is None:
+            return True
+        return nth in self.at or (self.after is not None and nth > self.after)
 
     @property
     def spec(self) -> Kind:
@@ -317,6 +367,43 @@ def ALL_FAULTS_MIX(rate: float, *, methods: Iterable[str] = ("eth_getLogs",), ma
         out.append(Fault(name, rate=p / (1 - i * p), methods=frozenset(methods), delay_s=delay_s,
                          retry_after_s=retry_after_s, **cap))
     return out
+
+
+# -- damaged logs -------------------------------------------------------------------------------------
+def damaged_log(log: dict[str, Any], mode: str, rng: random.Random) -> dict[str, Any]:
+    """A copy of `log` with one damage of DAMAGE_MODES (non_hex_topic picks its topic with rng)."""
+    out = dict(log)
+    topics = list(out.get("topics") or [])
+    if mode == "non_hex_topic" and topics:
+        i = rng.randrange(len(topics))
+        topics[i] = str(topics[i])[:-1] + "g"
+        out["topics"] = topics
+    elif mode == "short_tx_hash":
+        out["transactionHash"] = str(out.get("transactionHash", "0x"))[:10]
+    elif mode == "five_topics":
+        out["topics"] = topics + ["0x" + "00" * 32] * max(1, 5 - len(topics))
+    elif mode == "address_21_bytes":
+        out["address"] = str(out.get("address", "0x" + "00" * 20)) + "00"
+    elif mode == "block_hash_number":
+        out["blockHash"] = 7
+    elif mode == "empty_timestamp":
+        out["blockTimestamp"] = "0x"
+    elif mode not in DAMAGE_MODES:
+        raise ValueError(f"unknown damage mode {mode!r}")
+    return out
+
+
+def damage_logs(logs: list[Any], fault: Fault, rng: random.Random) -> list[tuple[int, str]]:
+    """Damage up to fault.damage_logs of the logs (in place, positions and modes drawn with rng): the
+    (position, mode) of each damaged log, in position order."""
+    positions = [i for i, log in enumerate(logs) if isinstance(log, dict)]
+    chosen = sorted(rng.sample(positions, min(fault.damage_logs, len(positions))))
+    done = []
+    for i in chosen:
+        mode = rng.choice(fault.damage)
+        logs[i] = damaged_log(logs[i], mode, rng)
+        done.append((i, mode))
+    return done
 
 
 # -- a lagging node -----------------------------------------------------------------------------------

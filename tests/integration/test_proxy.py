@@ -22,7 +22,7 @@ import pytest
 from backfill.devnet import Anvil, DevnetParams, start_devnet
 from backfill.events import LOG_FILTER_TOPICS
 from tests.proxy import RpcProxy
-from tests.proxy_faults import ALL_FAULTS_MIX, CAP, KINDS, LAG, QUOTA, Fault, kinds_in
+from tests.proxy_faults import ALL_FAULTS_MIX, CAP, DAMAGE_MODES, KINDS, LAG, QUOTA, Fault, kinds_in
 
 PARAMS = DevnetParams.with_defaults(dt.date(2024, 1, 1), 4, 500, 7)
 
@@ -587,3 +587,193 @@ def test_configure_changes_the_budget_at_runtime(proxy: RpcProxy) -> None:
         proxy.configure(quota_kind="A4")
     with pytest.raises(ValueError):
         proxy.configure(lag_getlogs="sometimes")  # the older options are still checked
+
+
+# -- faults at given calls, in batches, out of order -------------------------------------------------
+def test_a_fault_at_given_calls_hits_exactly_those_calls(proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("HTTP503", methods={"eth_getBlockByNumber"}, at={3, 5})])
+    statuses = [post(proxy.url, call("eth_getBlockByNumber", [hex(n), False]))[0] for n in range(6)]
+    assert statuses == [200, 200, 503, 200, 503, 200]
+    assert head(proxy.url) > 0  # another method is counted apart and not hit
+    assert [(c.nth, c.fault) for c in proxy.calls("eth_getBlockByNumber")] == [
+        (1, None), (2, None), (3, "HTTP503"), (4, None), (5, "HTTP503"), (6, None)]
+    assert (proxy.received("eth_getBlockByNumber"), proxy.received("eth_blockNumber")) == (6, 1)
+    proxy.reset()  # ordinals start again
+    assert post(proxy.url, call("eth_getBlockByNumber", ["0x1", False]))[0] == 200
+    assert post(proxy.url, call("eth_getBlockByNumber", ["0x1", False]))[0] == 200
+    assert post(proxy.url, call("eth_getBlockByNumber", ["0x1", False]))[0] == 503
+
+
+def test_a_fault_after_a_call_hits_every_later_one_at_its_rate(proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("I7", methods={"eth_blockNumber"}, after=2)])
+    answers = [json.loads(post(proxy.url, call("eth_blockNumber", [], i))[2]) for i in range(5)]
+    assert ["result" in a for a in answers] == [True, True, False, False, False]
+    assert answers[2] == {"jsonrpc": "2.0", "id": 2, "error": {"code": -32000, "message": "header not found"}}
+    proxy.reset(seed=4)
+    proxy.set_faults([Fault("HTTP500", methods={"eth_blockNumber"}, after=10, rate=0.5)])
+    statuses = [post(proxy.url, call("eth_blockNumber", []))[0] for _ in range(60)]
+    assert set(statuses[:10]) == {200} and 10 < statuses[10:].count(500) < 40
+
+
+def test_a_call_inside_a_batch_fails_alone_at_its_ordinal(node: Anvil, proxy: RpcProxy) -> None:
+    numbers = list(range(10))
+    truth = json.loads(post(node.url, blocks_batch(numbers))[2])
+    proxy.set_faults([Fault("I7", methods={"eth_getBlockByNumber"}, batch="items", at={5, 14})])
+    assert result(proxy.url, call("eth_getBlockByNumber", ["0x0", False]))  # 1st
+    assert result(proxy.url, call("eth_getBlockByNumber", ["0x1", False]))  # 2nd
+    status, _, body = post(proxy.url, blocks_batch(numbers))  # the 3rd..12th: the 5th is its third item
+    answers = json.loads(body)
+    assert status == 200 and [a["id"] for a in answers] == [a["id"] for a in truth]
+    assert answers[2] == {"jsonrpc": "2.0", "id": 102,
+                          "error": {"code": -32000, "message": "header not found"}}
+    assert answers[:2] + answers[3:] == truth[:2] + truth[3:]
+    answers = json.loads(post(proxy.url, blocks_batch(numbers))[2])  # the 13th..22nd: its second item
+    assert ["error" in a for a in answers] == [i == 1 for i in range(10)]
+    assert [c.nth for c in proxy.calls() if c.fault == "I7"] == [5, 14]
+
+
+def test_a_whole_batch_is_refused_at_its_ordinal(proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("I2", methods={"batch"}, at={2}),
+                      Fault("H1", methods={"eth_getBlockByNumber"}, at={25})])
+    assert all("result" in a for a in json.loads(post(proxy.url, blocks_batch([1, 2]))[2]))
+    status, _, body = post(proxy.url, blocks_batch([1, 2]))
+    assert status == 200 and json.loads(body) == {"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32005, "message": "query timeout exceeded"}}
+    assert all("result" in a for a in json.loads(post(proxy.url, blocks_batch([1, 2]))[2]))
+    status, _, body = post(proxy.url, blocks_batch(list(range(20))))  # calls 7..26 hold the 25th
+    assert status == 502 and body == KINDS["H1"].body
+    assert [c.fault for c in proxy.calls()] == [None] * 2 + ["I2"] * 2 + [None] * 2 + ["H1"] * 20
+    assert proxy.received("batch") == 4
+
+
+def test_a_batch_answered_out_of_order_holds_every_true_answer(node: Anvil, proxy: RpcProxy) -> None:
+    doc = blocks_batch([0, 1, 2, 3]) + [call("eth_blockNumber", [], 7), getlogs(0, 50, id_=8)]
+    truth = json.loads(post(node.url, doc)[2])
+    proxy.set_faults([Fault("BATCH_ORDER", methods={"batch"})])
+    answers = json.loads(post(proxy.url, doc)[2])
+    assert [a["id"] for a in answers] == [8, 7, 103, 102, 101, 100]
+    assert sorted(answers, key=lambda a: a["id"]) == sorted(truth, key=lambda a: a["id"])
+    assert head(proxy.url) > 0  # a single call has no order to change
+    assert [c.fault for c in proxy.calls()] == ["BATCH_ORDER"] * 6 + [None]
+    assert proxy.getlogs_ranges() == [(0, 50)]  # the true answer reached the client
+    # with a call of the batch failing too: that one errs, the rest answer, all in reverse
+    proxy.set_faults([Fault("BATCH_ORDER", methods={"batch"}),
+                      Fault("Q4", methods={"eth_getBlockByNumber"}, at={6})])
+    answers = json.loads(post(proxy.url, blocks_batch([0, 1, 2]))[2])
+    assert [a["id"] for a in answers] == [102, 101, 100]
+    assert "error" in answers[1] and "result" in answers[0] and "result" in answers[2]
+
+
+# -- damaged logs ----------------------------------------------------------------------------------
+def assert_damaged_as(mode: str, true_log: dict[str, Any], log: dict[str, Any]) -> None:
+    """`log` is `true_log` with exactly the damage `mode` names."""
+    changed = {k for k in set(true_log) | set(log) if true_log.get(k, None) != log.get(k, None)}
+    if mode == "non_hex_topic":
+        assert changed == {"topics"} and len(log["topics"]) == len(true_log["topics"])
+        [(was, now)] = [(a, b) for a, b in zip(true_log["topics"], log["topics"]) if a != b]
+        assert now == was[:-1] + "g" and len(now) == 66
+    elif mode == "short_tx_hash":
+        assert changed == {"transactionHash"} and log["transactionHash"] == true_log["transactionHash"][:10]
+        assert len(bytes.fromhex(log["transactionHash"][2:])) == 4
+    elif mode == "five_topics":
+        assert changed == {"topics"} and len(log["topics"]) == 5
+        assert log["topics"][:len(true_log["topics"])] == true_log["topics"]
+    elif mode == "address_21_bytes":
+        assert changed == {"address"} and log["address"].startswith(true_log["address"])
+        assert len(bytes.fromhex(log["address"][2:])) == 21
+    elif mode == "block_hash_number":
+        assert changed == {"blockHash"} and log["blockHash"] == 7
+    elif mode == "empty_timestamp":
+        assert changed == {"blockTimestamp"} and log["blockTimestamp"] == "0x"
+    else:
+        raise AssertionError(mode)
+
+
+@pytest.mark.parametrize("mode", DAMAGE_MODES)
+def test_damage_rewrites_logs_of_an_answer_as_its_mode_says(node: Anvil, proxy: RpcProxy, mode: str) -> None:
+    truth = result(node.url, getlogs(0, 400))
+    assert len(truth) > 10 and all(len(t["topics"]) < 5 for t in truth)
+    proxy.set_faults([Fault("DAMAGE", damage=(mode,), damage_logs=3)])
+    status, _, body = post(proxy.url, getlogs(0, 400))
+    got = json.loads(body)["result"]  # still valid JSON, in the envelope
+    assert status == 200 and len(got) == len(truth)
+    damaged = [i for i, (a, b) in enumerate(zip(truth, got)) if a != b]
+    assert len(damaged) == 3
+    for i in damaged:
+        assert_damaged_as(mode, truth[i], got[i])
+    [rec] = proxy.calls()
+    assert (rec.fault, rec.ok, rec.damage) == ("DAMAGE", False, (mode,) * 3)
+    assert proxy.damage_counts() == Counter({mode: 1}) and proxy.damaged_answers() == 1
+    assert proxy.getlogs_ranges() == []  # the client did not get the true answer
+
+
+def test_damage_in_a_batch_hits_the_chosen_calls_each_with_a_drawn_mode(node: Anvil, proxy: RpcProxy) -> None:
+    doc = [getlogs(0, 300, id_=1), call("eth_blockNumber", [], 2), getlogs(300, 700, id_=3),
+           getlogs(700, 1100, id_=4)]
+    truth = {a["id"]: a["result"] for a in json.loads(post(node.url, doc)[2])}
+    proxy.set_faults([Fault("DAMAGE", at={2, 3}, damage_logs=40)])  # the 2nd and 3rd eth_getLogs of the batch
+    answers = {a["id"]: a["result"] for a in json.loads(post(proxy.url, doc)[2])}
+    assert answers[1] == truth[1] and answers[2] == truth[2]
+    modes: Counter[str] = Counter()
+    for id_ in (3, 4):
+        bad = [(t, g) for t, g in zip(truth[id_], answers[id_]) if t != g]
+        assert len(bad) == min(40, len(truth[id_]))
+        for t, g in bad:
+            mode = next(m for m in DAMAGE_MODES if _is_damaged_as(m, t, g))
+            modes[mode] += 1
+    assert set(modes) == set(DAMAGE_MODES)  # 80 draws: every mode at least once
+    recorded = [c.damage for c in proxy.calls("eth_getLogs")]
+    assert recorded[0] == () and Counter(m for d in recorded for m in d) == modes
+    assert proxy.damaged_answers() == 2 and proxy.damage_counts() == Counter({m: 2 for m in DAMAGE_MODES})
+    assert proxy.getlogs_ranges() == [(0, 300)]
+
+
+def _is_damaged_as(mode: str, true_log: dict[str, Any], log: dict[str, Any]) -> bool:
+    try:
+        assert_damaged_as(mode, true_log, log)
+    except AssertionError:
+        return False
+    return True
+
+
+def test_damage_is_drawn_from_the_seed_and_the_call_alone(node: Anvil) -> None:
+    ranges = [(a, a + 60) for a in range(0, 2000, 60) if result(node.url, getlogs(a, a + 60))]
+    assert len(ranges) > 15
+
+    def served(seed: int, order: list[tuple[int, int]]) -> tuple[dict[int, bytes], Counter[str]]:
+        with RpcProxy(node.url, [Fault("DAMAGE", rate=0.4, damage_logs=2)], seed=seed) as proxy:
+            bodies = {}
+            for i, r in enumerate(order):
+                bodies[i] = post(proxy.url, getlogs(*r))[2]
+            return bodies, proxy.damage_counts()
+
+    first, counts = served(5, ranges)
+    again, counts_again = served(5, ranges)
+    assert first == again and counts == counts_again and sum(counts.values()) > 0
+    other, _ = served(6, ranges)
+    assert other != first
+    # the n-th eth_getLogs is damaged the same way whichever range it asks: the draw does not depend on the
+    # order in which concurrent clients' calls arrive
+    swapped, _ = served(5, list(reversed(ranges)))
+    damaged = {i for i in first if first[i] != post(node.url, getlogs(*ranges[i]))[2]}
+    damaged_swapped = {i for i in swapped if swapped[i] != post(node.url, getlogs(*ranges[::-1][i]))[2]}
+    assert damaged == damaged_swapped
+
+
+def test_an_answer_without_logs_is_not_damaged(node: Anvil, proxy: RpcProxy) -> None:
+    proxy.set_faults([Fault("DAMAGE")])
+    empty = call("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "0x100", "address": "0x" + "11" * 20}])
+    assert post(proxy.url, empty)[2] == post(node.url, empty)[2]
+    assert proxy.damaged_answers() == 0 and proxy.calls("eth_getLogs")[0].fault is None
+
+
+def test_new_fault_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="at must"):
+        Fault("A4", at={0})
+    with pytest.raises(ValueError, match="after"):
+        Fault("A4", after=-1)
+    with pytest.raises(ValueError, match="damage must"):
+        Fault("DAMAGE", damage=("rot13",))
+    with pytest.raises(ValueError, match="damage_logs"):
+        Fault("DAMAGE", damage_logs=0)
+    assert Fault("A4", at=range(3, 5)).at == frozenset({3, 4}) and Fault("A4", at=7).selects(7)
