@@ -408,11 +408,20 @@ def db() -> None:
 @data_dir_option
 @user_errors
 def db_serve(port: int, data_dir: Path | None) -> None:
-    """Serve the embedded store in the foreground."""
-    from backfill.embedded import serve
+    """Serve the embedded store in the foreground; its lines (the URL first) on stderr, until Ctrl-C / SIGTERM or
+    `backfill db stop`."""
+    from backfill.data_dir import shown
+    from backfill.embedded import StoreBusy, serve, server_url
+    from backfill.logs import setup_logging
 
     settings = _settings(data_dir=data_dir)
-    serve(settings.data_dir, port=port, allow_external=settings.embedded_allow_external)
+    setup_logging(None)  # a server in the terminal says where it listens (the command's logging showed none of it)
+    try:
+        serve(settings.data_dir, port=port, allow_external=settings.embedded_allow_external)
+    except StoreBusy:  # e.g. the on-demand server an earlier command started (it stops after 30 idle minutes)
+        url = server_url(settings.data_dir)
+        raise UserError(f"the embedded store of {shown(settings.data_dir)} is already served"
+                        f"{f' at {url}' if url else ''}; `backfill db stop` stops that server") from None
 
 
 @db.command("credentials")
