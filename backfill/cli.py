@@ -229,7 +229,8 @@ def _config_value(value: Any) -> str:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--watch", is_flag=True, help="Refresh every few seconds until Ctrl-C.")
+@click.option("--watch", is_flag=True, help="Refresh every few seconds until Ctrl-C (piped, or with --json: a new "
+              "frame each time, JSON one document a line).")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes (--watch).")
 @data_dir_option
 @user_errors
@@ -257,6 +258,16 @@ def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -
         from rich.live import Live
 
         try:
+            if as_json or not console.is_terminal:  # a pipe or a file: one frame after another, never redrawn
+                while True:
+                    summary = reader.read(dedup=False)
+                    if as_json:
+                        click.echo(orjson.dumps(summary).decode())
+                    else:
+                        console.print(render(summary))
+                        console.print()
+                    sys.stdout.flush()
+                    time.sleep(interval)
             with Live(render(reader.read(dedup=False)), console=console, refresh_per_second=2) as live:
                 while True:
                     time.sleep(interval)

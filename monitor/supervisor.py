@@ -43,6 +43,7 @@ MAX_QUICK_CRASHES = 5
 FINGERPRINT_EVERY_S = 5.0
 STORE_CHECK_S = 1.0  # how often the embedded store server's process is looked at
 STORE_TIMEOUT_S = 20.0  # the supervisor's store calls: a hung store must not freeze the loop for minutes
+STARTUP_ALLOWANCE_S = 60.0  # a worker not yet beating is judged stalled after max(stall_s, this)
 
 
 @dataclass
@@ -322,19 +323,23 @@ class Supervisor:
                 beats = self.heartbeats()
             hb = beats.get(slot.shard_id)
             last = max(slot.started_at, self.store.outage.recovered_at)  # no beat could land while it was away
-            if hb and int(hb["pid"]) == slot.proc.pid:
+            beat = bool(hb) and int(hb["pid"]) == slot.proc.pid
+            if beat:
                 last = max(last, hb["updated_at"].replace(tzinfo=dt.timezone.utc).timestamp())
+            # before its first beat a worker is starting (imports, the store, the endpoints' heads): on a busy
+            # machine that can take longer than a small stall limit, and judging it then restarts it forever
+            limit = self.s.stall_s if beat else max(self.s.stall_s, STARTUP_ALLOWANCE_S)
             age = now - last
-            if age <= self.s.stall_s:
+            if age <= limit:
                 continue
             try:
                 stopped = psutil.Process(slot.proc.pid).status() == psutil.STATUS_STOPPED
             except psutil.Error:
                 stopped = False
             day = int(hb["day_idx"]) if hb and int(hb["pid"]) == slot.proc.pid else -1
-            slot.stall_reason = f"no heartbeat for {age:.0f}s (limit {self.s.stall_s:g}s)"
+            slot.stall_reason = f"no heartbeat for {age:.0f}s (limit {limit:g}s)"
             log.warning("worker=%d pid=%d day=%d stalled=%.0fs limit=%gs process=%s action=restart", slot.shard_id,
-                        slot.proc.pid, day, age, self.s.stall_s, "stopped" if stopped else "running")
+                        slot.proc.pid, day, age, limit, "stopped" if stopped else "running")
             if stopped:  # a stopped process cannot exit gracefully: KILL at once
                 slot.proc.kill()
                 slot.stopping_since = time.monotonic() + 3600

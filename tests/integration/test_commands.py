@@ -322,6 +322,26 @@ def test_status_watch_redraws_as_the_run_goes_on_and_stops_at_ctrl_c(stopped_run
     assert "Traceback" not in frames and KEY not in frames
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+def test_status_watch_into_a_pipe_prints_frame_after_frame(flagged_run, as_json):
+    """Piped (`status --watch | tee`), a redrawn screen would show nothing until the end: frames follow each other."""
+    run, _ = flagged_run
+    watch = cli(["status", "--watch", "--interval", "0.2", *(["--json"] if as_json else [])], run)
+    try:
+        if as_json:
+            frames = [json.loads(watch.stdout.readline()) for _ in range(3)]  # one document a line, as they come
+            assert all(f["run"]["state"] == "complete" and f["days_complete"] == 2 for f in frames), frames[0]
+        else:
+            lines = []
+            while sum(line.startswith("run: ") for line in lines) < 3:
+                lines.append(watch.stdout.readline())
+            assert "days: 2/2 complete" in "".join(lines)
+    finally:
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=30) == 130
+
+
 # -- devnet up ------------------------------------------------------------------------------------------------
 def devnet_up(state: Path, *args: str) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen([sys.executable, "-m", "backfill.cli", "devnet", "up", "--json", "--days", "3",
