@@ -134,7 +134,7 @@ def _rows(log: dict[str, Any]) -> list[Erc20Transfer] | list[Erc1155Transfer]:
              "transactionHash": tx_hash, "address": token, "blockHash": None, "blockNumber": block_number}
     try:
         args = _EVENTS[name].process_log(entry)["args"]
-    except Exception as exc:  # eth-abi's decoding errors (InsufficientDataBytes, InvalidPointer, ...), web3's LogTopicError
+    except Exception as exc:  # eth-abi's errors (InsufficientDataBytes, InvalidPointer, ...), web3's LogTopicError
         raise Refused(f"{name}: {type(exc).__name__}") from exc
     frm, to = args["from"].lower(), args["to"].lower()  # web3 gives checksummed addresses
     if name == "Transfer":

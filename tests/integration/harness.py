@@ -153,4 +153,5 @@ def assert_exact(store: Store, chain: Chain) -> None:
     assert len(erc20) == len(set(erc20)) and len(erc1155) == len(set(erc1155)), "duplicates after FINAL"
     assert set(erc20) == truth.erc20, (len(truth.erc20 - set(erc20)), len(set(erc20) - truth.erc20))
     assert set(erc1155) == truth.erc1155, (len(truth.erc1155 - set(erc1155)), len(set(erc1155) - truth.erc1155))
-    assert {dates[d]: (cp["erc20_count"], cp["erc1155_count"]) for d, cp in store.checkpoints().items()} == truth.per_date
+    counts = {dates[d]: (cp["erc20_count"], cp["erc1155_count"]) for d, cp in store.checkpoints().items()}
+    assert counts == truth.per_date

@@ -43,7 +43,8 @@ def _tagged(erc20: list, erc1155: list) -> list[tuple]:
 
 def _by_oracle(log: Any) -> list[tuple]:
     rows = decode_one(log) or []
-    return _tagged([r for r in rows if isinstance(r, Erc20Transfer)], [r for r in rows if isinstance(r, Erc1155Transfer)])
+    return _tagged([r for r in rows if isinstance(r, Erc20Transfer)],
+                   [r for r in rows if isinstance(r, Erc1155Transfer)])
 
 
 def _by_decode_ref(log: Any) -> list[tuple]:
@@ -115,7 +116,8 @@ TX = "0x" + "12" * 32
 
 def log_of(topics: list[str], data: bytes | str, *, bn: int = 1000, li: int = 3, **extra: Any) -> dict[str, Any]:
     return {"address": TOKEN, "topics": topics, "data": data if isinstance(data, str) else "0x" + data.hex(),
-            "blockHash": "0x" + bn.to_bytes(32, "big").hex(), "blockNumber": hex(bn), "blockTimestamp": hex(1_700_000_000),
+            "blockHash": "0x" + bn.to_bytes(32, "big").hex(), "blockNumber": hex(bn),
+            "blockTimestamp": hex(1_700_000_000),
             "transactionHash": TX, "transactionIndex": "0x0", "logIndex": hex(li), "removed": False, **extra}
 
 
@@ -202,7 +204,8 @@ _SAMPLE = BASE[0]
 NATIVE_KINDS = list(range(len(_mutations(_SAMPLE))))
 
 
-@pytest.mark.parametrize("kind", NATIVE_KINDS, ids=[_mutation_id(i, _SAMPLE, m) for i, m in enumerate(_mutations(_SAMPLE))])
+@pytest.mark.parametrize("kind", NATIVE_KINDS,
+                         ids=[_mutation_id(i, _SAMPLE, m) for i, m in enumerate(_mutations(_SAMPLE))])
 def test_every_near_miss_of_the_scanner_corpus_reads_the_same_four_ways(kind):
     """Each of test_native's mutation kinds, applied to 60 logs of every kind: same rows, or no row from any."""
     bad = [d for log in BASE if (d := disagreement(_mutations(log)[kind]))]
@@ -239,7 +242,8 @@ def well_formed_logs(draw) -> dict[str, Any]:
     elif kind == "erc721":
         topics, data = [T20, word(frm), word(to), draw(HASHES)], b""
     elif kind == "single":
-        topics, data = [T_SINGLE, word(op), word(frm), word(to)], encode(["uint256", "uint256"], [draw(UINTS), draw(UINTS)])
+        topics = [T_SINGLE, word(op), word(frm), word(to)]
+        data = encode(["uint256", "uint256"], [draw(UINTS), draw(UINTS)])
     else:
         ids = draw(st.lists(UINTS, max_size=4))
         values = draw(st.lists(UINTS, min_size=len(ids), max_size=len(ids)) | st.lists(UINTS, max_size=4))
