@@ -33,10 +33,11 @@ def _settings(data_dir, urls: list[str], **more):
                          toml_path=data_dir / "none.toml")
 
 
-def _truth(chain: Chain) -> dict[int, tuple[int, int]]:
-    """Rows per day straight from the chain (one eth_getLogs per block) over the days the devnet mined, not from
-    the audit's code nor the tool's plan (the copies under test cover the whole chain from its first day)."""
-    return ground_truth(chain.url, chain.day_blocks()).per_day
+def _truth(chain: Chain, dates: list[str] | None = None) -> dict[int, tuple[int, int]]:
+    """Rows per day straight from the chain (one eth_getLogs per block) over the days the devnet mined (all, or
+    those dates), not from the audit's code nor the tool's plan. The copies under test start at the chain's first
+    day, so their day_idx is the devnet's."""
+    return ground_truth(chain.url, chain.day_blocks(dates)).per_day
 
 
 def _recounted(report) -> dict[int, tuple[int, int]]:
@@ -189,7 +190,7 @@ def test_quota_gone_on_the_preferred_endpoint_recounts_on_the_filling_one_and_sa
     data_dir, a, b = through_a
     store = open_store(data_dir)
     assert {cp["endpoints"] for cp in store.checkpoints().values() if cp["erc20_count"]} == {"127.0.0.1#0"}
-    truth = _truth(chain)
+    truth = _truth(chain, [chain.day(i) for i in range(4)])  # the days copied_through_a copied
     b.set_faults(QUOTA_GONE)
 
     report = run_audit(store, _settings(data_dir, [a.url, b.url]), all_days=True, source="test")
