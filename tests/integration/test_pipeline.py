@@ -8,7 +8,10 @@ import time
 
 import pytest
 
+from backfill.decode import decode_logs
+from backfill.decode_ref import reference_rows
 from tests.integration.harness import Chain, backfill, open_store, store_rows
+from tests.oracle import oracle_rows
 from tests.truth import ground_truth
 
 pytestmark = pytest.mark.slow
@@ -22,6 +25,14 @@ def test_three_shards_copy_every_transfer_exactly(chain: Chain, data_dir, finish
     assert plan == {d["date"]: (d["day_idx"], d["first_block"], d["last_block"]) for d in chain.day_blocks()}
     truth = ground_truth(chain.url, chain.day_blocks())
     assert len(truth.erc20) + len(truth.erc1155) >= 20_000
+    # on the chain's own logs, the product's two decoders read what the tests' oracle reads
+    oracle = oracle_rows(truth.logs)
+    audit_reading = reference_rows(truth.logs)
+    worker_reading = decode_logs(truth.logs)
+    assert (sorted(audit_reading[0]), sorted(audit_reading[1]), audit_reading[2]) == (
+        sorted(oracle[0]), sorted(oracle[1]), oracle[2])
+    assert (sorted(worker_reading.erc20), sorted(worker_reading.erc1155),
+            len(worker_reading.quarantined) + worker_reading.skipped) == (sorted(oracle[0]), sorted(oracle[1]), oracle[2])
 
     erc20, erc1155 = store_rows(store)
     assert len(erc20) == len(set(erc20)), "duplicates after FINAL"
