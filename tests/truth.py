@@ -1,15 +1,15 @@
-"""Ground truth straight from the chain: one eth_getLogs per block (JSON-RPC batches), eth-abi decoding,
-timestamps from block headers. Shares no code path with the tool's fetching, splitting or decoding."""
+"""Ground truth straight from the chain: one eth_getLogs per block (JSON-RPC batches over plain urllib), the tests'
+own web3.py decoder (tests/oracle.py), timestamps from block headers, and the days as the devnet mined them (its
+generator's record, not the tool's plan). Shares no code with the tool's fetching, splitting, planning or decoding."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Mapping
 
-from backfill.events import LOG_FILTER_TOPICS
-from tests.reference import reference_rows
+from tests.oracle import FILTER_TOPICS, oracle_rows
 
 
 def rpc_batch(url: str, calls: list[tuple[str, list[Any]]]) -> list[Any]:
@@ -36,18 +36,21 @@ class Truth:
     rejected: int  # logs under our topics that are not valid ERC-20 / ERC-1155 transfers
     logs: list[dict[str, Any]]
     per_day: dict[int, tuple[int, int]]  # day_idx -> (erc20 rows, erc1155 rows)
+    per_date: dict[str, tuple[int, int]]  # the same by ISO date
 
 
-def ground_truth(url: str, plans: list[tuple[int, int, int]], batch: int = 250) -> Truth:
-    """plans: (day_idx, start_block, end_block) inclusive."""
+def ground_truth(url: str, days: Iterable[Mapping[str, Any]], batch: int = 250) -> Truth:
+    """days: the devnet's record of the days it mined (`chain.summary["days"]` entries: day_idx, date,
+    first_block, last_block inclusive)."""
+    days = list(days)
     logs: list[dict[str, Any]] = []
-    block_day: dict[int, int] = {}
-    for day_idx, start, end in plans:
-        blocks = list(range(start, end + 1))
+    block_day: dict[int, Mapping[str, Any]] = {}
+    for day in days:
+        blocks = list(range(day["first_block"], day["last_block"] + 1))
         for b in blocks:
-            block_day[b] = day_idx
+            block_day[b] = day
         for i in range(0, len(blocks), batch):
-            calls = [("eth_getLogs", [{"fromBlock": hex(b), "toBlock": hex(b), "topics": LOG_FILTER_TOPICS}])
+            calls = [("eth_getLogs", [{"fromBlock": hex(b), "toBlock": hex(b), "topics": FILTER_TOPICS}])
                      for b in blocks[i:i + batch]]
             for answer in rpc_batch(url, calls):
                 logs.extend(answer)
@@ -57,14 +60,16 @@ def ground_truth(url: str, plans: list[tuple[int, int, int]], batch: int = 250) 
         chunk = with_logs[i:i + batch]
         for b, blk in zip(chunk, rpc_batch(url, [("eth_getBlockByNumber", [hex(b), False]) for b in chunk])):
             ts[b] = int(blk["timestamp"], 16)
-    erc20, erc1155, rejected = reference_rows(logs)
-    per_day: dict[int, list[int]] = {d: [0, 0] for d, _, _ in plans}
+    erc20, erc1155, rejected = oracle_rows(logs)
+    counts: dict[int, list[int]] = {d["day_idx"]: [0, 0] for d in days}
     for r in erc20:
-        per_day[block_day[r.block_number]][0] += 1
+        counts[block_day[r.block_number]["day_idx"]][0] += 1
     for r in erc1155:
-        per_day[block_day[r.block_number]][1] += 1
+        counts[block_day[r.block_number]["day_idx"]][1] += 1
+    dates = {d["day_idx"]: d["date"] for d in days}
     return Truth(
         erc20={(r.block_number, ts[r.block_number], *r[1:]) for r in erc20},
         erc1155={(r.block_number, ts[r.block_number], *r[1:]) for r in erc1155},
-        rejected=rejected, logs=logs, per_day={d: (a, b) for d, (a, b) in per_day.items()},
+        rejected=rejected, logs=logs, per_day={d: (a, b) for d, (a, b) in counts.items()},
+        per_date={dates[d]: (a, b) for d, (a, b) in counts.items()},
     )

@@ -34,6 +34,18 @@ class Chain:
     def last_day(self) -> str:
         return self.day(self.days - 1)
 
+    def day_blocks(self, dates: list[str] | None = None) -> list[dict[str, Any]]:
+        """The devnet's own record of the days it mined (day_idx, date, first_block, last_block), all or those
+        of the given ISO dates: the ground truth's days, independent of the tool's planner."""
+        days = self.summary["days"]
+        if dates is None:
+            return list(days)
+        # the set-up day: genesis (23:00 the day before start_date) and the contract deployments, up to day 0
+        setup = {"day_idx": -1, "date": (self.start - dt.timedelta(days=1)).isoformat(), "first_block": 0,
+                 "last_block": days[0]["first_block"] - 1}
+        by_date = {d["date"]: d for d in [setup, *days]}
+        return [by_date[date] for date in dates]
+
 
 def clean_env(**extra: str) -> dict[str, str]:
     # the terminal's width is not inherited either (pytest-xdist's processes set one): output is as piped
@@ -135,10 +147,11 @@ def checkpoint_history(store: Store) -> list[tuple]:
 def assert_exact(store: Store, chain: Chain) -> None:
     from tests.truth import ground_truth
 
-    plans = [(p.day_idx, p.start_block, p.end_block) for p in store.read_plan()]
-    truth = ground_truth(chain.url, plans)
+    dates = {p.day_idx: p.day.isoformat() for p in store.read_plan()}  # which days the run covers, by date
+    truth = ground_truth(chain.url, chain.day_blocks(sorted(dates.values())))
     erc20, erc1155 = store_rows(store)
     assert len(erc20) == len(set(erc20)) and len(erc1155) == len(set(erc1155)), "duplicates after FINAL"
     assert set(erc20) == truth.erc20, (len(truth.erc20 - set(erc20)), len(set(erc20) - truth.erc20))
     assert set(erc1155) == truth.erc1155, (len(truth.erc1155 - set(erc1155)), len(set(erc1155) - truth.erc1155))
-    assert {d: (cp["erc20_count"], cp["erc1155_count"]) for d, cp in store.checkpoints().items()} == truth.per_day
+    counts = {dates[d]: (cp["erc20_count"], cp["erc1155_count"]) for d, cp in store.checkpoints().items()}
+    assert counts == truth.per_date

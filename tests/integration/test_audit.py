@@ -33,9 +33,11 @@ def _settings(data_dir, urls: list[str], **more):
                          toml_path=data_dir / "none.toml")
 
 
-def _truth(chain: Chain, store) -> dict[int, tuple[int, int]]:
-    """Rows per day straight from the chain (one eth_getLogs per block), not from the audit's code."""
-    return ground_truth(chain.url, [(p.day_idx, p.start_block, p.end_block) for p in store.read_plan()]).per_day
+def _truth(chain: Chain, dates: list[str] | None = None) -> dict[int, tuple[int, int]]:
+    """Rows per day straight from the chain (one eth_getLogs per block) over the days the devnet mined (all, or
+    those dates), not from the audit's code nor the tool's plan. The copies under test start at the chain's first
+    day, so their day_idx is the devnet's."""
+    return ground_truth(chain.url, chain.day_blocks(dates)).per_day
 
 
 def _recounted(report) -> dict[int, tuple[int, int]]:
@@ -55,7 +57,7 @@ def test_clean_run_verifies_every_day_against_the_chain(chain: Chain, run_copy):
     assert doc["passed"] and [r["verdict"] for r in doc["results"]] == ["ok"] * chain.days
 
     store = open_store(run_copy)
-    truth = ground_truth(chain.url, [(p.day_idx, p.start_block, p.end_block) for p in store.read_plan()])
+    truth = ground_truth(chain.url, chain.day_blocks())
     for side in ("chain", "store", "recorded"):
         counts = {r["day_idx"]: (r[side]["erc20"]["rows"], r[side]["erc1155"]["rows"]) for r in doc["results"]}
         assert counts == truth.per_day, side
@@ -188,7 +190,7 @@ def test_quota_gone_on_the_preferred_endpoint_recounts_on_the_filling_one_and_sa
     data_dir, a, b = through_a
     store = open_store(data_dir)
     assert {cp["endpoints"] for cp in store.checkpoints().values() if cp["erc20_count"]} == {"127.0.0.1#0"}
-    truth = _truth(chain, store)
+    truth = _truth(chain, [chain.day(i) for i in range(4)])  # the days copied_through_a copied
     b.set_faults(QUOTA_GONE)
 
     report = run_audit(store, _settings(data_dir, [a.url, b.url]), all_days=True, source="test")
@@ -239,7 +241,7 @@ def test_a_node_lagging_on_getlogs_only_gives_no_false_mismatch_and_hides_no_los
     record_fingerprints(store)
     plans = store.read_plan()
     last = plans[-1].day_idx
-    truth = _truth(chain, store)
+    truth = _truth(chain)
     with RpcProxy(chain.url) as healthy, RpcProxy(chain.url, lag_blocks=40, getlogs_lag_only=True) as lagging, \
             RpcProxy(chain.url) as other:
         urls = [healthy.url, lagging.url] + ([other.url] if healthy_beside else [])

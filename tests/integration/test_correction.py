@@ -22,7 +22,7 @@ def test_redo_replaces_damaged_days_and_dedup_leaves_only_correct_rows(chain: Ch
     plans = store.read_plan()
     d3, d4 = plans[3], plans[4]
     a, b = d3.start_block, d4.end_block
-    truth = ground_truth(chain.url, [(p.day_idx, p.start_block, p.end_block) for p in plans])
+    truth = ground_truth(chain.url, chain.day_blocks())
     other_checkpoints = {k: v["updated_at"] for k, v in store.checkpoints().items() if k not in (3, 4)}
 
     # a bug overwrites two days: same keys, a newer _version, zeroed timestamps

@@ -76,8 +76,7 @@ def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, data_dir):
     assert second.returncode == 0, second.stderr
     snaps = snapshots(data_dir)
     assert len(snaps) == 2 and snaps[1]["status"] == "ok"
-    plans = [(p.day_idx, p.start_block, p.end_block) for p in store.read_plan()]
-    truth = ground_truth(chain.url, plans)
+    truth = ground_truth(chain.url, chain.day_blocks())
     assert store.scalar("SELECT count() FROM erc20_transfers") == len(truth.erc20)
     assert store.scalar("SELECT count() FROM erc1155_transfers") == len(truth.erc1155)
 
