@@ -509,6 +509,7 @@ static int block_of(const Log *L, Blocks *B, uint64_t *bn, uint32_t *slot) {
     const char *hs = "";
     size_t hn = 0;
     if (hash->kind == K_STR) {
+        if (!hex_str(hash, 64)) return R_GIVE_UP;  /* decode.py judges (and the RPC client refuses) the answer */
         hs = hash->s;
         hn = hash->n;
     } else if (hash->kind != K_NONE && hash->kind != K_NULL) {

@@ -24,8 +24,12 @@ MAX_TOPICS = 4  # LOG0..LOG4
 _TOPIC0S = frozenset(EVENTS)
 
 
-def _quantity(value: Any) -> int | None:
-    return int(value, 16) if type(value) is str and _QUANTITY.match(value) else None
+UINT32_MAX = 2**32 - 1  # log_index and block timestamps as the tables store them
+
+
+def _quantity(value: Any, top: int = 2**64 - 1) -> int | None:
+    n = int(value, 16) if type(value) is str and _QUANTITY.match(value) else None
+    return n if n is not None and n <= top else None
 
 
 def log_damage(log: Any, first: int, last: int) -> str | None:
@@ -40,14 +44,14 @@ def log_damage(log: Any, first: int, last: int) -> str | None:
         return "blockNumber is not a hex quantity"
     if not first <= bn <= last:
         return f"a log of block {bn}, outside the range asked for"
-    if _quantity(log.get("logIndex")) is None:
-        return "logIndex is not a hex quantity"
+    if _quantity(log.get("logIndex"), UINT32_MAX) is None:
+        return "logIndex is not a hex quantity below 2**32"
     block_hash = log.get("blockHash")
     if block_hash is not None and not (type(block_hash) is str and _WORD.match(block_hash)):
         return "blockHash is not 32 bytes of hex"
     ts = log.get("blockTimestamp")
-    if ts is not None and _quantity(ts) is None:
-        return "blockTimestamp is not a hex quantity"
+    if ts is not None and _quantity(ts, UINT32_MAX) is None:
+        return "blockTimestamp is not a hex quantity below 2**32"
     tx = log.get("transactionHash")
     if not (type(tx) is str and _WORD.match(tx)):
         return "transactionHash is not 32 bytes of hex"

@@ -120,12 +120,18 @@ def _topic_address(topic: str) -> str | None:
     return "0x" + topic[26:].lower()
 
 
-def _quantity(value: Any) -> int:
-    """A JSON-RPC quantity ("0x" + hex digits) as an int; ValueError for anything else (int() alone would take
-    "0x1_0" or " 0x10")."""
+UINT32_MAX, UINT64_MAX = 2**32 - 1, 2**64 - 1  # log_index, timestamps / block_number as the tables store them
+
+
+def _quantity(value: Any, top: int = UINT64_MAX) -> int:
+    """A JSON-RPC quantity ("0x" + hex digits) up to `top` as an int; ValueError for anything else (int() alone
+    would take "0x1_0" or " 0x10", and a value past the column's type would wrap)."""
     if type(value) is not str or not _QUANTITY.match(value):
         raise ValueError(f"not a hex quantity: {value!r:.40}")
-    return int(value, 16)
+    n = int(value, 16)
+    if n > top:
+        raise ValueError(f"quantity out of range: {value!r:.40}")
+    return n
 
 
 def _words(data: str) -> str | None:
@@ -212,8 +218,11 @@ assert set(_DECODERS) == set(EVENTS), "every event of the signature table has a 
 def decode_log(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | Quarantined | Skipped:
     """One raw JSON-RPC log -> rows, Quarantined(reason) or Skipped(reason). Never raises on bad input."""
     try:
+        removed = log.get("removed")
+        if removed is not None and type(removed) is not bool:
+            return Quarantined("removed is not a boolean")
         topics = log.get("topics") or []
-        if type(topics) is not list or not topics:
+        if type(topics) not in (list, tuple) or not topics:
             return Quarantined("log without topics")
         if any(type(t) is not str or not _WORD.match(t) for t in topics):
             return Quarantined("a topic is not 32 bytes of hex")
@@ -221,7 +230,7 @@ def decode_log(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | Quara
         if decoder is None:
             return Quarantined("topic0 is not a transfer event")
         bn = _quantity(log["blockNumber"])
-        li = _quantity(log["logIndex"])
+        li = _quantity(log["logIndex"], UINT32_MAX)
         tx, addr = log["transactionHash"], log["address"]
         if type(tx) is not str or type(addr) is not str or not _WORD.match(tx) or not _ADDRESS.match(addr):
             return Quarantined("malformed transaction hash or address")
@@ -244,7 +253,7 @@ def _fast_erc20(log: dict[str, Any], bn: int) -> Erc20Row | None:
             or type(addr) is not str or not _WORD.match(data) or not _ADDRESS_TOPIC.match(t1)
             or not _ADDRESS_TOPIC.match(t2) or not _WORD.match(tx) or not _ADDRESS.match(addr)):
         return None
-    return Erc20Row(bn, tx.lower(), _quantity(log["logIndex"]), addr.lower(), "0x" + t1[26:].lower(),
+    return Erc20Row(bn, tx.lower(), _quantity(log["logIndex"], UINT32_MAX), addr.lower(), "0x" + t1[26:].lower(),
                     "0x" + t2[26:].lower(), int(data[2:], 16))
 
 
@@ -265,10 +274,10 @@ def take_decoded(out: DecodedBatch, log: dict[str, Any],
 def _block_fields(log: dict[str, Any]) -> tuple[str, int | None] | None:
     """(block hash lowercased or "", timestamp or None) of a log, or None when they are malformed."""
     block_hash, ts_hex = log.get("blockHash"), log.get("blockTimestamp")
-    if block_hash is not None and type(block_hash) is not str:
+    if block_hash is not None and (type(block_hash) is not str or not _WORD.match(block_hash)):
         return None
     try:
-        ts = _quantity(ts_hex) if ts_hex is not None else None
+        ts = _quantity(ts_hex, UINT32_MAX) if ts_hex is not None else None
     except ValueError:
         return None
     return (block_hash or "").lower(), ts or None  # 0x0 means "unknown" on some EVMs
@@ -286,8 +295,12 @@ def decode_logs(logs: list[dict[str, Any]]) -> DecodedBatch:
         if type(log) is not dict:
             out.quarantined.append(({}, f"a log that is a JSON {type(log).__name__}"))
             continue
-        if log.get("removed") is True:
+        removed = log.get("removed")
+        if removed is True:
             continue  # a reorged-out log is not part of the chain
+        if removed is not None and removed is not False:
+            out.quarantined.append((log, "removed is not a boolean"))
+            continue
         bn_hex = log.get("blockNumber")
         bn = numbers.get(bn_hex) if type(bn_hex) is str else None
         if bn is None:

@@ -32,13 +32,23 @@ def _addr(topic: str) -> str | None:
     return "0x" + raw[12:].hex()
 
 
+def _as_a_node_writes_it(log: dict[str, Any]) -> bool:
+    """Every field in the form a node writes (the RPC client refuses answers with anything else, so this only
+    keeps the audit's decoder honest on its own)."""
+    block_hash, ts, removed = log.get("blockHash"), log.get("blockTimestamp"), log.get("removed")
+    return ((removed is None or type(removed) is bool) and all(_HASH.match(t) for t in log["topics"]) and bool(_HASH.match(log["transactionHash"]))
+            and bool(_ADDRESS.match(log["address"])) and bool(_DATA.match(log["data"]))
+            and bool(_QUANTITY.match(log["blockNumber"])) and int(log["blockNumber"], 16) < 2**64
+            and bool(_QUANTITY.match(log["logIndex"])) and int(log["logIndex"], 16) < 2**32
+            and (block_hash is None or bool(_HASH.match(block_hash)))
+            and (ts is None or bool(_QUANTITY.match(ts)) and int(ts, 16) < 2**32))
+
+
 def _decode_one(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | None:
     """Rows of one log, or None when it is not a valid transfer."""
+    if not _as_a_node_writes_it(log):
+        return None
     topics = [t.lower() for t in log["topics"]]
-    if not all(_HASH.match(t) for t in topics) or not _HASH.match(log["transactionHash"]) \
-            or not _ADDRESS.match(log["address"]) or not _DATA.match(log["data"]) \
-            or not _QUANTITY.match(log["blockNumber"]) or not _QUANTITY.match(log["logIndex"]):
-        return None  # not what a node sends
     data = bytes.fromhex(log["data"][2:])
     bn, li = int(log["blockNumber"], 16), int(log["logIndex"], 16)
     tx, token = log["transactionHash"].lower(), log["address"].lower()
@@ -66,7 +76,8 @@ def reference_rows(logs: list[dict[str, Any]]) -> tuple[list[Erc20Row], list[Erc
     erc1155: list[Erc1155Row] = []
     rejected = 0
     for log in logs:
-        if log.get("removed"):
+        removed = log.get("removed") if isinstance(log, dict) else None
+        if removed is True:
             continue  # reorged out: not part of the chain
         try:
             rows = _decode_one(log)

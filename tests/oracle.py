@@ -65,10 +65,11 @@ _CONTRACT = Web3().eth.contract(abi=ABI)
 _EVENTS = {name: getattr(_CONTRACT.events, name)() for name in SIGNATURES}
 
 # Node output, byte for byte: DATA is "0x" + two hex digits per byte (either case: lowercased on the way out);
-# a QUANTITY is "0x" + hex digits without leading zeros ("0x0" for zero), as the JSON-RPC spec has it.
+# a QUANTITY is "0x" + hex digits. The JSON-RPC spec wants no leading zeros; a number written with them is still
+# unambiguous, and refusing it would stall a run on a provider that writes them, so it is read (a decision).
 _DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
-_QUANTITY = re.compile(r"0x(?:0|[1-9a-fA-F][0-9a-fA-F]*)")
-UINT32_MAX, UINT64_MAX = 2**32 - 1, 2**64 - 1  # log_index and block_number as the tables store them
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]+")
+UINT32_MAX, UINT64_MAX = 2**32 - 1, 2**64 - 1  # log_index, block_number and timestamps as the tables store them
 
 
 class Refused(Exception):
@@ -128,7 +129,7 @@ def _rows(log: dict[str, Any]) -> list[Erc20Transfer] | list[Erc1155Transfer]:
     if log.get("blockHash") is not None:
         _data(log["blockHash"], 32)
     if log.get("blockTimestamp") is not None:
-        _quantity(log["blockTimestamp"], UINT64_MAX)
+        _quantity(log["blockTimestamp"], UINT32_MAX)  # a DateTime column: seconds until 2106
 
     entry = {"topics": words, "data": data, "logIndex": log_index, "transactionIndex": None,
              "transactionHash": tx_hash, "address": token, "blockHash": None, "blockNumber": block_number}
@@ -155,7 +156,9 @@ def decode_one(log: Any) -> list[Erc20Transfer] | list[Erc1155Transfer] | None:
     try:
         if type(log) is not dict:
             raise Refused("a log is a JSON object")
-        removed = log.get("removed", False)
+        removed = log.get("removed")
+        if removed is None:  # absent or null: not flagged
+            removed = False
         if type(removed) is not bool:
             raise Refused(f"removed is not a boolean: {removed!r:.40}")
         if removed:
