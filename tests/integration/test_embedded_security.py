@@ -290,7 +290,7 @@ def test_requests_beyond_the_limit_get_503_at_once(store: Store) -> None:
                 break
             time.sleep(0.05)
         assert (status, headers.get("X-ClickHouse-Exception-Code")) == (503, "202"), body
-        assert time.monotonic() - t < 2
+        assert time.monotonic() - t < 4  # answered at once (curl and all), not queued until curl gives up at 5 s
     finally:
         for sock in held:
             sock.close()
