@@ -176,6 +176,7 @@ print(json.dumps({"written": written, "start": start, "end": time.time()}), flus
 """
 
 
+@pytest.mark.slow  # three processes under load for a while
 def test_three_processes_insert_concurrently(store, tmp_path):
     data_dir, url = store
     client = client_for(url, data_dir)
