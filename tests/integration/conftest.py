@@ -13,6 +13,17 @@ from tests.integration.harness import Chain, backfill, open_store
 
 CHAIN_PARAMS = DevnetParams.with_defaults(dt.date(2024, 1, 1), days=10, blocks_per_day=2000, seed=7)
 
+# Fixtures that make a backfill run (or a directory for one): a test that needs one, directly or through another
+# fixture, is slow whatever its module says, so that `-m 'not slow'` runs no backfill at all.
+RUN_FIXTURES = frozenset({"finished_run", "finished_template", "run_copy", "run_dir"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def chain_state(tmp_path_factory) -> Path:

@@ -92,6 +92,7 @@ def test_the_safe_head_bounds_the_dates(chain: Chain, tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow  # a run of four days
 def test_the_genesis_day_and_empty_days_are_planned_as_the_chain_has_them(chain: Chain, tmp_path):
     """From the genesis day (the chain's set-up blocks) to its first empty day (blocks, no transfer): exact."""
     data = tmp_path / "data"

@@ -241,6 +241,7 @@ def test_a_large_query_and_a_gzip_bomb_are_refused_in_bounded_memory(store: Stor
     assert curl(store.url, "SELECT 1", "-u", store.auth)[::2] == (200, b"1\n")
 
 
+@pytest.mark.slow  # waits out the 20 s header deadline
 def test_a_client_trickling_its_headers_is_dropped_while_others_are_answered(store: Store) -> None:
     trickler = socket.create_connection(("127.0.0.1", store.port))
     silent = socket.create_connection(("127.0.0.1", store.port))
@@ -290,7 +291,7 @@ def test_requests_beyond_the_limit_get_503_at_once(store: Store) -> None:
                 break
             time.sleep(0.05)
         assert (status, headers.get("X-ClickHouse-Exception-Code")) == (503, "202"), body
-        assert time.monotonic() - t < 2
+        assert time.monotonic() - t < 4  # answered at once (curl and all), not queued until curl gives up at 5 s
     finally:
         for sock in held:
             sock.close()

@@ -2,7 +2,7 @@
 clickhouse-connect, curl and several client processes. No mocks.
 
 Throughput of 3 concurrent inserting processes is printed by test_three_processes_insert_concurrently
-(run with ``-s`` to see it).
+(run with ``-s`` to see it); it is not asserted: speed is measured by scripts/bench, not by the tests.
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ print(json.dumps({"written": written, "start": start, "end": time.time()}), flus
 """
 
 
+@pytest.mark.slow  # three processes under load for a while
 def test_three_processes_insert_concurrently(store, tmp_path):
     data_dir, url = store
     client = client_for(url, data_dir)
@@ -219,7 +220,6 @@ def test_three_processes_insert_concurrently(store, tmp_path):
     slowest = max((s for _, s in answered), default=0.0)
     print(f"\n{procs} processes inserted {total} rows in {seconds:.2f}s = {total / seconds:,.0f} rows/s; "
           f"SELECT during load: {len(answered)} answered, slowest {slowest:.3f}s")
-    assert total / seconds > 50_000  # a floor against accidental serialization; measured ~400k+ here
 
 
 def test_restart_keeps_data_and_one_server_per_dir(tmp_path):

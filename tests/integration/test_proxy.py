@@ -386,7 +386,7 @@ def test_stop_does_not_wait_for_held_requests(node: Anvil) -> None:
         wait_for(lambda: proxy.requests_seen == 1)
         t0 = time.monotonic()
         proxy.stop()
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 20  # not the 60 s hold (its own shutdown takes about 1 s)
         try:
             status: int | None = pending.result(timeout=10)[0]
         except (ConnectionError, http.client.HTTPException, urllib.error.URLError):

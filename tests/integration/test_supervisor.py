@@ -14,20 +14,26 @@ import pytest
 
 from tests.integration.harness import (Chain, assert_exact, backfill, checkpoint_history, complete_days, live_workers,
                                        open_store, supervisor_state, wait_for, wait_run_finished)
+from tests.proxy import Fault, RpcProxy
 
 pytestmark = pytest.mark.slow
 
 WINDOW_BLOCKS = 400  # small windows: many checkpoints, a run long enough to interfere with
 SLOW_RUN = {"BACKFILL_WINDOW_BLOCKS": str(WINDOW_BLOCKS), "BACKFILL_GETLOGS_BLOCKS": "100",
             "BACKFILL_MAX_DAY_ATTEMPTS": "100", "BACKFILL_STALL_GRACE_S": "2"}
+SLOW_GETLOGS_S = 2.0  # a slow provider: a window takes at least this long, so a run outlasts what a test does to it
 
 
+def slow_provider(chain: Chain) -> RpcProxy:
+    """A provider that answers every eth_getLogs truly but SLOW_GETLOGS_S late (planning is not slowed): a run
+    through it is still going when a test's faults land; `set_faults([])` lets it finish at full speed."""
+    return RpcProxy(chain.url, Fault("TIMEOUT", delay_s=SLOW_GETLOGS_S))
 
 
-def start(chain: Chain, data_dir, shards: int, days: int | None = None, **env: str):
+def start(chain: Chain, data_dir, shards: int, days: int | None = None, rpc_url: str | None = None, **env: str):
     last = chain.day((days or chain.days) - 1)
     result = backfill(["start", "--from", chain.first_day, "--to", last, "--confirmations", "0"], data_dir, chain,
-                      shards=shards, extra_env={**SLOW_RUN, **env})
+                      shards=shards, extra_env={**SLOW_RUN, **env}, rpc_urls=rpc_url)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -42,34 +48,27 @@ def duplicated_blocks(store) -> int:
 
 
 def test_killed_workers_lose_nothing_and_at_most_one_window_each(chain: Chain, run_dir):
-    start(chain, run_dir, shards=3, BACKFILL_ON_COMPLETE="0")
-    store = open_store(run_dir)
-    rng = random.Random(42)
-    kills = 0
-    for _ in range(4):
-        progress = len(complete_days(store))
-        wait_for(lambda: live_workers(run_dir), 30, "running workers")
-        shard, pid = rng.choice(sorted(live_workers(run_dir).items()))
-        time.sleep(rng.uniform(0.0, 0.6))
-        try:
+    kills = 4
+    with slow_provider(chain) as rpc:  # every kill lands in a running run
+        start(chain, run_dir, shards=3, rpc_url=rpc.url, BACKFILL_ON_COMPLETE="0")
+        store = open_store(run_dir)
+        rng = random.Random(42)
+        for _ in range(kills):
+            shard, pid = rng.choice(sorted(wait_for(lambda: live_workers(run_dir), 60, "running workers").items()))
+            time.sleep(rng.uniform(0.0, 0.6))  # jitter, not synchronisation: kills land at different points of a window
             os.kill(pid, signal.SIGKILL)
-            kills += 1
-        except ProcessLookupError:
-            continue
-        wait_for(lambda: live_workers(run_dir).get(shard) not in (None, pid) or len(complete_days(store)) == chain.days,
-                 30, f"worker {shard} to be relaunched")
-        if len(complete_days(store)) == chain.days or len(complete_days(store)) == progress and kills > 6:
-            break
-    state = wait_run_finished(run_dir)
+            wait_for(lambda: live_workers(run_dir).get(shard) not in (None, pid), 60, f"worker {shard} to be relaunched")
+        assert len(complete_days(store)) < chain.days, "the run ended before the kills: they proved nothing"
+        rpc.set_faults([])  # the provider is fast again: the run finishes
+        state = wait_run_finished(run_dir)
     assert state["phase"] == "complete", state
-    assert kills >= 2
     assert len(complete_days(store)) == chain.days
     assert_exact(store, chain)
     # work redone per kill is at most one window of blocks
     print(f"kills={kills} duplicated_blocks={duplicated_blocks(store)} restarts={sum(w['restarts'] for w in state['workers'])}")
     assert duplicated_blocks(store) <= kills * WINDOW_BLOCKS
     restarts = sum(w["restarts"] for w in state["workers"])
-    assert restarts >= 1
+    assert restarts >= kills
 
 
 def test_stalled_worker_is_replaced_within_the_stall_limit(chain: Chain, run_dir):
@@ -80,14 +79,16 @@ def test_stalled_worker_is_replaced_within_the_stall_limit(chain: Chain, run_dir
     os.kill(pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
-        wait_for(lambda: live_workers(run_dir).get(shard) not in (None, pid), stall_s + 5, "a replacement worker")
+        wait_for(lambda: live_workers(run_dir).get(shard) not in (None, pid), 60, "a replacement worker")
         replaced_after = time.monotonic() - stopped_at
     finally:
         try:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-    assert replaced_after <= stall_s + 2.0, replaced_after
+    # judged by the stall limit: a beat is due every stall_s / 2; generous for a loaded machine, far below any
+    # other limit (a default stall_s is 300 s)
+    assert replaced_after <= 3 * stall_s, replaced_after
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, \
         "the stalled worker must be gone before its replacement owns its days"
     state = wait_run_finished(run_dir)
@@ -99,18 +100,21 @@ def test_stalled_worker_is_replaced_within_the_stall_limit(chain: Chain, run_dir
 
 
 def test_rescale_2_4_1_refetches_no_complete_day(chain: Chain, run_dir):
-    start(chain, run_dir, shards=2, BACKFILL_ON_COMPLETE="0")
-    store = open_store(run_dir)
-    marks = []
-    for shards in (4, 1):
-        wait_for(lambda: len(complete_days(store)) >= len(marks) * 3 + 2, 60, "some days COMPLETE")
-        marks.append((time.time(), complete_days(store)))
-        out = backfill(["scale", str(shards)], run_dir)
-        assert out.returncode == 0, out.stderr
-        wait_for(lambda: supervisor_state(run_dir).get("wanted_shards") == shards and
-                 sum(1 for w in supervisor_state(run_dir).get("workers", []) if w["shards"] == shards) == shards,
-                 60, f"{shards} workers")
-    state = wait_run_finished(run_dir)
+    with slow_provider(chain) as rpc:  # both rescales land before the run's end
+        start(chain, run_dir, shards=2, rpc_url=rpc.url, BACKFILL_ON_COMPLETE="0")
+        store = open_store(run_dir)
+        marks = []
+        for shards in (4, 1):
+            wait_for(lambda: len(complete_days(store)) >= len(marks) * 3 + 2, 180, "some days COMPLETE")
+            marks.append((time.time(), complete_days(store)))
+            out = backfill(["scale", str(shards)], run_dir)
+            assert out.returncode == 0, out.stderr
+            wait_for(lambda: supervisor_state(run_dir).get("wanted_shards") == shards and
+                     sum(1 for w in supervisor_state(run_dir).get("workers", []) if w["shards"] == shards) == shards,
+                     60, f"{shards} workers")
+        assert len(complete_days(store)) < chain.days, "the run ended before the last rescale"
+        rpc.set_faults([])
+        state = wait_run_finished(run_dir)
     assert state["phase"] == "complete", state
     assert_exact(store, chain)
     history = checkpoint_history(store)
