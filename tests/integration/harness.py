@@ -120,6 +120,18 @@ def live_workers(data_dir: Path) -> dict[int, int]:
     return {w["shard_id"]: w["pid"] for w in supervisor_state(data_dir).get("workers", []) if w.get("pid")}
 
 
+def wait_beating(data_dir: Path, shard: int, pid: int, timeout: float = 120) -> None:
+    """Wait until worker `pid` of `shard` has written a heartbeat: it has started, and from now on it is judged
+    by stall_s (before its first beat it has a start-up allowance)."""
+    store = open_store(data_dir)
+    try:
+        wait_for(lambda: store.scalar("SELECT count() FROM worker_heartbeats FINAL WHERE worker_id = %(k)s "
+                                      "AND pid = %(p)s", {"k": shard, "p": pid}), timeout,
+                 f"a heartbeat of worker {shard} pid {pid}", 0.25)
+    finally:
+        store.close()
+
+
 def wait_run_finished(data_dir: Path, timeout: float = 300) -> dict[str, Any]:
     """Wait until the detached supervisor of data_dir has exited; its last state."""
     import psutil

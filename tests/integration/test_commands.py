@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, live_workers, open_store,
-                                       store_url, supervisor_state, wait_for, wait_run_finished)
+                                       store_url, supervisor_state, wait_beating, wait_for, wait_run_finished)
 from tests.proxy import RpcProxy
 from tests.proxy_faults import Fault
 
@@ -139,10 +139,10 @@ def test_data_dir_flag_over_the_environment_holds_the_whole_run(flagged_run, cha
 
 @pytest.mark.slow
 def test_stall_s_flag_is_the_limit_the_supervisor_restarts_a_stopped_worker_at(chain: Chain, run_dir):
-    # a limit above a worker's start-up on a busy machine (a worker is judged from its spawn on)
     with slow_run(chain, run_dir, "--stall-s", "8", BACKFILL_STALL_GRACE_S="1"):
         assert "stall_s=8.0" in log_text(run_dir, "monitor.log")
         (shard, pid), = live_workers(run_dir).items()
+        wait_beating(run_dir, shard, pid)  # started: judged by stall_s from now on
         os.kill(pid, signal.SIGSTOP)
         try:
             line = wait_for(lambda: next((x for x in log_text(run_dir, "monitor.log").splitlines()

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.integration.harness import (Chain, assert_exact, backfill, checkpoint_history, complete_days, live_workers,
-                                       open_store, supervisor_state, wait_for, wait_run_finished)
+                                       open_store, supervisor_state, wait_beating, wait_for, wait_run_finished)
 from tests.proxy import Fault, RpcProxy
 
 pytestmark = pytest.mark.slow
@@ -76,6 +76,7 @@ def test_stalled_worker_is_replaced_within_the_stall_limit(chain: Chain, run_dir
     start(chain, run_dir, shards=2, BACKFILL_STALL_S=str(stall_s))
     workers = wait_for(lambda: len(live_workers(run_dir)) == 2 and live_workers(run_dir), 30, "two workers")
     shard, pid = sorted(workers.items())[0]
+    wait_beating(run_dir, shard, pid)
     os.kill(pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
