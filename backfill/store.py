@@ -162,9 +162,9 @@ class Store:
     @classmethod
     def connect(cls, settings: Settings, *, create: bool = True, start_embedded: bool = True,
                 patience_s: float | None = COMMAND_PATIENCE_S, connect_patience_s: float | None = 0.0,
-                context: str = "", timeout_s: float = 300.0) -> "Store":
+                context: str = "", timeout_s: float = 300.0, abandon: threading.Event | None = None) -> "Store":
         """A store for these settings. The first contact waits `connect_patience_s` for a store that is down
-        (0: a command reports a store that is not there at once; a worker waits for it)."""
+        (0: a command reports a store that is not there at once; a worker waits for it, until `abandon`)."""
         target = settings.store
         label = redact_url(target.url) if target.url else f"embedded store of {settings.data_dir}"
 
@@ -173,6 +173,8 @@ class Store:
             return _client(endpoint, host, port, target.database, secure, timeout_s)
 
         store = cls(factory, label, patience_s=connect_patience_s, context=context)
+        if abandon is not None:
+            store.abandon = abandon
         try:
             if create:
                 def bootstrap() -> None:

@@ -19,11 +19,12 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from backfill import schema
 from backfill import native
@@ -429,13 +430,13 @@ def _quarantine_row(entry: dict[str, Any], reason: str, day_idx: int, version: i
             topics, str(entry.get("data") or ""), reason, day_idx, version)
 
 
-async def _watch_parent(worker: Worker, parent: int) -> None:
-    """A worker exits by itself when its supervisor is gone."""
+async def _watch_parent(tag: str, parent: int, stop: list[Callable[[], None]]) -> None:
+    """A worker exits by itself when its supervisor is gone (stop[0]: how to stop it at that point)."""
     while True:
         await asyncio.sleep(1.0)
         if os.getppid() != parent:
-            log.warning("%s event=parent_gone action=stop", worker.tag)
-            worker.request_stop()
+            log.warning("%s event=parent_gone action=stop", tag)
+            stop[0]()
             return
 
 
@@ -443,14 +444,27 @@ async def amain(settings: Settings, shard_id: int, shards: int) -> int:
     # A worker waits out a store outage for as long as it lasts (its supervisor restarts an embedded server and
     # pauses stall judgement meanwhile); a stop makes waiting calls give up at once: nothing is lost, the
     # checkpoints say where to resume.
+    # The parent and the signals are heard from the start: a worker still waiting for its first contact with
+    # the store when its supervisor dies (or stops it) gives up, rather than wait for a store nobody restarts.
     loop = asyncio.get_running_loop()
-    store = await loop.run_in_executor(None, lambda: Store.connect(
-        settings, create=False, start_embedded=False, patience_s=None, connect_patience_s=None,
-        context=f"worker={shard_id}"))
-    worker = Worker(settings, shard_id, shards, store)
+    tag = f"worker={shard_id}"
+    abandon = threading.Event()
+    stop: list[Callable[[], None]] = [abandon.set]
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.request_stop)
-    watcher = asyncio.create_task(_watch_parent(worker, os.getppid()))
+        loop.add_signal_handler(sig, lambda: stop[0]())
+    watcher = asyncio.create_task(_watch_parent(tag, os.getppid(), stop))
+    try:
+        store = await loop.run_in_executor(None, lambda: Store.connect(
+            settings, create=False, start_embedded=False, patience_s=None, connect_patience_s=None,
+            context=tag, abandon=abandon))
+    except StoreUnavailable:
+        watcher.cancel()
+        if abandon.is_set():
+            log.info("%s event=stopped reason=stop_before_start store=unreachable", tag)
+            return exitcodes.OK
+        raise
+    worker = Worker(settings, shard_id, shards, store)
+    stop[0] = worker.request_stop
     await worker.in_store(worker.beat, -1, "starting", True)
     beats = asyncio.create_task(worker.heartbeat_loop())
     try:

@@ -166,3 +166,41 @@ def test_too_many_parts_and_lost_answers_slow_the_run_and_it_ends_exact(chain: C
             ended_exact(_configured_store(url["CLICKHOUSE_URL"]), chain, run_dir)
     finally:
         stop_server(tmp_path / "server")
+
+
+@pytest.mark.parametrize("how", ["supervisor_gone", "sigterm"])
+def test_a_worker_waiting_for_its_first_store_contact_stops_when_told_or_orphaned(tmp_path: Path, how):
+    """A worker that starts while the store is away waits for it (its supervisor restarts the embedded server);
+    but when the supervisor is gone, or it is told to stop, it must not wait for ever."""
+    data_dir = tmp_path / "data"
+    env = clean_env(BACKFILL_DATA_DIR=str(data_dir), ETHEREUM_RPC_URLS="http://127.0.0.1:9")
+    worker = [sys.executable, "-m", "workers.worker", "--shard", "0", "--shards", "1"]
+    log = data_dir / "backfill" / "worker-0.log"
+    log.parent.mkdir(parents=True)  # as the supervisor leaves it
+    if how == "supervisor_gone":  # a parent that dies under it, as a killed supervisor does
+        parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                                   f"p = subprocess.Popen({worker!r}); print(p.pid, flush=True); time.sleep(600)"],
+                                  env=env, stdout=subprocess.PIPE, text=True)
+        pid = int(parent.stdout.readline())
+        wait_for(lambda: "event=store_down" in (log.read_text() if log.exists() else ""), 60, "the worker waiting")
+        parent.kill()
+        parent.wait()
+    else:
+        proc = subprocess.Popen(worker, env=env)
+        pid = proc.pid
+        wait_for(lambda: "event=store_down" in (log.read_text() if log.exists() else ""), 60, "the worker waiting")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    wait_for(lambda: not _alive(pid), 30, "the waiting worker to exit")
+    text = log.read_text()
+    assert "event=stopped reason=stop_before_start store=unreachable" in text, text[-1500:]
+    assert "Traceback" not in text
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
