@@ -214,7 +214,8 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"worker-{slot.shard_id}.stderr", "ab") as err:
             slot.proc = subprocess.Popen(
-                [sys.executable, "-m", "workers.worker", "--shard", str(slot.shard_id), "--shards", str(slot.shards)],
+                [sys.executable, "-m", "workers.worker", "--shard", str(slot.shard_id), "--shards", str(slot.shards),
+                 "--parent", str(os.getpid())],
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         slot.started_at = time.time()
         slot.stopping_since = None

@@ -440,7 +440,7 @@ async def _watch_parent(tag: str, parent: int, stop: list[Callable[[], None]]) -
             return
 
 
-async def amain(settings: Settings, shard_id: int, shards: int) -> int:
+async def amain(settings: Settings, shard_id: int, shards: int, parent: int | None = None) -> int:
     # A worker waits out a store outage for as long as it lasts (its supervisor restarts an embedded server and
     # pauses stall judgement meanwhile); a stop makes waiting calls give up at once: nothing is lost, the
     # checkpoints say where to resume.
@@ -452,7 +452,8 @@ async def amain(settings: Settings, shard_id: int, shards: int) -> int:
     stop: list[Callable[[], None]] = [abandon.set]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stop[0]())
-    watcher = asyncio.create_task(_watch_parent(tag, os.getppid(), stop))
+    # the supervisor names itself: one that died before this process looked would otherwise never be missed
+    watcher = asyncio.create_task(_watch_parent(tag, parent or os.getppid(), stop))
     try:
         store = await loop.run_in_executor(None, lambda: Store.connect(
             settings, create=False, start_embedded=False, patience_s=None, connect_patience_s=None,
@@ -504,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="workers.worker")
     parser.add_argument("--shard", type=int, required=True)
     parser.add_argument("--shards", type=int, required=True)
+    parser.add_argument("--parent", type=int, default=None, help="the supervisor's pid (default: the parent's)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -515,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     pid_file = settings.log_dir / f"worker-{args.shard}.pid"
     pid_file.write_text(str(os.getpid()))
     try:
-        return asyncio.run(amain(settings, args.shard, args.shards))
+        return asyncio.run(amain(settings, args.shard, args.shards, args.parent))
     except StoreUnavailable as exc:
         log.error("worker=%d event=exit reason=store_unavailable error=%s", args.shard, exc)
         return exitcodes.STORE

@@ -168,7 +168,7 @@ def test_too_many_parts_and_lost_answers_slow_the_run_and_it_ends_exact(chain: C
         stop_server(tmp_path / "server")
 
 
-@pytest.mark.parametrize("how", ["supervisor_gone", "sigterm"])
+@pytest.mark.parametrize("how", ["supervisor_gone", "supervisor_gone_before_it_looked", "sigterm"])
 def test_a_worker_waiting_for_its_first_store_contact_stops_when_told_or_orphaned(tmp_path: Path, how):
     """A worker that starts while the store is away waits for it (its supervisor restarts the embedded server);
     but when the supervisor is gone, or it is told to stop, it must not wait for ever."""
@@ -185,6 +185,12 @@ def test_a_worker_waiting_for_its_first_store_contact_stops_when_told_or_orphane
         wait_for(lambda: "event=store_down" in (log.read_text() if log.exists() else ""), 60, "the worker waiting")
         parent.kill()
         parent.wait()
+    elif how == "supervisor_gone_before_it_looked":  # killed right after the spawn: the worker is born an orphan
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        proc = subprocess.Popen([*worker, "--parent", str(gone.pid)], env=env)
+        pid = proc.pid
+        assert proc.wait(timeout=60) == 0
     else:
         proc = subprocess.Popen(worker, env=env)
         pid = proc.pid
