@@ -1,6 +1,6 @@
 """Ctrl-C held back while a step must not stop half way (the swaps of a promotion or a rollback).
 
-Anywhere else a Ctrl-C ends a command at once (`KeyboardInterrupt`, one line, exit 130: backfill/cli.py). Inside
+Anywhere else a Ctrl-C ends a command at once (`KeyboardInterrupt`, one line, exit 130: backfill/cli/app.py). Inside
 `finished_first()` it is answered with one line and the block runs to its end: a production half swapped is
 worse than a Ctrl-C not obeyed, and what follows the swap is short. Only the main thread receives signals:
 elsewhere (the supervisor's rebuild thread) the block just runs, as the supervisor's own handler decides.

@@ -99,7 +99,7 @@ class Settings:
     rpc_max_concurrency: int = 8  # requests in flight per endpoint and worker
     lag_guard_blocks: int = 256  # blocks below the head where answers are checked for a lagging node
     use_log_timestamps: bool = True  # trust the log's blockTimestamp when the node gives one
-    fast_decode: bool = True  # read eth_getLogs answers with the compiled scanner where it is built (backfill/native.py)
+    fast_decode: bool = True  # read eth_getLogs answers with the compiled scanner where it is built (backfill/decode/scanner.py)
     gates_interval_s: float = 600.0  # the supervisor runs the relaxed gates this often (0 = never)
     audit_sample: int = 3  # days the rebuild recounts from RPC (plus every suspicious empty day)
     auto_promote: bool = False  # the rebuild promotes staging into production when everything passed
@@ -379,7 +379,7 @@ def _toml_problem(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
 
 def _gate_overrides(value: Any, file: str, problems: list[str]) -> tuple[tuple[str, str, float], ...]:
     """`[gates.relaxed]` / `[gates.strict]` tables of backfill.toml -> ((level, name, value), ...); every
-    unknown level or threshold name and every bad value is a problem (monitor.gates.thresholds checks again)."""
+    unknown level or threshold name and every bad value is a problem (monitor.gates.judge.thresholds checks again)."""
     if not isinstance(value, dict):
         problems.append(f"{file}: gates must be tables [gates.relaxed] and/or [gates.strict]")
         return ()

@@ -1,5 +1,5 @@
 """The quality gates' thresholds: their names and their values at each level. Here, below the gates
-(monitor/gates.py), so settings can check the `[gates.relaxed]` / `[gates.strict]` keys of backfill.toml."""
+(monitor/gates/judge.py), so settings can check the `[gates.relaxed]` / `[gates.strict]` keys of backfill.toml."""
 
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from backfill.digest import KEYS, STAGING_TABLES, newest_version_variants_sql
+from backfill.store.digest import KEYS, STAGING_TABLES, newest_version_variants_sql
 from backfill.errors import CommandFailed
-from backfill.store import Store
+from backfill.store.client import Store
 
 log = logging.getLogger("on_complete")
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backfill.store import Store
+from backfill.store.client import Store
 
 log = logging.getLogger("on_complete")
 

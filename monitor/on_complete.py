@@ -16,7 +16,7 @@ from typing import Any
 
 from backfill.errors import StoreUnavailable
 from backfill.settings import Settings
-from backfill.store import Store
+from backfill.store.client import Store
 
 log = logging.getLogger("monitor")
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from backfill import schema
+from backfill.store import schema
 from backfill.ctrl_c import finished_first
 from backfill.errors import CommandFailed, ConfigError
 from backfill.settings import Settings
-from backfill.store import Store, now_utc
+from backfill.store.client import Store, now_utc
 
 # A child of the rebuild's logger: lines reach on-complete.log when the rebuild promotes, promote.log always.
 log = logging.getLogger("on_complete.promote")

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from backfill.digest import STAGING_TABLES
+from backfill.store.digest import STAGING_TABLES
 from backfill.settings import Settings
-from backfill.store import Store
+from backfill.store.client import Store
 
 log = logging.getLogger("on_complete")
 
@@ -72,13 +72,13 @@ def step_dedup(store: Store, report: dict[str, Any]) -> None:
 
 
 def step_fingerprints(store: Store, report: dict[str, Any]) -> None:
-    from backfill.fingerprints import record_fingerprints
+    from backfill.store.fingerprints import record_fingerprints
 
     report["fingerprinted_days"] = len(record_fingerprints(store))
 
 
 def step_audit(store: Store, settings: Settings, report: dict[str, Any]) -> None:
-    from monitor.audit import run_audit
+    from monitor.audit.recount import run_audit
 
     include = empty_days(store)
     result = run_audit(store, settings, sample=settings.audit_sample, include=include, source="rebuild")
@@ -90,7 +90,7 @@ def step_audit(store: Store, settings: Settings, report: dict[str, Any]) -> None
 
 
 def step_gates(store: Store, settings: Settings, report: dict[str, Any]) -> None:
-    from monitor.gates import run_gates
+    from monitor.gates.judge import run_gates
 
     result = run_gates(store, settings, "strict", source="rebuild")
     report["gates"] = result.to_json()

@@ -28,8 +28,8 @@ from typing import Any, Callable
 import psutil
 
 from backfill.settings import Settings, load_settings
-from backfill.store import Store, StoreOutage
-from monitor import control
+from backfill.store.client import Store, StoreOutage
+from backfill import control
 from monitor.on_complete import OnCompleteRun
 from monitor.backoff import restart_delay
 from workers import exitcodes
@@ -355,7 +355,7 @@ class Supervisor:
         if self.s.store.url or time.monotonic() - self.last_store_check < STORE_CHECK_S:
             return
         self.last_store_check = time.monotonic()
-        from backfill import embedded
+        from backfill.store import embedded
 
         if embedded.server_alive(self.s.data_dir):
             return
@@ -432,7 +432,7 @@ class Supervisor:
         now = time.monotonic()
         if now - self.last_fingerprints >= FINGERPRINT_EVERY_S:
             self.last_fingerprints = now
-            from backfill.fingerprints import record_fingerprints
+            from backfill.store.fingerprints import record_fingerprints
 
             try:
                 record_fingerprints(self.store)
@@ -550,7 +550,7 @@ class Supervisor:
 
 def run_relaxed_gates(settings: Settings) -> None:
     """One relaxed gates run, with its own connection: results to gate_results and gates.log."""
-    from monitor.gates import run_gates
+    from monitor.gates.judge import run_gates
 
     try:
         store = Store.connect(settings, create=False)
@@ -572,7 +572,7 @@ def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None =
     if fd is None:
         raise FleetHalted("a supervisor is already running for this data directory", ALREADY_RUNNING)
     if not settings.store.url:
-        from backfill.embedded import ensure_server
+        from backfill.store.embedded import ensure_server
 
         ensure_server(settings.data_dir)
     # patience 0: an outage is a state the loop handles (see the module doc), not a wait inside a call
@@ -597,7 +597,7 @@ def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None =
 
 
 def main() -> int:
-    from backfill.logs import setup_logging
+    from backfill.files.oplog import setup_logging
 
     settings = load_settings()
     setup_logging(settings.log_dir / "monitor.log")

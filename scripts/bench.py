@@ -44,8 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from backfill.devnet import Anvil, DevnetParams, start_devnet  # noqa: E402
-from backfill.events import LOG_FILTER_TOPICS  # noqa: E402
+from backfill.devnet.node import Anvil, DevnetParams, start_devnet  # noqa: E402
+from backfill.decode.events import LOG_FILTER_TOPICS  # noqa: E402
 
 
 async def pull_logs(url: str, first: int, last: int, chunk: int, concurrency: int) -> int:
@@ -111,7 +111,7 @@ class CpuMeter:
             return None
         if "workers.worker" in cmd:
             return "workers"
-        return "store engine" if "backfill.embedded" in cmd else "cli + supervisor"
+        return "store engine" if "backfill.store.embedded" in cmd else "cli + supervisor"
 
     def _sample(self) -> dict[int, tuple[str, float]]:
         import psutil
@@ -156,13 +156,13 @@ def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_") and k not in ("SHARDS", "CLICKHOUSE_URL")}
     env.update({"SHARDS": str(shards), "ETHEREUM_RPC_URLS": url, "BACKFILL_DATA_DIR": str(data_dir),
                 "BACKFILL_ON_COMPLETE": "0", **(extra_env or {})})
-    from backfill.embedded import ensure_server, stop_server
+    from backfill.store.embedded import ensure_server, stop_server
     ensure_server(data_dir)  # the store server's start-up is not the pipeline's speed
     try:
         with CpuMeter(node_pid, data_dir) as meter:
             launched = time.time()
             t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", first_day,
+            out = subprocess.run([sys.executable, "-m", "backfill.cli.app", "start", "--foreground", "--from", first_day,
                                   "--to", last_day, "--confirmations", "0"], env=env, capture_output=True, text=True,
                                  cwd=data_dir)
             secs = time.perf_counter() - t0
@@ -171,13 +171,13 @@ def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: 
         rebuild_s = None
         if rebuild:
             t1 = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "backfill.cli", "rebuild"], env=env, capture_output=True,
+            done = subprocess.run([sys.executable, "-m", "backfill.cli.app", "rebuild"], env=env, capture_output=True,
                                   text=True, cwd=data_dir)
             rebuild_s = round(time.perf_counter() - t1, 3)
             if done.returncode != 0:
                 raise SystemExit(f"backfill rebuild failed: {done.stderr}")
         from backfill.settings import load_settings
-        from backfill.store import Store
+        from backfill.store.client import Store
         store = Store.connect(load_settings({"data_dir": data_dir}, env={}))
         rows, requests, blocks = store.query_rows(
             "SELECT sum(erc20_count + erc1155_count), sum(requests), sum(greatest(end_block - start_block + 1, 0)) "
@@ -202,7 +202,7 @@ def rate_limited_run(url: str, first_day: str, last_day: str, shards: int, rps: 
     limit answers, and eth_getLogs calls per 10k logs against the minimum under the caps: per day (days are
     fetched apart, by shard), max(⌈logs / 10,000⌉, ⌈blocks / 2,000⌉). Answers are sized as for a remote
     provider (10,000 logs)."""
-    from tests.proxy import Fault, RpcProxy
+    from tests.support.proxy import Fault, RpcProxy
 
     caps = [Fault("I1", rate=1.0, max_logs=10_000), Fault("Q1", rate=1.0, max_blocks=2_000)]
     env = {"BACKFILL_GETLOGS_ANSWER_LOGS": "10000", **extra_env}
@@ -323,7 +323,7 @@ def main() -> None:
                       flush=True)
         extra: dict = {}
         if not args.no_proxy:
-            from tests.proxy import ALL_FAULTS_MIX, RpcProxy
+            from tests.support.proxy import ALL_FAULTS_MIX, RpcProxy
 
             for name, faults in (("proxy_clean", []), ("proxy_5pct_faults", ALL_FAULTS_MIX(0.05, retry_after_s=0.2,
                                                                                             delay_s=1.0))):

@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from backfill.devgen import DevRpc  # noqa: E402
-from backfill.devnet import Anvil  # noqa: E402
+from backfill.devnet.generate import DevRpc  # noqa: E402
+from backfill.devnet.node import Anvil  # noqa: E402
 from densechain import MIDNIGHT, START as DAY, build  # noqa: E402
 
 PER_TX = 1_000  # logs per block: a dense day (mainnet carries a few hundred transfers per block)
@@ -63,7 +63,7 @@ def main() -> None:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         t0 = time.monotonic()
-        out = subprocess.run([sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", DAY.isoformat(),
+        out = subprocess.run([sys.executable, "-m", "backfill.cli.app", "start", "--foreground", "--from", DAY.isoformat(),
                               "--to", DAY.isoformat(), "--confirmations", "0"], env=env, capture_output=True, text=True,
                              cwd=data_dir)
         secs = time.monotonic() - t0
@@ -71,9 +71,9 @@ def main() -> None:
         sampler.join()
         if out.returncode != 0:
             raise SystemExit(out.stderr)
-        from backfill.embedded import stop_server
+        from backfill.store.embedded import stop_server
         from backfill.settings import load_settings
-        from backfill.store import Store
+        from backfill.store.client import Store
 
         store = Store.connect(load_settings({"data_dir": data_dir}, env={}))
         rows = store.scalar("SELECT count() FROM erc20_transfers_staging FINAL")

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backfill.devgen import _FEES, DevRpc, encode_call, load_artifact
-from backfill.devnet import Anvil, dump_state
+from backfill.devnet.generate import _FEES, DevRpc, encode_call, load_artifact
+from backfill.devnet.node import Anvil, dump_state
 
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2024, 1, 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backfill.planner import DayPlan
+from backfill.chain.planner import DayPlan
 
 
 @dataclass(frozen=True)

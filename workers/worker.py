@@ -26,18 +26,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from backfill import schema
-from backfill import native
-from backfill.decode import DecodedBatch
+from backfill.store import schema
+from backfill.decode import scanner as native
+from backfill.decode.decoder import DecodedBatch
 from backfill.errors import ConfigError, RpcError, StoreUnavailable, UserError
-from backfill.logs import setup_logging
-from backfill.planner import DayPlan
+from backfill.files.oplog import setup_logging
+from backfill.chain.planner import DayPlan
 from backfill.redact import scrub
-from backfill.ranges import RangeSizer, answer_target
-from backfill.rpc import RpcClient, current_day
-from backfill.rpc_errors import RangeTooLarge, Transient
+from backfill.chain.ranges import RangeSizer, answer_target
+from backfill.chain.client import RpcClient, current_day
+from backfill.chain.provider_errors import RangeTooLarge, Transient
 from backfill.settings import Settings, load_settings
-from backfill.store import Store
+from backfill.store.client import Store
 from workers import exitcodes
 from workers.windows import Segment, Window, day_segments, owned, pack_windows
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backfill.devnet import DevnetParams, start_devnet
+from backfill.devnet.node import DevnetParams, start_devnet
 from tests.integration.harness import Chain, backfill, open_store
 
 CHAIN_PARAMS = DevnetParams.with_defaults(dt.date(2024, 1, 1), days=10, blocks_per_day=2000, seed=7)
@@ -47,7 +47,7 @@ def chain(chain_state) -> Chain:
 def data_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data")
     yield path
-    from backfill.embedded import stop_server
+    from backfill.store.embedded import stop_server
     stop_server(path)
 
 
@@ -66,7 +66,7 @@ def finished_run(chain, data_dir):
 def finished_template(chain, tmp_path_factory) -> Path:
     """A finished 2-shard run over the whole chain, the rebuild not yet run, its store stopped. Tests that
     corrupt, promote or redo work on a copy of it (`run_copy`), which costs a copy instead of a run."""
-    from backfill.embedded import stop_server
+    from backfill.store.embedded import stop_server
 
     path = tmp_path_factory.mktemp("template") / "data"
     result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
@@ -81,7 +81,7 @@ def run_copy(finished_template, tmp_path) -> Path:
     """A private copy of the finished run's data directory (store, logs, state)."""
     import shutil
 
-    from backfill.embedded import stop_server
+    from backfill.store.embedded import stop_server
 
     dest = tmp_path / "data"
     shutil.copytree(finished_template, dest, symlinks=True)
@@ -103,8 +103,8 @@ def run_dir(tmp_path) -> Path:
 
     import psutil
 
-    from backfill.embedded import stop_server
-    from monitor import control
+    from backfill.store.embedded import stop_server
+    from backfill import control
 
     path = tmp_path / "data"
     yield path

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from backfill.digest import STAGING_TABLES
-from backfill.planner import DayPlan
-from backfill.store import Store
+from backfill.store.digest import STAGING_TABLES
+from backfill.chain.planner import DayPlan
+from backfill.store.client import Store
 
 
 def delete_rows(store: Store, plan: DayPlan, keep_every: int = 2) -> int:
@@ -47,7 +47,7 @@ def malformed_address(store: Store, plan: DayPlan) -> None:
 
 def raw_digest_outside(store: Store, a: int, b: int) -> dict[str, tuple[int, int]]:
     """Rows (every version, no FINAL) outside blocks [a, b], per table: (count, hash) — to prove nothing there moved."""
-    from backfill.digest import row_hash_sql
+    from backfill.store.digest import row_hash_sql
 
     out = {}
     for table in STAGING_TABLES:

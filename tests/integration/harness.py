@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from backfill.settings import load_settings
-from backfill.store import Store
+from backfill.store.client import Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,14 +66,14 @@ def backfill(args: list[str], data_dir: Path, chain: Chain | None = None, *, sha
     if shards is not None:
         env["SHARDS"] = str(shards)
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "backfill.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "backfill.cli.app", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or data_dir.parent)
 
 
 def store_url(data_dir: Path, url: str, database: str = "backfill") -> str:
     """A CLICKHOUSE_URL for the embedded store of `data_dir` served at `url` (by itself or through a proxy):
     with the credential its server keeps beside the data."""
-    from backfill.embedded import read_credential
+    from backfill.store.embedded import read_credential
 
     credential = read_credential(data_dir)
     assert credential is not None, f"no credential in {data_dir}"
@@ -110,7 +110,7 @@ def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.1) -
 
 
 def supervisor_state(data_dir: Path) -> dict[str, Any]:
-    from monitor import control
+    from backfill import control
 
     return control.read_json(control.state_path(data_dir / "backfill")) or {}
 
@@ -136,7 +136,7 @@ def wait_run_finished(data_dir: Path, timeout: float = 300) -> dict[str, Any]:
     """Wait until the detached supervisor of data_dir has exited; its last state."""
     import psutil
 
-    from monitor import control
+    from backfill import control
 
     wait_for(lambda: control.running_supervisor(data_dir / "backfill") is None, timeout, "the supervisor to exit", 0.25)
     state = supervisor_state(data_dir)
@@ -157,7 +157,7 @@ def checkpoint_history(store: Store) -> list[tuple]:
 
 
 def assert_exact(store: Store, chain: Chain) -> None:
-    from tests.truth import ground_truth
+    from tests.support.truth import ground_truth
 
     dates = {p.day_idx: p.day.isoformat() for p in store.read_plan()}  # which days the run covers, by date
     truth = ground_truth(chain.url, chain.day_blocks(sorted(dates.values())))

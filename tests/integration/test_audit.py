@@ -8,14 +8,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from backfill.embedded import stop_server
-from backfill.fingerprints import record_fingerprints
+from backfill.store.embedded import stop_server
+from backfill.store.fingerprints import record_fingerprints
 from backfill.settings import load_settings
-from monitor.audit import run_audit
+from monitor.audit.recount import run_audit
 from tests.integration.damage import delete_rows, zero_timestamps
 from tests.integration.harness import Chain, backfill, open_store
-from tests.proxy import Fault, RpcProxy
-from tests.truth import ground_truth
+from tests.support.proxy import Fault, RpcProxy
+from tests.support.truth import ground_truth
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from backfill.devnet import Anvil
+from backfill.devnet.node import Anvil
 from tests.integration.harness import Chain, assert_exact, backfill, clean_env, open_store, store_url
 
 KEY = "k3yS3cretAbCdEf0123456789"
@@ -44,7 +44,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, chain: Chain, args, 
 
 @pytest.mark.parametrize("quota_kind", ["I6", "A5", "P1"])
 def test_a_spent_quota_at_start_is_one_line_naming_the_endpoint_not_its_key(tmp_path, chain: Chain, quota_kind):
-    from tests.proxy import RpcProxy
+    from tests.support.proxy import RpcProxy
 
     with RpcProxy(chain.url, quota_calls=0, quota_kind=quota_kind) as spent:
         result = backfill(["start", "--foreground", "--from", "2024-01-01", "--to", "2024-01-02"], tmp_path / "data",
@@ -110,7 +110,7 @@ def test_the_genesis_day_and_empty_days_are_planned_as_the_chain_has_them(chain:
         assert_exact(store, chain)
         store.close()
     finally:
-        from backfill.embedded import stop_server
+        from backfill.store.embedded import stop_server
         stop_server(data)
 
 
@@ -222,7 +222,7 @@ def test_start_on_a_file_is_one_line(chain: Chain, tmp_path):
 def as_a_user(args: list[str], data_dir) -> subprocess.CompletedProcess:
     """`backfill ARGS` subject to file permissions: as root, without the capabilities that bypass them."""
     prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
-    return subprocess.run([*prefix, sys.executable, "-m", "backfill.cli", *args], capture_output=True, text=True,
+    return subprocess.run([*prefix, sys.executable, "-m", "backfill.cli.app", *args], capture_output=True, text=True,
                           env=clean_env(BACKFILL_DATA_DIR=str(data_dir)), cwd=data_dir.parent.parent, timeout=60)
 
 
@@ -246,7 +246,7 @@ def test_read_only_commands_on_a_directory_without_permission_are_one_line(tmp_p
 
 
 def test_status_with_a_configured_server_needs_no_data_directory(chain: Chain, data_dir, finished_run, tmp_path):
-    from backfill.embedded import server_url
+    from backfill.store.embedded import server_url
 
     url = server_url(data_dir)
     assert url

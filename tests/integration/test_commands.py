@@ -23,8 +23,8 @@ import pytest
 
 from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, live_workers, open_store,
                                        store_url, supervisor_state, wait_beating, wait_for, wait_run_finished)
-from tests.proxy import RpcProxy
-from tests.proxy_faults import Fault
+from tests.support.proxy import RpcProxy
+from tests.support.proxy_faults import Fault
 
 KEY = "k3yS3cretAbCdEf0123456789"
 WINDOW = re.compile(r"worker=(\d+) day=(\d+) blocks=(\d+)-(\d+) event=(?:window|complete) ")  # a day's last: complete
@@ -37,7 +37,7 @@ def last_two_days(chain: Chain) -> list[str]:
 
 def cli(args: list[str], data_dir: Path, **env: str) -> subprocess.Popen:
     """`backfill ARGS` left running, its output piped (a long-lived command: logs -f, db serve)."""
-    return subprocess.Popen([sys.executable, "-m", "backfill.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "backfill.cli.app", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=data_dir.parent,
                             env=clean_env(BACKFILL_DATA_DIR=str(data_dir), **env))
 
@@ -84,7 +84,7 @@ class Pipe:
 def flagged_run(chain: Chain, tmp_path_factory) -> Iterator[tuple[Path, Path]]:
     """A detached start whose flags say otherwise than its environment: `--shards 3` over SHARDS=1,
     `--data-dir RUN` over BACKFILL_DATA_DIR=ELSEWHERE, and `--window-blocks 300`; finished. (RUN, ELSEWHERE)."""
-    from backfill.embedded import stop_server
+    from backfill.store.embedded import stop_server
 
     base = tmp_path_factory.mktemp("flags")
     run, elsewhere = base / "run", base / "elsewhere"
@@ -160,7 +160,7 @@ def test_stall_s_flag_is_the_limit_the_supervisor_restarts_a_stopped_worker_at(c
 def stopped_run(chain: Chain, tmp_path_factory) -> Iterator[dict]:
     """A detached run, watched (`status --watch` in a terminal) and followed (`logs 0 -f`) from its first
     window, then `backfill stop`ped; the watch is Ctrl-C'd once it shows the stop. What each command gave."""
-    from backfill.embedded import stop_server
+    from backfill.store.embedded import stop_server
 
     data = tmp_path_factory.mktemp("stopped") / "data"
     seen: dict = {"data": data}
@@ -171,7 +171,7 @@ def stopped_run(chain: Chain, tmp_path_factory) -> Iterator[dict]:
             seen["pids"] = [supervisor_state(data)["pid"], *live_workers(data).values()]
             follow = cli(["logs", "0", "-f"], data)
             followed = Pipe(follow.stdout.fileno())  # type: ignore[union-attr]
-            watch = subprocess.Popen([sys.executable, "-m", "backfill.cli", "status", "--watch", "--interval", "0.5"],
+            watch = subprocess.Popen([sys.executable, "-m", "backfill.cli.app", "status", "--watch", "--interval", "0.5"],
                                      stdin=slave, stdout=slave, stderr=subprocess.PIPE, text=True, cwd=data.parent,
                                      env=clean_env(BACKFILL_DATA_DIR=str(data), COLUMNS="100", LINES="200",
                                                    TERM="xterm"))
@@ -271,7 +271,7 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_db_serve_serves_the_store_to_other_commands_and_db_stop_ends_it(flagged_run, tmp_path):
-    from backfill.embedded import read_credential, stop_server
+    from backfill.store.embedded import read_credential, stop_server
 
     run, _ = flagged_run
     stop_server(run)  # the on-demand server of the earlier commands
@@ -344,7 +344,7 @@ def test_status_watch_into_a_pipe_prints_frame_after_frame(flagged_run, as_json)
 
 # -- devnet up ------------------------------------------------------------------------------------------------
 def devnet_up(state: Path, *args: str) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-m", "backfill.cli", "devnet", "up", "--json", "--days", "3",
+    proc = subprocess.Popen([sys.executable, "-m", "backfill.cli.app", "devnet", "up", "--json", "--days", "3",
                              "--blocks-per-day", "200", "--heavy-day", "-1", "--start", "2024-03-01", "--state",
                              str(state), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=clean_env(), cwd=state.parent)
@@ -388,7 +388,7 @@ def test_devnet_up_serves_a_chain_a_run_copies_exactly_and_ctrl_c_stops_it(tmp_p
     finally:
         if node.poll() is None:
             node.kill()
-        from backfill.embedded import stop_server
+        from backfill.store.embedded import stop_server
         stop_server(tmp_path / "data")
     # the saved state is reloaded on a port of one's choosing, the same chain; SIGTERM stops it too
     port = free_port()

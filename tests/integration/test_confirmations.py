@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from backfill.devgen import DevRpc, encode_call
-from backfill.devnet import start_devnet
-from backfill.embedded import stop_server
+from backfill.devnet.generate import DevRpc, encode_call
+from backfill.devnet.node import start_devnet
+from backfill.store.embedded import stop_server
 from tests.integration.conftest import CHAIN_PARAMS
 from tests.integration.harness import Chain, assert_exact, backfill, open_store, store_rows
 
@@ -55,7 +55,7 @@ def plan_rows(chain: Chain, data_dir: Path) -> dict[int, tuple[int, int, bool]]:
 def assert_copy_is(store, chain: Chain, ranges: dict[int, tuple[int, int]]) -> None:
     """The tables after FINAL hold exactly the chain's transfers of these blocks (day -> first, last), the truth
     decoded by the oracle; the ranges come from the devnet's record and the head, not from the tool's plan."""
-    from tests.truth import ground_truth
+    from tests.support.truth import ground_truth
 
     days = [{"day_idx": i, "date": chain.day(i), "first_block": a, "last_block": b} for i, (a, b) in ranges.items()]
     truth = ground_truth(chain.url, days)

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from backfill.digest import STAGING_TABLES
-from backfill.fingerprints import record_fingerprints
+from backfill.store.digest import STAGING_TABLES
+from backfill.store.fingerprints import record_fingerprints
 from tests.integration.damage import raw_digest_outside, zero_timestamps
 from tests.integration.harness import Chain, backfill, open_store, store_rows
-from tests.truth import ground_truth
+from tests.support.truth import ground_truth
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.harness import Chain, assert_exact, backfill, open_store
 from tests.integration.test_rpc_faults import assert_same_as_truth, fetch_with_worker, slice_truth  # noqa: F401
-from tests.proxy import DAMAGE_MODES, Fault, RpcProxy
+from tests.support.proxy import DAMAGE_MODES, Fault, RpcProxy
 
 pytestmark = pytest.mark.slow
 

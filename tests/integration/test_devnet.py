@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from backfill.devgen import DAY_S, DevRpc
-from backfill.devnet import Anvil, DevnetParams, build_state
+from backfill.devnet.generate import DAY_S, DevRpc
+from backfill.devnet.node import Anvil, DevnetParams, build_state
 
 PARAMS = DevnetParams(start_date=dt.date(2024, 2, 28), days=4, blocks_per_day=2000, seed=3,
                       heavy_day=2, empty_days=frozenset({1}))
@@ -101,10 +101,10 @@ def test_block_blooms_of_the_chain_agree_with_its_logs(tmp_path):
     blocks without one mostly does not (blooms may give false positives, never false negatives)."""
     import datetime as dt
 
-    from backfill.bloom import may_contain_any
-    from backfill.devnet import DevnetParams, start_devnet
-    from backfill.events import LOG_FILTER_TOPICS
-    from tests.truth import rpc, rpc_batch
+    from backfill.chain.bloom import may_contain_any
+    from backfill.devnet.node import DevnetParams, start_devnet
+    from backfill.decode.events import LOG_FILTER_TOPICS
+    from tests.support.truth import rpc, rpc_batch
 
     node, _, _ = start_devnet(DevnetParams.with_defaults(dt.date(2024, 1, 1), 3, 300, 7), tmp_path / "s.json")
     try:

@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backfill.embedded import ensure_server, read_credential, stop_server, store_dir
-from backfill.embedded_guard import Credential
+from backfill.store.embedded import ensure_server, read_credential, stop_server, store_dir
+from backfill.store.embedded.guard import Credential
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ def test_the_credential_file_is_owner_only_and_db_credentials_prints_it(store: S
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert json.loads(path.read_text()) == {"user": store.credential.user, "password": store.credential.password}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "backfill.cli", "db", "credentials", "--data-dir", str(store.data_dir)]
+    cli = [sys.executable, "-m", "backfill.cli.app", "db", "credentials", "--data-dir", str(store.data_dir)]
     lines = subprocess.run(cli, capture_output=True, text=True, timeout=60, env=env, check=True).stdout.splitlines()
     assert [line.split() for line in lines] == [["url", store.url], ["user", store.credential.user],
                                                 ["password", store.credential.password]]
@@ -274,7 +274,7 @@ def test_a_client_trickling_its_headers_is_dropped_while_others_are_answered(sto
 
 
 def test_requests_beyond_the_limit_get_503_at_once(store: Store) -> None:
-    from backfill.embedded_server import MAX_REQUESTS
+    from backfill.store.embedded.server import MAX_REQUESTS
 
     basic = base64.b64encode(store.auth.encode()).decode()
     head = (f"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nContent-Length: 100\r\n\r\n"

@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
-from backfill.embedded import ensure_server, read_credential, server_url, stop_server, store_dir  # noqa: E402
+from backfill.store.embedded import ensure_server, read_credential, server_url, stop_server, store_dir  # noqa: E402
 
 COLS = ["block_number", "log_index", "tx_hash", "token_address", "from_address", "to_address", "value",
         "block_timestamp", "_version"]
@@ -228,7 +228,7 @@ def test_restart_keeps_data_and_one_server_per_dir(tmp_path):
     try:
         pid = json.loads((store_dir(data_dir) / "server.json").read_text())["pid"]
         # a second server on the same directory refuses to start
-        second = subprocess.run([sys.executable, "-m", "backfill.embedded", "--data-dir", str(data_dir)],
+        second = subprocess.run([sys.executable, "-m", "backfill.store.embedded", "--data-dir", str(data_dir)],
                                 capture_output=True, text=True, timeout=60, env=CHILD_ENV)
         assert second.returncode == 3 and "holds" in second.stderr
         client = client_for(url, data_dir)
@@ -253,7 +253,7 @@ def test_restart_keeps_data_and_one_server_per_dir(tmp_path):
 
 def test_concurrent_ensure_server_starts_one(tmp_path):
     data_dir = tmp_path / "data"
-    code = "import sys; from pathlib import Path; from backfill.embedded import ensure_server; " \
+    code = "import sys; from pathlib import Path; from backfill.store.embedded import ensure_server; " \
            "print(ensure_server(Path(sys.argv[1])))"
     callers = [subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=CHILD_ENV) for _ in range(3)]
@@ -273,7 +273,7 @@ def test_store_inserts_without_importing_pandas(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from backfill.settings import load_settings; from backfill.store import Store; "
+    code = ("import sys; from backfill.settings import load_settings; from backfill.store.client import Store; "
             f"s = Store.connect(load_settings({{'data_dir': {str(tmp_path)!r}}}, env={{}})); "
             "s.meta_set('k', 'v'); assert s.meta_get('k') == 'v'; "
             "print('pandas' in sys.modules)")
@@ -281,7 +281,7 @@ def test_store_inserts_without_importing_pandas(tmp_path):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.stdout.strip() == "False", out.stderr
     finally:
-        from backfill.embedded import stop_server
+        from backfill.store.embedded import stop_server
         stop_server(tmp_path)
 
 
@@ -293,9 +293,9 @@ def test_a_server_started_on_demand_exits_when_idle(tmp_path):
 
     import psutil
 
-    from backfill.embedded import server_url
+    from backfill.store.embedded import server_url
 
-    proc = subprocess.Popen([sys.executable, "-m", "backfill.embedded", "--data-dir", str(tmp_path), "--idle-exit-s", "1"])
+    proc = subprocess.Popen([sys.executable, "-m", "backfill.store.embedded", "--data-dir", str(tmp_path), "--idle-exit-s", "1"])
     try:
         deadline = time.monotonic() + 30
         while not server_url(tmp_path) and time.monotonic() < deadline:

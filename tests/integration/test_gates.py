@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from backfill import schema
-from backfill.fingerprints import record_fingerprints
+from backfill.store import schema
+from backfill.store.fingerprints import record_fingerprints
 from backfill.settings import load_settings
-from backfill.store import Store, now_utc
-from monitor.gates import run_gates
+from backfill.store.client import Store, now_utc
+from monitor.gates.judge import run_gates
 from tests.integration.harness import backfill, open_store
 
 EMPTY_DAYS = [2, 8]  # the test chain has no transfers at all on these days

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backfill.embedded import stop_server
+from backfill.store.embedded import stop_server
 from tests.integration.harness import Chain, assert_exact, backfill, open_store
-from tests.proxy import Fault, RpcProxy
+from tests.support.proxy import Fault, RpcProxy
 
 pytestmark = pytest.mark.slow
 DAYS = (0, 1)

@@ -6,11 +6,11 @@ import subprocess
 
 import pytest
 
-from backfill.decode import decode_logs
-from backfill.decode_ref import reference_rows
+from backfill.decode.decoder import decode_logs
+from backfill.decode.reference import reference_rows
 from tests.integration.harness import Chain, backfill, open_store, store_rows
-from tests.oracle import oracle_rows
-from tests.truth import ground_truth
+from tests.support.oracle import oracle_rows
+from tests.support.truth import ground_truth
 
 pytestmark = pytest.mark.slow
 
@@ -85,17 +85,17 @@ def test_headers_give_the_same_answer_when_logs_lack_timestamps(chain: Chain, tm
         assert set(erc20) == truth.erc20 and set(erc1155) == truth.erc1155
         assert len(erc20) == len(truth.erc20)
     finally:
-        from backfill.embedded import stop_server
+        from backfill.store.embedded import stop_server
         stop_server(data_dir)
 
 
 def test_embedded_store_answers_curl_while_workers_write(chain: Chain, run_dir):
     """Several worker processes write through the HTTP endpoint while an outside client reads: curl sees the table
     grow while the run is going (a provider answering every eth_getLogs 1 s late keeps it going)."""
-    from backfill.embedded import read_credential, server_url
-    from monitor import control
+    from backfill.store.embedded import read_credential, server_url
+    from backfill import control
     from tests.integration.harness import wait_for, wait_run_finished
-    from tests.proxy import Fault, RpcProxy
+    from tests.support.proxy import Fault, RpcProxy
 
     def count() -> int:
         """Rows of the staging table as curl sees them; 0 until the store answers."""
@@ -136,5 +136,5 @@ def test_dense_windows_write_rows_ahead_of_the_checkpoint_and_stay_exact(chain: 
         assert "event=flush" in (data_dir / "backfill" / "worker-0.log").read_text()
         assert_exact(open_store(data_dir), chain)
     finally:
-        from backfill.embedded import stop_server
+        from backfill.store.embedded import stop_server
         stop_server(data_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backfill.settings import load_settings
-from backfill.store import Store
+from backfill.store.client import Store
 from monitor.promote import checksum, list_backups, promote, rollback
 from tests.integration.harness import backfill, open_store
 
@@ -179,7 +179,7 @@ def test_a_failure_before_the_swap_leaves_production_untouched(run_copy, chain):
 
 
 def test_sequential_rename_where_the_engine_refuses_exchange(run_copy):
-    from backfill.embedded import server_url
+    from backfill.store.embedded import server_url
     from tests.integration.harness import store_url
 
     store = open_store(run_copy)
@@ -209,7 +209,7 @@ def test_bad_input_gives_one_error_line(run_copy):
 
 
 def test_promote_runs_the_strict_gates_and_a_failure_changes_nothing(run_copy, chain):
-    pytest.importorskip("monitor.gates")
+    pytest.importorskip("monitor.gates.judge")
     store = open_store(run_copy)
     promote(store, settings_of(run_copy))  # a production in place
     production = {prod: checksum(store, prod) for prod in PAIRS.values()}

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from backfill.devnet import Anvil, DevnetParams, start_devnet
-from backfill.events import LOG_FILTER_TOPICS
-from tests.proxy import RpcProxy
-from tests.proxy_faults import ALL_FAULTS_MIX, CAP, DAMAGE_MODES, KINDS, LAG, QUOTA, Fault, kinds_in
+from backfill.devnet.node import Anvil, DevnetParams, start_devnet
+from backfill.decode.events import LOG_FILTER_TOPICS
+from tests.support.proxy import RpcProxy
+from tests.support.proxy_faults import ALL_FAULTS_MIX, CAP, DAMAGE_MODES, KINDS, LAG, QUOTA, Fault, kinds_in
 
 PARAMS = DevnetParams.with_defaults(dt.date(2024, 1, 1), 4, 500, 7)
 

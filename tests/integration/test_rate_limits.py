@@ -2,7 +2,7 @@
 monthly quota, batch caps and refusals, as the fault-injecting proxy serves them in front of the real node.
 
 Every run is the whole CLI, as an operator starts it; exactness is judged against the ground truth read
-straight from the node (tests/truth.py), and the proxy counts what was really sent.
+straight from the node (tests/support/truth.py), and the proxy counts what was really sent.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from backfill.devnet import Anvil
-from backfill.embedded import stop_server
+from backfill.devnet.node import Anvil
+from backfill.store.embedded import stop_server
 from tests.integration.harness import Chain, assert_exact, backfill, open_store, wait_for, wait_run_finished
-from tests.proxy import RpcProxy
-from tests.truth import rpc
+from tests.support.proxy import RpcProxy
+from tests.support.truth import rpc
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration import damage
 from tests.integration.harness import Chain, backfill, open_store
-from tests.truth import ground_truth
+from tests.support.truth import ground_truth
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def snapshots(data_dir) -> list[dict]:
 def data_dir(tmp_path):
     path = tmp_path / "data"
     yield path
-    from backfill.embedded import stop_server
+    from backfill.store.embedded import stop_server
 
     stop_server(path)
 
@@ -125,7 +125,7 @@ def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, data_dir):
 ])
 def test_damaged_run_stops_before_promotion(chain: Chain, run_copy, corruption: str, audit_sample: int, step: str):
     store = open_store(run_copy)
-    from backfill.fingerprints import record_fingerprints
+    from backfill.store.fingerprints import record_fingerprints
 
     record_fingerprints(store)  # as the supervisor did while the run went on
     plan = store.read_plan()[6]

@@ -13,15 +13,15 @@ import time
 
 import pytest
 
-from backfill.decode import DecodedBatch
-from backfill.embedded import stop_server
-from backfill.rpc import RpcClient
+from backfill.decode.decoder import DecodedBatch
+from backfill.store.embedded import stop_server
+from backfill.chain.client import RpcClient
 from backfill.settings import load_settings
 from tests.integration.harness import Chain, assert_exact, backfill, complete_days, open_store
-from tests.native_rows import all_rows
-from tests.proxy import ALL_FAULTS_MIX, KINDS, Fault, RpcProxy
-from tests.proxy_faults import CATALOGUE_KINDS
-from tests.truth import ground_truth
+from tests.support.native_rows import all_rows
+from tests.support.proxy import ALL_FAULTS_MIX, KINDS, Fault, RpcProxy
+from tests.support.proxy_faults import CATALOGUE_KINDS
+from tests.support.truth import ground_truth
 from workers.windows import day_segments, pack_windows
 from workers.worker import Worker, unit_blocks
 
@@ -32,7 +32,7 @@ DAYS = [0, 1, 5]  # two ordinary days and the heavy day (>10,000 logs in a few b
 
 @pytest.fixture(scope="module")
 def slice_truth(chain: Chain):
-    from backfill.planner import DayPlan
+    from backfill.chain.planner import DayPlan
 
     days = {d["day_idx"]: d for d in chain.summary["days"]}
     plans = [DayPlan(i, chain.start, days[i]["first_block"], days[i]["last_block"]) for i in DAYS]
@@ -151,7 +151,7 @@ def test_a_dead_endpoint_is_routed_around(chain: Chain, slice_truth):
 @pytest.mark.parametrize("fast_decode", [True, False], ids=["compiled", "python"])
 def test_a_lagging_endpoint_never_yields_a_short_answer(chain: Chain, mode, fast_decode):
     """Both readers of the guard's batch answer (the scanner and orjson) must refuse the same short answers."""
-    from backfill.planner import DayPlan
+    from backfill.chain.planner import DayPlan
 
     last = chain.summary["days"][-1]
     plans = [DayPlan(last["day_idx"], chain.start, last["first_block"], last["last_block"])]
@@ -216,7 +216,7 @@ def _cap_fault(text) -> tuple[Fault, int | None, int | None]:
     """The fault for a provider's cap wording, with caps that bite the worker's ranges (2,000 blocks at first;
     the heavy day's 12,000 logs in three blocks): 700 blocks, 10,000 logs where the wording takes the number,
     else the provider's own. (max_blocks, max_logs) are what the answer then states, if anything."""
-    from tests.provider_texts import CapText  # noqa: F401  (the fixtures' type)
+    from tests.support.provider_texts import CapText  # noqa: F401  (the fixtures' type)
 
     wording = f"{text.message} {text.data if not callable(text.data) else ''}"
     blocks = 700 if text.max_blocks is not None and ("{max_blocks" in wording or not text.stated) else text.max_blocks
@@ -227,7 +227,7 @@ def _cap_fault(text) -> tuple[Fault, int | None, int | None]:
 
 
 def _cap_ids() -> list[str]:
-    from tests.provider_texts import CAP_TEXTS
+    from tests.support.provider_texts import CAP_TEXTS
     return [t.id for t in CAP_TEXTS]
 
 
@@ -235,7 +235,7 @@ def _cap_ids() -> list[str]:
 def test_range_cap_wordings_split_once_and_use_the_stated_range(chain: Chain, slice_truth, cap_id):
     """Every provider's cap answer in the fixtures: the first refusal splits, the range the answer states (or
     suggests) is what the next calls ask for, few refusals in all, and the data is exact."""
-    from tests.provider_texts import CAP_TEXTS
+    from tests.support.provider_texts import CAP_TEXTS
 
     text = next(t for t in CAP_TEXTS if t.id == cap_id)
     plans, truth = slice_truth

@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, open_store, supervisor_state,
                                        wait_for, wait_run_finished)
-from tests.proxy import RpcProxy
+from tests.support.proxy import RpcProxy
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def start_lock_held(run_dir) -> bool:
 
 def test_two_starts_at_once_both_take_effect_and_the_later_shard_count_wins(chain: Chain, run_dir):
     with RpcProxy(chain.url, rate_limit_rps=30) as rpc:
-        cmd = [sys.executable, "-m", "backfill.cli", "start", "--from", chain.first_day, "--to", chain.last_day,
+        cmd = [sys.executable, "-m", "backfill.cli.app", "start", "--from", chain.first_day, "--to", chain.last_day,
                "--confirmations", "0"]
         env = clean_env(BACKFILL_DATA_DIR=str(run_dir), ETHEREUM_RPC_URLS=rpc.url, **PACED)
         first = subprocess.Popen(cmd, env={**env, "SHARDS": "2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -183,7 +183,7 @@ def test_ctrl_c_stops_a_foreground_run_in_one_line_and_a_stop_from_elsewhere_exi
     resume to the chain's rows exactly."""
     import threading
 
-    cmd = [sys.executable, "-m", "backfill.cli", "start", "--foreground", "--from", chain.first_day, "--to",
+    cmd = [sys.executable, "-m", "backfill.cli.app", "start", "--foreground", "--from", chain.first_day, "--to",
            chain.last_day, "--confirmations", "0"]
 
     def foreground(env: dict) -> tuple[subprocess.Popen, dict]:

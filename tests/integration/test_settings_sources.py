@@ -21,7 +21,7 @@ KEY = "k3yS3cretAbCdEf0123456789"
 
 def run_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """`backfill ARGS` in `cwd` with no setting in the environment but `env` (the harness would set a data dir)."""
-    return subprocess.run([sys.executable, "-m", "backfill.cli", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "backfill.cli.app", *args], capture_output=True, text=True, timeout=120,
                           cwd=cwd, env=clean_env(**env))
 
 
@@ -84,14 +84,14 @@ def test_a_start_uses_the_endpoints_data_dir_and_shards_of_the_named_file(tmp_pa
 
 
 # -- log rotation ---------------------------------------------------------------------------------------------
-LOG_MAX_BYTES = 50 * 1024 * 1024  # backfill/logs.py: a log file rotates at 50 MiB
+LOG_MAX_BYTES = 50 * 1024 * 1024  # backfill/files/oplog.py: a log file rotates at 50 MiB
 WINDOW = re.compile(r"day=(\d+) blocks=(\d+)-(\d+) event=(?:window|complete) ")
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR|DEBUG) ")
 
 
 @pytest.mark.slow
 def test_a_worker_log_rotates_at_its_size_and_no_line_is_lost_across_the_files(tmp_path, chain: Chain):
-    from backfill.embedded import stop_server
+    from backfill.store.embedded import stop_server
     from tests.integration.harness import open_store
 
     data = tmp_path / "data"
@@ -139,7 +139,7 @@ def served_store(tmp_path) -> Iterator[tuple[str, Path]]:
     credential = store_dir / "clickhouse" / "credentials.json"
     credential.write_text(json.dumps({"user": "backfill", "password": PASSWORD}))
     credential.chmod(0o600)
-    serve = subprocess.Popen([sys.executable, "-m", "backfill.cli", "db", "serve"], stdout=subprocess.PIPE,
+    serve = subprocess.Popen([sys.executable, "-m", "backfill.cli.app", "db", "serve"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=clean_env(BACKFILL_DATA_DIR=str(store_dir)),
                              cwd=tmp_path)
     said = Pipe(serve.stderr.fileno())  # type: ignore[union-attr]

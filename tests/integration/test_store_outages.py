@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from backfill.embedded import _read_info, stop_server
+from backfill.store.embedded import _read_info, stop_server
 from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, open_store, store_url, wait_for,
                                        wait_run_finished)
 
@@ -89,7 +89,7 @@ def test_a_configured_server_stopped_for_20s_and_started_again_on_its_port(chain
     env = clean_env(BACKFILL_DATA_DIR=str(server_dir))
 
     def serve() -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "backfill.cli", "db", "serve", "--port", str(port)], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "backfill.cli.app", "db", "serve", "--port", str(port)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: _listening(port), 60, "the store server to listen")
         return proc
@@ -132,7 +132,7 @@ def _listening(port: int) -> bool:
 
 def _configured_store(clickhouse_url: str):
     from backfill.settings import load_settings
-    from backfill.store import Store
+    from backfill.store.client import Store
 
     settings = load_settings({}, env={"CLICKHOUSE_URL": clickhouse_url}, toml_path=Path("/nonexistent.toml"))
     return Store.connect(settings, create=False)
@@ -141,8 +141,8 @@ def _configured_store(clickhouse_url: str):
 def test_too_many_parts_and_lost_answers_slow_the_run_and_it_ends_exact(chain: Chain, run_dir, tmp_path):
     """ClickHouse pushes back on the staging inserts (TOO_MANY_PARTS, then memory limits) for a while, and drops
     a few answers after carrying the insert out: the workers slow down, nothing fails, the copy is exact."""
-    from backfill.embedded import ensure_server
-    from tests.store_proxy import StoreFault, StoreProxy
+    from backfill.store.embedded import ensure_server
+    from tests.support.store_proxy import StoreFault, StoreProxy
 
     upstream = ensure_server(tmp_path / "server")
     staging = ("erc20_transfers_staging", "erc1155_transfers_staging")

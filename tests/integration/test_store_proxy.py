@@ -19,8 +19,8 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from backfill.embedded import ensure_server, read_credential, stop_server
-from tests.store_proxy import REFUSALS, StoreFault, StoreProxy, statement_of
+from backfill.store.embedded import ensure_server, read_credential, stop_server
+from tests.support.store_proxy import REFUSALS, StoreFault, StoreProxy, statement_of
 
 LOGIN: dict[str, str] = {}  # the embedded store's credential, once the module's server runs
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.harness import (Chain, assert_exact, backfill, checkpoint_history, complete_days, live_workers,
                                        open_store, supervisor_state, wait_beating, wait_for, wait_run_finished)
-from tests.proxy import Fault, RpcProxy
+from tests.support.proxy import Fault, RpcProxy
 
 pytestmark = pytest.mark.slow
 
@@ -198,7 +198,7 @@ def test_on_complete_rebuild_runs_exactly_once_and_status_matches_tables(chain: 
 
 
 def test_failing_days_become_failed_with_their_error_and_retry_failed_brings_them_back(chain: Chain, run_dir):
-    from tests.proxy import Fault, RpcProxy
+    from tests.support.proxy import Fault, RpcProxy
 
     with RpcProxy(chain.url, Fault("P1", rate=1.0)) as proxy:  # the key was disabled: every getLogs answers 401
         env = {**SLOW_RUN, "BACKFILL_MAX_DAY_ATTEMPTS": "2", "BACKFILL_ON_COMPLETE": "0"}

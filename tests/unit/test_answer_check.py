@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.answer_check import blocks_damage, log_damage, logs_damage
+from backfill.chain.answer_check import blocks_damage, log_damage, logs_damage
 
 TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 WORD = "0x" + "00" * 12 + "ab" * 20

@@ -7,13 +7,13 @@ import random
 import pytest
 from eth_abi import encode
 
-from backfill.decode import decode_logs
-from backfill.decode_ref import reference_rows, with_timestamps
-from backfill.digest import digest_rows
+from backfill.decode.decoder import decode_logs
+from backfill.decode.reference import reference_rows, with_timestamps
+from backfill.store.digest import digest_rows
 from backfill.errors import ConfigError
-from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER
-from backfill.planner import DayPlan
-from monitor.audit import (MAX_SPAN, SAME_ENDPOINT, AuditReport, DayAudit, EndpointSet, Recount, VersionSummary,
+from backfill.decode.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER
+from backfill.chain.planner import DayPlan
+from monitor.audit.recount import (MAX_SPAN, SAME_ENDPOINT, AuditReport, DayAudit, EndpointSet, Recount, VersionSummary,
                            audit_endpoints, choose_days, day_indices, decide, endpoint_sets, judge, next_span,
                            parse_days, recheck_sets, split_span)
 

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from backfill import exitcodes
-from backfill.cli import main, user_errors
+from backfill.cli.app import main, user_errors
 from backfill.errors import (CommandFailed, ConfigError, EndpointUnreachable, Interrupted, RpcError, SqlRefused,
                              StoreUnavailable, UserError, WrongChain)
-from backfill.logs import store_wait_text
+from backfill.files.oplog import store_wait_text
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -35,18 +35,18 @@ def test_each_kind_of_error_has_its_code():
 
 
 def test_the_commands_own_errors_map_to_the_table():
-    import backfill.data_dir
-    import backfill.rebuild_cli
-    import backfill.run
+    import backfill.cli.data_dir
+    import monitor.commands.rebuild
+    import monitor.commands.start
     import monitor.dedup
     import monitor.promote
 
-    assert backfill.run.RunFailed.exit_code == exitcodes.FAILED
-    assert backfill.rebuild_cli.RebuildStopped.exit_code == exitcodes.FAILED
+    assert monitor.commands.start.RunFailed.exit_code == exitcodes.FAILED
+    assert monitor.commands.rebuild.RebuildStopped.exit_code == exitcodes.FAILED
     assert monitor.dedup.DedupRefused.exit_code == exitcodes.FAILED
     assert monitor.promote.PromotionFailed.exit_code == exitcodes.FAILED
     assert monitor.promote.NothingToRollBack.exit_code == exitcodes.FAILED
-    assert backfill.data_dir.NoBackfillData.exit_code == exitcodes.USAGE
+    assert backfill.cli.data_dir.NoBackfillData.exit_code == exitcodes.USAGE
     for cls in all_subclasses(UserError) | {UserError}:
         assert cls.exit_code in exitcodes.TABLE, cls
 

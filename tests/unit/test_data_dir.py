@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from backfill.data_dir import NoBackfillData, check_usable, require_logs, require_store
+from backfill.cli.data_dir import NoBackfillData, check_usable, require_logs, require_store
 from backfill.settings import load_settings
 
 

@@ -42,7 +42,7 @@ def test_no_day_is_empty_text():
 
 
 def test_the_folded_text_is_what_verify_days_reads():
-    from monitor.audit_report import parse_days
+    from monitor.audit.report import parse_days
 
     text = day_list([2, 4, 5, 6], DATES)
     assert parse_days(text) == [DATES[d] for d in (2, 4, 5, 6)]

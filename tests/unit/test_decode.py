@@ -1,4 +1,4 @@
-"""Decoder: hand-written hex decoding equals the tests' own web3.py decoder (tests/oracle.py), malformed logs are
+"""Decoder: hand-written hex decoding equals the tests' own web3.py decoder (tests/support/oracle.py), malformed logs are
 quarantined."""
 
 import random
@@ -6,9 +6,9 @@ import random
 import pytest
 from eth_abi import encode
 
-from backfill.decode import Erc1155Row, Erc20Row, Quarantined, Skipped, decode_log, decode_logs
-from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, LOG_FILTER_TOPICS
-from tests.oracle import oracle_rows
+from backfill.decode.decoder import Erc1155Row, Erc20Row, Quarantined, Skipped, decode_log, decode_logs
+from backfill.decode.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, LOG_FILTER_TOPICS
+from tests.support.oracle import oracle_rows
 
 MAX = 2**256 - 1
 A = "0x" + "ab" * 20
@@ -150,7 +150,7 @@ def test_hand_decoder_agrees_with_the_oracle_on_mangled_batches():
 def test_topic0_of_every_event_is_the_keccak_of_its_signature():
     from eth_utils import keccak
 
-    from backfill.events import EVENTS
+    from backfill.decode.events import EVENTS
 
     for topic, kind in EVENTS.items():
         assert topic == "0x" + keccak(text=kind.signature).hex()

@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from backfill.embedded_guard import Credential, Policy, authenticated, presented
-from backfill.embedded_http import BodyDecoder, RequestError, tokens, trailing_format
+from backfill.store.embedded.guard import Credential, Policy, authenticated, presented
+from backfill.store.embedded.http import BodyDecoder, RequestError, tokens, trailing_format
 
 POLICY = Policy.for_engine(["file", "url", "numbers", "python", "eval", "icebergS3", "generate_series"],
                            ["MergeTree", "ReplacingMergeTree", "Memory", "File", "Kafka", "QueryRunner", "Ordinary",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backfill.errors import ConfigError
-from monitor.gates import (
+from monitor.gates.judge import (
     GATES,
     THRESHOLDS,
     Day,
@@ -353,9 +353,9 @@ def test_a_log_line_is_key_value_with_at_most_twenty_days():
 def test_every_check_a_gate_reports_is_phrased():
     import re
 
-    from monitor.gates_text import PHRASES
+    from monitor.gates.report import PHRASES
 
-    source = (Path(__file__).resolve().parents[2] / "monitor" / "gates.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "monitor" / "gates" / "judge.py").read_text()
     checks = set(re.findall(r'Finding\("(\w+)"', source)) | set(re.findall(r'_count\("(\w+)"', source)) \
         | set(re.findall(r'_counts\(m, level, t, "(\w+)"', source))
     assert len(checks) > 10 and checks <= set(PHRASES), checks - set(PHRASES)

@@ -1,4 +1,4 @@
-"""The compiled answer scanner (backfill/_fastlogs.c via backfill/native.py) against decode.py, the reference.
+"""The compiled answer scanner (backfill/decode/_fastlogs.c via backfill/decode/scanner.py) against decode.py, the reference.
 
 For any answer body the two must agree exactly: the same rows (every column, timestamps included), the same
 quarantined logs with the same reasons, the same skipped count and the same blocks, or the scanner must hand
@@ -14,16 +14,16 @@ import struct
 import orjson
 from eth_abi import encode
 
-from backfill import native
-from backfill.decode import DecodedBatch, Erc1155Row, Erc20Row, decode_logs
-from backfill.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, EVENTS
-from tests.native_rows import native_rows, timestamps
+from backfill.decode import scanner as native
+from backfill.decode.decoder import DecodedBatch, Erc1155Row, Erc20Row, decode_logs
+from backfill.decode.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, EVENTS
+from tests.support.native_rows import native_rows, timestamps
 
 
 
 def test_the_extension_is_built():
     """scripts/setup builds it; where it is missing every worker would run the slow path without a word."""
-    assert native.AVAILABLE, "backfill._fastlogs did not build (a C compiler and the Python headers are needed)"
+    assert native.AVAILABLE, "backfill.decode._fastlogs did not build (a C compiler and the Python headers are needed)"
     assert native._fastlogs.TOPICS == (ERC20_TRANSFER.topic0, ERC1155_SINGLE.topic0, ERC1155_BATCH.topic0)
     assert set(native._fastlogs.TOPICS) == set(EVENTS)
 

@@ -1,7 +1,7 @@
-"""The product's decoders held to the tests' own (tests/oracle.py, web3.py's event processing, no product code).
+"""The product's decoders held to the tests' own (tests/support/oracle.py, web3.py's event processing, no product code).
 
-Four readings of one log must agree: the oracle, the audit's decoder (backfill/decode_ref.py), the workers'
-decoder (backfill/decode.py, decode_logs) and the compiled scanner (backfill/native.py: scan, then decoded(),
+Four readings of one log must agree: the oracle, the audit's decoder (backfill/decode/reference.py), the workers'
+decoder (backfill/decode/decoder.py, decode_logs) and the compiled scanner (backfill/decode/scanner.py: scan, then decoded(),
 or orjson + decode_logs where the scanner hands the answer back). Agreeing means the same rows, or no row from
 any of them: refused (quarantined, skipped as ERC-721, rejected), removed, or a TransferBatch of 0 ids. A
 reader that raises agrees with nobody.
@@ -22,18 +22,18 @@ from eth_abi import encode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backfill import native
-from backfill.decode import decode_logs
-from backfill.decode_ref import reference_rows
-from backfill.events import EVENTS
-from tests.native_rows import all_rows
-from tests.oracle import TOPIC0, Erc20Transfer, Erc1155Transfer, decode_one, oracle_rows
+from backfill.decode import scanner as native
+from backfill.decode.decoder import decode_logs
+from backfill.decode.reference import reference_rows
+from backfill.decode.events import EVENTS
+from tests.support.native_rows import all_rows
+from tests.support.oracle import TOPIC0, Erc20Transfer, Erc1155Transfer, decode_one, oracle_rows
 from tests.unit.test_decode import FAST_PATH_MUTATIONS, fast_path_base
 from tests.unit.test_native import _mutations, random_logs
 
 MAX = 2**256 - 1
 T20, T_SINGLE, T_BATCH = TOPIC0["Transfer"], TOPIC0["TransferSingle"], TOPIC0["TransferBatch"]
-ORACLE = Path(__file__).resolve().parents[1] / "oracle.py"
+ORACLE = Path(__file__).resolve().parents[1] / "support" / "oracle.py"
 
 
 # -- the four readings -------------------------------------------------------------------------------------------
@@ -93,9 +93,9 @@ def test_the_oracle_imports_nothing_from_the_product():
     modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert modules and not [m for m in modules if m.split(".")[0] in ("backfill", "monitor", "workers")], modules
-    loaded = subprocess.run([sys.executable, "-c", "import sys, tests.oracle; "
+    loaded = subprocess.run([sys.executable, "-c", "import sys, tests.support.oracle; "
                              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'backfill'))"],
-                            capture_output=True, text=True, cwd=ORACLE.parents[1], check=True)
+                            capture_output=True, text=True, cwd=ORACLE.parents[2], check=True)
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 

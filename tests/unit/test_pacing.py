@@ -1,4 +1,4 @@
-"""The endpoint pace (backfill.pacing): a token bucket whose rate comes down on limit answers and goes up slowly.
+"""The endpoint pace (backfill.chain.pacing): a token bucket whose rate comes down on limit answers and goes up slowly.
 
 A simulated provider with a per-second budget is driven with a fake clock: the pace must converge under the
 limit, keep most of the budget in use and refuse few calls, whatever it started from."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.pacing import FLOOR_RPS, Pace
+from backfill.chain.pacing import FLOOR_RPS, Pace
 
 
 class Clock:
@@ -164,7 +164,7 @@ def test_never_slower_than_the_floor():
 
 
 def test_what_one_process_learnt_reaches_the_next_without_the_url(tmp_path, monkeypatch):
-    from backfill import pace_memory
+    from backfill.chain import pace_memory
 
     path = tmp_path / "backfill" / "endpoints.json"
     url = "https://eth.example/v2/sEcReTkEy0123456789"
@@ -179,7 +179,7 @@ def test_what_one_process_learnt_reaches_the_next_without_the_url(tmp_path, monk
 
 
 def test_nothing_learnt_writes_nothing(tmp_path):
-    from backfill import pace_memory
+    from backfill.chain import pace_memory
 
     path = tmp_path / "backfill" / "endpoints.json"
     pace_memory.write(path, {"k": {"rps": None, "batch_cap": None}})
@@ -187,7 +187,7 @@ def test_nothing_learnt_writes_nothing(tmp_path):
 
 
 def test_a_new_start_does_not_inherit_a_parked_endpoint(tmp_path):
-    from backfill import pace_memory
+    from backfill.chain import pace_memory
 
     path = tmp_path / "endpoints.json"
     pace_memory.write(path, {"k": {"rps": 5.0, "parked_until": pace_memory.time.time() + 600, "parked_reason": "402"}})

@@ -1,5 +1,5 @@
 """Pacing properties (Hypothesis): for any sequence of requests, answers, refusals and provider hints over
-simulated time, an endpoint's pace keeps what backfill.pacing documents: a known plan is never exceeded (by
+simulated time, an endpoint's pace keeps what backfill.chain.pacing documents: a known plan is never exceeded (by
 the rate, nor by the calls sent in any second beyond one second's burst), the rate stays between its floor and
 the plan, it comes down only on a run of refusals and at most once a second, a batch of k calls costs k
 tokens, and once refusals stop the rate climbs back to the plan.
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from backfill.pacing import FLOOR_RPS, HINT_MAX_S, STEP_MIN, Pace
+from backfill.chain.pacing import FLOOR_RPS, HINT_MAX_S, STEP_MIN, Pace
 
 PROPERTY = settings(max_examples=100, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -3,7 +3,7 @@
 import datetime as dt
 import random
 
-from backfill.planner import DAY_S, BoundarySearch, build_plan, day_targets, midnight_ts, range_problem
+from backfill.chain.planner import DAY_S, BoundarySearch, build_plan, day_targets, midnight_ts, range_problem
 from workers.windows import Segment, day_segments, owned, pack_windows, ranges
 
 D0 = dt.date(2024, 1, 1)

@@ -13,7 +13,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backfill.planner import DAY_S, BoundarySearch, build_plan, day_targets
+from backfill.chain.planner import DAY_S, BoundarySearch, build_plan, day_targets
 
 D0 = dt.date(2024, 1, 1)
 T0 = int(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp())

@@ -1,15 +1,15 @@
-"""Every provider's eth_getLogs cap answer and batch refusal (tests/provider_texts.py) is read right.
+"""Every provider's eth_getLogs cap answer and batch refusal (tests/support/provider_texts.py) is read right.
 
 The oracle is the fixture: the limits and suggestions written there, never what the parser makes of them."""
 
 import orjson
 import pytest
 
-from backfill.rpc_errors import (BatchTooLarge, Fatal, NodeBehind, QuotaExhausted, RangeTooLarge, RateLimited,
+from backfill.chain.provider_errors import (BatchTooLarge, Fatal, NodeBehind, QuotaExhausted, RangeTooLarge, RateLimited,
                                  Transient, classify_error, classify_http, policy, stated_limit,
                                  suggested_range)
-from tests.proxy_faults import CAP, CATALOGUE_KINDS, KINDS, Fault, error_object, fault_reply
-from tests.provider_texts import BATCH_TEXTS, CAP_TEXTS, CapText
+from tests.support.proxy_faults import CAP, CATALOGUE_KINDS, KINDS, Fault, error_object, fault_reply
+from tests.support.provider_texts import BATCH_TEXTS, CAP_TEXTS, CapText
 
 FROM = 1_000
 

@@ -1,8 +1,8 @@
 """Range sizing and bloom membership."""
 
-from backfill.bloom import may_contain, may_contain_any
-from backfill.events import ERC20_TRANSFER, LOG_FILTER_TOPICS
-from backfill.ranges import RangeSizer
+from backfill.chain.bloom import may_contain, may_contain_any
+from backfill.decode.events import ERC20_TRANSFER, LOG_FILTER_TOPICS
+from backfill.chain.ranges import RangeSizer
 
 
 def test_suggested_range_is_used_and_remembered():
@@ -32,7 +32,7 @@ def test_expensive_answers_do_not_grow():
 
 
 def _bloom_with(items: list[str]) -> str:
-    from backfill.bloom import bloom_bits
+    from backfill.chain.bloom import bloom_bits
 
     value = 0
     for item in items:
@@ -83,7 +83,7 @@ def test_never_grows_past_a_cap_the_provider_stated():
 
 
 def test_answer_size_is_small_for_own_nodes_and_large_for_providers():
-    from backfill.ranges import OWN_NODE_ANSWER_LOGS, PROVIDER_ANSWER_LOGS, answer_target
+    from backfill.chain.ranges import OWN_NODE_ANSWER_LOGS, PROVIDER_ANSWER_LOGS, answer_target
 
     own = ["http://127.0.0.1:8545", "http://localhost:8545", "http://10.0.3.7:8545", "http://[::1]:8545",
            "http://192.168.1.20:8545/?key=s3cret"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from backfill.rpc_errors import (Fatal, QuotaExhausted, RangeTooLarge, RateLimited, Transient, classify_error,
+from backfill.chain.provider_errors import (Fatal, QuotaExhausted, RangeTooLarge, RateLimited, Transient, classify_error,
                                  classify_http, policy)
 
 A1 = ("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.sql_errors import server_error
+from backfill.store.sql_errors import server_error
 
 URL = " (for url http://127.0.0.1:33353)"
 VERSION = " (version 26.9.2.1)"

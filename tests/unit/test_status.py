@@ -9,7 +9,7 @@ import json
 
 from rich.console import Console
 
-from backfill.status import (
+from backfill.cli.status import (
     last_error,
     read_last_error,
     render,

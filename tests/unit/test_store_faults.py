@@ -11,7 +11,7 @@ import urllib3.exceptions
 from clickhouse_connect.driver._backend.httpcommon import build_http_error
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from backfill.store_faults import BACKPRESSURE, OUTAGE, StoreFault, classify, may_retry, retry_delay_s
+from backfill.store.faults import BACKPRESSURE, OUTAGE, StoreFault, classify, may_retry, retry_delay_s
 
 URL = "http://127.0.0.1:8123"
 

@@ -1,0 +1,578 @@
+"""Status: store rows in, a plain summary dict out (rendered with rich, or printed as --json).
+
+Status never shows a running day, worker, rate or ETA without a live process behind it. The arithmetic
+(`run_summary`, `summarize`, `progress_rates`, `last_error`, `shown_day_status`) is pure: liveness (is the
+supervisor alive, which worker pids are live processes) comes in as data. `collect` gathers the inputs;
+`StatusReader` answers from supervisor.json alone while the store cannot be reached.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from backfill.dates import date_of, day_list
+from backfill.errors import StoreUnavailable
+from backfill.redact import redact_text, scrub
+from backfill.settings import Settings, secret_bearing_values
+from backfill.store.client import Store
+
+RATE_WINDOW_S = 300.0
+RATE_KEYS = ("rows_per_s", "blocks_per_s", "window_s")
+PRODUCTION_TABLES = ("erc20_transfers", "erc1155_transfers")
+# The phases a supervisor ends in (monitor/supervisor.py); the others (starting, running, rescaling, stopping,
+# rebuilding) are phases of a live one.
+ENDED_PHASES = frozenset({"complete", "stopped", "finished_with_failures", "rebuild_failed", "halted"})
+RESUME = {"dead": "backfill start", "stopped": "backfill start", "halted": "backfill start",
+          "finished_with_failures": "backfill retry-failed, then backfill start", "rebuild_failed": "backfill rebuild"}
+STATUS_PATIENCE_S = 5.0  # how long one status read rides out a store outage
+LAST_ERROR_CHARS = 300
+MONITOR_TAIL_BYTES = 256 * 1024
+INTERRUPTED_HINT = ("INTERRUPTED: the day was being fetched when the run ended (no run is active); "
+                    "`backfill start` resumes it from its checkpoint")
+
+
+# -- the run: the supervisor's last word and whether it is alive (pure) ----------------------------------------
+
+def run_state(supervisor: dict[str, Any] | None, alive: bool) -> str:
+    """running, complete, stopped, finished_with_failures, rebuild_failed, halted, dead, or none (no run yet).
+
+    dead: supervisor.json names an active phase but its process is gone (killed with -9, or crashed)."""
+    phase = (supervisor or {}).get("phase")
+    if phase in ENDED_PHASES:  # also while a live supervisor writes its last state on the way out
+        return str(phase)
+    if alive:
+        return "running"
+    return "dead" if supervisor else "none"
+
+
+def shown_day_status(status: str, run_live: bool) -> str:
+    """A checkpoint status as people should read it: RUNNING with no live run is INTERRUPTED (start resumes it)."""
+    return "INTERRUPTED" if status == "RUNNING" and not run_live else status
+
+
+_DAY_STATUS_RE = re.compile(r"((?:\bday \d+(?: \([^)]*\))?|\b\d{4}-\d{2}-\d{2}) )(RUNNING)\b")
+
+
+def show_day_statuses(text: str, run_live: bool) -> str:
+    """`2024-01-04 RUNNING` (or `day 3 RUNNING`) in a report line, read through `shown_day_status`."""
+    return _DAY_STATUS_RE.sub(lambda m: m[1] + shown_day_status(m[2], run_live), text)
+
+
+def run_summary(supervisor: dict[str, Any] | None, alive: bool, *, promoted: bool | None = None,
+                last_error: str | None = None) -> dict[str, Any]:
+    """summary["run"]: state, since (epoch: started_at while running, else ended_at / updated_at), last_error,
+    resume (the command that carries on), promoted and hint (complete runs), workers (live worker processes)."""
+    sup = supervisor or {}
+    state = run_state(supervisor, alive)
+    since = sup.get("started_at") if state == "running" else (sup.get("ended_at") or sup.get("updated_at"))
+    complete = state == "complete"
+    return {
+        "state": state, "since": float(since) if since else None, "last_error": last_error,
+        "resume": RESUME.get(state), "promoted": promoted if complete else None,
+        "hint": "backfill promote" if complete and promoted is False else None,
+        "workers": sum(1 for w in sup.get("workers", []) if w.get("pid")) if state == "running" else 0,
+    }
+
+
+def store_view(reachable: bool, error: str | None, supervisor: dict[str, Any] | None, alive: bool,
+               now: float) -> dict[str, Any]:
+    """summary["store"]: whether status reached the store, and (run_view) what the live supervisor reports of it."""
+    seen = (supervisor or {}).get("store") if alive else None
+    run_view = None
+    if isinstance(seen, dict):
+        down = seen.get("down_since")
+        run_view = {"reachable": bool(seen.get("reachable", True)), "down_since": down,
+                    "down_for_s": round(now - float(down)) if down else None, "error": seen.get("error") or None}
+    return {"reachable": reachable, "error": None if reachable else error, "run_view": run_view}
+
+
+def current_workers(heartbeats: list[dict[str, Any]], supervisor: dict[str, Any] | None, alive: bool,
+                    live_pids: Iterable[int], host: str | None, now: float) -> list[dict[str, Any]]:
+    """The heartbeat rows of worker processes that exist. With a live supervisor: rows of its current slots whose
+    pid is the slot's (or the slot has none yet), so rows of an earlier fleet drop out. Without one: rows whose
+    pid is still a live worker process (`live_pids`, judged on this host only)."""
+    slots = {int(w["shard_id"]): w for w in (supervisor or {}).get("workers", [])} if alive else {}
+    live = set(live_pids)
+    out = []
+    for h in sorted(heartbeats, key=lambda h: int(h["worker_id"])):
+        k, pid = int(h["worker_id"]), int(h["pid"])
+        if host is not None and h.get("host", host) != host:
+            continue
+        slot = slots.get(k)
+        if alive and not (slot is not None and slot.get("pid") in (None, pid)):
+            continue
+        if not alive and pid not in live:
+            continue
+        out.append({
+            "worker_id": k, "pid": pid, "day_idx": int(h["day_idx"]), "last_batch": h["last_batch"],
+            "rows": int(h["rows"]), "heartbeat_age_s": round(now - h["updated_at"], 1),
+            "restarts": (slot or {}).get("restarts", 0),
+            "state": (slot or {}).get("state", "unknown") if alive else "not supervised",
+        })
+    return out
+
+
+def progress_rates(history: list[dict[str, Any]], starts: dict[int, int], since: float, now: float) -> dict[str, float]:
+    """rows/s and blocks/s from per-day checkpoint history over [since, now].
+
+    history rows: day_idx, rows_now, next_now, rows_then, next_then, had_before (see collect)."""
+    rows = blocks = 0
+    for h in history:
+        start = starts.get(int(h["day_idx"]), 0)
+        rows_then = int(h["rows_then"]) if h["had_before"] else 0
+        blocks_then = max(0, int(h["next_then"]) - start) if h["had_before"] else 0
+        rows += int(h["rows_now"]) - rows_then
+        blocks += max(0, int(h["next_now"]) - start) - blocks_then
+    elapsed = max(1e-9, now - since)
+    return {"rows_per_s": round(rows / elapsed, 1), "blocks_per_s": round(blocks / elapsed, 2),
+            "window_s": round(elapsed, 1)}
+
+
+def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], heartbeats: list[dict[str, Any]],
+              supervisor: dict[str, Any] | None, supervisor_alive: bool, rates: dict[str, float],
+              table_rows: dict[str, dict[str, int]], now: float,
+              endpoints: list[dict[str, Any]] | None = None, *, live_worker_pids: Iterable[int] = (),
+              host: str | None = None, promoted: bool | None = None, last_error: str | None = None) -> dict[str, Any]:
+    """The whole status. When the run is not running: no ETA, rates None, RUNNING days counted as interrupted,
+    and only workers whose pid is in live_worker_pids."""
+    run = run_summary(supervisor, supervisor_alive, promoted=promoted, last_error=last_error)
+    live = run["state"] == "running"
+    by_status: dict[str, int] = {}
+    remaining_blocks = 0
+    for p in plan:
+        cp = checkpoints.get(p["day_idx"])
+        status = shown_day_status(cp["status"] if cp else "PENDING", live)
+        by_status[status] = by_status.get(status, 0) + 1
+        if status != "COMPLETE":
+            next_block = max(p["start_block"], int(cp["next_block"]) if cp else 0)
+            remaining_blocks += max(0, p["end_block"] - next_block + 1)
+    total = len(plan)
+    done = by_status.get("COMPLETE", 0)
+    if live:
+        bps = rates.get("blocks_per_s", 0.0)
+        eta_s = round(remaining_blocks / bps) if bps > 0 and remaining_blocks else (0 if not remaining_blocks else None)
+        shown_rates: dict[str, float | None] = {k: rates.get(k) for k in RATE_KEYS}
+    else:
+        eta_s, shown_rates = None, dict.fromkeys(RATE_KEYS)
+    dates = {p["day_idx"]: p["day"] for p in plan if p.get("day")}
+    failed = [{"day_idx": k, "day": date_of(dates, k), "error": cp["error"], "failures": int(cp.get("failures", 0))}
+              for k, cp in sorted(checkpoints.items()) if cp["status"] == "FAILED"]
+    workers = current_workers(heartbeats, supervisor, supervisor_alive, live_worker_pids, host, now)
+    for w in workers:
+        w["day"] = date_of(dates, w["day_idx"])
+    counted = lambda key: sum(int(cp[key]) for cp in checkpoints.values())  # noqa: E731
+    return {
+        "run": run,
+        "days_total": total, "days_complete": done, "days_running": by_status.get("RUNNING", 0),
+        "days_interrupted": by_status.get("INTERRUPTED", 0),
+        "days_failed": by_status.get("FAILED", 0), "days_pending": by_status.get("PENDING", 0),
+        "percent": round(100.0 * done / total, 2) if total else 0.0,
+        "remaining_blocks": remaining_blocks, "eta_s": eta_s, **shown_rates,
+        "checkpoint_rows": {"erc20": counted("erc20_count"), "erc1155": counted("erc1155_count"),
+                            "quarantined": counted("quarantined_count"), "skipped_erc721": counted("skipped_count")},
+        "rpc": {"requests": counted("requests"), "errors": counted("rpc_errors"),
+                "compute_units": counted("compute_units"), "endpoints": endpoints or []},
+        "table_rows": table_rows,
+        "supervisor": _supervisor_part(supervisor, supervisor_alive),
+        "store": store_view(True, None, supervisor, supervisor_alive, now),
+        "workers": workers,
+        "failed_days": failed,
+    }
+
+
+def summarize_offline(supervisor: dict[str, Any] | None, supervisor_alive: bool, store_error: str, now: float,
+                      last_error: str | None = None) -> dict[str, Any]:
+    """What can be known while the store cannot be reached: the run (supervisor.json and liveness), the store's
+    state; no day counts, rates or workers (those live in the store)."""
+    return {
+        "run": run_summary(supervisor, supervisor_alive, last_error=last_error),
+        "supervisor": _supervisor_part(supervisor, supervisor_alive),
+        "store": store_view(False, store_error, supervisor, supervisor_alive, now),
+        "workers": [],
+    }
+
+
+def _supervisor_part(supervisor: dict[str, Any] | None, alive: bool) -> dict[str, Any]:
+    return {"alive": alive, **{k: v for k, v in (supervisor or {}).items() if k != "workers"}}
+
+
+# -- monitor.log: the last error (pure, plus one reader) --------------------------------------------------------
+
+def _log_time(line: str) -> float | None:
+    """Epoch of a log line's leading `2026-12-01T22:10:04.123Z`; None for continuation lines (tracebacks)."""
+    try:
+        return dt.datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def last_error(lines: Iterable[str], since: float | None = None, secrets: Sequence[str] = ()) -> str | None:
+    """The last ERROR line (or `event=supervisor_crash` line, with the exception its traceback ends with) logged
+    at or after `since`: redacted, one line, at most LAST_ERROR_CHARS characters."""
+    found: str | None = None
+    exception = ""
+    in_crash = False
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        at = _log_time(line)
+        if at is None:
+            # a traceback: its last unindented line names the exception ("RuntimeError: boom")
+            if in_crash and line.strip() and not line[0].isspace() and not line.startswith("Traceback"):
+                exception = line.strip()
+            continue
+        in_crash = False
+        if since is not None and at < since:
+            continue
+        level = line.split(" ", 2)[1] if line.count(" ") >= 1 else ""
+        if level == "ERROR" or "event=supervisor_crash" in line:
+            found, exception, in_crash = line, "", "event=supervisor_crash" in line
+    if found is None:
+        return None
+    text = " ".join(redact_text(found + (f": {exception}" if exception else ""), secrets).split())
+    return text if len(text) <= LAST_ERROR_CHARS else text[:LAST_ERROR_CHARS - 1] + "…"
+
+
+def read_last_error(path: Path, since: float | None = None, secrets: Sequence[str] = ()) -> str | None:
+    """`last_error` over the tail of a log file (None when there is no file)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - MONITOR_TAIL_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > MONITOR_TAIL_BYTES:
+        lines = lines[1:]  # the first line is cut
+    return last_error(lines, since, secrets)
+
+
+# -- gathering (I/O) ----------------------------------------------------------------------------------------
+
+def _supervisor(settings: Settings | None) -> tuple[dict[str, Any] | None, bool]:
+    """(the live supervisor's state, or the last supervisor.json of a gone one; whether it is alive)."""
+    if settings is None:
+        return None, False
+    from backfill import control
+
+    alive = control.running_supervisor(settings.log_dir)
+    return (alive or control.read_json(control.state_path(settings.log_dir))), alive is not None
+
+
+def run_is_live(log_dir: Path) -> bool:
+    """True while a supervisor of this data directory is alive and at work (for `shown_day_status`)."""
+    from backfill import control
+
+    sup = control.running_supervisor(log_dir)
+    return run_state(sup, sup is not None) == "running"
+
+
+def _live_worker_pids(pids: Iterable[int]) -> set[int]:
+    """The pids (of this host) that are live `workers.worker` processes."""
+    import psutil
+
+    live = set()
+    for pid in set(pids):
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE and "workers.worker" in " ".join(proc.cmdline()):
+                live.add(pid)
+        except psutil.Error:  # gone, or not ours to inspect: not a worker status can vouch for
+            continue
+    return live
+
+
+def _last_error(settings: Settings | None, supervisor: dict[str, Any] | None) -> str | None:
+    if settings is None:
+        return None
+    since = (supervisor or {}).get("started_at")
+    return read_last_error(settings.log_dir / "monitor.log", float(since) if since else None, secret_bearing_values())
+
+
+def collect(store: Store, settings: Settings | None = None, dedup: bool = True) -> dict[str, Any]:
+    """Everything status shows. dedup=False skips the FINAL counts (a scan of the staging tables): the live
+    dashboard refreshes every few seconds and must not slow the run it watches."""
+    now = time.time()
+    supervisor, alive = _supervisor(settings)
+    state = run_state(supervisor, alive)
+    host = socket.gethostname()
+    plan = [{"day_idx": p.day_idx, "day": p.day.isoformat(), "start_block": p.start_block, "end_block": p.end_block}
+            for p in store.read_plan()]
+    checkpoints = store.checkpoints()
+    heartbeats = store.named_rows(
+        "SELECT host, worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL "
+        "WHERE host = %(h)s", {"h": host})
+    for h in heartbeats:
+        h["updated_at"] = h["updated_at"].replace(tzinfo=dt.timezone.utc).timestamp()
+    live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
+    rates: dict[str, float] = {}
+    if state == "running":
+        since = now - RATE_WINDOW_S
+        if supervisor and supervisor.get("started_at"):
+            since = max(since, float(supervisor["started_at"]))
+        since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+        history = store.named_rows(
+            "SELECT day_idx, argMax(erc20_count + erc1155_count, updated_at) AS rows_now, "
+            "argMax(next_block, updated_at) AS next_now, "
+            "argMaxIf(erc20_count + erc1155_count, updated_at, updated_at < %(since)s) AS rows_then, "
+            "argMaxIf(next_block, updated_at, updated_at < %(since)s) AS next_then, "
+            "countIf(updated_at < %(since)s) > 0 AS had_before "
+            "FROM backfill_checkpoint GROUP BY day_idx HAVING max(updated_at) >= %(since)s", {"since": since_dt})
+        rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
+    table_rows = {}
+    for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
+        table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0)}
+        if dedup:
+            table_rows[table]["rows_after_dedup"] = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
+    # the pace is summed over the processes that are still reporting (a worker's row is at most a minute old)
+    endpoints = [{"endpoint": r[0], "requests": int(r[1]), "errors": int(r[2]), "compute_units": int(r[3]),
+                  "parked": bool(r[4]), "rps": round(float(r[5]), 1), "limit_answers": int(r[6]), "waits": int(r[7]),
+                  "waited_s": round(float(r[8]), 1), "waiting_now": bool(r[9]), "damaged": int(r[10])}
+                 for r in store.query_rows(
+        "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked), "
+        "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
+        "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60), sum(damaged) FROM rpc_usage FINAL "
+        "GROUP BY endpoint ORDER BY endpoint")]
+    if state != "running":  # a pace or a wait is a process's: none is running
+        for e in endpoints:
+            e["rps"], e["waiting_now"] = 0.0, False
+    promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state == "complete" else None
+    summary = summarize(plan, checkpoints, heartbeats, supervisor, alive, rates, table_rows, now, endpoints,
+                        live_worker_pids=live_pids, host=host, promoted=promoted,
+                        last_error=_last_error(settings, supervisor))
+    summary["quality"] = quality(store, {p["day_idx"]: p["day"] for p in plan})
+    return summary
+
+
+def collect_offline(settings: Settings, store_error: str) -> dict[str, Any]:
+    """The status that needs no store (see summarize_offline)."""
+    supervisor, alive = _supervisor(settings)
+    return summarize_offline(supervisor, alive, store_error, time.time(), _last_error(settings, supervisor))
+
+
+class StatusReader:
+    """Summaries for `backfill status [--watch]`: connects to the store on demand; while it cannot be reached,
+    answers with `collect_offline` and tries again at the next read (so --watch recovers by itself)."""
+
+    def __init__(self, settings: Settings):
+        import logging
+
+        self.settings = settings
+        self.store: Store | None = None
+        logging.getLogger("store").setLevel(logging.ERROR)  # an outage is shown in the status, not logged to stderr
+
+    def read(self, dedup: bool = True) -> dict[str, Any]:
+        try:
+            if self.store is None:
+                # report an outage soon rather than wait it out as commands do (minutes): the next read retries
+                self.store = Store.connect(self.settings, patience_s=STATUS_PATIENCE_S)
+            return collect(self.store, self.settings, dedup)
+        except StoreUnavailable as exc:  # not there at all, or went away between two reads
+            error = str(exc)
+        self.close()
+        return collect_offline(self.settings, scrub(error, secret_bearing_values()))  # the label is redacted
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def quality(store: Store, dates: dict[int, str] | None = None) -> dict[str, Any]:
+    """The latest gates run (level, failed gates with their days) and the latest audit run (days, mismatches);
+    each list of day_idx has its dates beside it (`failed_dates`, `warned_dates`, `not_ok_dates`)."""
+    dates = dates or {}
+    on = lambda days: [date_of(dates, d) for d in days]  # noqa: E731
+    out: dict[str, Any] = {"gates": None, "audit": None}
+    gates = store.query_rows(
+        "SELECT run_at, level, gate, verdict, days FROM gate_results "
+        "WHERE run_id = (SELECT argMax(run_id, run_at) FROM gate_results) ORDER BY gate")
+    if gates:
+        failed = {g[2]: list(g[4]) for g in gates if g[3] == "fail"}
+        warned = {g[2]: list(g[4]) for g in gates if g[3] == "warn"}
+        out["gates"] = {"run_at": str(gates[0][0]), "level": gates[0][1], "failed": failed, "warned": warned,
+                        "failed_dates": {k: on(v) for k, v in failed.items()},
+                        "warned_dates": {k: on(v) for k, v in warned.items()}}
+    audit = store.query_rows(
+        "SELECT any(run_at), count(), groupArrayIf(day_idx, verdict != 'ok') FROM audit_results "
+        "WHERE run_id = (SELECT argMax(run_id, run_at) FROM audit_results) HAVING count() > 0")
+    if audit:
+        not_ok = list(audit[0][2])
+        out["audit"] = {"run_at": str(audit[0][0]), "days": int(audit[0][1]), "not_ok": not_ok,
+                        "not_ok_dates": on(not_ok)}
+    return out
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _endpoint_text(e: dict[str, Any]) -> str:
+    """`host#0 120 req / 0 err, pace 9.5 calls/s, 4 limit answers, waiting for budget (31 waits, 12.0s)`."""
+    text = f"{e['endpoint']} {e['requests']} req / {e['errors']} err"
+    if e.get("damaged"):
+        text += f", {e['damaged']} damaged answers"
+    if e.get("rps"):
+        text += f", pace {e['rps']:g} calls/s"
+    if e.get("limit_answers"):
+        text += f", {e['limit_answers']} limit answers"
+    if e.get("waits"):
+        text += (", waiting for budget" if e.get("waiting_now") else ", waited for budget") + \
+            f" ({e['waits']} waits, {e['waited_s']:g}s)"
+    return text + (" PARKED" if e["parked"] else "")
+
+
+def _utc(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+    return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime(fmt) if epoch else "an unknown time"
+
+
+_ENDED_TEXT = {"complete": "complete", "stopped": "stopped", "finished_with_failures": "finished with failures",
+               "rebuild_failed": "rebuild failed", "halted": "halted"}
+
+
+def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
+    """The first line of status, and its style: what the run is doing, or how it ended and what carries on."""
+    run, sup = summary["run"], summary["supervisor"]
+    state = run["state"]
+    if state == "running":
+        phase = sup.get("phase") or "starting"
+        step = f", step {sup['rebuild_step']}" if phase == "rebuilding" and sup.get("rebuild_step") else ""
+        n = run["workers"]
+        return f"run: running (pid {sup.get('pid')}, phase {phase}{step}, {n} worker{'' if n == 1 else 's'})", "green"
+    if state == "none":
+        return "run: none yet in this data directory — start one: backfill start", None
+    if state == "dead":
+        text, style = f"run: NOT RUNNING since {_utc(run['since'])} (killed or crashed)", "bold red"
+    else:
+        text = f"run: {_ENDED_TEXT.get(state, state)} at {_utc(run['since'])}"
+        style = "green" if state == "complete" and run["promoted"] else ("red" if state == "halted" else "yellow")
+    if state == "complete":
+        text += {True: " — production promoted", False: f" — not promoted: {run['hint']}",
+                 None: " — promotion unknown (the store cannot be reached)"}[run["promoted"]]
+    if run.get("last_error") and state in ("dead", "halted", "rebuild_failed", "finished_with_failures"):
+        text += f" — last error: {run['last_error']}"
+    if run.get("resume"):
+        text += f" — resume: {run['resume']}"
+    return text, style
+
+
+def store_lines(summary: dict[str, Any]) -> list[str]:
+    """`store: …` lines, only when something is wrong: what the live run reports, else what status met."""
+    store = summary.get("store") or {}
+    seen = store.get("run_view")
+    if seen and not seen["reachable"]:
+        since = f" (since {_utc(seen['down_since'], '%H:%M:%S UTC')})" if seen.get("down_since") else ""
+        took = f" for {seen['down_for_s']}s" if seen.get("down_for_s") is not None else ""
+        return [f"store: unreachable{took}{since}: {seen.get('error') or 'no answer'}; the run waits for it"]
+    if store and not store.get("reachable", True):
+        return [f"store: unreachable: {store.get('error')}"]
+    return []
+
+
+def _supervisor_text(sup: dict[str, Any]) -> str:
+    step = f" (step {sup['rebuild_step']})" if sup.get("phase") == "rebuilding" and sup.get("rebuild_step") else ""
+    seen = (f"pid {sup.get('pid')} phase {sup.get('phase')}{step} shards {sup.get('wanted_shards')}"
+            if sup.get("pid") else "")
+    if sup["alive"]:
+        text = "supervisor: running" + (f" {seen}" if seen else "")
+    else:
+        text = "supervisor: not running" + (f" (last state: {seen}, written {_utc(sup.get('updated_at'))})"
+                                            if seen else "")
+    return text + (f" — {sup['message']}" if sup.get("message") else "")
+
+
+def _dated(days: list[int], dates: list[str | None] | None, limit: int = 10) -> str:
+    """Days of a quality record as dates, folded (`2024-01-05..2024-01-07`)."""
+    return day_list(days, {d: v for d, v in zip(days, dates or []) if v}, limit=limit)
+
+
+def table_lines(table_rows: dict[str, dict[str, int]]) -> list[str]:
+    """One `dedup:` line per table, aligned: `dedup: erc20_transfers_staging  38123 rows, 38100 after FINAL`."""
+    if not table_rows:
+        return []
+    width = max(len(t) for t in table_rows)
+    digits = max(len(str(v["rows"])) for v in table_rows.values())
+    return [f"dedup: {t:<{width}} {v['rows']:>{digits}} rows"
+            + (f", {v['rows_after_dedup']} after FINAL" if "rows_after_dedup" in v else "")
+            for t, v in table_rows.items()]
+
+
+def workers_table(workers: list[dict[str, Any]]) -> Any:
+    """The workers as a table that fits 80 columns with every cell whole: a header rule and one space between
+    columns, values that cannot wrap kept whole (only `state` wraps, between its words). `beat` is the age of
+    the worker's last heartbeat."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
+    for name, right in (("worker", True), ("pid", True), ("state", False), ("day", False), ("last batch", False),
+                        ("rows", True), ("beat", True), ("restarts", True)):
+        table.add_column(name, justify="right" if right else "left", no_wrap=name != "state")
+    for w in workers:
+        table.add_row(str(w["worker_id"]), str(w["pid"]), w["state"], w.get("day") or "-", w["last_batch"],
+                      str(w["rows"]), f"{w['heartbeat_age_s']:.0f}s", str(w["restarts"]))
+    return table
+
+
+def render(summary: dict[str, Any]) -> Any:
+    """A rich renderable for people (the CLI and the foreground dashboard). Lines are short or break between
+    words (80 columns): one line per endpoint and per table, days as dates."""
+    from rich.console import Group
+    from rich.text import Text
+
+    first, style = run_text(summary)
+    lines = [Text(first, style=style)]
+    if "days_total" in summary:  # else the store could not be reached: no day counts
+        live = summary["run"]["state"] == "running"
+        cp = summary["checkpoint_rows"]
+        busy = (f"{summary['days_running']} running" if live else
+                f"{summary.get('days_interrupted', 0)} interrupted")
+        rpc = summary["rpc"]
+        lines += [
+            Text(f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
+                 f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed"),
+            Text(f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
+                 f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
+                 f"ETA {_duration(summary['eta_s'])}" if live else
+                 f"rate: - (not running); remaining {summary['remaining_blocks']} blocks; ETA -"),
+            Text(f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
+                 f"skipped_erc721={cp['skipped_erc721']}"),
+            Text(f"rpc: {rpc['requests']} requests, {rpc['errors']} errors, ~{rpc['compute_units']} compute units"),
+            *(Text(f"rpc: {_endpoint_text(e)}") for e in rpc["endpoints"]),
+            *(Text(line) for line in table_lines(summary["table_rows"])),
+        ]
+    lines.append(Text(_supervisor_text(summary["supervisor"])))
+    lines += [Text(line, style="red") for line in store_lines(summary)]
+    q = summary.get("quality") or {}
+    if q.get("gates"):
+        g = q["gates"]
+        bad = "; ".join(f"{k} on {_dated(v, g.get('failed_dates', {}).get(k))}" for k, v in g["failed"].items())
+        warn = "; ".join(f"{k} on {_dated(v, g.get('warned_dates', {}).get(k))}" for k, v in g["warned"].items())
+        lines.append(Text(f"gates ({g['level']}, {g['run_at'][:19]}): " + (f"FAIL {bad}" if bad else "pass")
+                          + (f"; warn {warn}" if warn else ""), style="red" if bad else None))
+    if q.get("audit"):
+        a = q["audit"]
+        lines.append(Text(f"audit ({a['run_at'][:19]}): {a['days']} days recounted, "
+                          + (f"NOT OK: {_dated(a['not_ok'], a.get('not_ok_dates'))}" if a["not_ok"]
+                             else "all match the chain"),
+                          style="red" if a["not_ok"] else None))
+    parts: list[Any] = list(lines)
+    if summary["workers"]:
+        parts.append(workers_table(summary["workers"]))
+    elif "days_total" in summary:
+        parts.append(Text("workers: none running"))
+    for f in summary.get("failed_days", []):
+        day = f.get("day") or f"day {f['day_idx']}"
+        parts.append(Text(f"FAILED {day} after {f['failures']} failures: {f['error']}", style="red"))
+    return Group(*parts)

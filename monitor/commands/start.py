@@ -1,0 +1,237 @@
+"""`backfill start`: check, plan, then hand the run to the supervisor: a detached one by default, this
+process with a live dashboard under --foreground, or the one already running (which is told what changed).
+Every check that can refuse the run happens before anything is written: those that need only the chain
+(endpoints, --from / --to against genesis and the safe head) before the data directory is even created."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from backfill import exitcodes
+
+from backfill.chain import pace_memory
+from backfill.cli.data_dir import check_usable, holds_store
+from backfill.errors import CommandFailed, ConfigError, Interrupted, StoreUnavailable, UserError, WrongChain
+from backfill.files.oplog import held_until_written
+from backfill.cli.prepare import (ChainView, check_chain, check_endpoints, check_range, plan_days, record_chain,
+                              reopen_for_redo, survey_chain)
+from backfill.chain.client import RpcClient
+from backfill.settings import Settings
+from backfill.cli.status import collect, collect_offline
+from backfill.store.client import COMMAND_PATIENCE_S, Store
+from backfill import control
+from backfill.cli.app import _settings, settings_options, user_errors
+
+log = logging.getLogger("monitor")
+
+
+RESUMES = "progress is checkpointed, `backfill start` resumes"
+CTRL_C = f"stopped by Ctrl-C; {RESUMES}"
+
+
+class RunFailed(CommandFailed):
+    """The run ended without doing its job: days FAILED, the rebuild failed, the fleet halted."""
+
+
+def _memory(settings: Settings) -> Path | None:
+    """Where endpoint pace is remembered; None while the data directory does not exist (a refused start must
+    not create it)."""
+    return settings.log_dir / "endpoints.json" if settings.data_dir.is_dir() else None
+
+
+async def _survey(settings: Settings) -> ChainView:
+    """What can be known from the chain alone: the endpoints answer, its identity, genesis and safe head.
+    Nothing is written (no data directory, no store), so a start refused here leaves no trace."""
+    await check_endpoints(settings)
+    memory = _memory(settings)
+    if memory is not None:
+        pace_memory.forget_parking(memory)
+    async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor",
+                         max_rps_per_endpoint=settings.rpc_max_rps, memory=memory) as rpc:
+        return await survey_chain(rpc, settings)
+
+
+async def _prepare(settings: Settings, chain: ChainView, store_factory: Callable[[], Store]) -> tuple[Store, int]:
+    """The checks against the store (the same chain, then the dates, the plan's anchor), then the plan."""
+    async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor",
+                         max_rps_per_endpoint=settings.rpc_max_rps, memory=settings.log_dir / "endpoints.json") as rpc:
+        store = store_factory()
+        check_chain(store, chain.chain_id, chain.genesis_hash)
+        check_range(settings, chain)
+        plans = await plan_days(rpc, store, settings, chain)
+        record_chain(store, chain.chain_id, chain.genesis_hash, chain.genesis_ts)
+        if settings.redo:
+            assert settings.from_date and settings.to_date
+            reopen_for_redo(store, plans, settings.from_date, settings.to_date)
+    log.info("event=prepared chain_id=%d days=%d shards=%d", chain.chain_id, len(plans), settings.shards)
+    return store, len(plans)
+
+
+def start_run(settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print) -> dict[str, Any] | None:
+    check_usable(settings.data_dir, create=True)
+    with held_until_written():
+        chain = asyncio.run(_survey(settings))
+    if not holds_store(settings):  # no chain recorded to compare with: the dates are refused before any write
+        check_range(settings, chain)
+    # One start at a time per data directory, from the first write to the hand-over: a second start waits,
+    # then finds the first one's supervisor and tells it what it wants (the later shard count wins).
+    with control.start_lock(settings.log_dir, on_wait=echo):
+        if settings.redo and control.running_supervisor(settings.log_dir):
+            raise UserError("a run is active for this data directory; `backfill stop` it before a --redo")
+        store, n_days = asyncio.run(_prepare(settings, chain, lambda: Store.connect(settings)))
+        running = control.running_supervisor(settings.log_dir)
+        if running:
+            _tell_running(settings, running, shards_explicit, echo)
+            return None
+        control.request(settings.log_dir, shards=settings.shards)
+        if settings.foreground:
+            lock_fd = control.try_lock(settings.log_dir)
+            if lock_fd is None:  # a supervisor started by hand a moment ago
+                _tell_running(settings, control.running_supervisor(settings.log_dir) or {}, shards_explicit, echo)
+                return None
+        else:
+            return _run_detached(settings, n_days, shards_explicit, echo)
+    return _run_foreground(settings, store, n_days, echo, lock_fd)
+
+
+def _tell_running(settings: Settings, running: dict[str, Any], shards_explicit: bool,
+                  echo: Callable[[str], Any]) -> None:
+    """A run is active: it is told to re-read the plan, and the shard count when one was given."""
+    wanted = {"shards": settings.shards} if shards_explicit else {}
+    control.request(settings.log_dir, **wanted)
+    what = f"scaling to {settings.shards} workers" if shards_explicit and settings.shards != running.get(
+        "wanted_shards") else "re-reading the plan"
+    echo(f"a run is already active (supervisor pid {running.get('pid', '?')}): {what}; no second fleet started")
+
+
+def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: Callable[[str], Any]) -> None:
+    from monitor.supervisor import ALREADY_RUNNING
+
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **settings.to_env()}
+    with open(settings.log_dir / "supervisor.stderr", "ab") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "monitor.supervisor"], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            state = control.read_json(control.state_path(settings.log_dir)) or {}
+            if state.get("pid") == proc.pid and state.get("phase") not in (None, "starting"):
+                break
+            code = proc.poll()
+            if code is not None:
+                if code == ALREADY_RUNNING:  # one was started by other means a moment ago: tell it instead
+                    _tell_running(settings, control.running_supervisor(settings.log_dir) or {}, shards_explicit, echo)
+                    return None
+                if code == 0:
+                    break  # nothing to do: finished at once
+                raise RunFailed(f"the supervisor exited at start (code {code}); see {settings.log_dir / 'monitor.log'}")
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # the supervisor has its own session: the run goes on without this command
+        raise Interrupted(f"stopped by Ctrl-C; the run goes on in the background (supervisor pid {proc.pid}): "
+                          "`backfill status`, `backfill stop`") from None
+    echo(f"started: supervisor pid {proc.pid}, {settings.shards} workers, {n_days} days planned")
+    echo(f"logs: {settings.log_dir}/ (monitor.log, worker-<k>.log); watch: backfill status --watch; "
+         "stop: backfill stop")
+    return None
+
+
+def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any],
+                    lock_fd: int) -> dict[str, Any] | None:
+    """Supervise in this process with a live dashboard; the summary of a finished run. A stop by Ctrl-C is
+    Interrupted (exit 130); a stop by `backfill stop` says so and returns None (exit 0)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from backfill.cli.status import render
+    from monitor.supervisor import FleetHalted, supervise
+
+    console = Console()
+    echo(f"planned {n_days} days; {settings.shards} workers (logs: {settings.log_dir}/worker-<k>.log)")
+    t0 = time.monotonic()
+    last = [0.0]
+    with Live(console=console, refresh_per_second=1, transient=not console.is_terminal,
+              auto_refresh=console.is_terminal) as live:
+        def tick(_sup: object) -> None:
+            if time.monotonic() - last[0] >= 2.0:
+                last[0] = time.monotonic()
+                store.patience_s = 0.0  # the dashboard must not wait for a store that is away: it says so
+                try:
+                    live.update(render(collect(store, settings, dedup=False)))
+                except StoreUnavailable as exc:  # the run waits for the store; the dashboard says so
+                    live.update(render(collect_offline(settings, str(exc))))
+
+        try:
+            phase = supervise(settings, on_tick=tick, lock_fd=lock_fd)
+        except FleetHalted as exc:  # a worker's config error or wrong chain keeps its code (the same numbers)
+            if exc.exit_code == exitcodes.WRONG_CHAIN:
+                raise WrongChain(str(exc)) from None
+            if exc.exit_code == exitcodes.USAGE:
+                raise ConfigError(str(exc)) from None
+            raise RunFailed(str(exc)) from None
+    state = control.read_json(control.state_path(settings.log_dir)) or {}
+    if phase == "stopped":
+        store.close()
+        if state.get("stopped_by") == "SIGINT":  # Ctrl-C in this terminal: the supervisor stopped gracefully
+            raise Interrupted(CTRL_C)
+        if state.get("stopped_by") == "SIGTERM":  # `backfill stop` from another terminal: stopped as asked
+            echo(f"stopped as asked (`backfill stop`); {RESUMES}")
+            return None
+        raise RunFailed(state.get("message") or f"stopped; {RESUMES}")  # the rebuild stopped by itself
+    store.patience_s = COMMAND_PATIENCE_S
+    summary = collect(store, settings)
+    if phase == "rebuild_failed":
+        raise RunFailed(f"all {summary['days_total']} days are COMPLETE, but {state.get('message') or 'the rebuild failed'}")
+    if phase == "finished_with_failures":
+        raise RunFailed(f"{summary['days_failed']} days FAILED (see `backfill status`); "
+                        "`backfill retry-failed` then `backfill start` to try them again")
+    echo(f"backfill complete: {summary['days_total']} days in {time.monotonic() - t0:.1f}s")
+    run = summary.get("run") or {}
+    if run.get("promoted") is False:
+        echo("the copy is in erc20_transfers_staging / erc1155_transfers_staging; production tables are not "
+             "promoted yet: `backfill promote` (or start with --promote)")
+    store.close()
+    return summary
+
+
+@click.command()
+@settings_options
+@click.option("--foreground", is_flag=True, default=False, help="Run in this terminal with a live dashboard.")
+@click.option("--redo", is_flag=True, default=False,
+              help="Fetch the COMPLETE days of --from..--to again; newer row versions supersede the old ones.")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Check and plan, print the plan (days, blocks, endpoints, store), write nothing.")
+@user_errors
+def start(from_date: str | None, to_date: str | None, shards: int | None, rpc_urls: tuple[str, ...],
+          confirmations: int | None, window_blocks: int | None, stall_s: float | None, auto_promote: bool | None,
+          data_dir: Path | None, foreground: bool, redo: bool, dry_run: bool) -> None:
+    """Plan the days and run the workers until every day is COMPLETE (detached unless --foreground).
+
+    While a run is active, a second `start` talks to it: SHARDS=N re-shards it live, new days are picked up."""
+    settings = _settings(from_date=from_date, to_date=to_date, shards=shards, rpc_urls=rpc_urls or None,
+                         confirmations=confirmations, window_blocks=window_blocks, stall_s=stall_s,
+                         data_dir=data_dir, foreground=foreground or None, redo=redo or None,
+                         auto_promote=auto_promote)
+    if dry_run:
+        from backfill.cli.dry_run import preview, render_preview
+
+        click.echo(render_preview(preview(settings)))
+        return
+    from backfill.files.oplog import setup_logging
+    from backfill.cli.status import render
+
+    setup_logging(settings.log_dir / "monitor.log")
+    summary = start_run(settings, shards_explicit="shards" in settings.explicit, echo=click.echo)
+    if summary is not None:
+        from rich.console import Console
+
+        Console().print(render(summary))
