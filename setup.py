@@ -6,5 +6,13 @@ which gives the same rows, only slower; a worker logs which one it uses.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("backfill.decode._fastlogs", ["backfill/decode/_fastlogs.c"], optional=True,
-                             extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"])])
+setup(
+    ext_modules=[
+        Extension(
+            "backfill.decode._fastlogs",
+            ["backfill/decode/_fastlogs.c"],
+            optional=True,
+            extra_compile_args=["-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+        )
+    ]
+)

@@ -84,8 +84,10 @@ def start_lock(log_dir: Path, on_wait: Callable[[str], Any] | None = None, timeo
                     on_wait("another `backfill start` of this data directory is handing over its run; waiting for it")
                     told = True
                 if time.monotonic() > deadline:
-                    raise CommandFailed(f"another `backfill start` held {start_lock_path(log_dir)} for "
-                                        f"{timeout_s:.0f}s; try again when it has handed over its run")
+                    raise CommandFailed(
+                        f"another `backfill start` held {start_lock_path(log_dir)} for "
+                        f"{timeout_s:.0f}s; try again when it has handed over its run"
+                    ) from None
                 time.sleep(0.1)
         yield
     finally:

@@ -18,16 +18,21 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def finished_first(what: str) -> Iterator[None]:
     """Run the block to its end even when Ctrl-C is pressed during it (said once, on stderr)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield  # not ours to hold: another handler (the supervisor's) decides what SIGINT means
         return
     pressed: list[int] = []
 
     def hold(signum: int, _frame: object) -> None:
         if not pressed:
-            print(f"Ctrl-C: {what} is under way and cannot stop half way; it is finished first",
-                  file=sys.stderr, flush=True)
+            print(
+                f"Ctrl-C: {what} is under way and cannot stop half way; it is finished first",
+                file=sys.stderr,
+                flush=True,
+            )
         pressed.append(signum)
 
     previous = signal.signal(signal.SIGINT, hold)

@@ -21,7 +21,7 @@ INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 TABLE: dict[int, str] = {
     OK: "ok",
     FAILED: "the command failed at its job (days FAILED, rebuild or promotion stopped, audit mismatch) or the "
-            "gates failed (`gates`, a promotion refused by them)",
+    "gates failed (`gates`, a promotion refused by them)",
     USAGE: "usage or config: a bad flag, value or config file; a data directory without a run; a run active",
     PROVIDER: "RPC provider: no endpoint answers, quota used up or key refused",
     WRONG_CHAIN: "the RPC endpoint serves another chain than the database holds",

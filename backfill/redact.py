@@ -23,15 +23,50 @@ _KEYISH = re.compile(r"[A-Za-z0-9_\-]{16,}")
 # Path segments after one of these are keys (alchemy /v2/<key>, infura /v3/<key>, nodereal /v1/<key>, /rpc/<key>).
 KEY_MARKERS = frozenset({"v1", "v2", "v3", "rpc"})
 # Query parameters whose values are secrets (names compared lower-case, `-` read as `_`), and name endings.
-SECRET_PARAMS = frozenset({"key", "apikey", "api_key", "token", "access_token", "auth", "authorization",
-                           "password", "passwd", "pwd", "secret", "client_secret", "dkey", "project_id"})
+SECRET_PARAMS = frozenset(
+    {
+        "key",
+        "apikey",
+        "api_key",
+        "token",
+        "access_token",
+        "auth",
+        "authorization",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "client_secret",
+        "dkey",
+        "project_id",
+    }
+)
 _SECRET_PARAM_ENDINGS = ("key", "token", "secret", "password")
 # Hosted RPC providers put the key in the path, sometimes short or after a network name (ankr /eth/<key>,
 # quicknode /<token>/, chainstack /<key>): on their hosts every path segment but a marker is hidden.
-PROVIDER_DOMAINS = ("infura.io", "alchemy.com", "alchemyapi.io", "quiknode.pro", "quicknode.com", "ankr.com",
-                    "blastapi.io", "p2pify.com", "chainstack.com", "getblock.io", "drpc.org", "nodereal.io",
-                    "chainnodes.org", "blockpi.network", "tenderly.co", "onfinality.io", "allthatnode.com",
-                    "moralis-nodes.com", "nownodes.io", "1rpc.io", "llamarpc.com")
+PROVIDER_DOMAINS = (
+    "infura.io",
+    "alchemy.com",
+    "alchemyapi.io",
+    "quiknode.pro",
+    "quicknode.com",
+    "ankr.com",
+    "blastapi.io",
+    "p2pify.com",
+    "chainstack.com",
+    "getblock.io",
+    "drpc.org",
+    "nodereal.io",
+    "chainnodes.org",
+    "blockpi.network",
+    "tenderly.co",
+    "onfinality.io",
+    "allthatnode.com",
+    "moralis-nodes.com",
+    "nownodes.io",
+    "1rpc.io",
+    "llamarpc.com",
+)
 
 # A URL in free text: scheme://…, up to whitespace, quotes or brackets, without trailing punctuation.
 _URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\],]+(?<![.:;!?])")
@@ -145,8 +180,9 @@ def _secrets_of(configured: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern
         groups.append("(?P<whole>" + "|".join(re.escape(u) for u in sorted(whole, key=len, reverse=True)) + ")")
     groups.append(f"(?P<url>{_URL_RE.pattern})")
     if tokens:
-        groups.append(rf"(?<![{_TOKEN_CHAR}])(?P<token>" + "|".join(re.escape(t) for t in tokens)
-                      + rf")(?![{_TOKEN_CHAR}])")
+        groups.append(
+            rf"(?<![{_TOKEN_CHAR}])(?P<token>" + "|".join(re.escape(t) for t in tokens) + rf")(?![{_TOKEN_CHAR}])"
+        )
     return frozenset(in_urls), re.compile("|".join(groups))
 
 

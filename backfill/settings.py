@@ -99,7 +99,9 @@ class Settings:
     rpc_max_concurrency: int = 8  # requests in flight per endpoint and worker
     lag_guard_blocks: int = 256  # blocks below the head where answers are checked for a lagging node
     use_log_timestamps: bool = True  # trust the log's blockTimestamp when the node gives one
-    fast_decode: bool = True  # read eth_getLogs answers with the compiled scanner where it is built (backfill/decode/scanner.py)
+    fast_decode: bool = (
+        True  # read eth_getLogs answers with the compiled scanner where it is built (backfill/decode/scanner.py)
+    )
     gates_interval_s: float = 600.0  # the supervisor runs the relaxed gates this often (0 = never)
     audit_sample: int = 3  # days the rebuild recounts from RPC (plus every suspicious empty day)
     auto_promote: bool = False  # the rebuild promotes staging into production when everything passed
@@ -241,10 +243,24 @@ _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "fa
 _URL_SHAPE = "http(s)://host[:port][/path]"
 
 # the smallest (and largest) value of a number setting; `stall_s` and `rpc_timeout_s` must be more than 0
-_AT_LEAST = {"shards": 1, "window_blocks": 1, "getlogs_blocks": 1, "getlogs_concurrency": 1, "batch_rows": 1,
-             "rpc_attempts": 1, "rpc_max_concurrency": 1, "max_day_attempts": 1, "confirmations": 0,
-             "getlogs_answer_logs": 0, "audit_sample": 0, "gates_interval_s": 0, "stall_grace_s": 0, "rpc_max_rps": 0,
-             "lag_guard_blocks": 0, "restart_budget": 0}
+_AT_LEAST = {
+    "shards": 1,
+    "window_blocks": 1,
+    "getlogs_blocks": 1,
+    "getlogs_concurrency": 1,
+    "batch_rows": 1,
+    "rpc_attempts": 1,
+    "rpc_max_concurrency": 1,
+    "max_day_attempts": 1,
+    "confirmations": 0,
+    "getlogs_answer_logs": 0,
+    "audit_sample": 0,
+    "gates_interval_s": 0,
+    "stall_grace_s": 0,
+    "rpc_max_rps": 0,
+    "lag_guard_blocks": 0,
+    "restart_budget": 0,
+}
 _AT_MOST = {"shards": 256}
 _POSITIVE = ("stall_s", "rpc_timeout_s")
 
@@ -371,7 +387,7 @@ def _toml_problem(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
     message = str(exc)
     at = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
     if at:
-        return f"{path}:{at[1]}:{at[2]}: invalid TOML: {message[:at.start()]}"
+        return f"{path}:{at[1]}:{at[2]}: invalid TOML: {message[: at.start()]}"
     lines = text.split("\n")
     end = re.sub(r"\s*\(at end of document\)$", "", message)
     return f"{path}:{len(lines)}:{len(lines[-1]) + 1}: invalid TOML: {end} (at the end of the file)"
@@ -386,15 +402,19 @@ def _gate_overrides(value: Any, file: str, problems: list[str]) -> tuple[tuple[s
     out = []
     for level, table in value.items():
         if level not in LEVELS:
-            problems.append(f"{file}: unknown key 'gates.{level}'"
-                            f"{_did_you_mean(f'gates.{level}', [f'gates.{lvl}' for lvl in LEVELS])}")
+            problems.append(
+                f"{file}: unknown key 'gates.{level}'"
+                f"{_did_you_mean(f'gates.{level}', [f'gates.{lvl}' for lvl in LEVELS])}"
+            )
             continue
         if not isinstance(table, dict):
             problems.append(f"{file}: gates.{level} must be a table [gates.{level}] of thresholds")
             continue
         for name, raw in table.items():
             if name not in THRESHOLDS:
-                problems.append(f"{file}: unknown key {name!r} in [gates.{level}]{_did_you_mean(name, list(THRESHOLDS))}")
+                problems.append(
+                    f"{file}: unknown key {name!r} in [gates.{level}]{_did_you_mean(name, list(THRESHOLDS))}"
+                )
                 continue
             try:
                 number = _as_float(raw)
@@ -485,8 +505,9 @@ class Resolved:
     config_source: Source
 
 
-def resolve(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-            toml_path: Path | None = None) -> Resolved:
+def resolve(
+    flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, toml_path: Path | None = None
+) -> Resolved:
     """flags > environment > TOML file > defaults. Every value of every source is checked, and every problem
     is reported at once: one ConfigError whose lines each name the file / variable / flag and the key."""
     env = os.environ if env is None else env
@@ -543,8 +564,9 @@ class SettingRow:
 _NOT_SHOWN = ("explicit", "foreground", "redo", "gates")  # bookkeeping and modes of one `start`; gates: per key
 
 
-def effective_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-                       toml_path: Path | None = None) -> list[SettingRow]:
+def effective_settings(
+    flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, toml_path: Path | None = None
+) -> list[SettingRow]:
     """The settings a command would run with, each with where it came from; RPC keys and the ClickHouse
     password redacted. Raises ConfigError (every problem) like load_settings."""
     r = resolve(flags, env, toml_path)

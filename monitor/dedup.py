@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from backfill.store.digest import KEYS, STAGING_TABLES, newest_version_variants_sql
 from backfill.errors import CommandFailed
 from backfill.store.client import Store
+from backfill.store.digest import KEYS, STAGING_TABLES, newest_version_variants_sql
 
 log = logging.getLogger("on_complete")
 
@@ -45,10 +45,16 @@ class DedupReport:
         return not any(self.duplicates_after.values()) and self.rows_after == self.final_rows
 
     def to_json(self) -> dict[str, Any]:
-        return {"block_range": list(self.block_range), "partitions": self.partitions,
-                "superseded_deleted": self.superseded_deleted, "rows_before": self.rows_before,
-                "rows_after": self.rows_after, "rows_final": self.final_rows,
-                "duplicates_after": self.duplicates_after, "clean": self.clean}
+        return {
+            "block_range": list(self.block_range),
+            "partitions": self.partitions,
+            "superseded_deleted": self.superseded_deleted,
+            "rows_before": self.rows_before,
+            "rows_after": self.rows_after,
+            "rows_final": self.final_rows,
+            "duplicates_after": self.duplicates_after,
+            "clean": self.clean,
+        }
 
 
 def block_range_of_days(store: Store, first: dt.date, last: dt.date) -> tuple[int, int]:
@@ -61,8 +67,10 @@ def block_range_of_days(store: Store, first: dt.date, last: dt.date) -> tuple[in
 def block_range_of_partitions(store: Store, partitions: list[str]) -> tuple[int, int]:
     lo, hi = None, None
     for table in STAGING_TABLES:
-        a, b, n = store.query_rows(f"SELECT min(block_number), max(block_number), count() FROM {table} "
-                                   "WHERE _partition_id IN %(p)s", {"p": partitions})[0]
+        a, b, n = store.query_rows(
+            f"SELECT min(block_number), max(block_number), count() FROM {table} WHERE _partition_id IN %(p)s",
+            {"p": partitions},
+        )[0]
         if n:
             lo = a if lo is None else min(lo, a)
             hi = b if hi is None else max(hi, b)
@@ -74,8 +82,10 @@ def block_range_of_partitions(store: Store, partitions: list[str]) -> tuple[int,
 def ambiguous_keys(store: Store, table: str, a: int, b: int) -> list[int]:
     """Blocks in [a, b] holding a key with more than one distinct row at its newest version (as the gates judge)."""
     variants = newest_version_variants_sql(table, "WHERE block_number BETWEEN %(a)s AND %(b)s")
-    return [int(r[0]) for r in store.query_rows(f"SELECT block_number FROM {variants} WHERE d > 1 LIMIT 1000",
-                                                {"a": a, "b": b})]
+    return [
+        int(r[0])
+        for r in store.query_rows(f"SELECT block_number FROM {variants} WHERE d > 1 LIMIT 1000", {"a": a, "b": b})
+    ]
 
 
 def superseded_split_sql(table: str) -> str:
@@ -83,15 +93,21 @@ def superseded_split_sql(table: str) -> str:
     partition: what OPTIMIZE … FINAL can never merge away."""
     key = KEYS[table]
     rng = "block_number BETWEEN %(a)s AND %(b)s"
-    return (f"SELECT {key}, _version FROM {table} WHERE {rng} AND ({key}) IN ("
-            f"SELECT {key} FROM {table} WHERE {rng} GROUP BY {key} HAVING uniqExact(_partition_id) > 1) "
-            f"AND ({key}, _version) NOT IN (SELECT {key}, max(_version) FROM {table} WHERE {rng} GROUP BY {key})")
+    return (
+        f"SELECT {key}, _version FROM {table} WHERE {rng} AND ({key}) IN ("
+        f"SELECT {key} FROM {table} WHERE {rng} GROUP BY {key} HAVING uniqExact(_partition_id) > 1) "
+        f"AND ({key}, _version) NOT IN (SELECT {key}, max(_version) FROM {table} WHERE {rng} GROUP BY {key})"
+    )
 
 
 def partitions_of_range(store: Store, table: str, a: int, b: int) -> list[str]:
-    return [r[0] for r in store.query_rows(
-        f"SELECT DISTINCT _partition_id FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s ORDER BY 1",
-        {"a": a, "b": b})]
+    return [
+        r[0]
+        for r in store.query_rows(
+            f"SELECT DISTINCT _partition_id FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s ORDER BY 1",
+            {"a": a, "b": b},
+        )
+    ]
 
 
 def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> DedupReport:
@@ -102,30 +118,51 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
         if bad:
             days = sorted({p.day for p in store.read_plan() for bn in bad if p.start_block <= bn <= p.end_block})
             named = ", ".join(str(d) for d in days[:10]) or "outside the plan"
-            raise DedupRefused(f"{table}: {len(bad)} key(s) have two different rows at the same newest _version "
-                               f"on day(s) {named} (first at block {min(bad)}); dedup would keep one at random. "
-                               f"Fetch those days again with `backfill start --from D1 --to D2 --redo`, then dedup")
+            raise DedupRefused(
+                f"{table}: {len(bad)} key(s) have two different rows at the same newest _version "
+                f"on day(s) {named} (first at block {min(bad)}); dedup would keep one at random. "
+                f"Fetch those days again with `backfill start --from D1 --to D2 --redo`, then dedup"
+            )
     range_where = "block_number BETWEEN %(a)s AND %(b)s"
     for table in STAGING_TABLES:
         key = KEYS[table]
-        report.rows_before[table] = int(store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", {"a": a, "b": b}))
+        report.rows_before[table] = int(
+            store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", {"a": a, "b": b})
+        )
         parts = partitions_of_range(store, table, a, b)
         losers = int(store.scalar(f"SELECT count() FROM ({superseded_split_sql(table)})", {"a": a, "b": b}))
         if losers:
-            store.command(f"DELETE FROM {table} WHERE {range_where} AND ({key}, _version) IN "
-                                 f"({superseded_split_sql(table)})", parameters={"a": a, "b": b})
+            store.command(
+                f"DELETE FROM {table} WHERE {range_where} AND ({key}, _version) IN ({superseded_split_sql(table)})",
+                parameters={"a": a, "b": b},
+            )
         report.superseded_deleted[table] = losers
         for pid in parts:
             store.command(f"OPTIMIZE TABLE {table} PARTITION ID %(p)s FINAL", parameters={"p": pid})
         report.partitions[table] = parts
-        report.rows_after[table] = int(store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", {"a": a, "b": b}))
-        report.final_rows[table] = int(store.scalar(f"SELECT count() FROM {table} FINAL WHERE {range_where}",
-                                                    {"a": a, "b": b}))
-        report.duplicates_after[table] = int(store.scalar(
-            f"SELECT count() - uniqExact(tuple({key})) FROM {table} FINAL WHERE {range_where}", {"a": a, "b": b}))
-        log.info("step=dedup table=%s blocks=%d-%d partitions=%s superseded_deleted=%d rows_before=%d rows_after=%d "
-                 "duplicates_after=%d", table, a, b, ",".join(parts) or "-", losers, report.rows_before[table],
-                 report.rows_after[table], report.duplicates_after[table])
+        report.rows_after[table] = int(
+            store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", {"a": a, "b": b})
+        )
+        report.final_rows[table] = int(
+            store.scalar(f"SELECT count() FROM {table} FINAL WHERE {range_where}", {"a": a, "b": b})
+        )
+        report.duplicates_after[table] = int(
+            store.scalar(
+                f"SELECT count() - uniqExact(tuple({key})) FROM {table} FINAL WHERE {range_where}", {"a": a, "b": b}
+            )
+        )
+        log.info(
+            "step=dedup table=%s blocks=%d-%d partitions=%s superseded_deleted=%d rows_before=%d rows_after=%d "
+            "duplicates_after=%d",
+            table,
+            a,
+            b,
+            ",".join(parts) or "-",
+            losers,
+            report.rows_before[table],
+            report.rows_after[table],
+            report.duplicates_after[table],
+        )
     if maintenance:
         for table in MAINTENANCE_TABLES:
             store.command(f"OPTIMIZE TABLE {table} FINAL")

@@ -18,17 +18,22 @@ from backfill.store.client import Store
 
 log = logging.getLogger("on_complete")
 
+
 def _flows(src: str, keys: str) -> str:
     """Every transfer as two legs: what the receiver got and what the sender gave, per `keys`."""
-    return (f"SELECT {keys}, to_address AS wallet, value AS received, toUInt256(0) AS sent, 1 AS n_in, 0 AS n_out, "
-            f"block_number FROM {src} FINAL UNION ALL "
-            f"SELECT {keys}, from_address, toUInt256(0), value, 0, 1, block_number FROM {src} FINAL")
+    return (
+        f"SELECT {keys}, to_address AS wallet, value AS received, toUInt256(0) AS sent, 1 AS n_in, 0 AS n_out, "
+        f"block_number FROM {src} FINAL UNION ALL "
+        f"SELECT {keys}, from_address, toUInt256(0), value, 0, 1, block_number FROM {src} FINAL"
+    )
 
 
 def _balances_sql(src: str, keys: str) -> str:
-    return (f"INSERT INTO {{name}} SELECT {keys}, wallet, sum(received) - sum(sent), sum(received), sum(sent), "
-            f"sum(n_in), sum(n_out), min(block_number), max(block_number) FROM ({_flows(src, keys)}) "
-            f"GROUP BY {keys}, wallet")
+    return (
+        f"INSERT INTO {{name}} SELECT {keys}, wallet, sum(received) - sum(sent), sum(received), sum(sent), "
+        f"sum(n_in), sum(n_out), min(block_number), max(block_number) FROM ({_flows(src, keys)}) "
+        f"GROUP BY {keys}, wallet"
+    )
 
 
 _BALANCE_COLUMNS = """
@@ -46,11 +51,13 @@ DERIVED: dict[str, tuple[str, str]] = {
     "erc20_balances": (
         "CREATE TABLE {name} (token_address String," + _BALANCE_COLUMNS + ") "
         "ENGINE = MergeTree ORDER BY (token_address, wallet)",
-        _balances_sql("erc20_transfers_staging", "token_address")),
+        _balances_sql("erc20_transfers_staging", "token_address"),
+    ),
     "erc1155_balances": (
         "CREATE TABLE {name} (token_address String, token_id UInt256," + _BALANCE_COLUMNS + ") "
         "ENGINE = MergeTree ORDER BY (token_address, token_id, wallet)",
-        _balances_sql("erc1155_transfers_staging", "token_address, token_id")),
+        _balances_sql("erc1155_transfers_staging", "token_address, token_id"),
+    ),
 }
 
 
@@ -59,8 +66,11 @@ class SqlStepFailed(Exception):
 
 
 def table_exists(store: Store, name: str) -> bool:
-    return bool(store.scalar("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = %(n)s",
-                             {"n": name}))
+    return bool(
+        store.scalar(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = %(n)s", {"n": name}
+        )
+    )
 
 
 def swap_in(store: Store, next_name: str, name: str) -> None:

@@ -66,8 +66,14 @@ class OnCompleteRun:
         from monitor.rebuild import RebuildFailed, RebuildStopped, run_on_complete_once
 
         try:
-            self._store = Store.connect(self.s, create=False, start_embedded=False, patience_s=None,
-                                        connect_patience_s=None, context="on_complete")
+            self._store = Store.connect(
+                self.s,
+                create=False,
+                start_embedded=False,
+                patience_s=None,
+                connect_patience_s=None,
+                context="on_complete",
+            )
             run_on_complete_once(self._store, self.s, on_step=self._on_step, should_stop=lambda: self._stop_reason)
             self.outcome = ("complete", "")
         except RebuildStopped as exc:

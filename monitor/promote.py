@@ -21,18 +21,20 @@ from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from backfill.store import schema
 from backfill.ctrl_c import finished_first
 from backfill.errors import CommandFailed, ConfigError
 from backfill.settings import Settings
+from backfill.store import schema
 from backfill.store.client import Store, now_utc
 
 # A child of the rebuild's logger: lines reach on-complete.log when the rebuild promotes, promote.log always.
 log = logging.getLogger("on_complete.promote")
 
 UTC = dt.UTC
-PRODUCTION: dict[str, str] = {"erc20_transfers_staging": "erc20_transfers",
-                              "erc1155_transfers_staging": "erc1155_transfers"}
+PRODUCTION: dict[str, str] = {
+    "erc20_transfers_staging": "erc20_transfers",
+    "erc1155_transfers_staging": "erc1155_transfers",
+}
 # INSERT … SELECT of a multi-year table touches more monthly partitions than the default limit of 100.
 COPY_SETTINGS = {"max_partitions_per_insert_block": 0}
 
@@ -108,8 +110,13 @@ class RollbackPlan:
     reason: str = ""
 
 
-def plan_rollback(last_action: str | None, backup: str, expected: tuple[int, str] | None,
-                  old: tuple[int, str] | None, backup_exists: bool) -> RollbackPlan:
+def plan_rollback(
+    last_action: str | None,
+    backup: str,
+    expected: tuple[int, str] | None,
+    old: tuple[int, str] | None,
+    backup_exists: bool,
+) -> RollbackPlan:
     """How to put back the production that the last promotion replaced.
 
     last_action: the newest successful 'promote' / 'rollback' recorded for the table (None: never promoted);
@@ -127,11 +134,13 @@ def plan_rollback(last_action: str | None, backup: str, expected: tuple[int, str
         return RollbackPlan("exchange")
     if backup_exists:
         return RollbackPlan("restore", "_old missing" if old is None else "_old differs from the backup")
-    return RollbackPlan("impossible", f"{backup} was pruned and the _old table "
-                                      f"{'is missing' if old is None else 'differs from it'}")
+    return RollbackPlan(
+        "impossible", f"{backup} was pruned and the _old table {'is missing' if old is None else 'differs from it'}"
+    )
 
 
 # -- records -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TableResult:
@@ -151,23 +160,39 @@ class PromotionReport:
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
-        return [f"{self.action} table={t.production} source={t.source} method={t.method} rows={t.rows} "
-                f"checksum={t.checksum}" + (f" backup={t.backup}" if t.backup else "") for t in self.tables]
+        return [
+            f"{self.action} table={t.production} source={t.source} method={t.method} rows={t.rows} "
+            f"checksum={t.checksum}" + (f" backup={t.backup}" if t.backup else "")
+            for t in self.tables
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the rebuild puts it in its snapshot)."""
-        return {"action": self.action, "at": self.at.isoformat(), "seconds": round(self.seconds, 3),
-                "tables": [asdict(t) for t in self.tables]}
+        return {
+            "action": self.action,
+            "at": self.at.isoformat(),
+            "seconds": round(self.seconds, 3),
+            "tables": [asdict(t) for t in self.tables],
+        }
 
 
 def record(store: Store, action: str, table: str, other: str, rows: int, checksum: str, detail: str) -> None:
-    store.insert("backfill_promotions", [(now_utc(), action, table, other, rows, checksum, detail)],
-                 schema.PROMOTION_COLUMNS)
-    log.info("event=recorded action=%s table=%s other=%s rows=%d checksum=%s %s", action, table or "-",
-             other or "-", rows, checksum or "-", detail)
+    store.insert(
+        "backfill_promotions", [(now_utc(), action, table, other, rows, checksum, detail)], schema.PROMOTION_COLUMNS
+    )
+    log.info(
+        "event=recorded action=%s table=%s other=%s rows=%d checksum=%s %s",
+        action,
+        table or "-",
+        other or "-",
+        rows,
+        checksum or "-",
+        detail,
+    )
 
 
 # -- store helpers -------------------------------------------------------------------------------------
+
 
 def _tables(store: Store) -> set[str]:
     return {r[0] for r in store.query_rows("SELECT name FROM system.tables WHERE database = currentDatabase()")}
@@ -176,13 +201,19 @@ def _tables(store: Store) -> set[str]:
 def checksum(store: Store, table: str, final: bool = False) -> tuple[int, str]:
     """(rows, checksum): the checksum is the sum of every row's cityHash64 over all columns, so it ignores
     order, changes with any value or _version, and a duplicated row changes it."""
-    cols = [r[0] for r in store.query_rows(
-        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(t)s ORDER BY position",
-        {"t": table})]
+    cols = [
+        r[0]
+        for r in store.query_rows(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(t)s ORDER BY position",
+            {"t": table},
+        )
+    ]
     if not cols:
         raise PromotionFailed(f"table {table} does not exist")
-    n, h = store.query_rows(f"SELECT count(), sum(toUInt128(cityHash64({', '.join(f'`{c}`' for c in cols)}))) "
-                            f"FROM `{table}`{' FINAL' if final else ''}")[0]
+    n, h = store.query_rows(
+        f"SELECT count(), sum(toUInt128(cityHash64({', '.join(f'`{c}`' for c in cols)}))) "
+        f"FROM `{table}`{' FINAL' if final else ''}"
+    )[0]
     return int(n), f"{int(h or 0):032x}"
 
 
@@ -201,8 +232,10 @@ def _copy(store: Store, source: str, dest: str, *, like: str, final: bool) -> tu
     _command(store, f"INSERT INTO `{dest}` SELECT * FROM `{source}`{' FINAL' if final else ''}", **COPY_SETTINGS)
     got = checksum(store, dest)
     if got != expected:
-        raise PromotionFailed(f"{dest} does not equal {source}{' FINAL' if final else ''}: rows {got[0]} vs "
-                              f"{expected[0]}, checksum {got[1]} vs {expected[1]}")
+        raise PromotionFailed(
+            f"{dest} does not equal {source}{' FINAL' if final else ''}: rows {got[0]} vs "
+            f"{expected[0]}, checksum {got[1]} vs {expected[1]}"
+        )
     log.info("event=verified table=%s source=%s final=%d rows=%d checksum=%s", dest, source, final, *got)
     return got
 
@@ -282,6 +315,7 @@ def exclusive(settings: Settings) -> Iterator[None]:
 
 # -- promote -------------------------------------------------------------------------------------------
 
+
 def promote(store: Store, settings: Settings) -> PromotionReport:
     """Back up production, build `<prod>_next` from staging FINAL, swap, verify. Raises PromotionFailed at the
     first failure; before the swap production is left as it was."""
@@ -305,7 +339,9 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
                     table, name = prod, backup_name(prod, at)
                     rows, summ = _copy(store, prod, name, like=prod, final=False)
                     backups[prod] = (name, rows, summ)
-                    record(store, "backup", name, prod, rows, summ, f"status=ok verified=rows+checksum at={at.isoformat()}")
+                    record(
+                        store, "backup", name, prod, rows, summ, f"status=ok verified=rows+checksum at={at.isoformat()}"
+                    )
             step = "next"
             for staging, prod in PRODUCTION.items():  # b) production-to-be from staging FINAL
                 table = f"{prod}_next"
@@ -317,8 +353,9 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
             msg = f"step={step} table={table} error={_reason(exc)}"
             log.error("event=promote_failed %s action=stop production=untouched", msg)
             record(store, "promote", table, "", 0, "", f"status=failed {msg} production=untouched")
-            raise PromotionFailed(f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; "
-                                  f"production untouched") from None
+            raise PromotionFailed(
+                f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; production untouched"
+            ) from None
         with finished_first("the swap of production"):  # c) swap, d) verify: a Ctrl-C waits for every table
             for staging, prod in PRODUCTION.items():
                 name = backups.get(prod, ("", 0, ""))[0]
@@ -327,23 +364,40 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
                 except ClickHouseError as exc:
                     done = ", ".join(t.production for t in report.tables) or "none"
                     record(store, "promote", prod, name, 0, "", f"status=failed step=swap error={_reason(exc)}")
-                    raise PromotionFailed(f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; "
-                                          f"see promote.log") from None
+                    raise PromotionFailed(
+                        f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; see promote.log"
+                    ) from None
                 got = _verify_recorded(
-                    store, "promote", prod, name, nexts[prod],
+                    store,
+                    "promote",
+                    prod,
+                    name,
+                    nexts[prod],
                     f"swap={method} staging={staging} old={prod + '_old' if prod in existing else '-'} "
                     f"staging_final_rows={nexts[prod][0]} staging_final_checksum={nexts[prod][1]}",
                     "after the swap does not equal staging FINAL",
-                    "; `backfill rollback` restores the previous production")
+                    "; `backfill rollback` restores the previous production",
+                )
                 report.tables.append(TableResult(prod, staging, got[0], got[1], method, name))
         report.seconds = time.monotonic() - t0
-        log.info("event=promote_done seconds=%.3f %s", report.seconds,
-                 " ".join(f"{t.production}={t.rows}" for t in report.tables))
+        log.info(
+            "event=promote_done seconds=%.3f %s",
+            report.seconds,
+            " ".join(f"{t.production}={t.rows}" for t in report.tables),
+        )
         return report
 
 
-def _verify_recorded(store: Store, action: str, prod: str, other: str, expected: tuple[int, str] | None,
-                     detail: str, mismatch: str, hint: str = "") -> tuple[int, str]:
+def _verify_recorded(
+    store: Store,
+    action: str,
+    prod: str,
+    other: str,
+    expected: tuple[int, str] | None,
+    detail: str,
+    mismatch: str,
+    hint: str = "",
+) -> tuple[int, str]:
     """Production's rows and checksum after a swap, recorded (ok / unverified); PromotionFailed when they
     differ from what was expected."""
     got = checksum(store, prod)
@@ -356,17 +410,21 @@ def _verify_recorded(store: Store, action: str, prod: str, other: str, expected:
 
 # -- rollback ------------------------------------------------------------------------------------------
 
+
 def _last_swaps(store: Store) -> dict[str, tuple[str, str]]:
     """production -> (action, other_table) of its newest promote/rollback that swapped tables."""
     rows = store.query_rows(
         "SELECT table_name, argMax(action, at), argMax(other_table, at) FROM backfill_promotions "
-        "WHERE action IN ('promote', 'rollback') AND NOT startsWith(detail, 'status=failed') GROUP BY table_name")
+        "WHERE action IN ('promote', 'rollback') AND NOT startsWith(detail, 'status=failed') GROUP BY table_name"
+    )
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def _recorded_backups(store: Store) -> dict[str, tuple[int, str, dt.datetime]]:
-    rows = store.query_rows("SELECT table_name, argMax(rows, at), argMax(checksum, at), max(at) FROM backfill_promotions "
-                            "WHERE action = 'backup' AND startsWith(detail, 'status=ok') GROUP BY table_name")
+    rows = store.query_rows(
+        "SELECT table_name, argMax(rows, at), argMax(checksum, at), max(at) FROM backfill_promotions "
+        "WHERE action = 'backup' AND startsWith(detail, 'status=ok') GROUP BY table_name"
+    )
     return {r[0]: (int(r[1]), str(r[2]), r[3]) for r in rows}
 
 
@@ -384,8 +442,14 @@ def rollback(store: Store, settings: Settings) -> PromotionReport:
             old = checksum(store, f"{prod}_old") if f"{prod}_old" in existing else None
             plan = plan_rollback(action, backup, expected, old, backup in existing)
             plans[prod] = (plan, backup, expected)
-            log.info("event=rollback_plan table=%s last=%s backup=%s plan=%s reason=%r", prod, action or "-",
-                     backup or "-", plan.kind, plan.reason)
+            log.info(
+                "event=rollback_plan table=%s last=%s backup=%s plan=%s reason=%r",
+                prod,
+                action or "-",
+                backup or "-",
+                plan.kind,
+                plan.reason,
+            )
         impossible = [f"{p}: {pl.reason}" for p, (pl, _, _) in plans.items() if pl.kind == "impossible"]
         if impossible:
             raise PromotionFailed("cannot roll back, nothing changed: " + "; ".join(impossible))
@@ -405,34 +469,55 @@ def rollback(store: Store, settings: Settings) -> PromotionReport:
                         _swap_in(store, prod, f"{prod}_next", prod in existing)
                 except (ClickHouseError, PromotionFailed) as exc:
                     done = ", ".join(t.production for t in report.tables) or "none"
-                    record(store, "rollback", prod, backup, 0, "",
-                           f"status=failed plan={plan.kind} error={_reason(exc)}")
-                    raise PromotionFailed(f"rollback of {prod} failed ({plan.kind}): {_reason(exc)}; "
-                                          f"already rolled back: {done}") from None
-                got = _verify_recorded(store, "rollback", prod, backup, expected,
-                                       f"method={method} source={source} now_old={prod}_old",
-                                       f"after the rollback does not equal backup {backup}")
+                    record(
+                        store, "rollback", prod, backup, 0, "", f"status=failed plan={plan.kind} error={_reason(exc)}"
+                    )
+                    raise PromotionFailed(
+                        f"rollback of {prod} failed ({plan.kind}): {_reason(exc)}; already rolled back: {done}"
+                    ) from None
+                got = _verify_recorded(
+                    store,
+                    "rollback",
+                    prod,
+                    backup,
+                    expected,
+                    f"method={method} source={source} now_old={prod}_old",
+                    f"after the rollback does not equal backup {backup}",
+                )
                 report.tables.append(TableResult(prod, source, got[0], got[1], method, backup))
         report.seconds = time.monotonic() - t0
-        log.info("event=rollback_done seconds=%.3f %s", report.seconds,
-                 " ".join(f"{t.production}={t.rows}" for t in report.tables))
+        log.info(
+            "event=rollback_done seconds=%.3f %s",
+            report.seconds,
+            " ".join(f"{t.production}={t.rows}" for t in report.tables),
+        )
         return report
 
 
 # -- backups -------------------------------------------------------------------------------------------
 
+
 def list_backups(store: Store) -> list[Backup]:
     """Every backup table there is, oldest first, with its verified rows and checksum when recorded."""
     recorded = _recorded_backups(store)
     out = []
-    for name, total_rows in store.query_rows("SELECT name, total_rows FROM system.tables "
-                                             "WHERE database = currentDatabase() AND name LIKE '%\\_backup\\_%'"):
+    for name, total_rows in store.query_rows(
+        "SELECT name, total_rows FROM system.tables WHERE database = currentDatabase() AND name LIKE '%\\_backup\\_%'"
+    ):
         parsed = parse_backup_name(name)
         if parsed is None:
             continue
         rec = recorded.get(name)
-        out.append(Backup(name, parsed[0], parsed[1], rec[0] if rec else (int(total_rows) if total_rows is not None else None),
-                          rec[1] if rec else None, rec is not None))
+        out.append(
+            Backup(
+                name,
+                parsed[0],
+                parsed[1],
+                rec[0] if rec else (int(total_rows) if total_rows is not None else None),
+                rec[1] if rec else None,
+                rec is not None,
+            )
+        )
     return sorted(out, key=lambda b: (b.created, b.table))
 
 
@@ -442,8 +527,14 @@ def prune_backups(store: Store, older_than: dt.timedelta, now: dt.datetime | Non
     dropped = choose_prune(list_backups(store), older_than, now)
     for b in dropped:
         _command(store, f"DROP TABLE IF EXISTS `{b.table}` SYNC")
-        record(store, "prune", b.table, b.production, b.rows or 0, b.checksum or "",
-               f"status=ok older_than_s={older_than.total_seconds():.0f} "
-               f"age_s={(now - b.created).total_seconds():.0f}")
+        record(
+            store,
+            "prune",
+            b.table,
+            b.production,
+            b.rows or 0,
+            b.checksum or "",
+            f"status=ok older_than_s={older_than.total_seconds():.0f} age_s={(now - b.created).total_seconds():.0f}",
+        )
     log.info("event=prune_done older_than_s=%.0f dropped=%d", older_than.total_seconds(), len(dropped))
     return dropped

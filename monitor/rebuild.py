@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from backfill.store.digest import STAGING_TABLES
 from backfill.settings import Settings
 from backfill.store.client import Store
+from backfill.store.digest import STAGING_TABLES
 
 log = logging.getLogger("on_complete")
 
@@ -39,8 +39,9 @@ class RebuildFailed(Exception):
 
 def _file_logger(settings: Settings) -> logging.Handler:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(settings.log_dir / "on-complete.log", maxBytes=10 << 20,
-                                                   backupCount=3)
+    handler = logging.handlers.RotatingFileHandler(
+        settings.log_dir / "on-complete.log", maxBytes=10 << 20, backupCount=3
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -50,15 +51,20 @@ def _file_logger(settings: Settings) -> logging.Handler:
 def fingerprint(store: Store) -> str:
     """What 'the run is complete' means now: the days, their counts and their last checkpoint. New days or a
     redo change it, so the rebuild runs again."""
-    row = store.query_rows("SELECT count(), max(day_idx), sum(erc20_count), sum(erc1155_count), "
-                           "countIf(status = 'COMPLETE'), max(updated_at) FROM backfill_checkpoint FINAL")[0]
+    row = store.query_rows(
+        "SELECT count(), max(day_idx), sum(erc20_count), sum(erc1155_count), "
+        "countIf(status = 'COMPLETE'), max(updated_at) FROM backfill_checkpoint FINAL"
+    )[0]
     return ":".join(str(v) for v in row)
 
 
 def empty_days(store: Store) -> list[int]:
     """COMPLETE days without a single transfer: the audit recounts every one of them."""
-    return sorted(d for d, cp in store.checkpoints().items()
-                  if cp["status"] == "COMPLETE" and int(cp["erc20_count"]) + int(cp["erc1155_count"]) == 0)
+    return sorted(
+        d
+        for d, cp in store.checkpoints().items()
+        if cp["status"] == "COMPLETE" and int(cp["erc20_count"]) + int(cp["erc1155_count"]) == 0
+    )
 
 
 def step_dedup(store: Store, report: dict[str, Any]) -> None:
@@ -67,8 +73,11 @@ def step_dedup(store: Store, report: dict[str, Any]) -> None:
     result = dedup_range(store, *full_range(store))
     report["dedup"] = result.to_json()
     if not result.clean:
-        raise RebuildFailed("dedup", f"rows still duplicated after OPTIMIZE FINAL: {result.duplicates_after}, "
-                                     f"raw {result.rows_after} vs final {result.final_rows}")
+        raise RebuildFailed(
+            "dedup",
+            f"rows still duplicated after OPTIMIZE FINAL: {result.duplicates_after}, "
+            f"raw {result.rows_after} vs final {result.final_rows}",
+        )
 
 
 def step_fingerprints(store: Store, report: dict[str, Any]) -> None:
@@ -98,8 +107,11 @@ def step_gates(store: Store, settings: Settings, report: dict[str, Any]) -> None
         log.info("step=gates %s", line)
     if not result.passed:
         failed = result.failed_days()
-        raise RebuildFailed("gates", "strict gates failed: " + "; ".join(
-            f"{gate} on {_days(store, days) or 'the whole run'}" for gate, days in failed.items()))
+        raise RebuildFailed(
+            "gates",
+            "strict gates failed: "
+            + "; ".join(f"{gate} on {_days(store, days) or 'the whole run'}" for gate, days in failed.items()),
+        )
 
 
 def step_derived(store: Store, settings: Settings, report: dict[str, Any]) -> None:
@@ -124,16 +136,33 @@ def _days(store: Store, days: list[int]) -> str:
 
 
 def step_snapshot(store: Store, settings: Settings, report: dict[str, Any]) -> Path:
-    days = store.query_rows("SELECT day_idx, day, start_block, end_block, status, erc20_count, erc1155_count, "
-                            "quarantined_count, skipped_count FROM backfill_progress ORDER BY day_idx")
+    days = store.query_rows(
+        "SELECT day_idx, day, start_block, end_block, status, erc20_count, erc1155_count, "
+        "quarantined_count, skipped_count FROM backfill_progress ORDER BY day_idx"
+    )
     report["days"] = {
-        "total": len(days), "complete": sum(1 for d in days if d[4] == "COMPLETE"),
-        "first": str(days[0][1]) if days else None, "last": str(days[-1][1]) if days else None,
-        "per_day": [{"day_idx": d[0], "day": str(d[1]), "blocks": [d[2], d[3]], "status": d[4], "erc20": d[5],
-                     "erc1155": d[6], "quarantined": d[7], "skipped_erc721": d[8]} for d in days],
+        "total": len(days),
+        "complete": sum(1 for d in days if d[4] == "COMPLETE"),
+        "first": str(days[0][1]) if days else None,
+        "last": str(days[-1][1]) if days else None,
+        "per_day": [
+            {
+                "day_idx": d[0],
+                "day": str(d[1]),
+                "blocks": [d[2], d[3]],
+                "status": d[4],
+                "erc20": d[5],
+                "erc1155": d[6],
+                "quarantined": d[7],
+                "skipped_erc721": d[8],
+            }
+            for d in days
+        ],
     }
-    report["rows"] = {t: int(store.scalar(f"SELECT count() FROM {t} FINAL") or 0)
-                      for t in [*STAGING_TABLES, "transfer_quarantine", "block_timestamps"]}
+    report["rows"] = {
+        t: int(store.scalar(f"SELECT count() FROM {t} FINAL") or 0)
+        for t in [*STAGING_TABLES, "transfer_quarantine", "block_timestamps"]
+    }
     report["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -143,16 +172,25 @@ def step_snapshot(store: Store, settings: Settings, report: dict[str, Any]) -> P
     return path
 
 
-def run_on_complete(store: Store, settings: Settings, *, promote: bool | None = None,
-                    on_step: Callable[[str | None], None] | None = None,
-                    should_stop: Callable[[], str | None] | None = None) -> dict[str, Any]:
+def run_on_complete(
+    store: Store,
+    settings: Settings,
+    *,
+    promote: bool | None = None,
+    on_step: Callable[[str | None], None] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
+) -> dict[str, Any]:
     """Run the pipeline; each step logged with its duration; the first failure stops it (RebuildFailed), after
     the snapshot records how far it got. promote=None follows settings.auto_promote. on_step(name) is told
     each step as it starts; should_stop() -> a reason stops the pipeline before the next step
     (RebuildStopped; nothing is promoted, the next completion runs it again)."""
     promote = settings.auto_promote if promote is None else promote
-    report: dict[str, Any] = {"started_at": dt.datetime.now(dt.timezone.utc).isoformat(), "status": "running",
-                              "durations_s": {}, "promote": promote}
+    report: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "status": "running",
+        "durations_s": {},
+        "promote": promote,
+    }
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("dedup", lambda: step_dedup(store, report)),
         ("fingerprints", lambda: step_fingerprints(store, report)),
@@ -183,8 +221,12 @@ def run_on_complete(store: Store, settings: Settings, *, promote: bool | None = 
             failure = RebuildFailed(name, text)
         report["durations_s"][name] = round(time.monotonic() - t0, 3)
         if failure:
-            log.error("step=%s event=failed seconds=%.3f error=%r action=stop_pipeline production=unchanged",
-                      name, report["durations_s"][name], failure.message[:500])
+            log.error(
+                "step=%s event=failed seconds=%.3f error=%r action=stop_pipeline production=unchanged",
+                name,
+                report["durations_s"][name],
+                failure.message[:500],
+            )
             break
         log.info("step=%s event=done seconds=%.3f", name, report["durations_s"][name])
     if on_step:
@@ -217,8 +259,13 @@ def run_on_complete_once(store: Store, settings: Settings, **hooks: Any) -> dict
         handler.close()
 
 
-def run_by_hand(store: Store, settings: Settings, *, promote: bool | None = None,
-                on_step: Callable[[str | None], None] | None = None) -> dict[str, Any]:
+def run_by_hand(
+    store: Store,
+    settings: Settings,
+    *,
+    promote: bool | None = None,
+    on_step: Callable[[str | None], None] | None = None,
+) -> dict[str, Any]:
     """`backfill rebuild`: the same pipeline, whatever was rebuilt before (on_step as for run_on_complete)."""
     handler = _file_logger(settings)
     try:

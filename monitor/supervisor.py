@@ -27,11 +27,11 @@ from typing import Any, Callable
 
 import psutil
 
+from backfill import control
 from backfill.settings import Settings, load_settings
 from backfill.store.client import Store, StoreOutage
-from backfill import control
-from monitor.on_complete import OnCompleteRun
 from monitor.backoff import restart_delay
+from monitor.on_complete import OnCompleteRun
 from workers import exitcodes
 
 log = logging.getLogger("monitor")
@@ -104,10 +104,15 @@ class Supervisor:
                 for name in names:
                     setattr(self, name, True)
                 self.wake()
+
             return handler
 
-        for sig, names in ((signal.SIGTERM, ("stopping",)), (signal.SIGINT, ("stopping", "interrupted")),
-                           (signal.SIGHUP, ("reload",)), (signal.SIGCHLD, ())):
+        for sig, names in (
+            (signal.SIGTERM, ("stopping",)),
+            (signal.SIGINT, ("stopping", "interrupted")),
+            (signal.SIGHUP, ("reload",)),
+            (signal.SIGCHLD, ()),
+        ):
             self._old_handlers[sig] = signal.signal(sig, flag(*names))
 
     def restore_signals(self) -> None:
@@ -181,9 +186,12 @@ class Supervisor:
             while not self.rebuild.join(self.s.stall_grace_s + 30) and self.rebuild.step == "promote":
                 log.info("event=stop_waits_for_promotion")
             if self.rebuild.alive():
-                log.warning("event=rebuild_abandoned step=%s reason='stop requested' production=unchanged",
-                            self.rebuild.step)
-            self.message = "the on-complete rebuild stopped before its end (stop requested); `backfill start` runs it again"
+                log.warning(
+                    "event=rebuild_abandoned step=%s reason='stop requested' production=unchanged", self.rebuild.step
+                )
+            self.message = (
+                "the on-complete rebuild stopped before its end (stop requested); `backfill start` runs it again"
+            )
         self.stop_all("stop requested")
         self.phase = "stopped"
         return self.phase
@@ -214,14 +222,32 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"worker-{slot.shard_id}.stderr", "ab") as err:
             slot.proc = subprocess.Popen(
-                [sys.executable, "-m", "workers.worker", "--shard", str(slot.shard_id), "--shards", str(slot.shards),
-                 "--parent", str(os.getpid())],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                [
+                    sys.executable,
+                    "-m",
+                    "workers.worker",
+                    "--shard",
+                    str(slot.shard_id),
+                    "--shards",
+                    str(slot.shards),
+                    "--parent",
+                    str(os.getpid()),
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         slot.started_at = time.time()
         slot.stopping_since = None
         slot.stall_reason = None
-        log.info("worker=%d pid=%d event=spawn shards=%d restarts=%d", slot.shard_id, slot.proc.pid, slot.shards,
-                 slot.restarts)
+        log.info(
+            "worker=%d pid=%d event=spawn shards=%d restarts=%d",
+            slot.shard_id,
+            slot.proc.pid,
+            slot.shards,
+            slot.restarts,
+        )
 
     def reap(self) -> None:
         for slot in list(self.slots.values()):
@@ -243,8 +269,11 @@ class Supervisor:
                 log.info("worker=%d pid=%d event=exit code=0 status=no_days_left", slot.shard_id, pid)
             elif code in exitcodes.HALT_FLEET:
                 self.stop_all("halt")
-                raise FleetHalted(f"worker {slot.shard_id} stopped the run (exit {code}); see "
-                                  f"{self.log_dir / f'worker-{slot.shard_id}.log'}", code)
+                raise FleetHalted(
+                    f"worker {slot.shard_id} stopped the run (exit {code}); see "
+                    f"{self.log_dir / f'worker-{slot.shard_id}.log'}",
+                    code,
+                )
             else:
                 if code < 0:  # killed by a signal we did not send (OOM killer, operator): blame its day
                     self.blame(slot, pid, f"worker killed by signal {-code}")
@@ -256,23 +285,33 @@ class Supervisor:
         slot.quick_crashes = slot.quick_crashes + 1 if quick else 0
         if slot.quick_crashes >= MAX_QUICK_CRASHES:
             self.stop_all("crash loop")
-            raise FleetHalted(f"worker {slot.shard_id} crashed {slot.quick_crashes} times in a row within {QUICK_S:g}s "
-                              f"of starting; last: {why}; see {self.log_dir / f'worker-{slot.shard_id}.log'}")
+            raise FleetHalted(
+                f"worker {slot.shard_id} crashed {slot.quick_crashes} times in a row within {QUICK_S:g}s "
+                f"of starting; last: {why}; see {self.log_dir / f'worker-{slot.shard_id}.log'}"
+            )
         if slot.restarts > self.s.restart_budget:
             self.stop_all("restart budget exhausted")
-            raise FleetHalted(f"worker {slot.shard_id} restarted {slot.restarts - 1} times; last: {why}; see "
-                              f"{self.log_dir / f'worker-{slot.shard_id}.log'}")
+            raise FleetHalted(
+                f"worker {slot.shard_id} restarted {slot.restarts - 1} times; last: {why}; see "
+                f"{self.log_dir / f'worker-{slot.shard_id}.log'}"
+            )
         delay = restart_delay(slot.restarts)
         slot.next_start = time.monotonic() + delay
-        log.warning("worker=%d event=exit reason=%r action=restart in_s=%.1f restarts=%d", slot.shard_id, why, delay,
-                    slot.restarts)
+        log.warning(
+            "worker=%d event=exit reason=%r action=restart in_s=%.1f restarts=%d",
+            slot.shard_id,
+            why,
+            delay,
+            slot.restarts,
+        )
 
     def blame(self, slot: Slot, pid: int, reason: str) -> None:
         try:
             self.blame_day(slot, pid, reason)
         except StoreOutage:  # the day's failure cannot be written now; the restarted worker resumes it anyway
-            log.warning("worker=%d pid=%d event=blame_skipped reason=store_unreachable error=%r", slot.shard_id, pid,
-                        reason)
+            log.warning(
+                "worker=%d pid=%d event=blame_skipped reason=store_unreachable error=%r", slot.shard_id, pid, reason
+            )
 
     def blame_day(self, slot: Slot, pid: int, reason: str) -> None:
         """A worker that died or stalled counts as one failure of the day it was on (FAILED at the limit)."""
@@ -285,9 +324,19 @@ class Supervisor:
             plan = {p.day_idx: p for p in self.store.read_plan()}.get(day_idx)
             if plan is None:
                 return
-            self.store.write_checkpoint(day_idx=day_idx, status="RUNNING", next_block=plan.start_block, erc20_count=0,
-                                        erc1155_count=0, quarantined_count=0, skipped_count=0, worker_id=slot.shard_id,
-                                        shards=slot.shards, attempts=1, failures=0)
+            self.store.write_checkpoint(
+                day_idx=day_idx,
+                status="RUNNING",
+                next_block=plan.start_block,
+                erc20_count=0,
+                erc1155_count=0,
+                quarantined_count=0,
+                skipped_count=0,
+                worker_id=slot.shard_id,
+                shards=slot.shards,
+                attempts=1,
+                failures=0,
+            )
             cp = self.store.checkpoints()[day_idx]
         if cp["status"] == "COMPLETE":
             return
@@ -295,13 +344,23 @@ class Supervisor:
         status = "FAILED" if failures >= self.s.max_day_attempts else cp["status"]
         self.store.update_checkpoint(day_idx, failures=failures, status=status, error=reason[:500])
         level = logging.ERROR if status == "FAILED" else logging.WARNING
-        log.log(level, "worker=%d day=%d event=day_error failures=%d/%d status=%s error=%r", slot.shard_id, day_idx,
-                failures, self.s.max_day_attempts, status, reason)
+        log.log(
+            level,
+            "worker=%d day=%d event=day_error failures=%d/%d status=%s error=%r",
+            slot.shard_id,
+            day_idx,
+            failures,
+            self.s.max_day_attempts,
+            status,
+            reason,
+        )
 
     def heartbeats(self) -> dict[int, dict[str, Any]]:
         rows = self.store.named_rows(
             "SELECT worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL "
-            "WHERE host = %(h)s", {"h": self.host})
+            "WHERE host = %(h)s",
+            {"h": self.host},
+        )
         return {int(r["worker_id"]): r for r in rows}
 
     def check_stalls(self) -> None:
@@ -315,8 +374,12 @@ class Supervisor:
                 continue
             if slot.stopping_since is not None:
                 if time.monotonic() - slot.stopping_since > self.s.stall_grace_s:
-                    log.error("worker=%d pid=%d event=kill reason=no_exit_after_term grace_s=%s", slot.shard_id,
-                              slot.proc.pid, self.s.stall_grace_s)
+                    log.error(
+                        "worker=%d pid=%d event=kill reason=no_exit_after_term grace_s=%s",
+                        slot.shard_id,
+                        slot.proc.pid,
+                        self.s.stall_grace_s,
+                    )
                     slot.proc.kill()
                     slot.stopping_since = time.monotonic() + 3600  # killed: do not kill again
                 continue
@@ -339,8 +402,15 @@ class Supervisor:
                 stopped = False
             day = int(hb["day_idx"]) if hb and int(hb["pid"]) == slot.proc.pid else -1
             slot.stall_reason = f"no heartbeat for {age:.0f}s (limit {limit:g}s)"
-            log.warning("worker=%d pid=%d day=%d stalled=%.0fs limit=%gs process=%s action=restart", slot.shard_id,
-                        slot.proc.pid, day, age, limit, "stopped" if stopped else "running")
+            log.warning(
+                "worker=%d pid=%d day=%d stalled=%.0fs limit=%gs process=%s action=restart",
+                slot.shard_id,
+                slot.proc.pid,
+                day,
+                age,
+                limit,
+                "stopped" if stopped else "running",
+            )
             if stopped:  # a stopped process cannot exit gracefully: KILL at once
                 slot.proc.kill()
                 slot.stopping_since = time.monotonic() + 3600
@@ -364,8 +434,11 @@ class Supervisor:
         try:
             url = embedded.ensure_server(self.s.data_dir, timeout_s=60)
         except Exception as exc:  # noqa: BLE001 - logged with what happens next; the next round tries again
-            log.error("event=store_server_restart_failed error=%r action=retry_in_s=5 log=%s", str(exc)[:300],
-                      self.log_dir / "store.log")
+            log.error(
+                "event=store_server_restart_failed error=%r action=retry_in_s=5 log=%s",
+                str(exc)[:300],
+                self.log_dir / "store.log",
+            )
             self.last_store_check = time.monotonic() + 5
             return
         log.info("event=store_server_restarted url=%s seconds=%.1f", url, time.monotonic() - t0)
@@ -443,8 +516,7 @@ class Supervisor:
         interval = self.s.gates_interval_s
         if interval and now - self.last_gates >= interval and not (self.gates_thread and self.gates_thread.is_alive()):
             self.last_gates = now
-            self.gates_thread = threading.Thread(target=run_relaxed_gates, args=(self.s,), daemon=True,
-                                                 name="gates")
+            self.gates_thread = threading.Thread(target=run_relaxed_gates, args=(self.s,), daemon=True, name="gates")
             self.gates_thread.start()
 
     # -- the end ---------------------------------------------------------------------------
@@ -482,10 +554,15 @@ class Supervisor:
             if not self.may_exit():
                 return None
             self.phase = "finished_with_failures"
-            self.message = (f"{tally['failed']} of {tally['days']} days FAILED: `backfill retry-failed`, then "
-                            "`backfill start`")
-            log.error("event=finished days=%d complete=%d failed=%d next='backfill retry-failed, then backfill start'",
-                      tally["days"], tally["complete"], tally["failed"])
+            self.message = (
+                f"{tally['failed']} of {tally['days']} days FAILED: `backfill retry-failed`, then `backfill start`"
+            )
+            log.error(
+                "event=finished days=%d complete=%d failed=%d next='backfill retry-failed, then backfill start'",
+                tally["days"],
+                tally["complete"],
+                tally["failed"],
+            )
             return self.phase
         if not self.s.on_complete:
             if not self.may_exit():
@@ -527,25 +604,44 @@ class Supervisor:
             self.message = f"the on-complete rebuild stopped before its end ({text}); `backfill start` runs it again"
         else:
             self.phase = "rebuild_failed"
-            self.message = (f"the on-complete rebuild stopped at {text}; production is unchanged. See "
-                            f"{self.log_dir / 'on-complete.log'}; fix, then `backfill rebuild`")
+            self.message = (
+                f"the on-complete rebuild stopped at {text}; production is unchanged. See "
+                f"{self.log_dir / 'on-complete.log'}; fix, then `backfill rebuild`"
+            )
             log.error("event=rebuild_failed error=%r action=stopped_before_promotion", text[:300])
         return self.phase
 
     def write_state(self, ended: bool = False) -> None:
-        control.write_json_atomic(control.state_path(self.log_dir), {
-            "pid": os.getpid(), "phase": self.phase, "wanted_shards": self.wanted, "started_at": self.started,
-            "updated_at": time.time(), "message": self.message, "ended_at": time.time() if ended else None,
-            "stopped_by": ("SIGINT" if self.interrupted else "SIGTERM") if self.phase == "stopped" and self.stopping
-            else None,
-            "rebuild_step": self.rebuild.step if self.rebuild is not None else None,
-            "store": self.store.outage.state(),
-            "workers": [{"shard_id": s.shard_id, "shards": s.shards, "pid": s.proc.pid if s.proc else None,
-                         "restarts": s.restarts, "done": s.done,
-                         "state": "stopping" if s.stopping_since is not None else
-                                  ("running" if s.proc else ("done" if s.done else "waiting"))}
-                        for s in sorted(self.slots.values(), key=lambda s: s.shard_id)],
-        })
+        control.write_json_atomic(
+            control.state_path(self.log_dir),
+            {
+                "pid": os.getpid(),
+                "phase": self.phase,
+                "wanted_shards": self.wanted,
+                "started_at": self.started,
+                "updated_at": time.time(),
+                "message": self.message,
+                "ended_at": time.time() if ended else None,
+                "stopped_by": ("SIGINT" if self.interrupted else "SIGTERM")
+                if self.phase == "stopped" and self.stopping
+                else None,
+                "rebuild_step": self.rebuild.step if self.rebuild is not None else None,
+                "store": self.store.outage.state(),
+                "workers": [
+                    {
+                        "shard_id": s.shard_id,
+                        "shards": s.shards,
+                        "pid": s.proc.pid if s.proc else None,
+                        "restarts": s.restarts,
+                        "done": s.done,
+                        "state": "stopping"
+                        if s.stopping_since is not None
+                        else ("running" if s.proc else ("done" if s.done else "waiting")),
+                    }
+                    for s in sorted(self.slots.values(), key=lambda s: s.shard_id)
+                ],
+            },
+        )
 
 
 def run_relaxed_gates(settings: Settings) -> None:
@@ -558,14 +654,14 @@ def run_relaxed_gates(settings: Settings) -> None:
             report = run_gates(store, settings, "relaxed", source="supervisor")
         finally:
             store.close()
-        log.info("event=gates level=relaxed passed=%s failed=%s", report.passed,
-                 ",".join(report.failed_days()) or "-")
+        log.info("event=gates level=relaxed passed=%s failed=%s", report.passed, ",".join(report.failed_days()) or "-")
     except Exception as exc:
         log.warning("event=gates_failed_to_run error=%r action=retry_next_interval", str(exc)[:300])
 
 
-def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None = None,
-              lock_fd: int | None = None) -> str:
+def supervise(
+    settings: Settings, on_tick: Callable[[Supervisor], None] | None = None, lock_fd: int | None = None
+) -> str:
     """Take the data directory's supervisor lock (or use lock_fd, taken by the caller) and run; raises
     FleetHalted, or AlreadyRunning via exit code."""
     fd = lock_fd if lock_fd is not None else control.try_lock(settings.log_dir)
@@ -576,8 +672,15 @@ def supervise(settings: Settings, on_tick: Callable[[Supervisor], None] | None =
 
         ensure_server(settings.data_dir)
     # patience 0: an outage is a state the loop handles (see the module doc), not a wait inside a call
-    store = Store.connect(settings, create=False, start_embedded=False, patience_s=0.0, connect_patience_s=60.0,
-                          context="monitor", timeout_s=STORE_TIMEOUT_S)
+    store = Store.connect(
+        settings,
+        create=False,
+        start_embedded=False,
+        patience_s=0.0,
+        connect_patience_s=60.0,
+        context="monitor",
+        timeout_s=STORE_TIMEOUT_S,
+    )
     sup = Supervisor(settings, store, on_tick)
     sup.install_signals()
     try:

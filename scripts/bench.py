@@ -44,19 +44,27 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from backfill.devnet.node import Anvil, DevnetParams, start_devnet  # noqa: E402
 from backfill.decode.events import LOG_FILTER_TOPICS  # noqa: E402
+from backfill.devnet.node import Anvil, DevnetParams, start_devnet  # noqa: E402
 
 
 async def pull_logs(url: str, first: int, last: int, chunk: int, concurrency: int) -> int:
     ranges = [(a, min(a + chunk - 1, last)) for a in range(first, last + 1, chunk)]
     sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession() as session:
+
         async def one(a: int, b: int) -> int:
-            body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs",
-                                 "params": [{"fromBlock": hex(a), "toBlock": hex(b), "topics": LOG_FILTER_TOPICS}]})
+            body = orjson.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "eth_getLogs",
+                    "params": [{"fromBlock": hex(a), "toBlock": hex(b), "topics": LOG_FILTER_TOPICS}],
+                }
+            )
             async with sem, session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
                 return len(orjson.loads(await resp.read())["result"])
+
         counts = await asyncio.gather(*(one(a, b) for a, b in ranges))
     return sum(counts)
 
@@ -73,8 +81,13 @@ def ceiling(url: str, first: int, last: int, logs_per_block: float, grid: list[t
         n = asyncio.run(pull_logs(url, first, last, chunk, conc))
         secs = time.perf_counter() - t0
         if best is None or n / secs > best["logs_per_s"]:
-            best = {"logs": n, "seconds": round(secs, 3), "logs_per_s": round(n / secs), "chunk": chunk,
-                    "concurrency": conc}
+            best = {
+                "logs": n,
+                "seconds": round(secs, 3),
+                "logs_per_s": round(n / secs),
+                "chunk": chunk,
+                "concurrency": conc,
+            }
     return best
 
 
@@ -84,8 +97,15 @@ def run_cryo(url: str, first: int, last: int, chunk: int = 2000) -> dict | None:
     except ImportError:
         return None
     t0 = time.perf_counter()
-    df = cryo.collect("logs", blocks=[f"{first}:{last + 1}"], rpc=url, output_format="polars", inner_request_size=chunk,
-                      max_concurrent_requests=8, topic0=list(LOG_FILTER_TOPICS[0]))
+    df = cryo.collect(
+        "logs",
+        blocks=[f"{first}:{last + 1}"],
+        rpc=url,
+        output_format="polars",
+        inner_request_size=chunk,
+        max_concurrent_requests=8,
+        topic0=list(LOG_FILTER_TOPICS[0]),
+    )
     secs = time.perf_counter() - t0
     return {"logs": len(df), "seconds": round(secs, 3), "logs_per_s": round(len(df) / secs)}
 
@@ -149,53 +169,109 @@ class CpuMeter:
         return {k: round(v, 2) for k, v in sorted(out.items())}
 
 
-def run_backfill(url: str, first_day: str, last_day: str, shards: int, rebuild: bool = False,
-                 node_pid: int | None = None, extra_env: dict[str, str] | None = None) -> dict:
+def run_backfill(
+    url: str,
+    first_day: str,
+    last_day: str,
+    shards: int,
+    rebuild: bool = False,
+    node_pid: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> dict:
     """The copy, timed alone (the rebuild off); with rebuild=True, then `backfill rebuild` timed on its own."""
     data_dir = Path(tempfile.mkdtemp(prefix="bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_") and k not in ("SHARDS", "CLICKHOUSE_URL")}
-    env.update({"SHARDS": str(shards), "ETHEREUM_RPC_URLS": url, "BACKFILL_DATA_DIR": str(data_dir),
-                "BACKFILL_ON_COMPLETE": "0", **(extra_env or {})})
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_") and k not in ("SHARDS", "CLICKHOUSE_URL")
+    }
+    env.update(
+        {
+            "SHARDS": str(shards),
+            "ETHEREUM_RPC_URLS": url,
+            "BACKFILL_DATA_DIR": str(data_dir),
+            "BACKFILL_ON_COMPLETE": "0",
+            **(extra_env or {}),
+        }
+    )
     from backfill.store.embedded import ensure_server, stop_server
+
     ensure_server(data_dir)  # the store server's start-up is not the pipeline's speed
     try:
         with CpuMeter(node_pid, data_dir) as meter:
             launched = time.time()
             t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, "-m", "backfill.cli.app", "start", "--foreground", "--from", first_day,
-                                  "--to", last_day, "--confirmations", "0"], env=env, capture_output=True, text=True,
-                                 cwd=data_dir)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "backfill.cli.app",
+                    "start",
+                    "--foreground",
+                    "--from",
+                    first_day,
+                    "--to",
+                    last_day,
+                    "--confirmations",
+                    "0",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=data_dir,
+            )
             secs = time.perf_counter() - t0
         if out.returncode != 0:
             raise SystemExit(f"backfill failed: {out.stderr}")
         rebuild_s = None
         if rebuild:
             t1 = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "backfill.cli.app", "rebuild"], env=env, capture_output=True,
-                                  text=True, cwd=data_dir)
+            done = subprocess.run(
+                [sys.executable, "-m", "backfill.cli.app", "rebuild"],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=data_dir,
+            )
             rebuild_s = round(time.perf_counter() - t1, 3)
             if done.returncode != 0:
                 raise SystemExit(f"backfill rebuild failed: {done.stderr}")
         from backfill.settings import load_settings
         from backfill.store.client import Store
+
         store = Store.connect(load_settings({"data_dir": data_dir}, env={}))
         rows, requests, blocks = store.query_rows(
             "SELECT sum(erc20_count + erc1155_count), sum(requests), sum(greatest(end_block - start_block + 1, 0)) "
-            "FROM backfill_checkpoint AS c FINAL JOIN (SELECT * FROM backfill_days FINAL) AS d USING day_idx")[0]
+            "FROM backfill_checkpoint AS c FINAL JOIN (SELECT * FROM backfill_days FINAL) AS d USING day_idx"
+        )[0]
         store.close()
-        from workers.worker import unit_blocks
         from backfill.settings import Settings
+        from workers.worker import unit_blocks
+
         windows = -(-int(blocks) // unit_blocks(Settings().window_blocks))
-        return {"seconds": round(secs, 3), "rows": int(rows), "rows_per_s": round(rows / secs),
-                "requests": int(requests), "windows": windows, "rebuild_s": rebuild_s, "cpu_s": meter.totals(),
-                **phases(data_dir / "backfill", launched, launched + secs)}
+        return {
+            "seconds": round(secs, 3),
+            "rows": int(rows),
+            "rows_per_s": round(rows / secs),
+            "requests": int(requests),
+            "windows": windows,
+            "rebuild_s": rebuild_s,
+            "cpu_s": meter.totals(),
+            **phases(data_dir / "backfill", launched, launched + secs),
+        }
     finally:
         stop_server(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def rate_limited_run(url: str, first_day: str, last_day: str, shards: int, rps: float, logs: int,
-                     extra_env: dict[str, str], days: list[dict] | None = None) -> dict:
+def rate_limited_run(
+    url: str,
+    first_day: str,
+    last_day: str,
+    shards: int,
+    rps: float,
+    logs: int,
+    extra_env: dict[str, str],
+    days: list[dict] | None = None,
+) -> dict:
     """Two endpoints behind a provider's per-second budget (a batch costs one unit per call), a 10,000-result cap
     (Infura's answer) and a 2,000-block range cap (QuickNode's), the rate unknown to the tool (it learns it from
     the 429s): wall time against the floor (calls made / the endpoints' budgets), the share of the budget used,
@@ -206,7 +282,10 @@ def rate_limited_run(url: str, first_day: str, last_day: str, shards: int, rps: 
 
     caps = [Fault("I1", rate=1.0, max_logs=10_000), Fault("Q1", rate=1.0, max_blocks=2_000)]
     env = {"BACKFILL_GETLOGS_ANSWER_LOGS": "10000", **extra_env}
-    with RpcProxy(url, caps, rate_limit_rps=rps) as a, RpcProxy(url, caps, rate_limit_rps=rps, rate_limit_kind="I4") as b:
+    with (
+        RpcProxy(url, caps, rate_limit_rps=rps) as a,
+        RpcProxy(url, caps, rate_limit_rps=rps, rate_limit_kind="I4") as b,
+    ):
         run = run_backfill(f"{a.url},{b.url}", first_day, last_day, shards, extra_env=env)
         proxies = (a, b)
         calls = sum(len(p.calls()) for p in proxies)
@@ -216,23 +295,40 @@ def rate_limited_run(url: str, first_day: str, last_day: str, shards: int, rps: 
         getlogs = sum(1 for p in proxies for c in p.calls("eth_getLogs") if c.fault is None)
         span = max(p.last_request_at() or 0 for p in proxies) - min(p.first_request_at() or 0 for p in proxies)
     floor_s = calls / (2 * rps)
-    minimum = sum(max(-(-d["logs"] // 10_000), -(-(d["last_block"] - d["first_block"] + 1) // 2_000), 1)
-                  for d in days) if days else -(-logs // 10_000)
-    out = {"rps_per_endpoint": rps, "seconds": run["seconds"], "calls": calls, "floor_s": round(floor_s, 1),
-           "wall_over_floor": round(run["seconds"] / floor_s, 2), "budget_used": round(served / (2 * rps * span), 3),
-           "limit_answers": limited, "limit_share": round(limited / calls, 3), "cap_refusals": refused_caps,
-           "getlogs_per_10k_logs": round(getlogs * 1e4 / logs, 2), "minimum_per_10k_logs": round(minimum * 1e4 / logs, 2),
-           "getlogs_over_minimum": round(getlogs / minimum, 2), "logs_per_s": round(logs / run["seconds"])}
-    print(f"rate_limited (2 endpoints x {rps:g} calls/s, 10,000-result and 2,000-block caps): {run['seconds']}s for {calls} calls "
-          f"(floor {floor_s:.1f}s, x{out['wall_over_floor']}), budget used {out['budget_used']:.0%}, limit answers "
-          f"{limited} ({out['limit_share']:.1%}), eth_getLogs {out['getlogs_per_10k_logs']}/10k logs (minimum "
-          f"{out['minimum_per_10k_logs']}, x{out['getlogs_over_minimum']}), cap refusals {refused_caps}", flush=True)
+    minimum = (
+        sum(max(-(-d["logs"] // 10_000), -(-(d["last_block"] - d["first_block"] + 1) // 2_000), 1) for d in days)
+        if days
+        else -(-logs // 10_000)
+    )
+    out = {
+        "rps_per_endpoint": rps,
+        "seconds": run["seconds"],
+        "calls": calls,
+        "floor_s": round(floor_s, 1),
+        "wall_over_floor": round(run["seconds"] / floor_s, 2),
+        "budget_used": round(served / (2 * rps * span), 3),
+        "limit_answers": limited,
+        "limit_share": round(limited / calls, 3),
+        "cap_refusals": refused_caps,
+        "getlogs_per_10k_logs": round(getlogs * 1e4 / logs, 2),
+        "minimum_per_10k_logs": round(minimum * 1e4 / logs, 2),
+        "getlogs_over_minimum": round(getlogs / minimum, 2),
+        "logs_per_s": round(logs / run["seconds"]),
+    }
+    print(
+        f"rate_limited (2 endpoints x {rps:g} calls/s, 10,000-result and 2,000-block caps): {run['seconds']}s for {calls} calls "
+        f"(floor {floor_s:.1f}s, x{out['wall_over_floor']}), budget used {out['budget_used']:.0%}, limit answers "
+        f"{limited} ({out['limit_share']:.1%}), eth_getLogs {out['getlogs_per_10k_logs']}/10k logs (minimum "
+        f"{out['minimum_per_10k_logs']}, x{out['getlogs_over_minimum']}), cap refusals {refused_caps}",
+        flush=True,
+    )
     return out
 
 
 def phases(log_dir: Path, launched: float, ended: float) -> dict:
     """The copy's timeline from the workers' logs: start-up (command launched -> the first worker has its days
     and endpoints), the data phase (-> the last worker done) and the rest (-> the command exited)."""
+
     def stamp(line: str) -> float:
         return dt.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.timezone.utc).timestamp()
 
@@ -245,15 +341,21 @@ def phases(log_dir: Path, launched: float, ended: float) -> dict:
                 dones.append(stamp(line))
     if not starts or not dones:
         return {}
-    return {"startup_s": round(min(starts) - launched, 3), "data_s": round(max(dones) - min(starts), 3),
-            "end_s": round(ended - max(dones), 3)}
+    return {
+        "startup_s": round(min(starts) - launched, 3),
+        "data_s": round(max(dones) - min(starts), 3),
+        "end_s": round(ended - max(dones), 3),
+    }
 
 
 def _per_log(run: dict, logs: int) -> dict:
     """Throughput over the same logs as the ceiling, and requests per 10,000 logs against the minimum."""
     minimum = -(-logs // 10_000) + run["windows"]
-    out = {"logs_per_s": round(logs / run["seconds"]), "requests_per_10k_logs": round(run["requests"] * 1e4 / logs, 1),
-           "minimum_per_10k_logs": round(minimum * 1e4 / logs, 1)}
+    out = {
+        "logs_per_s": round(logs / run["seconds"]),
+        "requests_per_10k_logs": round(run["requests"] * 1e4 / logs, 1),
+        "minimum_per_10k_logs": round(minimum * 1e4 / logs, 1),
+    }
     if run.get("data_s"):
         out["data_logs_per_s"] = round(logs / run["data_s"])
     return out
@@ -269,12 +371,25 @@ def main() -> None:
     ap.add_argument("--no-proxy", action="store_true")
     ap.add_argument("--no-cryo", action="store_true")
     ap.add_argument("--no-rebuild", action="store_true", help="do not time `backfill rebuild` after the first copy")
-    ap.add_argument("--rate-limit", type=float, default=25.0, metavar="CALLS_PER_S",
-                    help="the rate-limited run: two endpoints at this many calls/s each (0 = skip it)")
-    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                    help="a setting for the timed copies, e.g. --env BACKFILL_GETLOGS_ANSWER_LOGS=10000")
-    ap.add_argument("--dense", metavar="DAYSxBLOCKSxLOGS",
-                    help="a mainnet-shaped chain instead: e.g. 8x1000x250 = 8 days of 1,000 blocks of 250 logs")
+    ap.add_argument(
+        "--rate-limit",
+        type=float,
+        default=25.0,
+        metavar="CALLS_PER_S",
+        help="the rate-limited run: two endpoints at this many calls/s each (0 = skip it)",
+    )
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the timed copies, e.g. --env BACKFILL_GETLOGS_ANSWER_LOGS=10000",
+    )
+    ap.add_argument(
+        "--dense",
+        metavar="DAYSxBLOCKSxLOGS",
+        help="a mainnet-shaped chain instead: e.g. 8x1000x250 = 8 days of 1,000 blocks of 250 logs",
+    )
     args = ap.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
     if args.dense:
@@ -303,56 +418,96 @@ def main() -> None:
         for i in range(args.repeat):
             ceil = ceiling(node.url, first, last, density, grid)
             grid = [(ceil["chunk"], ceil["concurrency"]), (ceil["chunk"], min(16, ceil["concurrency"] * 2))]
-            e2e = run_backfill(node.url, first_day, last_day, args.shards, rebuild=i == 0 and not args.no_rebuild,
-                               node_pid=node.pid, extra_env=extra_env)
+            e2e = run_backfill(
+                node.url,
+                first_day,
+                last_day,
+                args.shards,
+                rebuild=i == 0 and not args.no_rebuild,
+                node_pid=node.pid,
+                extra_env=extra_env,
+            )
             e2e.update(_per_log(e2e, ceil["logs"]))
             ratio = e2e["logs_per_s"] / ceil["logs_per_s"]
             results.append({"ceiling": ceil, "backfill": e2e, "ratio": round(ratio, 3)})
-            print(f"run {i + 1}: ceiling {ceil['logs_per_s']} logs/s (chunk {ceil['chunk']}, {ceil['concurrency']} in "
-                  f"flight) | backfill SHARDS={args.shards}: {e2e['logs_per_s']} logs/s, {e2e['rows_per_s']} rows/s, "
-                  f"{e2e['seconds']}s, {e2e['requests_per_10k_logs']} req/10k logs (minimum "
-                  f"{e2e['minimum_per_10k_logs']}) | ratio {ratio:.0%}"
-                  + (f" | rebuild {e2e['rebuild_s']}s" if e2e["rebuild_s"] is not None else ""), flush=True)
+            print(
+                f"run {i + 1}: ceiling {ceil['logs_per_s']} logs/s (chunk {ceil['chunk']}, {ceil['concurrency']} in "
+                f"flight) | backfill SHARDS={args.shards}: {e2e['logs_per_s']} logs/s, {e2e['rows_per_s']} rows/s, "
+                f"{e2e['seconds']}s, {e2e['requests_per_10k_logs']} req/10k logs (minimum "
+                f"{e2e['minimum_per_10k_logs']}) | ratio {ratio:.0%}"
+                + (f" | rebuild {e2e['rebuild_s']}s" if e2e["rebuild_s"] is not None else ""),
+                flush=True,
+            )
             cores = os.cpu_count() or 1
-            print(f"       cpu-s during the copy: {e2e['cpu_s']} ({cores} cores x {e2e['seconds']}s = "
-                  f"{cores * e2e['seconds']:.1f} available)", flush=True)
+            print(
+                f"       cpu-s during the copy: {e2e['cpu_s']} ({cores} cores x {e2e['seconds']}s = "
+                f"{cores * e2e['seconds']:.1f} available)",
+                flush=True,
+            )
             if e2e.get("data_s"):
-                print(f"       timeline: start-up {e2e['startup_s']}s (command to the first worker fetching), data "
-                      f"{e2e['data_s']}s ({e2e['data_logs_per_s']} logs/s, "
-                      f"{e2e['data_logs_per_s'] / ceil['logs_per_s']:.0%} of the ceiling), end {e2e['end_s']}s",
-                      flush=True)
+                print(
+                    f"       timeline: start-up {e2e['startup_s']}s (command to the first worker fetching), data "
+                    f"{e2e['data_s']}s ({e2e['data_logs_per_s']} logs/s, "
+                    f"{e2e['data_logs_per_s'] / ceil['logs_per_s']:.0%} of the ceiling), end {e2e['end_s']}s",
+                    flush=True,
+                )
         extra: dict = {}
         if not args.no_proxy:
             from tests.support.proxy import ALL_FAULTS_MIX, RpcProxy
 
-            for name, faults in (("proxy_clean", []), ("proxy_5pct_faults", ALL_FAULTS_MIX(0.05, retry_after_s=0.2,
-                                                                                            delay_s=1.0))):
+            for name, faults in (
+                ("proxy_clean", []),
+                ("proxy_5pct_faults", ALL_FAULTS_MIX(0.05, retry_after_s=0.2, delay_s=1.0)),
+            ):
                 with RpcProxy(node.url, faults, seed=1) as proxy:
                     run = run_backfill(proxy.url, first_day, last_day, args.shards, extra_env=extra_env)
                     run.update(_per_log(run, results[0]["ceiling"]["logs"]))
                     run["faults_injected"] = sum(proxy.fault_counts().values())
                 extra[name] = run
-                print(f"{name}: {run['logs_per_s']} logs/s, {run['seconds']}s, {run['requests_per_10k_logs']} req/10k "
-                      f"logs (minimum {run['minimum_per_10k_logs']}), faults injected {run['faults_injected']}",
-                      flush=True)
+                print(
+                    f"{name}: {run['logs_per_s']} logs/s, {run['seconds']}s, {run['requests_per_10k_logs']} req/10k "
+                    f"logs (minimum {run['minimum_per_10k_logs']}), faults injected {run['faults_injected']}",
+                    flush=True,
+                )
         if args.rate_limit:
-            extra["rate_limited"] = rate_limited_run(node.url, first_day, last_day, args.shards, args.rate_limit,
-                                                     results[0]["ceiling"]["logs"], extra_env,
-                                                     None if args.dense else summary["days"])
+            extra["rate_limited"] = rate_limited_run(
+                node.url,
+                first_day,
+                last_day,
+                args.shards,
+                args.rate_limit,
+                results[0]["ceiling"]["logs"],
+                extra_env,
+                None if args.dense else summary["days"],
+            )
         if not args.no_cryo:
             # cryo asks for ranges of the ceiling's best size (2,000 blocks would be 500k logs an answer on a dense chain)
             extra["cryo"] = run_cryo(node.url, first, last, max(results[0]["ceiling"]["chunk"], 1))
             if extra["cryo"]:
-                print(f"cryo (logs, into memory): {extra['cryo']['logs_per_s']} logs/s, {extra['cryo']['seconds']}s",
-                      flush=True)
+                print(
+                    f"cryo (logs, into memory): {extra['cryo']['logs_per_s']} logs/s, {extra['cryo']['seconds']}s",
+                    flush=True,
+                )
             else:
                 print("cryo not installed (pip install '.[bench]'): skipped")
     finally:
         node.stop()
     median = statistics.median(r["ratio"] for r in results)
-    report = {"date": dt.date.today().isoformat(), "machine": f"{os.cpu_count()} cores, {platform.machine()}",
-              "chain": {"days": chain_days, "dense": args.dense, "blocks": last - first + 1, "logs": results[0]["ceiling"]["logs"]},
-              "shards": args.shards, "settings": extra_env, "runs": results, "median_ratio": median, **extra}
+    report = {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+        "chain": {
+            "days": chain_days,
+            "dense": args.dense,
+            "blocks": last - first + 1,
+            "logs": results[0]["ceiling"]["logs"],
+        },
+        "shards": args.shards,
+        "settings": extra_env,
+        "runs": results,
+        "median_ratio": median,
+        **extra,
+    }
     out = REPO / "data" / "bench" / "last.json"
     out.write_text(json.dumps(report, indent=1))
     print(f"median ratio backfill / ceiling: {median:.0%}  (details: {out.relative_to(REPO)})")

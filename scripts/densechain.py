@@ -25,8 +25,14 @@ MIDNIGHT = int(dt.datetime(START.year, START.month, START.day, tzinfo=dt.timezon
 VERSION = 2  # bump when the layout changes
 
 
-def build(rpc: DevRpc, days: int, blocks_per_day: int, logs_per_block: int, erc1155_share: float = 0.2,
-          total_logs: int | None = None) -> dict[str, Any]:
+def build(
+    rpc: DevRpc,
+    days: int,
+    blocks_per_day: int,
+    logs_per_block: int,
+    erc1155_share: float = 0.2,
+    total_logs: int | None = None,
+) -> dict[str, Any]:
     """Fill a fresh node (genesis before MIDNIGHT): `logs_per_block` transfer logs in every block, a share of them
     ERC-1155; with `total_logs`, the chain stops after that many logs (the last block carries the rest)."""
     from eth_abi import encode
@@ -34,10 +40,19 @@ def build(rpc: DevRpc, days: int, blocks_per_day: int, logs_per_block: int, erc1
     sender = rpc.call("eth_accounts")[0]
     rpc.call("evm_setAutomine", False)
     nonce = int(rpc.call("eth_getTransactionCount", sender, "pending"), 16)
-    deploys = [load_artifact("Token20")["bytecode"] + encode(["string", "string"], ["Dense", "DNS"]).hex(),
-               load_artifact("Token1155")["bytecode"]]
-    hashes = rpc.batch([("eth_sendTransaction", [{"from": sender, "data": d, "gas": hex(5_000_000), "nonce": hex(nonce + i),
-                                                   **_FEES}]) for i, d in enumerate(deploys)])
+    deploys = [
+        load_artifact("Token20")["bytecode"] + encode(["string", "string"], ["Dense", "DNS"]).hex(),
+        load_artifact("Token1155")["bytecode"],
+    ]
+    hashes = rpc.batch(
+        [
+            (
+                "eth_sendTransaction",
+                [{"from": sender, "data": d, "gas": hex(5_000_000), "nonce": hex(nonce + i), **_FEES}],
+            )
+            for i, d in enumerate(deploys)
+        ]
+    )
     nonce += len(deploys)
     rpc.call("evm_mine", MIDNIGHT - 1800)
     token20, token1155 = (rpc.call("eth_getTransactionReceipt", h)["contractAddress"] for h in hashes)
@@ -54,18 +69,36 @@ def build(rpc: DevRpc, days: int, blocks_per_day: int, logs_per_block: int, erc1
             calls = []
             for token, count in ((token20, n - n1155), (token1155, n1155)):
                 if count:
-                    calls.append(("eth_sendTransaction", [{"from": sender, "to": token, "gas": hex(25_000_000),
-                                                           "nonce": hex(nonce + len(calls)), **_FEES,
-                                                           "data": encode_call("spray(address,uint256,uint256)", sender,
-                                                                               count, seed)}]))
+                    calls.append(
+                        (
+                            "eth_sendTransaction",
+                            [
+                                {
+                                    "from": sender,
+                                    "to": token,
+                                    "gas": hex(25_000_000),
+                                    "nonce": hex(nonce + len(calls)),
+                                    **_FEES,
+                                    "data": encode_call("spray(address,uint256,uint256)", sender, count, seed),
+                                }
+                            ],
+                        )
+                    )
             rpc.batch(calls)
             nonce += len(calls)
             logs += n
             rpc.call("evm_mine", MIDNIGHT + day * 86_400 + 30 + b * step)
     rpc.call("evm_mine", MIDNIGHT + days * 86_400 + 10)  # the first block of the next day closes the last day
     head = int(rpc.call("eth_blockNumber"), 16)
-    return {"days": days, "first_block": 2, "last_block": head - 1, "head_block": head, "logs": logs,
-            "first_day": START.isoformat(), "last_day": (START + dt.timedelta(days=days - 1)).isoformat()}
+    return {
+        "days": days,
+        "first_block": 2,
+        "last_block": head - 1,
+        "head_block": head,
+        "logs": logs,
+        "first_day": START.isoformat(),
+        "last_day": (START + dt.timedelta(days=days - 1)).isoformat(),
+    }
 
 
 def ensure_dense(days: int, blocks_per_day: int, logs_per_block: int) -> tuple[Path, dict[str, Any]]:

@@ -21,22 +21,22 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from backfill.store import schema
+from backfill.chain.client import RpcClient, current_day
+from backfill.chain.planner import DayPlan
+from backfill.chain.provider_errors import RangeTooLarge, Transient
+from backfill.chain.ranges import RangeSizer, answer_target
 from backfill.decode import scanner as native
 from backfill.decode.decoder import DecodedBatch
 from backfill.errors import ConfigError, RpcError, StoreUnavailable, UserError
 from backfill.files.oplog import setup_logging
-from backfill.chain.planner import DayPlan
 from backfill.redact import scrub
-from backfill.chain.ranges import RangeSizer, answer_target
-from backfill.chain.client import RpcClient, current_day
-from backfill.chain.provider_errors import RangeTooLarge, Transient
 from backfill.settings import Settings, load_settings
+from backfill.store import schema
 from backfill.store.client import Store
 from workers import exitcodes
 from workers.windows import Segment, Window, day_segments, owned, pack_windows
@@ -76,8 +76,11 @@ class Worker:
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")  # one ordered writer
         self.insert_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="insert")  # a window's inserts
-        self.sizer = RangeSizer(settings.getlogs_blocks, unit_blocks(settings.window_blocks),
-                                cheap_logs=answer_target(settings.rpc_urls, settings.getlogs_answer_logs))
+        self.sizer = RangeSizer(
+            settings.getlogs_blocks,
+            unit_blocks(settings.window_blocks),
+            cheap_logs=answer_target(settings.rpc_urls, settings.getlogs_answer_logs),
+        )
         self.fetch_slots = asyncio.Semaphore(settings.getlogs_concurrency)  # chunks in flight, all windows
         self.answers = 0  # eth_getLogs answers so far: density is unknown until the first
         self.inflight = 0
@@ -96,14 +99,23 @@ class Worker:
         """eth_getLogs over [a, b], split where the node refuses the range or the result size: the answers."""
         guard = self.guard_from is not None and b >= self.guard_from
         try:
-            logs = await rpc.get_logs(a, b, guard=guard, verify_from=self.guard_from if guard else None,
-                                      scan=self.fast_decode)
+            logs = await rpc.get_logs(
+                a, b, guard=guard, verify_from=self.guard_from if guard else None, scan=self.fast_decode
+            )
         except RangeTooLarge as exc:
             if a == b:
                 raise
             mid = self.sizer.split(a, b, exc.suggested, exc.max_blocks, exc.max_results)
-            log.info("%s day=%d blocks=%d-%d event=split reason=%r next=%d-%d", self.tag, current_day.get(), a, b,
-                     str(exc)[:120], a, mid)
+            log.info(
+                "%s day=%d blocks=%d-%d event=split reason=%r next=%d-%d",
+                self.tag,
+                current_day.get(),
+                a,
+                b,
+                str(exc)[:120],
+                a,
+                mid,
+            )
             left, right = await asyncio.gather(self.fetch_range(rpc, a, mid), self.fetch_range(rpc, mid + 1, b))
             return left + right
         self.sizer.answered(b - a + 1, len(logs))
@@ -148,8 +160,12 @@ class Worker:
         try:
             while cursor or tasks:
                 buffered = sum(p.held_erc20 + p.held_erc1155 for _, p in unflushed)
-                while (cursor and not self.fetch_slots.locked() and (self.answers or not self.inflight)
-                       and buffered < 2 * self.s.batch_rows):  # backpressure: writes must keep up with fetches
+                while (
+                    cursor
+                    and not self.fetch_slots.locked()
+                    and (self.answers or not self.inflight)
+                    and buffered < 2 * self.s.batch_rows
+                ):  # backpressure: writes must keep up with fetches
                     await self.fetch_slots.acquire()  # free: returns at once
                     self.inflight += 1
                     seg_i, a, end = cursor[0]
@@ -193,23 +209,39 @@ class Worker:
             decoded.extend(part)
         # Unix seconds: the driver writes ints to DateTime columns as they are (datetimes cost a conversion each way)
         stamp = {bn: int(ts) for bn, (_, ts) in decoded.blocks.items()}
-        quarantine = [_quarantine_row(entry, reason, w.segments[i].day_idx, version)
-                      for i, part in parts for entry, reason in part.quarantined]
+        quarantine = [
+            _quarantine_row(entry, reason, w.segments[i].day_idx, version)
+            for i, part in parts
+            for entry, reason in part.quarantined
+        ]
         batch = self.s.batch_rows
         pending = []
         if decoded.blocks:
-            pending.append(self.insert_pool.submit(self.store.insert_columns, "block_timestamps", {
-                "block_number": list(decoded.blocks), "block_hash": [h for h, _ in decoded.blocks.values()],
-                "timestamp": [stamp[bn] for bn in decoded.blocks]}))
+            pending.append(
+                self.insert_pool.submit(
+                    self.store.insert_columns,
+                    "block_timestamps",
+                    {
+                        "block_number": list(decoded.blocks),
+                        "block_hash": [h for h, _ in decoded.blocks.values()],
+                        "timestamp": [stamp[bn] for bn in decoded.blocks],
+                    },
+                )
+            )
         if quarantine:
-            pending.append(self.insert_pool.submit(self.store.insert, "transfer_quarantine", quarantine,
-                                                   schema.QUARANTINE_COLUMNS))
+            pending.append(
+                self.insert_pool.submit(self.store.insert, "transfer_quarantine", quarantine, schema.QUARANTINE_COLUMNS)
+            )
         for table, rows, scanned, fields in (
-                ("erc20_transfers_staging", decoded.erc20, decoded.native_erc20, schema.ERC20_COLUMNS),
-                ("erc1155_transfers_staging", decoded.erc1155, decoded.native_erc1155, schema.ERC1155_COLUMNS)):
+            ("erc20_transfers_staging", decoded.erc20, decoded.native_erc20, schema.ERC20_COLUMNS),
+            ("erc1155_transfers_staging", decoded.erc1155, decoded.native_erc1155, schema.ERC1155_COLUMNS),
+        ):
             for i in range(0, len(rows), batch):
-                pending.append(self.insert_pool.submit(self.store.insert_columns, table,
-                                                       _columns(rows[i:i + batch], fields, stamp, version)))
+                pending.append(
+                    self.insert_pool.submit(
+                        self.store.insert_columns, table, _columns(rows[i : i + batch], fields, stamp, version)
+                    )
+                )
             for group in _groups(scanned, batch):
                 pending.append(self.insert_pool.submit(self.store.insert_native, table, fields, group, stamp, version))
         for future in pending:
@@ -221,8 +253,13 @@ class Worker:
         self.insert_rows(parts, w, time.time_ns())
         for _, part in parts:
             part.mark_flushed()
-        log.info("%s day=%d blocks=%s event=flush rows=%d", self.tag, w.segments[0].day_idx, w.label(),
-                 sum(p.flushed_erc20 + p.flushed_erc1155 for _, p in parts))
+        log.info(
+            "%s day=%d blocks=%s event=flush rows=%d",
+            self.tag,
+            w.segments[0].day_idx,
+            w.label(),
+            sum(p.flushed_erc20 + p.flushed_erc1155 for _, p in parts),
+        )
 
     # -- write ----------------------------------------------------------------------------
     def write_window(self, w: Window, parts: list[DecodedBatch], days: dict[int, DayProgress]) -> None:
@@ -250,9 +287,25 @@ class Worker:
             day.compute_units += usage.compute_units
             day.served.update(usage.served)
         endpoints = ",".join(label for label, _ in day.served.most_common())
-        return (day.plan.day_idx, status, next_block, day.erc20, day.erc1155, day.quarantined, day.skipped,
-                self.shard_id, self.shards, day.attempts, day.failures, error, day.requests, day.rpc_errors,
-                day.compute_units, endpoints, dt.datetime.now(UTC))
+        return (
+            day.plan.day_idx,
+            status,
+            next_block,
+            day.erc20,
+            day.erc1155,
+            day.quarantined,
+            day.skipped,
+            self.shard_id,
+            self.shards,
+            day.attempts,
+            day.failures,
+            error,
+            day.requests,
+            day.rpc_errors,
+            day.compute_units,
+            endpoints,
+            dt.datetime.now(UTC),
+        )
 
     def beat(self, day_idx: int, label: str, final: bool = False) -> None:
         """Heartbeat after a batch; at most one a second, so tiny windows do not flood the store."""
@@ -262,10 +315,29 @@ class Worker:
             if self.rpc is not None:
                 stamp = dt.datetime.now(UTC)
                 host = socket.gethostname()
-                self.store.insert("rpc_usage", [
-                    (host, self.shard_id, os.getpid(), u["endpoint"], u["requests"], sum(u["errors"].values()),
-                     u["compute_units"], int(u["parked"]), float(u["rps"] or 0.0), u["limit_answers"], u["waits"],
-                     u["waited_s"], u["damaged"], stamp) for u in self.rpc.usage()], schema.RPC_USAGE_COLUMNS)
+                self.store.insert(
+                    "rpc_usage",
+                    [
+                        (
+                            host,
+                            self.shard_id,
+                            os.getpid(),
+                            u["endpoint"],
+                            u["requests"],
+                            sum(u["errors"].values()),
+                            u["compute_units"],
+                            int(u["parked"]),
+                            float(u["rps"] or 0.0),
+                            u["limit_answers"],
+                            u["waits"],
+                            u["waited_s"],
+                            u["damaged"],
+                            stamp,
+                        )
+                        for u in self.rpc.usage()
+                    ],
+                    schema.RPC_USAGE_COLUMNS,
+                )
             self.last_beat = now
 
     def record_failure(self, error: str) -> None:
@@ -283,8 +355,17 @@ class Worker:
             status = "FAILED" if day.failures >= self.s.max_day_attempts else "RUNNING"
             # windows are written in order, so the day's committed progress is where this segment starts
             rows.append(self.checkpoint_row(day, status, seg.start, error[:500]))
-            log.error("%s day=%d blocks=%d-%d event=day_error failures=%d/%d status=%s error=%s", self.tag,
-                      seg.day_idx, seg.start, seg.end, day.failures, self.s.max_day_attempts, status, error[:300])
+            log.error(
+                "%s day=%d blocks=%d-%d event=day_error failures=%d/%d status=%s error=%s",
+                self.tag,
+                seg.day_idx,
+                seg.start,
+                seg.end,
+                day.failures,
+                self.s.max_day_attempts,
+                status,
+                error[:300],
+            )
         self.store.insert("backfill_checkpoint", rows, schema.CHECKPOINT_COLUMNS)
 
     async def heartbeat_loop(self) -> None:
@@ -340,23 +421,35 @@ class Worker:
         windows = pack_windows(segments, unit_blocks(self.s.window_blocks))
         log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
         with_blocks = {seg.day_idx for seg in segments}
-        nothing_left = [self.checkpoint_row(d, "COMPLETE", d.plan.end_block + 1)
-                        for k, d in days.items() if k not in with_blocks]
+        nothing_left = [
+            self.checkpoint_row(d, "COMPLETE", d.plan.end_block + 1) for k, d in days.items() if k not in with_blocks
+        ]
         if nothing_left:  # days without a block, or resumed at their very end
             await self.in_store(self.store.insert, "backfill_checkpoint", nothing_left, schema.CHECKPOINT_COLUMNS)
             log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(r[0]) for r in nothing_left))
-        async with RpcClient(self.s.rpc_urls, timeout_s=self.s.rpc_timeout_s, context=self.tag,
-                             attempts=self.s.rpc_attempts, concurrency_per_endpoint=self.s.rpc_max_concurrency,
-                             max_rps_per_endpoint=self.s.rpc_max_rps, share=self.shards,
-                             memory=self.s.log_dir / "endpoints.json") as rpc:
+        async with RpcClient(
+            self.s.rpc_urls,
+            timeout_s=self.s.rpc_timeout_s,
+            context=self.tag,
+            attempts=self.s.rpc_attempts,
+            concurrency_per_endpoint=self.s.rpc_max_concurrency,
+            max_rps_per_endpoint=self.s.rpc_max_rps,
+            share=self.shards,
+            memory=self.s.log_dir / "endpoints.json",
+        ) as rpc:
             self.rpc = rpc
             heads = await rpc.refresh_heads()
             top = rpc.highest_head()
             if top is not None:
                 self.guard_from = max(0, top - self.s.lag_guard_blocks)
-            log.info("%s event=endpoints heads=%s guard_from=%s answer_logs=%d decoder=%s", self.tag,
-                     ",".join(f"{k}:{v}" for k, v in heads.items()), self.guard_from, self.sizer.cheap_logs,
-                     "compiled" if self.fast_decode else "python")
+            log.info(
+                "%s event=endpoints heads=%s guard_from=%s answer_logs=%d decoder=%s",
+                self.tag,
+                ",".join(f"{k}:{v}" for k, v in heads.items()),
+                self.guard_from,
+                self.sizer.cheap_logs,
+                "compiled" if self.fast_decode else "python",
+            )
             warm = asyncio.ensure_future(self.in_store(self.store.warm_up))
             inflight = [asyncio.create_task(self.fetch_window(rpc, w)) for w in windows[:PREFETCH_WINDOWS]]
             await warm
@@ -365,7 +458,9 @@ class Worker:
                     for task in inflight:
                         task.cancel()
                     seg = w.segments[0]
-                    log.info("%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start)
+                    log.info(
+                        "%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start
+                    )
                     return exitcodes.OK
                 t0 = time.monotonic()
                 self.current = w
@@ -377,7 +472,9 @@ class Worker:
                     for task in (fetching, *inflight):
                         task.cancel()
                     seg = w.segments[0]
-                    log.info("%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start)
+                    log.info(
+                        "%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start
+                    )
                     return exitcodes.OK
                 parts = fetching.result()
                 t1 = time.monotonic()
@@ -386,10 +483,21 @@ class Worker:
                 await self.in_store(self.write_window, w, parts, days)
                 t2 = time.monotonic()
                 for seg, part in zip(w.segments, parts):
-                    log.info("%s day=%d blocks=%d-%d event=%s erc20=%d erc1155=%d quarantined=%d skipped=%d "
-                             "fetch_wait_ms=%d write_ms=%d", self.tag, seg.day_idx, seg.start, seg.end,
-                             "complete" if seg.last_of_day else "window", part.n_erc20, part.n_erc1155,
-                             part.n_quarantined, part.skipped, (t1 - t0) * 1000, (t2 - t1) * 1000)
+                    log.info(
+                        "%s day=%d blocks=%d-%d event=%s erc20=%d erc1155=%d quarantined=%d skipped=%d "
+                        "fetch_wait_ms=%d write_ms=%d",
+                        self.tag,
+                        seg.day_idx,
+                        seg.start,
+                        seg.end,
+                        "complete" if seg.last_of_day else "window",
+                        part.n_erc20,
+                        part.n_erc1155,
+                        part.n_quarantined,
+                        part.skipped,
+                        (t1 - t0) * 1000,
+                        (t2 - t1) * 1000,
+                    )
             if windows:
                 last = windows[-1].segments[-1]
                 await self.in_store(self.beat, last.day_idx, windows[-1].label(), True)
@@ -426,8 +534,17 @@ def _quarantine_row(entry: dict[str, Any], reason: str, day_idx: int, version: i
             return 0
 
     topics = [str(t) for t in entry.get("topics") or []]
-    return (num("blockNumber"), num("logIndex"), str(entry.get("transactionHash") or ""), str(entry.get("address") or ""),
-            topics, str(entry.get("data") or ""), reason, day_idx, version)
+    return (
+        num("blockNumber"),
+        num("logIndex"),
+        str(entry.get("transactionHash") or ""),
+        str(entry.get("address") or ""),
+        topics,
+        str(entry.get("data") or ""),
+        reason,
+        day_idx,
+        version,
+    )
 
 
 async def _watch_parent(tag: str, parent: int, stop: list[Callable[[], None]]) -> None:
@@ -455,9 +572,18 @@ async def amain(settings: Settings, shard_id: int, shards: int, parent: int | No
     # the supervisor names itself: one that died before this process looked would otherwise never be missed
     watcher = asyncio.create_task(_watch_parent(tag, parent or os.getppid(), stop))
     try:
-        store = await loop.run_in_executor(None, lambda: Store.connect(
-            settings, create=False, start_embedded=False, patience_s=None, connect_patience_s=None,
-            context=tag, abandon=abandon))
+        store = await loop.run_in_executor(
+            None,
+            lambda: Store.connect(
+                settings,
+                create=False,
+                start_embedded=False,
+                patience_s=None,
+                connect_patience_s=None,
+                context=tag,
+                abandon=abandon,
+            ),
+        )
     except StoreUnavailable:
         watcher.cancel()
         if abandon.is_set():
@@ -525,8 +651,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("worker=%d event=exit reason=user_error error=%s", args.shard, exc)
         return exc.exit_code
     except RpcError as exc:  # a provider condition that outlasted the tries: its day has the failure recorded
-        log.error("worker=%d event=exit reason=rpc endpoint=%s error=%r action=restart", args.shard,
-                  getattr(exc, "endpoint", "-"), scrub(f"{type(exc).__name__}: {exc}", list(settings.rpc_urls))[:300])
+        log.error(
+            "worker=%d event=exit reason=rpc endpoint=%s error=%r action=restart",
+            args.shard,
+            getattr(exc, "endpoint", "-"),
+            scrub(f"{type(exc).__name__}: {exc}", list(settings.rpc_urls))[:300],
+        )
         return exitcodes.UNREACHABLE
     except Exception:
         log.exception("worker=%d event=crash action=exit code=%d", args.shard, exitcodes.CRASH)

@@ -32,13 +32,26 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 from backfill.chain import pace_memory
 from backfill.chain.answer_check import blocks_damage, logs_damage
 from backfill.chain.endpoints import COMPUTE_UNITS, Endpoint, EndpointPool
-from backfill.decode.events import LOG_FILTER_TOPICS
-from backfill.decode.scanner import Scanned, scan as scan_answer
 from backfill.chain.pacing import Pace
+from backfill.chain.provider_errors import (
+    BatchTooLarge,
+    DamagedAnswer,
+    Fatal,
+    NodeBehind,
+    NoEndpoint,
+    QuotaExhausted,
+    RangeTooLarge,
+    RateLimited,
+    RpcError,
+    Transient,
+    classify_error,
+    classify_http,
+    policy,
+)
+from backfill.decode.events import LOG_FILTER_TOPICS
+from backfill.decode.scanner import Scanned
+from backfill.decode.scanner import scan as scan_answer
 from backfill.redact import endpoint_label
-from backfill.chain.provider_errors import (BatchTooLarge, DamagedAnswer, Fatal, NodeBehind, NoEndpoint, QuotaExhausted,
-                                 RangeTooLarge, RateLimited, RpcError, Transient, classify_error, classify_http,
-                                 policy)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +100,20 @@ class DayUsage:
 
 
 class RpcClient:
-    def __init__(self, urls: tuple[str, ...] | list[str], *, timeout_s: float = 30.0, attempts: int = 10,
-                 concurrency_per_endpoint: int = 8, max_rps_per_endpoint: float = 0.0, context: str = "",
-                 max_wait_s: float = 120.0, labels: list[str] | None = None, share: int = 1,
-                 memory: Path | None = None):
+    def __init__(
+        self,
+        urls: tuple[str, ...] | list[str],
+        *,
+        timeout_s: float = 30.0,
+        attempts: int = 10,
+        concurrency_per_endpoint: int = 8,
+        max_rps_per_endpoint: float = 0.0,
+        context: str = "",
+        max_wait_s: float = 120.0,
+        labels: list[str] | None = None,
+        share: int = 1,
+        memory: Path | None = None,
+    ):
         labels = labels or [endpoint_label(u, i) for i, u in enumerate(urls)]
         self.pool = EndpointPool(list(urls), labels)
         self.timeout_s = timeout_s
@@ -140,11 +163,22 @@ class RpcClient:
     def remember(self) -> None:
         """Hand what this process learnt about the endpoints to the next one (pace_memory)."""
         now = self.pool.clock()
-        pace_memory.write(self.memory, {pace_memory.endpoint_key(ep.url): {
-            "rps": round(self.paces[ep.index].rate * self.share, 2) if self.paces[ep.index].rate else None,
-            "batch_cap": ep.batch_cap, "refused_blocks": ep.refused_blocks,
-            **({"parked_until": time.time() + ep.parked_until - now, "parked_reason": ep.parked_reason}
-               if ep.parked_until > now else {})} for ep in self.pool.endpoints})
+        pace_memory.write(
+            self.memory,
+            {
+                pace_memory.endpoint_key(ep.url): {
+                    "rps": round(self.paces[ep.index].rate * self.share, 2) if self.paces[ep.index].rate else None,
+                    "batch_cap": ep.batch_cap,
+                    "refused_blocks": ep.refused_blocks,
+                    **(
+                        {"parked_until": time.time() + ep.parked_until - now, "parked_reason": ep.parked_reason}
+                        if ep.parked_until > now
+                        else {}
+                    ),
+                }
+                for ep in self.pool.endpoints
+            },
+        )
 
     # -- transport ----------------------------------------------------------------------
     def _log_once(self, what: str, ep: Endpoint, level: int, fmt: str, *args: Any) -> None:
@@ -161,9 +195,18 @@ class RpcClient:
         wait = pace.reserve(len(methods))
         if wait > 0:
             if wait >= 1.0:
-                self._log_once("budget", ep, logging.INFO, "%s day=%d endpoint=%s event=waiting_for_budget seconds=%.1f "
-                               "rps=%s calls=%d", self.context, current_day.get(), ep.label, wait,
-                               pace.snapshot()["rps"], len(methods))
+                self._log_once(
+                    "budget",
+                    ep,
+                    logging.INFO,
+                    "%s day=%d endpoint=%s event=waiting_for_budget seconds=%.1f rps=%s calls=%d",
+                    self.context,
+                    current_day.get(),
+                    ep.label,
+                    wait,
+                    pace.snapshot()["rps"],
+                    len(methods),
+                )
             await asyncio.sleep(wait)
         self.pool.sent(ep, methods)
         usage = self.days.setdefault(current_day.get(), DayUsage())
@@ -171,16 +214,24 @@ class RpcClient:
         usage.compute_units += sum(COMPUTE_UNITS.get(m, 20) for m in methods)
         async with self._sems[ep.index]:
             try:
-                async with self._session.post(ep.url, data=orjson.dumps(payload),
-                                              headers={"Content-Type": "application/json"}) as resp:
+                async with self._session.post(
+                    ep.url, data=orjson.dumps(payload), headers={"Content-Type": "application/json"}
+                ) as resp:
                     return await resp.read(), resp.status, _retry_after(resp.headers)
             except asyncio.TimeoutError:
                 raise Transient(f"timeout after {self.timeout_s:g}s") from None
             except aiohttp.ClientError as exc:
                 raise Transient(f"connection failed: {type(exc).__name__}") from None
 
-    async def _post(self, ep: Endpoint, payload: Any, methods: list[str], scan: Callable[[bytes], Any] | None = None,
-                    *, partial: bool = False) -> tuple[Any, int, float | None]:
+    async def _post(
+        self,
+        ep: Endpoint,
+        payload: Any,
+        methods: list[str],
+        scan: Callable[[bytes], Any] | None = None,
+        *,
+        partial: bool = False,
+    ) -> tuple[Any, int, float | None]:
         """Send one request and read its answer (scan's reading of a 200 answer, where it has one; else parsed).
 
         Rate-limit answers are handled here: the endpoint's pace comes down and the same request goes again when
@@ -200,9 +251,19 @@ class RpcClient:
                 return doc, status, retry_after
             pace.limited(refused, limited.retry_after_s)
             self.days.setdefault(current_day.get(), DayUsage()).limited += refused
-            self._log_once("limited", ep, logging.WARNING, "%s day=%d endpoint=%s event=rate_limited calls=%d rps_now=%s "
-                           "hint_s=%s action=wait reason=%r", self.context, current_day.get(), ep.label, refused,
-                           pace.snapshot()["rps"], limited.retry_after_s, str(limited)[:120])
+            self._log_once(
+                "limited",
+                ep,
+                logging.WARNING,
+                "%s day=%d endpoint=%s event=rate_limited calls=%d rps_now=%s hint_s=%s action=wait reason=%r",
+                self.context,
+                current_day.get(),
+                ep.label,
+                refused,
+                pace.snapshot()["rps"],
+                limited.retry_after_s,
+                str(limited)[:120],
+            )
             limited.endpoint = ep.label  # type: ignore[attr-defined]
             if len(methods) > 1 and len(methods) > (pace.batch_cap() or len(methods)):
                 raise limited  # more calls than a second's budget holds: the caller cuts smaller requests
@@ -220,7 +281,12 @@ class RpcClient:
             raise classify_http(status, body, retry_after) from None
         if isinstance(doc, dict) and "error" in doc and "jsonrpc" not in doc and "id" not in doc:
             raise classify_error(doc if "code" in doc else {"message": str(doc["error"])}, status, retry_after)
-        if isinstance(doc, dict) and "code" in doc and "message" in doc and not {"result", "error", "jsonrpc"} & doc.keys():
+        if (
+            isinstance(doc, dict)
+            and "code" in doc
+            and "message" in doc
+            and not {"result", "error", "jsonrpc"} & doc.keys()
+        ):
             raise classify_error(doc, status, retry_after)  # a bare error object, no envelope (QuickNode's -32007)
         if status != 200 and not (isinstance(doc, (dict, list)) and _has_error(doc)):
             raise classify_http(status, body, retry_after)
@@ -228,8 +294,10 @@ class RpcClient:
 
     def _sooner_elsewhere(self, ep: Endpoint, calls: int) -> bool:
         now = self.pool.clock()
-        return any(other is not ep and other.available(now) and self.paces[other.index].delay(calls) <= SWITCH_WAIT_S
-                   for other in self.pool.endpoints)
+        return any(
+            other is not ep and other.available(now) and self.paces[other.index].delay(calls) <= SWITCH_WAIT_S
+            for other in self.pool.endpoints
+        )
 
     def _delay(self, ep: Endpoint) -> float:
         return self.paces[ep.index].delay(1)
@@ -239,8 +307,10 @@ class RpcClient:
         and, like a slow start, twice the largest batch it has answered in full (FIRST_BATCH at first), so that
         an endpoint whose budget is not known yet is not asked for a hundred calls at once."""
         grown = max(FIRST_BATCH, 2 * ep.batch_ok)
-        return max(1, min(DEFAULT_BATCH, grown, ep.batch_cap or DEFAULT_BATCH,
-                          self.paces[ep.index].batch_cap() or DEFAULT_BATCH))
+        return max(
+            1,
+            min(DEFAULT_BATCH, grown, ep.batch_cap or DEFAULT_BATCH, self.paces[ep.index].batch_cap() or DEFAULT_BATCH),
+        )
 
     async def _endpoint(self, need_block: int | None) -> Endpoint:
         """A usable endpoint, waiting out cool-downs; NoEndpoint when all are parked or behind for too long."""
@@ -259,8 +329,10 @@ class RpcClient:
                     wait = 1.0
             if time.monotonic() + wait > deadline:
                 behind = ", ".join(f"{e.label} head {e.head}" for e in self.pool.behind(need_block or 0))
-                raise NoEndpoint(f"no endpoint can serve block {need_block} within {self.max_wait_s:g}s"
-                                 + (f" (behind: {behind})" if behind else ""))
+                raise NoEndpoint(
+                    f"no endpoint can serve block {need_block} within {self.max_wait_s:g}s"
+                    + (f" (behind: {behind})" if behind else "")
+                )
             log.info("%s event=wait_endpoint seconds=%.1f need_block=%s", self.context, wait, need_block)
             await asyncio.sleep(max(wait, 0.05))
 
@@ -273,8 +345,12 @@ class RpcClient:
         self.days.setdefault(current_day.get(), DayUsage()).errors += 1
         if what == "park":
             self.pool.park(ep, str(exc))
-            log.error("%s endpoint=%s event=parked reason=%r for_s=3600 action=use_other_endpoints", self.context,
-                      ep.label, str(exc)[:200])
+            log.error(
+                "%s endpoint=%s event=parked reason=%r for_s=3600 action=use_other_endpoints",
+                self.context,
+                ep.label,
+                str(exc)[:200],
+            )
         elif what == "split":
             pass  # not the endpoint's fault
         elif isinstance(exc, NodeBehind):
@@ -286,8 +362,17 @@ class RpcClient:
 
     def _refused_batch(self, ep: Endpoint, n_calls: int, exc: BatchTooLarge) -> None:
         cap = self.pool.refused_batch(ep, n_calls, exc.max_items)
-        self._log_once("batch", ep, logging.INFO, "%s endpoint=%s event=batch_refused calls=%d batch_cap=%d reason=%r "
-                       "action=smaller_batches", self.context, ep.label, n_calls, cap, str(exc)[:120])
+        self._log_once(
+            "batch",
+            ep,
+            logging.INFO,
+            "%s endpoint=%s event=batch_refused calls=%d batch_cap=%d reason=%r action=smaller_batches",
+            self.context,
+            ep.label,
+            n_calls,
+            cap,
+            str(exc)[:120],
+        )
 
     async def _retrying(self, attempt_fn: Any, what: str) -> Any:
         """Tries of one call: rate limits and refused batch sizes are pacing and shaping, not failures, so they do
@@ -305,8 +390,13 @@ class RpcClient:
 
         retryable = lambda e: isinstance(e, RpcError) and policy(e) in ("wait", "switch", "park", "shrink")  # noqa: E731
         stop = lambda state: failures >= self.attempts  # noqa: E731
-        async for attempt in AsyncRetrying(retry=retry_if_exception(retryable), stop=stop, wait=self._wait,
-                                           reraise=True, before_sleep=self._log_retry(what, lambda: failures)):
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(retryable),
+            stop=stop,
+            wait=self._wait,
+            reraise=True,
+            before_sleep=self._log_retry(what, lambda: failures),
+        ):
             with attempt:
                 return await counted()
 
@@ -315,10 +405,19 @@ class RpcClient:
             exc = state.outcome.exception()
             if isinstance(exc, (RateLimited, BatchTooLarge)):
                 return  # logged where handled, once per condition
-            log.warning("%s day=%d event=retry call=%s attempt=%d/%d endpoint=%s policy=%s in_s=%.2f reason=%r",
-                        self.context, current_day.get(), what, failures(), self.attempts,
-                        getattr(exc, "endpoint", "-"), policy(exc), state.next_action.sleep if state.next_action else 0,
-                        str(exc)[:160])
+            log.warning(
+                "%s day=%d event=retry call=%s attempt=%d/%d endpoint=%s policy=%s in_s=%.2f reason=%r",
+                self.context,
+                current_day.get(),
+                what,
+                failures(),
+                self.attempts,
+                getattr(exc, "endpoint", "-"),
+                policy(exc),
+                state.next_action.sleep if state.next_action else 0,
+                str(exc)[:160],
+            )
+
         return before_sleep
 
     def _wait(self, state: Any) -> float:
@@ -340,6 +439,7 @@ class RpcClient:
                 raise
             self.pool.ok(ep)
             return result
+
         return await self._retrying(once, method)
 
     async def batch(self, calls: list[tuple[str, list[Any]]], *, need_block: int | None = None) -> list[Any]:
@@ -351,7 +451,7 @@ class RpcClient:
 
             async def once(pending: list[int] = pending) -> dict[int, Any]:
                 ep = await self._endpoint(need_block)
-                take = pending[:self.batch_size(ep)]
+                take = pending[: self.batch_size(ep)]
                 try:
                     return await self._batch_once(ep, [(i, *calls[i]) for i in take])
                 except BatchTooLarge as exc:
@@ -360,13 +460,14 @@ class RpcClient:
                 except RpcError as exc:
                     self._failed(ep, exc)
                     raise
+
             results.update(await self._retrying(once, f"batch[{len(pending)}]"))
         return [results[i] for i in range(len(calls))]
 
     async def _batch_once(self, ep: Endpoint, calls: list[tuple[int, str, list[Any]]]) -> dict[int, Any]:
         """One request to `ep` with these (index, method, params): index -> result of the calls it served."""
         if len(calls) == 1:
-            (i, method, params), = calls
+            ((i, method, params),) = calls
             result = await self._call_one(ep, method, params)
             self.pool.ok(ep)
             return {i: result}
@@ -417,8 +518,9 @@ class RpcClient:
                 out[ep.label] = ep.head
                 continue
             try:
-                doc, status, _ = await self._post(ep, {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
-                                                       "params": []}, ["eth_blockNumber"])
+                doc, status, _ = await self._post(
+                    ep, {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, ["eth_blockNumber"]
+                )
                 self.pool.saw_head(ep, int(doc["result"], 16))
             except (RpcError, KeyError, TypeError, ValueError):
                 pass
@@ -451,11 +553,16 @@ class RpcClient:
         for bn, block_hash in seen.items():
             if block_hash and headers[bn]["hash"].lower() != block_hash:
                 raise NodeBehind(f"block {bn}: logs and header disagree on the hash (reorg or mixed nodes)")
-        suspicious = [bn for bn in blocks if bn not in seen and may_contain_any(headers[bn].get("logsBloom", ""),
-                                                                                LOG_FILTER_TOPICS[0])]
+        suspicious = [
+            bn
+            for bn in blocks
+            if bn not in seen and may_contain_any(headers[bn].get("logsBloom", ""), LOG_FILTER_TOPICS[0])
+        ]
         if not suspicious:
             return
-        recheck = [("eth_getLogs", [{"blockHash": headers[bn]["hash"], "topics": LOG_FILTER_TOPICS}]) for bn in suspicious]
+        recheck = [
+            ("eth_getLogs", [{"blockHash": headers[bn]["hash"], "topics": LOG_FILTER_TOPICS}]) for bn in suspicious
+        ]
         for bn, found in zip(suspicious, await source.batch(recheck, need_block=last)):
             if found:
                 raise NodeBehind(f"the answer missed the logs of block {bn} (short answer)")
@@ -466,10 +573,13 @@ class RpcClient:
         if self.batch_size(ep) < 2:
             head_hex = await self._call_one(ep, "eth_blockNumber", [])
             return _head(head_hex), await self._plain_logs(ep, flt, scan)
-        payload = [{"jsonrpc": "2.0", "id": next(self._ids), "method": m, "params": [] if m == "eth_blockNumber" else [flt]}
-                   for m in ("eth_blockNumber", "eth_getLogs")]
-        doc, status, retry_after = await self._post(ep, payload, ["eth_blockNumber", "eth_getLogs"],
-                                                    scan_answer if scan else None)
+        payload = [
+            {"jsonrpc": "2.0", "id": next(self._ids), "method": m, "params": [] if m == "eth_blockNumber" else [flt]}
+            for m in ("eth_blockNumber", "eth_getLogs")
+        ]
+        doc, status, retry_after = await self._post(
+            ep, payload, ["eth_blockNumber", "eth_getLogs"], scan_answer if scan else None
+        )
         if isinstance(doc, Scanned) and doc.batch is None:
             doc = orjson.loads(doc.body)  # not the shape asked for: judged below like any answer
         if isinstance(doc, Scanned):
@@ -494,13 +604,17 @@ class RpcClient:
     async def _call_one(self, ep: Endpoint, method: str, params: list[Any]) -> Any:
         """One call in a request of its own to `ep`: its result, or the error it carries."""
         doc, status, retry_after = await self._post(
-            ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}, [method])
+            ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}, [method]
+        )
         return _result_of(doc, status, retry_after, method)
 
     async def _plain_logs(self, ep: Endpoint, flt: dict[str, Any], scan: bool) -> Any:
         doc, status, retry_after = await self._post(
-            ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_getLogs", "params": [flt]}, ["eth_getLogs"],
-            scan_answer if scan else None)
+            ep,
+            {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_getLogs", "params": [flt]},
+            ["eth_getLogs"],
+            scan_answer if scan else None,
+        )
         if isinstance(doc, Scanned) and doc.batch is not None:
             doc = orjson.loads(doc.body)  # not the shape asked for: judged below like any answer
         if isinstance(doc, Scanned):
@@ -509,8 +623,9 @@ class RpcClient:
             raise Transient("a batch answer to a single eth_getLogs")
         return _result_of(doc, status, retry_after, "eth_getLogs")
 
-    async def get_logs(self, from_block: int, to_block: int, *, guard: bool = False,
-                       verify_from: int | None = None, scan: bool = False) -> list[dict[str, Any]] | Scanned:
+    async def get_logs(
+        self, from_block: int, to_block: int, *, guard: bool = False, verify_from: int | None = None, scan: bool = False
+    ) -> list[dict[str, Any]] | Scanned:
         """Transfer-topic logs of [from_block, to_block].
 
         scan=True: a plain answer is read by the compiled scanner (backfill/decode/scanner.py) and comes back as
@@ -526,8 +641,9 @@ class RpcClient:
             ep = await self._endpoint(to_block if guard else None)
             cap = ep.refused_blocks
             if cap is not None and span >= cap:  # known cap: split without spending a request
-                raise RangeTooLarge(f"{ep.label} refuses ranges of {cap} blocks", suggested=None,
-                                    max_blocks=max(1, cap - 1))
+                raise RangeTooLarge(
+                    f"{ep.label} refuses ranges of {cap} blocks", suggested=None, max_blocks=max(1, cap - 1)
+                )
             try:
                 if guard:
                     head, logs = await self._guarded_logs(ep, flt, scan)
@@ -540,15 +656,23 @@ class RpcClient:
                     raise Transient(f"eth_getLogs answered {type(logs).__name__}, not a list")
                 damage = _damage(logs, from_block, to_block)
                 if damage is not None:
-                    log.warning("%s day=%d blocks=%d-%d endpoint=%s event=damaged_answer reason=%r "
-                                "action=ask_another_endpoint", self.context, current_day.get(), from_block, to_block,
-                                ep.label, damage)
+                    log.warning(
+                        "%s day=%d blocks=%d-%d endpoint=%s event=damaged_answer reason=%r action=ask_another_endpoint",
+                        self.context,
+                        current_day.get(),
+                        from_block,
+                        to_block,
+                        ep.label,
+                        damage,
+                    )
                     raise DamagedAnswer(f"damaged answer for blocks {from_block}-{to_block}: {damage}")
                 if guard and verify_from is not None and verify_from <= to_block:
                     await self._verify_complete(ep, logs, max(from_block, verify_from), to_block)
             except RangeTooLarge as exc:
                 # a result cap (too many logs) says nothing of the ranges it takes where logs are fewer
-                self.pool.refused_range(ep, span, exc.max_blocks, results_only=bool(exc.max_results) and not exc.max_blocks)
+                self.pool.refused_range(
+                    ep, span, exc.max_blocks, results_only=bool(exc.max_results) and not exc.max_blocks
+                )
                 self._failed(ep, exc)
                 raise
             except BatchTooLarge as exc:
@@ -558,6 +682,7 @@ class RpcClient:
                 self._failed(ep, exc)
                 raise
             return self._answered(ep, span, logs)
+
         return await self._retrying(once, f"eth_getLogs[{from_block}-{to_block}]")
 
     def _answered(self, ep: Endpoint, span: int, logs: Any) -> Any:
@@ -571,16 +696,21 @@ class RpcClient:
         """block -> (hash, timestamp); `batch` cuts the calls into the requests the endpoints take."""
         out: dict[int, tuple[str, int]] = {}
         for i in range(0, len(blocks), batch_size):
-            chunk = blocks[i:i + batch_size]
+            chunk = blocks[i : i + batch_size]
             for attempt in range(self.attempts):
-                results = await self.batch([("eth_getBlockByNumber", [hex(b), False]) for b in chunk],
-                                           need_block=max(chunk))
+                results = await self.batch(
+                    [("eth_getBlockByNumber", [hex(b), False]) for b in chunk], need_block=max(chunk)
+                )
                 missing = [b for b, blk in zip(chunk, results) if not blk]
                 if not missing:
                     break
-                log.warning("%s event=retry call=headers attempt=%d reason='blocks %s not found (node behind?)'",
-                            self.context, attempt + 1, missing[:3])
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** attempt))
+                log.warning(
+                    "%s event=retry call=headers attempt=%d reason='blocks %s not found (node behind?)'",
+                    self.context,
+                    attempt + 1,
+                    missing[:3],
+                )
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
             else:
                 raise NodeBehind(f"blocks {missing[:3]} not found on any endpoint")
             for b, blk in zip(chunk, results):
@@ -589,7 +719,9 @@ class RpcClient:
 
     def usage(self) -> list[dict]:
         """Per endpoint: requests, errors, compute units, health, and its pace (calls/s, limit answers, waits)."""
-        return [{**snap, **self.paces[ep.index].snapshot()} for ep, snap in zip(self.pool.endpoints, self.pool.snapshot())]
+        return [
+            {**snap, **self.paces[ep.index].snapshot()} for ep, snap in zip(self.pool.endpoints, self.pool.snapshot())
+        ]
 
 
 def _has_error(doc: Any) -> bool:
@@ -598,16 +730,22 @@ def _has_error(doc: Any) -> bool:
     return any(isinstance(item, dict) and "error" in item for item in doc)
 
 
-def _limit_answer(doc: Any, status: int, retry_after: float | None, calls: int,
-                  partial: bool) -> tuple[RateLimited | None, int]:
+def _limit_answer(
+    doc: Any, status: int, retry_after: float | None, calls: int, partial: bool
+) -> tuple[RateLimited | None, int]:
     """A rate-limit refusal in a parsed answer, and how many calls it refused (None, 0 when there is none).
     With partial=True a batch with only some calls refused is not one: the caller keeps the others."""
     if isinstance(doc, dict) and "error" in doc:
         exc = classify_error(doc["error"], status, retry_after)
         return (exc, calls) if isinstance(exc, RateLimited) else (None, 0)
     if isinstance(doc, list):
-        refused = [exc for item in doc if isinstance(item, dict) and "error" in item
-                   for exc in [classify_error(item["error"], status, retry_after)] if isinstance(exc, RateLimited)]
+        refused = [
+            exc
+            for item in doc
+            if isinstance(item, dict) and "error" in item
+            for exc in [classify_error(item["error"], status, retry_after)]
+            if isinstance(exc, RateLimited)
+        ]
         if refused and (not partial or len(refused) == len(doc) == 1):
             return refused[0], len(refused)
     return None, 0
@@ -639,8 +777,12 @@ def _head(value: Any) -> int:
 
 
 PROBE_LIMITED_TRIES = 5
-_PROBE_WORDS = {"QuotaExhausted": "quota used up or key refused", "RateLimited": "rate-limited on every try",
-                "Fatal": "refused eth_chainId", "Transient": "failing"}
+_PROBE_WORDS = {
+    "QuotaExhausted": "quota used up or key refused",
+    "RateLimited": "rate-limited on every try",
+    "Fatal": "refused eth_chainId",
+    "Transient": "failing",
+}
 
 
 def _probe_limited(body: bytes, status: int) -> bool:
@@ -663,9 +805,11 @@ async def probe_endpoints(urls: tuple[str, ...], timeout_s: float = 5.0) -> dict
             label = endpoint_label(url, i)
             try:
                 for attempt in range(PROBE_LIMITED_TRIES):
-                    async with session.post(url, data=orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
-                                                                    "params": []}),
-                                            headers={"Content-Type": "application/json"}) as resp:
+                    async with session.post(
+                        url,
+                        data=orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}),
+                        headers={"Content-Type": "application/json"},
+                    ) as resp:
                         body, status, hint = await resp.read(), resp.status, _retry_after(resp.headers)
                     if not _probe_limited(body, status) or attempt == PROBE_LIMITED_TRIES - 1:
                         break

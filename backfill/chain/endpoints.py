@@ -44,15 +44,25 @@ class Endpoint:
         return now >= self.cooldown_until and now >= self.parked_until
 
     def snapshot(self, now: float) -> dict:
-        return {"endpoint": self.label, "requests": self.requests, "compute_units": self.compute_units,
-                "errors": dict(self.errors), "parked": now < self.parked_until, "parked_reason": self.parked_reason,
-                "cooling_s": round(max(0.0, self.cooldown_until - now), 1), "head": self.head,
-                "batch_cap": self.batch_cap, "refused_blocks": self.refused_blocks,
-                "damaged": self.errors["DamagedAnswer"]}
+        return {
+            "endpoint": self.label,
+            "requests": self.requests,
+            "compute_units": self.compute_units,
+            "errors": dict(self.errors),
+            "parked": now < self.parked_until,
+            "parked_reason": self.parked_reason,
+            "cooling_s": round(max(0.0, self.cooldown_until - now), 1),
+            "head": self.head,
+            "batch_cap": self.batch_cap,
+            "refused_blocks": self.refused_blocks,
+            "damaged": self.errors["DamagedAnswer"],
+        }
 
 
 class EndpointPool:
-    def __init__(self, urls: list[str] | tuple[str, ...], labels: list[str], clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, urls: list[str] | tuple[str, ...], labels: list[str], clock: Callable[[], float] = time.monotonic
+    ):
         self.endpoints = [Endpoint(u, i, labels[i]) for i, u in enumerate(urls)]
         self.clock = clock
         self._next = 0
@@ -114,8 +124,9 @@ class EndpointPool:
     def saw_head(self, ep: Endpoint, head: int) -> None:
         ep.head = head
 
-    def refused_range(self, ep: Endpoint, n_blocks: int, stated_blocks: int | None = None,
-                      results_only: bool = False) -> None:
+    def refused_range(
+        self, ep: Endpoint, n_blocks: int, stated_blocks: int | None = None, results_only: bool = False
+    ) -> None:
         """It refused n_blocks; when it stated its limit, every range above that is known to be refused. A refusal
         for the number of results (results_only) caps no range: a sparser stretch of the same size passes."""
         ep.errors["range"] += 1

@@ -42,8 +42,9 @@ CALM_SHARE = 0.05  # and goes up after a saturated second in which at most this 
 
 
 class Pace:
-    def __init__(self, ceiling: float | None = None, start: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, ceiling: float | None = None, start: float | None = None, clock: Callable[[], float] = time.monotonic
+    ):
         self.clock = clock
         self.ceiling = ceiling if ceiling and ceiling > 0 else None
         # calls per second; None = not limited (yet). A known plan starts at this process's share of it.
@@ -163,6 +164,10 @@ class Pace:
 
     def snapshot(self) -> dict:
         now = self.clock()
-        return {"rps": round(self.rate, 2) if self.rate is not None else None, "limit_answers": self.limit_answers,
-                "waits": self.waits, "waited_s": round(self.waited_s, 1),
-                "held_s": round(max(0.0, self._hold_until - now), 1)}
+        return {
+            "rps": round(self.rate, 2) if self.rate is not None else None,
+            "limit_answers": self.limit_answers,
+            "waits": self.waits,
+            "waited_s": round(self.waited_s, 1),
+            "held_s": round(max(0.0, self._hold_until - now), 1),
+        }

@@ -104,7 +104,9 @@ def day_targets(first_day: dt.date, last_day: dt.date) -> list[int]:
     return [start + i * DAY_S for i in range(n)]
 
 
-def build_plan(anchor: dt.date, first_day: dt.date, last_day: dt.date, boundaries: list[int], safe_head: int) -> list[DayPlan]:
+def build_plan(
+    anchor: dt.date, first_day: dt.date, last_day: dt.date, boundaries: list[int], safe_head: int
+) -> list[DayPlan]:
     """Turn boundary blocks (first block of each midnight, from first_day to last_day + 1) into day plans.
 
     day_idx counts days since `anchor` (the database's first --from), so indices stay stable when a
@@ -125,8 +127,15 @@ def utc_text(ts: int) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def range_problem(from_date: dt.date | None, to_date: dt.date | None, genesis_ts: int | None, head: int,
-                  safe_head: int, safe_head_ts: int | None, confirmations: int) -> str | None:
+def range_problem(
+    from_date: dt.date | None,
+    to_date: dt.date | None,
+    genesis_ts: int | None,
+    head: int,
+    safe_head: int,
+    safe_head_ts: int | None,
+    confirmations: int,
+) -> str | None:
     """Why --from / --to cannot be planned on this chain, or None. A day before the genesis block's day has no
     block and never will: planning it would record as empty a day the chain never had. A day after the safe
     head's day has no safe block yet. The safe head's own day is planned, clipped at it."""
@@ -137,9 +146,12 @@ def range_problem(from_date: dt.date | None, to_date: dt.date | None, genesis_ts
     if safe_head_ts is None:
         return None
     head_day = dt.datetime.fromtimestamp(safe_head_ts, dt.timezone.utc).date()
-    where = (f"the chain's head (block {head}, {utc_text(safe_head_ts)})" if safe_head == head else
-             f"the chain's safe head (block {safe_head} = head {head} - {confirmations} confirmations, "
-             f"{utc_text(safe_head_ts)})")
+    where = (
+        f"the chain's head (block {head}, {utc_text(safe_head_ts)})"
+        if safe_head == head
+        else f"the chain's safe head (block {safe_head} = head {head} - {confirmations} confirmations, "
+        f"{utc_text(safe_head_ts)})"
+    )
     for flag, day in (("--from", from_date), ("--to", to_date)):
         if day is not None and day > head_day:
             return f"{flag} {day} is after {where}"

@@ -57,8 +57,14 @@ class RangeTooLarge(RpcError):
     that counts to-from or to-from+1, so stay below it). max_results: the most logs it says one answer may
     carry. Either is None when the answer does not say; both can be set (Alchemy states both)."""
 
-    def __init__(self, message: str, suggested: tuple[int, int] | None = None, max_blocks: int | None = None,
-                 max_results: int | None = None, **kw: Any):
+    def __init__(
+        self,
+        message: str,
+        suggested: tuple[int, int] | None = None,
+        max_blocks: int | None = None,
+        max_results: int | None = None,
+        **kw: Any,
+    ):
         super().__init__(message, **kw)
         self.suggested = suggested
         self.max_blocks = max_blocks
@@ -126,18 +132,24 @@ _RANGE_TEXT = re.compile(
     r"exceeded max allowed range|"
     r"range threshold exceeded|requested too many blocks|requested blocks is|logs matched by query|"
     r"at most \d[\d,]* blocks|smaller than size|max is \d+k? blocks|query spans|range allowed for your plan",
-    _I)
+    _I,
+)
 # ... unless the complaint is about something a smaller range does not fix.
-_NOT_RANGE = re.compile(
-    r"addresses or topics|execution reverted|gas limit|intrinsic gas|nonce|insufficient funds", _I)
+_NOT_RANGE = re.compile(r"addresses or topics|execution reverted|gas limit|intrinsic gas|nonce|insufficient funds", _I)
 # Step 7: a size noun together with a size qualifier.
 _SIZE_NOUN = re.compile(r"\b(ranges?|blocks|logs|results|response|span)\b", _I)
 _SIZE_WORD = re.compile(r"limit|exceed|too (large|many|big|wide)|max(imum)?\b|greater than|at most", _I)
 
-_RATE_TEXT = re.compile(r"(rate limit|too many requests|exceeded its compute units|request rate exceeded|"
-                        r"requests per second|/second request limit|credits limited|capacity)", _I)
-_QUOTA_TEXT = re.compile(r"(monthly capacity|daily credit limit|payment required|api key disabled|"
-                         r"tenant disabled|upgrade your plan)", _I)
+_RATE_TEXT = re.compile(
+    r"(rate limit|too many requests|exceeded its compute units|request rate exceeded|"
+    r"requests per second|/second request limit|credits limited|capacity)",
+    _I,
+)
+_QUOTA_TEXT = re.compile(
+    r"(monthly capacity|daily credit limit|payment required|api key disabled|"
+    r"tenant disabled|upgrade your plan)",
+    _I,
+)
 _TIMEOUT_TEXT = re.compile(r"timeout|timed out|canceled due to", _I)
 _TRANSIENT_TEXT = re.compile(r"(header not found|unknown block|internal error)", _I)
 _BEHIND_TEXT = re.compile(r"beyond (the )?current head", _I)
@@ -147,10 +159,14 @@ _HEAD_NUMBER = re.compile(r"\bhead:? (\d+)", _I)
 _BATCH_TEXT = re.compile(
     r"\bbatch(ed|ing)?\b.{0,60}?(too (large|big)|limit|exceed|max|not supported|disabled|not allowed|"
     r"unsupported|size)|(too many|number of requests|unsupported methods?)\b.{0,60}?\bbatch|"
-    r"(does not|doesn't|do not) support batch", _I)
+    r"(does not|doesn't|do not) support batch",
+    _I,
+)
 _BATCH_OFF = re.compile(
     r"batch(ed|ing)? (requests? |calls? )?(are |is )?(not supported|disabled|not allowed|unsupported)|"
-    r"(does not|doesn't|do not) support batch|unsupported methods?\b.* in batch", _I)
+    r"(does not|doesn't|do not) support batch|unsupported methods?\b.* in batch",
+    _I,
+)
 
 # A number as providers write it: 10000, 10,000, 10_000, 2K / 10k.
 _N = r"(?P<n>\d{1,3}(?:,\d{3})+|\d+(?:_\d{3})*)(?:\s?(?P<k>[kK])\b)?"
@@ -207,8 +223,7 @@ _DATA_BLOCK_KEYS = ("maxAllowedRange", "maxBlockRange", "max_block_range", "maxR
 _SUGGESTED_HEX = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
 _SUGGESTED_DEC = [
     re.compile(r"(?:retry|try)(?: with)?(?: the| this)?(?: block)? range:?\s*(\d+)\s*-\s*(\d+)", _I),
-    re.compile(r"(?:should work|try with this block range|block range)\W{0,3}\[\s*(\d+)\s*,\s*(\d+)\s*\]",
-               _I),
+    re.compile(r"(?:should work|try with this block range|block range)\W{0,3}\[\s*(\d+)\s*,\s*(\d+)\s*\]", _I),
 ]
 
 
@@ -332,10 +347,17 @@ def _looks_like_size(text: str) -> bool:
     return bool(_SIZE_NOUN.search(text) and _SIZE_WORD.search(text)) and not _NOT_RANGE.search(text)
 
 
-def _range_error(text: str, message: str, data: Any, code: Any, http_status: int,
-                 limits: tuple[int | None, int | None]) -> RangeTooLarge:
-    return RangeTooLarge(text, suggested_range(message, data), max_blocks=limits[0], max_results=limits[1],
-                         code=code, http_status=http_status)
+def _range_error(
+    text: str, message: str, data: Any, code: Any, http_status: int, limits: tuple[int | None, int | None]
+) -> RangeTooLarge:
+    return RangeTooLarge(
+        text,
+        suggested_range(message, data),
+        max_blocks=limits[0],
+        max_results=limits[1],
+        code=code,
+        http_status=http_status,
+    )
 
 
 def classify_error(error: Any, http_status: int = 200, retry_after_s: float | None = None) -> RpcError:
@@ -409,8 +431,9 @@ def classify_http(http_status: int, body: bytes, retry_after_s: float | None = N
         return BatchTooLarge(text, max_items=batch_limit(whole), http_status=http_status)
     if http_status == 413 or (_RANGE_TEXT.search(whole) and not _NOT_RANGE.search(whole)):
         max_blocks, max_results = stated_limit(whole)
-        return RangeTooLarge(text, suggested_range(whole), max_blocks=max_blocks, max_results=max_results,
-                             http_status=http_status)
+        return RangeTooLarge(
+            text, suggested_range(whole), max_blocks=max_blocks, max_results=max_results, http_status=http_status
+        )
     if http_status in (401, 402, 403):
         return QuotaExhausted(text, http_status=http_status)
     if snippet.startswith("{") and _QUOTA_TEXT.search(snippet):

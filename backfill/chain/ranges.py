@@ -41,8 +41,9 @@ class RangeSizer:
     cheaply per log than tens of thousands (measured on anvil: ~3 vs ~5 cpu-s per million logs), and the
     client parses them faster; an answer over `big_logs` shrinks the range back to `cheap_logs`."""
 
-    def __init__(self, initial: int, maximum: int, cheap_logs: int = 2_500, grow_after: int = 1,
-                 big_logs: int | None = None):
+    def __init__(
+        self, initial: int, maximum: int, cheap_logs: int = 2_500, grow_after: int = 1, big_logs: int | None = None
+    ):
         self.maximum = max(1, maximum)
         self.size = max(1, min(initial, self.maximum))
         self.cheap_logs = max(1, cheap_logs)  # an answer this small means the range could be larger
@@ -51,8 +52,14 @@ class RangeSizer:
         self.cap: int | None = None  # the largest range a refusal allows (never grow past it)
         self._cheap_streak = 0
 
-    def split(self, a: int, b: int, suggested: tuple[int, int] | None, max_blocks: int | None = None,
-              max_results: int | None = None) -> int:
+    def split(
+        self,
+        a: int,
+        b: int,
+        suggested: tuple[int, int] | None,
+        max_blocks: int | None = None,
+        max_results: int | None = None,
+    ) -> int:
         """Where to cut [a, b] after a refusal: the end of the provider's suggestion when it starts at a, else
         its stated block limit, else the middle. A stated result cap becomes the most logs answers aim at; the
         range it suggests fits this stretch's density only, so it caps this range, not the ranges to come."""

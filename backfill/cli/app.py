@@ -51,6 +51,7 @@ def _command_name() -> str | None:
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A user mistake ends as one clear line on stderr and its exit code (backfill/exitcodes.py), no traceback;
     so does a Ctrl-C (exit 130)."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -68,6 +69,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except RpcError as exc:  # a provider condition that outlasted the retries: what it was, what to do
             click.echo(f"error: {scrub(rpc_error_line(exc), secret_bearing_values())}", err=True)
             sys.exit(exitcodes.PROVIDER)
+
     return wrapper
 
 
@@ -78,7 +80,9 @@ def rpc_error_line(exc: RpcError) -> str:
     where = getattr(exc, "endpoint", None)
     what = f"RPC endpoint {where}: {exc}" if where else f"RPC: {exc}"
     if isinstance(exc, QuotaExhausted):
-        hint = "its quota is used up: wait for it to reset, raise the plan, or add another endpoint to ETHEREUM_RPC_URLS"
+        hint = (
+            "its quota is used up: wait for it to reset, raise the plan, or add another endpoint to ETHEREUM_RPC_URLS"
+        )
     elif isinstance(exc, NoEndpoint):
         hint = "wait for the endpoints to recover, or add another endpoint to ETHEREUM_RPC_URLS"
     else:
@@ -86,8 +90,12 @@ def rpc_error_line(exc: RpcError) -> str:
     return f"{what[:400]}; {hint}"
 
 
-data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                               help="Runtime files (logs, embedded store). Default ./data; env BACKFILL_DATA_DIR.")
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Runtime files (logs, embedded store). Default ./data; env BACKFILL_DATA_DIR.",
+)
 
 
 class LazyGroup(click.Group):
@@ -146,12 +154,17 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--to", "to_date", help="Last UTC day (inclusive). Default: the day of the safe head."),
         click.option("--shards", type=int, default=None, help="Worker processes. Env SHARDS."),
         click.option("--rpc-url", "rpc_urls", multiple=True, help="RPC endpoint (repeatable). Env ETHEREUM_RPC_URLS."),
-        click.option("--confirmations", type=int, default=None,
-                     help="Blocks behind the head treated as unsafe (default 12)."),
+        click.option(
+            "--confirmations", type=int, default=None, help="Blocks behind the head treated as unsafe (default 12)."
+        ),
         click.option("--window-blocks", type=int, default=None, help="The most blocks a killed worker can lose."),
         click.option("--stall-s", type=float, default=None, help="Heartbeat age after which a worker is restarted."),
-        click.option("--promote/--no-promote", "auto_promote", default=None,
-                     help="Promote staging into production when the rebuild passes (default: auto_promote setting, off)."),
+        click.option(
+            "--promote/--no-promote",
+            "auto_promote",
+            default=None,
+            help="Promote staging into production when the rebuild passes (default: auto_promote setting, off).",
+        ),
         data_dir_option,
     ]
     for option in reversed(options):
@@ -163,17 +176,35 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @settings_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def config(from_date: str | None, to_date: str | None, shards: int | None, rpc_urls: tuple[str, ...],
-           confirmations: int | None, window_blocks: int | None, stall_s: float | None, auto_promote: bool | None,
-           data_dir: Path | None, as_json: bool) -> None:
+def config(
+    from_date: str | None,
+    to_date: str | None,
+    shards: int | None,
+    rpc_urls: tuple[str, ...],
+    confirmations: int | None,
+    window_blocks: int | None,
+    stall_s: float | None,
+    auto_promote: bool | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
     """The effective settings and where each came from (flag, environment, backfill.toml, default); keys in
     RPC URLs and the ClickHouse password redacted. A bad config is reported whole (exit 2)."""
     from backfill.settings import effective_settings
 
-    rows = effective_settings({"from_date": from_date, "to_date": to_date, "shards": shards,
-                               "rpc_urls": rpc_urls or None, "confirmations": confirmations,
-                               "window_blocks": window_blocks, "stall_s": stall_s, "auto_promote": auto_promote,
-                               "data_dir": data_dir})
+    rows = effective_settings(
+        {
+            "from_date": from_date,
+            "to_date": to_date,
+            "shards": shards,
+            "rpc_urls": rpc_urls or None,
+            "confirmations": confirmations,
+            "window_blocks": window_blocks,
+            "stall_s": stall_s,
+            "auto_promote": auto_promote,
+            "data_dir": data_dir,
+        }
+    )
     if as_json:
         doc = {r.name: {"value": r.value, "source": str(r.source), "origin": r.source.kind} for r in rows}
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
@@ -196,8 +227,12 @@ def _config_value(value: Any) -> str:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--watch", is_flag=True, help="Refresh every few seconds until Ctrl-C (piped, or with --json: a new "
-              "frame each time, JSON one document a line).")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Refresh every few seconds until Ctrl-C (piped, or with --json: a new "
+    "frame each time, JSON one document a line).",
+)
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes (--watch).")
 @data_dir_option
 @user_errors
@@ -240,8 +275,9 @@ def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -
                     time.sleep(interval)
                     live.update(render(reader.read(dedup=False)))
         except KeyboardInterrupt:
-            raise Interrupted("stopped by Ctrl-C; only the watching stopped (a run goes on until `backfill stop`)"
-                              ) from None
+            raise Interrupted(
+                "stopped by Ctrl-C; only the watching stopped (a run goes on until `backfill stop`)"
+            ) from None
     finally:
         reader.close()
 
@@ -271,8 +307,9 @@ def stop(timeout: float, data_dir: Path | None) -> None:
     except psutil.NoSuchProcess:
         pass
     except psutil.TimeoutExpired:
-        raise CommandFailed(f"the supervisor (pid {pid}) is still stopping after {timeout:.0f}s; see "
-                            f"{settings.log_dir / 'monitor.log'}") from None
+        raise CommandFailed(
+            f"the supervisor (pid {pid}) is still stopping after {timeout:.0f}s; see {settings.log_dir / 'monitor.log'}"
+        ) from None
     click.echo(f"stopped (supervisor pid {pid}); progress is checkpointed, `backfill start` resumes")
 
 
@@ -296,9 +333,9 @@ def scale(shards: int, data_dir: Path | None) -> None:
 @user_errors
 def retry_failed(data_dir: Path | None) -> None:
     """Put FAILED days back (failures reset); an active run picks them up, else run `backfill start`."""
+    from backfill import control
     from backfill.dates import day_list
     from backfill.store.client import Store
-    from backfill import control
 
     settings = _settings(data_dir=data_dir)
     store = Store.connect(settings)
@@ -334,8 +371,14 @@ def logs(worker: str, follow: bool, lines: int, data_dir: Path | None) -> None:
 
 @main.command()
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True,
-              help="Output: a table for people, tab-separated with a header line, or a JSON array of objects.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "tsv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output: a table for people, tab-separated with a header line, or a JSON array of objects.",
+)
 @data_dir_option
 @user_errors
 def sql(query: str, fmt: str, data_dir: Path | None) -> None:
@@ -345,8 +388,8 @@ def sql(query: str, fmt: str, data_dir: Path | None) -> None:
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
     from backfill.errors import SqlRefused
-    from backfill.store.sql_errors import server_error
     from backfill.store.client import Store
+    from backfill.store.sql_errors import server_error
 
     if not query.strip():
         raise UserError("no SQL given")
@@ -356,8 +399,10 @@ def sql(query: str, fmt: str, data_dir: Path | None) -> None:
     except ClickHouseError as exc:
         line = server_error(str(exc))
         if "UNKNOWN_TABLE" in line and re.search(r"\b(erc20|erc1155)_transfers\b(?!_)", line):
-            line += (" — production tables are made by `backfill promote` (or `start --promote`); until then "
-                     "the copy is in erc20_transfers_staging / erc1155_transfers_staging")
+            line += (
+                " — production tables are made by `backfill promote` (or `start --promote`); until then "
+                "the copy is in erc20_transfers_staging / erc1155_transfers_staging"
+            )
         raise SqlRefused(line) from None
     names, rows = list(result.column_names), result.result_rows
     if fmt == "json":
@@ -389,8 +434,8 @@ def db_serve(port: int, data_dir: Path | None) -> None:
     """Serve the embedded store in the foreground; its lines (the URL first) on stderr, until Ctrl-C / SIGTERM or
     `backfill db stop`."""
     from backfill.cli.data_dir import shown
-    from backfill.store.embedded import StoreBusy, serve, server_url
     from backfill.files.oplog import setup_logging
+    from backfill.store.embedded import StoreBusy, serve, server_url
 
     settings = _settings(data_dir=data_dir)
     setup_logging(None)  # a server in the terminal says where it listens (the command's logging showed none of it)
@@ -398,8 +443,10 @@ def db_serve(port: int, data_dir: Path | None) -> None:
         serve(settings.data_dir, port=port, allow_external=settings.embedded_allow_external)
     except StoreBusy:  # e.g. the on-demand server an earlier command started (it stops after 30 idle minutes)
         url = server_url(settings.data_dir)
-        raise UserError(f"the embedded store of {shown(settings.data_dir)} is already served"
-                        f"{f' at {url}' if url else ''}; `backfill db stop` stops that server") from None
+        raise UserError(
+            f"the embedded store of {shown(settings.data_dir)} is already served"
+            f"{f' at {url}' if url else ''}; `backfill db stop` stops that server"
+        ) from None
 
 
 @db.command("credentials")
@@ -437,9 +484,9 @@ def db_credentials(as_curl: bool, as_json: bool, data_dir: Path | None) -> None:
 @user_errors
 def db_stop(data_dir: Path | None) -> None:
     """Stop the embedded store server of the data directory (refused while a run uses it)."""
+    from backfill import control
     from backfill.cli.data_dir import require_store, shown
     from backfill.store.embedded import stop_server
-    from backfill import control
 
     settings = _settings(data_dir=data_dir)
     require_store(settings, embedded=True)
@@ -447,8 +494,11 @@ def db_stop(data_dir: Path | None) -> None:
     if sup and not settings.store.url:  # its supervisor would only start it again
         raise UserError(f"a run is active (supervisor pid {sup['pid']}) and uses this store; `backfill stop` first")
     where = shown(settings.data_dir)
-    click.echo(f"stopped the embedded store of {where}" if stop_server(settings.data_dir)
-               else f"the embedded store of {where} was not running")
+    click.echo(
+        f"stopped the embedded store of {where}"
+        if stop_server(settings.data_dir)
+        else f"the embedded store of {where} was not running"
+    )
 
 
 if __name__ == "__main__":

@@ -39,13 +39,17 @@ def check_usable(data_dir: Path, create: bool = False) -> bool:
         if not os.access(data_dir, os.R_OK | os.X_OK | (os.W_OK if create else 0)):
             raise PermissionError(13, "permission denied")
     except OSError as exc:  # the path or one of its parents cannot be read
-        raise NoBackfillData(f"cannot {'use' if create else 'read'} the data directory {shown(data_dir)}: "
-                             f"{(exc.strerror or str(exc)).lower()}; {HINT}") from None
+        raise NoBackfillData(
+            f"cannot {'use' if create else 'read'} the data directory {shown(data_dir)}: "
+            f"{(exc.strerror or str(exc)).lower()}; {HINT}"
+        ) from None
     return True
 
 
 def _missing(data_dir: Path, what: str) -> NoBackfillData:
-    return NoBackfillData(f"no backfill data in {shown(data_dir)} (no {what} there yet); start one with: backfill start")
+    return NoBackfillData(
+        f"no backfill data in {shown(data_dir)} (no {what} there yet); start one with: backfill start"
+    )
 
 
 def holds_store(settings: Settings) -> bool:

@@ -19,38 +19,59 @@ from backfill.devnet.generate import DAY_S, MIN_BLOCKS_PER_DAY
 
 def _chain_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--days", default=10, show_default=True, type=click.IntRange(1),
-                     help="Simulated UTC days."),
-        click.option("--blocks-per-day", default=2000, show_default=True,
-                     type=click.IntRange(MIN_BLOCKS_PER_DAY, DAY_S), help="Blocks mined in each simulated day."),
+        click.option("--days", default=10, show_default=True, type=click.IntRange(1), help="Simulated UTC days."),
+        click.option(
+            "--blocks-per-day",
+            default=2000,
+            show_default=True,
+            type=click.IntRange(MIN_BLOCKS_PER_DAY, DAY_S),
+            help="Blocks mined in each simulated day.",
+        ),
         click.option("--seed", default=7, show_default=True, type=int, help="Generator seed."),
-        click.option("--start", "start", default="2024-01-01", show_default=True,
-                     type=click.DateTime(["%Y-%m-%d"]), help="UTC date of day 0."),
-        click.option("--heavy-day", type=int, default=None,
-                     help="Day with >10,000 logs, -1 for none [default: days/2]."),
-        click.option("--empty-days", default=None,
-                     help="Comma-separated days without logs [default: 2,days-2]."),
-        click.option("--state", "state_path", default="data/devnet/state.json", show_default=True,
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help="Saved chain (anvil --load-state) + <name>.meta.json."),
+        click.option(
+            "--start",
+            "start",
+            default="2024-01-01",
+            show_default=True,
+            type=click.DateTime(["%Y-%m-%d"]),
+            help="UTC date of day 0.",
+        ),
+        click.option(
+            "--heavy-day", type=int, default=None, help="Day with >10,000 logs, -1 for none [default: days/2]."
+        ),
+        click.option("--empty-days", default=None, help="Comma-separated days without logs [default: 2,days-2]."),
+        click.option(
+            "--state",
+            "state_path",
+            default="data/devnet/state.json",
+            show_default=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Saved chain (anvil --load-state) + <name>.meta.json.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _params(days: int, blocks_per_day: int, seed: int, start: dt.datetime, heavy_day: int | None,
-            empty_days: str | None) -> dn.DevnetParams:
+def _params(
+    days: int, blocks_per_day: int, seed: int, start: dt.datetime, heavy_day: int | None, empty_days: str | None
+) -> dn.DevnetParams:
     params = dn.DevnetParams.with_defaults(start.date(), days, blocks_per_day, seed)
     if heavy_day is not None:
-        params = dn.DevnetParams(params.start_date, days, blocks_per_day, seed,
-                                 heavy_day if heavy_day >= 0 else None, params.empty_days - {heavy_day})
+        params = dn.DevnetParams(
+            params.start_date,
+            days,
+            blocks_per_day,
+            seed,
+            heavy_day if heavy_day >= 0 else None,
+            params.empty_days - {heavy_day},
+        )
     if empty_days is not None:
         try:
             empty = frozenset(int(d) for d in empty_days.split(",") if d.strip())
         except ValueError:
-            raise click.BadParameter(f"not a list of day numbers: {empty_days!r}",
-                                     param_hint="--empty-days") from None
+            raise click.BadParameter(f"not a list of day numbers: {empty_days!r}", param_hint="--empty-days") from None
         params = dn.DevnetParams(params.start_date, days, blocks_per_day, seed, params.heavy_day, empty)
     try:
         params.validate()
@@ -66,8 +87,7 @@ def devnet() -> None:
 
 @devnet.command("up")
 @_chain_options
-@click.option("--port", default=8545, show_default=True, type=click.IntRange(0, 65535),
-              help="0 = any free port.")
+@click.option("--port", default=8545, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line {url, loaded, summary}.")
 def up(port: int, as_json: bool, state_path: Path, **chain: Any) -> None:
     """Serve the chain (reloading the saved state when it matches) until Ctrl-C / SIGTERM."""

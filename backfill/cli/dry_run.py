@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from backfill.errors import UserError
+from backfill import control
+from backfill.chain.client import RpcClient
 from backfill.chain.planner import DayPlan
 from backfill.cli.prepare import check_chain, check_endpoints, check_range, plan_days, reopen_for_redo, survey_chain
+from backfill.errors import UserError
 from backfill.redact import redact_url
-from backfill.chain.client import RpcClient
 from backfill.settings import Settings, redact_clickhouse_url
 from backfill.store.client import Store
-from backfill import control
 
 _TABLES = ("backfill_days", "backfill_meta", "backfill_checkpoint")
 
@@ -93,8 +93,13 @@ async def _plan(settings: Settings, existing: Store | None, running: dict[str, A
     await check_endpoints(settings)
     shadow = PlanShadow(existing)
     store = cast(Store, shadow)  # the planner's functions take a Store; they use only what PlanShadow has
-    async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="dry-run",
-                         max_rps_per_endpoint=settings.rpc_max_rps) as rpc:  # no memory: endpoints.json untouched
+    async with RpcClient(
+        settings.rpc_urls,
+        timeout_s=settings.rpc_timeout_s,
+        attempts=4,
+        context="dry-run",
+        max_rps_per_endpoint=settings.rpc_max_rps,
+    ) as rpc:  # no memory: endpoints.json untouched
         chain = await survey_chain(rpc, settings)
         check_chain(store, chain.chain_id, chain.genesis_hash)
         check_range(settings, chain)  # the dates a start would refuse, refused the same way
@@ -105,12 +110,23 @@ async def _plan(settings: Settings, existing: Store | None, running: dict[str, A
             reopen_for_redo(store, plans, settings.from_date, settings.to_date)
     target = settings.store
     return Preview(
-        chain_id=chain.chain_id, plans=plans, stored=stored, new_days={p.day_idx for p in shadow.days_written},
-        reopened=set(shadow.reopened), statuses={k: str(cp["status"]) for k, cp in shadow.checkpoints().items()},
+        chain_id=chain.chain_id,
+        plans=plans,
+        stored=stored,
+        new_days={p.day_idx for p in shadow.days_written},
+        reopened=set(shadow.reopened),
+        statuses={k: str(cp["status"]) for k, cp in shadow.checkpoints().items()},
         endpoints=[redact_url(u) for u in settings.rpc_urls],
-        store=redact_clickhouse_url(target.url) if target.url else f"embedded store in {settings.data_dir / 'clickhouse'}",
-        store_exists=existing is not None, data_dir=settings.data_dir, shards=settings.shards,
-        confirmations=settings.confirmations, anchor_written=shadow.meta_written.get("plan_anchor"), running=running)
+        store=redact_clickhouse_url(target.url)
+        if target.url
+        else f"embedded store in {settings.data_dir / 'clickhouse'}",
+        store_exists=existing is not None,
+        data_dir=settings.data_dir,
+        shards=settings.shards,
+        confirmations=settings.confirmations,
+        anchor_written=shadow.meta_written.get("plan_anchor"),
+        running=running,
+    )
 
 
 def _existing_store(settings: Settings) -> Store | None:
@@ -122,8 +138,9 @@ def _existing_store(settings: Settings) -> Store | None:
     if not settings.store.url and not store_dir(settings.data_dir).is_dir():
         return None
     store = Store.connect(settings, create=False)
-    found = store.scalar("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN %(t)s",
-                         {"t": _TABLES})
+    found = store.scalar(
+        "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN %(t)s", {"t": _TABLES}
+    )
     if int(found or 0) < len(_TABLES):
         store.close()
         return None
@@ -140,21 +157,28 @@ def _blocks(p: DayPlan) -> str:
 
 def render_preview(pv: Preview) -> str:
     """The preview for people: what was checked, the plan day by day, and what a start would write."""
-    lines = ["dry run: nothing was written",
-             f"endpoints: {', '.join(pv.endpoints)} (chain {pv.chain_id})",
-             f"store: {pv.store}" + ("" if pv.store_exists else " (nothing stored yet)"),
-             f"data dir: {pv.data_dir}" + ("" if pv.data_dir.exists() else " (does not exist; a start creates it)"),
-             f"shards: {pv.shards}"]
+    lines = [
+        "dry run: nothing was written",
+        f"endpoints: {', '.join(pv.endpoints)} (chain {pv.chain_id})",
+        f"store: {pv.store}" + ("" if pv.store_exists else " (nothing stored yet)"),
+        f"data dir: {pv.data_dir}" + ("" if pv.data_dir.exists() else " (does not exist; a start creates it)"),
+        f"shards: {pv.shards}",
+    ]
     if pv.plans:
         first, last = pv.plans[0], pv.plans[-1]
-        lines.append(f"plan: {_days(len(pv.plans))}, {first.day} to {last.day}, blocks {first.start_block}-"
-                     f"{last.end_block} ({pv.confirmations} confirmations)")
+        lines.append(
+            f"plan: {_days(len(pv.plans))}, {first.day} to {last.day}, blocks {first.start_block}-"
+            f"{last.end_block} ({pv.confirmations} confirmations)"
+        )
     header = ("day_idx", "day", "blocks", "n_blocks", "")
     rows = [(str(p.day_idx), p.day.isoformat(), _blocks(p), str(p.n_blocks), _day_note(pv, p)) for p in pv.plans]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for r in [header, *rows]:
-        lines.append("  " + "  ".join(c.rjust(w) if i in (0, 3) else c.ljust(w)
-                                      for i, (c, w) in enumerate(zip(r, widths))) + f"  {r[4]}".rstrip())
+        lines.append(
+            "  "
+            + "  ".join(c.rjust(w) if i in (0, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            + f"  {r[4]}".rstrip()
+        )
     lines.append(f"a start would: {_would(pv)}")
     return "\n".join(line.rstrip() for line in lines)
 

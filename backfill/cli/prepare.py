@@ -9,10 +9,10 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from backfill.errors import ConfigError, EndpointUnreachable, WrongChain
-from backfill.chain.planner import BoundarySearch, DayPlan, build_plan, day_targets, range_problem
-from backfill.redact import endpoint_label
 from backfill.chain.client import RpcClient, probe_endpoints
+from backfill.chain.planner import BoundarySearch, DayPlan, build_plan, day_targets, range_problem
+from backfill.errors import ConfigError, EndpointUnreachable, WrongChain
+from backfill.redact import endpoint_label
 from backfill.settings import Settings
 from backfill.store.client import Store
 
@@ -25,8 +25,10 @@ async def check_endpoints(settings: Settings) -> int:
     ids = {v for v in answers.values() if isinstance(v, int)}
     if not ids:
         detail = ", ".join(f"{k} ({v})" for k, v in answers.items())
-        raise EndpointUnreachable(f"no RPC endpoint answers eth_chainId: {detail}; check ETHEREUM_RPC_URLS "
-                                  "(host, key, the plan's quota) or add another endpoint")
+        raise EndpointUnreachable(
+            f"no RPC endpoint answers eth_chainId: {detail}; check ETHEREUM_RPC_URLS "
+            "(host, key, the plan's quota) or add another endpoint"
+        )
     if len(ids) > 1:
         raise ConfigError(f"RPC endpoints serve different chains: {answers}")
     down = [k for k, v in answers.items() if not isinstance(v, int)]
@@ -62,7 +64,7 @@ async def survey_chain(rpc: RpcClient, settings: Settings) -> ChainView:
     safe_head = head - settings.confirmations
     safe_head_ts = None
     if safe_head >= 0:
-        (_, safe_head_ts), = (await rpc.headers([safe_head])).values()
+        ((_, safe_head_ts),) = (await rpc.headers([safe_head])).values()
     return ChainView(chain_id, genesis_hash, genesis_ts, head, safe_head, safe_head_ts)
 
 
@@ -71,8 +73,15 @@ def check_range(settings: Settings, chain: ChainView) -> None:
     its safe head's day (planning such a day would record an empty day the chain never had)."""
     if chain.safe_head_ts is None and settings.from_date is not None:
         raise ConfigError(f"the chain head {chain.head} is below the {settings.confirmations} confirmations asked")
-    problem = range_problem(settings.from_date, settings.to_date, chain.genesis_ts, chain.head, chain.safe_head,
-                            chain.safe_head_ts, settings.confirmations)
+    problem = range_problem(
+        settings.from_date,
+        settings.to_date,
+        chain.genesis_ts,
+        chain.head,
+        chain.safe_head,
+        chain.safe_head_ts,
+        settings.confirmations,
+    )
     if problem:
         raise ConfigError(problem)
 
@@ -81,11 +90,15 @@ def check_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
     """One database per chain: refuse an endpoint of another chain than the one recorded."""
     known_id, known_genesis = store.meta_get("chain_id"), store.meta_get("genesis_hash")
     if known_id is not None and int(known_id) != chain_id:
-        raise WrongChain(f"the RPC endpoint serves chain {chain_id} but this database holds chain {known_id}; "
-                         "use another database (CLICKHOUSE_URL or --data-dir)")
+        raise WrongChain(
+            f"the RPC endpoint serves chain {chain_id} but this database holds chain {known_id}; "
+            "use another database (CLICKHOUSE_URL or --data-dir)"
+        )
     if known_genesis and genesis_hash and known_genesis != genesis_hash:
-        raise WrongChain(f"the RPC endpoint's genesis block {genesis_hash[:18]}… differs from this database's "
-                         f"{known_genesis[:18]}…: another chain; use another database (CLICKHOUSE_URL or --data-dir)")
+        raise WrongChain(
+            f"the RPC endpoint's genesis block {genesis_hash[:18]}… differs from this database's "
+            f"{known_genesis[:18]}…: another chain; use another database (CLICKHOUSE_URL or --data-dir)"
+        )
 
 
 def record_chain(store: Store, chain_id: int, genesis_hash: str, genesis_ts: int | None = None) -> None:
@@ -117,14 +130,15 @@ async def plan_days(rpc: RpcClient, store: Store, settings: Settings, chain: Cha
         return [existing[k] for k in sorted(existing)]
     assert anchor is not None and chain.safe_head_ts is not None  # check_range refused a chain too short
     if settings.from_date < anchor:
-        raise ConfigError(f"this database's plan starts at {anchor}; --from {settings.from_date} is earlier. "
-                          "Use another database (CLICKHOUSE_URL or --data-dir) for an earlier range")
+        raise ConfigError(
+            f"this database's plan starts at {anchor}; --from {settings.from_date} is earlier. "
+            "Use another database (CLICKHOUSE_URL or --data-dir) for an earlier range"
+        )
     head, safe_head = chain.head, chain.safe_head
     # up to the day of the safe head by default (that day clipped at it)
     to_date = settings.to_date or dt.datetime.fromtimestamp(chain.safe_head_ts, dt.timezone.utc).date()
     wanted_days = [settings.from_date + dt.timedelta(days=i) for i in range((to_date - settings.from_date).days + 1)]
-    missing = [d for d in wanted_days
-               if (d - anchor).days not in existing or existing[(d - anchor).days].clipped]
+    missing = [d for d in wanted_days if (d - anchor).days not in existing or existing[(d - anchor).days].clipped]
     if missing:
         first, last = missing[0], missing[-1]
         boundaries = await search_boundaries(rpc, day_targets(first, last), safe_head)
@@ -132,16 +146,24 @@ async def plan_days(rpc: RpcClient, store: Store, settings: Settings, chain: Cha
         plans = [p for p in plans if p.day in set(missing)]
         beyond = [p for p in plans if p.start_block > safe_head and p.clipped]
         if beyond:
-            raise ConfigError(f"--to {to_date} is beyond the chain: day {beyond[0].day} has no block at or below the "
-                              f"safe head {safe_head} (head {head} - {settings.confirmations} confirmations)")
+            raise ConfigError(
+                f"--to {to_date} is beyond the chain: day {beyond[0].day} has no block at or below the "
+                f"safe head {safe_head} (head {head} - {settings.confirmations} confirmations)"
+            )
         _reopen_extended(store, existing, plans)
         store.write_plan(plans)
         if not anchor_text:
             store.meta_set("plan_anchor", anchor.isoformat())
         for p in plans:
             existing[p.day_idx] = p
-        log.info("event=planned days=%d first=%s last=%s blocks=%d-%d", len(plans), first, last,
-                 plans[0].start_block, plans[-1].end_block)
+        log.info(
+            "event=planned days=%d first=%s last=%s blocks=%d-%d",
+            len(plans),
+            first,
+            last,
+            plans[0].start_block,
+            plans[-1].end_block,
+        )
     return [existing[k] for k in sorted(existing)]
 
 
@@ -153,11 +175,22 @@ def _reopen_extended(store: Store, existing: dict[int, DayPlan], plans: list[Day
         cp = checkpoints.get(p.day_idx)
         if old and old.clipped and cp and cp["status"] == "COMPLETE" and p.end_block > old.end_block:
             store.write_checkpoint(
-                day_idx=p.day_idx, status="RUNNING", next_block=old.end_block + 1, erc20_count=cp["erc20_count"],
-                erc1155_count=cp["erc1155_count"], quarantined_count=cp["quarantined_count"],
-                skipped_count=cp["skipped_count"], worker_id=cp["worker_id"], shards=cp["shards"],
-                attempts=cp["attempts"], failures=0, error="", requests=cp["requests"], rpc_errors=cp["rpc_errors"],
-                compute_units=cp["compute_units"])
+                day_idx=p.day_idx,
+                status="RUNNING",
+                next_block=old.end_block + 1,
+                erc20_count=cp["erc20_count"],
+                erc1155_count=cp["erc1155_count"],
+                quarantined_count=cp["quarantined_count"],
+                skipped_count=cp["skipped_count"],
+                worker_id=cp["worker_id"],
+                shards=cp["shards"],
+                attempts=cp["attempts"],
+                failures=0,
+                error="",
+                requests=cp["requests"],
+                rpc_errors=cp["rpc_errors"],
+                compute_units=cp["compute_units"],
+            )
 
 
 def reopen_for_redo(store: Store, plans: list[DayPlan], first: dt.date, last: dt.date) -> list[int]:
@@ -170,15 +203,36 @@ def reopen_for_redo(store: Store, plans: list[DayPlan], first: dt.date, last: dt
             continue
         cp = checkpoints.get(p.day_idx)
         store.write_checkpoint(
-            day_idx=p.day_idx, status="RUNNING", next_block=p.start_block, erc20_count=0, erc1155_count=0,
-            quarantined_count=0, skipped_count=0, worker_id=int(cp["worker_id"]) if cp else 0,
-            shards=int(cp["shards"]) if cp else 0, attempts=int(cp["attempts"]) if cp else 0, failures=0, error="",
-            requests=int(cp["requests"]) if cp else 0, rpc_errors=int(cp["rpc_errors"]) if cp else 0,
-            compute_units=int(cp["compute_units"]) if cp else 0)
+            day_idx=p.day_idx,
+            status="RUNNING",
+            next_block=p.start_block,
+            erc20_count=0,
+            erc1155_count=0,
+            quarantined_count=0,
+            skipped_count=0,
+            worker_id=int(cp["worker_id"]) if cp else 0,
+            shards=int(cp["shards"]) if cp else 0,
+            attempts=int(cp["attempts"]) if cp else 0,
+            failures=0,
+            error="",
+            requests=int(cp["requests"]) if cp else 0,
+            rpc_errors=int(cp["rpc_errors"]) if cp else 0,
+            compute_units=int(cp["compute_units"]) if cp else 0,
+        )
         reopened.append(p.day_idx)
     log.info("event=redo days=%d first=%s last=%s", len(reopened), first, last)
     return reopened
 
 
-__all__ = ["ChainView", "reopen_for_redo", "check_endpoints", "chain_identity", "survey_chain", "check_range",
-           "check_chain", "record_chain", "plan_days", "endpoint_label"]
+__all__ = [
+    "ChainView",
+    "reopen_for_redo",
+    "check_endpoints",
+    "chain_identity",
+    "survey_chain",
+    "check_range",
+    "check_chain",
+    "record_chain",
+    "plan_days",
+    "endpoint_label",
+]

@@ -28,16 +28,24 @@ PRODUCTION_TABLES = ("erc20_transfers", "erc1155_transfers")
 # The phases a supervisor ends in (monitor/supervisor.py); the others (starting, running, rescaling, stopping,
 # rebuilding) are phases of a live one.
 ENDED_PHASES = frozenset({"complete", "stopped", "finished_with_failures", "rebuild_failed", "halted"})
-RESUME = {"dead": "backfill start", "stopped": "backfill start", "halted": "backfill start",
-          "finished_with_failures": "backfill retry-failed, then backfill start", "rebuild_failed": "backfill rebuild"}
+RESUME = {
+    "dead": "backfill start",
+    "stopped": "backfill start",
+    "halted": "backfill start",
+    "finished_with_failures": "backfill retry-failed, then backfill start",
+    "rebuild_failed": "backfill rebuild",
+}
 STATUS_PATIENCE_S = 5.0  # how long one status read rides out a store outage
 LAST_ERROR_CHARS = 300
 MONITOR_TAIL_BYTES = 256 * 1024
-INTERRUPTED_HINT = ("INTERRUPTED: the day was being fetched when the run ended (no run is active); "
-                    "`backfill start` resumes it from its checkpoint")
+INTERRUPTED_HINT = (
+    "INTERRUPTED: the day was being fetched when the run ended (no run is active); "
+    "`backfill start` resumes it from its checkpoint"
+)
 
 
 # -- the run: the supervisor's last word and whether it is alive (pure) ----------------------------------------
+
 
 def run_state(supervisor: dict[str, Any] | None, alive: bool) -> str:
     """running, complete, stopped, finished_with_failures, rebuild_failed, halted, dead, or none (no run yet).
@@ -64,8 +72,9 @@ def show_day_statuses(text: str, run_live: bool) -> str:
     return _DAY_STATUS_RE.sub(lambda m: m[1] + shown_day_status(m[2], run_live), text)
 
 
-def run_summary(supervisor: dict[str, Any] | None, alive: bool, *, promoted: bool | None = None,
-                last_error: str | None = None) -> dict[str, Any]:
+def run_summary(
+    supervisor: dict[str, Any] | None, alive: bool, *, promoted: bool | None = None, last_error: str | None = None
+) -> dict[str, Any]:
     """summary["run"]: state, since (epoch: started_at while running, else ended_at / updated_at), last_error,
     resume (the command that carries on), promoted and hint (complete runs), workers (live worker processes)."""
     sup = supervisor or {}
@@ -73,27 +82,41 @@ def run_summary(supervisor: dict[str, Any] | None, alive: bool, *, promoted: boo
     since = sup.get("started_at") if state == "running" else (sup.get("ended_at") or sup.get("updated_at"))
     complete = state == "complete"
     return {
-        "state": state, "since": float(since) if since else None, "last_error": last_error,
-        "resume": RESUME.get(state), "promoted": promoted if complete else None,
+        "state": state,
+        "since": float(since) if since else None,
+        "last_error": last_error,
+        "resume": RESUME.get(state),
+        "promoted": promoted if complete else None,
         "hint": "backfill promote" if complete and promoted is False else None,
         "workers": sum(1 for w in sup.get("workers", []) if w.get("pid")) if state == "running" else 0,
     }
 
 
-def store_view(reachable: bool, error: str | None, supervisor: dict[str, Any] | None, alive: bool,
-               now: float) -> dict[str, Any]:
+def store_view(
+    reachable: bool, error: str | None, supervisor: dict[str, Any] | None, alive: bool, now: float
+) -> dict[str, Any]:
     """summary["store"]: whether status reached the store, and (run_view) what the live supervisor reports of it."""
     seen = (supervisor or {}).get("store") if alive else None
     run_view = None
     if isinstance(seen, dict):
         down = seen.get("down_since")
-        run_view = {"reachable": bool(seen.get("reachable", True)), "down_since": down,
-                    "down_for_s": round(now - float(down)) if down else None, "error": seen.get("error") or None}
+        run_view = {
+            "reachable": bool(seen.get("reachable", True)),
+            "down_since": down,
+            "down_for_s": round(now - float(down)) if down else None,
+            "error": seen.get("error") or None,
+        }
     return {"reachable": reachable, "error": None if reachable else error, "run_view": run_view}
 
 
-def current_workers(heartbeats: list[dict[str, Any]], supervisor: dict[str, Any] | None, alive: bool,
-                    live_pids: Iterable[int], host: str | None, now: float) -> list[dict[str, Any]]:
+def current_workers(
+    heartbeats: list[dict[str, Any]],
+    supervisor: dict[str, Any] | None,
+    alive: bool,
+    live_pids: Iterable[int],
+    host: str | None,
+    now: float,
+) -> list[dict[str, Any]]:
     """The heartbeat rows of worker processes that exist. With a live supervisor: rows of its current slots whose
     pid is the slot's (or the slot has none yet), so rows of an earlier fleet drop out. Without one: rows whose
     pid is still a live worker process (`live_pids`, judged on this host only)."""
@@ -109,12 +132,18 @@ def current_workers(heartbeats: list[dict[str, Any]], supervisor: dict[str, Any]
             continue
         if not alive and pid not in live:
             continue
-        out.append({
-            "worker_id": k, "pid": pid, "day_idx": int(h["day_idx"]), "last_batch": h["last_batch"],
-            "rows": int(h["rows"]), "heartbeat_age_s": round(now - h["updated_at"], 1),
-            "restarts": (slot or {}).get("restarts", 0),
-            "state": (slot or {}).get("state", "unknown") if alive else "not supervised",
-        })
+        out.append(
+            {
+                "worker_id": k,
+                "pid": pid,
+                "day_idx": int(h["day_idx"]),
+                "last_batch": h["last_batch"],
+                "rows": int(h["rows"]),
+                "heartbeat_age_s": round(now - h["updated_at"], 1),
+                "restarts": (slot or {}).get("restarts", 0),
+                "state": (slot or {}).get("state", "unknown") if alive else "not supervised",
+            }
+        )
     return out
 
 
@@ -130,15 +159,29 @@ def progress_rates(history: list[dict[str, Any]], starts: dict[int, int], since:
         rows += int(h["rows_now"]) - rows_then
         blocks += max(0, int(h["next_now"]) - start) - blocks_then
     elapsed = max(1e-9, now - since)
-    return {"rows_per_s": round(rows / elapsed, 1), "blocks_per_s": round(blocks / elapsed, 2),
-            "window_s": round(elapsed, 1)}
+    return {
+        "rows_per_s": round(rows / elapsed, 1),
+        "blocks_per_s": round(blocks / elapsed, 2),
+        "window_s": round(elapsed, 1),
+    }
 
 
-def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], heartbeats: list[dict[str, Any]],
-              supervisor: dict[str, Any] | None, supervisor_alive: bool, rates: dict[str, float],
-              table_rows: dict[str, dict[str, int]], now: float,
-              endpoints: list[dict[str, Any]] | None = None, *, live_worker_pids: Iterable[int] = (),
-              host: str | None = None, promoted: bool | None = None, last_error: str | None = None) -> dict[str, Any]:
+def summarize(
+    plan: list[dict[str, Any]],
+    checkpoints: dict[int, dict[str, Any]],
+    heartbeats: list[dict[str, Any]],
+    supervisor: dict[str, Any] | None,
+    supervisor_alive: bool,
+    rates: dict[str, float],
+    table_rows: dict[str, dict[str, int]],
+    now: float,
+    endpoints: list[dict[str, Any]] | None = None,
+    *,
+    live_worker_pids: Iterable[int] = (),
+    host: str | None = None,
+    promoted: bool | None = None,
+    last_error: str | None = None,
+) -> dict[str, Any]:
     """The whole status. When the run is not running: no ETA, rates None, RUNNING days counted as interrupted,
     and only workers whose pid is in live_worker_pids."""
     run = run_summary(supervisor, supervisor_alive, promoted=promoted, last_error=last_error)
@@ -161,23 +204,39 @@ def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]]
     else:
         eta_s, shown_rates = None, dict.fromkeys(RATE_KEYS)
     dates = {p["day_idx"]: p["day"] for p in plan if p.get("day")}
-    failed = [{"day_idx": k, "day": date_of(dates, k), "error": cp["error"], "failures": int(cp.get("failures", 0))}
-              for k, cp in sorted(checkpoints.items()) if cp["status"] == "FAILED"]
+    failed = [
+        {"day_idx": k, "day": date_of(dates, k), "error": cp["error"], "failures": int(cp.get("failures", 0))}
+        for k, cp in sorted(checkpoints.items())
+        if cp["status"] == "FAILED"
+    ]
     workers = current_workers(heartbeats, supervisor, supervisor_alive, live_worker_pids, host, now)
     for w in workers:
         w["day"] = date_of(dates, w["day_idx"])
     counted = lambda key: sum(int(cp[key]) for cp in checkpoints.values())  # noqa: E731
     return {
         "run": run,
-        "days_total": total, "days_complete": done, "days_running": by_status.get("RUNNING", 0),
+        "days_total": total,
+        "days_complete": done,
+        "days_running": by_status.get("RUNNING", 0),
         "days_interrupted": by_status.get("INTERRUPTED", 0),
-        "days_failed": by_status.get("FAILED", 0), "days_pending": by_status.get("PENDING", 0),
+        "days_failed": by_status.get("FAILED", 0),
+        "days_pending": by_status.get("PENDING", 0),
         "percent": round(100.0 * done / total, 2) if total else 0.0,
-        "remaining_blocks": remaining_blocks, "eta_s": eta_s, **shown_rates,
-        "checkpoint_rows": {"erc20": counted("erc20_count"), "erc1155": counted("erc1155_count"),
-                            "quarantined": counted("quarantined_count"), "skipped_erc721": counted("skipped_count")},
-        "rpc": {"requests": counted("requests"), "errors": counted("rpc_errors"),
-                "compute_units": counted("compute_units"), "endpoints": endpoints or []},
+        "remaining_blocks": remaining_blocks,
+        "eta_s": eta_s,
+        **shown_rates,
+        "checkpoint_rows": {
+            "erc20": counted("erc20_count"),
+            "erc1155": counted("erc1155_count"),
+            "quarantined": counted("quarantined_count"),
+            "skipped_erc721": counted("skipped_count"),
+        },
+        "rpc": {
+            "requests": counted("requests"),
+            "errors": counted("rpc_errors"),
+            "compute_units": counted("compute_units"),
+            "endpoints": endpoints or [],
+        },
         "table_rows": table_rows,
         "supervisor": _supervisor_part(supervisor, supervisor_alive),
         "store": store_view(True, None, supervisor, supervisor_alive, now),
@@ -186,8 +245,13 @@ def summarize(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]]
     }
 
 
-def summarize_offline(supervisor: dict[str, Any] | None, supervisor_alive: bool, store_error: str, now: float,
-                      last_error: str | None = None) -> dict[str, Any]:
+def summarize_offline(
+    supervisor: dict[str, Any] | None,
+    supervisor_alive: bool,
+    store_error: str,
+    now: float,
+    last_error: str | None = None,
+) -> dict[str, Any]:
     """What can be known while the store cannot be reached: the run (supervisor.json and liveness), the store's
     state; no day counts, rates or workers (those live in the store)."""
     return {
@@ -203,6 +267,7 @@ def _supervisor_part(supervisor: dict[str, Any] | None, alive: bool) -> dict[str
 
 
 # -- monitor.log: the last error (pure, plus one reader) --------------------------------------------------------
+
 
 def _log_time(line: str) -> float | None:
     """Epoch of a log line's leading `2026-12-01T22:10:04.123Z`; None for continuation lines (tracebacks)."""
@@ -235,7 +300,7 @@ def last_error(lines: Iterable[str], since: float | None = None, secrets: Sequen
     if found is None:
         return None
     text = " ".join(redact_text(found + (f": {exception}" if exception else ""), secrets).split())
-    return text if len(text) <= LAST_ERROR_CHARS else text[:LAST_ERROR_CHARS - 1] + "…"
+    return text if len(text) <= LAST_ERROR_CHARS else text[: LAST_ERROR_CHARS - 1] + "…"
 
 
 def read_last_error(path: Path, since: float | None = None, secrets: Sequence[str] = ()) -> str | None:
@@ -254,6 +319,7 @@ def read_last_error(path: Path, since: float | None = None, secrets: Sequence[st
 
 
 # -- gathering (I/O) ----------------------------------------------------------------------------------------
+
 
 def _supervisor(settings: Settings | None) -> tuple[dict[str, Any] | None, bool]:
     """(the live supervisor's state, or the last supervisor.json of a gone one; whether it is alive)."""
@@ -302,12 +368,16 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     supervisor, alive = _supervisor(settings)
     state = run_state(supervisor, alive)
     host = socket.gethostname()
-    plan = [{"day_idx": p.day_idx, "day": p.day.isoformat(), "start_block": p.start_block, "end_block": p.end_block}
-            for p in store.read_plan()]
+    plan = [
+        {"day_idx": p.day_idx, "day": p.day.isoformat(), "start_block": p.start_block, "end_block": p.end_block}
+        for p in store.read_plan()
+    ]
     checkpoints = store.checkpoints()
     heartbeats = store.named_rows(
         "SELECT host, worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL "
-        "WHERE host = %(h)s", {"h": host})
+        "WHERE host = %(h)s",
+        {"h": host},
+    )
     for h in heartbeats:
         h["updated_at"] = h["updated_at"].replace(tzinfo=dt.timezone.utc).timestamp()
     live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
@@ -323,7 +393,9 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
             "argMaxIf(erc20_count + erc1155_count, updated_at, updated_at < %(since)s) AS rows_then, "
             "argMaxIf(next_block, updated_at, updated_at < %(since)s) AS next_then, "
             "countIf(updated_at < %(since)s) > 0 AS had_before "
-            "FROM backfill_checkpoint GROUP BY day_idx HAVING max(updated_at) >= %(since)s", {"since": since_dt})
+            "FROM backfill_checkpoint GROUP BY day_idx HAVING max(updated_at) >= %(since)s",
+            {"since": since_dt},
+        )
         rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
     table_rows = {}
     for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
@@ -331,21 +403,46 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         if dedup:
             table_rows[table]["rows_after_dedup"] = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
     # the pace is summed over the processes that are still reporting (a worker's row is at most a minute old)
-    endpoints = [{"endpoint": r[0], "requests": int(r[1]), "errors": int(r[2]), "compute_units": int(r[3]),
-                  "parked": bool(r[4]), "rps": round(float(r[5]), 1), "limit_answers": int(r[6]), "waits": int(r[7]),
-                  "waited_s": round(float(r[8]), 1), "waiting_now": bool(r[9]), "damaged": int(r[10])}
-                 for r in store.query_rows(
-        "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked), "
-        "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
-        "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60), sum(damaged) FROM rpc_usage FINAL "
-        "GROUP BY endpoint ORDER BY endpoint")]
+    endpoints = [
+        {
+            "endpoint": r[0],
+            "requests": int(r[1]),
+            "errors": int(r[2]),
+            "compute_units": int(r[3]),
+            "parked": bool(r[4]),
+            "rps": round(float(r[5]), 1),
+            "limit_answers": int(r[6]),
+            "waits": int(r[7]),
+            "waited_s": round(float(r[8]), 1),
+            "waiting_now": bool(r[9]),
+            "damaged": int(r[10]),
+        }
+        for r in store.query_rows(
+            "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked), "
+            "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
+            "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60), sum(damaged) FROM rpc_usage FINAL "
+            "GROUP BY endpoint ORDER BY endpoint"
+        )
+    ]
     if state != "running":  # a pace or a wait is a process's: none is running
         for e in endpoints:
             e["rps"], e["waiting_now"] = 0.0, False
     promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state == "complete" else None
-    summary = summarize(plan, checkpoints, heartbeats, supervisor, alive, rates, table_rows, now, endpoints,
-                        live_worker_pids=live_pids, host=host, promoted=promoted,
-                        last_error=_last_error(settings, supervisor))
+    summary = summarize(
+        plan,
+        checkpoints,
+        heartbeats,
+        supervisor,
+        alive,
+        rates,
+        table_rows,
+        now,
+        endpoints,
+        live_worker_pids=live_pids,
+        host=host,
+        promoted=promoted,
+        last_error=_last_error(settings, supervisor),
+    )
     summary["quality"] = quality(store, {p["day_idx"]: p["day"] for p in plan})
     return summary
 
@@ -392,20 +489,31 @@ def quality(store: Store, dates: dict[int, str] | None = None) -> dict[str, Any]
     out: dict[str, Any] = {"gates": None, "audit": None}
     gates = store.query_rows(
         "SELECT run_at, level, gate, verdict, days FROM gate_results "
-        "WHERE run_id = (SELECT argMax(run_id, run_at) FROM gate_results) ORDER BY gate")
+        "WHERE run_id = (SELECT argMax(run_id, run_at) FROM gate_results) ORDER BY gate"
+    )
     if gates:
         failed = {g[2]: list(g[4]) for g in gates if g[3] == "fail"}
         warned = {g[2]: list(g[4]) for g in gates if g[3] == "warn"}
-        out["gates"] = {"run_at": str(gates[0][0]), "level": gates[0][1], "failed": failed, "warned": warned,
-                        "failed_dates": {k: on(v) for k, v in failed.items()},
-                        "warned_dates": {k: on(v) for k, v in warned.items()}}
+        out["gates"] = {
+            "run_at": str(gates[0][0]),
+            "level": gates[0][1],
+            "failed": failed,
+            "warned": warned,
+            "failed_dates": {k: on(v) for k, v in failed.items()},
+            "warned_dates": {k: on(v) for k, v in warned.items()},
+        }
     audit = store.query_rows(
         "SELECT any(run_at), count(), groupArrayIf(day_idx, verdict != 'ok') FROM audit_results "
-        "WHERE run_id = (SELECT argMax(run_id, run_at) FROM audit_results) HAVING count() > 0")
+        "WHERE run_id = (SELECT argMax(run_id, run_at) FROM audit_results) HAVING count() > 0"
+    )
     if audit:
         not_ok = list(audit[0][2])
-        out["audit"] = {"run_at": str(audit[0][0]), "days": int(audit[0][1]), "not_ok": not_ok,
-                        "not_ok_dates": on(not_ok)}
+        out["audit"] = {
+            "run_at": str(audit[0][0]),
+            "days": int(audit[0][1]),
+            "not_ok": not_ok,
+            "not_ok_dates": on(not_ok),
+        }
     return out
 
 
@@ -428,8 +536,9 @@ def _endpoint_text(e: dict[str, Any]) -> str:
     if e.get("limit_answers"):
         text += f", {e['limit_answers']} limit answers"
     if e.get("waits"):
-        text += (", waiting for budget" if e.get("waiting_now") else ", waited for budget") + \
-            f" ({e['waits']} waits, {e['waited_s']:g}s)"
+        text += (
+            ", waiting for budget" if e.get("waiting_now") else ", waited for budget"
+        ) + f" ({e['waits']} waits, {e['waited_s']:g}s)"
     return text + (" PARKED" if e["parked"] else "")
 
 
@@ -437,8 +546,13 @@ def _utc(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime(fmt) if epoch else "an unknown time"
 
 
-_ENDED_TEXT = {"complete": "complete", "stopped": "stopped", "finished_with_failures": "finished with failures",
-               "rebuild_failed": "rebuild failed", "halted": "halted"}
+_ENDED_TEXT = {
+    "complete": "complete",
+    "stopped": "stopped",
+    "finished_with_failures": "finished with failures",
+    "rebuild_failed": "rebuild failed",
+    "halted": "halted",
+}
 
 
 def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
@@ -458,8 +572,11 @@ def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
         text = f"run: {_ENDED_TEXT.get(state, state)} at {_utc(run['since'])}"
         style = "green" if state == "complete" and run["promoted"] else ("red" if state == "halted" else "yellow")
     if state == "complete":
-        text += {True: " — production promoted", False: f" — not promoted: {run['hint']}",
-                 None: " — promotion unknown (the store cannot be reached)"}[run["promoted"]]
+        text += {
+            True: " — production promoted",
+            False: f" — not promoted: {run['hint']}",
+            None: " — promotion unknown (the store cannot be reached)",
+        }[run["promoted"]]
     if run.get("last_error") and state in ("dead", "halted", "rebuild_failed", "finished_with_failures"):
         text += f" — last error: {run['last_error']}"
     if run.get("resume"):
@@ -482,13 +599,17 @@ def store_lines(summary: dict[str, Any]) -> list[str]:
 
 def _supervisor_text(sup: dict[str, Any]) -> str:
     step = f" (step {sup['rebuild_step']})" if sup.get("phase") == "rebuilding" and sup.get("rebuild_step") else ""
-    seen = (f"pid {sup.get('pid')} phase {sup.get('phase')}{step} shards {sup.get('wanted_shards')}"
-            if sup.get("pid") else "")
+    seen = (
+        f"pid {sup.get('pid')} phase {sup.get('phase')}{step} shards {sup.get('wanted_shards')}"
+        if sup.get("pid")
+        else ""
+    )
     if sup["alive"]:
         text = "supervisor: running" + (f" {seen}" if seen else "")
     else:
-        text = "supervisor: not running" + (f" (last state: {seen}, written {_utc(sup.get('updated_at'))})"
-                                            if seen else "")
+        text = "supervisor: not running" + (
+            f" (last state: {seen}, written {_utc(sup.get('updated_at'))})" if seen else ""
+        )
     return text + (f" — {sup['message']}" if sup.get("message") else "")
 
 
@@ -503,9 +624,11 @@ def table_lines(table_rows: dict[str, dict[str, int]]) -> list[str]:
         return []
     width = max(len(t) for t in table_rows)
     digits = max(len(str(v["rows"])) for v in table_rows.values())
-    return [f"dedup: {t:<{width}} {v['rows']:>{digits}} rows"
-            + (f", {v['rows_after_dedup']} after FINAL" if "rows_after_dedup" in v else "")
-            for t, v in table_rows.items()]
+    return [
+        f"dedup: {t:<{width}} {v['rows']:>{digits}} rows"
+        + (f", {v['rows_after_dedup']} after FINAL" if "rows_after_dedup" in v else "")
+        for t, v in table_rows.items()
+    ]
 
 
 def workers_table(workers: list[dict[str, Any]]) -> Any:
@@ -516,12 +639,28 @@ def workers_table(workers: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
-    for name, right in (("worker", True), ("pid", True), ("state", False), ("day", False), ("last batch", False),
-                        ("rows", True), ("beat", True), ("restarts", True)):
+    for name, right in (
+        ("worker", True),
+        ("pid", True),
+        ("state", False),
+        ("day", False),
+        ("last batch", False),
+        ("rows", True),
+        ("beat", True),
+        ("restarts", True),
+    ):
         table.add_column(name, justify="right" if right else "left", no_wrap=name != "state")
     for w in workers:
-        table.add_row(str(w["worker_id"]), str(w["pid"]), w["state"], w.get("day") or "-", w["last_batch"],
-                      str(w["rows"]), f"{w['heartbeat_age_s']:.0f}s", str(w["restarts"]))
+        table.add_row(
+            str(w["worker_id"]),
+            str(w["pid"]),
+            w["state"],
+            w.get("day") or "-",
+            w["last_batch"],
+            str(w["rows"]),
+            f"{w['heartbeat_age_s']:.0f}s",
+            str(w["restarts"]),
+        )
     return table
 
 
@@ -536,18 +675,24 @@ def render(summary: dict[str, Any]) -> Any:
     if "days_total" in summary:  # else the store could not be reached: no day counts
         live = summary["run"]["state"] == "running"
         cp = summary["checkpoint_rows"]
-        busy = (f"{summary['days_running']} running" if live else
-                f"{summary.get('days_interrupted', 0)} interrupted")
+        busy = f"{summary['days_running']} running" if live else f"{summary.get('days_interrupted', 0)} interrupted"
         rpc = summary["rpc"]
         lines += [
-            Text(f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
-                 f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed"),
-            Text(f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
-                 f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
-                 f"ETA {_duration(summary['eta_s'])}" if live else
-                 f"rate: - (not running); remaining {summary['remaining_blocks']} blocks; ETA -"),
-            Text(f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
-                 f"skipped_erc721={cp['skipped_erc721']}"),
+            Text(
+                f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
+                f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed"
+            ),
+            Text(
+                f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
+                f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
+                f"ETA {_duration(summary['eta_s'])}"
+                if live
+                else f"rate: - (not running); remaining {summary['remaining_blocks']} blocks; ETA -"
+            ),
+            Text(
+                f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
+                f"skipped_erc721={cp['skipped_erc721']}"
+            ),
             Text(f"rpc: {rpc['requests']} requests, {rpc['errors']} errors, ~{rpc['compute_units']} compute units"),
             *(Text(f"rpc: {_endpoint_text(e)}") for e in rpc["endpoints"]),
             *(Text(line) for line in table_lines(summary["table_rows"])),
@@ -559,14 +704,23 @@ def render(summary: dict[str, Any]) -> Any:
         g = q["gates"]
         bad = "; ".join(f"{k} on {_dated(v, g.get('failed_dates', {}).get(k))}" for k, v in g["failed"].items())
         warn = "; ".join(f"{k} on {_dated(v, g.get('warned_dates', {}).get(k))}" for k, v in g["warned"].items())
-        lines.append(Text(f"gates ({g['level']}, {g['run_at'][:19]}): " + (f"FAIL {bad}" if bad else "pass")
-                          + (f"; warn {warn}" if warn else ""), style="red" if bad else None))
+        lines.append(
+            Text(
+                f"gates ({g['level']}, {g['run_at'][:19]}): "
+                + (f"FAIL {bad}" if bad else "pass")
+                + (f"; warn {warn}" if warn else ""),
+                style="red" if bad else None,
+            )
+        )
     if q.get("audit"):
         a = q["audit"]
-        lines.append(Text(f"audit ({a['run_at'][:19]}): {a['days']} days recounted, "
-                          + (f"NOT OK: {_dated(a['not_ok'], a.get('not_ok_dates'))}" if a["not_ok"]
-                             else "all match the chain"),
-                          style="red" if a["not_ok"] else None))
+        lines.append(
+            Text(
+                f"audit ({a['run_at'][:19]}): {a['days']} days recounted, "
+                + (f"NOT OK: {_dated(a['not_ok'], a.get('not_ok_dates'))}" if a["not_ok"] else "all match the chain"),
+                style="red" if a["not_ok"] else None,
+            )
+        )
     parts: list[Any] = list(lines)
     if summary["workers"]:
         parts.append(workers_table(summary["workers"]))

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from backfill.decode.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, EVENTS
+from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE, EVENTS
 
 if TYPE_CHECKING:
     from backfill.decode.scanner import NativeRows
@@ -179,11 +179,11 @@ def _uint_array(h: str, offset_bytes: int) -> list[int] | None:
     start = offset_bytes * 2
     if start + 64 > len(h):
         return None
-    n = int(h[start:start + 64], 16)
+    n = int(h[start : start + 64], 16)
     end = start + 64 + n * 64
     if n > len(h) // 64 or end > len(h):
         return None
-    return [int(h[i:i + 64], 16) for i in range(start + 64, end, 64)]
+    return [int(h[i : i + 64], 16) for i in range(start + 64, end, 64)]
 
 
 def decode_erc1155_batch(log: dict[str, Any], bn: int, tx: str, li: int, addr: str) -> list[Erc1155Row] | Quarantined:
@@ -249,16 +249,33 @@ def _fast_erc20(log: dict[str, Any], bn: int) -> Erc20Row | None:
     if type(topics) is not list or len(topics) != 3 or topics[0] != _ERC20_TOPIC0:
         return None
     data, t1, t2, tx, addr = log["data"], topics[1], topics[2], log["transactionHash"], log["address"]
-    if (type(data) is not str or type(t1) is not str or type(t2) is not str or type(tx) is not str
-            or type(addr) is not str or not _WORD.match(data) or not _ADDRESS_TOPIC.match(t1)
-            or not _ADDRESS_TOPIC.match(t2) or not _WORD.match(tx) or not _ADDRESS.match(addr)):
+    if (
+        type(data) is not str
+        or type(t1) is not str
+        or type(t2) is not str
+        or type(tx) is not str
+        or type(addr) is not str
+        or not _WORD.match(data)
+        or not _ADDRESS_TOPIC.match(t1)
+        or not _ADDRESS_TOPIC.match(t2)
+        or not _WORD.match(tx)
+        or not _ADDRESS.match(addr)
+    ):
         return None
-    return Erc20Row(bn, tx.lower(), _quantity(log["logIndex"], UINT32_MAX), addr.lower(), "0x" + t1[26:].lower(),
-                    "0x" + t2[26:].lower(), int(data[2:], 16))
+    return Erc20Row(
+        bn,
+        tx.lower(),
+        _quantity(log["logIndex"], UINT32_MAX),
+        addr.lower(),
+        "0x" + t1[26:].lower(),
+        "0x" + t2[26:].lower(),
+        int(data[2:], 16),
+    )
 
 
-def take_decoded(out: DecodedBatch, log: dict[str, Any],
-                 result: list[Erc20Row] | list[Erc1155Row] | Quarantined | Skipped) -> None:
+def take_decoded(
+    out: DecodedBatch, log: dict[str, Any], result: list[Erc20Row] | list[Erc1155Row] | Quarantined | Skipped
+) -> None:
     """Add what decode_log made of a log to a batch."""
     if isinstance(result, Skipped):
         out.skipped += 1

@@ -15,9 +15,8 @@ from typing import Any
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
 
-from backfill.decode.decoder import Erc1155Row, Erc20Row
-from backfill.decode.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER
-
+from backfill.decode.decoder import Erc20Row, Erc1155Row
+from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE
 
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}\Z")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
@@ -36,12 +35,19 @@ def _as_a_node_writes_it(log: dict[str, Any]) -> bool:
     """Every field in the form a node writes (the RPC client refuses answers with anything else, so this only
     keeps the audit's decoder honest on its own)."""
     block_hash, ts, removed = log.get("blockHash"), log.get("blockTimestamp"), log.get("removed")
-    return ((removed is None or type(removed) is bool) and all(_HASH.match(t) for t in log["topics"]) and bool(_HASH.match(log["transactionHash"]))
-            and bool(_ADDRESS.match(log["address"])) and bool(_DATA.match(log["data"]))
-            and bool(_QUANTITY.match(log["blockNumber"])) and int(log["blockNumber"], 16) < 2**64
-            and bool(_QUANTITY.match(log["logIndex"])) and int(log["logIndex"], 16) < 2**32
-            and (block_hash is None or bool(_HASH.match(block_hash)))
-            and (ts is None or bool(_QUANTITY.match(ts)) and int(ts, 16) < 2**32))
+    return (
+        (removed is None or type(removed) is bool)
+        and all(_HASH.match(t) for t in log["topics"])
+        and bool(_HASH.match(log["transactionHash"]))
+        and bool(_ADDRESS.match(log["address"]))
+        and bool(_DATA.match(log["data"]))
+        and bool(_QUANTITY.match(log["blockNumber"]))
+        and int(log["blockNumber"], 16) < 2**64
+        and bool(_QUANTITY.match(log["logIndex"]))
+        and int(log["logIndex"], 16) < 2**32
+        and (block_hash is None or bool(_HASH.match(block_hash)))
+        and (ts is None or bool(_QUANTITY.match(ts)) and int(ts, 16) < 2**32)
+    )
 
 
 def _decode_one(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | None:
@@ -92,14 +98,17 @@ def reference_rows(logs: list[dict[str, Any]]) -> tuple[list[Erc20Row], list[Erc
     return erc20, erc1155, rejected
 
 
-def with_timestamps(erc20: list[Erc20Row], erc1155: list[Erc1155Row],
-                    timestamps: dict[int, int]) -> tuple[list[tuple], list[tuple]]:
+def with_timestamps(
+    erc20: list[Erc20Row], erc1155: list[Erc1155Row], timestamps: dict[int, int]
+) -> tuple[list[tuple], list[tuple]]:
     """Rows in the shape backfill.store.digest and the ground truth use: the block's Unix timestamp after block_number.
 
     erc20 -> (block_number, ts, tx_hash, log_index, token, from, to, value);
     erc1155 -> (block_number, ts, tx_hash, log_index, batch_index, token, operator, from, to, id, value)."""
-    return ([(r.block_number, timestamps[r.block_number], *r[1:]) for r in erc20],
-            [(r.block_number, timestamps[r.block_number], *r[1:]) for r in erc1155])
+    return (
+        [(r.block_number, timestamps[r.block_number], *r[1:]) for r in erc20],
+        [(r.block_number, timestamps[r.block_number], *r[1:]) for r in erc1155],
+    )
 
 
 __all__ = ["reference_rows", "with_timestamps"]

@@ -30,8 +30,18 @@ AVAILABLE = _fastlogs is not None
 
 # The scanner's column order per table; block_timestamp and _version are attached at insert time.
 ERC20_SCANNED = ("block_number", "tx_hash", "log_index", "token_address", "from_address", "to_address", "value")
-ERC1155_SCANNED = ("block_number", "tx_hash", "log_index", "batch_index", "token_address", "operator",
-                   "from_address", "to_address", "token_id", "value")
+ERC1155_SCANNED = (
+    "block_number",
+    "tx_hash",
+    "log_index",
+    "batch_index",
+    "token_address",
+    "operator",
+    "from_address",
+    "to_address",
+    "token_id",
+    "value",
+)
 
 
 @dataclass
@@ -123,8 +133,9 @@ def _string(s: str) -> bytes:
     return _leb128(len(raw)) + raw
 
 
-def table_block(rows: Sequence[NativeRows], columns: Sequence[str], types: Sequence[str], stamp: dict[int, int],
-                version: int) -> bytes:
+def table_block(
+    rows: Sequence[NativeRows], columns: Sequence[str], types: Sequence[str], stamp: dict[int, int], version: int
+) -> bytes:
     """One Native block of a transfers table from scanned rows: the scanned columns joined, block_timestamp
     from the blocks' timestamps, _version the same for all."""
     n = sum(r.n for r in rows)

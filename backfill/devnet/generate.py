@@ -77,8 +77,7 @@ class DevRpc:
             return []
         first = self._id + 1
         self._id += len(calls)
-        payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
-                   for i, (m, p) in enumerate(calls)]
+        payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
         answers = sorted(self._post(payload), key=lambda a: a["id"])
         for (method, _), answer in zip(calls, answers, strict=True):
             if "error" in answer:
@@ -105,8 +104,7 @@ def encode_call(signature: str, *args: Any) -> str:
     return "0x" + (selector + abi_encode(type_list, list(args))).hex()
 
 
-def day_offsets(rng: random.Random, blocks: int, *, at_midnight: bool = False,
-                at_end: bool = False) -> list[int]:
+def day_offsets(rng: random.Random, blocks: int, *, at_midnight: bool = False, at_end: bool = False) -> list[int]:
     """Strictly increasing second offsets in [0, 86400) for one day's blocks.
 
     Intervals are piecewise constant (runs of 1..64 blocks share a random step) so that empty
@@ -168,18 +166,24 @@ class _Planner:
 
     def spray1155(self, n: int) -> Tx:
         data = encode_call("spray(address,uint256,uint256)", self._who(), n, self.rng.getrandbits(64))
-        return Tx(self.c["token1155"], data, 60_000 + 12_000 * n,
-                  Counter(erc1155_single=(n + 1) // 2, erc1155_batch=n // 2))
+        return Tx(
+            self.c["token1155"], data, 60_000 + 12_000 * n, Counter(erc1155_single=(n + 1) // 2, erc1155_batch=n // 2)
+        )
 
     def single(self, op: str, frm: str, to: str, token_id: int, value: int) -> Tx:
         sig = "emitSingle(address,address,address,uint256,uint256)"
-        return Tx(self.c["token1155"], encode_call(sig, op, frm, to, token_id, value), 80_000,
-                  Counter(erc1155_single=1))
+        return Tx(
+            self.c["token1155"], encode_call(sig, op, frm, to, token_id, value), 80_000, Counter(erc1155_single=1)
+        )
 
     def batch(self, op: str, frm: str, to: str, ids: list[int], values: list[int]) -> Tx:
         sig = "emitBatch(address,address,address,uint256[],uint256[])"
-        return Tx(self.c["token1155"], encode_call(sig, op, frm, to, ids, values),
-                  100_000 + 5_000 * len(ids), Counter(erc1155_batch=1))
+        return Tx(
+            self.c["token1155"],
+            encode_call(sig, op, frm, to, ids, values),
+            100_000 + 5_000 * len(ids),
+            Counter(erc1155_batch=1),
+        )
 
     def weird(self, signature: str, *args: Any) -> Tx:
         return Tx(self.c["weird"], encode_call(signature, *args), 200_000, Counter(weird=1))
@@ -196,13 +200,17 @@ class _Planner:
         if kind == "single":
             return self.single(self._who(), self._who(), self._who(), r.randrange(1000), self._value())
         k = r.randint(0, 20)
-        return self.batch(self._who(), self._who(), self._who(), [r.randrange(1000) for _ in range(k)],
-                          [self._value() for _ in range(k)])
+        return self.batch(
+            self._who(),
+            self._who(),
+            self._who(),
+            [r.randrange(1000) for _ in range(k)],
+            [self._value() for _ in range(k)],
+        )
 
     def mixed_block(self) -> list[Tx]:
         """Several transfer txs in one block, ERC-20 and ERC-1155 together."""
-        return [self.spray20("token20_a", 20), self.spray1155(6),
-                self.erc20("token20_b", self._who(), self._who(), 1)]
+        return [self.spray20("token20_a", 20), self.spray1155(6), self.erc20("token20_b", self._who(), self._who(), 1)]
 
     def edge_blocks(self) -> list[list[Tx]]:
         """Mints, burns, 0 and 2^256-1 values / ids, TransferBatch with 0, 1 and 100 ids."""
@@ -210,11 +218,20 @@ class _Planner:
         many_ids = [0, MAX_UINT256] + [self.rng.getrandbits(256) for _ in range(98)]
         many_values = [MAX_UINT256, 0] + [self._value() for _ in range(98)]
         return [
-            [self.erc20("token20_a", ZERO, h[1], 10**21), self.erc20("token20_a", h[1], ZERO, 1),
-             self.erc20("token20_a", h[2], h[3], 0), self.erc20("token20_b", h[3], h[2], MAX_UINT256)],
-            [self.single(h[0], ZERO, h[1], 0, 0), self.single(h[0], h[1], ZERO, MAX_UINT256, MAX_UINT256),
-             self.batch(h[0], h[1], h[2], [], []), self.batch(h[0], ZERO, h[2], [MAX_UINT256], [1]),
-             self.batch(h[0], h[2], ZERO, many_ids, many_values), self.erc20("token20_a", h[4], h[5], 12345)],
+            [
+                self.erc20("token20_a", ZERO, h[1], 10**21),
+                self.erc20("token20_a", h[1], ZERO, 1),
+                self.erc20("token20_a", h[2], h[3], 0),
+                self.erc20("token20_b", h[3], h[2], MAX_UINT256),
+            ],
+            [
+                self.single(h[0], ZERO, h[1], 0, 0),
+                self.single(h[0], h[1], ZERO, MAX_UINT256, MAX_UINT256),
+                self.batch(h[0], h[1], h[2], [], []),
+                self.batch(h[0], ZERO, h[2], [MAX_UINT256], [1]),
+                self.batch(h[0], h[2], ZERO, many_ids, many_values),
+                self.erc20("token20_a", h[4], h[5], 12345),
+            ],
         ]
 
     def weird_block(self) -> list[Tx]:
@@ -223,15 +240,14 @@ class _Planner:
         raw = "transferRawData(address,address,bytes)"
         return [
             w("transfer721(address,address,uint256)", h[1], h[2], 42),
-            w(raw, h[1], h[2], bytes(range(1, 32))), w(raw, h[1], h[2], b""),
+            w(raw, h[1], h[2], bytes(range(1, 32))),
+            w(raw, h[1], h[2], b""),
             w(raw, h[1], h[2], b"\x01" * 64),
             w("transferTwoTopics(address,uint256)", h[1], 5),
             w("transferNoIndexed(address,address,uint256)", h[1], h[2], 7),
-            w("batchMismatch(address,address,address,uint256[],uint256[])", h[0], h[1], h[2],
-              [1, 2, 3], [10, 20]),
+            w("batchMismatch(address,address,address,uint256[],uint256[])", h[0], h[1], h[2], [1, 2, 3], [10, 20]),
             # offset word says 0x40, then the data stops: truncated ABI
-            w("batchRawData(address,address,address,bytes)", h[0], h[1], h[2],
-              b"\x00" * 31 + b"\x40" + b"\x00" * 8),
+            w("batchRawData(address,address,address,bytes)", h[0], h[1], h[2], b"\x00" * 31 + b"\x40" + b"\x00" * 8),
             w("singleRawData(address,address,address,bytes)", h[0], h[1], h[2], (7).to_bytes(32, "big")),
             w("singleRawData(address,address,address,bytes)", h[0], h[1], h[2], b"\x02" * 96),
             self.erc20("token20_a", h[6], h[7], 99),
@@ -241,9 +257,11 @@ class _Planner:
         """> 10,000 logs in three consecutive blocks, plus a TransferBatch of 500 ids."""
         ids = [self.rng.randrange(10**6) for _ in range(500)]
         big_batch = self.batch(self._who(), self._who(), self._who(), ids, [self._value() for _ in ids])
-        return [[self.spray20("token20_a", 2000), self.spray20("token20_b", 2000), self.spray1155(500)],
-                [self.spray20("token20_a", 2000), self.spray20("token20_a", 2000), big_batch],
-                [self.spray20("token20_b", 2000), self.spray20("token20_b", 2000)]]
+        return [
+            [self.spray20("token20_a", 2000), self.spray20("token20_b", 2000), self.spray1155(500)],
+            [self.spray20("token20_a", 2000), self.spray20("token20_a", 2000), big_batch],
+            [self.spray20("token20_b", 2000), self.spray20("token20_b", 2000)],
+        ]
 
     def day_plan(self, blocks: int, kind: str, edge: bool) -> dict[int, list[Tx]]:
         """Block index within the day -> its transactions (empty days: none)."""
@@ -267,8 +285,16 @@ class _Planner:
         return plan
 
 
-def generate(rpc_url: str, *, start_date: dt.date, days: int, blocks_per_day: int, seed: int,
-             heavy_day: int | None, empty_days: set[int]) -> dict[str, Any]:
+def generate(
+    rpc_url: str,
+    *,
+    start_date: dt.date,
+    days: int,
+    blocks_per_day: int,
+    seed: int,
+    heavy_day: int | None,
+    empty_days: set[int],
+) -> dict[str, Any]:
     """Fill a fresh anvil chain (genesis before start_date 00:00 UTC) and return its summary."""
     rng = random.Random(seed)
     rpc = DevRpc(rpc_url)
@@ -281,8 +307,7 @@ def generate(rpc_url: str, *, start_date: dt.date, days: int, blocks_per_day: in
 class _Generator:
     def __init__(self, rpc: DevRpc, rng: random.Random, start_date: dt.date, blocks_per_day: int) -> None:
         self.rpc, self.rng, self.blocks_per_day = rpc, rng, blocks_per_day
-        self.start_ts = int(dt.datetime(start_date.year, start_date.month, start_date.day,
-                                        tzinfo=dt.UTC).timestamp())
+        self.start_ts = int(dt.datetime(start_date.year, start_date.month, start_date.day, tzinfo=dt.UTC).timestamp())
         self.start_date = start_date
         self.sender = rpc.call("eth_accounts")[0]
         self.nonce = int(rpc.call("eth_getTransactionCount", self.sender, "latest"), 16)
@@ -291,8 +316,21 @@ class _Generator:
     def _send(self, txs: list[Tx]) -> list[str]:
         calls = []
         for tx in txs:
-            calls.append(("eth_sendTransaction", [{"from": self.sender, "to": tx.to, "data": tx.data,
-                                                   "gas": hex(tx.gas), "nonce": hex(self.nonce), **_FEES}]))
+            calls.append(
+                (
+                    "eth_sendTransaction",
+                    [
+                        {
+                            "from": self.sender,
+                            "to": tx.to,
+                            "data": tx.data,
+                            "gas": hex(tx.gas),
+                            "nonce": hex(self.nonce),
+                            **_FEES,
+                        }
+                    ],
+                )
+            )
             self.nonce += 1
         return self.rpc.batch(calls)
 
@@ -304,15 +342,21 @@ class _Generator:
         self.rpc.call("anvil_mine", hex(count))
 
     def _deploy(self) -> dict[str, str]:
-        deploys = {"token20_a": ("Token20", ["string", "string"], ["Alpha", "ALPHA"]),
-                   "token20_b": ("Token20", ["string", "string"], ["Beta", "BETA"]),
-                   "token1155": ("Token1155", [], []), "weird": ("Weird", [], [])}
-        txs = [Tx("", load_artifact(n)["bytecode"] + abi_encode(t, a).hex(), 3_000_000)
-               for n, t, a in deploys.values()]
+        deploys = {
+            "token20_a": ("Token20", ["string", "string"], ["Alpha", "ALPHA"]),
+            "token20_b": ("Token20", ["string", "string"], ["Beta", "BETA"]),
+            "token1155": ("Token1155", [], []),
+            "weird": ("Weird", [], []),
+        }
+        txs = [Tx("", load_artifact(n)["bytecode"] + abi_encode(t, a).hex(), 3_000_000) for n, t, a in deploys.values()]
         calls = []
         for tx in txs:
-            calls.append(("eth_sendTransaction", [{"from": self.sender, "data": tx.data, "gas": hex(tx.gas),
-                                                   "nonce": hex(self.nonce), **_FEES}]))
+            calls.append(
+                (
+                    "eth_sendTransaction",
+                    [{"from": self.sender, "data": tx.data, "gas": hex(tx.gas), "nonce": hex(self.nonce), **_FEES}],
+                )
+            )
             self.nonce += 1
         hashes = self.rpc.batch(calls)
         self.rpc.call("evm_mine", self.start_ts - 1800)
@@ -359,9 +403,17 @@ class _Generator:
                     j += 1
                 self._mine_run(day_ts + offsets[i], j - i, step)
                 i = j
-            day_rows.append({"day_idx": d, "date": (self.start_date + dt.timedelta(days=d)).isoformat(),
-                             "kind": kind, "first_block": block + 1, "last_block": block + len(offsets),
-                             "tx_blocks": len(plan), "logs": sum(day_logs.values())})
+            day_rows.append(
+                {
+                    "day_idx": d,
+                    "date": (self.start_date + dt.timedelta(days=d)).isoformat(),
+                    "kind": kind,
+                    "first_block": block + 1,
+                    "last_block": block + len(offsets),
+                    "tx_blocks": len(plan),
+                    "logs": sum(day_logs.values()),
+                }
+            )
             block += len(offsets)
             expected.update(day_logs)
         if rpc.call("eth_getBlockByNumber", "pending", False)["transactions"]:
@@ -369,10 +421,15 @@ class _Generator:
         rpc.call("anvil_removeBlockTimestampInterval")
         rpc.call("evm_setAutomine", True)
         head = rpc.call("eth_getBlockByNumber", hex(block), False)
-        summary = {"chain_id": int(rpc.call("eth_chainId"), 16), "head_block": block,
-                   "head_hash": head["hash"],
-                   "start_date": self.start_date.isoformat(), "days": day_rows, "contracts": contracts,
-                   "logs": {k: expected[k] for k in LOG_KINDS} | {"total": sum(expected.values())}}
+        summary = {
+            "chain_id": int(rpc.call("eth_chainId"), 16),
+            "head_block": block,
+            "head_hash": head["hash"],
+            "start_date": self.start_date.isoformat(),
+            "days": day_rows,
+            "contracts": contracts,
+            "logs": {k: expected[k] for k in LOG_KINDS} | {"total": sum(expected.values())},
+        }
         self._verify(summary)
         return summary
 
@@ -380,12 +437,18 @@ class _Generator:
         """Re-read the chain: day boundaries and per-day log counts must match the plan."""
         addresses = list(summary["contracts"].values())
         for row in summary["days"]:
-            first, last = self.rpc.batch([("eth_getBlockByNumber", [hex(row["first_block"]), False]),
-                                          ("eth_getBlockByNumber", [hex(row["last_block"]), False])])
+            first, last = self.rpc.batch(
+                [
+                    ("eth_getBlockByNumber", [hex(row["first_block"]), False]),
+                    ("eth_getBlockByNumber", [hex(row["last_block"]), False]),
+                ]
+            )
             lo = self.start_ts + row["day_idx"] * DAY_S
             if not lo <= int(first["timestamp"], 16) <= int(last["timestamp"], 16) < lo + DAY_S:
                 raise DevnetError(f"day {row['day_idx']}: blocks outside [{lo}, {lo + DAY_S})")
-            logs = self.rpc.call("eth_getLogs", {"fromBlock": hex(row["first_block"]),
-                                                 "toBlock": hex(row["last_block"]), "address": addresses})
+            logs = self.rpc.call(
+                "eth_getLogs",
+                {"fromBlock": hex(row["first_block"]), "toBlock": hex(row["last_block"]), "address": addresses},
+            )
             if len(logs) != row["logs"]:
                 raise DevnetError(f"day {row['day_idx']}: {len(logs)} logs on chain, {row['logs']} planned")

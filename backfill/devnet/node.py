@@ -22,8 +22,17 @@ from typing import Any, Self
 
 from backfill.devnet.generate import DAY_S, MIN_BLOCKS_PER_DAY, DevnetError, DevRpc, generate
 
-__all__ = ["Anvil", "DevnetError", "DevnetParams", "build_state", "dump_state", "ensure_state", "generate",
-           "start_devnet", "summary_line"]
+__all__ = [
+    "Anvil",
+    "DevnetError",
+    "DevnetParams",
+    "build_state",
+    "dump_state",
+    "ensure_state",
+    "generate",
+    "start_devnet",
+    "summary_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +56,19 @@ class Anvil:
     snapshots; blocks, receipts and logs are all kept, only eth_call at old blocks is lost).
     """
 
-    def __init__(self, *, port: int | None = None, chain_id: int | None = None,
-                 genesis_timestamp: int | None = None, load_state: Path | str | None = None,
-                 hardfork: str | None = "cancun", prune_history: bool = True,
-                 log_path: Path | str | None = None, extra_args: tuple[str, ...] = (),
-                 startup_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        chain_id: int | None = None,
+        genesis_timestamp: int | None = None,
+        load_state: Path | str | None = None,
+        hardfork: str | None = "cancun",
+        prune_history: bool = True,
+        log_path: Path | str | None = None,
+        extra_args: tuple[str, ...] = (),
+        startup_timeout_s: float = 60.0,
+    ) -> None:
         self.port, self.chain_id, self.genesis_timestamp = port, chain_id, genesis_timestamp
         self.load_state = Path(load_state) if load_state is not None else None
         self.hardfork, self.prune_history, self.extra_args = hardfork, prune_history, extra_args
@@ -97,8 +114,9 @@ class Anvil:
         for attempt in range(1, 4):  # a free port can be taken between probing and binding
             port = fixed_port or _free_port()
             with open(self.log_path, "ab") as out:
-                self._proc = subprocess.Popen(self._args(port), stdout=out, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL)
+                self._proc = subprocess.Popen(
+                    self._args(port), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
             self.port = port
             try:
                 self._wait_ready()
@@ -204,14 +222,16 @@ class DevnetParams:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        return d | {"start_date": self.start_date.isoformat(), "empty_days": sorted(self.empty_days),
-                    "generator_version": GENERATOR_VERSION}
+        return d | {
+            "start_date": self.start_date.isoformat(),
+            "empty_days": sorted(self.empty_days),
+            "generator_version": GENERATOR_VERSION,
+        }
 
     @property
     def genesis_timestamp(self) -> int:
         """One hour before the first simulated day starts (contracts are deployed in between)."""
-        midnight = dt.datetime(self.start_date.year, self.start_date.month, self.start_date.day,
-                               tzinfo=dt.UTC)
+        midnight = dt.datetime(self.start_date.year, self.start_date.month, self.start_date.day, tzinfo=dt.UTC)
         return int(midnight.timestamp()) - 3600
 
 
@@ -232,15 +252,26 @@ def saved_summary(params: DevnetParams, state_path: Path) -> dict[str, Any] | No
 def build_state(params: DevnetParams, node: Anvil, state_path: Path) -> dict[str, Any]:
     """Generate the chain on a fresh `node` (started with params.genesis_timestamp) and save it."""
     t0 = time.monotonic()
-    summary = generate(node.url, start_date=params.start_date, days=params.days,
-                       blocks_per_day=params.blocks_per_day, seed=params.seed,
-                       heavy_day=params.heavy_day, empty_days=set(params.empty_days))
+    summary = generate(
+        node.url,
+        start_date=params.start_date,
+        days=params.days,
+        blocks_per_day=params.blocks_per_day,
+        seed=params.seed,
+        heavy_day=params.heavy_day,
+        empty_days=set(params.empty_days),
+    )
     t1 = time.monotonic()
     dump_state(node.url, state_path)
     summary["timings_s"] = {"generate": round(t1 - t0, 2), "dump": round(time.monotonic() - t1, 2)}
     meta_path(state_path).write_text(json.dumps({"params": params.to_json(), "summary": summary}, indent=1))
-    log.info("devnet state saved path=%s blocks=%s logs=%s generate_s=%.1f", state_path,
-             summary["head_block"], summary["logs"]["total"], t1 - t0)
+    log.info(
+        "devnet state saved path=%s blocks=%s logs=%s generate_s=%.1f",
+        state_path,
+        summary["head_block"],
+        summary["logs"]["total"],
+        t1 - t0,
+    )
     return summary
 
 
@@ -253,8 +284,7 @@ def ensure_state(params: DevnetParams, state_path: Path) -> dict[str, Any]:
         return build_state(params, node, state_path)
 
 
-def start_devnet(params: DevnetParams, state_path: Path,
-                 port: int | None = None) -> tuple[Anvil, dict[str, Any], bool]:
+def start_devnet(params: DevnetParams, state_path: Path, port: int | None = None) -> tuple[Anvil, dict[str, Any], bool]:
     """A running anvil serving the chain for `params`: the saved state when it matches (loaded=True),
     else a freshly generated chain, saved to `state_path` on the way. The caller stops the node."""
     summary = saved_summary(params, state_path)
@@ -273,7 +303,9 @@ def summary_line(summary: dict[str, Any]) -> str:
     days = summary["days"]
     kinds = {k: [d["day_idx"] for d in days if d["kind"] == k] for k in ("heavy", "empty")}
     logs = summary["logs"]
-    return (f"chain_id={summary['chain_id']} head={summary['head_block']} days={len(days)} "
-            f"({days[0]['date']}..{days[-1]['date']}) heavy={kinds['heavy']} empty={kinds['empty']} "
-            f"logs={logs['total']} (erc20={logs['erc20_transfer']} single={logs['erc1155_single']} "
-            f"batch={logs['erc1155_batch']} weird={logs['weird']})")
+    return (
+        f"chain_id={summary['chain_id']} head={summary['head_block']} days={len(days)} "
+        f"({days[0]['date']}..{days[-1]['date']}) heavy={kinds['heavy']} empty={kinds['empty']} "
+        f"logs={logs['total']} (erc20={logs['erc20_transfer']} single={logs['erc1155_single']} "
+        f"batch={logs['erc1155_batch']} weird={logs['weird']})"
+    )

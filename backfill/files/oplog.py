@@ -47,8 +47,10 @@ def setup_logging(path: Path | None, level: int = logging.INFO, also_stderr: boo
 
 
 # the store's outage lines (backfill/store/client.py, `Outage`): the start of a wait, a long one, its end
-_STORE_WAIT = re.compile(r"event=store_(?:down|backpressure) .*?reason=(?P<reason>'[^']*'|\"[^\"]*\")"
-                         r".*? next_try_s=(?P<next>[\d.]+)")
+_STORE_WAIT = re.compile(
+    r"event=store_(?:down|backpressure) .*?reason=(?P<reason>'[^']*'|\"[^\"]*\")"
+    r".*? next_try_s=(?P<next>[\d.]+)"
+)
 _STORE_STILL = re.compile(r"event=store_still_\w+ .*?reason=(?P<reason>'[^']*'|\"[^\"]*\") down_s=(?P<down>\d+)")
 _STORE_BACK = re.compile(r"event=store_(?:back|backpressure_over) .*?down_s=(?P<down>[\d.]+)")
 
@@ -99,8 +101,10 @@ def held_until_written() -> Iterator[None]:
     line on stderr). Lines for stderr are not held."""
     root = logging.getLogger()
     files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
-    buffers = [logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1, target=h,
-                                              flushOnClose=False) for h in files]
+    buffers = [
+        logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1, target=h, flushOnClose=False)
+        for h in files
+    ]
     for file, buffer in zip(files, buffers):
         buffer.setLevel(file.level)
         root.removeHandler(file)

@@ -22,12 +22,12 @@ import clickhouse_connect
 from clickhouse_connect.driver import options as _driver_options
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from backfill.store import schema
-from backfill.errors import StoreUnavailable
-from backfill.decode.scanner import NativeRows, table_block
 from backfill.chain.planner import DayPlan
+from backfill.decode.scanner import NativeRows, table_block
+from backfill.errors import StoreUnavailable
 from backfill.redact import redact_url, scrub
 from backfill.settings import Settings, StoreTarget
+from backfill.store import schema
 from backfill.store.faults import BACKPRESSURE, StoreFault, classify, may_retry, retry_delay_s
 
 UTC = dt.timezone.utc
@@ -65,9 +65,17 @@ class StoreOutage(StoreUnavailable):
 
 def _client(target: StoreTarget, host: str, port: int, database: str, secure: bool, timeout_s: float):
     return clickhouse_connect.get_client(
-        host=host, port=port, username=target.username, password=target.password, database=database,
-        secure=secure, compress=False, autogenerate_session_id=False, connect_timeout=min(10.0, timeout_s),
-        send_receive_timeout=timeout_s, query_limit=0,
+        host=host,
+        port=port,
+        username=target.username,
+        password=target.password,
+        database=database,
+        secure=secure,
+        compress=False,
+        autogenerate_session_id=False,
+        connect_timeout=min(10.0, timeout_s),
+        send_receive_timeout=timeout_s,
+        query_limit=0,
     )
 
 
@@ -112,14 +120,28 @@ class Outage:
                 self.down_since, self.kind, self.reason, self._last_logged = now, fault.kind, fault.reason, now
                 event = "store_backpressure" if fault.kind == BACKPRESSURE else "store_down"
                 action = "slow_down_and_retry" if fault.kind == BACKPRESSURE else "wait_and_retry"
-                log.warning("%sevent=%s store=%s reason=%r during=%s action=%s next_try_s=%.2f", self.context, event,
-                            self.label, fault.reason, what, action, next_try_s)
+                log.warning(
+                    "%sevent=%s store=%s reason=%r during=%s action=%s next_try_s=%.2f",
+                    self.context,
+                    event,
+                    self.label,
+                    fault.reason,
+                    what,
+                    action,
+                    next_try_s,
+                )
             elif now - self._last_logged >= STILL_DOWN_EVERY_S:
                 self._last_logged = now
                 self.reason = fault.reason
-                log.warning("%sevent=store_still_%s store=%s reason=%r down_s=%.0f retries=%d action=wait_and_retry",
-                            self.context, "backpressure" if self.kind == BACKPRESSURE else "down", self.label,
-                            fault.reason, now - self.down_since, self.retries)
+                log.warning(
+                    "%sevent=store_still_%s store=%s reason=%r down_s=%.0f retries=%d action=wait_and_retry",
+                    self.context,
+                    "backpressure" if self.kind == BACKPRESSURE else "down",
+                    self.label,
+                    fault.reason,
+                    now - self.down_since,
+                    self.retries,
+                )
 
     def recovered(self) -> None:
         if self.down_since is None:
@@ -127,25 +149,40 @@ class Outage:
         with self._lock:
             if self.down_since is None:
                 return
-            log.info("%sevent=%s store=%s down_s=%.1f retries=%d", self.context,
-                     "store_backpressure_over" if self.kind == BACKPRESSURE else "store_back", self.label,
-                     time.time() - self.down_since, self.retries)
+            log.info(
+                "%sevent=%s store=%s down_s=%.1f retries=%d",
+                self.context,
+                "store_backpressure_over" if self.kind == BACKPRESSURE else "store_back",
+                self.label,
+                time.time() - self.down_since,
+                self.retries,
+            )
             self.down_since, self.kind, self.reason, self.retries = None, "", "", 0
             self.recovered_at = time.time()
 
     def state(self) -> dict[str, Any]:
         """For status: {"reachable": bool, "down_since": epoch | None, "error": str}."""
         with self._lock:
-            return {"reachable": self.down_since is None or self.kind == BACKPRESSURE,
-                    "down_since": self.down_since, "kind": self.kind, "error": self.reason}
+            return {
+                "reachable": self.down_since is None or self.kind == BACKPRESSURE,
+                "down_since": self.down_since,
+                "kind": self.kind,
+                "error": self.reason,
+            }
 
 
 class Store:
     """One process's connection to the store. `patience_s`: how long one call waits out an outage (None =
     until the store is back or `abandon` is set, 0 = not at all: the caller handles StoreOutage)."""
 
-    def __init__(self, factory: Callable[[], Any], label: str, *, patience_s: float | None = COMMAND_PATIENCE_S,
-                 context: str = ""):
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        label: str,
+        *,
+        patience_s: float | None = COMMAND_PATIENCE_S,
+        context: str = "",
+    ):
         self._factory = factory  # builds a client for the store's current address
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -160,9 +197,18 @@ class Store:
         self._column_types: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
 
     @classmethod
-    def connect(cls, settings: Settings, *, create: bool = True, start_embedded: bool = True,
-                patience_s: float | None = COMMAND_PATIENCE_S, connect_patience_s: float | None = 0.0,
-                context: str = "", timeout_s: float = 300.0, abandon: threading.Event | None = None) -> "Store":
+    def connect(
+        cls,
+        settings: Settings,
+        *,
+        create: bool = True,
+        start_embedded: bool = True,
+        patience_s: float | None = COMMAND_PATIENCE_S,
+        connect_patience_s: float | None = 0.0,
+        context: str = "",
+        timeout_s: float = 300.0,
+        abandon: threading.Event | None = None,
+    ) -> "Store":
         """A store for these settings. The first contact waits `connect_patience_s` for a store that is down
         (0: a command reports a store that is not there at once; a worker waits for it, until `abandon`)."""
         target = settings.store
@@ -177,16 +223,21 @@ class Store:
             store.abandon = abandon
         try:
             if create:
+
                 def bootstrap() -> None:
                     endpoint, host, port, secure = resolve_endpoint(settings, start_embedded)
                     client = _client(endpoint, host, port, "default", secure, timeout_s)
                     client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
                     client.close()
+
                 store._retrying("connect", lambda _client: bootstrap(), need_client=False)
             store._retrying("connect", lambda client: client)
         except (ClickHouseError, OperationalError, OSError, StoreUnavailable) as exc:
-            msg = exc.reason if isinstance(exc, StoreOutage) else (
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            msg = (
+                exc.reason
+                if isinstance(exc, StoreOutage)
+                else (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            )
             msg = scrub(msg, [target.password] if target.password else [])
             raise StoreUnavailable(f"cannot use ClickHouse at {label}: {msg[:200]}") from None
         store.patience_s = patience_s
@@ -219,8 +270,7 @@ class Store:
             self._client.close()
 
     # -- the one retry policy ---------------------------------------------------------------
-    def _retrying(self, what: str, call: Callable[[Any], T], *, idempotent: bool = True,
-                  need_client: bool = True) -> T:
+    def _retrying(self, what: str, call: Callable[[Any], T], *, idempotent: bool = True, need_client: bool = True) -> T:
         """Run call(client); ride out outages and back-pressure as the policy says, within this store's patience."""
         started = time.monotonic()
         attempt = 0
@@ -235,9 +285,11 @@ class Store:
                 fault = classify(exc)
                 if not may_retry(fault, idempotent):
                     if fault is not None:  # an outage hit a call we must not send twice: say so, plainly
-                        raise StoreOutage(f"ClickHouse at {self.label}: {fault.reason} during {what}; the "
-                                          f"statement may or may not have run, so it was not sent again",
-                                          fault.reason) from None
+                        raise StoreOutage(
+                            f"ClickHouse at {self.label}: {fault.reason} during {what}; the "
+                            f"statement may or may not have run, so it was not sent again",
+                            fault.reason,
+                        ) from None
                     raise
                 assert fault is not None
                 if fault.kind != BACKPRESSURE:  # the next try connects afresh, to the store's current address
@@ -247,23 +299,36 @@ class Store:
                 waited = time.monotonic() - started
                 if self.abandon.is_set() or (self.patience_s is not None and waited + delay > self.patience_s):
                     self.outage.failed(fault, what, 0.0)
-                    raise StoreOutage(f"ClickHouse at {self.label} unreachable: {fault.reason} "
-                                      f"(waited {waited:.0f}s during {what})", fault.reason) from None
+                    raise StoreOutage(
+                        f"ClickHouse at {self.label} unreachable: {fault.reason} (waited {waited:.0f}s during {what})",
+                        fault.reason,
+                    ) from None
                 self.outage.failed(fault, what, delay)
                 if self.abandon.wait(delay):
-                    raise StoreOutage(f"ClickHouse at {self.label} unreachable: {fault.reason}; stopped waiting "
-                                      f"(process stopping) during {what}", fault.reason) from None
+                    raise StoreOutage(
+                        f"ClickHouse at {self.label} unreachable: {fault.reason}; stopped waiting "
+                        f"(process stopping) during {what}",
+                        fault.reason,
+                    ) from None
                 continue
             self.outage.recovered()
             return result
 
-    def command(self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
-                *, idempotent: bool = True) -> Any:
+    def command(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        *,
+        idempotent: bool = True,
+    ) -> Any:
         """A statement. Mark it idempotent=False when running it twice would differ from once (EXCHANGE,
         RENAME, DROP without IF EXISTS): after an outage of unknown outcome it is then not sent again."""
-        return self._retrying(sql.split(None, 1)[0].upper(), lambda c: c.command(sql, parameters=parameters,
-                                                                                  settings=settings),
-                              idempotent=idempotent)
+        return self._retrying(
+            sql.split(None, 1)[0].upper(),
+            lambda c: c.command(sql, parameters=parameters, settings=settings),
+            idempotent=idempotent,
+        )
 
     # -- schema -------------------------------------------------------------------------
     def ensure_schema(self) -> None:
@@ -291,7 +356,8 @@ class Store:
         types = self._column_types.get(key)
         if types is None:
             types = self._column_types[key] = self._retrying(
-                f"describe {table}", lambda c: list(c.create_insert_context(table, list(columns)).column_types))
+                f"describe {table}", lambda c: list(c.create_insert_context(table, list(columns)).column_types)
+            )
         return types
 
     # Inserts are sent again after an outage of unknown outcome: the same rows with the same _version, which
@@ -299,8 +365,7 @@ class Store:
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
         if rows:
             types = self.column_types(table, columns)
-            self._retrying(f"insert {table}", lambda c: c.insert(table, rows, column_names=columns,
-                                                                 column_types=types))
+            self._retrying(f"insert {table}", lambda c: c.insert(table, rows, column_names=columns, column_types=types))
 
     def insert_columns(self, table: str, columns: dict[str, Sequence[Any]]) -> None:
         """Column-oriented insert: several times faster than rows in clickhouse-connect for wide batches."""
@@ -308,11 +373,14 @@ class Store:
         if names and len(columns[names[0]]):
             types = self.column_types(table, names)
             data = list(columns.values())
-            self._retrying(f"insert {table}", lambda c: c.insert(table, data, column_names=names,
-                                                                 column_oriented=True, column_types=types))
+            self._retrying(
+                f"insert {table}",
+                lambda c: c.insert(table, data, column_names=names, column_oriented=True, column_types=types),
+            )
 
-    def insert_native(self, table: str, columns: list[str], rows: Sequence[NativeRows], stamp: dict[int, int],
-                      version: int) -> None:
+    def insert_native(
+        self, table: str, columns: list[str], rows: Sequence[NativeRows], stamp: dict[int, int], version: int
+    ) -> None:
         """Rows the compiled scanner encoded, sent as one Native block (no per-value work in the driver)."""
         types = [t.insert_name for t in self.column_types(table, columns)]
         block = table_block(rows, columns, types, stamp, version)
@@ -325,15 +393,18 @@ class Store:
 
     # -- meta ---------------------------------------------------------------------------
     def meta_get(self, key: str) -> str | None:
-        return self.scalar("SELECT argMax(value, updated_at) FROM backfill_meta WHERE key = %(k)s HAVING count() > 0",
-                           {"k": key})
+        return self.scalar(
+            "SELECT argMax(value, updated_at) FROM backfill_meta WHERE key = %(k)s HAVING count() > 0", {"k": key}
+        )
 
     def meta_set(self, key: str, value: str) -> None:
         self.insert("backfill_meta", [(key, value, now_utc())], ["key", "value", "updated_at"])
 
     # -- plan ---------------------------------------------------------------------------
     def read_plan(self) -> list[DayPlan]:
-        rows = self.query_rows("SELECT day_idx, day, start_block, end_block, clipped FROM backfill_days FINAL ORDER BY day_idx")
+        rows = self.query_rows(
+            "SELECT day_idx, day, start_block, end_block, clipped FROM backfill_days FINAL ORDER BY day_idx"
+        )
         return [DayPlan(int(r[0]), r[1], int(r[2]), int(r[3]), bool(r[4])) for r in rows]
 
     def write_plan(self, plans: Iterable[DayPlan]) -> None:
@@ -345,12 +416,45 @@ class Store:
         rows = self.named_rows(f"SELECT {', '.join(schema.CHECKPOINT_COLUMNS)} FROM backfill_checkpoint FINAL")
         return {int(r["day_idx"]): r for r in rows}
 
-    def write_checkpoint(self, *, day_idx: int, status: str, next_block: int, erc20_count: int, erc1155_count: int,
-                         quarantined_count: int, skipped_count: int, worker_id: int, shards: int, attempts: int,
-                         failures: int = 0, error: str = "", requests: int = 0, rpc_errors: int = 0,
-                         compute_units: int = 0, endpoints: str = "") -> None:
-        row = (day_idx, status, next_block, erc20_count, erc1155_count, quarantined_count, skipped_count,
-               worker_id, shards, attempts, failures, error, requests, rpc_errors, compute_units, endpoints, now_utc())
+    def write_checkpoint(
+        self,
+        *,
+        day_idx: int,
+        status: str,
+        next_block: int,
+        erc20_count: int,
+        erc1155_count: int,
+        quarantined_count: int,
+        skipped_count: int,
+        worker_id: int,
+        shards: int,
+        attempts: int,
+        failures: int = 0,
+        error: str = "",
+        requests: int = 0,
+        rpc_errors: int = 0,
+        compute_units: int = 0,
+        endpoints: str = "",
+    ) -> None:
+        row = (
+            day_idx,
+            status,
+            next_block,
+            erc20_count,
+            erc1155_count,
+            quarantined_count,
+            skipped_count,
+            worker_id,
+            shards,
+            attempts,
+            failures,
+            error,
+            requests,
+            rpc_errors,
+            compute_units,
+            endpoints,
+            now_utc(),
+        )
         self.insert("backfill_checkpoint", [row], schema.CHECKPOINT_COLUMNS)
 
     def update_checkpoint(self, day_idx: int, **changes: Any) -> dict[str, Any] | None:
@@ -359,9 +463,14 @@ class Store:
         if current is None:
             return None
         row = {**current, **changes, "updated_at": now_utc()}
-        self.insert("backfill_checkpoint", [tuple(row[c] for c in schema.CHECKPOINT_COLUMNS)], schema.CHECKPOINT_COLUMNS)
+        self.insert(
+            "backfill_checkpoint", [tuple(row[c] for c in schema.CHECKPOINT_COLUMNS)], schema.CHECKPOINT_COLUMNS
+        )
         return row
 
     def heartbeat(self, worker_id: int, pid: int, day_idx: int, last_batch: str, rows: int) -> None:
-        self.insert("worker_heartbeats", [(socket.gethostname(), worker_id, pid, day_idx, last_batch, rows, now_utc())],
-                    schema.HEARTBEAT_COLUMNS)
+        self.insert(
+            "worker_heartbeats",
+            [(socket.gethostname(), worker_id, pid, day_idx, last_batch, rows, now_utc())],
+            schema.HEARTBEAT_COLUMNS,
+        )

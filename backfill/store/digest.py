@@ -14,27 +14,47 @@ from typing import Iterable
 # The fields of each table in canonical order, as SQL expressions.
 CANON_FIELDS: dict[str, list[str]] = {
     "erc20_transfers_staging": [
-        "toString(block_number)", "toString(log_index)", "tx_hash", "token_address", "from_address", "to_address",
-        "toString(value)", "toString(toUnixTimestamp(block_timestamp))"],
+        "toString(block_number)",
+        "toString(log_index)",
+        "tx_hash",
+        "token_address",
+        "from_address",
+        "to_address",
+        "toString(value)",
+        "toString(toUnixTimestamp(block_timestamp))",
+    ],
     "erc1155_transfers_staging": [
-        "toString(block_number)", "toString(log_index)", "toString(batch_index)", "tx_hash", "token_address",
-        "operator", "from_address", "to_address", "toString(token_id)", "toString(value)",
-        "toString(toUnixTimestamp(block_timestamp))"],
+        "toString(block_number)",
+        "toString(log_index)",
+        "toString(batch_index)",
+        "tx_hash",
+        "token_address",
+        "operator",
+        "from_address",
+        "to_address",
+        "toString(token_id)",
+        "toString(value)",
+        "toString(toUnixTimestamp(block_timestamp))",
+    ],
 }
 STAGING_TABLES = list(CANON_FIELDS)
 KEYS = {"erc20_transfers_staging": "tx_hash, log_index", "erc1155_transfers_staging": "tx_hash, log_index, batch_index"}
 # ReplacingMergeTree collapses rows by the sorting key (schema.py), not by the runbook's (tx_hash, log_index).
-SORT_KEYS = {"erc20_transfers_staging": "block_number, log_index",
-             "erc1155_transfers_staging": "block_number, log_index, batch_index"}
+SORT_KEYS = {
+    "erc20_transfers_staging": "block_number, log_index",
+    "erc1155_transfers_staging": "block_number, log_index, batch_index",
+}
 
 
 def newest_version_variants_sql(table: str, where: str = "") -> str:
     """Subquery: per sorting key with more than one row at its newest _version, `block_number`, those rows `n`
     and their distinct contents `d`. d > 1: dedup would keep one at random; d = 1: harmless exact copies."""
     sort_key = SORT_KEYS[table]
-    return (f"(SELECT block_number, argMax(n, v) AS n, argMax(d, v) AS d FROM "
-            f"(SELECT {sort_key}, _version AS v, count() AS n, uniqExact({row_hash_sql(table)}) AS d "
-            f"FROM {table} {where} GROUP BY {sort_key}, _version) GROUP BY {sort_key} HAVING n > 1)")
+    return (
+        f"(SELECT block_number, argMax(n, v) AS n, argMax(d, v) AS d FROM "
+        f"(SELECT {sort_key}, _version AS v, count() AS n, uniqExact({row_hash_sql(table)}) AS d "
+        f"FROM {table} {where} GROUP BY {sort_key}, _version) GROUP BY {sort_key} HAVING n > 1)"
+    )
 
 
 def row_hash_sql(table: str) -> str:
@@ -47,9 +67,11 @@ def day_of_block_join(source: str, columns: str = "*") -> str:
     """`source` (a subquery or table with block_number) with the planned day of each block as `day_idx`.
 
     An ASOF join on the days' start blocks: rows outside every planned day are dropped."""
-    return (f"(SELECT r.*, d.day_idx AS day_idx FROM (SELECT {columns}, 0 AS _z FROM {source}) AS r "
-            f"ASOF JOIN (SELECT day_idx, start_block, end_block, 0 AS _z FROM backfill_days FINAL) AS d "
-            f"ON r._z = d._z AND r.block_number >= d.start_block WHERE r.block_number <= d.end_block)")
+    return (
+        f"(SELECT r.*, d.day_idx AS day_idx FROM (SELECT {columns}, 0 AS _z FROM {source}) AS r "
+        f"ASOF JOIN (SELECT day_idx, start_block, end_block, 0 AS _z FROM backfill_days FINAL) AS d "
+        f"ON r._z = d._z AND r.block_number >= d.start_block WHERE r.block_number <= d.end_block)"
+    )
 
 
 def per_day_digest_sql(table: str, final: bool = True, in_range: bool = False) -> str:
@@ -58,14 +80,18 @@ def per_day_digest_sql(table: str, final: bool = True, in_range: bool = False) -
     src = f"{table} FINAL" if final else table
     if in_range:
         src += " WHERE block_number BETWEEN %(a)s AND %(b)s"
-    return (f"SELECT day_idx, count() AS n, sum(h) AS h FROM "
-            f"{day_of_block_join(src, f'block_number, {row_hash_sql(table)} AS h')} GROUP BY day_idx")
+    return (
+        f"SELECT day_idx, count() AS n, sum(h) AS h FROM "
+        f"{day_of_block_join(src, f'block_number, {row_hash_sql(table)} AS h')} GROUP BY day_idx"
+    )
 
 
 def range_digest_sql(table: str, final: bool = True) -> str:
     """rows, hash of `table` between %(a)s and %(b)s (block numbers, inclusive)."""
-    return (f"SELECT count(), sum({row_hash_sql(table)}) FROM {table}{' FINAL' if final else ''} "
-            f"WHERE block_number BETWEEN %(a)s AND %(b)s")
+    return (
+        f"SELECT count(), sum({row_hash_sql(table)}) FROM {table}{' FINAL' if final else ''} "
+        f"WHERE block_number BETWEEN %(a)s AND %(b)s"
+    )
 
 
 def fmt_hash(value: int | None) -> str:

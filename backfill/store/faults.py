@@ -23,24 +23,51 @@ OUTAGE, BACKPRESSURE = "outage", "backpressure"
 
 # ClickHouse error codes (src/Common/ErrorCodes.cpp) that mean "slow down", not "you are wrong".
 BACKPRESSURE_CODES = {
-    173: "CANNOT_ALLOCATE_MEMORY", 202: "TOO_MANY_SIMULTANEOUS_QUERIES", 241: "MEMORY_LIMIT_EXCEEDED",
-    252: "TOO_MANY_PARTS", 439: "CANNOT_SCHEDULE_TASK",
+    173: "CANNOT_ALLOCATE_MEMORY",
+    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    241: "MEMORY_LIMIT_EXCEEDED",
+    252: "TOO_MANY_PARTS",
+    439: "CANNOT_SCHEDULE_TASK",
 }
 # ... and those that mean the server (or its cluster) is not fully there right now.
 OUTAGE_CODES = {
-    159: "TIMEOUT_EXCEEDED", 209: "SOCKET_TIMEOUT", 210: "NETWORK_ERROR", 225: "NO_ZOOKEEPER",
-    236: "ABORTED", 242: "TABLE_IS_READ_ONLY", 319: "UNKNOWN_STATUS_OF_INSERT", 394: "QUERY_WAS_CANCELLED",
+    159: "TIMEOUT_EXCEEDED",
+    209: "SOCKET_TIMEOUT",
+    210: "NETWORK_ERROR",
+    225: "NO_ZOOKEEPER",
+    236: "ABORTED",
+    242: "TABLE_IS_READ_ONLY",
+    319: "UNKNOWN_STATUS_OF_INSERT",
+    394: "QUERY_WAS_CANCELLED",
     999: "KEEPER_EXCEPTION",
 }
 # the server may have done it before it failed (a shutdown aborts and cancels queries in flight)
 EXECUTED_UNKNOWN_CODES = {159, 209, 210, 236, 319, 394, 999}
 
 # urllib3 / OS errors raised before a byte of the request left: nothing can have been executed.
-_NOT_SENT = ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError", "ConnectionRefusedError",
-             "ClosedPoolError", "EmptyPoolError")
-_TRANSPORT = ("ProtocolError", "ReadTimeoutError", "RemoteDisconnected", "ConnectionResetError",
-              "BrokenPipeError", "IncompleteRead", "ConnectionAbortedError", "TimeoutError", "socket.timeout",
-              "_IncompleteResponseError", "StreamFailureError", "ConnectionError", "MaxRetryError")
+_NOT_SENT = (
+    "NewConnectionError",
+    "ConnectTimeoutError",
+    "NameResolutionError",
+    "ConnectionRefusedError",
+    "ClosedPoolError",
+    "EmptyPoolError",
+)
+_TRANSPORT = (
+    "ProtocolError",
+    "ReadTimeoutError",
+    "RemoteDisconnected",
+    "ConnectionResetError",
+    "BrokenPipeError",
+    "IncompleteRead",
+    "ConnectionAbortedError",
+    "TimeoutError",
+    "socket.timeout",
+    "_IncompleteResponseError",
+    "StreamFailureError",
+    "ConnectionError",
+    "MaxRetryError",
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +96,7 @@ def _http_status(message: str) -> int | None:
     at = message.find(marker)
     if at < 0:
         return None
-    digits = message[at + len(marker):at + len(marker) + 3]
+    digits = message[at + len(marker) : at + len(marker) + 3]
     return int(digits) if digits.isdigit() else None
 
 

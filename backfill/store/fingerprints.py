@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from backfill.store import digest
-
-from backfill.store import schema
+from backfill.store import digest, schema
 from backfill.store.client import Store, now_utc
 
 log = logging.getLogger(__name__)
@@ -23,7 +21,8 @@ def stale_days(store: Store) -> list[tuple[int, Any, str]]:
         "SELECT c.day_idx, c.updated_at, c.endpoints FROM "
         "(SELECT day_idx, status, updated_at, endpoints FROM backfill_checkpoint FINAL) AS c "
         "LEFT JOIN (SELECT day_idx, completed_at FROM day_fingerprints FINAL) AS f ON f.day_idx = c.day_idx "
-        "WHERE c.status = 'COMPLETE' AND (f.day_idx != c.day_idx OR c.updated_at > f.completed_at) ORDER BY c.day_idx")
+        "WHERE c.status = 'COMPLETE' AND (f.day_idx != c.day_idx OR c.updated_at > f.completed_at) ORDER BY c.day_idx"
+    )
     return [(int(r[0]), r[1], str(r[2])) for r in rows]
 
 

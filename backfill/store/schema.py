@@ -2,25 +2,110 @@
 
 from __future__ import annotations
 
-ERC20_COLUMNS = ["block_number", "block_timestamp", "tx_hash", "log_index", "token_address",
-                 "from_address", "to_address", "value", "_version"]
-ERC1155_COLUMNS = ["block_number", "block_timestamp", "tx_hash", "log_index", "batch_index", "token_address",
-                   "operator", "from_address", "to_address", "token_id", "value", "_version"]
+ERC20_COLUMNS = [
+    "block_number",
+    "block_timestamp",
+    "tx_hash",
+    "log_index",
+    "token_address",
+    "from_address",
+    "to_address",
+    "value",
+    "_version",
+]
+ERC1155_COLUMNS = [
+    "block_number",
+    "block_timestamp",
+    "tx_hash",
+    "log_index",
+    "batch_index",
+    "token_address",
+    "operator",
+    "from_address",
+    "to_address",
+    "token_id",
+    "value",
+    "_version",
+]
 BLOCK_COLUMNS = ["block_number", "block_hash", "timestamp"]
-QUARANTINE_COLUMNS = ["block_number", "log_index", "tx_hash", "address", "topics", "data", "reason", "day_idx", "_version"]
-CHECKPOINT_COLUMNS = ["day_idx", "status", "next_block", "erc20_count", "erc1155_count", "quarantined_count",
-                      "skipped_count", "worker_id", "shards", "attempts", "failures", "error", "requests", "rpc_errors",
-                      "compute_units", "endpoints", "updated_at"]
-RPC_USAGE_COLUMNS = ["host", "worker_id", "pid", "endpoint", "requests", "errors", "compute_units", "parked",
-                     "rps", "limit_answers", "waits", "waited_s", "damaged", "updated_at"]
+QUARANTINE_COLUMNS = [
+    "block_number",
+    "log_index",
+    "tx_hash",
+    "address",
+    "topics",
+    "data",
+    "reason",
+    "day_idx",
+    "_version",
+]
+CHECKPOINT_COLUMNS = [
+    "day_idx",
+    "status",
+    "next_block",
+    "erc20_count",
+    "erc1155_count",
+    "quarantined_count",
+    "skipped_count",
+    "worker_id",
+    "shards",
+    "attempts",
+    "failures",
+    "error",
+    "requests",
+    "rpc_errors",
+    "compute_units",
+    "endpoints",
+    "updated_at",
+]
+RPC_USAGE_COLUMNS = [
+    "host",
+    "worker_id",
+    "pid",
+    "endpoint",
+    "requests",
+    "errors",
+    "compute_units",
+    "parked",
+    "rps",
+    "limit_answers",
+    "waits",
+    "waited_s",
+    "damaged",
+    "updated_at",
+]
 HEARTBEAT_COLUMNS = ["host", "worker_id", "pid", "day_idx", "last_batch", "rows", "updated_at"]
 DAY_COLUMNS = ["day_idx", "day", "start_block", "end_block", "clipped"]
-FINGERPRINT_COLUMNS = ["day_idx", "erc20_count", "erc1155_count", "erc20_hash", "erc1155_hash", "endpoints",
-                       "completed_at", "recorded_at"]
+FINGERPRINT_COLUMNS = [
+    "day_idx",
+    "erc20_count",
+    "erc1155_count",
+    "erc20_hash",
+    "erc1155_hash",
+    "endpoints",
+    "completed_at",
+    "recorded_at",
+]
 GATE_COLUMNS = ["run_id", "run_at", "level", "gate", "verdict", "value", "threshold", "days", "detail"]
-AUDIT_COLUMNS = ["run_id", "run_at", "day_idx", "day", "endpoint", "verdict", "chain_erc20", "chain_erc1155",
-                 "store_erc20", "store_erc1155", "recorded_erc20", "recorded_erc1155", "chain_hash", "store_hash",
-                 "recorded_hash", "versions", "detail"]
+AUDIT_COLUMNS = [
+    "run_id",
+    "run_at",
+    "day_idx",
+    "day",
+    "endpoint",
+    "verdict",
+    "chain_erc20",
+    "chain_erc1155",
+    "store_erc20",
+    "store_erc1155",
+    "recorded_erc20",
+    "recorded_erc1155",
+    "chain_hash",
+    "store_hash",
+    "recorded_hash",
+    "versions",
+    "detail",
+]
 PROMOTION_COLUMNS = ["at", "action", "table_name", "other_table", "rows", "checksum", "detail"]
 
 TABLES: dict[str, str] = {

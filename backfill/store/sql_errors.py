@@ -32,7 +32,7 @@ def server_error(text: str) -> str:
     no `FORMAT Native` the driver appended, no version or URL trailer, a parser's list of what it expected cut
     short. Text without a server part loses only the wrapping."""
     found = _SERVER_PART.search(text)
-    body = text[found.start():] if found else _DRIVER_PREFIX.sub("", text, count=1)
+    body = text[found.start() :] if found else _DRIVER_PREFIX.sub("", text, count=1)
     body = _URL_TRAILER.sub("", body)
     body = _VERSION_TRAILER.sub("", body)
     body = _APPENDED_FORMAT.sub("", body)

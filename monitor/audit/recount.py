@@ -25,21 +25,42 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from backfill.store import digest
-
-from backfill.store import fingerprints
-
-from backfill.store import schema
+from backfill.chain.planner import DayPlan
 from backfill.decode.reference import reference_rows, with_timestamps
 from backfill.errors import RpcError
-from backfill.chain.planner import DayPlan
 from backfill.redact import endpoint_label, scrub
 from backfill.settings import Settings
+from backfill.store import digest, fingerprints, schema
 from backfill.store.client import Store, now_utc
 from monitor.audit.report import (  # noqa: F401  (re-exported: part of the audit API)
-    DAY_CONCURRENCY, DAYS_HELP, MAX_SPAN, SAME_ENDPOINT, STANDARDS, TABLES, TARGET_LOGS, UNRECOUNTED, AuditReport,
-    DayAudit, Digests, EndpointSet, Recount, Selection, VersionSummary, audit_endpoints, choose_days, day_indices,
-    decide, endpoint_sets, full, judge, next_span, parse_days, recheck_sets, recorded_digests, split_span)
+    DAY_CONCURRENCY,
+    DAYS_HELP,
+    MAX_SPAN,
+    SAME_ENDPOINT,
+    STANDARDS,
+    TABLES,
+    TARGET_LOGS,
+    UNRECOUNTED,
+    AuditReport,
+    DayAudit,
+    Digests,
+    EndpointSet,
+    Recount,
+    Selection,
+    VersionSummary,
+    audit_endpoints,
+    choose_days,
+    day_indices,
+    decide,
+    endpoint_sets,
+    full,
+    judge,
+    next_span,
+    parse_days,
+    recheck_sets,
+    recorded_digests,
+    split_span,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +106,11 @@ async def recount_day(client: Any, plan: DayPlan, first_span: int, guard_from: i
             headers = await (client.verifier or client).headers(blocks) if blocks else {}
             for entry in logs:
                 bn = int(entry["blockNumber"], 16)
-                if not entry.get("removed") and bn in headers and (entry.get("blockHash") or "").lower() not in ("", headers[bn][0]):
+                if (
+                    not entry.get("removed")
+                    and bn in headers
+                    and (entry.get("blockHash") or "").lower() not in ("", headers[bn][0])
+                ):
                     raise NodeBehind(f"block {bn}: the logs and the header disagree on its hash (reorg or mixed nodes)")
             rows20, rows1155 = with_timestamps(erc20, erc1155, {bn: ts for bn, (_, ts) in headers.items()})
             for std, rows in (("erc20", rows20), ("erc1155", rows1155)):
@@ -109,8 +134,10 @@ def store_versions(store: Store, plan: DayPlan, chain: ChainDay | None) -> list[
     for std in STANDARDS:
         table = TABLES[std]
         for version, n, zero, h in store.query_rows(
-                f"SELECT _version, count(), countIf(toUnixTimestamp(block_timestamp) = 0), sum({digest.row_hash_sql(table)}) "
-                f"FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s GROUP BY _version", params):
+            f"SELECT _version, count(), countIf(toUnixTimestamp(block_timestamp) = 0), sum({digest.row_hash_sql(table)}) "
+            f"FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s GROUP BY _version",
+            params,
+        ):
             v = per.setdefault(int(version), VersionSummary(int(version), {}, {}, 0))
             v.rows[std], v.hashes[std] = int(n), int(h or 0)
             v.zero_timestamps += int(zero)
@@ -128,8 +155,11 @@ def store_versions(store: Store, plan: DayPlan, chain: ChainDay | None) -> list[
         missing: dict[int, int] = {v.version: 0 for v in versions}
         for std in STANDARDS:
             table = TABLES[std]
-            for version, h in store.query_rows(f"SELECT _version, {digest.row_hash_sql(table)} FROM {table} "
-                                               f"WHERE block_number BETWEEN %(a)s AND %(b)s", params):
+            for version, h in store.query_rows(
+                f"SELECT _version, {digest.row_hash_sql(table)} FROM {table} "
+                f"WHERE block_number BETWEEN %(a)s AND %(b)s",
+                params,
+            ):
                 if int(h) not in chain.row_hashes[std]:
                     missing[int(version)] += 1
         for v in versions:
@@ -177,15 +207,26 @@ def _rpc_client(settings: Settings, urls: list[str], indices: tuple[int, ...]) -
     from backfill.chain.client import RpcClient
 
     return RpcClient(
-        [urls[i] for i in indices], labels=[endpoint_label(urls[i], i) for i in indices], timeout_s=settings.rpc_timeout_s,
-        attempts=settings.rpc_attempts, max_rps_per_endpoint=settings.rpc_max_rps,
-        concurrency_per_endpoint=settings.rpc_max_concurrency, context="audit",
-        memory=settings.log_dir / "endpoints.json")
+        [urls[i] for i in indices],
+        labels=[endpoint_label(urls[i], i) for i in indices],
+        timeout_s=settings.rpc_timeout_s,
+        attempts=settings.rpc_attempts,
+        max_rps_per_endpoint=settings.rpc_max_rps,
+        concurrency_per_endpoint=settings.rpc_max_concurrency,
+        context="audit",
+        memory=settings.log_dir / "endpoints.json",
+    )
 
 
-async def _audit_days(settings: Settings, plans: list[DayPlan], filled_by: dict[int, str], expected_chain: str | None,
-                      stored: dict[int, Digests], recorded: dict[int, Digests | None],
-                      finish_day: Callable[[DayPlan, ChainDay | None, str, str, str, str], DayAudit]) -> list[DayAudit]:
+async def _audit_days(
+    settings: Settings,
+    plans: list[DayPlan],
+    filled_by: dict[int, str],
+    expected_chain: str | None,
+    stored: dict[int, Digests],
+    recorded: dict[int, Digests | None],
+    finish_day: Callable[[DayPlan, ChainDay | None, str, str, str, str], DayAudit],
+) -> list[DayAudit]:
     """Recount the days (DAY_CONCURRENCY at once) and judge each as soon as its recount is in, so that only a few
     days' rows are held at a time.
 
@@ -225,8 +266,11 @@ async def _audit_days(settings: Settings, plans: list[DayPlan], filled_by: dict[
                 except RpcError as exc:
                     refused[key] = scrub(f"{type(exc).__name__}: {exc}", urls)[:300]
                 if key in refused:
-                    log.error("event=endpoints_refused endpoints=%s reason=%r action=next_endpoints",
-                              ",".join(ep.label for ep in client.pool.endpoints), refused[key])
+                    log.error(
+                        "event=endpoints_refused endpoints=%s reason=%r action=next_endpoints",
+                        ",".join(ep.label for ep in client.pool.endpoints),
+                        refused[key],
+                    )
                 elif not top:  # no head known yet (none answered at the start)
                     await client.refresh_heads()
                     if client.highest_head() is not None:
@@ -250,8 +294,13 @@ async def _audit_days(settings: Settings, plans: list[DayPlan], filled_by: dict[
                     served = ",".join(label for label, _ in (after - before).most_common())
                     return Recount(chain.digests, served or names(s), s.same, tuple(failures)), chain
             failures.append(f"{names(s)}: {why}")
-            log.warning("day=%d event=recount_failed endpoints=%s action=%s reason=%r", plan.day_idx, names(s),
-                        f"try {names(sets[n + 1])}" if n + 1 < len(sets) else "none_left", why)
+            log.warning(
+                "day=%d event=recount_failed endpoints=%s action=%s reason=%r",
+                plan.day_idx,
+                names(s),
+                f"try {names(sets[n + 1])}" if n + 1 < len(sets) else "none_left",
+                why,
+            )
         return Recount(None, "", False, tuple(failures)), None
 
     async def one(plan: DayPlan) -> DayAudit:
@@ -263,19 +312,34 @@ async def _audit_days(settings: Settings, plans: list[DayPlan], filled_by: dict[
             if first.digests is not None and full(first.digests) != full(stored[day]):
                 again = recheck_sets(urls, fills, first.served.split(","))
                 if again:
-                    log.info("day=%d event=recheck reason='the recount differs from the store' first=%s next=%s",
-                             day, first.served, names(again[0]))
+                    log.info(
+                        "day=%d event=recheck reason='the recount differs from the store' first=%s next=%s",
+                        day,
+                        first.served,
+                        names(again[0]),
+                    )
                     second, _ = await recount(plan, again)
             verdict, detail, problem = decide(first, stored[day], recorded[day], second)
-            endpoint = first.served or ",".join(dict.fromkeys(
-                labels[i] for s in endpoint_sets(urls, fills) for i in s.indices))
+            endpoint = first.served or ",".join(
+                dict.fromkeys(labels[i] for s in endpoint_sets(urls, fills) for i in s.indices)
+            )
             kept = chain if problem != "disagree" else None  # two recounts disagree: neither is the chain
-            result = await loop.run_in_executor(store_thread, finish_day, plan, kept, endpoint, verdict, detail, problem)
-            log.info("day=%d date=%s endpoint=%s verdict=%s chain_erc20=%s chain_erc1155=%s store_erc20=%d "
-                     "store_erc1155=%d versions=%d seconds=%.2f detail=%r", plan.day_idx, plan.day, endpoint,
-                     result.verdict, *(full(result.chain)[s][0] if result.chain else -1 for s in STANDARDS),
-                     *(full(result.store)[s][0] for s in STANDARDS), len(result.versions), time.monotonic() - t0,
-                     result.detail)
+            result = await loop.run_in_executor(
+                store_thread, finish_day, plan, kept, endpoint, verdict, detail, problem
+            )
+            log.info(
+                "day=%d date=%s endpoint=%s verdict=%s chain_erc20=%s chain_erc1155=%s store_erc20=%d "
+                "store_erc1155=%d versions=%d seconds=%.2f detail=%r",
+                plan.day_idx,
+                plan.day,
+                endpoint,
+                result.verdict,
+                *(full(result.chain)[s][0] if result.chain else -1 for s in STANDARDS),
+                *(full(result.store)[s][0] for s in STANDARDS),
+                len(result.versions),
+                time.monotonic() - t0,
+                result.detail,
+            )
             return result
 
     try:
@@ -286,8 +350,9 @@ async def _audit_days(settings: Settings, plans: list[DayPlan], filled_by: dict[
             heads = await probe.refresh_heads()
             if probe.highest_head() is not None:
                 top.append(probe.highest_head())
-            log.info("event=endpoints heads=%s guard_from=%s", ",".join(f"{k}:{v}" for k, v in heads.items()),
-                     guard_from())
+            log.info(
+                "event=endpoints heads=%s guard_from=%s", ",".join(f"{k}:{v}" for k, v in heads.items()), guard_from()
+            )
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(one(p)) for p in plans]
         return [t.result() for t in tasks]
@@ -297,9 +362,17 @@ async def _audit_days(settings: Settings, plans: list[DayPlan], filled_by: dict[
         store_thread.shutdown(wait=True)
 
 
-def run_audit(store: Store, settings: Settings, *, days: list[int] | None = None, sample: int | None = None,
-              include: Iterable[int] = (), all_days: bool = False, source: str = "cli",
-              seed: int | None = None) -> AuditReport:
+def run_audit(
+    store: Store,
+    settings: Settings,
+    *,
+    days: list[int] | None = None,
+    sample: int | None = None,
+    include: Iterable[int] = (),
+    all_days: bool = False,
+    source: str = "cli",
+    seed: int | None = None,
+) -> AuditReport:
     """Recount COMPLETE days from RPC and compare them with the store: all of them (all_days), the listed
     `days`, `include`, plus `sample` random others (default settings.audit_sample when nothing is listed).
     Writes one audit_results row per day and key=value lines to <log_dir>/audit.log."""
@@ -316,10 +389,20 @@ def run_audit(store: Store, settings: Settings, *, days: list[int] | None = None
         selection = choose_days(complete, days=days, sample=sample, include=include, all_days=all_days, seed=seed)
         plan = {p.day_idx: p for p in store.read_plan()}
         chosen = [d for d in selection.days if d in plan]
-        log.info("event=audit_start run_id=%s source=%s days=%d seed=%d sample=%s all=%s listed=%s include=%s "
-                 "skipped_not_complete=%s endpoints=%s", run_id, source, len(chosen), seed, sample, all_days,
-                 _span(days), _span(include), _span(selection.skipped),
-                 ",".join(endpoint_label(u, i) for i, u in enumerate(settings.rpc_urls)))
+        log.info(
+            "event=audit_start run_id=%s source=%s days=%d seed=%d sample=%s all=%s listed=%s include=%s "
+            "skipped_not_complete=%s endpoints=%s",
+            run_id,
+            source,
+            len(chosen),
+            seed,
+            sample,
+            all_days,
+            _span(days),
+            _span(include),
+            _span(selection.skipped),
+            ",".join(endpoint_label(u, i) for i, u in enumerate(settings.rpc_urls)),
+        )
         fingerprints.record_fingerprints(store)
         recorded = fingerprints.recorded(store)
         current = fingerprints.current_digests(store, chosen) if chosen else {}
@@ -328,21 +411,49 @@ def run_audit(store: Store, settings: Settings, *, days: list[int] | None = None
         stored = {d: {std: current.get(d, {}).get(TABLES[std], (0, 0)) for std in STANDARDS} for d in chosen}
         recs = {d: recorded_digests(recorded.get(d)) for d in chosen}
 
-        def finish_day(p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str,
-                       problem: str) -> DayAudit:
+        def finish_day(
+            p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str, problem: str
+        ) -> DayAudit:
             versions = store_versions(store, p, chain)
-            return DayAudit(p.day_idx, p.day, endpoint, verdict, detail, full(chain.digests) if chain else None,
-                            full(stored[p.day_idx]), recs[p.day_idx], versions, problem)
+            return DayAudit(
+                p.day_idx,
+                p.day,
+                endpoint,
+                verdict,
+                detail,
+                full(chain.digests) if chain else None,
+                full(stored[p.day_idx]),
+                recs[p.day_idx],
+                versions,
+                problem,
+            )
 
         expected_chain = store.meta_get("chain_id")
-        results = _run_sync(lambda: _audit_days(settings, [plan[d] for d in chosen], filled_by, expected_chain, stored, recs,
-                                                finish_day))
-        report = AuditReport(run_id, run_at, source, seed, sorted(results, key=lambda r: r.day_idx), selection.skipped,
-                             time.monotonic() - t0)
+        results = _run_sync(
+            lambda: _audit_days(
+                settings, [plan[d] for d in chosen], filled_by, expected_chain, stored, recs, finish_day
+            )
+        )
+        report = AuditReport(
+            run_id,
+            run_at,
+            source,
+            seed,
+            sorted(results, key=lambda r: r.day_idx),
+            selection.skipped,
+            time.monotonic() - t0,
+        )
         store.insert("audit_results", [r.row(run_id, run_at) for r in report.results], schema.AUDIT_COLUMNS)
-        log.info("event=audit_done run_id=%s source=%s passed=%s days=%d mismatch=%s error=%s seconds=%.1f",
-                 run_id, source, report.passed, len(report.results), _span(report.mismatched_days),
-                 _span(report.error_days), report.seconds)
+        log.info(
+            "event=audit_done run_id=%s source=%s passed=%s days=%d mismatch=%s error=%s seconds=%.1f",
+            run_id,
+            source,
+            report.passed,
+            len(report.results),
+            _span(report.mismatched_days),
+            _span(report.error_days),
+            report.seconds,
+        )
         return report
 
 

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backfill.store import digest
+from backfill.chain.planner import DayPlan
 from backfill.dates import day_list
 from backfill.errors import ConfigError
-from backfill.chain.planner import DayPlan
 from backfill.redact import endpoint_label
+from backfill.store import digest
 
 STANDARDS = ("erc20", "erc1155")
 TABLES = {"erc20": "erc20_transfers_staging", "erc1155": "erc1155_transfers_staging"}
@@ -59,8 +59,11 @@ def day_indices(text: str, plan: Iterable[DayPlan]) -> list[int]:
     missing = [d for d in dates if d not in by_date]
     if missing:
         span = f"{min(by_date)}..{max(by_date)}" if by_date else "nothing is planned yet"
-        what = f"{missing[0]} is not a planned day" if len(missing) == 1 else \
-            f"{missing[0]} and {len(missing) - 1} more days are not planned"
+        what = (
+            f"{missing[0]} is not a planned day"
+            if len(missing) == 1
+            else f"{missing[0]} and {len(missing) - 1} more days are not planned"
+        )
         raise ConfigError(f"--days: {what} (planned: {span})")
     return [by_date[d] for d in dates]
 
@@ -71,8 +74,15 @@ class Selection:
     skipped: list[int]  # asked for (listed or included) but not COMPLETE
 
 
-def choose_days(complete: Iterable[int], *, days: Iterable[int] | None = None, sample: int | None = None,
-                include: Iterable[int] = (), all_days: bool = False, seed: int = 0) -> Selection:
+def choose_days(
+    complete: Iterable[int],
+    *,
+    days: Iterable[int] | None = None,
+    sample: int | None = None,
+    include: Iterable[int] = (),
+    all_days: bool = False,
+    seed: int = 0,
+) -> Selection:
     """Only COMPLETE days: every one (all_days), or the listed days, plus `include`, plus `sample` more drawn
     at random (seeded) from the remaining COMPLETE days."""
     done = set(complete)
@@ -172,7 +182,9 @@ def judge(chain: Digests, store: Digests, recorded: Digests | None) -> tuple[str
             problems.append(f"{std} hash differs, same count")
     if recorded is not None and full(recorded) != store:
         rec = full(recorded)
-        counts = [f"{std} {store[std][0]} rows, recorded {rec[std][0]}" for std in STANDARDS if rec[std][0] != store[std][0]]
+        counts = [
+            f"{std} {store[std][0]} rows, recorded {rec[std][0]}" for std in STANDARDS if rec[std][0] != store[std][0]
+        ]
         problems.append("store differs from its fingerprint" + (f" ({'; '.join(counts)})" if counts else ""))
     return ("mismatch", "; ".join(problems)) if problems else ("ok", "")
 
@@ -198,8 +210,9 @@ def _counts(d: Digests) -> str:
     return ", ".join(f"{std} {n} rows" for std, (n, _) in full(d).items())
 
 
-def decide(first: Recount, store: Digests, recorded: Digests | None,
-           second: Recount | None = None) -> tuple[str, str, str]:
+def decide(
+    first: Recount, store: Digests, recorded: Digests | None, second: Recount | None = None
+) -> tuple[str, str, str]:
     """(verdict, detail, problem) of a day. `second` is the re-check of a recount that differs from the store
     (None: there was no other endpoint to re-check on). problem: "" | "unrecounted" | "disagree".
 
@@ -211,8 +224,10 @@ def decide(first: Recount, store: Digests, recorded: Digests | None,
     verdict, detail = judge(first.digests, store, recorded)
     notes = [detail] if detail else []
     if first.same:
-        notes.append(f"recounted on {first.served or 'the endpoints'}, which filled the day ({SAME_ENDPOINT})"
-                     + (f": the others could not ({'; '.join(first.failures)})" if first.failures else ""))
+        notes.append(
+            f"recounted on {first.served or 'the endpoints'}, which filled the day ({SAME_ENDPOINT})"
+            + (f": the others could not ({'; '.join(first.failures)})" if first.failures else "")
+        )
     elif first.failures:
         notes.append(f"recounted on {first.served or 'other endpoints'} after {'; '.join(first.failures)}")
     if full(first.digests) == full(store):  # the recount equals the store: nothing to re-check
@@ -222,10 +237,16 @@ def decide(first: Recount, store: Digests, recorded: Digests | None,
     if second.digests is None:
         return "mismatch", "; ".join(notes + ["not re-checked: " + ("; ".join(second.failures) or "no endpoint")]), ""
     if full(second.digests) == full(first.digests):
-        return "mismatch", "; ".join(notes + [f"confirmed by a second recount on {second.served or 'other endpoints'}"]), ""
-    text = (f"{DISAGREE} {first.served or '?'} and {second.served or '?'}: a node is serving wrong or short answers "
-            f"({first.served or '?'}: {_counts(first.digests)}; {second.served or '?'}: {_counts(second.digests)}; "
-            f"store: {_counts(store)})")
+        return (
+            "mismatch",
+            "; ".join(notes + [f"confirmed by a second recount on {second.served or 'other endpoints'}"]),
+            "",
+        )
+    text = (
+        f"{DISAGREE} {first.served or '?'} and {second.served or '?'}: a node is serving wrong or short answers "
+        f"({first.served or '?'}: {_counts(first.digests)}; {second.served or '?'}: {_counts(second.digests)}; "
+        f"store: {_counts(store)})"
+    )
     if full(second.digests) == full(store):
         text += f"; the recount on {second.served or '?'} equals the store"
     fingerprint_verdict, fingerprint_detail = judge(store, store, recorded)  # the store against itself alone
@@ -248,10 +269,15 @@ class VersionSummary:
     not_on_chain: int | None = None  # its rows that are not rows of the recount (None: not computed)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "latest": self.latest, "zero_timestamps": self.zero_timestamps,
-                **{f"{s}_rows": self.rows.get(s, 0) for s in STANDARDS},
-                **{f"{s}_hash": digest.fmt_hash(self.hashes.get(s, 0)) for s in STANDARDS},
-                "equals_chain": self.equals_chain, "not_on_chain": self.not_on_chain}
+        return {
+            "version": self.version,
+            "latest": self.latest,
+            "zero_timestamps": self.zero_timestamps,
+            **{f"{s}_rows": self.rows.get(s, 0) for s in STANDARDS},
+            **{f"{s}_hash": digest.fmt_hash(self.hashes.get(s, 0)) for s in STANDARDS},
+            "equals_chain": self.equals_chain,
+            "not_on_chain": self.not_on_chain,
+        }
 
     def line(self) -> str:
         if self.equals_chain:
@@ -263,8 +289,10 @@ class VersionSummary:
         else:
             verdict = "differs from the chain" if self.equals_chain is False else "not compared"
         counts = " ".join(f"{s}={self.rows.get(s, 0)}" for s in STANDARDS)
-        return (f"    version {self.version}{' (latest)' if self.latest else ''}: {counts} "
-                f"zero_timestamps={self.zero_timestamps} -- {verdict}")
+        return (
+            f"    version {self.version}{' (latest)' if self.latest else ''}: {counts} "
+            f"zero_timestamps={self.zero_timestamps} -- {verdict}"
+        )
 
 
 def _hashes(d: Digests | None) -> str:
@@ -292,9 +320,11 @@ class DayAudit:
         chain, store, rec = full(self.chain), full(self.store), full(self.recorded)
         for std in STANDARDS:
             equal = self.hash_equal(std)
-            parts.append(f"{std} chain={chain[std][0] if self.chain is not None else '?'} store={store[std][0]} "
-                         f"recorded={rec[std][0] if self.recorded is not None else '-'} "
-                         f"hash={'?' if equal is None else 'equal' if equal else 'differs'}")
+            parts.append(
+                f"{std} chain={chain[std][0] if self.chain is not None else '?'} store={store[std][0]} "
+                f"recorded={rec[std][0] if self.recorded is not None else '-'} "
+                f"hash={'?' if equal is None else 'equal' if equal else 'differs'}"
+            )
         return "  ".join(parts) + (f"  -- {self.detail}" if self.detail else "")
 
     def lines(self) -> list[str]:
@@ -303,20 +333,43 @@ class DayAudit:
     def to_json(self) -> dict[str, Any]:
         def side(d: Digests | None) -> dict[str, Any] | None:
             return None if d is None else {s: {"rows": n, "hash": digest.fmt_hash(h)} for s, (n, h) in full(d).items()}
-        return {"day_idx": self.day_idx, "day": self.day.isoformat(), "endpoint": self.endpoint,
-                "verdict": self.verdict, "detail": self.detail, "chain": side(self.chain), "store": side(self.store),
-                "recorded": side(self.recorded), "hash_equal": {s: self.hash_equal(s) for s in STANDARDS},
-                "problem": self.problem or None, "versions": [v.to_json() for v in self.versions]}
+
+        return {
+            "day_idx": self.day_idx,
+            "day": self.day.isoformat(),
+            "endpoint": self.endpoint,
+            "verdict": self.verdict,
+            "detail": self.detail,
+            "chain": side(self.chain),
+            "store": side(self.store),
+            "recorded": side(self.recorded),
+            "hash_equal": {s: self.hash_equal(s) for s in STANDARDS},
+            "problem": self.problem or None,
+            "versions": [v.to_json() for v in self.versions],
+        }
 
     def row(self, run_id: str, run_at: dt.datetime) -> tuple:
         """The audit_results row (schema.AUDIT_COLUMNS); -1 = unknown."""
         chain, store, rec = full(self.chain), full(self.store), full(self.recorded)
-        return (run_id, run_at, self.day_idx, self.day, self.endpoint, self.verdict,
-                chain["erc20"][0] if self.chain is not None else -1, chain["erc1155"][0] if self.chain is not None else -1,
-                store["erc20"][0], store["erc1155"][0],
-                rec["erc20"][0] if self.recorded is not None else -1, rec["erc1155"][0] if self.recorded is not None else -1,
-                _hashes(self.chain), _hashes(self.store), _hashes(self.recorded),
-                json.dumps([v.to_json() for v in self.versions]), self.detail)
+        return (
+            run_id,
+            run_at,
+            self.day_idx,
+            self.day,
+            self.endpoint,
+            self.verdict,
+            chain["erc20"][0] if self.chain is not None else -1,
+            chain["erc1155"][0] if self.chain is not None else -1,
+            store["erc20"][0],
+            store["erc1155"][0],
+            rec["erc20"][0] if self.recorded is not None else -1,
+            rec["erc1155"][0] if self.recorded is not None else -1,
+            _hashes(self.chain),
+            _hashes(self.store),
+            _hashes(self.recorded),
+            json.dumps([v.to_json() for v in self.versions]),
+            self.detail,
+        )
 
 
 @dataclass
@@ -363,22 +416,30 @@ class AuditReport:
             parts.append(f"the recount from RPC differs from the store on day(s) {name(mismatched)}")
         disagree = self.disagreeing_days
         if disagree:
-            parts.append(f"the recounts from RPC disagree between endpoints on day(s) {name(disagree)} "
-                         "(a node is serving wrong or short answers)")
+            parts.append(
+                f"the recounts from RPC disagree between endpoints on day(s) {name(disagree)} "
+                "(a node is serving wrong or short answers)"
+            )
         unrecounted = self.unrecounted_days
         if unrecounted:
             reasons = list(dict.fromkeys(by_idx[d].detail.removeprefix(f"{UNRECOUNTED}: ") for d in unrecounted))
-            reason = reasons[0][:300] + (" …" if len(reasons[0]) > 300 else "") + (
-                f"; and {len(reasons) - 1} other reason(s)" if len(reasons) > 1 else "")
+            reason = (
+                reasons[0][:300]
+                + (" …" if len(reasons[0]) > 300 else "")
+                + (f"; and {len(reasons) - 1} other reason(s)" if len(reasons) > 1 else "")
+            )
             parts.append(f"day(s) {name(unrecounted)} {UNRECOUNTED} ({reason})")
         return "; ".join(parts)
 
     def summary(self) -> str:
         n = {v: sum(r.verdict == v for r in self.results) for v in ("ok", "mismatch", "error")}
         bad = day_list([r.day_idx for r in self.results if r.verdict != "ok"], {r.day_idx: r.day for r in self.results})
-        return (f"audit {'passed' if self.passed else 'FAILED'}: {len(self.results)} days, {n['ok']} ok, "
-                f"{n['mismatch']} mismatch, {n['error']} error" + (f" ({bad})" if bad else "")
-                + f"; run_id={self.run_id} seed={self.seed}")
+        return (
+            f"audit {'passed' if self.passed else 'FAILED'}: {len(self.results)} days, {n['ok']} ok, "
+            f"{n['mismatch']} mismatch, {n['error']} error"
+            + (f" ({bad})" if bad else "")
+            + f"; run_id={self.run_id} seed={self.seed}"
+        )
 
     def lines(self) -> list[str]:
         """One line per day, plus its versions side by side when it has more than one."""
@@ -386,7 +447,15 @@ class AuditReport:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"run_id": self.run_id, "run_at": self.run_at.isoformat(), "source": self.source, "seed": self.seed,
-                "passed": self.passed, "mismatched_days": self.mismatched_days, "error_days": self.error_days,
-                "skipped_days": self.skipped, "seconds": round(self.seconds, 3),
-                "results": [r.to_json() for r in self.results]}
+        return {
+            "run_id": self.run_id,
+            "run_at": self.run_at.isoformat(),
+            "source": self.source,
+            "seed": self.seed,
+            "passed": self.passed,
+            "mismatched_days": self.mismatched_days,
+            "error_days": self.error_days,
+            "skipped_days": self.skipped,
+            "seconds": round(self.seconds, 3),
+            "results": [r.to_json() for r in self.results],
+        }

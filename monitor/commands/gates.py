@@ -21,8 +21,9 @@ STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
 @click.command("gates")
-@click.option("--strict", is_flag=True,
-              help="The threshold set for promotion (default: relaxed, as while backfilling).")
+@click.option(
+    "--strict", is_flag=True, help="The threshold set for promotion (default: relaxed, as while backfilling)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @data_dir_option
 @user_errors
@@ -63,8 +64,9 @@ def gates_table(report: GateReport) -> Any:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{report.level} gates (run {report.run_id})", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False)
+    table = Table(
+        title=f"{report.level} gates (run {report.run_id})", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
     table.add_column("gate", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("found", ratio=1)
@@ -83,5 +85,6 @@ def wrapped(line: str, width: int) -> str:
     """A long line broken between words (never inside one), continuation lines indented; width 0: as it is."""
     if not width or len(line) <= width:
         return line
-    return textwrap.fill(line, width=max(40, width), subsequent_indent="    ", break_long_words=False,
-                         break_on_hyphens=False)
+    return textwrap.fill(
+        line, width=max(40, width), subsequent_indent="    ", break_long_words=False, break_on_hyphens=False
+    )

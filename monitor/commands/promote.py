@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 def _print_report(report: PromotionReport) -> None:
     for line in report.lines():
         click.echo(line)
-    click.echo(f"{report.action} done in {report.seconds:.1f}s: {len(report.tables)} tables verified "
-               f"(rows and checksum)")
+    click.echo(
+        f"{report.action} done in {report.seconds:.1f}s: {len(report.tables)} tables verified (rows and checksum)"
+    )
 
 
 @click.command()
@@ -40,16 +41,20 @@ def promote(skip_gates: bool, data_dir: Path | None) -> None:
         from monitor.promote import log
 
         if skip_gates:
-            click.secho("WARNING: --skip-gates: the strict gates were NOT run; promoting unchecked data",
-                        err=True, fg="yellow", bold=True)
+            click.secho(
+                "WARNING: --skip-gates: the strict gates were NOT run; promoting unchecked data",
+                err=True,
+                fg="yellow",
+                bold=True,
+            )
             log.warning("event=gates_skipped flag=--skip-gates")
         else:
             from monitor.gates.judge import run_gates
 
             gates = run_gates(store, settings, "strict", source="promote")
             if not gates.passed:
-                from monitor.commands.gates import line_width, wrapped
                 from backfill.cli.status import INTERRUPTED_HINT, run_is_live, show_day_statuses
+                from monitor.commands.gates import line_width, wrapped
 
                 live, raw = run_is_live(settings.log_dir), gates.lines()
                 shown = [show_day_statuses(line, live) for line in raw]
@@ -100,8 +105,10 @@ def backups_list(as_json: bool, data_dir: Path | None) -> None:
     width = max([len(b.table) for b in found] + [5])
     click.echo(f"{'table':<{width}}  {'created (UTC)':<26}  {'rows':>10}  {'checksum':<32}  verified")
     for b in found:
-        click.echo(f"{b.table:<{width}}  {b.created:%Y-%m-%d %H:%M:%S.%f}  {'-' if b.rows is None else b.rows:>10}  "
-                   f"{b.checksum or '-':<32}  {'yes' if b.verified else 'NO'}")
+        click.echo(
+            f"{b.table:<{width}}  {b.created:%Y-%m-%d %H:%M:%S.%f}  {'-' if b.rows is None else b.rows:>10}  "
+            f"{b.checksum or '-':<32}  {'yes' if b.verified else 'NO'}"
+        )
     click.echo(f"{len(found)} backups")
 
 

@@ -18,16 +18,20 @@ class RebuildStopped(CommandFailed):
 
 
 @click.command("rebuild")
-@click.option("--promote/--no-promote", "promote", default=None,
-              help="Promote when every step passed (default: the auto_promote setting, off).")
+@click.option(
+    "--promote/--no-promote",
+    "promote",
+    default=None,
+    help="Promote when every step passed (default: the auto_promote setting, off).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @data_dir_option
 @user_errors
 def rebuild(promote: bool | None, as_json: bool, data_dir: Path | None) -> None:
     """Dedup -> audit -> strict gates -> derived tables -> your *.sql -> promotion -> snapshot, stopping at the
     first failure before anything replaces production."""
-    from backfill.store.client import Store
     from backfill import control
+    from backfill.store.client import Store
     from monitor.rebuild import RebuildFailed, run_by_hand
 
     settings = _settings(data_dir=data_dir)
@@ -38,15 +42,17 @@ def rebuild(promote: bool | None, as_json: bool, data_dir: Path | None) -> None:
     try:
         report = run_by_hand(store, settings, promote=promote, on_step=lambda name: step.__setitem__(0, name))
     except RebuildFailed as exc:
-        raise RebuildStopped(f"rebuild stopped at {exc}; production is unchanged "
-                             f"(log: {settings.log_dir / 'on-complete.log'})") from None
+        raise RebuildStopped(
+            f"rebuild stopped at {exc}; production is unchanged (log: {settings.log_dir / 'on-complete.log'})"
+        ) from None
     except KeyboardInterrupt:  # a promotion's swap is never cut (backfill/ctrl_c.py): production is as it was
         if step[0] == "snapshot":
-            raise Interrupted("stopped by Ctrl-C while writing the snapshot; every step had run (see "
-                              f"{settings.log_dir / 'on-complete.log'})") from None
+            raise Interrupted(
+                "stopped by Ctrl-C while writing the snapshot; every step had run (see "
+                f"{settings.log_dir / 'on-complete.log'})"
+            ) from None
         at = f" at step {step[0]}" if step[0] else ""
-        raise Interrupted(f"stopped by Ctrl-C{at}; production is unchanged; `backfill rebuild` runs it "
-                          "again") from None
+        raise Interrupted(f"stopped by Ctrl-C{at}; production is unchanged; `backfill rebuild` runs it again") from None
     if as_json:
         click.echo(orjson.dumps(report, default=str, option=orjson.OPT_INDENT_2).decode())
         return
@@ -65,8 +71,9 @@ _PARTITION = re.compile(r"^\d{6}$")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @data_dir_option
 @user_errors
-def dedup(partitions: tuple[str, ...], from_date: str | None, to_date: str | None, as_json: bool,
-          data_dir: Path | None) -> None:
+def dedup(
+    partitions: tuple[str, ...], from_date: str | None, to_date: str | None, as_json: bool, data_dir: Path | None
+) -> None:
     """OPTIMIZE … FINAL per partition (and remove superseded copies left in other partitions), then verify."""
     from backfill.store.client import Store
     from monitor.dedup import block_range_of_days, block_range_of_partitions, dedup_range
@@ -94,9 +101,11 @@ def dedup(partitions: tuple[str, ...], from_date: str | None, to_date: str | Non
         click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         for table in report.rows_before:
-            click.echo(f"{table}: blocks {a}-{b}, partitions {','.join(report.partitions[table]) or '-'}: rows "
-                       f"{report.rows_before[table]} -> {report.rows_after[table]} (superseded copies removed: "
-                       f"{report.superseded_deleted[table]}), duplicates after FINAL: {report.duplicates_after[table]}")
+            click.echo(
+                f"{table}: blocks {a}-{b}, partitions {','.join(report.partitions[table]) or '-'}: rows "
+                f"{report.rows_before[table]} -> {report.rows_after[table]} (superseded copies removed: "
+                f"{report.superseded_deleted[table]}), duplicates after FINAL: {report.duplicates_after[table]}"
+            )
     if not report.clean:
         raise RebuildStopped("dedup did not leave the range clean (see above)")
     if not as_json:

@@ -16,20 +16,26 @@ from typing import Any, Callable
 
 import click
 
-from backfill import exitcodes
-
+from backfill import control, exitcodes
 from backfill.chain import pace_memory
+from backfill.chain.client import RpcClient
+from backfill.cli.app import _settings, settings_options, user_errors
 from backfill.cli.data_dir import check_usable, holds_store
+from backfill.cli.prepare import (
+    ChainView,
+    check_chain,
+    check_endpoints,
+    check_range,
+    plan_days,
+    record_chain,
+    reopen_for_redo,
+    survey_chain,
+)
+from backfill.cli.status import collect, collect_offline
 from backfill.errors import CommandFailed, ConfigError, Interrupted, StoreUnavailable, UserError, WrongChain
 from backfill.files.oplog import held_until_written
-from backfill.cli.prepare import (ChainView, check_chain, check_endpoints, check_range, plan_days, record_chain,
-                              reopen_for_redo, survey_chain)
-from backfill.chain.client import RpcClient
 from backfill.settings import Settings
-from backfill.cli.status import collect, collect_offline
 from backfill.store.client import COMMAND_PATIENCE_S, Store
-from backfill import control
-from backfill.cli.app import _settings, settings_options, user_errors
 
 log = logging.getLogger("monitor")
 
@@ -55,15 +61,27 @@ async def _survey(settings: Settings) -> ChainView:
     memory = _memory(settings)
     if memory is not None:
         pace_memory.forget_parking(memory)
-    async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor",
-                         max_rps_per_endpoint=settings.rpc_max_rps, memory=memory) as rpc:
+    async with RpcClient(
+        settings.rpc_urls,
+        timeout_s=settings.rpc_timeout_s,
+        attempts=4,
+        context="monitor",
+        max_rps_per_endpoint=settings.rpc_max_rps,
+        memory=memory,
+    ) as rpc:
         return await survey_chain(rpc, settings)
 
 
 async def _prepare(settings: Settings, chain: ChainView, store_factory: Callable[[], Store]) -> tuple[Store, int]:
     """The checks against the store (the same chain, then the dates, the plan's anchor), then the plan."""
-    async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=4, context="monitor",
-                         max_rps_per_endpoint=settings.rpc_max_rps, memory=settings.log_dir / "endpoints.json") as rpc:
+    async with RpcClient(
+        settings.rpc_urls,
+        timeout_s=settings.rpc_timeout_s,
+        attempts=4,
+        context="monitor",
+        max_rps_per_endpoint=settings.rpc_max_rps,
+        memory=settings.log_dir / "endpoints.json",
+    ) as rpc:
         store = store_factory()
         check_chain(store, chain.chain_id, chain.genesis_hash)
         check_range(settings, chain)
@@ -76,7 +94,9 @@ async def _prepare(settings: Settings, chain: ChainView, store_factory: Callable
     return store, len(plans)
 
 
-def start_run(settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print) -> dict[str, Any] | None:
+def start_run(
+    settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print
+) -> dict[str, Any] | None:
     check_usable(settings.data_dir, create=True)
     with held_until_written():
         chain = asyncio.run(_survey(settings))
@@ -103,13 +123,17 @@ def start_run(settings: Settings, *, shards_explicit: bool, echo: Callable[[str]
     return _run_foreground(settings, store, n_days, echo, lock_fd)
 
 
-def _tell_running(settings: Settings, running: dict[str, Any], shards_explicit: bool,
-                  echo: Callable[[str], Any]) -> None:
+def _tell_running(
+    settings: Settings, running: dict[str, Any], shards_explicit: bool, echo: Callable[[str], Any]
+) -> None:
     """A run is active: it is told to re-read the plan, and the shard count when one was given."""
     wanted = {"shards": settings.shards} if shards_explicit else {}
     control.request(settings.log_dir, **wanted)
-    what = f"scaling to {settings.shards} workers" if shards_explicit and settings.shards != running.get(
-        "wanted_shards") else "re-reading the plan"
+    what = (
+        f"scaling to {settings.shards} workers"
+        if shards_explicit and settings.shards != running.get("wanted_shards")
+        else "re-reading the plan"
+    )
     echo(f"a run is already active (supervisor pid {running.get('pid', '?')}): {what}; no second fleet started")
 
 
@@ -119,8 +143,14 @@ def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: 
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings.to_env()}
     with open(settings.log_dir / "supervisor.stderr", "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor.supervisor"], env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor.supervisor"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -137,16 +167,20 @@ def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: 
                 raise RunFailed(f"the supervisor exited at start (code {code}); see {settings.log_dir / 'monitor.log'}")
             time.sleep(0.1)
     except KeyboardInterrupt:  # the supervisor has its own session: the run goes on without this command
-        raise Interrupted(f"stopped by Ctrl-C; the run goes on in the background (supervisor pid {proc.pid}): "
-                          "`backfill status`, `backfill stop`") from None
+        raise Interrupted(
+            f"stopped by Ctrl-C; the run goes on in the background (supervisor pid {proc.pid}): "
+            "`backfill status`, `backfill stop`"
+        ) from None
     echo(f"started: supervisor pid {proc.pid}, {settings.shards} workers, {n_days} days planned")
-    echo(f"logs: {settings.log_dir}/ (monitor.log, worker-<k>.log); watch: backfill status --watch; "
-         "stop: backfill stop")
+    echo(
+        f"logs: {settings.log_dir}/ (monitor.log, worker-<k>.log); watch: backfill status --watch; stop: backfill stop"
+    )
     return None
 
 
-def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any],
-                    lock_fd: int) -> dict[str, Any] | None:
+def _run_foreground(
+    settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any], lock_fd: int
+) -> dict[str, Any] | None:
     """Supervise in this process with a live dashboard; the summary of a finished run. A stop by Ctrl-C is
     Interrupted (exit 130); a stop by `backfill stop` says so and returns None (exit 0)."""
     from rich.console import Console
@@ -159,8 +193,10 @@ def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callabl
     echo(f"planned {n_days} days; {settings.shards} workers (logs: {settings.log_dir}/worker-<k>.log)")
     t0 = time.monotonic()
     last = [0.0]
-    with Live(console=console, refresh_per_second=1, transient=not console.is_terminal,
-              auto_refresh=console.is_terminal) as live:
+    with Live(
+        console=console, refresh_per_second=1, transient=not console.is_terminal, auto_refresh=console.is_terminal
+    ) as live:
+
         def tick(_sup: object) -> None:
             if time.monotonic() - last[0] >= 2.0:
                 last[0] = time.monotonic()
@@ -190,15 +226,21 @@ def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callabl
     store.patience_s = COMMAND_PATIENCE_S
     summary = collect(store, settings)
     if phase == "rebuild_failed":
-        raise RunFailed(f"all {summary['days_total']} days are COMPLETE, but {state.get('message') or 'the rebuild failed'}")
+        raise RunFailed(
+            f"all {summary['days_total']} days are COMPLETE, but {state.get('message') or 'the rebuild failed'}"
+        )
     if phase == "finished_with_failures":
-        raise RunFailed(f"{summary['days_failed']} days FAILED (see `backfill status`); "
-                        "`backfill retry-failed` then `backfill start` to try them again")
+        raise RunFailed(
+            f"{summary['days_failed']} days FAILED (see `backfill status`); "
+            "`backfill retry-failed` then `backfill start` to try them again"
+        )
     echo(f"backfill complete: {summary['days_total']} days in {time.monotonic() - t0:.1f}s")
     run = summary.get("run") or {}
     if run.get("promoted") is False:
-        echo("the copy is in erc20_transfers_staging / erc1155_transfers_staging; production tables are not "
-             "promoted yet: `backfill promote` (or start with --promote)")
+        echo(
+            "the copy is in erc20_transfers_staging / erc1155_transfers_staging; production tables are not "
+            "promoted yet: `backfill promote` (or start with --promote)"
+        )
     store.close()
     return summary
 
@@ -206,28 +248,56 @@ def _run_foreground(settings: Settings, store: Store, n_days: int, echo: Callabl
 @click.command()
 @settings_options
 @click.option("--foreground", is_flag=True, default=False, help="Run in this terminal with a live dashboard.")
-@click.option("--redo", is_flag=True, default=False,
-              help="Fetch the COMPLETE days of --from..--to again; newer row versions supersede the old ones.")
-@click.option("--dry-run", is_flag=True, default=False,
-              help="Check and plan, print the plan (days, blocks, endpoints, store), write nothing.")
+@click.option(
+    "--redo",
+    is_flag=True,
+    default=False,
+    help="Fetch the COMPLETE days of --from..--to again; newer row versions supersede the old ones.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    default=False,
+    help="Check and plan, print the plan (days, blocks, endpoints, store), write nothing.",
+)
 @user_errors
-def start(from_date: str | None, to_date: str | None, shards: int | None, rpc_urls: tuple[str, ...],
-          confirmations: int | None, window_blocks: int | None, stall_s: float | None, auto_promote: bool | None,
-          data_dir: Path | None, foreground: bool, redo: bool, dry_run: bool) -> None:
+def start(
+    from_date: str | None,
+    to_date: str | None,
+    shards: int | None,
+    rpc_urls: tuple[str, ...],
+    confirmations: int | None,
+    window_blocks: int | None,
+    stall_s: float | None,
+    auto_promote: bool | None,
+    data_dir: Path | None,
+    foreground: bool,
+    redo: bool,
+    dry_run: bool,
+) -> None:
     """Plan the days and run the workers until every day is COMPLETE (detached unless --foreground).
 
     While a run is active, a second `start` talks to it: SHARDS=N re-shards it live, new days are picked up."""
-    settings = _settings(from_date=from_date, to_date=to_date, shards=shards, rpc_urls=rpc_urls or None,
-                         confirmations=confirmations, window_blocks=window_blocks, stall_s=stall_s,
-                         data_dir=data_dir, foreground=foreground or None, redo=redo or None,
-                         auto_promote=auto_promote)
+    settings = _settings(
+        from_date=from_date,
+        to_date=to_date,
+        shards=shards,
+        rpc_urls=rpc_urls or None,
+        confirmations=confirmations,
+        window_blocks=window_blocks,
+        stall_s=stall_s,
+        data_dir=data_dir,
+        foreground=foreground or None,
+        redo=redo or None,
+        auto_promote=auto_promote,
+    )
     if dry_run:
         from backfill.cli.dry_run import preview, render_preview
 
         click.echo(render_preview(preview(settings)))
         return
-    from backfill.files.oplog import setup_logging
     from backfill.cli.status import render
+    from backfill.files.oplog import setup_logging
 
     setup_logging(settings.log_dir / "monitor.log")
     summary = start_run(settings, shards_explicit="shards" in settings.explicit, echo=click.echo)

@@ -15,16 +15,27 @@ from backfill.errors import UserError
 
 @click.command("verify")
 @click.option("--days", "days_text", default=None, help="Dates and ranges: 2024-01-03,2024-01-05..2024-01-07.")
-@click.option("--sample", type=click.IntRange(min=0), default=None,
-              help="Random COMPLETE days to recount (default: audit_sample, 3; added to --days when both are given).")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Random COMPLETE days to recount (default: audit_sample, 3; added to --days when both are given).",
+)
 @click.option("--all", "all_days", is_flag=True, default=False, help="Every COMPLETE day.")
 @click.option("--seed", type=int, default=None, help="Seed of the --sample draw (default: random, logged).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--rpc-url", "rpc_urls", multiple=True, help="RPC endpoint (repeatable). Env ETHEREUM_RPC_URLS.")
 @data_dir_option
 @user_errors
-def verify(days_text: str | None, sample: int | None, all_days: bool, seed: int | None, as_json: bool,
-           rpc_urls: tuple[str, ...], data_dir: Path | None) -> None:
+def verify(
+    days_text: str | None,
+    sample: int | None,
+    all_days: bool,
+    seed: int | None,
+    as_json: bool,
+    rpc_urls: tuple[str, ...],
+    data_dir: Path | None,
+) -> None:
     """Recount COMPLETE days straight from RPC (another endpoint than the one that filled each day, where there
     is one that can; else that one, said so) and compare counts and a content hash with the store and the day's
     fingerprint. A difference is recounted again on other endpoints before it is called a mismatch.
@@ -41,8 +52,10 @@ def verify(days_text: str | None, sample: int | None, all_days: bool, seed: int 
     days = day_indices(days_text, store.read_plan()) if days_text is not None else None
     report = run_audit(store, settings, days=days, sample=sample, all_days=all_days, seed=seed, source="cli")
     if not report.results:
-        raise UserError("no COMPLETE day to audit" + (f" (not COMPLETE: {len(report.skipped)} of the days asked for)"
-                                                      if report.skipped else ""))
+        raise UserError(
+            "no COMPLETE day to audit"
+            + (f" (not COMPLETE: {len(report.skipped)} of the days asked for)" if report.skipped else "")
+        )
     if as_json:
         click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -18,16 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backfill.store import digest
-
-from backfill.store import schema
 from backfill.dates import day_list
 from backfill.errors import ConfigError
 from backfill.settings import Settings
+from backfill.store import digest, schema
 from backfill.store.client import Store, now_utc
 from backfill.thresholds import LEVELS, THRESHOLDS  # noqa: F401  (re-exported: part of the gates' API)
 from monitor.gates.measure import (  # noqa: F401  (re-exported: the measured data is part of the API)
-    ADDRESS_RE, HASH_RE, SORT_KEYS, Day, Fingerprint, Measurements, measure)
+    ADDRESS_RE,
+    HASH_RE,
+    SORT_KEYS,
+    Day,
+    Fingerprint,
+    Measurements,
+    measure,
+)
 from monitor.gates.report import fmt_value, limit_text, value_text
 
 GATES = ("coverage", "duplicates", "timestamps", "malformed", "empty_days", "quarantine", "missing_timestamps")
@@ -100,14 +105,23 @@ def _days_text(m: Measurements, per_day: Mapping[int, Any], limit: int = 8) -> s
     return shown + (f" (+{len(days) - limit} more days)" if len(days) > limit else "")
 
 
-def _count(check: str, per_day: Mapping[int, int], threshold: float, what: str, m: Measurements,
-           shown: Mapping[int, Any] | None = None) -> Finding:
+def _count(
+    check: str,
+    per_day: Mapping[int, int],
+    threshold: float,
+    what: str,
+    m: Measurements,
+    shown: Mapping[int, Any] | None = None,
+) -> Finding:
     """A count of bad things: above the threshold fails, non-zero within a raised threshold warns.
     `shown` replaces the per-day numbers in the text (e.g. what differs on the day)."""
     total = sum(per_day.values())
     verdict = FAIL if total > threshold else WARN if total > 0 else PASS
-    text = (f"{what}: {fmt_value(total)} (at most {fmt_value(threshold)} allowed) on "
-            f"{_days_text(m, shown or per_day)}" if total else "")
+    text = (
+        f"{what}: {fmt_value(total)} (at most {fmt_value(threshold)} allowed) on {_days_text(m, shown or per_day)}"
+        if total
+        else ""
+    )
     return Finding(check, verdict, total, threshold, tuple(sorted(d for d, n in per_day.items() if n)), text)
 
 
@@ -137,28 +151,60 @@ def judge_coverage(m: Measurements, level: str, t: Mapping[str, float]) -> GateR
     findings = [_count("failed_days", failed, t["failed_days"], "FAILED days", m, {d: "FAILED" for d in failed})]
     n = len(unfinished)
     if n > t["unfinished_days"]:
-        findings.append(Finding("unfinished_days", FAIL, n, t["unfinished_days"], tuple(sorted(unfinished)),
-                                f"days not COMPLETE: {n} (at most {fmt_value(t['unfinished_days'])} allowed): "
-                                f"{', '.join(f'{_label(m, d)} {m.days[d].status}' for d in sorted(unfinished)[:8])}"))
+        findings.append(
+            Finding(
+                "unfinished_days",
+                FAIL,
+                n,
+                t["unfinished_days"],
+                tuple(sorted(unfinished)),
+                f"days not COMPLETE: {n} (at most {fmt_value(t['unfinished_days'])} allowed): "
+                f"{', '.join(f'{_label(m, d)} {m.days[d].status}' for d in sorted(unfinished)[:8])}",
+            )
+        )
     else:
-        findings.append(Finding("unfinished_days", PASS, n, t["unfinished_days"], (),
-                                f"{n} days in progress" if n else ""))
+        findings.append(
+            Finding("unfinished_days", PASS, n, t["unfinished_days"], (), f"{n} days in progress" if n else "")
+        )
     gaps = plan_gaps(list(m.days.values()))
-    findings.append(Finding("plan_gaps", FAIL if len(gaps) > t["plan_gaps"] else WARN if gaps else PASS,
-                            len(gaps), t["plan_gaps"], tuple(sorted({d for g in gaps for d in g[:2]})),
-                            "; ".join(f"{g[2]} between {_label(m, g[0])} and {_label(m, g[1])}" for g in gaps[:8])))
+    findings.append(
+        Finding(
+            "plan_gaps",
+            FAIL if len(gaps) > t["plan_gaps"] else WARN if gaps else PASS,
+            len(gaps),
+            t["plan_gaps"],
+            tuple(sorted({d for g in gaps for d in g[:2]})),
+            "; ".join(f"{g[2]} between {_label(m, g[0])} and {_label(m, g[1])}" for g in gaps[:8]),
+        )
+    )
     counts = count_mismatches(m)
-    findings.append(_count("count_mismatch", {d: 1 for d in counts}, t["mismatched_days"],
-                           "COMPLETE days whose rows after FINAL differ from their checkpoint", m,
-                           {d: f"store {s[0]}+{s[1]} vs checkpoint {c[0]}+{c[1]} (erc20+erc1155)"
-                            for d, (s, c) in counts.items()}))
+    findings.append(
+        _count(
+            "count_mismatch",
+            {d: 1 for d in counts},
+            t["mismatched_days"],
+            "COMPLETE days whose rows after FINAL differ from their checkpoint",
+            m,
+            {d: f"store {s[0]}+{s[1]} vs checkpoint {c[0]}+{c[1]} (erc20+erc1155)" for d, (s, c) in counts.items()},
+        )
+    )
     changed = fingerprint_mismatches(m)
-    findings.append(_count("fingerprint_mismatch", {d: 1 for d in changed}, t["mismatched_days"],
-                           "COMPLETE days changed since their fingerprint", m,
-                           {d: "+".join(tables) + " content differs" for d, tables in changed.items()}))
+    findings.append(
+        _count(
+            "fingerprint_mismatch",
+            {d: 1 for d in changed},
+            t["mismatched_days"],
+            "COMPLETE days changed since their fingerprint",
+            m,
+            {d: "+".join(tables) + " content differs" for d, tables in changed.items()},
+        )
+    )
     if not m.days:
-        findings.append(Finding("no_plan", FAIL if level == "strict" else PASS, 0, 0, (),
-                                "no planned days: nothing has been backfilled"))
+        findings.append(
+            Finding(
+                "no_plan", FAIL if level == "strict" else PASS, 0, 0, (), "no planned days: nothing has been backfilled"
+            )
+        )
     return combine("coverage", findings, f"all {len(m.days)} planned days COMPLETE, counts and fingerprints match")
 
 
@@ -196,8 +242,9 @@ def fingerprint_mismatches(m: Measurements) -> dict[int, list[str]]:
         if fp is None:
             continue
         counts, hashes = m.store_counts.get(d, (0, 0)), m.store_hashes.get(d, (zero, zero))
-        tables = [t for i, t in enumerate(("erc20", "erc1155"))
-                  if counts[i] != fp.counts[i] or hashes[i] != fp.hashes[i]]
+        tables = [
+            t for i, t in enumerate(("erc20", "erc1155")) if counts[i] != fp.counts[i] or hashes[i] != fp.hashes[i]
+        ]
         if tables:
             out[d] = tables
     return out
@@ -208,44 +255,73 @@ def judge_duplicates(m: Measurements, level: str, t: Mapping[str, float]) -> Gat
     findings = [_count("duplicate_rows", dup, t["duplicate_rows"], "rows sharing a key after FINAL", m)]
     runbook = ", ".join(f"{table} {n}" for table, n in m.final_duplicates.items() if n)
     if runbook:
-        findings.append(Finding("runbook_duplicates", PASS, 0, 0, (),
-                                f"count() - uniqExact(key) after FINAL: {runbook}"))
-    findings.append(_count("ambiguous_keys", _scope(m, m.of("ambiguous_keys"), level), t["ambiguous_keys"],
-                           "keys with different rows at the same newest _version", m))
+        findings.append(
+            Finding("runbook_duplicates", PASS, 0, 0, (), f"count() - uniqExact(key) after FINAL: {runbook}")
+        )
+    findings.append(
+        _count(
+            "ambiguous_keys",
+            _scope(m, m.of("ambiguous_keys"), level),
+            t["ambiguous_keys"],
+            "keys with different rows at the same newest _version",
+            m,
+        )
+    )
     copies = sum(_scope(m, m.of("exact_copies"), level).values())
     note = f"{copies} exact copies at the same _version (harmless: dedup collapses them)" if copies else ""
     findings.append(Finding("exact_copies", PASS, copies, 0, (), note))
     return combine("duplicates", findings, "no duplicate keys after FINAL, no ambiguous versions")
 
 
-def _counts(m: Measurements, level: str, t: Mapping[str, float], threshold: str,
-            checks: Iterable[tuple[str, str]]) -> list[Finding]:
+def _counts(
+    m: Measurements, level: str, t: Mapping[str, float], threshold: str, checks: Iterable[tuple[str, str]]
+) -> list[Finding]:
     """One finding per measured check, all judged against the same threshold."""
     return [_count(threshold, _scope(m, m.of(check), level), t[threshold], what, m) for check, what in checks]
 
 
 def judge_timestamps(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
-    findings = _counts(m, level, t, "bad_timestamp_rows", (
-        ("zero_timestamp_rows", "rows with block_timestamp 0"),
-        ("timestamp_mismatch_rows", "rows whose block_timestamp is not their block's"),
-        ("rows_before_genesis", "rows timed before genesis")))
-    findings += _counts(m, level, t, "bad_timestamp_blocks", (
-        ("blocks_outside_day", "blocks timed outside their day's UTC date"),
-        ("blocks_before_genesis", "blocks timed before genesis"),
-        ("blocks_backwards", "blocks timed earlier than the block before")))
+    findings = _counts(
+        m,
+        level,
+        t,
+        "bad_timestamp_rows",
+        (
+            ("zero_timestamp_rows", "rows with block_timestamp 0"),
+            ("timestamp_mismatch_rows", "rows whose block_timestamp is not their block's"),
+            ("rows_before_genesis", "rows timed before genesis"),
+        ),
+    )
+    findings += _counts(
+        m,
+        level,
+        t,
+        "bad_timestamp_blocks",
+        (
+            ("blocks_outside_day", "blocks timed outside their day's UTC date"),
+            ("blocks_before_genesis", "blocks timed before genesis"),
+            ("blocks_backwards", "blocks timed earlier than the block before"),
+        ),
+    )
     return combine("timestamps", findings, "every timestamp is its block's, inside its day, after genesis, in order")
 
 
 def judge_malformed(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
-    findings = _counts(m, level, t, "malformed_rows", (
-        ("malformed_tx_hash", "rows with a malformed tx_hash"),
-        ("malformed_address", "rows with a malformed token/from/to/operator address"),
-        ("malformed_block_hash", "blocks with a malformed block_hash")))
+    findings = _counts(
+        m,
+        level,
+        t,
+        "malformed_rows",
+        (
+            ("malformed_tx_hash", "rows with a malformed tx_hash"),
+            ("malformed_address", "rows with a malformed token/from/to/operator address"),
+            ("malformed_block_hash", "blocks with a malformed block_hash"),
+        ),
+    )
     return combine("malformed", findings, "every hash and address is lowercase 0x hex of the right length")
 
 
-def suspicious_empty_days(rows: Mapping[int, int], busy_rows: float,
-                          window: int = NEIGHBOUR_DAYS) -> dict[int, float]:
+def suspicious_empty_days(rows: Mapping[int, int], busy_rows: float, window: int = NEIGHBOUR_DAYS) -> dict[int, float]:
     """day_idx -> its neighbours' median rows, for days of `rows` (the COMPLETE days: rows in both tables)
     with zero rows whose neighbours within ±window days (also COMPLETE) have a median of at least busy_rows."""
     out = {}
@@ -267,16 +343,24 @@ def audited_ok(m: Measurements, d: int) -> bool:
 def judge_empty_days(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
     rows = {d: sum(m.store_counts.get(d, (0, 0))) for d in m.complete}
     suspicious = suspicious_empty_days(rows, t["busy_neighbour_rows"])
-    open_days = {d: f"0 rows, neighbours' median {fmt_value(med)}"
-                 for d, med in suspicious.items() if not audited_ok(m, d)}
+    open_days = {
+        d: f"0 rows, neighbours' median {fmt_value(med)}" for d, med in suspicious.items() if not audited_ok(m, d)
+    }
     accepted = sorted(set(suspicious) - set(open_days))
     verdict = PASS if not open_days else FAIL if level == "strict" else WARN
-    text = (f"empty days next to busy ones, not confirmed by an audit: {len(open_days)} on "
-            f"{_days_text(m, open_days)}; recount them from RPC with `backfill verify`" if open_days else "")
+    text = (
+        f"empty days next to busy ones, not confirmed by an audit: {len(open_days)} on "
+        f"{_days_text(m, open_days)}; recount them from RPC with `backfill verify`"
+        if open_days
+        else ""
+    )
     note = f"empty days confirmed by an audit: {', '.join(_label(m, d) for d in accepted)}" if accepted else ""
-    findings = [Finding("suspicious_empty_days", verdict, len(open_days), t["busy_neighbour_rows"],
-                        tuple(sorted(open_days)), text),
-                Finding("audited_empty_days", PASS, len(accepted), 0, (), note)]
+    findings = [
+        Finding(
+            "suspicious_empty_days", verdict, len(open_days), t["busy_neighbour_rows"], tuple(sorted(open_days)), text
+        ),
+        Finding("audited_empty_days", PASS, len(accepted), 0, (), note),
+    ]
     return combine("empty_days", findings, "no empty day next to busy neighbours")
 
 
@@ -295,23 +379,40 @@ def judge_quarantine(m: Measurements, level: str, t: Mapping[str, float]) -> Gat
     over = {d: f"{s:.2%}" for d, s in shares.items() if s > t["quarantine_share"]}
     top = max(shares.values(), default=0.0)
     total = sum(_scope(m, m.of("quarantined"), level).values())
-    text = (f"days quarantining more than {t['quarantine_share']:.2%} of their logs: {len(over)} on "
-            f"{_days_text(m, over)}" if over else "")
+    text = (
+        f"days quarantining more than {t['quarantine_share']:.2%} of their logs: {len(over)} on {_days_text(m, over)}"
+        if over
+        else ""
+    )
     note = f"{total} quarantined logs, highest day share {top:.2%}" if total else ""
-    findings = [Finding("quarantine_share", FAIL if over else PASS, top, t["quarantine_share"], tuple(sorted(over)),
-                        text or note)]
+    findings = [
+        Finding(
+            "quarantine_share", FAIL if over else PASS, top, t["quarantine_share"], tuple(sorted(over)), text or note
+        )
+    ]
     return combine("quarantine", findings, "no quarantined logs")
 
 
 def judge_missing_timestamps(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
-    finding = _count("missing_timestamp_blocks", _scope(m, m.of("missing_timestamp_blocks"), level),
-                     t["missing_timestamp_blocks"], "blocks with transfers but no block_timestamps row", m)
+    finding = _count(
+        "missing_timestamp_blocks",
+        _scope(m, m.of("missing_timestamp_blocks"), level),
+        t["missing_timestamp_blocks"],
+        "blocks with transfers but no block_timestamps row",
+        m,
+    )
     return combine("missing_timestamps", [finding], "every block with transfers has its timestamp row")
 
 
-JUDGES = {"coverage": judge_coverage, "duplicates": judge_duplicates, "timestamps": judge_timestamps,
-          "malformed": judge_malformed, "empty_days": judge_empty_days, "quarantine": judge_quarantine,
-          "missing_timestamps": judge_missing_timestamps}
+JUDGES = {
+    "coverage": judge_coverage,
+    "duplicates": judge_duplicates,
+    "timestamps": judge_timestamps,
+    "malformed": judge_malformed,
+    "empty_days": judge_empty_days,
+    "quarantine": judge_quarantine,
+    "missing_timestamps": judge_missing_timestamps,
+}
 
 
 def judge(m: Measurements, level: str, t: Mapping[str, float]) -> list[GateResult]:
@@ -354,25 +455,50 @@ class GateReport:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (plain types; an infinite threshold is null)."""
         return {
-            "run_id": self.run_id, "level": self.level, "source": self.source, "run_at": self.run_at.isoformat(),
+            "run_id": self.run_id,
+            "level": self.level,
+            "source": self.source,
+            "run_at": self.run_at.isoformat(),
             "passed": self.passed,
-            "gates": [{"gate": r.gate, "verdict": r.verdict, "check": r.check or None, "value": r.value,
-                       "threshold": None if math.isinf(r.threshold) else r.threshold, "days": r.days,
-                       "dates": [self.dates.get(d) for d in r.days], "detail": r.detail} for r in self.results],
+            "gates": [
+                {
+                    "gate": r.gate,
+                    "verdict": r.verdict,
+                    "check": r.check or None,
+                    "value": r.value,
+                    "threshold": None if math.isinf(r.threshold) else r.threshold,
+                    "days": r.days,
+                    "dates": [self.dates.get(d) for d in r.days],
+                    "detail": r.detail,
+                }
+                for r in self.results
+            ],
         }
 
 
-def run_gates(store: Store, settings: Settings, level: str = "relaxed", *, record: bool = True,
-              source: str = "cli") -> GateReport:
+def run_gates(
+    store: Store, settings: Settings, level: str = "relaxed", *, record: bool = True, source: str = "cli"
+) -> GateReport:
     """Measure, judge at `level` and (record=True) write one gate_results row and one gates.log line per gate."""
     limits = thresholds(settings.gates, level)
     m = measure(store)
-    report = GateReport(run_id=uuid.uuid4().hex[:16], level=level, source=source, run_at=now_utc(),
-                        results=judge(m, level, limits),
-                        dates={d: day.day.isoformat() for d, day in m.days.items()})
+    report = GateReport(
+        run_id=uuid.uuid4().hex[:16],
+        level=level,
+        source=source,
+        run_at=now_utc(),
+        results=judge(m, level, limits),
+        dates={d: day.day.isoformat() for d, day in m.days.items()},
+    )
     if record:
-        store.insert("gate_results", [(report.run_id, report.run_at, level, r.gate, r.verdict, r.value, r.threshold,
-                                       r.days, r.detail) for r in report.results], schema.GATE_COLUMNS)
+        store.insert(
+            "gate_results",
+            [
+                (report.run_id, report.run_at, level, r.gate, r.verdict, r.value, r.threshold, r.days, r.detail)
+                for r in report.results
+            ],
+            schema.GATE_COLUMNS,
+        )
         append_log(settings.log_dir / "gates.log", report)
     return report
 
@@ -380,9 +506,11 @@ def run_gates(store: Store, settings: Settings, level: str = "relaxed", *, recor
 def log_line(report: GateReport, r: GateResult) -> str:
     days = ",".join(str(d) for d in r.days[:20]) + (f",+{len(r.days) - 20}" if len(r.days) > 20 else "")
     detail = r.detail.replace("\\", "\\\\").replace('"', '\\"')
-    return (f"{report.run_at.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z run_id={report.run_id} source={report.source} "
-            f"level={report.level} gate={r.gate} verdict={r.verdict} value={fmt_value(r.value)} "
-            f"threshold={fmt_value(r.threshold)} days={days or '-'} detail=\"{detail}\"")
+    return (
+        f"{report.run_at.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z run_id={report.run_id} source={report.source} "
+        f"level={report.level} gate={r.gate} verdict={r.verdict} value={fmt_value(r.value)} "
+        f'threshold={fmt_value(r.threshold)} days={days or "-"} detail="{detail}"'
+    )
 
 
 def append_log(path: Path, report: GateReport) -> None:

@@ -7,9 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from backfill.store import digest
-
-from backfill.store import fingerprints
+from backfill.store import digest, fingerprints
 from backfill.store.client import Store
 
 HASH_RE = "^0x[0-9a-f]{64}$"
@@ -59,16 +57,25 @@ class Measurements:
 def _rows_source() -> str:
     """Both staging tables after FINAL, one row per transfer row: block, timestamp, malformed flags, joined
     with its block's timestamp row (`has_bt` = 0 when there is none)."""
+
     def part(table: str, addresses: list[str]) -> str:
         bad_addr = " OR ".join(f"NOT match({a}, %(addr)s)" for a in addresses)
-        return (f"SELECT block_number, block_timestamp AS ts, NOT match(tx_hash, %(hash)s) AS bad_tx, "
-                f"({bad_addr}) AS bad_addr FROM {table} FINAL")
-    union = (part("erc20_transfers_staging", ["token_address", "from_address", "to_address"]) + " UNION ALL " +
-             part("erc1155_transfers_staging", ["token_address", "operator", "from_address", "to_address"]))
-    return (f"(SELECT u.block_number AS block_number, u.ts AS ts, u.bad_tx AS bad_tx, u.bad_addr AS bad_addr, "
-            f"b.timestamp AS bts, b.has AS has_bt FROM ({union}) AS u LEFT JOIN "
-            f"(SELECT block_number, timestamp, 1 AS has FROM block_timestamps FINAL) AS b "
-            f"ON b.block_number = u.block_number)")
+        return (
+            f"SELECT block_number, block_timestamp AS ts, NOT match(tx_hash, %(hash)s) AS bad_tx, "
+            f"({bad_addr}) AS bad_addr FROM {table} FINAL"
+        )
+
+    union = (
+        part("erc20_transfers_staging", ["token_address", "from_address", "to_address"])
+        + " UNION ALL "
+        + part("erc1155_transfers_staging", ["token_address", "operator", "from_address", "to_address"])
+    )
+    return (
+        f"(SELECT u.block_number AS block_number, u.ts AS ts, u.bad_tx AS bad_tx, u.bad_addr AS bad_addr, "
+        f"b.timestamp AS bts, b.has AS has_bt FROM ({union}) AS u LEFT JOIN "
+        f"(SELECT block_number, timestamp, 1 AS has FROM block_timestamps FINAL) AS b "
+        f"ON b.block_number = u.block_number)"
+    )
 
 
 def _to_utc(value: dt.datetime) -> dt.datetime:
@@ -80,21 +87,33 @@ def measure(store: Store) -> Measurements:
     fingerprints.record_fingerprints(store)
     cps = store.checkpoints()
     status = {d: str(cp["status"]) for d, cp in cps.items()}
-    days = {p.day_idx: Day(p.day_idx, p.day, p.start_block, p.end_block, status.get(p.day_idx, "PENDING"))
-            for p in store.read_plan()}
+    days = {
+        p.day_idx: Day(p.day_idx, p.day, p.start_block, p.end_block, status.get(p.day_idx, "PENDING"))
+        for p in store.read_plan()
+    }
     m = Measurements(days=days)
-    m.checkpoint_counts = {d: (int(cp["erc20_count"]), int(cp["erc1155_count"]))
-                           for d, cp in cps.items() if cp["status"] == "COMPLETE"}
+    m.checkpoint_counts = {
+        d: (int(cp["erc20_count"]), int(cp["erc1155_count"])) for d, cp in cps.items() if cp["status"] == "COMPLETE"
+    }
     for d, tables in fingerprints.current_digests(store).items():
         n20, h20 = tables.get("erc20_transfers_staging", (0, 0))
         n1155, h1155 = tables.get("erc1155_transfers_staging", (0, 0))
         m.store_counts[d] = (n20, n1155)
         m.store_hashes[d] = (digest.fmt_hash(h20), digest.fmt_hash(h1155))
-    m.fingerprints = {d: Fingerprint((int(r["erc20_count"]), int(r["erc1155_count"])),
-                                     (str(r["erc20_hash"]), str(r["erc1155_hash"])), _to_utc(r["completed_at"]))
-                      for d, r in fingerprints.recorded(store).items()}
-    m.audits = {int(d): (str(v), _to_utc(at)) for d, v, at in store.query_rows(
-        "SELECT day_idx, argMax(verdict, run_at), max(run_at) FROM audit_results GROUP BY day_idx")}
+    m.fingerprints = {
+        d: Fingerprint(
+            (int(r["erc20_count"]), int(r["erc1155_count"])),
+            (str(r["erc20_hash"]), str(r["erc1155_hash"])),
+            _to_utc(r["completed_at"]),
+        )
+        for d, r in fingerprints.recorded(store).items()
+    }
+    m.audits = {
+        int(d): (str(v), _to_utc(at))
+        for d, v, at in store.query_rows(
+            "SELECT day_idx, argMax(verdict, run_at), max(run_at) FROM audit_results GROUP BY day_idx"
+        )
+    }
     genesis = store.meta_get("genesis_timestamp")
     params = {"hash": HASH_RE, "addr": ADDRESS_RE, "g": int(float(genesis)) if genesis else 0}
     per = m.per_day
@@ -103,11 +122,13 @@ def measure(store: Store) -> Measurements:
         if n:
             per.setdefault(check, {})[int(d)] = per.get(check, {}).get(int(d), 0) + int(n)
 
-    rows_sql = (f"SELECT day_idx, countIf(ts = 0), countIf(has_bt = 1 AND ts != 0 AND ts != bts), "
-                f"countIf(ts != 0 AND toUnixTimestamp(ts) < %(g)s), countIf(bad_tx), countIf(bad_addr), "
-                f"uniqExactIf(block_number, has_bt = 0) FROM "
-                f"{digest.day_of_block_join(_rows_source(), 'block_number, ts, bad_tx, bad_addr, bts, has_bt')} "
-                f"GROUP BY day_idx")
+    rows_sql = (
+        f"SELECT day_idx, countIf(ts = 0), countIf(has_bt = 1 AND ts != 0 AND ts != bts), "
+        f"countIf(ts != 0 AND toUnixTimestamp(ts) < %(g)s), countIf(bad_tx), countIf(bad_addr), "
+        f"uniqExactIf(block_number, has_bt = 0) FROM "
+        f"{digest.day_of_block_join(_rows_source(), 'block_number, ts, bad_tx, bad_addr, bts, has_bt')} "
+        f"GROUP BY day_idx"
+    )
     for d, zero, mismatch, early, bad_tx, bad_addr, missing in store.query_rows(rows_sql, params):
         put("zero_timestamp_rows", d, zero)
         put("timestamp_mismatch_rows", d, mismatch)
@@ -116,12 +137,16 @@ def measure(store: Store) -> Measurements:
         put("malformed_address", d, bad_addr)
         put("missing_timestamp_blocks", d, missing)
 
-    blocks = ("(SELECT block_number, timestamp, block_hash, lagInFrame(timestamp) OVER "
-              "(ORDER BY block_number ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev FROM block_timestamps FINAL)")
-    blocks_sql = (f"SELECT day_idx, toDate(timestamp) AS date, count(), countIf(timestamp < prev), "
-                  f"countIf(NOT match(block_hash, %(hash)s)), countIf(toUnixTimestamp(timestamp) < %(g)s) FROM "
-                  f"{digest.day_of_block_join(blocks, 'block_number, timestamp, block_hash, prev')} "
-                  f"GROUP BY day_idx, date")
+    blocks = (
+        "(SELECT block_number, timestamp, block_hash, lagInFrame(timestamp) OVER "
+        "(ORDER BY block_number ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev FROM block_timestamps FINAL)"
+    )
+    blocks_sql = (
+        f"SELECT day_idx, toDate(timestamp) AS date, count(), countIf(timestamp < prev), "
+        f"countIf(NOT match(block_hash, %(hash)s)), countIf(toUnixTimestamp(timestamp) < %(g)s) FROM "
+        f"{digest.day_of_block_join(blocks, 'block_number, timestamp, block_hash, prev')} "
+        f"GROUP BY day_idx, date"
+    )
     for d, date, n, backwards, bad_hash, early in store.query_rows(blocks_sql, params):
         if int(d) in days and date != days[int(d)].day:
             put("blocks_outside_day", d, n)
@@ -131,16 +156,20 @@ def measure(store: Store) -> Measurements:
 
     for table, key in digest.KEYS.items():
         m.final_duplicates[table] = int(store.scalar(f"SELECT count() - uniqExact({key}) FROM {table} FINAL") or 0)
-        dup_rows = (f"(SELECT arrayJoin(bns) AS block_number FROM (SELECT groupArray(block_number) AS bns "
-                    f"FROM {table} FINAL GROUP BY {key} HAVING count() > 1))")
+        dup_rows = (
+            f"(SELECT arrayJoin(bns) AS block_number FROM (SELECT groupArray(block_number) AS bns "
+            f"FROM {table} FINAL GROUP BY {key} HAVING count() > 1))"
+        )
         dup_sql = f"SELECT day_idx, count() FROM {digest.day_of_block_join(dup_rows, 'block_number')} GROUP BY day_idx"
         for d, n in store.query_rows(dup_sql):
             put("duplicate_key_rows", d, n)
         # Dedup keeps one row per sorting key, the newest _version: several different rows at that version
         # leave the survivor to chance; identical copies are harmless.
         versions = digest.newest_version_variants_sql(table)
-        versions_sql = (f"SELECT day_idx, countIf(d > 1), sumIf(n - 1, d = 1) FROM "
-                        f"{digest.day_of_block_join(versions, 'block_number, n, d')} GROUP BY day_idx")
+        versions_sql = (
+            f"SELECT day_idx, countIf(d > 1), sumIf(n - 1, d = 1) FROM "
+            f"{digest.day_of_block_join(versions, 'block_number, n, d')} GROUP BY day_idx"
+        )
         for d, ambiguous, copies in store.query_rows(versions_sql):
             put("ambiguous_keys", d, ambiguous)
             put("exact_copies", d, copies)

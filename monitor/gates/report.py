@@ -28,8 +28,9 @@ def _things(n: float, one: str, many: str | None = None) -> str:
     return f"{fmt_value(n)} {one if n == 1 else (many or one + 's')}"
 
 
-def _count(one: str, many: str, limit_one: str, limit_many: str | None = None
-           ) -> tuple[Callable[[float], str], Callable[[float], str]]:
+def _count(
+    one: str, many: str, limit_one: str, limit_many: str | None = None
+) -> tuple[Callable[[float], str], Callable[[float], str]]:
     """(value, limit) phrasing of a check that counts things: `3 FAILED days`, `at most 0 FAILED days`."""
     return (lambda v: _things(v, one, many)), (lambda t: f"at most {_things(t, limit_one, limit_many)}")
 
@@ -38,37 +39,53 @@ def _count(one: str, many: str, limit_one: str, limit_many: str | None = None
 PHRASES: dict[str, tuple[Callable[[float], str], Callable[[float], str]]] = {
     "failed_days": _count("FAILED day", "FAILED days", "FAILED day"),
     "unfinished_days": _count("day not COMPLETE", "days not COMPLETE", "day not COMPLETE", "days not COMPLETE"),
-    "plan_gaps": _count("gap or overlap in the plan", "gaps or overlaps in the plan", "gap or overlap",
-                        "gaps or overlaps"),
-    "count_mismatch": _count("day differs from its checkpoint", "days differ from their checkpoint",
-                             "such day", "such days"),
-    "fingerprint_mismatch": _count("day changed since it completed", "days changed since they completed",
-                                   "changed day"),
+    "plan_gaps": _count(
+        "gap or overlap in the plan", "gaps or overlaps in the plan", "gap or overlap", "gaps or overlaps"
+    ),
+    "count_mismatch": _count(
+        "day differs from its checkpoint", "days differ from their checkpoint", "such day", "such days"
+    ),
+    "fingerprint_mismatch": _count(
+        "day changed since it completed", "days changed since they completed", "changed day"
+    ),
     "no_plan": ((lambda v: "no planned day"), (lambda t: "at least 1 planned day")),
     "duplicate_rows": _count("row sharing its key after FINAL", "rows sharing a key after FINAL", "duplicate row"),
-    "ambiguous_keys": _count("key with two rows at one version", "keys with two rows at one version",
-                             "ambiguous key"),
+    "ambiguous_keys": _count("key with two rows at one version", "keys with two rows at one version", "ambiguous key"),
     "runbook_duplicates": _count("duplicate key after FINAL", "duplicate keys after FINAL", "duplicate key"),
     "exact_copies": ((lambda v: f"{_things(v, 'exact copy', 'exact copies')}, harmless"), (lambda t: "any number")),
     "bad_timestamp_rows": _count("row with a wrong timestamp", "rows with a wrong timestamp", "wrong timestamp"),
-    "bad_timestamp_blocks": _count("block with a wrong timestamp", "blocks with a wrong timestamp",
-                                   "wrong timestamp"),
+    "bad_timestamp_blocks": _count("block with a wrong timestamp", "blocks with a wrong timestamp", "wrong timestamp"),
     "malformed_rows": _count("malformed hash or address", "malformed hashes or addresses", "malformed value"),
     # the value counts days; the threshold is the neighbours' median that makes an empty day suspicious
-    "suspicious_empty_days": ((lambda v: _things(v, "empty day next to busy ones, not audited",
-                                                 "empty days next to busy ones, not audited")),
-                              (lambda t: f"none unaudited, busy meaning a neighbours' median of {fmt_value(t)}+ rows")),
-    "audited_empty_days": ((lambda v: _things(v, "empty day confirmed by an audit", "empty days confirmed by an audit")),
-                           (lambda t: "any number")),
-    "quarantine_share": ((lambda v: f"{percent(v)} quarantined on the worst day"),
-                         (lambda t: f"at most {percent(t)} quarantined per day")),
-    "missing_timestamp_blocks": _count("block without its timestamp row", "blocks without their timestamp row",
-                                       "missing timestamp row", "missing timestamp rows"),
+    "suspicious_empty_days": (
+        (lambda v: _things(v, "empty day next to busy ones, not audited", "empty days next to busy ones, not audited")),
+        (lambda t: f"none unaudited, busy meaning a neighbours' median of {fmt_value(t)}+ rows"),
+    ),
+    "audited_empty_days": (
+        (lambda v: _things(v, "empty day confirmed by an audit", "empty days confirmed by an audit")),
+        (lambda t: "any number"),
+    ),
+    "quarantine_share": (
+        (lambda v: f"{percent(v)} quarantined on the worst day"),
+        (lambda t: f"at most {percent(t)} quarantined per day"),
+    ),
+    "missing_timestamp_blocks": _count(
+        "block without its timestamp row",
+        "blocks without their timestamp row",
+        "missing timestamp row",
+        "missing timestamp rows",
+    ),
 }
 # A result built by hand (no check named) is phrased as its gate's main check.
-GATE_CHECK = {"coverage": "unfinished_days", "duplicates": "duplicate_rows", "timestamps": "bad_timestamp_rows",
-              "malformed": "malformed_rows", "empty_days": "suspicious_empty_days", "quarantine": "quarantine_share",
-              "missing_timestamps": "missing_timestamp_blocks"}
+GATE_CHECK = {
+    "coverage": "unfinished_days",
+    "duplicates": "duplicate_rows",
+    "timestamps": "bad_timestamp_rows",
+    "malformed": "malformed_rows",
+    "empty_days": "suspicious_empty_days",
+    "quarantine": "quarantine_share",
+    "missing_timestamps": "missing_timestamp_blocks",
+}
 
 
 def _phrases(gate: str, check: str) -> tuple[Callable[[float], str], Callable[[float], str]] | None:

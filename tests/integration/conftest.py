@@ -48,14 +48,19 @@ def data_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data")
     yield path
     from backfill.store.embedded import stop_server
+
     stop_server(path)
 
 
 @pytest.fixture(scope="module")
 def finished_run(chain, data_dir):
     """`SHARDS=3 backfill start` over the whole chain, as an operator runs it."""
-    result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
-                      data_dir, chain, shards=3)
+    result = backfill(
+        ["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+        data_dir,
+        chain,
+        shards=3,
+    )
     assert result.returncode == 0, result.stderr
     store = open_store(data_dir)
     yield result, store
@@ -69,8 +74,13 @@ def finished_template(chain, tmp_path_factory) -> Path:
     from backfill.store.embedded import stop_server
 
     path = tmp_path_factory.mktemp("template") / "data"
-    result = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
-                      path, chain, shards=2, extra_env={"BACKFILL_ON_COMPLETE": "0"})
+    result = backfill(
+        ["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+        path,
+        chain,
+        shards=2,
+        extra_env={"BACKFILL_ON_COMPLETE": "0"},
+    )
     assert result.returncode == 0, result.stderr
     stop_server(path)
     return path
@@ -103,8 +113,8 @@ def run_dir(tmp_path) -> Path:
 
     import psutil
 
-    from backfill.store.embedded import stop_server
     from backfill import control
+    from backfill.store.embedded import stop_server
 
     path = tmp_path / "data"
     yield path
@@ -117,4 +127,3 @@ def run_dir(tmp_path) -> Path:
         except (psutil.Error, ValueError):
             pass
     stop_server(path)
-

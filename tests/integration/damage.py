@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from backfill.store.digest import STAGING_TABLES
 from backfill.chain.planner import DayPlan
 from backfill.store.client import Store
+from backfill.store.digest import STAGING_TABLES
 
 
 def delete_rows(store: Store, plan: DayPlan, keep_every: int = 2) -> int:
     """Lose rows inside one day (every other block's rows), as a bad migration would."""
-    before = int(store.scalar("SELECT count() FROM erc20_transfers_staging FINAL WHERE block_number BETWEEN %(a)s AND %(b)s",
-                              {"a": plan.start_block, "b": plan.end_block}))
-    store.client.command("ALTER TABLE erc20_transfers_staging DELETE WHERE block_number BETWEEN %(a)s AND %(b)s "
-                         "AND block_number %% %(k)s = 0 SETTINGS mutations_sync = 2",
-                         parameters={"a": plan.start_block, "b": plan.end_block, "k": keep_every})
-    after = int(store.scalar("SELECT count() FROM erc20_transfers_staging FINAL WHERE block_number BETWEEN %(a)s AND %(b)s",
-                             {"a": plan.start_block, "b": plan.end_block}))
+    before = int(
+        store.scalar(
+            "SELECT count() FROM erc20_transfers_staging FINAL WHERE block_number BETWEEN %(a)s AND %(b)s",
+            {"a": plan.start_block, "b": plan.end_block},
+        )
+    )
+    store.client.command(
+        "ALTER TABLE erc20_transfers_staging DELETE WHERE block_number BETWEEN %(a)s AND %(b)s "
+        "AND block_number %% %(k)s = 0 SETTINGS mutations_sync = 2",
+        parameters={"a": plan.start_block, "b": plan.end_block, "k": keep_every},
+    )
+    after = int(
+        store.scalar(
+            "SELECT count() FROM erc20_transfers_staging FINAL WHERE block_number BETWEEN %(a)s AND %(b)s",
+            {"a": plan.start_block, "b": plan.end_block},
+        )
+    )
     assert after < before
     return before - after
 
@@ -26,7 +36,8 @@ def zero_timestamps(store: Store, plan: DayPlan) -> None:
         store.client.command(
             f"INSERT INTO {table} SELECT * REPLACE (toDateTime(0, 'UTC') AS block_timestamp, _version + 1 AS _version) "
             f"FROM {table} FINAL WHERE block_number BETWEEN %(a)s AND %(b)s",
-            parameters={"a": plan.start_block, "b": plan.end_block})
+            parameters={"a": plan.start_block, "b": plan.end_block},
+        )
 
 
 def same_version_duplicate(store: Store, plan: DayPlan) -> None:
@@ -34,7 +45,8 @@ def same_version_duplicate(store: Store, plan: DayPlan) -> None:
     store.client.command(
         "INSERT INTO erc20_transfers_staging SELECT * REPLACE (value + 1 AS value) FROM erc20_transfers_staging FINAL "
         "WHERE block_number BETWEEN %(a)s AND %(b)s ORDER BY block_number, log_index LIMIT 1",
-        parameters={"a": plan.start_block, "b": plan.end_block})
+        parameters={"a": plan.start_block, "b": plan.end_block},
+    )
 
 
 def malformed_address(store: Store, plan: DayPlan) -> None:
@@ -42,7 +54,9 @@ def malformed_address(store: Store, plan: DayPlan) -> None:
     store.client.command(
         "INSERT INTO erc20_transfers_staging SELECT * REPLACE (upper(substring(from_address, 3)) AS from_address, "
         "_version + 1 AS _version) FROM erc20_transfers_staging FINAL WHERE block_number BETWEEN %(a)s AND %(b)s "
-        "ORDER BY block_number, log_index LIMIT 1", parameters={"a": plan.start_block, "b": plan.end_block})
+        "ORDER BY block_number, log_index LIMIT 1",
+        parameters={"a": plan.start_block, "b": plan.end_block},
+    )
 
 
 def raw_digest_outside(store: Store, a: int, b: int) -> dict[str, tuple[int, int]]:
@@ -51,7 +65,9 @@ def raw_digest_outside(store: Store, a: int, b: int) -> dict[str, tuple[int, int
 
     out = {}
     for table in STAGING_TABLES:
-        n, h = store.query_rows(f"SELECT count(), sum({row_hash_sql(table)}) FROM {table} "
-                                "WHERE block_number NOT BETWEEN %(a)s AND %(b)s", {"a": a, "b": b})[0]
+        n, h = store.query_rows(
+            f"SELECT count(), sum({row_hash_sql(table)}) FROM {table} WHERE block_number NOT BETWEEN %(a)s AND %(b)s",
+            {"a": a, "b": b},
+        )[0]
         out[table] = (int(n), int(h or 0))
     return out

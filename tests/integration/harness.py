@@ -41,24 +41,39 @@ class Chain:
         if dates is None:
             return list(days)
         # the set-up day: genesis (23:00 the day before start_date) and the contract deployments, up to day 0
-        setup = {"day_idx": -1, "date": (self.start - dt.timedelta(days=1)).isoformat(), "first_block": 0,
-                 "last_block": days[0]["first_block"] - 1}
+        setup = {
+            "day_idx": -1,
+            "date": (self.start - dt.timedelta(days=1)).isoformat(),
+            "first_block": 0,
+            "last_block": days[0]["first_block"] - 1,
+        }
         by_date = {d["date"]: d for d in [setup, *days]}
         return [by_date[date] for date in dates]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     # the terminal's width is not inherited either (pytest-xdist's processes set one): output is as piped
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SHARDS", "ETHEREUM_RPC_URLS", "CLICKHOUSE_URL", "BACKFILL_DATA_DIR", "COLUMNS", "LINES")
-           and not k.startswith("BACKFILL_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SHARDS", "ETHEREUM_RPC_URLS", "CLICKHOUSE_URL", "BACKFILL_DATA_DIR", "COLUMNS", "LINES")
+        and not k.startswith("BACKFILL_")
+    }
     env.update(extra)
     return env
 
 
-def backfill(args: list[str], data_dir: Path, chain: Chain | None = None, *, shards: int | None = None,
-             extra_env: dict[str, str] | None = None, timeout: float = 600, rpc_urls: str | None = None,
-             cwd: Path | None = None) -> subprocess.CompletedProcess:
+def backfill(
+    args: list[str],
+    data_dir: Path,
+    chain: Chain | None = None,
+    *,
+    shards: int | None = None,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 600,
+    rpc_urls: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess:
     """Run `backfill ARGS` in a fresh process with settings from the environment, like an operator."""
     env = clean_env(BACKFILL_DATA_DIR=str(data_dir))
     if chain is not None or rpc_urls is not None:
@@ -66,8 +81,14 @@ def backfill(args: list[str], data_dir: Path, chain: Chain | None = None, *, sha
     if shards is not None:
         env["SHARDS"] = str(shards)
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "backfill.cli.app", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or data_dir.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "backfill.cli.app", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or data_dir.parent,
+    )
 
 
 def store_url(data_dir: Path, url: str, database: str = "backfill") -> str:
@@ -89,10 +110,12 @@ def store_rows(store: Store) -> tuple[list[tuple], list[tuple]]:
     """Staging rows after FINAL, as the same tuples the ground truth uses."""
     erc20 = store.query_rows(
         "SELECT block_number, toUnixTimestamp(block_timestamp), tx_hash, log_index, token_address, from_address, "
-        "to_address, value FROM erc20_transfers_staging FINAL")
+        "to_address, value FROM erc20_transfers_staging FINAL"
+    )
     erc1155 = store.query_rows(
         "SELECT block_number, toUnixTimestamp(block_timestamp), tx_hash, log_index, batch_index, token_address, operator, "
-        "from_address, to_address, token_id, value FROM erc1155_transfers_staging FINAL")
+        "from_address, to_address, token_id, value FROM erc1155_transfers_staging FINAL"
+    )
     return [tuple(r) for r in erc20], [tuple(r) for r in erc1155]
 
 
@@ -125,9 +148,15 @@ def wait_beating(data_dir: Path, shard: int, pid: int, timeout: float = 120) -> 
     by stall_s (before its first beat it has a start-up allowance)."""
     store = open_store(data_dir)
     try:
-        wait_for(lambda: store.scalar("SELECT count() FROM worker_heartbeats FINAL WHERE worker_id = %(k)s "
-                                      "AND pid = %(p)s", {"k": shard, "p": pid}), timeout,
-                 f"a heartbeat of worker {shard} pid {pid}", 0.25)
+        wait_for(
+            lambda: store.scalar(
+                "SELECT count() FROM worker_heartbeats FINAL WHERE worker_id = %(k)s AND pid = %(p)s",
+                {"k": shard, "p": pid},
+            ),
+            timeout,
+            f"a heartbeat of worker {shard} pid {pid}",
+            0.25,
+        )
     finally:
         store.close()
 
@@ -142,8 +171,11 @@ def wait_run_finished(data_dir: Path, timeout: float = 300) -> dict[str, Any]:
     state = supervisor_state(data_dir)
     pid = state.get("pid")
     if pid:
-        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30,
-                 "the supervisor process to end")
+        wait_for(
+            lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+            30,
+            "the supervisor process to end",
+        )
     return state
 
 

@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from backfill.settings import load_settings
 from backfill.store.embedded import stop_server
 from backfill.store.fingerprints import record_fingerprints
-from backfill.settings import load_settings
 from monitor.audit.recount import run_audit
 from tests.integration.damage import delete_rows, zero_timestamps
 from tests.integration.harness import Chain, backfill, open_store
@@ -29,8 +29,9 @@ SAME = "same endpoint: less independent"
 
 
 def _settings(data_dir, urls: list[str], **more):
-    return load_settings({"data_dir": data_dir, "rpc_urls": ",".join(urls), **more}, env={},
-                         toml_path=data_dir / "none.toml")
+    return load_settings(
+        {"data_dir": data_dir, "rpc_urls": ",".join(urls), **more}, env={}, toml_path=data_dir / "none.toml"
+    )
 
 
 def _truth(chain: Chain, dates: list[str] | None = None) -> dict[int, tuple[int, int]]:
@@ -62,12 +63,18 @@ def test_clean_run_verifies_every_day_against_the_chain(chain: Chain, run_copy):
         counts = {r["day_idx"]: (r[side]["erc20"]["rows"], r[side]["erc1155"]["rows"]) for r in doc["results"]}
         assert counts == truth.per_day, side
     assert all(r["hash_equal"] == {"erc20": True, "erc1155": True} for r in doc["results"])
-    assert {r["endpoint"] for r in doc["results"] if r["chain"]["erc20"]["rows"]} == {f"{urlsplit(chain.url).hostname}#0"}
+    assert {r["endpoint"] for r in doc["results"] if r["chain"]["erc20"]["rows"]} == {
+        f"{urlsplit(chain.url).hostname}#0"
+    }
 
-    rows = store.query_rows("SELECT day_idx, verdict, chain_erc20, store_erc20, chain_hash = store_hash FROM audit_results "
-                            "WHERE run_id = %(r)s ORDER BY day_idx", {"r": doc["run_id"]})
+    rows = store.query_rows(
+        "SELECT day_idx, verdict, chain_erc20, store_erc20, chain_hash = store_hash FROM audit_results "
+        "WHERE run_id = %(r)s ORDER BY day_idx",
+        {"r": doc["run_id"]},
+    )
     assert [(d, v, c, s, eq) for d, v, c, s, eq in rows] == [
-        (d, "ok", truth.per_day[d][0], truth.per_day[d][0], 1) for d in range(chain.days)]
+        (d, "ok", truth.per_day[d][0], truth.per_day[d][0], 1) for d in range(chain.days)
+    ]
     log_text = (run_copy / "backfill" / "audit.log").read_text()
     assert f"event=audit_done run_id={doc['run_id']} source=cli passed=True days=10" in log_text
     assert "day=5 date=2024-01-06 endpoint=" in log_text
@@ -121,12 +128,15 @@ def test_another_endpoint_recounts_and_its_key_is_never_written(chain: Chain, ru
     store = open_store(run_copy)
     assert {cp["endpoints"] for cp in store.checkpoints().values() if cp["erc20_count"]} == {"127.0.0.1#0"}
 
-    result = backfill(["verify", "--days", f"{chain.day(0)},{chain.day(5)}", "--json"], run_copy,
-                      rpc_urls=f"{chain.url},{second}")
+    result = backfill(
+        ["verify", "--days", f"{chain.day(0)},{chain.day(5)}", "--json"], run_copy, rpc_urls=f"{chain.url},{second}"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     doc = json.loads(result.stdout)
-    assert [(r["day_idx"], r["endpoint"], r["verdict"]) for r in doc["results"]] == [(0, "localhost#1", "ok"),
-                                                                                     (5, "localhost#1", "ok")]
+    assert [(r["day_idx"], r["endpoint"], r["verdict"]) for r in doc["results"]] == [
+        (0, "localhost#1", "ok"),
+        (5, "localhost#1", "ok"),
+    ]
     assert KEY not in result.stdout + result.stderr
     rows = store.query_rows("SELECT * FROM audit_results")
     assert rows and KEY not in repr(rows)
@@ -136,8 +146,9 @@ def test_another_endpoint_recounts_and_its_key_is_never_written(chain: Chain, ru
 
 def test_unreachable_endpoint_is_an_error_verdict_without_its_key(chain: Chain, run_copy):
     dead = f"http://127.0.0.1:{_free_port()}/?key={KEY}"
-    result = backfill(["verify", "--days", chain.day(1), "--rpc-url", dead], run_copy,
-                      extra_env={"BACKFILL_RPC_ATTEMPTS": "2"})
+    result = backfill(
+        ["verify", "--days", chain.day(1), "--rpc-url", dead], run_copy, extra_env={"BACKFILL_RPC_ATTEMPTS": "2"}
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     (line,) = [line for line in result.stdout.splitlines() if line.startswith(chain.day(1))]
     assert "ERROR" in line and "could not be recounted from RPC: 127.0.0.1#0: Transient: connection failed" in line
@@ -158,7 +169,9 @@ def test_bad_days_is_one_error_line_before_anything_is_opened(tmp_path):
     data_dir = tmp_path / "data"
     result = backfill(["verify", "--days", "2024-01-05..2024-01-03"], data_dir, rpc_urls="http://127.0.0.1:9")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: --days: the range '2024-01-05..2024-01-03' ends before it starts"]
+    assert result.stderr.strip().splitlines() == [
+        "error: --days: the range '2024-01-05..2024-01-03' ends before it starts"
+    ]
     assert not data_dir.exists()
 
 
@@ -169,8 +182,13 @@ def copied_through_a(chain: Chain, tmp_path_factory):
     that took no part in the copy, so the audit prefers it. Faults are cleared before each test."""
     data_dir = tmp_path_factory.mktemp("through_a") / "data"
     with RpcProxy(chain.url) as a, RpcProxy(chain.url) as b:
-        run = backfill(["start", "--foreground", "--from", chain.day(0), "--to", chain.day(3), "--confirmations", "0"],
-                       data_dir, rpc_urls=a.url, shards=1, extra_env={"BACKFILL_ON_COMPLETE": "0"})
+        run = backfill(
+            ["start", "--foreground", "--from", chain.day(0), "--to", chain.day(3), "--confirmations", "0"],
+            data_dir,
+            rpc_urls=a.url,
+            shards=1,
+            extra_env={"BACKFILL_ON_COMPLETE": "0"},
+        )
         assert run.returncode == 0, run.stderr
         try:
             yield data_dir, a, b
@@ -233,8 +251,9 @@ def test_quota_gone_everywhere_is_an_error_per_day_and_the_rebuild_names_the_day
 
 
 @pytest.mark.parametrize("healthy_beside", [False, True], ids=["lagging-alone", "lagging-beside-a-healthy-one"])
-def test_a_node_lagging_on_getlogs_only_gives_no_false_mismatch_and_hides_no_loss(chain: Chain, run_copy,
-                                                                                  healthy_beside):
+def test_a_node_lagging_on_getlogs_only_gives_no_false_mismatch_and_hides_no_loss(
+    chain: Chain, run_copy, healthy_beside
+):
     """The copy filled every day on 127.0.0.1#0; the audit prefers the others, among them a node whose
     eth_getLogs is 40 blocks behind a truthful eth_blockNumber (go-ethereum#24078)."""
     store = open_store(run_copy)
@@ -242,8 +261,11 @@ def test_a_node_lagging_on_getlogs_only_gives_no_false_mismatch_and_hides_no_los
     plans = store.read_plan()
     last = plans[-1].day_idx
     truth = _truth(chain)
-    with RpcProxy(chain.url) as healthy, RpcProxy(chain.url, lag_blocks=40, getlogs_lag_only=True) as lagging, \
-            RpcProxy(chain.url) as other:
+    with (
+        RpcProxy(chain.url) as healthy,
+        RpcProxy(chain.url, lag_blocks=40, getlogs_lag_only=True) as lagging,
+        RpcProxy(chain.url) as other,
+    ):
         urls = [healthy.url, lagging.url] + ([other.url] if healthy_beside else [])
         settings = _settings(run_copy, urls, rpc_attempts=3)
 

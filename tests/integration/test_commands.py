@@ -21,8 +21,19 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, live_workers, open_store,
-                                       store_url, supervisor_state, wait_beating, wait_for, wait_run_finished)
+from tests.integration.harness import (
+    Chain,
+    assert_exact,
+    backfill,
+    clean_env,
+    live_workers,
+    open_store,
+    store_url,
+    supervisor_state,
+    wait_beating,
+    wait_for,
+    wait_run_finished,
+)
 from tests.support.proxy import RpcProxy
 from tests.support.proxy_faults import Fault
 
@@ -37,9 +48,14 @@ def last_two_days(chain: Chain) -> list[str]:
 
 def cli(args: list[str], data_dir: Path, **env: str) -> subprocess.Popen:
     """`backfill ARGS` left running, its output piped (a long-lived command: logs -f, db serve)."""
-    return subprocess.Popen([sys.executable, "-m", "backfill.cli.app", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=data_dir.parent,
-                            env=clean_env(BACKFILL_DATA_DIR=str(data_dir), **env))
+    return subprocess.Popen(
+        [sys.executable, "-m", "backfill.cli.app", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=data_dir.parent,
+        env=clean_env(BACKFILL_DATA_DIR=str(data_dir), **env),
+    )
 
 
 def log_text(data_dir: Path, name: str) -> str:
@@ -49,8 +65,11 @@ def log_text(data_dir: Path, name: str) -> str:
 
 def windows(data_dir: Path) -> list[tuple[int, int, int, int]]:
     """(worker, day_idx, first block, last block) of every window line in the worker logs."""
-    return [tuple(map(int, m.groups())) for log in sorted((data_dir / "backfill").glob("worker-*.log"))
-            for m in WINDOW.finditer(log.read_text())]
+    return [
+        tuple(map(int, m.groups()))
+        for log in sorted((data_dir / "backfill").glob("worker-*.log"))
+        for m in WINDOW.finditer(log.read_text())
+    ]
 
 
 @contextlib.contextmanager
@@ -58,8 +77,13 @@ def slow_run(chain: Chain, data_dir: Path, *flags: str, delay_s: float = 0.5, **
     """A detached one-worker run over the last two days whose eth_getLogs answers each take delay_s (an endpoint
     with a key in its URL), yielded once its first window is checkpointed; `proxy.set_faults()` lets it finish."""
     with RpcProxy(chain.url, Fault("TIMEOUT", delay_s=delay_s)) as proxy:
-        result = backfill(["start", *last_two_days(chain), "--window-blocks", "300", *flags], data_dir,
-                          rpc_urls=proxy.url_with_key(KEY), shards=1, extra_env={"BACKFILL_ON_COMPLETE": "0", **env})
+        result = backfill(
+            ["start", *last_two_days(chain), "--window-blocks", "300", *flags],
+            data_dir,
+            rpc_urls=proxy.url_with_key(KEY),
+            shards=1,
+            extra_env={"BACKFILL_ON_COMPLETE": "0", **env},
+        )
         assert result.returncode == 0, result.stderr
         wait_for(lambda: windows(data_dir), 60, "a first window checkpointed")
         yield proxy
@@ -88,8 +112,13 @@ def flagged_run(chain: Chain, tmp_path_factory) -> Iterator[tuple[Path, Path]]:
 
     base = tmp_path_factory.mktemp("flags")
     run, elsewhere = base / "run", base / "elsewhere"
-    result = backfill(["start", *last_two_days(chain), "--shards", "3", "--window-blocks", "300",
-                       "--data-dir", str(run)], elsewhere, chain, shards=1, extra_env={"BACKFILL_ON_COMPLETE": "0"})
+    result = backfill(
+        ["start", *last_two_days(chain), "--shards", "3", "--window-blocks", "300", "--data-dir", str(run)],
+        elsewhere,
+        chain,
+        shards=1,
+        extra_env={"BACKFILL_ON_COMPLETE": "0"},
+    )
     assert result.returncode == 0, result.stderr
     assert "3 workers, 2 days planned" in result.stdout, result.stdout
     state = wait_run_finished(run, timeout=180)
@@ -141,13 +170,22 @@ def test_data_dir_flag_over_the_environment_holds_the_whole_run(flagged_run, cha
 def test_stall_s_flag_is_the_limit_the_supervisor_restarts_a_stopped_worker_at(chain: Chain, run_dir):
     with slow_run(chain, run_dir, "--stall-s", "8", BACKFILL_STALL_GRACE_S="1"):
         assert "stall_s=8.0" in log_text(run_dir, "monitor.log")
-        (shard, pid), = live_workers(run_dir).items()
+        ((shard, pid),) = live_workers(run_dir).items()
         wait_beating(run_dir, shard, pid)  # started: judged by stall_s from now on
         os.kill(pid, signal.SIGSTOP)
         try:
-            line = wait_for(lambda: next((x for x in log_text(run_dir, "monitor.log").splitlines()
-                                          if f"worker={shard} pid={pid} " in x and "action=restart" in x), None),
-                            60, "the stalled worker's restart line")
+            line = wait_for(
+                lambda: next(
+                    (
+                        x
+                        for x in log_text(run_dir, "monitor.log").splitlines()
+                        if f"worker={shard} pid={pid} " in x and "action=restart" in x
+                    ),
+                    None,
+                ),
+                60,
+                "the stalled worker's restart line",
+            )
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
@@ -171,10 +209,15 @@ def stopped_run(chain: Chain, tmp_path_factory) -> Iterator[dict]:
             seen["pids"] = [supervisor_state(data)["pid"], *live_workers(data).values()]
             follow = cli(["logs", "0", "-f"], data)
             followed = Pipe(follow.stdout.fileno())  # type: ignore[union-attr]
-            watch = subprocess.Popen([sys.executable, "-m", "backfill.cli.app", "status", "--watch", "--interval", "0.5"],
-                                     stdin=slave, stdout=slave, stderr=subprocess.PIPE, text=True, cwd=data.parent,
-                                     env=clean_env(BACKFILL_DATA_DIR=str(data), COLUMNS="100", LINES="200",
-                                                   TERM="xterm"))
+            watch = subprocess.Popen(
+                [sys.executable, "-m", "backfill.cli.app", "status", "--watch", "--interval", "0.5"],
+                stdin=slave,
+                stdout=slave,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=data.parent,
+                env=clean_env(BACKFILL_DATA_DIR=str(data), COLUMNS="100", LINES="200", TERM="xterm"),
+            )
             screen = Pipe(master)
             frames = lambda: ANSI.sub("", screen.read())  # noqa: E731
             wait_for(lambda: "run: running (pid" in frames(), 60, "a frame of the running run")
@@ -245,7 +288,7 @@ def test_logs_follow_prints_lines_written_after_it_began_and_never_the_key(stopp
     assert followed.startswith(before)
     lines, shown = log_text(stopped_run["data"], "worker-0.log").splitlines(), followed.splitlines()
     at = lines.index(shown[0])
-    assert shown == lines[at:at + len(shown)], "what was followed is not the log's lines, in order"
+    assert shown == lines[at : at + len(shown)], "what was followed is not the log's lines, in order"
     logs = "".join(p.read_text(errors="replace") for p in stopped_run["data"].rglob("*.log"))
     assert KEY not in followed + logs
 
@@ -279,17 +322,25 @@ def test_db_serve_serves_the_store_to_other_commands_and_db_stop_ends_it(flagged
     serve = cli(["db", "serve", "--port", str(port)], run)
     try:
         err = Pipe(serve.stderr.fileno())  # type: ignore[union-attr]
-        wait_for(lambda: f"embedded store started: http://127.0.0.1:{port} serves " in err.read(), 60,
-                 "the server's start line")
+        wait_for(
+            lambda: f"embedded store started: http://127.0.0.1:{port} serves " in err.read(),
+            60,
+            "the server's start line",
+        )
         busy = backfill(["db", "serve"], run, timeout=60)
         assert busy.returncode == 2 and busy.stderr.strip() == (
             f"error: the embedded store of {run} is already served at http://127.0.0.1:{port}; "
-            "`backfill db stop` stops that server"), busy.stderr
+            "`backfill db stop` stops that server"
+        ), busy.stderr
         # a second command, elsewhere, with only the URL: the same days
         env = {"CLICKHOUSE_URL": store_url(run, f"http://127.0.0.1:{port}")}
         other = tmp_path / "other"
-        answer = backfill(["sql", "SELECT countIf(status = 'COMPLETE') FROM backfill_checkpoint FINAL", "--format",
-                           "tsv"], other, extra_env=env, timeout=60)
+        answer = backfill(
+            ["sql", "SELECT countIf(status = 'COMPLETE') FROM backfill_checkpoint FINAL", "--format", "tsv"],
+            other,
+            extra_env=env,
+            timeout=60,
+        )
         assert answer.returncode == 0 and answer.stdout.splitlines()[1:] == ["2"], answer.stderr
         refused = backfill(["sql", "SELECT * FROM nope"], other, extra_env=env, timeout=60)
         assert refused.returncode == 6 and refused.stderr.startswith("error: Code: 60. DB::Exception: "), refused.stderr
@@ -318,7 +369,8 @@ def test_status_watch_redraws_as_the_run_goes_on_and_stops_at_ctrl_c(stopped_run
     assert stopped_run["watch_alive_after_stop"], "--watch goes on after the run ends, until Ctrl-C"
     assert stopped_run["watch_code"] == 130
     assert stopped_run["watch_stderr"].strip() == (
-        "stopped by Ctrl-C; only the watching stopped (a run goes on until `backfill stop`)")
+        "stopped by Ctrl-C; only the watching stopped (a run goes on until `backfill stop`)"
+    )
     assert "Traceback" not in frames and KEY not in frames
 
 
@@ -344,10 +396,32 @@ def test_status_watch_into_a_pipe_prints_frame_after_frame(flagged_run, as_json)
 
 # -- devnet up ------------------------------------------------------------------------------------------------
 def devnet_up(state: Path, *args: str) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-m", "backfill.cli.app", "devnet", "up", "--json", "--days", "3",
-                             "--blocks-per-day", "200", "--heavy-day", "-1", "--start", "2024-03-01", "--state",
-                             str(state), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=clean_env(), cwd=state.parent)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backfill.cli.app",
+            "devnet",
+            "up",
+            "--json",
+            "--days",
+            "3",
+            "--blocks-per-day",
+            "200",
+            "--heavy-day",
+            "-1",
+            "--start",
+            "2024-03-01",
+            "--state",
+            str(state),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        cwd=state.parent,
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     assert line, proc.stderr.read()  # type: ignore[union-attr]
     return proc, json.loads(line)
@@ -372,13 +446,17 @@ def test_devnet_up_serves_a_chain_a_run_copies_exactly_and_ctrl_c_stops_it(tmp_p
         assert doc["loaded"] is False and state.is_file() and answers(doc["url"])
         assert [d["date"] for d in doc["summary"]["days"]] == ["2024-03-01", "2024-03-02", "2024-03-03"]
         data = tmp_path / "data"
-        run = backfill(["start", "--foreground", "--from", "2024-03-01", "--to", "2024-03-03", "--confirmations", "0"],
-                       data, rpc_urls=doc["url"], extra_env={"BACKFILL_ON_COMPLETE": "0"}, timeout=300)
+        run = backfill(
+            ["start", "--foreground", "--from", "2024-03-01", "--to", "2024-03-03", "--confirmations", "0"],
+            data,
+            rpc_urls=doc["url"],
+            extra_env={"BACKFILL_ON_COMPLETE": "0"},
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr
         store = open_store(data)
         try:
-            assert_exact(store, Chain(url=doc["url"], start=dt.date(2024, 3, 1), days=3,
-                                      summary=doc["summary"]))
+            assert_exact(store, Chain(url=doc["url"], start=dt.date(2024, 3, 1), days=3, summary=doc["summary"]))
             assert store.scalar("SELECT count() FROM erc20_transfers_staging FINAL") > 0
         finally:
             store.close()
@@ -389,6 +467,7 @@ def test_devnet_up_serves_a_chain_a_run_copies_exactly_and_ctrl_c_stops_it(tmp_p
         if node.poll() is None:
             node.kill()
         from backfill.store.embedded import stop_server
+
         stop_server(tmp_path / "data")
     # the saved state is reloaded on a port of one's choosing, the same chain; SIGTERM stops it too
     port = free_port()

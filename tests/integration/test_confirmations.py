@@ -37,17 +37,30 @@ def own_chain(chain_state: Path) -> Iterator[Chain]:
 
 
 def start(chain: Chain, data_dir: Path, first: int, last: int):
-    return backfill(["start", "--foreground", "--from", chain.day(first), "--to", chain.day(last),
-                     "--confirmations", str(CONFIRMATIONS)], data_dir, chain, shards=2, extra_env=ENV,
-                    timeout=300)
+    return backfill(
+        [
+            "start",
+            "--foreground",
+            "--from",
+            chain.day(first),
+            "--to",
+            chain.day(last),
+            "--confirmations",
+            str(CONFIRMATIONS),
+        ],
+        data_dir,
+        chain,
+        shards=2,
+        extra_env=ENV,
+        timeout=300,
+    )
 
 
 def plan_rows(chain: Chain, data_dir: Path) -> dict[int, tuple[int, int, bool]]:
     """The recorded plan (backfill_days): the chain's day number -> (start_block, end_block, clipped)."""
     store = open_store(data_dir)
     try:
-        return {(p.day - chain.start).days: (p.start_block, p.end_block, p.clipped)
-                for p in store.read_plan()}
+        return {(p.day - chain.start).days: (p.start_block, p.end_block, p.clipped) for p in store.read_plan()}
     finally:
         store.close()
 
@@ -81,7 +94,8 @@ def test_a_plan_ending_before_the_head_day_is_not_clipped(own_chain: Chain, tmp_
     try:
         assert run.returncode == 0, run.stderr
         assert plan_rows(chain, data_dir) == {
-            i: (days[i]["first_block"], days[i]["last_block"], False) for i in (7, 8)}  # whole, not clipped
+            i: (days[i]["first_block"], days[i]["last_block"], False) for i in (7, 8)
+        }  # whole, not clipped
         store = open_store(data_dir)
         assert_exact(store, chain)
         assert {cp["status"] for cp in store.checkpoints().values()} == {"COMPLETE"}
@@ -103,10 +117,12 @@ def mine(url: str, summary: dict[str, Any], timestamps: list[int], transfers_at:
         numbers = []
         for i, ts in enumerate(timestamps):
             if i in transfers_at:
-                data = encode_call("emitTransfer(address,address,uint256)", "0x" + "a1" * 20,
-                                   "0x" + "b2" * 20, 1000 + i)
-                rpc.call("eth_sendTransaction", {"from": sender, "to": token, "data": data,
-                                                 "gas": hex(80_000), **_FEES})
+                data = encode_call(
+                    "emitTransfer(address,address,uint256)", "0x" + "a1" * 20, "0x" + "b2" * 20, 1000 + i
+                )
+                rpc.call(
+                    "eth_sendTransaction", {"from": sender, "to": token, "data": data, "gas": hex(80_000), **_FEES}
+                )
             rpc.call("evm_mine", ts)
             numbers.append(int(rpc.call("eth_blockNumber"), 16))
         rpc.call("evm_setAutomine", True)
@@ -116,7 +132,8 @@ def mine(url: str, summary: dict[str, Any], timestamps: list[int], transfers_at:
 
 
 def test_the_head_day_is_clipped_at_the_safe_head_and_its_rest_copied_once_the_chain_grew(
-        own_chain: Chain, tmp_path: Path) -> None:
+    own_chain: Chain, tmp_path: Path
+) -> None:
     chain, data_dir = own_chain, tmp_path / "data"
     days = {d["day_idx"]: d for d in chain.summary["days"]}
     last = chain.days - 1
@@ -127,20 +144,21 @@ def test_the_head_day_is_clipped_at_the_safe_head_and_its_rest_copied_once_the_c
         assert run.returncode == 0, run.stderr
         assert plan_rows(chain, data_dir) == {
             last - 1: (days[last - 1]["first_block"], days[last - 1]["last_block"], False),
-            last: (days[last]["first_block"], head - CONFIRMATIONS, True)}  # clipped at head - 12
+            last: (days[last]["first_block"], head - CONFIRMATIONS, True),
+        }  # clipped at head - 12
         store = open_store(data_dir)
         whole = (days[last - 1]["first_block"], days[last - 1]["last_block"])
         assert_copy_is(store, chain, {last - 1: whole, last: (days[last]["first_block"], head - CONFIRMATIONS)})
         for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "block_timestamps"):
-            held_back = store.scalar(f"SELECT count() FROM {table} WHERE block_number > %(b)s",
-                                     {"b": head - CONFIRMATIONS})
+            held_back = store.scalar(
+                f"SELECT count() FROM {table} WHERE block_number > %(b)s", {"b": head - CONFIRMATIONS}
+            )
             assert int(held_back) == 0, (table, held_back)
         assert {cp["status"] for cp in store.checkpoints().values()} == {"COMPLETE"}
         store.close()
 
         # the chain grows: three more blocks in that day (two with a transfer), then a next day deep enough
-        midnight = int(dt.datetime.combine(chain.start + dt.timedelta(days=chain.days), dt.time(),
-                                           dt.UTC).timestamp())
+        midnight = int(dt.datetime.combine(chain.start + dt.timedelta(days=chain.days), dt.time(), dt.UTC).timestamp())
         assert head_ts + 3 < midnight, "no room left in the last day"
         new_day_blocks = mine(chain.url, chain.summary, [head_ts + 1, head_ts + 2, head_ts + 3], {0, 2})
         mine(chain.url, chain.summary, [midnight + 10 * i for i in range(CONFIRMATIONS + 3)], {1})

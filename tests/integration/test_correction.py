@@ -35,8 +35,13 @@ def test_redo_replaces_damaged_days_and_dedup_leaves_only_correct_rows(chain: Ch
     for day in (chain.day(3), chain.day(4)):
         assert day in gates.stdout, f"strict gates do not name {day}:\n{gates.stdout}"
 
-    redo = backfill(["start", "--from", chain.day(3), "--to", chain.day(4), "--redo", "--foreground",
-                     "--confirmations", "0"], run_copy, chain, shards=2, extra_env={"BACKFILL_ON_COMPLETE": "0"})
+    redo = backfill(
+        ["start", "--from", chain.day(3), "--to", chain.day(4), "--redo", "--foreground", "--confirmations", "0"],
+        run_copy,
+        chain,
+        shards=2,
+        extra_env={"BACKFILL_ON_COMPLETE": "0"},
+    )
     assert redo.returncode == 0, redo.stderr
 
     # before dedup: every version side by side per day; the newest matches the chain again
@@ -57,8 +62,9 @@ def test_redo_replaces_damaged_days_and_dedup_leaves_only_correct_rows(chain: Ch
     # only correct rows remain in the range: raw (all versions) equals the truth, nothing at timestamp 0
     for table in STAGING_TABLES:
         raw = store.scalar(f"SELECT count() FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s", {"a": a, "b": b})
-        final = store.scalar(f"SELECT count() FROM {table} FINAL WHERE block_number BETWEEN %(a)s AND %(b)s",
-                             {"a": a, "b": b})
+        final = store.scalar(
+            f"SELECT count() FROM {table} FINAL WHERE block_number BETWEEN %(a)s AND %(b)s", {"a": a, "b": b}
+        )
         assert raw == final
         assert store.scalar(f"SELECT count() FROM {table} WHERE toUnixTimestamp(block_timestamp) = 0") == 0
     erc20, erc1155 = store_rows(store)

@@ -13,8 +13,9 @@ import pytest
 from backfill.devnet.generate import DAY_S, DevRpc
 from backfill.devnet.node import Anvil, DevnetParams, build_state
 
-PARAMS = DevnetParams(start_date=dt.date(2024, 2, 28), days=4, blocks_per_day=2000, seed=3,
-                      heavy_day=2, empty_days=frozenset({1}))
+PARAMS = DevnetParams(
+    start_date=dt.date(2024, 2, 28), days=4, blocks_per_day=2000, seed=3, heavy_day=2, empty_days=frozenset({1})
+)
 MIDNIGHT = int(dt.datetime(2024, 2, 28, tzinfo=dt.UTC).timestamp())
 
 
@@ -69,19 +70,22 @@ def test_blocks_fall_inside_their_utc_day(generated: dict[str, Any], reloaded: D
         assert len({b - a for a, b in zip(run, run[1:], strict=False)}) > 2, "blocks are spaced unevenly"
     day0, day1, day2 = generated["summary"]["days"][:3]
     assert _timestamps(reloaded, [day0["first_block"], day1["last_block"], day2["first_block"]]) == [
-        MIDNIGHT, MIDNIGHT + 2 * DAY_S - 1, MIDNIGHT + 2 * DAY_S]
+        MIDNIGHT,
+        MIDNIGHT + 2 * DAY_S - 1,
+        MIDNIGHT + 2 * DAY_S,
+    ]
 
 
-def test_heavy_day_has_over_10k_logs_in_at_most_2000_blocks(generated: dict[str, Any],
-                                                            reloaded: DevRpc) -> None:
+def test_heavy_day_has_over_10k_logs_in_at_most_2000_blocks(generated: dict[str, Any], reloaded: DevRpc) -> None:
     days = generated["summary"]["days"]
     heavy, empty = days[PARAMS.heavy_day], days[1]
-    logs = reloaded.call("eth_getLogs", {"fromBlock": hex(heavy["first_block"]),
-                                         "toBlock": hex(heavy["last_block"])})
+    logs = reloaded.call("eth_getLogs", {"fromBlock": hex(heavy["first_block"]), "toBlock": hex(heavy["last_block"])})
     assert len(logs) > 10_000
     assert heavy["last_block"] - heavy["first_block"] + 1 <= 2000
-    assert reloaded.call("eth_getLogs", {"fromBlock": hex(empty["first_block"]),
-                                         "toBlock": hex(empty["last_block"])}) == []
+    assert (
+        reloaded.call("eth_getLogs", {"fromBlock": hex(empty["first_block"]), "toBlock": hex(empty["last_block"])})
+        == []
+    )
 
 
 def test_reloaded_state_answers_like_the_original_chain(generated: dict[str, Any], reloaded: DevRpc) -> None:
@@ -91,8 +95,10 @@ def test_reloaded_state_answers_like_the_original_chain(generated: dict[str, Any
     assert after["head"] == before["head"]
     assert after["blocks"] == before["blocks"], "same hashes, timestamps and headers for old blocks"
     assert after["logs"] == before["logs"]
-    kinds = {(log["topics"][0][:10] if log["topics"] else None, len(log["topics"]), len(log["data"]))
-             for log in after["logs"]}
+    kinds = {
+        (log["topics"][0][:10] if log["topics"] else None, len(log["topics"]), len(log["data"]))
+        for log in after["logs"]
+    }
     assert len(kinds) >= 10, "standard and non-standard log shapes are all there"
 
 
@@ -102,8 +108,8 @@ def test_block_blooms_of_the_chain_agree_with_its_logs(tmp_path):
     import datetime as dt
 
     from backfill.chain.bloom import may_contain_any
-    from backfill.devnet.node import DevnetParams, start_devnet
     from backfill.decode.events import LOG_FILTER_TOPICS
+    from backfill.devnet.node import DevnetParams, start_devnet
     from tests.support.truth import rpc, rpc_batch
 
     node, _, _ = start_devnet(DevnetParams.with_defaults(dt.date(2024, 1, 1), 3, 300, 7), tmp_path / "s.json")

@@ -53,13 +53,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         stop_server(data_dir)
 
 
-def curl(url: str, sql: str | None = None, *extra: str, body: Path | bytes | None = None,
-         timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+def curl(
+    url: str, sql: str | None = None, *extra: str, body: Path | bytes | None = None, timeout: float = 60
+) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one request; the SQL goes in the `query` parameter, a body from a file or bytes."""
     target = url + ("/?query=" + urllib.parse.quote(sql) if sql is not None else "")
     data = [] if body is None else ["--data-binary", f"@{body}" if isinstance(body, Path) else "@-"]
-    out = subprocess.run(["curl", "-sS", "-i", *extra, target, *data], capture_output=True, timeout=timeout,
-                         input=body if isinstance(body, bytes) else None)
+    out = subprocess.run(
+        ["curl", "-sS", "-i", *extra, target, *data],
+        capture_output=True,
+        timeout=timeout,
+        input=body if isinstance(body, bytes) else None,
+    )
     assert out.returncode == 0, out.stderr
     answer = out.stdout
     while answer.startswith(b"HTTP/1.1 100"):  # `100 Continue` before the answer to a large body
@@ -110,11 +115,14 @@ def test_without_the_credential_curl_gets_401_and_ping_stays_open(store: Store) 
     status, headers, body = curl(store.url, "SELECT 1")
     assert status == 401 and headers["X-ClickHouse-Exception-Code"] == "516"
     assert body.startswith(b"Code: 516. DB::Exception:") and b"AUTHENTICATION_FAILED" in body
-    wrong = [("-u", f"{store.credential.user}:nope"), ("-H", f"X-ClickHouse-User: {store.credential.user}"),
-             ("-u", f"default:{store.credential.password}")]
+    wrong = [
+        ("-u", f"{store.credential.user}:nope"),
+        ("-H", f"X-ClickHouse-User: {store.credential.user}"),
+        ("-u", f"default:{store.credential.password}"),
+    ]
     for args in wrong:
         assert curl(store.url, "SELECT 1", *args)[0] == 401, args
-    assert curl(store.url + f"/?user=backfill&password=x&query=SELECT%201")[0] == 401
+    assert curl(store.url + "/?user=backfill&password=x&query=SELECT%201")[0] == 401
     assert curl(store.url + "/replicas_status")[0] == 401
     assert curl(store.url + "/ping")[:3:2] == (200, b"Ok.\n")  # health checks present nothing, learn nothing
     # a client that waits for `100 Continue` is refused before it sends its body
@@ -140,8 +148,11 @@ def test_the_credential_file_is_owner_only_and_db_credentials_prints_it(store: S
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "backfill.cli.app", "db", "credentials", "--data-dir", str(store.data_dir)]
     lines = subprocess.run(cli, capture_output=True, text=True, timeout=60, env=env, check=True).stdout.splitlines()
-    assert [line.split() for line in lines] == [["url", store.url], ["user", store.credential.user],
-                                                ["password", store.credential.password]]
+    assert [line.split() for line in lines] == [
+        ["url", store.url],
+        ["user", store.credential.user],
+        ["password", store.credential.password],
+    ]
     line = subprocess.run([*cli, "--curl"], capture_output=True, text=True, timeout=60, env=env, check=True).stdout
     assert subprocess.run(line, shell=True, capture_output=True, timeout=30).stdout == b"1\n"
 
@@ -152,7 +163,7 @@ REFUSED = [
     "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')",
     "INSERT INTO FUNCTION file('{out}', 'LineAsString') SELECT 'x'",
     "SELECT file('/etc/passwd')",  # the scalar function too
-    'SELECT * FROM "file"(\'/etc/passwd\', \'LineAsString\')',  # a quoted identifier names it as well
+    "SELECT * FROM \"file\"('/etc/passwd', 'LineAsString')",  # a quoted identifier names it as well
     "SELECT * FROM `\\x66ile`('/etc/passwd', 'LineAsString')",
     "SELECT $$it's$$, * FROM file('/etc/passwd', 'LineAsString') -- '",  # a heredoc holds the quote
     "SELECT 1 /* a /* nested */ ' */, * FROM file('/etc/passwd', 'LineAsString') -- '",
@@ -187,8 +198,9 @@ def test_own_statements_and_lookalikes_still_run(store: Store) -> None:
         return body
 
     assert run("SELECT 'file(' AS x") == b"file(\n"
-    assert run("SELECT 'url(http://x)', $$file('/etc/passwd')$$ FORMAT TSVRaw") == \
-        b"url(http://x)\tfile('/etc/passwd')\n"
+    assert (
+        run("SELECT 'url(http://x)', $$file('/etc/passwd')$$ FORMAT TSVRaw") == b"url(http://x)\tfile('/etc/passwd')\n"
+    )
     run("CREATE TABLE looks (file_id UInt64, url String, engine String) ENGINE = ReplacingMergeTree ORDER BY file_id")
     run("INSERT INTO looks VALUES (1, 'http://127.0.0.1:1/', 'File')")
     run("CREATE TABLE looks_next AS looks")
@@ -232,10 +244,19 @@ def test_a_large_query_and_a_gzip_bomb_are_refused_in_bounded_memory(store: Stor
         assert (status, headers["X-ClickHouse-Exception-Code"]) == (413, "229"), body
     assert rss.peak < RSS_LIMIT, f"server RSS peaked at {rss.peak / MB:.0f} MB"
     # insert data is not SQL text: a compressed body expands past the query limit (up to MAX_INSERT_BYTES)
-    assert curl(store.url, "CREATE TABLE sink (b FixedString(256)) ENGINE = Null", "-u", store.auth, "-X", "POST")[0] \
+    assert (
+        curl(store.url, "CREATE TABLE sink (b FixedString(256)) ENGINE = Null", "-u", store.auth, "-X", "POST")[0]
         == 200
-    status, headers, body = curl(store.url, "INSERT INTO sink FORMAT RowBinary", "-u", store.auth,
-                                 "-H", "Content-Encoding: gzip", body=gzip_of_zeros(tmp_path / "data.gz", 64 * MB))
+    )
+    status, headers, body = curl(
+        store.url,
+        "INSERT INTO sink FORMAT RowBinary",
+        "-u",
+        store.auth,
+        "-H",
+        "Content-Encoding: gzip",
+        body=gzip_of_zeros(tmp_path / "data.gz", 64 * MB),
+    )
     assert status == 200, body
     assert json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == str(64 * MB // 256)
     assert curl(store.url, "SELECT 1", "-u", store.auth)[::2] == (200, b"1\n")
@@ -277,8 +298,9 @@ def test_requests_beyond_the_limit_get_503_at_once(store: Store) -> None:
     from backfill.store.embedded.server import MAX_REQUESTS
 
     basic = base64.b64encode(store.auth.encode()).decode()
-    head = (f"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nContent-Length: 100\r\n\r\n"
-            f"SELECT ").encode()  # the rest of the body never comes: each holds a request open
+    head = (
+        f"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nContent-Length: 100\r\n\r\nSELECT "
+    ).encode()  # the rest of the body never comes: each holds a request open
     held = [socket.create_connection(("127.0.0.1", store.port)) for _ in range(MAX_REQUESTS)]
     try:
         for sock in held:

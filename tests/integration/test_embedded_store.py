@@ -27,14 +27,22 @@ if str(ROOT) not in sys.path:
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
 from backfill.store.embedded import ensure_server, read_credential, server_url, stop_server, store_dir  # noqa: E402
 
-COLS = ["block_number", "log_index", "tx_hash", "token_address", "from_address", "to_address", "value",
-        "block_timestamp", "_version"]
+COLS = [
+    "block_number",
+    "log_index",
+    "tx_hash",
+    "token_address",
+    "from_address",
+    "to_address",
+    "value",
+    "block_timestamp",
+    "_version",
+]
 DDL = """CREATE TABLE IF NOT EXISTS {name} (block_number UInt64, log_index UInt32, tx_hash String,
     token_address String, from_address String, to_address String, value UInt256, block_timestamp DateTime,
     _version UInt64) ENGINE = ReplacingMergeTree(_version) PARTITION BY toYYYYMM(block_timestamp)
     ORDER BY (block_number, log_index)"""
-CHILD_ENV = {**os.environ,
-             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 
 
@@ -79,9 +87,20 @@ def test_client_roundtrip_uint256_and_strings(store):
     client = client_for(store[1], store[0])
     client.command(DDL.format(name="roundtrip"))
     base = dt.datetime(2024, 1, 31, 23, 59, 59)
-    rows = [(n, n % 3, "0x" + format(n, "064x"), "0x" + "ab" * 20, "0x" + "00" * 20, "0x" + "ff" * 20,
-             v, base + dt.timedelta(seconds=n), 1)
-            for n, v in enumerate([0, 1, 2**64, 10**30, 2**255, 2**256 - 1] + list(range(994)))]
+    rows = [
+        (
+            n,
+            n % 3,
+            "0x" + format(n, "064x"),
+            "0x" + "ab" * 20,
+            "0x" + "00" * 20,
+            "0x" + "ff" * 20,
+            v,
+            base + dt.timedelta(seconds=n),
+            1,
+        )
+        for n, v in enumerate([0, 1, 2**64, 10**30, 2**255, 2**256 - 1] + list(range(994)))
+    ]
     rows[7] = rows[7][:3] + ("tökén ✓ 'quoted' \t tab \\ backslash",) + rows[7][4:]
     summary = client.insert("roundtrip", rows, column_names=COLS)
     assert summary.written_rows == len(rows)
@@ -121,13 +140,15 @@ def test_bad_query_raises_clickhouse_error(store):
 def test_compressed_request_bodies(store):
     parts = urllib.parse.urlsplit(store[1])
     for compress in ("lz4", "zstd", "gzip"):
-        client = clickhouse_connect.get_client(host=parts.hostname, port=parts.port, compress=compress,
-                                               **login(store[0]))
-        client.command("CREATE TABLE IF NOT EXISTS compressed (a UInt64, s String) "
-                       "ENGINE = MergeTree ORDER BY a")
+        client = clickhouse_connect.get_client(
+            host=parts.hostname, port=parts.port, compress=compress, **login(store[0])
+        )
+        client.command("CREATE TABLE IF NOT EXISTS compressed (a UInt64, s String) ENGINE = MergeTree ORDER BY a")
         client.command("TRUNCATE TABLE compressed")
-        assert client.insert("compressed", [(i, "s" * 30) for i in range(50_000)], column_names=["a", "s"]) \
-            .written_rows == 50_000
+        assert (
+            client.insert("compressed", [(i, "s" * 30) for i in range(50_000)], column_names=["a", "s"]).written_rows
+            == 50_000
+        )
         assert client.command("SELECT count() FROM compressed") == 50_000
 
 
@@ -139,8 +160,12 @@ def test_curl(store):
     assert curl(url, "SELECT 1").stdout == b"1\n"
     assert curl(url, "SELECT number, 'x' FROM numbers(2)").stdout == b"0\tx\n1\tx\n"
     assert curl(url, "SELECT 1 AS a FORMAT JSONEachRow").stdout == b'{"a":1}\n'
-    assert curl(url, "CREATE TABLE curl_t (a UInt64, b String) ENGINE = MergeTree ORDER BY a", None,
-                "-X", "POST").returncode == 0
+    assert (
+        curl(
+            url, "CREATE TABLE curl_t (a UInt64, b String) ENGINE = MergeTree ORDER BY a", None, "-X", "POST"
+        ).returncode
+        == 0
+    )
     assert curl(url, "INSERT INTO curl_t FORMAT TSV", b"1\tone\n2\ttwo\n").stdout == b""
     assert curl(url, "INSERT INTO curl_t FORMAT JSONEachRow", b'{"a":3,"b":"three"}\n').stdout == b""
     assert curl(url, None, b"INSERT INTO curl_t VALUES (4, 'four')").stdout == b""
@@ -184,10 +209,26 @@ def test_three_processes_insert_concurrently(store, tmp_path):
     client.command(DDL.format(name="transfers_warmup"))
     procs, batches, rows, go = 3, 10, 20_000, tmp_path / "go"
     port = str(urllib.parse.urlsplit(url).port)
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, port, str(w), str(batches), str(rows), str(go),
-                                 ",".join(COLS), json.dumps(list(login(data_dir).values()))],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for w in range(procs)]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                port,
+                str(w),
+                str(batches),
+                str(rows),
+                str(go),
+                ",".join(COLS),
+                json.dumps(list(login(data_dir).values())),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(procs)
+    ]
     try:
         for w in workers:
             assert w.stdout.readline().strip() == "ready", w.stderr.read()
@@ -218,8 +259,10 @@ def test_three_processes_insert_concurrently(store, tmp_path):
     assert all(ok for ok, _ in answered)
     seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
     slowest = max((s for _, s in answered), default=0.0)
-    print(f"\n{procs} processes inserted {total} rows in {seconds:.2f}s = {total / seconds:,.0f} rows/s; "
-          f"SELECT during load: {len(answered)} answered, slowest {slowest:.3f}s")
+    print(
+        f"\n{procs} processes inserted {total} rows in {seconds:.2f}s = {total / seconds:,.0f} rows/s; "
+        f"SELECT during load: {len(answered)} answered, slowest {slowest:.3f}s"
+    )
 
 
 def test_restart_keeps_data_and_one_server_per_dir(tmp_path):
@@ -228,13 +271,30 @@ def test_restart_keeps_data_and_one_server_per_dir(tmp_path):
     try:
         pid = json.loads((store_dir(data_dir) / "server.json").read_text())["pid"]
         # a second server on the same directory refuses to start
-        second = subprocess.run([sys.executable, "-m", "backfill.store.embedded", "--data-dir", str(data_dir)],
-                                capture_output=True, text=True, timeout=60, env=CHILD_ENV)
+        second = subprocess.run(
+            [sys.executable, "-m", "backfill.store.embedded", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=CHILD_ENV,
+        )
         assert second.returncode == 3 and "holds" in second.stderr
         client = client_for(url, data_dir)
         client.command(DDL.format(name="durable"))
-        rows = [(i, 0, "0x" + format(i, "064x"), "0x" + "11" * 20, "0x" + "22" * 20, "0x" + "33" * 20,
-                 2**256 - 1 - i, dt.datetime(2025, 6, 1) + dt.timedelta(minutes=i), 1) for i in range(5000)]
+        rows = [
+            (
+                i,
+                0,
+                "0x" + format(i, "064x"),
+                "0x" + "11" * 20,
+                "0x" + "22" * 20,
+                "0x" + "33" * 20,
+                2**256 - 1 - i,
+                dt.datetime(2025, 6, 1) + dt.timedelta(minutes=i),
+                1,
+            )
+            for i in range(5000)
+        ]
         client.insert("durable", rows, column_names=COLS)
         assert stop_server(data_dir) is True
         assert not (store_dir(data_dir) / "server.json").exists()
@@ -253,10 +313,20 @@ def test_restart_keeps_data_and_one_server_per_dir(tmp_path):
 
 def test_concurrent_ensure_server_starts_one(tmp_path):
     data_dir = tmp_path / "data"
-    code = "import sys; from pathlib import Path; from backfill.store.embedded import ensure_server; " \
-           "print(ensure_server(Path(sys.argv[1])))"
-    callers = [subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=CHILD_ENV) for _ in range(3)]
+    code = (
+        "import sys; from pathlib import Path; from backfill.store.embedded import ensure_server; "
+        "print(ensure_server(Path(sys.argv[1])))"
+    )
+    callers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=CHILD_ENV,
+        )
+        for _ in range(3)
+    ]
     try:
         outs = [c.communicate(timeout=60) for c in callers]
         assert all(c.returncode == 0 for c in callers), outs
@@ -273,15 +343,18 @@ def test_store_inserts_without_importing_pandas(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from backfill.settings import load_settings; from backfill.store.client import Store; "
-            f"s = Store.connect(load_settings({{'data_dir': {str(tmp_path)!r}}}, env={{}})); "
-            "s.meta_set('k', 'v'); assert s.meta_get('k') == 'v'; "
-            "print('pandas' in sys.modules)")
+    code = (
+        "import sys; from backfill.settings import load_settings; from backfill.store.client import Store; "
+        f"s = Store.connect(load_settings({{'data_dir': {str(tmp_path)!r}}}, env={{}})); "
+        "s.meta_set('k', 'v'); assert s.meta_get('k') == 'v'; "
+        "print('pandas' in sys.modules)"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.stdout.strip() == "False", out.stderr
     finally:
         from backfill.store.embedded import stop_server
+
         stop_server(tmp_path)
 
 
@@ -295,7 +368,9 @@ def test_a_server_started_on_demand_exits_when_idle(tmp_path):
 
     from backfill.store.embedded import server_url
 
-    proc = subprocess.Popen([sys.executable, "-m", "backfill.store.embedded", "--data-dir", str(tmp_path), "--idle-exit-s", "1"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backfill.store.embedded", "--data-dir", str(tmp_path), "--idle-exit-s", "1"]
+    )
     try:
         deadline = time.monotonic() + 30
         while not server_url(tmp_path) and time.monotonic() < deadline:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from backfill.store import schema
-from backfill.store.fingerprints import record_fingerprints
 from backfill.settings import load_settings
+from backfill.store import schema
 from backfill.store.client import Store, now_utc
+from backfill.store.fingerprints import record_fingerprints
 from monitor.gates.judge import run_gates
 from tests.integration.harness import backfill, open_store
 
@@ -23,8 +23,32 @@ def settings_of(data_dir):
 def audit_ok(store: Store, days: list[int]) -> None:
     """Stand for `backfill verify`: an audit that recounted these days from RPC and agreed."""
     plan = {p.day_idx: p.day for p in store.read_plan()}
-    store.insert("audit_results", [("test-audit", now_utc(), d, plan[d], "anvil#0", "ok", 0, 0, 0, 0, 0, 0,
-                                    "0" * 32, "0" * 32, "0" * 32, "", "") for d in days], schema.AUDIT_COLUMNS)
+    store.insert(
+        "audit_results",
+        [
+            (
+                "test-audit",
+                now_utc(),
+                d,
+                plan[d],
+                "anvil#0",
+                "ok",
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                "0" * 32,
+                "0" * 32,
+                "0" * 32,
+                "",
+                "",
+            )
+            for d in days
+        ],
+        schema.AUDIT_COLUMNS,
+    )
 
 
 def span(store: Store, day_idx: int) -> tuple[int, int]:
@@ -76,29 +100,45 @@ def damage(store: Store, genesis: int) -> None:
     cmd(f"ALTER TABLE {e20} DELETE WHERE block_number = {block} SETTINGS mutations_sync = 2")
     # day 3 -> timestamps (and coverage, by the hash): newer-version copies of the day's rows with timestamp 0
     a, b = span(store, 3)
-    copy(f"SELECT * FROM {e20} WHERE block_number BETWEEN {a} AND {b}",
-         "toDateTime(0, 'UTC') AS block_timestamp, _version + 1 AS _version", e20)
+    copy(
+        f"SELECT * FROM {e20} WHERE block_number BETWEEN {a} AND {b}",
+        "toDateTime(0, 'UTC') AS block_timestamp, _version + 1 AS _version",
+        e20,
+    )
     # day 4 -> duplicates: a second row for one key at the same _version with another value (ambiguous);
     # day 0: an exact copy at the same _version (harmless)
     for day, change in ((4, "value + 1 AS value"), (0, "value AS value")):
         a, b = span(store, day)
-        copy(f"SELECT * FROM {e20} WHERE block_number BETWEEN {a} AND {b} ORDER BY block_number, log_index LIMIT 1",
-             change, e20)
+        copy(
+            f"SELECT * FROM {e20} WHERE block_number BETWEEN {a} AND {b} ORDER BY block_number, log_index LIMIT 1",
+            change,
+            e20,
+        )
     # day 5 -> duplicates: a row's key (tx_hash, log_index) copied under another block of the day (with that
     # block's timestamp): FINAL keeps both
     a, b = span(store, 5)
-    block, li = store.query_rows(f"SELECT block_number, log_index FROM {e20} WHERE block_number BETWEEN {a} AND {b} "
-                                 f"ORDER BY log_index DESC LIMIT 1")[0]
-    other = store.scalar(f"SELECT block_number FROM {e20} WHERE block_number BETWEEN {a} AND {b} "
-                         f"GROUP BY block_number HAVING max(log_index) < {li} ORDER BY block_number LIMIT 1")
-    copy(f"SELECT * FROM {e20} WHERE block_number = {block} AND log_index = {li}",
-         f"{other} AS block_number, (SELECT timestamp FROM block_timestamps FINAL WHERE block_number = {other}) "
-         f"AS block_timestamp", e20)
+    block, li = store.query_rows(
+        f"SELECT block_number, log_index FROM {e20} WHERE block_number BETWEEN {a} AND {b} "
+        f"ORDER BY log_index DESC LIMIT 1"
+    )[0]
+    other = store.scalar(
+        f"SELECT block_number FROM {e20} WHERE block_number BETWEEN {a} AND {b} "
+        f"GROUP BY block_number HAVING max(log_index) < {li} ORDER BY block_number LIMIT 1"
+    )
+    copy(
+        f"SELECT * FROM {e20} WHERE block_number = {block} AND log_index = {li}",
+        f"{other} AS block_number, (SELECT timestamp FROM block_timestamps FINAL WHERE block_number = {other}) "
+        f"AS block_timestamp",
+        e20,
+    )
     # day 6 -> malformed: a newer-version copy of one ERC-1155 row with an uppercase from_address
     a, b = span(store, 6)
-    copy(f"SELECT * FROM {e1155} WHERE block_number BETWEEN {a} AND {b} AND match(from_address, '[a-f]') "
-         f"ORDER BY block_number, log_index, batch_index LIMIT 1",
-         "concat('0x', upper(substring(from_address, 3))) AS from_address, _version + 1 AS _version", e1155)
+    copy(
+        f"SELECT * FROM {e1155} WHERE block_number BETWEEN {a} AND {b} AND match(from_address, '[a-f]') "
+        f"ORDER BY block_number, log_index, batch_index LIMIT 1",
+        "concat('0x', upper(substring(from_address, 3))) AS from_address, _version + 1 AS _version",
+        e1155,
+    )
     # day 7 -> missing_timestamps: the block_timestamps row of a block with transfers removed
     a, b = span(store, 7)
     block = store.scalar(f"SELECT max(block_number) FROM {e20} WHERE block_number BETWEEN {a} AND {b}")
@@ -107,12 +147,20 @@ def damage(store: Store, genesis: int) -> None:
     # than the block before), with an uppercase block_hash
     a, b = span(store, 9)
     block = store.scalar(f"SELECT max(block_number) FROM block_timestamps WHERE block_number BETWEEN {a} AND {b}")
-    cmd(f"INSERT INTO block_timestamps SELECT block_number, upper(block_hash), toDateTime({genesis - 100}, 'UTC') "
-        f"FROM block_timestamps FINAL WHERE block_number = {block}")
+    cmd(
+        f"INSERT INTO block_timestamps SELECT block_number, upper(block_hash), toDateTime({genesis - 100}, 'UTC') "
+        f"FROM block_timestamps FINAL WHERE block_number = {block}"
+    )
     # day 0 -> quarantine: a burst of quarantined logs (over 1 % of the day's logs, under 5 %)
     a, _ = span(store, 0)
-    store.insert("transfer_quarantine", [(a, 100_000 + i, "0x" + "ab" * 32, "0x" + "cd" * 20, ["0x" + "ef" * 32],
-                                          "0x", "test burst", 0, 1) for i in range(100)], schema.QUARANTINE_COLUMNS)
+    store.insert(
+        "transfer_quarantine",
+        [
+            (a, 100_000 + i, "0x" + "ab" * 32, "0x" + "cd" * 20, ["0x" + "ef" * 32], "0x", "test burst", 0, 1)
+            for i in range(100)
+        ],
+        schema.QUARANTINE_COLUMNS,
+    )
 
 
 def test_each_corruption_is_caught_by_its_gate_naming_the_day(run_copy, chain):
@@ -132,8 +180,7 @@ def test_each_corruption_is_caught_by_its_gate_naming_the_day(run_copy, chain):
     duplicates = gates["duplicates"]
     assert duplicates.days == [4, 5] and "exact copies" in duplicates.detail, duplicates.detail
     assert f"same newest _version: 1 (at most 0 allowed) on {chain.day(4)}" in duplicates.detail, duplicates.detail
-    assert f"sharing a key after FINAL: 2 (at most 0 allowed) on {chain.day(5)}" in duplicates.detail, \
-        duplicates.detail
+    assert f"sharing a key after FINAL: 2 (at most 0 allowed) on {chain.day(5)}" in duplicates.detail, duplicates.detail
     assert "erc20_transfers_staging 1" in duplicates.detail  # the runbook's count() - uniqExact(...)
     assert gates["timestamps"].days == [3, 9], gates["timestamps"].detail
     assert gates["malformed"].days == [6, 9] and "address" in gates["malformed"].detail, gates["malformed"].detail
@@ -152,8 +199,11 @@ def test_each_corruption_is_caught_by_its_gate_naming_the_day(run_copy, chain):
     rows = store.query_rows("SELECT gate, verdict, days FROM gate_results WHERE run_id = %(r)s", {"r": report.run_id})
     assert {r[0]: (r[1], list(r[2])) for r in rows}["missing_timestamps"] == ("fail", [7])
     assert len(rows) == 7
-    log_lines = [line for line in (run_copy / "backfill" / "gates.log").read_text().splitlines()
-                 if f"run_id={report.run_id}" in line]
+    log_lines = [
+        line
+        for line in (run_copy / "backfill" / "gates.log").read_text().splitlines()
+        if f"run_id={report.run_id}" in line
+    ]
     assert len(log_lines) == 7
     assert any("gate=duplicates verdict=fail" in line and "days=4,5 " in line for line in log_lines), log_lines
 

@@ -36,26 +36,33 @@ def test_header_and_batch_faults_during_a_run_leave_the_copy_exact_and_visible(c
     data_dir = tmp_path / "data"
     with RpcProxy(chain.url, seed=1) as proxy:
         # planning makes the same calls in a dry run: what it counts, the faults below come after
-        dry = backfill(["start", "--dry-run", *_range(chain)], tmp_path / "dry", rpc_urls=proxy.url,
-                       extra_env=ENV)
+        dry = backfill(["start", "--dry-run", *_range(chain)], tmp_path / "dry", rpc_urls=proxy.url, extra_env=ENV)
         assert dry.returncode == 0, dry.stderr
         planned_headers, planned_batches = proxy.received("eth_getBlockByNumber"), proxy.received("batch")
         assert planned_headers > 0 and proxy.received("eth_blockNumber") == 1
         proxy.reset()
         h, b = planned_headers, planned_batches
         headers = {"eth_getBlockByNumber"}
-        proxy.set_faults([
-            Fault("HTTP503", methods={"eth_blockNumber"}, at={1}),  # the start's survey of the head
-            Fault("TIMEOUT", methods={"eth_blockNumber"}, at={3}, delay_s=2.5),  # the worker's first look
-            Fault("I7", methods=headers, batch="items", at={h + 3, h + 45}),  # one header of a batch missing
-            Fault("TIMEOUT", methods=headers, at={h + 12}, delay_s=2.5),  # a header batch unanswered in time
-            Fault("HTTP503", methods=headers, at={h + 25}),
-            Fault("I7", methods=headers, at={h + 60}),  # a whole batch answered "header not found"
-            Fault("I2", methods={"batch"}, at={b + 2}),  # a whole batch refused with one error object
-            Fault("BATCH_ORDER", methods={"batch"}),  # and every batch answered out of order
-        ])
-        run = backfill(["start", "--foreground", *_range(chain)], data_dir, rpc_urls=proxy.url, shards=1,
-                       extra_env=ENV, timeout=300)
+        proxy.set_faults(
+            [
+                Fault("HTTP503", methods={"eth_blockNumber"}, at={1}),  # the start's survey of the head
+                Fault("TIMEOUT", methods={"eth_blockNumber"}, at={3}, delay_s=2.5),  # the worker's first look
+                Fault("I7", methods=headers, batch="items", at={h + 3, h + 45}),  # one header of a batch missing
+                Fault("TIMEOUT", methods=headers, at={h + 12}, delay_s=2.5),  # a header batch unanswered in time
+                Fault("HTTP503", methods=headers, at={h + 25}),
+                Fault("I7", methods=headers, at={h + 60}),  # a whole batch answered "header not found"
+                Fault("I2", methods={"batch"}, at={b + 2}),  # a whole batch refused with one error object
+                Fault("BATCH_ORDER", methods={"batch"}),  # and every batch answered out of order
+            ]
+        )
+        run = backfill(
+            ["start", "--foreground", *_range(chain)],
+            data_dir,
+            rpc_urls=proxy.url,
+            shards=1,
+            extra_env=ENV,
+            timeout=300,
+        )
         counts = proxy.fault_counts()
         late = {c.fault for c in proxy.calls() if c.method == "eth_getBlockByNumber" and c.nth > h}
         status = backfill(["status", "--json"], data_dir, rpc_urls=proxy.url)
@@ -84,14 +91,20 @@ def test_header_and_batch_faults_during_a_run_leave_the_copy_exact_and_visible(c
 
 
 def test_guard_batches_with_a_failing_item_and_out_of_order_answers_leave_the_head_day_exact(
-        chain: Chain, tmp_path: Path):
+    chain: Chain, tmp_path: Path
+):
     """Near the head eth_blockNumber rides in one batch with eth_getLogs (the lag guard), and the answer is
     checked against headers: an item of those batches erring, every batch answered out of order."""
     data_dir, last = tmp_path / "data", chain.days - 1
     args = ["--from", chain.day(last), "--to", chain.day(last), "--confirmations", "0"]
     # the whole day in the guard's region, in ranges small enough for a dozen batches
-    env = {"BACKFILL_RPC_TIMEOUT_S": "1", "BACKFILL_ON_COMPLETE": "0", "BACKFILL_LAG_GUARD_BLOCKS": "3000",
-           "BACKFILL_GETLOGS_BLOCKS": "100", "BACKFILL_GETLOGS_ANSWER_LOGS": "200"}
+    env = {
+        "BACKFILL_RPC_TIMEOUT_S": "1",
+        "BACKFILL_ON_COMPLETE": "0",
+        "BACKFILL_LAG_GUARD_BLOCKS": "3000",
+        "BACKFILL_GETLOGS_BLOCKS": "100",
+        "BACKFILL_GETLOGS_ANSWER_LOGS": "200",
+    }
     with RpcProxy(chain.url, seed=2) as proxy:
         dry = backfill(["start", "--dry-run", *args], tmp_path / "dry", rpc_urls=proxy.url, extra_env=env)
         assert dry.returncode == 0, dry.stderr
@@ -99,16 +112,18 @@ def test_guard_batches_with_a_failing_item_and_out_of_order_answers_leave_the_he
         # (from there on each eth_blockNumber rides in a guard batch)
         assert proxy.received("eth_getLogs") == 0
         proxy.reset()
-        proxy.set_faults([
-            Fault("I7", methods={"eth_blockNumber"}, batch="items", at={q + 2, q + 5}),  # the head item errs
-            Fault("I2", methods={"eth_getLogs"}, batch="items", at={4, 8}),  # the logs item errs
-            Fault("BATCH_ORDER", methods={"batch"}),
-        ])
-        run = backfill(["start", "--foreground", *args], data_dir, rpc_urls=proxy.url, shards=1,
-                       extra_env=env, timeout=300)
+        proxy.set_faults(
+            [
+                Fault("I7", methods={"eth_blockNumber"}, batch="items", at={q + 2, q + 5}),  # the head item errs
+                Fault("I2", methods={"eth_getLogs"}, batch="items", at={4, 8}),  # the logs item errs
+                Fault("BATCH_ORDER", methods={"batch"}),
+            ]
+        )
+        run = backfill(
+            ["start", "--foreground", *args], data_dir, rpc_urls=proxy.url, shards=1, extra_env=env, timeout=300
+        )
         counts = proxy.fault_counts()
-        in_batches = {c.fault for c in proxy.calls()
-                      if c.batch_size == 2 and c.fault not in (None, "BATCH_ORDER")}
+        in_batches = {c.fault for c in proxy.calls() if c.batch_size == 2 and c.fault not in (None, "BATCH_ORDER")}
     try:
         assert run.returncode == 0, run.stderr
         assert_exact(open_store(data_dir), chain)

@@ -28,9 +28,15 @@ def test_three_shards_copy_every_transfer_exactly(chain: Chain, data_dir, finish
     audit_reading = reference_rows(truth.logs)
     worker_reading = decode_logs(truth.logs)
     assert (sorted(audit_reading[0]), sorted(audit_reading[1]), audit_reading[2]) == (
-        sorted(oracle[0]), sorted(oracle[1]), oracle[2])
-    assert (sorted(worker_reading.erc20), sorted(worker_reading.erc1155),
-            len(worker_reading.quarantined) + worker_reading.skipped) == (sorted(oracle[0]), sorted(oracle[1]), oracle[2])
+        sorted(oracle[0]),
+        sorted(oracle[1]),
+        oracle[2],
+    )
+    assert (
+        sorted(worker_reading.erc20),
+        sorted(worker_reading.erc1155),
+        len(worker_reading.quarantined) + worker_reading.skipped,
+    ) == (sorted(oracle[0]), sorted(oracle[1]), oracle[2])
 
     erc20, erc1155 = store_rows(store)
     assert len(erc20) == len(set(erc20)), "duplicates after FINAL"
@@ -52,22 +58,36 @@ def test_three_shards_copy_every_transfer_exactly(chain: Chain, data_dir, finish
 
 def test_second_run_changes_nothing_and_runbook_queries_are_true(chain: Chain, data_dir, finished_run):
     _, store = finished_run
-    before = {t: store.scalar(f"SELECT count() FROM {t}") for t in
-              ("erc20_transfers_staging", "erc1155_transfers_staging", "block_timestamps", "backfill_checkpoint")}
-    again = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
-                     data_dir, chain, shards=3)
+    before = {
+        t: store.scalar(f"SELECT count() FROM {t}")
+        for t in ("erc20_transfers_staging", "erc1155_transfers_staging", "block_timestamps", "backfill_checkpoint")
+    }
+    again = backfill(
+        ["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+        data_dir,
+        chain,
+        shards=3,
+    )
     assert again.returncode == 0, again.stderr
     after = {t: store.scalar(f"SELECT count() FROM {t}") for t in before}
     assert after == before, "a second run must not fetch or write COMPLETE days again"
     # the operators' runbook queries, as written
     assert store.scalar("SELECT countIf(status='COMPLETE') FROM backfill_checkpoint") == chain.days
     assert store.scalar("SELECT count() - uniqExact(tuple(tx_hash, log_index)) FROM erc20_transfers_staging FINAL") == 0
-    assert store.scalar("SELECT count() - uniqExact(tuple(tx_hash, log_index, batch_index)) "
-                        "FROM erc1155_transfers_staging FINAL") == 0
+    assert (
+        store.scalar(
+            "SELECT count() - uniqExact(tuple(tx_hash, log_index, batch_index)) FROM erc1155_transfers_staging FINAL"
+        )
+        == 0
+    )
     assert store.scalar("SELECT countIf(block_timestamp = 0) FROM erc20_transfers_staging") == 0
     assert store.scalar("SELECT countIf(length(tx_hash) != 66) FROM erc20_transfers_staging") == 0
-    assert store.scalar("SELECT countIf(length(from_address) != 42 OR length(to_address) != 42) "
-                        "FROM erc1155_transfers_staging") == 0
+    assert (
+        store.scalar(
+            "SELECT countIf(length(from_address) != 42 OR length(to_address) != 42) FROM erc1155_transfers_staging"
+        )
+        == 0
+    )
     assert store.scalar("SELECT countIf(status = 'COMPLETE') FROM backfill_progress") == chain.days
 
 
@@ -76,8 +96,13 @@ def test_headers_give_the_same_answer_when_logs_lack_timestamps(chain: Chain, tm
     data_dir = tmp_path_factory.mktemp("noblockts")
     try:
         two_days = [chain.first_day, chain.day(1)]
-        run = backfill(["start", "--foreground", "--from", two_days[0], "--to", two_days[1], "--confirmations", "0"], data_dir, chain,
-                       shards=2, extra_env={"BACKFILL_USE_LOG_TIMESTAMPS": "0"})
+        run = backfill(
+            ["start", "--foreground", "--from", two_days[0], "--to", two_days[1], "--confirmations", "0"],
+            data_dir,
+            chain,
+            shards=2,
+            extra_env={"BACKFILL_USE_LOG_TIMESTAMPS": "0"},
+        )
         assert run.returncode == 0, run.stderr
         store = open_store(data_dir)
         truth = ground_truth(chain.url, chain.day_blocks(two_days))
@@ -86,14 +111,15 @@ def test_headers_give_the_same_answer_when_logs_lack_timestamps(chain: Chain, tm
         assert len(erc20) == len(truth.erc20)
     finally:
         from backfill.store.embedded import stop_server
+
         stop_server(data_dir)
 
 
 def test_embedded_store_answers_curl_while_workers_write(chain: Chain, run_dir):
     """Several worker processes write through the HTTP endpoint while an outside client reads: curl sees the table
     grow while the run is going (a provider answering every eth_getLogs 1 s late keeps it going)."""
-    from backfill.store.embedded import read_credential, server_url
     from backfill import control
+    from backfill.store.embedded import read_credential, server_url
     from tests.integration.harness import wait_for, wait_run_finished
     from tests.support.proxy import Fault, RpcProxy
 
@@ -102,18 +128,31 @@ def test_embedded_store_answers_curl_while_workers_write(chain: Chain, run_dir):
         url, credential = server_url(run_dir), read_credential(run_dir)
         if not (url and credential):
             return 0
-        out = subprocess.run(["curl", "-s", "-f", "-u", f"{credential.user}:{credential.password}",
-                              f"{url}/?query=SELECT%20count()%20FROM%20backfill.erc20_transfers_staging"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-f",
+                "-u",
+                f"{credential.user}:{credential.password}",
+                f"{url}/?query=SELECT%20count()%20FROM%20backfill.erc20_transfers_staging",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             return 0
         assert out.stdout.strip().isdigit(), out.stdout
         return int(out.stdout)
 
     with RpcProxy(chain.url, Fault("TIMEOUT", delay_s=1.0)) as rpc:
-        run = backfill(["start", "--from", chain.first_day, "--to", chain.day(4), "--confirmations", "0"], run_dir,
-                       rpc_urls=rpc.url, shards=3,
-                       extra_env={"BACKFILL_WINDOW_BLOCKS": "300", "BACKFILL_ON_COMPLETE": "0"})
+        run = backfill(
+            ["start", "--from", chain.first_day, "--to", chain.day(4), "--confirmations", "0"],
+            run_dir,
+            rpc_urls=rpc.url,
+            shards=3,
+            extra_env={"BACKFILL_WINDOW_BLOCKS": "300", "BACKFILL_ON_COMPLETE": "0"},
+        )
         assert run.returncode == 0, run.stderr
         first = wait_for(count, 120, "curl to see the first rows", interval=0.2)
         wait_for(lambda: count() > first, 120, "curl to see the table grow", interval=0.2)
@@ -130,11 +169,17 @@ def test_dense_windows_write_rows_ahead_of_the_checkpoint_and_stay_exact(chain: 
 
     data_dir = tmp_path_factory.mktemp("dense")
     try:
-        run = backfill(["start", "--foreground", "--from", chain.day(4), "--to", chain.day(6), "--confirmations", "0"],
-                       data_dir, chain, shards=1, extra_env={"BACKFILL_BATCH_ROWS": "1000", "BACKFILL_ON_COMPLETE": "0"})
+        run = backfill(
+            ["start", "--foreground", "--from", chain.day(4), "--to", chain.day(6), "--confirmations", "0"],
+            data_dir,
+            chain,
+            shards=1,
+            extra_env={"BACKFILL_BATCH_ROWS": "1000", "BACKFILL_ON_COMPLETE": "0"},
+        )
         assert run.returncode == 0, run.stderr
         assert "event=flush" in (data_dir / "backfill" / "worker-0.log").read_text()
         assert_exact(open_store(data_dir), chain)
     finally:
         from backfill.store.embedded import stop_server
+
         stop_server(data_dir)

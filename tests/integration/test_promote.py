@@ -34,12 +34,18 @@ def redo_one_day(store: Store, day_idx: int = REDO_DAY) -> None:
     """What a redo of one day writes: the same keys with a newer _version (here with another value)."""
     plan = {p.day_idx: p for p in store.read_plan()}[day_idx]
     for staging in PAIRS:
-        cols = [r[0] for r in store.query_rows(
-            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(t)s ORDER BY position",
-            {"t": staging})]
+        cols = [
+            r[0]
+            for r in store.query_rows(
+                "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = %(t)s ORDER BY position",
+                {"t": staging},
+            )
+        ]
         select = ", ".join("value + 1" if c == "value" else "_version + 1" if c == "_version" else c for c in cols)
-        store.client.command(f"INSERT INTO {staging} SELECT {select} FROM {staging} FINAL "
-                             f"WHERE block_number BETWEEN {plan.start_block} AND {plan.end_block}")
+        store.client.command(
+            f"INSERT INTO {staging} SELECT {select} FROM {staging} FINAL "
+            f"WHERE block_number BETWEEN {plan.start_block} AND {plan.end_block}"
+        )
 
 
 def backups_json(data_dir: Path) -> list[dict]:
@@ -145,8 +151,9 @@ def test_rollback_restores_from_the_backup_when_old_is_gone(run_copy):
 def _corrupt_parts(store: Store, table: str) -> int:
     """Overwrite the middle of every data file of `table`'s active parts: reading it fails as on a bad disk."""
     damaged = 0
-    for (path,) in store.query_rows("SELECT path FROM system.parts WHERE database = currentDatabase() "
-                                    "AND table = %(t)s AND active", {"t": table}):
+    for (path,) in store.query_rows(
+        "SELECT path FROM system.parts WHERE database = currentDatabase() AND table = %(t)s AND active", {"t": table}
+    ):
         for data in Path(path).glob("*.bin"):
             size = data.stat().st_size
             with open(data, "r+b") as fh:
@@ -174,7 +181,8 @@ def test_a_failure_before_the_swap_leaves_production_untouched(run_copy, chain):
     # the rollback layers are as they were: rollback still restores the production before the last promotion
     report = rollback(store, settings)
     assert {t.production: (t.rows, t.checksum) for t in report.tables} == {
-        prod: before[f"{prod}_old"] for prod in PAIRS.values()}
+        prod: before[f"{prod}_old"] for prod in PAIRS.values()
+    }
     store.close()
 
 
@@ -184,8 +192,9 @@ def test_sequential_rename_where_the_engine_refuses_exchange(run_copy):
 
     store = open_store(run_copy)
     # an Ordinary database: ClickHouse refuses EXCHANGE TABLES there
-    store.client.command("CREATE DATABASE promo_ordinary ENGINE = Ordinary",
-                         settings={"allow_deprecated_database_ordinary": 1})
+    store.client.command(
+        "CREATE DATABASE promo_ordinary ENGINE = Ordinary", settings={"allow_deprecated_database_ordinary": 1}
+    )
     settings = settings_of(run_copy, clickhouse_url=store_url(run_copy, server_url(run_copy), "promo_ordinary"))
     other = Store.connect(settings)
     for table in [*PAIRS, "backfill_days"]:
@@ -218,7 +227,8 @@ def test_promote_runs_the_strict_gates_and_a_failure_changes_nothing(run_copy, c
     store.client.command(
         "INSERT INTO erc20_transfers_staging SELECT block_number, block_timestamp, tx_hash, log_index, token_address, "
         "'0xnot-an-address', to_address, value, _version + 1 FROM erc20_transfers_staging FINAL "
-        f"WHERE block_number BETWEEN {plan.start_block} AND {plan.end_block} LIMIT 1")
+        f"WHERE block_number BETWEEN {plan.start_block} AND {plan.end_block} LIMIT 1"
+    )
     result = backfill(["promote"], run_copy, chain)
     assert result.returncode == 1, result.stderr
     assert "promotion refused" in result.stderr and "FAIL malformed" in result.stderr

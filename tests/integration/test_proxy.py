@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from backfill.devnet.node import Anvil, DevnetParams, start_devnet
 from backfill.decode.events import LOG_FILTER_TOPICS
+from backfill.devnet.node import Anvil, DevnetParams, start_devnet
 from tests.support.proxy import RpcProxy
 from tests.support.proxy_faults import ALL_FAULTS_MIX, CAP, DAMAGE_MODES, KINDS, LAG, QUOTA, Fault, kinds_in
 
@@ -44,8 +44,7 @@ def proxy(node: Anvil) -> Iterator[RpcProxy]:
 
 # -- a plain client --------------------------------------------------------------------------------
 def post(url: str, doc: Any, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=json.dumps(doc).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -58,8 +57,9 @@ def call(method: str, params: list[Any], id_: int = 1) -> dict[str, Any]:
 
 
 def getlogs(from_block: int, to_block: int, id_: int = 1) -> dict[str, Any]:
-    return call("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block),
-                                 "topics": LOG_FILTER_TOPICS}], id_)
+    return call(
+        "eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block), "topics": LOG_FILTER_TOPICS}], id_
+    )
 
 
 def blocks_batch(numbers: list[int]) -> list[dict[str, Any]]:
@@ -85,9 +85,14 @@ def wait_for(condition: Any, timeout_s: float = 5.0) -> None:
 
 # -- clean forwarding ------------------------------------------------------------------------------
 def test_clean_proxy_answers_exactly_like_the_node(node: Anvil, proxy: RpcProxy) -> None:
-    requests = [getlogs(0, 300), getlogs(1200, 1500, id_=9), call("eth_blockNumber", []),
-                call("eth_chainId", []), blocks_batch([0, 1, 700, 2000]),
-                [call("eth_blockNumber", [], 5), getlogs(10, 20, id_=6)]]
+    requests = [
+        getlogs(0, 300),
+        getlogs(1200, 1500, id_=9),
+        call("eth_blockNumber", []),
+        call("eth_chainId", []),
+        blocks_batch([0, 1, 700, 2000]),
+        [call("eth_blockNumber", [], 5), getlogs(10, 20, id_=6)],
+    ]
     for doc in requests:
         direct, via_proxy = post(node.url, doc), post(proxy.url, doc)
         assert via_proxy[0] == direct[0] == 200
@@ -122,8 +127,9 @@ ENVELOPE_FAULTS = [  # kind, HTTP status, JSON-RPC code, start of the message
 
 
 @pytest.mark.parametrize("kind,status,code,message", ENVELOPE_FAULTS, ids=[f[0] for f in ENVELOPE_FAULTS])
-def test_fault_answers_with_the_catalogue_envelope(proxy: RpcProxy, kind: str, status: int, code: int,
-                                                   message: str) -> None:
+def test_fault_answers_with_the_catalogue_envelope(
+    proxy: RpcProxy, kind: str, status: int, code: int, message: str
+) -> None:
     proxy.set_faults([Fault(kind)])
     got_status, headers, body = post(proxy.url, getlogs(0, 10, id_=42))
     doc = json.loads(body)
@@ -147,16 +153,26 @@ RAW_FAULTS = [  # kind, HTTP status, content type, exact body
     ("H2", 200, "text/plain", b"Invalid host specified"),
     ("HTTP500", 500, "text/plain", b"500 Internal Server Error"),
     ("HTTP503", 503, "text/plain", b"503 Service Unavailable"),
-    ("P1", 401, "application/json", b'{"error":"message: API key disabled, reason: tenant disabled, '
-                                     b'json-rpc code: -32051, rest code: 403"}'),
-    ("Q3", 429, "application/json", b'{"code":-32007,"message":"100/second request limit reached - reduce '
-                                    b'calls per second or upgrade your account at quicknode.com"}'),
+    (
+        "P1",
+        401,
+        "application/json",
+        b'{"error":"message: API key disabled, reason: tenant disabled, json-rpc code: -32051, rest code: 403"}',
+    ),
+    (
+        "Q3",
+        429,
+        "application/json",
+        b'{"code":-32007,"message":"100/second request limit reached - reduce '
+        b'calls per second or upgrade your account at quicknode.com"}',
+    ),
 ]
 
 
 @pytest.mark.parametrize("kind,status,content_type,body", RAW_FAULTS, ids=[f[0] for f in RAW_FAULTS])
-def test_fault_answers_with_the_catalogue_body(proxy: RpcProxy, kind: str, status: int, content_type: str,
-                                               body: bytes) -> None:
+def test_fault_answers_with_the_catalogue_body(
+    proxy: RpcProxy, kind: str, status: int, content_type: str, body: bytes
+) -> None:
     proxy.set_faults([Fault(kind, methods={"eth_blockNumber"})])
     got_status, headers, got_body = post(proxy.url, call("eth_blockNumber", []))
     assert (got_status, got_body) == (status, body)
@@ -307,8 +323,7 @@ def test_lagging_node_hides_blocks_above_its_head(node: Anvil, proxy: RpcProxy) 
 
     proxy.configure(lag_getlogs="error")
     error = json.loads(post(proxy.url, getlogs(frm, true_head))[2])["error"]
-    assert error["message"] == (f"block range extends beyond current head block: "
-                                f"requested {true_head}, head {lagged}")
+    assert error["message"] == (f"block range extends beyond current head block: requested {true_head}, head {lagged}")
 
     proxy.configure(lag_blocks=0)
     assert head(proxy.url) == true_head and result(proxy.url, getlogs(frm, true_head)) == truth
@@ -460,9 +475,10 @@ def test_batch_over_the_budget_is_refused_whole_or_item_by_item(node: Anvil) -> 
         answers = json.loads(body)
         assert status == 200 and [a["id"] for a in answers] == [100 + n for n in numbers]
         assert answers[:10] == [truth[100 + n] for n in numbers[:10]]
-        assert answers[10:] == [{"jsonrpc": "2.0", "id": 100 + n,
-                                 "error": {"code": -32012, "message": "credits limited to 6000/sec"}}
-                                for n in numbers[10:]]
+        assert answers[10:] == [
+            {"jsonrpc": "2.0", "id": 100 + n, "error": {"code": -32012, "message": "credits limited to 6000/sec"}}
+            for n in numbers[10:]
+        ]
         assert proxy.fault_counts() == Counter({"A4": 15, "Q4": 5})
         assert (proxy.limit_answers(), proxy.budget_calls()) == (20, 10)
         assert [c.ok for c in proxy.calls()][15:] == [True] * 10 + [False] * 5
@@ -484,8 +500,7 @@ def test_budget_answers_with_the_configured_kind(proxy: RpcProxy, kind: str, sta
     if kind == "Q3":  # bare, no envelope
         assert doc == error
     else:
-        assert doc["id"] == 9 and (doc["error"]["code"], doc["error"]["message"]) == (error["code"],
-                                                                                      error["message"])
+        assert doc["id"] == 9 and (doc["error"]["code"], doc["error"]["message"]) == (error["code"], error["message"])
     if kind == "RETRY_AFTER":  # the whole seconds until the call would fit
         assert 1 <= int(headers["Retry-After"]) <= 5
     if kind == "I5":
@@ -521,13 +536,17 @@ def test_max_batch_refuses_a_larger_batch_as_geth_does(node: Anvil) -> None:
         assert status == 200 and body == post(node.url, blocks_batch(numbers[:10]))[2]
         status, _, body = post(proxy.url, blocks_batch(numbers))
         assert status == 200
-        assert json.loads(body) == [{"jsonrpc": "2.0", "id": 100,
-                                     "error": {"code": -32600, "message": "batch too large"}}]
+        assert json.loads(body) == [
+            {"jsonrpc": "2.0", "id": 100, "error": {"code": -32600, "message": "batch too large"}}
+        ]
         proxy.configure(batch_refusal="besu")
         status, _, body = post(proxy.url, blocks_batch(numbers))
         assert status == 200
-        assert json.loads(body) == {"jsonrpc": "2.0", "id": None, "error": {
-            "code": -32005, "message": "Number of requests exceeds max batch size"}}
+        assert json.loads(body) == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32005, "message": "Number of requests exceeds max batch size"},
+        }
         proxy.configure(batch_refusal="zkevm")
         assert post(proxy.url, blocks_batch(numbers))[::2] == (413, b"batch requests limit exceeded\n")
         assert proxy.fault_counts() == Counter({"BATCH_GETH": 11, "BATCH_BESU": 11, "BATCH_ZKEVM": 11})
@@ -541,8 +560,11 @@ def test_refuse_batches_refuses_even_a_batch_of_one(node: Anvil) -> None:
         assert headers["Content-Type"].startswith("text/plain")
         proxy.configure(refuse_batches="BATCH_OFF_JSON")
         status, _, body = post(proxy.url, [call("eth_chainId", [])])
-        assert status == 200 and json.loads(body) == {"jsonrpc": "2.0", "id": None, "error": {
-            "code": -32600, "message": "batch requests are not supported"}}
+        assert status == 200 and json.loads(body) == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32600, "message": "batch requests are not supported"},
+        }
         chain_id = result(node.url, call("eth_chainId", []))
         assert result(proxy.url, call("eth_chainId", [])) == chain_id  # the one token: refusals were free
         assert [c.fault for c in proxy.calls()] == ["BATCH_OFF", "BATCH_OFF_JSON", None]
@@ -550,16 +572,21 @@ def test_refuse_batches_refuses_even_a_batch_of_one(node: Anvil) -> None:
 
 
 def test_limits_are_checked_quota_then_batch_caps_then_budget(node: Anvil) -> None:
-    with RpcProxy(node.url, quota_calls=3, max_batch=2, rate_limit_rps=0.2, rate_limit_burst=3,
-                  faults=[Fault("H2", methods={"eth_blockNumber"})]) as proxy:
+    with RpcProxy(
+        node.url,
+        quota_calls=3,
+        max_batch=2,
+        rate_limit_rps=0.2,
+        rate_limit_burst=3,
+        faults=[Fault("H2", methods={"eth_blockNumber"})],
+    ) as proxy:
         assert post(proxy.url, chain_ids(3))[0] == 200 and proxy.budget_calls() == 0  # over max_batch
         assert post(proxy.url, chain_ids(2))[0] == 200  # 3 tokens -> 1
         assert post(proxy.url, chain_ids(2))[0] == 429  # 2 calls do not fit the 1 token left
         assert post(proxy.url, call("eth_blockNumber", []))[::2] == (200, b"Invalid host specified")  # faults
         assert post(proxy.url, chain_ids(3))[0] == 402  # the quota comes first
         assert post(proxy.url, call("eth_chainId", []))[0] == 402
-        assert [c.fault for c in proxy.calls()] == (["BATCH_GETH"] * 3 + [None] * 2 + ["A4"] * 2 + ["H2"]
-                                                    + ["I6"] * 4)
+        assert [c.fault for c in proxy.calls()] == (["BATCH_GETH"] * 3 + [None] * 2 + ["A4"] * 2 + ["H2"] + ["I6"] * 4)
 
 
 def test_configure_changes_the_budget_at_runtime(proxy: RpcProxy) -> None:
@@ -596,7 +623,13 @@ def test_a_fault_at_given_calls_hits_exactly_those_calls(proxy: RpcProxy) -> Non
     assert statuses == [200, 200, 503, 200, 503, 200]
     assert head(proxy.url) > 0  # another method is counted apart and not hit
     assert [(c.nth, c.fault) for c in proxy.calls("eth_getBlockByNumber")] == [
-        (1, None), (2, None), (3, "HTTP503"), (4, None), (5, "HTTP503"), (6, None)]
+        (1, None),
+        (2, None),
+        (3, "HTTP503"),
+        (4, None),
+        (5, "HTTP503"),
+        (6, None),
+    ]
     assert (proxy.received("eth_getBlockByNumber"), proxy.received("eth_blockNumber")) == (6, 1)
     proxy.reset()  # ordinals start again
     assert post(proxy.url, call("eth_getBlockByNumber", ["0x1", False]))[0] == 200
@@ -624,8 +657,7 @@ def test_a_call_inside_a_batch_fails_alone_at_its_ordinal(node: Anvil, proxy: Rp
     status, _, body = post(proxy.url, blocks_batch(numbers))  # the 3rd..12th: the 5th is its third item
     answers = json.loads(body)
     assert status == 200 and [a["id"] for a in answers] == [a["id"] for a in truth]
-    assert answers[2] == {"jsonrpc": "2.0", "id": 102,
-                          "error": {"code": -32000, "message": "header not found"}}
+    assert answers[2] == {"jsonrpc": "2.0", "id": 102, "error": {"code": -32000, "message": "header not found"}}
     assert answers[:2] + answers[3:] == truth[:2] + truth[3:]
     answers = json.loads(post(proxy.url, blocks_batch(numbers))[2])  # the 13th..22nd: its second item
     assert ["error" in a for a in answers] == [i == 1 for i in range(10)]
@@ -633,12 +665,14 @@ def test_a_call_inside_a_batch_fails_alone_at_its_ordinal(node: Anvil, proxy: Rp
 
 
 def test_a_whole_batch_is_refused_at_its_ordinal(proxy: RpcProxy) -> None:
-    proxy.set_faults([Fault("I2", methods={"batch"}, at={2}),
-                      Fault("H1", methods={"eth_getBlockByNumber"}, at={25})])
+    proxy.set_faults([Fault("I2", methods={"batch"}, at={2}), Fault("H1", methods={"eth_getBlockByNumber"}, at={25})])
     assert all("result" in a for a in json.loads(post(proxy.url, blocks_batch([1, 2]))[2]))
     status, _, body = post(proxy.url, blocks_batch([1, 2]))
-    assert status == 200 and json.loads(body) == {"jsonrpc": "2.0", "id": None, "error": {
-        "code": -32005, "message": "query timeout exceeded"}}
+    assert status == 200 and json.loads(body) == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32005, "message": "query timeout exceeded"},
+    }
     assert all("result" in a for a in json.loads(post(proxy.url, blocks_batch([1, 2]))[2]))
     status, _, body = post(proxy.url, blocks_batch(list(range(20))))  # calls 7..26 hold the 25th
     assert status == 502 and body == KINDS["H1"].body
@@ -657,8 +691,7 @@ def test_a_batch_answered_out_of_order_holds_every_true_answer(node: Anvil, prox
     assert [c.fault for c in proxy.calls()] == ["BATCH_ORDER"] * 6 + [None]
     assert proxy.getlogs_ranges() == [(0, 50)]  # the true answer reached the client
     # with a call of the batch failing too: that one errs, the rest answer, all in reverse
-    proxy.set_faults([Fault("BATCH_ORDER", methods={"batch"}),
-                      Fault("Q4", methods={"eth_getBlockByNumber"}, at={6})])
+    proxy.set_faults([Fault("BATCH_ORDER", methods={"batch"}), Fault("Q4", methods={"eth_getBlockByNumber"}, at={6})])
     answers = json.loads(post(proxy.url, blocks_batch([0, 1, 2]))[2])
     assert [a["id"] for a in answers] == [102, 101, 100]
     assert "error" in answers[1] and "result" in answers[0] and "result" in answers[2]
@@ -677,7 +710,7 @@ def assert_damaged_as(mode: str, true_log: dict[str, Any], log: dict[str, Any]) 
         assert len(bytes.fromhex(log["transactionHash"][2:])) == 4
     elif mode == "five_topics":
         assert changed == {"topics"} and len(log["topics"]) == 5
-        assert log["topics"][:len(true_log["topics"])] == true_log["topics"]
+        assert log["topics"][: len(true_log["topics"])] == true_log["topics"]
     elif mode == "address_21_bytes":
         assert changed == {"address"} and log["address"].startswith(true_log["address"])
         assert len(bytes.fromhex(log["address"][2:])) == 21
@@ -708,8 +741,7 @@ def test_damage_rewrites_logs_of_an_answer_as_its_mode_says(node: Anvil, proxy: 
 
 
 def test_damage_in_a_batch_hits_the_chosen_calls_each_with_a_drawn_mode(node: Anvil, proxy: RpcProxy) -> None:
-    doc = [getlogs(0, 300, id_=1), call("eth_blockNumber", [], 2), getlogs(300, 700, id_=3),
-           getlogs(700, 1100, id_=4)]
+    doc = [getlogs(0, 300, id_=1), call("eth_blockNumber", [], 2), getlogs(300, 700, id_=3), getlogs(700, 1100, id_=4)]
     truth = {a["id"]: a["result"] for a in json.loads(post(node.url, doc)[2])}
     proxy.set_faults([Fault("DAMAGE", at={2, 3}, damage_logs=40)])  # the 2nd and 3rd eth_getLogs of the batch
     answers = {a["id"]: a["result"] for a in json.loads(post(proxy.url, doc)[2])}

@@ -24,21 +24,31 @@ pytestmark = pytest.mark.slow
 
 
 def logs_text(data_dir: Path) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in sorted((data_dir / "backfill").glob("*")) if p.is_file()
-                     and (p.suffix in (".log", ".stderr")))
+    return "\n".join(
+        p.read_text(errors="replace")
+        for p in sorted((data_dir / "backfill").glob("*"))
+        if p.is_file() and (p.suffix in (".log", ".stderr"))
+    )
 
 
 def assert_no_traceback(data_dir: Path, *runs: subprocess.CompletedProcess) -> None:
     text = logs_text(data_dir) + "".join(r.stdout + r.stderr for r in runs)
-    assert "Traceback" not in text, text[text.find("Traceback") - 500:][:3000]
+    assert "Traceback" not in text, text[text.find("Traceback") - 500 :][:3000]
 
 
-def whole_run(chain: Chain, data_dir: Path, urls: str, shards: int = 2, days: tuple[int, int] | None = None,
-              **env: str) -> tuple[subprocess.CompletedProcess, float]:
+def whole_run(
+    chain: Chain, data_dir: Path, urls: str, shards: int = 2, days: tuple[int, int] | None = None, **env: str
+) -> tuple[subprocess.CompletedProcess, float]:
     first, last = days if days else (0, chain.days - 1)
     t0 = time.monotonic()
-    run = backfill(["start", "--foreground", "--from", chain.day(first), "--to", chain.day(last), "--confirmations",
-                    "0"], data_dir, rpc_urls=urls, shards=shards, extra_env=env, timeout=600)
+    run = backfill(
+        ["start", "--foreground", "--from", chain.day(first), "--to", chain.day(last), "--confirmations", "0"],
+        data_dir,
+        rpc_urls=urls,
+        shards=shards,
+        extra_env=env,
+        timeout=600,
+    )
     return run, time.monotonic() - t0
 
 
@@ -68,8 +78,9 @@ def test_a_known_plan_is_shared_by_the_fleet_and_never_refused(chain: Chain, tmp
     """BACKFILL_RPC_MAX_RPS states the plan: the workers divide it and the provider never has to refuse."""
     data_dir = tmp_path / "data"
     with RpcProxy(chain.url, rate_limit_rps=12) as a:
-        run, _ = whole_run(chain, data_dir, a.url, shards=3, days=(0, 3), BACKFILL_RPC_MAX_RPS="10",
-                           BACKFILL_ON_COMPLETE="0")
+        run, _ = whole_run(
+            chain, data_dir, a.url, shards=3, days=(0, 3), BACKFILL_RPC_MAX_RPS="10", BACKFILL_ON_COMPLETE="0"
+        )
         limited, calls = a.limit_answers(), len(a.calls())
     try:
         assert run.returncode == 0, run.stderr[-3000:]
@@ -99,9 +110,16 @@ def test_an_endpoint_whose_quota_runs_out_is_parked_and_the_audit_uses_the_other
         stop_server(data_dir)
 
 
-@pytest.mark.parametrize("limits", [{"refuse_batches": True}, {"refuse_batches": "BATCH_OFF_JSON"},
-                                    {"max_batch": 10}, {"max_batch": 10, "batch_refusal": "besu"}],
-                         ids=["refuses-batches-text", "refuses-batches-json", "caps-at-10-geth", "caps-at-10-besu"])
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"refuse_batches": True},
+        {"refuse_batches": "BATCH_OFF_JSON"},
+        {"max_batch": 10},
+        {"max_batch": 10, "batch_refusal": "besu"},
+    ],
+    ids=["refuses-batches-text", "refuses-batches-json", "caps-at-10-geth", "caps-at-10-besu"],
+)
 def test_endpoints_that_refuse_or_cap_batches_give_exact_data(chain: Chain, tmp_path, limits):
     data_dir = tmp_path / "data"
     with RpcProxy(chain.url, **limits) as proxy:
@@ -130,9 +148,14 @@ def test_planning_a_thousand_days_behind_batch_caps_and_a_budget_is_economical(t
         rpc(node.url, "anvil_mine", [hex(24 * 1001), hex(3600)])  # and the first hours of day 1,000
         with RpcProxy(node.url, max_batch=100, rate_limit_rps=50) as proxy:
             data_dir = tmp_path / "data"
-            run = backfill(["start", "--foreground", "--from", "2024-01-01", "--to", "2026-09-26", "--confirmations",
-                            "0"], data_dir, rpc_urls=proxy.url, shards=2, extra_env={"BACKFILL_ON_COMPLETE": "0"},
-                           timeout=600)
+            run = backfill(
+                ["start", "--foreground", "--from", "2024-01-01", "--to", "2026-09-26", "--confirmations", "0"],
+                data_dir,
+                rpc_urls=proxy.url,
+                shards=2,
+                extra_env={"BACKFILL_ON_COMPLETE": "0"},
+                timeout=600,
+            )
             calls = proxy.calls()
     try:
         assert run.returncode == 0, run.stderr[-3000:]
@@ -151,12 +174,17 @@ def test_a_budget_too_small_for_anything_still_makes_progress_shows_the_wait_and
     data_dir = tmp_path / "data"
     with RpcProxy(chain.url, rate_limit_rps=1) as proxy:
         # the last two days: the lag guard's header checks near the head alone take minutes at 1 call/s
-        started = backfill(["start", "--from", chain.day(chain.days - 2), "--to", chain.day(chain.days - 1),
-                            "--confirmations", "0"], data_dir, rpc_urls=proxy.url, shards=1,
-                           extra_env={"BACKFILL_STALL_S": "20", "BACKFILL_ON_COMPLETE": "0",
-                                      "BACKFILL_WINDOW_BLOCKS": "2000"}, timeout=300)  # checkpoints every 1,000 blocks
+        started = backfill(
+            ["start", "--from", chain.day(chain.days - 2), "--to", chain.day(chain.days - 1), "--confirmations", "0"],
+            data_dir,
+            rpc_urls=proxy.url,
+            shards=1,
+            extra_env={"BACKFILL_STALL_S": "20", "BACKFILL_ON_COMPLETE": "0", "BACKFILL_WINDOW_BLOCKS": "2000"},
+            timeout=300,
+        )  # checkpoints every 1,000 blocks
         assert started.returncode == 0, started.stderr
         try:
+
             def waiting() -> dict | None:
                 status = backfill(["status", "--json"], data_dir, rpc_urls=proxy.url)
                 doc = json.loads(status.stdout) if status.returncode == 0 else {}

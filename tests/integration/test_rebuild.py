@@ -14,7 +14,7 @@ from tests.support.truth import ground_truth
 
 pytestmark = pytest.mark.slow
 
-M = 2 ** 256
+M = 2**256
 
 
 def signed(v: int) -> int:
@@ -24,11 +24,11 @@ def signed(v: int) -> int:
 
 def expected_balances(truth) -> tuple[dict, dict]:
     erc20: dict = defaultdict(int)
-    for bn, ts, tx, li, token, frm, to, value in truth.erc20:
+    for _bn, _ts, _tx, _li, token, frm, to, value in truth.erc20:
         erc20[(token, to)] += value
         erc20[(token, frm)] -= value
     erc1155: dict = defaultdict(int)
-    for bn, ts, tx, li, bi, token, op, frm, to, token_id, value in truth.erc1155:
+    for _bn, _ts, _tx, _li, _bi, token, _op, frm, to, token_id, value in truth.erc1155:
         erc1155[(token, token_id, to)] += value
         erc1155[(token, token_id, frm)] -= value
     return {k: signed(v) for k, v in erc20.items()}, {k: signed(v) for k, v in erc1155.items()}
@@ -58,9 +58,14 @@ def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, data_dir):
     (sql_dir / "10_top_holders.sql").write_text(
         "-- the operator's own step\nDROP TABLE IF EXISTS top_holders;\n"
         "CREATE TABLE top_holders ENGINE = MergeTree ORDER BY tuple() AS\n"
-        "SELECT token_address, wallet, balance FROM erc20_balances WHERE balance > 0 ORDER BY balance DESC LIMIT 10;\n")
-    first = backfill(["start", "--foreground", "--promote", "--from", chain.day(0), "--to", chain.day(4),
-                      "--confirmations", "0"], data_dir, chain, shards=2)
+        "SELECT token_address, wallet, balance FROM erc20_balances WHERE balance > 0 ORDER BY balance DESC LIMIT 10;\n"
+    )
+    first = backfill(
+        ["start", "--foreground", "--promote", "--from", chain.day(0), "--to", chain.day(4), "--confirmations", "0"],
+        data_dir,
+        chain,
+        shards=2,
+    )
     assert first.returncode == 0, first.stderr
     store = open_store(data_dir)
     (snap1,) = snapshots(data_dir)
@@ -71,8 +76,12 @@ def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, data_dir):
     assert production_v1[0][0] == store.scalar("SELECT count() FROM erc20_transfers_staging FINAL")
 
     # the rest of the days land: the rebuild runs again, promotes, and keeps the first production as a backup
-    second = backfill(["start", "--foreground", "--promote", "--from", chain.day(0), "--to", chain.day(9),
-                       "--confirmations", "0"], data_dir, chain, shards=2)
+    second = backfill(
+        ["start", "--foreground", "--promote", "--from", chain.day(0), "--to", chain.day(9), "--confirmations", "0"],
+        data_dir,
+        chain,
+        shards=2,
+    )
     assert second.returncode == 0, second.stderr
     snaps = snapshots(data_dir)
     assert len(snaps) == 2 and snaps[1]["status"] == "ok"
@@ -82,17 +91,23 @@ def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, data_dir):
 
     # derived tables and the operator's step
     want20, want1155 = expected_balances(truth)
-    got20 = {(t, w): int(b) for t, w, b in store.query_rows("SELECT token_address, wallet, balance FROM erc20_balances")}
-    got1155 = {(t, int(i), w): int(b) for t, i, w, b in
-               store.query_rows("SELECT token_address, token_id, wallet, balance FROM erc1155_balances")}
+    got20 = {
+        (t, w): int(b) for t, w, b in store.query_rows("SELECT token_address, wallet, balance FROM erc20_balances")
+    }
+    got1155 = {
+        (t, int(i), w): int(b)
+        for t, i, w, b in store.query_rows("SELECT token_address, token_id, wallet, balance FROM erc1155_balances")
+    }
     assert got20 == want20
     assert got1155 == want1155
     assert store.scalar("SELECT count() FROM top_holders") == 10
 
     # the runbook queries, as written, give true answers
     assert store.scalar("SELECT countIf(status='COMPLETE') FROM backfill_checkpoint") == 10
-    for table, key in (("erc20_transfers_staging", "tx_hash, log_index"),
-                       ("erc1155_transfers_staging", "tx_hash, log_index, batch_index")):
+    for table, key in (
+        ("erc20_transfers_staging", "tx_hash, log_index"),
+        ("erc1155_transfers_staging", "tx_hash, log_index, batch_index"),
+    ):
         assert store.scalar(f"SELECT count() - uniqExact(tuple({key})) FROM {table} FINAL") == 0
         assert store.scalar(f"SELECT count() FROM {table} WHERE toUnixTimestamp(block_timestamp) = 0") == 0
         assert store.scalar(f"SELECT count() FROM {table} WHERE length(tx_hash) != 66") == 0
@@ -116,13 +131,16 @@ def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, data_dir):
     store.close()
 
 
-@pytest.mark.parametrize("corruption, audit_sample, step", [
-    ("delete_rows", 10, "audit"),  # the audit recounts every day: it finds the loss first
-    ("delete_rows", 0, "gates"),  # no audit: the coverage gate sees counts below the checkpoint's
-    ("zero_timestamps", 0, "gates"),
-    ("same_version_duplicate", 0, "dedup"),
-    ("malformed_address", 0, "gates"),
-])
+@pytest.mark.parametrize(
+    "corruption, audit_sample, step",
+    [
+        ("delete_rows", 10, "audit"),  # the audit recounts every day: it finds the loss first
+        ("delete_rows", 0, "gates"),  # no audit: the coverage gate sees counts below the checkpoint's
+        ("zero_timestamps", 0, "gates"),
+        ("same_version_duplicate", 0, "dedup"),
+        ("malformed_address", 0, "gates"),
+    ],
+)
 def test_damaged_run_stops_before_promotion(chain: Chain, run_copy, corruption: str, audit_sample: int, step: str):
     store = open_store(run_copy)
     from backfill.store.fingerprints import record_fingerprints
@@ -130,8 +148,7 @@ def test_damaged_run_stops_before_promotion(chain: Chain, run_copy, corruption: 
     record_fingerprints(store)  # as the supervisor did while the run went on
     plan = store.read_plan()[6]
     getattr(damage, corruption)(store, plan)
-    result = backfill(["rebuild", "--promote"], run_copy, chain,
-                      extra_env={"BACKFILL_AUDIT_SAMPLE": str(audit_sample)})
+    result = backfill(["rebuild", "--promote"], run_copy, chain, extra_env={"BACKFILL_AUDIT_SAMPLE": str(audit_sample)})
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: rebuild stopped at step"), result.stderr
@@ -155,8 +172,9 @@ def test_status_shows_the_latest_gates_and_audit_verdicts(chain: Chain, run_copy
     quality = json.loads(out.stdout)["quality"]
     assert quality["gates"]["level"] == "strict" and 6 in quality["gates"]["failed"]["malformed"]
     assert quality["audit"] == {"run_at": quality["audit"]["run_at"], "days": 1, "not_ok": [], "not_ok_dates": []}
-    assert quality["gates"]["failed_dates"]["malformed"][quality["gates"]["failed"]["malformed"].index(6)] == \
-        chain.day(6)
+    assert quality["gates"]["failed_dates"]["malformed"][quality["gates"]["failed"]["malformed"].index(6)] == chain.day(
+        6
+    )
     text = backfill(["status"], run_copy)
     assert "gates (strict" in text.stdout and "FAIL" in text.stdout and "malformed" in text.stdout
     assert "1 days recounted, all match the chain" in text.stdout

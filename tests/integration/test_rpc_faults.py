@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from backfill.decode.decoder import DecodedBatch
-from backfill.store.embedded import stop_server
 from backfill.chain.client import RpcClient
+from backfill.decode.decoder import DecodedBatch
 from backfill.settings import load_settings
+from backfill.store.embedded import stop_server
 from tests.integration.harness import Chain, assert_exact, backfill, complete_days, open_store
 from tests.support.native_rows import all_rows
 from tests.support.proxy import ALL_FAULTS_MIX, KINDS, Fault, RpcProxy
@@ -42,16 +42,25 @@ def slice_truth(chain: Chain):
 
 def fetch_with_worker(urls: list[str], plans, **settings_overrides) -> tuple[DecodedBatch, RpcClient]:
     """The worker's fetch path over the given days, no store: what it would write."""
-    settings = load_settings({"rpc_urls": ",".join(urls), "window_blocks": 4000, "getlogs_blocks": 2000,
-                              "rpc_timeout_s": 1.0, **settings_overrides}, env={})
+    settings = load_settings(
+        {
+            "rpc_urls": ",".join(urls),
+            "window_blocks": 4000,
+            "getlogs_blocks": 2000,
+            "rpc_timeout_s": 1.0,
+            **settings_overrides,
+        },
+        env={},
+    )
     worker = Worker(settings, 0, 1, store=None)  # type: ignore[arg-type]
     segments = [s for p in plans for s in day_segments(p, p.start_block, unit_blocks(settings.window_blocks))]
     windows = pack_windows(segments, unit_blocks(settings.window_blocks))
 
     async def run() -> tuple[DecodedBatch, RpcClient]:
         out = DecodedBatch()
-        async with RpcClient(settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=settings.rpc_attempts,
-                             context="test") as rpc:
+        async with RpcClient(
+            settings.rpc_urls, timeout_s=settings.rpc_timeout_s, attempts=settings.rpc_attempts, context="test"
+        ) as rpc:
             worker.rpc = rpc
             await rpc.refresh_heads()
             top = rpc.highest_head()
@@ -77,8 +86,9 @@ def assert_same_as_truth(decoded: DecodedBatch, truth) -> None:
     assert set(erc1155) == truth.erc1155
 
 
-RECOVERABLE = sorted(k for k, v in KINDS.items() if v.category in ("rate_limit", "range_cap", "server")
-                     and k in CATALOGUE_KINDS)  # the other providers' cap wordings: test_range_cap_wordings
+RECOVERABLE = sorted(
+    k for k, v in KINDS.items() if v.category in ("rate_limit", "range_cap", "server") and k in CATALOGUE_KINDS
+)  # the other providers' cap wordings: test_range_cap_wordings
 
 
 @pytest.mark.parametrize("kind", RECOVERABLE)
@@ -123,6 +133,7 @@ def test_a_suggested_range_is_used_on_the_next_call(chain: Chain, slice_truth):
 
 def test_rate_limit_with_retry_after_is_waited_out(chain: Chain):
     with RpcProxy(chain.url, Fault("RETRY_AFTER", rate=1.0, retry_after_s=1.5, methods={"eth_blockNumber"})) as proxy:
+
         async def call() -> tuple[int, float]:
             async with RpcClient([proxy.url], timeout_s=5) as rpc:
                 t0 = time.monotonic()
@@ -146,8 +157,9 @@ def test_a_dead_endpoint_is_routed_around(chain: Chain, slice_truth):
     assert usage["127.0.0.1#0"]["requests"] <= 6, "a dead endpoint cools down longer after each failure"
 
 
-@pytest.mark.parametrize("mode", [dict(lag_blocks=30), dict(lag_blocks=30, lag_getlogs="empty"),
-                                  dict(lag_blocks=30, getlogs_lag_only=True)])
+@pytest.mark.parametrize(
+    "mode", [dict(lag_blocks=30), dict(lag_blocks=30, lag_getlogs="empty"), dict(lag_blocks=30, getlogs_lag_only=True)]
+)
 @pytest.mark.parametrize("fast_decode", [True, False], ids=["compiled", "python"])
 def test_a_lagging_endpoint_never_yields_a_short_answer(chain: Chain, mode, fast_decode):
     """Both readers of the guard's batch answer (the scanner and orjson) must refuse the same short answers."""
@@ -174,9 +186,14 @@ def test_a_lagging_endpoint_never_yields_a_short_answer(chain: Chain, mode, fast
 def test_only_a_lagging_endpoint_leaves_the_day_unfinished_rather_than_short(chain: Chain, tmp_path):
     last = chain.days - 1
     with RpcProxy(chain.url, lag_blocks=30, getlogs_lag_only=True) as lagging:
-        run = backfill(["start", "--foreground", "--from", chain.day(last), "--to", chain.day(last),
-                        "--confirmations", "0"], tmp_path / "data", rpc_urls=lagging.url, shards=1,
-                       extra_env={"BACKFILL_MAX_DAY_ATTEMPTS": "1", "BACKFILL_RPC_ATTEMPTS": "3"}, timeout=300)
+        run = backfill(
+            ["start", "--foreground", "--from", chain.day(last), "--to", chain.day(last), "--confirmations", "0"],
+            tmp_path / "data",
+            rpc_urls=lagging.url,
+            shards=1,
+            extra_env={"BACKFILL_MAX_DAY_ATTEMPTS": "1", "BACKFILL_RPC_ATTEMPTS": "3"},
+            timeout=300,
+        )
     try:
         assert run.returncode != 0
         store = open_store(tmp_path / "data")
@@ -187,13 +204,23 @@ def test_only_a_lagging_endpoint_leaves_the_day_unfinished_rather_than_short(cha
 
 def test_mixed_faults_at_20_percent_on_two_endpoints_give_exact_data_and_no_key_leaks(chain: Chain, tmp_path):
     data_dir = tmp_path / "data"
-    with RpcProxy(chain.url, ALL_FAULTS_MIX(0.2, delay_s=1.5, retry_after_s=0.3), seed=1) as a, \
-            RpcProxy(chain.url, ALL_FAULTS_MIX(0.2, delay_s=1.5, retry_after_s=0.3), seed=2) as b:
+    with (
+        RpcProxy(chain.url, ALL_FAULTS_MIX(0.2, delay_s=1.5, retry_after_s=0.3), seed=1) as a,
+        RpcProxy(chain.url, ALL_FAULTS_MIX(0.2, delay_s=1.5, retry_after_s=0.3), seed=2) as b,
+    ):
         urls = f"{a.url_with_key(KEY)},{b.url_with_key(KEY + 'b')}"
-        run = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day,
-                        "--confirmations", "0"], data_dir, rpc_urls=urls, shards=2,
-                       extra_env={"BACKFILL_RPC_TIMEOUT_S": "1", "BACKFILL_WINDOW_BLOCKS": "1000",
-                                  "BACKFILL_GETLOGS_BLOCKS": "250"}, timeout=600)
+        run = backfill(
+            ["start", "--foreground", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+            data_dir,
+            rpc_urls=urls,
+            shards=2,
+            extra_env={
+                "BACKFILL_RPC_TIMEOUT_S": "1",
+                "BACKFILL_WINDOW_BLOCKS": "1000",
+                "BACKFILL_GETLOGS_BLOCKS": "250",
+            },
+            timeout=600,
+        )
         injected = sum(a.fault_counts().values()) + sum(b.fault_counts().values())
         getlogs = len(a.calls("eth_getLogs")) + len(b.calls("eth_getLogs"))
         status = backfill(["status", "--json"], data_dir, rpc_urls=urls)
@@ -220,14 +247,18 @@ def _cap_fault(text) -> tuple[Fault, int | None, int | None]:
 
     wording = f"{text.message} {text.data if not callable(text.data) else ''}"
     blocks = 700 if text.max_blocks is not None and ("{max_blocks" in wording or not text.stated) else text.max_blocks
-    logs = 10_000 if text.max_logs is not None and ("{max_logs" in wording or not text.stated
-                                                      or callable(text.data)) else text.max_logs
+    logs = (
+        10_000
+        if text.max_logs is not None and ("{max_logs" in wording or not text.stated or callable(text.data))
+        else text.max_logs
+    )
     fault = Fault(text.id, rate=1.0, max_blocks=blocks, max_logs=logs)
     return fault, (blocks if text.stated else None), (logs if text.stated else None)
 
 
 def _cap_ids() -> list[str]:
     from tests.support.provider_texts import CAP_TEXTS
+
     return [t.id for t in CAP_TEXTS]
 
 
@@ -259,5 +290,5 @@ def test_range_cap_wordings_split_once_and_use_the_stated_range(chain: Chain, sl
     else:  # "too wide", no number: halved once or twice, then never grown back to a refused size
         assert len(refused) <= 4, (cap_id, len(refused))
     if stated_blocks is not None:  # every call after the first refusal fits the stated block range
-        later = [c.params for c in calls[refused[0] + 1:] if isinstance(c.params, tuple)]
+        later = [c.params for c in calls[refused[0] + 1 :] if isinstance(c.params, tuple)]
         assert later and all(b - a + 1 <= stated_blocks for a, b in later), (cap_id, later[:5])

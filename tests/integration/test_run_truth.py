@@ -18,16 +18,27 @@ import orjson
 import psutil
 import pytest
 
-from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, open_store, supervisor_state,
-                                       wait_for, wait_run_finished)
+from tests.integration.harness import (
+    Chain,
+    assert_exact,
+    backfill,
+    clean_env,
+    open_store,
+    supervisor_state,
+    wait_for,
+    wait_run_finished,
+)
 from tests.support.proxy import RpcProxy
 
 pytestmark = pytest.mark.slow
 
-PACED = {"BACKFILL_WINDOW_BLOCKS": "400", "BACKFILL_GETLOGS_BLOCKS": "50", "BACKFILL_RPC_MAX_RPS": "25",
-         "BACKFILL_STALL_GRACE_S": "2", "BACKFILL_AUDIT_SAMPLE": "1"}
-
-
+PACED = {
+    "BACKFILL_WINDOW_BLOCKS": "400",
+    "BACKFILL_GETLOGS_BLOCKS": "50",
+    "BACKFILL_RPC_MAX_RPS": "25",
+    "BACKFILL_STALL_GRACE_S": "2",
+    "BACKFILL_AUDIT_SAMPLE": "1",
+}
 
 
 def status(run_dir) -> tuple[dict, str]:
@@ -62,8 +73,11 @@ def test_stopped_restarted_smaller_and_killed_runs_are_shown_as_they_are(chain: 
         start = ["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"]
         out = backfill(start, run_dir, rpc_urls=rpc.url, shards=3, extra_env=PACED)
         assert out.returncode == 0, out.stderr
-        wait_for(lambda: len([w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid")]) == 3, 60,
-                 "3 running workers")
+        wait_for(
+            lambda: len([w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid")]) == 3,
+            60,
+            "3 running workers",
+        )
         wait_for(lambda: len(open_heartbeats(run_dir)) == 3, 60, "3 workers' heartbeats")
 
         stopped = backfill(["stop"], run_dir)
@@ -76,8 +90,11 @@ def test_stopped_restarted_smaller_and_killed_runs_are_shown_as_they_are(chain: 
 
         again = backfill(["start"], run_dir, rpc_urls=rpc.url, shards=2, extra_env=PACED)
         assert again.returncode == 0, again.stderr
-        wait_for(lambda: len([w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid")]) == 2, 60,
-                 "2 running workers")
+        wait_for(
+            lambda: len([w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid")]) == 2,
+            60,
+            "2 running workers",
+        )
         generation = lambda: {w["pid"] for w in supervisor_state(run_dir)["workers"] if w.get("pid")}  # noqa: E731
         before = generation()
         summary, human = status(run_dir)
@@ -95,8 +112,13 @@ def test_stopped_restarted_smaller_and_killed_runs_are_shown_as_they_are(chain: 
         assert "NOT RUNNING since" in human and "resume: backfill start" in human, human
 
         rpc.configure(rate_limit_rps=None)
-        done = backfill(["start", "--foreground"], run_dir, rpc_urls=rpc.url, shards=2,
-                        extra_env={**PACED, "BACKFILL_RPC_MAX_RPS": "0"})
+        done = backfill(
+            ["start", "--foreground"],
+            run_dir,
+            rpc_urls=rpc.url,
+            shards=2,
+            extra_env={**PACED, "BACKFILL_RPC_MAX_RPS": "0"},
+        )
         assert done.returncode == 0, done.stderr
         assert "not promoted yet: `backfill promote`" in done.stdout, done.stdout
     summary, human = status(run_dir)
@@ -121,28 +143,55 @@ def start_lock_held(run_dir) -> bool:
     except FileNotFoundError:
         return False
     key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} "
-    return any("FLOCK" in line and "->" not in line and key in line
-               for line in open("/proc/locks").read().splitlines())
+    return any("FLOCK" in line and "->" not in line and key in line for line in open("/proc/locks").read().splitlines())
 
 
 def test_two_starts_at_once_both_take_effect_and_the_later_shard_count_wins(chain: Chain, run_dir):
     with RpcProxy(chain.url, rate_limit_rps=30) as rpc:
-        cmd = [sys.executable, "-m", "backfill.cli.app", "start", "--from", chain.first_day, "--to", chain.last_day,
-               "--confirmations", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "backfill.cli.app",
+            "start",
+            "--from",
+            chain.first_day,
+            "--to",
+            chain.last_day,
+            "--confirmations",
+            "0",
+        ]
         env = clean_env(BACKFILL_DATA_DIR=str(run_dir), ETHEREUM_RPC_URLS=rpc.url, **PACED)
-        first = subprocess.Popen(cmd, env={**env, "SHARDS": "2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True, cwd=run_dir.parent)
+        first = subprocess.Popen(
+            cmd,
+            env={**env, "SHARDS": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=run_dir.parent,
+        )
         wait_for(lambda: start_lock_held(run_dir) or first.poll() is not None, 60, "the first start to hold its lock")
-        second = subprocess.Popen(cmd, env={**env, "SHARDS": "3"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, cwd=run_dir.parent)
+        second = subprocess.Popen(
+            cmd,
+            env={**env, "SHARDS": "3"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=run_dir.parent,
+        )
         out1, err1 = first.communicate(timeout=120)
         out2, err2 = second.communicate(timeout=120)
         assert first.returncode == 0 and second.returncode == 0, (err1, err2)
         assert "started: supervisor pid" in out1, out1
         assert "scaling to 3 workers" in out2, out2
-        wait_for(lambda: supervisor_state(run_dir).get("wanted_shards") == 3 and len(
-            [w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid") and w["shards"] == 3]) == 3,
-            60, "the run at 3 workers")
+        wait_for(
+            lambda: (
+                supervisor_state(run_dir).get("wanted_shards") == 3
+                and len([w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid") and w["shards"] == 3])
+                == 3
+            ),
+            60,
+            "the run at 3 workers",
+        )
         rpc.configure(rate_limit_rps=None)
         state = wait_run_finished(run_dir, 300)
     assert state["phase"] == "complete", state
@@ -183,18 +232,43 @@ def test_ctrl_c_stops_a_foreground_run_in_one_line_and_a_stop_from_elsewhere_exi
     resume to the chain's rows exactly."""
     import threading
 
-    cmd = [sys.executable, "-m", "backfill.cli.app", "start", "--foreground", "--from", chain.first_day, "--to",
-           chain.last_day, "--confirmations", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "backfill.cli.app",
+        "start",
+        "--foreground",
+        "--from",
+        chain.first_day,
+        "--to",
+        chain.last_day,
+        "--confirmations",
+        "0",
+    ]
 
     def foreground(env: dict) -> tuple[subprocess.Popen, dict]:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=run_dir.parent, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=run_dir.parent,
+            start_new_session=True,
+        )
         ended: dict = {}
         # read (and reap) it meanwhile: a stop waits for the process to be gone, not a zombie
-        threading.Thread(target=lambda: ended.update(zip(("out", "err"), proc.communicate(timeout=180))),
-                         daemon=True).start()
-        wait_for(lambda: supervisor_state(run_dir).get("pid") == proc.pid and len(
-            [w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid")]) == 2, 90, "2 running workers")
+        threading.Thread(
+            target=lambda: ended.update(zip(("out", "err"), proc.communicate(timeout=180))), daemon=True
+        ).start()
+        wait_for(
+            lambda: (
+                supervisor_state(run_dir).get("pid") == proc.pid
+                and len([w for w in supervisor_state(run_dir).get("workers", []) if w.get("pid")]) == 2
+            ),
+            90,
+            "2 running workers",
+        )
         return proc, ended
 
     with RpcProxy(chain.url, rate_limit_rps=30) as rpc:
@@ -214,8 +288,13 @@ def test_ctrl_c_stops_a_foreground_run_in_one_line_and_a_stop_from_elsewhere_exi
         assert "stopped as asked (`backfill stop`); progress is checkpointed" in ended["out"], ended
 
         rpc.configure(rate_limit_rps=None)
-        done = backfill(["start", "--foreground"], run_dir, rpc_urls=rpc.url, shards=2,
-                        extra_env={**PACED, "BACKFILL_RPC_MAX_RPS": "0", "BACKFILL_ON_COMPLETE": "0"})
+        done = backfill(
+            ["start", "--foreground"],
+            run_dir,
+            rpc_urls=rpc.url,
+            shards=2,
+            extra_env={**PACED, "BACKFILL_RPC_MAX_RPS": "0", "BACKFILL_ON_COMPLETE": "0"},
+        )
         assert done.returncode == 0, done.stderr
     store = open_store(run_dir)
     try:

@@ -21,8 +21,14 @@ KEY = "k3yS3cretAbCdEf0123456789"
 
 def run_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """`backfill ARGS` in `cwd` with no setting in the environment but `env` (the harness would set a data dir)."""
-    return subprocess.run([sys.executable, "-m", "backfill.cli.app", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env=clean_env(**env))
+    return subprocess.run(
+        [sys.executable, "-m", "backfill.cli.app", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=clean_env(**env),
+    )
 
 
 def config_json(cwd: Path, *flags: str, **env: str) -> dict:
@@ -46,7 +52,8 @@ def test_backfill_config_names_the_file_read_instead_of_the_working_directorys(t
     missing = run_cli(["config"], tmp_path, BACKFILL_CONFIG=str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and missing.stdout == ""
     assert missing.stderr.splitlines() == [
-        f"error: BACKFILL_CONFIG (environment): names {tmp_path / 'nope.toml'}, which does not exist"]
+        f"error: BACKFILL_CONFIG (environment): names {tmp_path / 'nope.toml'}, which does not exist"
+    ]
 
 
 def test_flag_beats_environment_beats_file_beats_default_for_rpc_urls_and_data_dir(tmp_path):
@@ -54,13 +61,32 @@ def test_flag_beats_environment_beats_file_beats_default_for_rpc_urls_and_data_d
     conf.write_text(f'rpc_urls = ["https://file.example/v2/{KEY}"]\ndata_dir = "file-data"\n')
     layers = [
         ({}, [], ("http://127.0.0.1:8545", "default"), ("data", "default")),
-        ({"BACKFILL_CONFIG": str(conf)}, [], ("https://file.example/v2/***", f"{conf}: rpc_urls"),
-         ("file-data", f"{conf}: data_dir")),
-        ({"BACKFILL_CONFIG": str(conf), "ETHEREUM_RPC_URLS": "http://env.example:2", "BACKFILL_DATA_DIR": "env-data"},
-         [], ("http://env.example:2", "environment ETHEREUM_RPC_URLS"), ("env-data", "environment BACKFILL_DATA_DIR")),
-        ({"BACKFILL_CONFIG": str(conf), "ETHEREUM_RPC_URLS": "http://env.example:2", "BACKFILL_DATA_DIR": "env-data"},
-         ["--rpc-url", "http://flag.example:3", "--data-dir", "flag-data"],
-         ("http://flag.example:3", "flag --rpc-url"), ("flag-data", "flag --data-dir")),
+        (
+            {"BACKFILL_CONFIG": str(conf)},
+            [],
+            ("https://file.example/v2/***", f"{conf}: rpc_urls"),
+            ("file-data", f"{conf}: data_dir"),
+        ),
+        (
+            {
+                "BACKFILL_CONFIG": str(conf),
+                "ETHEREUM_RPC_URLS": "http://env.example:2",
+                "BACKFILL_DATA_DIR": "env-data",
+            },
+            [],
+            ("http://env.example:2", "environment ETHEREUM_RPC_URLS"),
+            ("env-data", "environment BACKFILL_DATA_DIR"),
+        ),
+        (
+            {
+                "BACKFILL_CONFIG": str(conf),
+                "ETHEREUM_RPC_URLS": "http://env.example:2",
+                "BACKFILL_DATA_DIR": "env-data",
+            },
+            ["--rpc-url", "http://flag.example:3", "--data-dir", "flag-data"],
+            ("http://flag.example:3", "flag --rpc-url"),
+            ("flag-data", "flag --data-dir"),
+        ),
     ]
     for env, flags, (rpc, rpc_source), (data_dir, data_source) in layers:
         doc = config_json(tmp_path, *flags, **env)
@@ -74,8 +100,11 @@ def test_a_start_uses_the_endpoints_data_dir_and_shards_of_the_named_file(tmp_pa
     data = tmp_path / "from-file"
     conf = tmp_path / "run.toml"
     conf.write_text(f'rpc_urls = ["{chain.url}"]\ndata_dir = "{data}"\nshards = 3\nconfirmations = 0\n')
-    result = run_cli(["start", "--dry-run", "--from", chain.day(chain.days - 2), "--to", chain.last_day], tmp_path,
-                     BACKFILL_CONFIG=str(conf))
+    result = run_cli(
+        ["start", "--dry-run", "--from", chain.day(chain.days - 2), "--to", chain.last_day],
+        tmp_path,
+        BACKFILL_CONFIG=str(conf),
+    )
     assert result.returncode == 0, result.stderr
     assert f"endpoints: {chain.url} (chain 31337)" in result.stdout
     assert f"data dir: {data} (does not exist; a start creates it)" in result.stdout and "shards: 3" in result.stdout
@@ -100,9 +129,24 @@ def test_a_worker_log_rotates_at_its_size_and_no_line_is_lost_across_the_files(t
     with open(log, "wb") as f:  # an old log just under the size (sparse: no 50 MB written)
         f.truncate(LOG_MAX_BYTES - 1500)
     try:
-        result = backfill(["start", "--foreground", "--from", chain.day(chain.days - 2), "--to", chain.last_day,
-                           "--confirmations", "0", "--window-blocks", "300"], data, chain, shards=1,
-                          extra_env={"BACKFILL_ON_COMPLETE": "0"})
+        result = backfill(
+            [
+                "start",
+                "--foreground",
+                "--from",
+                chain.day(chain.days - 2),
+                "--to",
+                chain.last_day,
+                "--confirmations",
+                "0",
+                "--window-blocks",
+                "300",
+            ],
+            data,
+            chain,
+            shards=1,
+            extra_env={"BACKFILL_ON_COMPLETE": "0"},
+        )
         assert result.returncode == 0, result.stderr
         store = open_store(data)
         plans = {p.day_idx: (p.start_block, p.end_block) for p in store.read_plan()}
@@ -112,8 +156,8 @@ def test_a_worker_log_rotates_at_its_size_and_no_line_is_lost_across_the_files(t
     rotated = log.with_name("worker-0.log.1")
     assert rotated.is_file() and rotated.stat().st_size <= LOG_MAX_BYTES and log.stat().st_size < LOG_MAX_BYTES
     old = rotated.read_bytes()
-    assert old[:LOG_MAX_BYTES - 1500].strip(b"\0") == b"", "the old content is not at the head of the rotated file"
-    before, after = old[LOG_MAX_BYTES - 1500:].decode().splitlines(), log.read_text().splitlines()
+    assert old[: LOG_MAX_BYTES - 1500].strip(b"\0") == b"", "the old content is not at the head of the rotated file"
+    before, after = old[LOG_MAX_BYTES - 1500 :].decode().splitlines(), log.read_text().splitlines()
     assert before and after, "the run's lines are not on both sides of the rotation"
     lines = before + after
     bad = [x for x in lines if not LINE.match(x)]
@@ -139,13 +183,21 @@ def served_store(tmp_path) -> Iterator[tuple[str, Path]]:
     credential = store_dir / "clickhouse" / "credentials.json"
     credential.write_text(json.dumps({"user": "backfill", "password": PASSWORD}))
     credential.chmod(0o600)
-    serve = subprocess.Popen([sys.executable, "-m", "backfill.cli.app", "db", "serve"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=clean_env(BACKFILL_DATA_DIR=str(store_dir)),
-                             cwd=tmp_path)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "backfill.cli.app", "db", "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(BACKFILL_DATA_DIR=str(store_dir)),
+        cwd=tmp_path,
+    )
     said = Pipe(serve.stderr.fileno())  # type: ignore[union-attr]
     try:
-        url = wait_for(lambda: (m := re.search(r"embedded store started: http://(127\.0\.0\.1:\d+) ", said.read()))
-                       and m[1], 60, "the served store's URL")
+        url = wait_for(
+            lambda: (m := re.search(r"embedded store started: http://(127\.0\.0\.1:\d+) ", said.read())) and m[1],
+            60,
+            "the served store's URL",
+        )
         yield f"http://backfill:{urllib.parse.quote(PASSWORD, safe='')}@{url}/backfill", store_dir
     finally:
         serve.terminate()
@@ -158,13 +210,19 @@ def secrets_in(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_clickhouse_password_appears_in_no_log_file_status_config_or_error_line(served_store, tmp_path,
-                                                                                     chain: Chain):
+def test_the_clickhouse_password_appears_in_no_log_file_status_config_or_error_line(
+    served_store, tmp_path, chain: Chain
+):
     url, store_dir = served_store
     data = tmp_path / "data"
     env = {"CLICKHOUSE_URL": url}
-    run = backfill(["start", "--foreground", "--from", chain.day(chain.days - 2), "--to", chain.last_day,
-                    "--confirmations", "0"], data, chain, shards=2, extra_env={**env, "BACKFILL_ON_COMPLETE": "0"})
+    run = backfill(
+        ["start", "--foreground", "--from", chain.day(chain.days - 2), "--to", chain.last_day, "--confirmations", "0"],
+        data,
+        chain,
+        shards=2,
+        extra_env={**env, "BACKFILL_ON_COMPLETE": "0"},
+    )
     assert run.returncode == 0, run.stderr
     assert not (data / "clickhouse").exists(), "the run used an embedded store, not the served one"
     outputs = {"start": run.stdout + run.stderr}
@@ -184,5 +242,7 @@ def test_the_clickhouse_password_appears_in_no_log_file_status_config_or_error_l
     assert gone.startswith("error: cannot use ClickHouse at http://***:***@127.0.0.1:") and "refused" in gone, gone
     leaks = {name: secrets_in(text) for name, text in outputs.items() if secrets_in(text)}
     assert not leaks, leaks
-    files = {str(p.relative_to(data)): secrets_in(p.read_text(errors="replace")) for p in data.rglob("*") if p.is_file()}
+    files = {
+        str(p.relative_to(data)): secrets_in(p.read_text(errors="replace")) for p in data.rglob("*") if p.is_file()
+    }
     assert any(name.endswith(".log") for name in files) and not {k: v for k, v in files.items() if v}

@@ -18,14 +18,20 @@ from pathlib import Path
 import pytest
 
 from backfill.store.embedded import _read_info, stop_server
-from tests.integration.harness import (Chain, assert_exact, backfill, clean_env, open_store, store_url, wait_for,
-                                       wait_run_finished)
+from tests.integration.harness import (
+    Chain,
+    assert_exact,
+    backfill,
+    clean_env,
+    open_store,
+    store_url,
+    wait_for,
+    wait_run_finished,
+)
 
 pytestmark = pytest.mark.slow
 
 SLOW_RUN = {"BACKFILL_WINDOW_BLOCKS": "400", "BACKFILL_GETLOGS_BLOCKS": "100", "BACKFILL_STALL_GRACE_S": "2"}
-
-
 
 
 def log_text(data_dir: Path, name: str) -> str:
@@ -34,14 +40,18 @@ def log_text(data_dir: Path, name: str) -> str:
 
 
 def windows_written(data_dir: Path) -> int:
-    return sum(log_text(data_dir, p.name).count("event=window") + log_text(data_dir, p.name).count("event=complete")
-               for p in (data_dir / "backfill").glob("worker-*.log"))
+    return sum(
+        log_text(data_dir, p.name).count("event=window") + log_text(data_dir, p.name).count("event=complete")
+        for p in (data_dir / "backfill").glob("worker-*.log")
+    )
 
 
 def no_tracebacks(data_dir: Path) -> None:
     for path in (data_dir / "backfill").glob("*.log"):
         text = path.read_text()
-        assert "Traceback" not in text, f"{path.name} holds a traceback:\n{text[text.index('Traceback') - 300:][:2000]}"
+        assert "Traceback" not in text, (
+            f"{path.name} holds a traceback:\n{text[text.index('Traceback') - 300 :][:2000]}"
+        )
 
 
 def ended_exact(store, chain: Chain, data_dir: Path) -> None:
@@ -62,8 +72,13 @@ def free_port() -> int:
 
 
 def test_embedded_store_killed_twice_the_run_finishes_by_itself_exact(chain: Chain, run_dir):
-    out = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"], run_dir,
-                   chain, shards=2, extra_env=SLOW_RUN)
+    out = backfill(
+        ["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+        run_dir,
+        chain,
+        shards=2,
+        extra_env=SLOW_RUN,
+    )
     assert out.returncode == 0, out.stderr
     killed = []
     for n in (1, 2):
@@ -71,8 +86,11 @@ def test_embedded_store_killed_twice_the_run_finishes_by_itself_exact(chain: Cha
         pid = int((_read_info(run_dir) or {})["pid"])
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
-        wait_for(lambda: log_text(run_dir, "monitor.log").count("event=store_server_restarted") >= n, 60,
-                 "the supervisor to restart the store server")
+        wait_for(
+            lambda: log_text(run_dir, "monitor.log").count("event=store_server_restarted") >= n,
+            60,
+            "the supervisor to restart the store server",
+        )
     state = wait_run_finished(run_dir, 400)
     assert state["phase"] == "complete", state
     assert int((_read_info(run_dir) or {})["pid"]) not in killed
@@ -89,16 +107,25 @@ def test_a_configured_server_stopped_for_20s_and_started_again_on_its_port(chain
     env = clean_env(BACKFILL_DATA_DIR=str(server_dir))
 
     def serve() -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "backfill.cli.app", "db", "serve", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backfill.cli.app", "db", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: _listening(port), 60, "the store server to listen")
         return proc
 
     server = serve()
     url = {"CLICKHOUSE_URL": store_url(server_dir, f"127.0.0.1:{port}"), **SLOW_RUN}
     try:
-        out = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"], run_dir,
-                       chain, shards=2, extra_env=url)
+        out = backfill(
+            ["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+            run_dir,
+            chain,
+            shards=2,
+            extra_env=url,
+        )
         assert out.returncode == 0, out.stderr
         wait_for(lambda: windows_written(run_dir) >= 6, 120, "6 windows written")
         server.terminate()
@@ -149,12 +176,21 @@ def test_too_many_parts_and_lost_answers_slow_the_run_and_it_ends_exact(chain: C
     try:
         with StoreProxy(upstream) as proxy:
             url = {"CLICKHOUSE_URL": store_url(tmp_path / "server", f"127.0.0.1:{proxy.port}"), **SLOW_RUN}
-            out = backfill(["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
-                           run_dir, chain, shards=2, extra_env=url)
+            out = backfill(
+                ["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+                run_dir,
+                chain,
+                shards=2,
+                extra_env=url,
+            )
             assert out.returncode == 0, out.stderr
             wait_for(lambda: windows_written(run_dir) >= 4, 120, "4 windows written")
-            proxy.configure(faults=[StoreFault("too_many_parts", tables=staging, until=time.monotonic() + 8),
-                                    StoreFault("memory_limit", tables=staging, count=4)])
+            proxy.configure(
+                faults=[
+                    StoreFault("too_many_parts", tables=staging, until=time.monotonic() + 8),
+                    StoreFault("memory_limit", tables=staging, count=4),
+                ]
+            )
             proxy.reset_next(4, tables=("erc20_transfers_staging", "backfill_checkpoint"))
             state = wait_run_finished(run_dir, 400)
             assert state["phase"] == "complete", state
@@ -178,9 +214,17 @@ def test_a_worker_waiting_for_its_first_store_contact_stops_when_told_or_orphane
     log = data_dir / "backfill" / "worker-0.log"
     log.parent.mkdir(parents=True)  # as the supervisor leaves it
     if how == "supervisor_gone":  # a parent that dies under it, as a killed supervisor does
-        parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                                   f"p = subprocess.Popen({worker!r}); print(p.pid, flush=True); time.sleep(600)"],
-                                  env=env, stdout=subprocess.PIPE, text=True)
+        parent = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import subprocess, sys, time; "
+                f"p = subprocess.Popen({worker!r}); print(p.pid, flush=True); time.sleep(600)",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         pid = int(parent.stdout.readline())
         wait_for(lambda: "event=store_down" in (log.read_text() if log.exists() else ""), 60, "the worker waiting")
         parent.kill()

@@ -58,9 +58,15 @@ def table(proxy: StoreProxy) -> str:
 
 
 def client_for(proxy: StoreProxy):
-    return clickhouse_connect.get_client(host="127.0.0.1", port=proxy.port, compress=False,
-                                         autogenerate_session_id=False, connect_timeout=2,
-                                         send_receive_timeout=20, **LOGIN)
+    return clickhouse_connect.get_client(
+        host="127.0.0.1",
+        port=proxy.port,
+        compress=False,
+        autogenerate_session_id=False,
+        connect_timeout=2,
+        send_receive_timeout=20,
+        **LOGIN,
+    )
 
 
 def count(client, table: str) -> int:
@@ -89,10 +95,12 @@ def test_insert_and_select_pass_through(proxy: StoreProxy, table: str, store_url
     assert proxy.refused() == {} and proxy.resets() == 0
 
     sql = urllib.parse.quote(f"SELECT count() FROM {table}")
-    direct = urllib.request.urlopen(urllib.request.Request(f"{store_url}/?query={sql}", headers=basic_auth()),
-                                    timeout=10)
-    proxied = urllib.request.urlopen(urllib.request.Request(f"{proxy.url}/?query={sql}", headers=basic_auth()),
-                                     timeout=10)
+    direct = urllib.request.urlopen(
+        urllib.request.Request(f"{store_url}/?query={sql}", headers=basic_auth()), timeout=10
+    )
+    proxied = urllib.request.urlopen(
+        urllib.request.Request(f"{proxy.url}/?query={sql}", headers=basic_auth()), timeout=10
+    )
     assert proxied.read() == direct.read() == b"3\n"
     names = {k for k in direct.headers if k.startswith("X-ClickHouse-")}
     assert names >= {"X-ClickHouse-Summary", "X-ClickHouse-Format", "X-ClickHouse-Query-Id"}
@@ -136,8 +144,7 @@ def test_request_and_answer_pass_untouched() -> None:
             assert time.monotonic() - started < 10
     finally:
         server.shutdown()
-    assert (status, got["X-ClickHouse-Exception-Code"], got["X-ClickHouse-Summary"]) == (404, "60",
-                                                                                          '{"read_rows":"0"}')
+    assert (status, got["X-ClickHouse-Exception-Code"], got["X-ClickHouse-Summary"]) == (404, "60", '{"read_rows":"0"}')
     assert answer == b"Code: 60. DB::Exception: Unknown table. (UNKNOWN_TABLE)\n"
     assert seen["path"] == path and seen["sha"] == hashlib.sha256(body).hexdigest()
     sent = seen["headers"]
@@ -148,7 +155,12 @@ def test_request_and_answer_pass_untouched() -> None:
     assert sent.get("connection", "").lower() != "close"  # hop-by-hop: urllib's `Connection: close` stays
     (record,) = proxy.requests()
     assert (record.statement, record.table, record.status, record.upstream_status, record.bytes_in) == (
-        "INSERT", "x", 404, 404, len(body))
+        "INSERT",
+        "x",
+        404,
+        404,
+        len(body),
+    )
 
 
 # -- refusals --------------------------------------------------------------------------------------
@@ -241,8 +253,7 @@ def test_reset_after_forwarding_lands_the_rows_and_fails_the_client(proxy: Store
     assert count(client, table) == 3
     assert proxy.resets() == 2 and proxy.inserts(table) == 3 and proxy.refused() == {}
     reset = [r for r in proxy.requests() if r.fault == "reset"]
-    assert [(r.statement, r.table, r.status, r.upstream_status) for r in reset] == [
-        ("INSERT", table, None, 200)] * 2
+    assert [(r.statement, r.table, r.status, r.upstream_status) for r in reset] == [("INSERT", table, None, 200)] * 2
 
 
 def test_driver_resends_an_insert_once_after_a_reset(proxy: StoreProxy, table: str) -> None:
@@ -260,7 +271,9 @@ def test_driver_resends_an_insert_once_after_a_reset(proxy: StoreProxy, table: s
 
 def test_statement_of() -> None:
     assert statement_of("INSERT INTO erc20_transfers_staging (a, b) FORMAT Native") == (
-        "INSERT", "erc20_transfers_staging")
+        "INSERT",
+        "erc20_transfers_staging",
+    )
     assert statement_of("/* x */ insert into `db`.`t` FORMAT Native\n\x00\x01") == ("INSERT", "db.t")
     assert statement_of("INSERT INTO FUNCTION remote('h', d.t) VALUES") == ("INSERT", None)
     assert statement_of("SELECT count() FROM t FINAL") == ("SELECT", "t")

@@ -12,15 +12,30 @@ import orjson
 import psutil
 import pytest
 
-from tests.integration.harness import (Chain, assert_exact, backfill, checkpoint_history, complete_days, live_workers,
-                                       open_store, supervisor_state, wait_beating, wait_for, wait_run_finished)
+from tests.integration.harness import (
+    Chain,
+    assert_exact,
+    backfill,
+    checkpoint_history,
+    complete_days,
+    live_workers,
+    open_store,
+    supervisor_state,
+    wait_beating,
+    wait_for,
+    wait_run_finished,
+)
 from tests.support.proxy import Fault, RpcProxy
 
 pytestmark = pytest.mark.slow
 
 WINDOW_BLOCKS = 400  # small windows: many checkpoints, a run long enough to interfere with
-SLOW_RUN = {"BACKFILL_WINDOW_BLOCKS": str(WINDOW_BLOCKS), "BACKFILL_GETLOGS_BLOCKS": "100",
-            "BACKFILL_MAX_DAY_ATTEMPTS": "100", "BACKFILL_STALL_GRACE_S": "2"}
+SLOW_RUN = {
+    "BACKFILL_WINDOW_BLOCKS": str(WINDOW_BLOCKS),
+    "BACKFILL_GETLOGS_BLOCKS": "100",
+    "BACKFILL_MAX_DAY_ATTEMPTS": "100",
+    "BACKFILL_STALL_GRACE_S": "2",
+}
 SLOW_GETLOGS_S = 2.0  # a slow provider: a window takes at least this long, so a run outlasts what a test does to it
 
 
@@ -32,8 +47,14 @@ def slow_provider(chain: Chain) -> RpcProxy:
 
 def start(chain: Chain, data_dir, shards: int, days: int | None = None, rpc_url: str | None = None, **env: str):
     last = chain.day((days or chain.days) - 1)
-    result = backfill(["start", "--from", chain.first_day, "--to", last, "--confirmations", "0"], data_dir, chain,
-                      shards=shards, extra_env={**SLOW_RUN, **env}, rpc_urls=rpc_url)
+    result = backfill(
+        ["start", "--from", chain.first_day, "--to", last, "--confirmations", "0"],
+        data_dir,
+        chain,
+        shards=shards,
+        extra_env={**SLOW_RUN, **env},
+        rpc_urls=rpc_url,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -44,7 +65,8 @@ def duplicated_blocks(store) -> int:
         "SELECT count(DISTINCT block_number) FROM (SELECT block_number, log_index, batch_index, count() AS c FROM "
         "(SELECT block_number, log_index, 0 AS batch_index FROM erc20_transfers_staging UNION ALL "
         " SELECT block_number, log_index, batch_index FROM erc1155_transfers_staging) "
-        "GROUP BY block_number, log_index, batch_index HAVING c > 1)")
+        "GROUP BY block_number, log_index, batch_index HAVING c > 1)"
+    )
 
 
 def test_killed_workers_lose_nothing_and_at_most_one_window_each(chain: Chain, run_dir):
@@ -57,7 +79,9 @@ def test_killed_workers_lose_nothing_and_at_most_one_window_each(chain: Chain, r
             shard, pid = rng.choice(sorted(wait_for(lambda: live_workers(run_dir), 60, "running workers").items()))
             time.sleep(rng.uniform(0.0, 0.6))  # jitter, not synchronisation: kills land at different points of a window
             os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: live_workers(run_dir).get(shard) not in (None, pid), 60, f"worker {shard} to be relaunched")
+            wait_for(
+                lambda: live_workers(run_dir).get(shard) not in (None, pid), 60, f"worker {shard} to be relaunched"
+            )
         assert len(complete_days(store)) < chain.days, "the run ended before the kills: they proved nothing"
         rpc.set_faults([])  # the provider is fast again: the run finishes
         state = wait_run_finished(run_dir)
@@ -65,7 +89,9 @@ def test_killed_workers_lose_nothing_and_at_most_one_window_each(chain: Chain, r
     assert len(complete_days(store)) == chain.days
     assert_exact(store, chain)
     # work redone per kill is at most one window of blocks
-    print(f"kills={kills} duplicated_blocks={duplicated_blocks(store)} restarts={sum(w['restarts'] for w in state['workers'])}")
+    print(
+        f"kills={kills} duplicated_blocks={duplicated_blocks(store)} restarts={sum(w['restarts'] for w in state['workers'])}"
+    )
     assert duplicated_blocks(store) <= kills * WINDOW_BLOCKS
     restarts = sum(w["restarts"] for w in state["workers"])
     assert restarts >= kills
@@ -90,8 +116,9 @@ def test_stalled_worker_is_replaced_within_the_stall_limit(chain: Chain, run_dir
     # judged by the stall limit: a beat is due every stall_s / 2; generous for a loaded machine, far below any
     # other limit (a default stall_s is 300 s)
     assert replaced_after <= 3 * stall_s, replaced_after
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, \
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, (
         "the stalled worker must be gone before its replacement owns its days"
+    )
     state = wait_run_finished(run_dir)
     assert state["phase"] == "complete", state
     store = open_store(run_dir)
@@ -110,9 +137,14 @@ def test_rescale_2_4_1_refetches_no_complete_day(chain: Chain, run_dir):
             marks.append((time.time(), complete_days(store)))
             out = backfill(["scale", str(shards)], run_dir)
             assert out.returncode == 0, out.stderr
-            wait_for(lambda: supervisor_state(run_dir).get("wanted_shards") == shards and
-                     sum(1 for w in supervisor_state(run_dir).get("workers", []) if w["shards"] == shards) == shards,
-                     60, f"{shards} workers")
+            wait_for(
+                lambda: (
+                    supervisor_state(run_dir).get("wanted_shards") == shards
+                    and sum(1 for w in supervisor_state(run_dir).get("workers", []) if w["shards"] == shards) == shards
+                ),
+                60,
+                f"{shards} workers",
+            )
         assert len(complete_days(store)) < chain.days, "the run ended before the last rescale"
         rpc.set_faults([])
         state = wait_run_finished(run_dir)
@@ -136,13 +168,15 @@ def test_killed_supervisor_resumes_without_refetching_and_no_second_fleet(chain:
     again = start(chain, run_dir, shards=2)
     assert "already active" in again.stdout
     assert supervisor_state(run_dir)["pid"] == first
+
     def workers_of() -> list:
         """Live worker processes of this data directory (other tests' workers come and go meanwhile)."""
         found = []
         for p in psutil.process_iter(["cmdline"]):
             try:
-                if "workers.worker" in " ".join(p.info["cmdline"] or []) and \
-                        str(run_dir) in p.environ().get("BACKFILL_DATA_DIR", ""):
+                if "workers.worker" in " ".join(p.info["cmdline"] or []) and str(run_dir) in p.environ().get(
+                    "BACKFILL_DATA_DIR", ""
+                ):
                     found.append(p)
             except psutil.Error:
                 continue
@@ -196,14 +230,18 @@ def test_on_complete_rebuild_runs_exactly_once_and_status_matches_tables(chain: 
     assert status["supervisor"]["alive"] is False
 
 
-
 def test_failing_days_become_failed_with_their_error_and_retry_failed_brings_them_back(chain: Chain, run_dir):
     from tests.support.proxy import Fault, RpcProxy
 
     with RpcProxy(chain.url, Fault("P1", rate=1.0)) as proxy:  # the key was disabled: every getLogs answers 401
         env = {**SLOW_RUN, "BACKFILL_MAX_DAY_ATTEMPTS": "2", "BACKFILL_ON_COMPLETE": "0"}
-        failed_run = backfill(["start", "--foreground", "--from", chain.first_day, "--to", chain.day(3),
-                               "--confirmations", "0"], run_dir, rpc_urls=proxy.url, shards=1, extra_env=env)
+        failed_run = backfill(
+            ["start", "--foreground", "--from", chain.first_day, "--to", chain.day(3), "--confirmations", "0"],
+            run_dir,
+            rpc_urls=proxy.url,
+            shards=1,
+            extra_env=env,
+        )
         assert failed_run.returncode != 0
         assert len(failed_run.stderr.strip().splitlines()) == 1, failed_run.stderr
         store = open_store(run_dir)

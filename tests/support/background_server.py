@@ -39,8 +39,7 @@ class BackgroundServer:
 
     def start(self) -> Self:
         ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name=self.name.replace(" ", "-"),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(ready,), name=self.name.replace(" ", "-"), daemon=True)
         self._thread.start()
         if not ready.wait(timeout=15) or self._startup_error is not None:
             self.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backfill.decode.decoder import DecodedBatch, Erc1155Row, Erc20Row
+from backfill.decode.decoder import DecodedBatch, Erc20Row, Erc1155Row
 from backfill.decode.scanner import NativeRows
 
 
@@ -10,13 +10,13 @@ def _strings(data: bytes) -> list[str]:
     out, i = [], 0
     while i < len(data):
         n = data[i]  # every string here is shorter than 128 bytes: a one-byte length
-        out.append(data[i + 1:i + 1 + n].decode())
+        out.append(data[i + 1 : i + 1 + n].decode())
         i += 1 + n
     return out
 
 
 def _ints(data: bytes, size: int) -> list[int]:
-    return [int.from_bytes(data[i:i + size], "little") for i in range(0, len(data), size)]
+    return [int.from_bytes(data[i : i + size], "little") for i in range(0, len(data), size)]
 
 
 def column(name: str, data: bytes) -> list:
@@ -42,5 +42,7 @@ def native_rows(nr: NativeRows, kind: type) -> list:
 
 def all_rows(batch: DecodedBatch) -> tuple[list[Erc20Row], list[Erc1155Row]]:
     """Every row a batch holds, decoded by Python or scanned."""
-    return (batch.erc20 + [r for nr in batch.native_erc20 for r in native_rows(nr, Erc20Row)],
-            batch.erc1155 + [r for nr in batch.native_erc1155 for r in native_rows(nr, Erc1155Row)])
+    return (
+        batch.erc20 + [r for nr in batch.native_erc20 for r in native_rows(nr, Erc20Row)],
+        batch.erc1155 + [r for nr in batch.native_erc1155 for r in native_rows(nr, Erc1155Row)],
+    )

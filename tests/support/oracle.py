@@ -42,20 +42,42 @@ class Erc1155Transfer(NamedTuple):
 
 
 def _event(name: str, inputs: list[tuple[str, str, bool]]) -> dict[str, Any]:
-    return {"type": "event", "name": name, "anonymous": False,
-            "inputs": [{"name": n, "type": t, "indexed": i} for n, t, i in inputs]}
+    return {
+        "type": "event",
+        "name": name,
+        "anonymous": False,
+        "inputs": [{"name": n, "type": t, "indexed": i} for n, t, i in inputs],
+    }
 
 
 ABI = [
     _event("Transfer", [("from", "address", True), ("to", "address", True), ("value", "uint256", False)]),
-    _event("TransferSingle", [("operator", "address", True), ("from", "address", True), ("to", "address", True),
-                              ("id", "uint256", False), ("value", "uint256", False)]),
-    _event("TransferBatch", [("operator", "address", True), ("from", "address", True), ("to", "address", True),
-                             ("ids", "uint256[]", False), ("values", "uint256[]", False)]),
+    _event(
+        "TransferSingle",
+        [
+            ("operator", "address", True),
+            ("from", "address", True),
+            ("to", "address", True),
+            ("id", "uint256", False),
+            ("value", "uint256", False),
+        ],
+    ),
+    _event(
+        "TransferBatch",
+        [
+            ("operator", "address", True),
+            ("from", "address", True),
+            ("to", "address", True),
+            ("ids", "uint256[]", False),
+            ("values", "uint256[]", False),
+        ],
+    ),
 ]
-SIGNATURES = {"Transfer": "Transfer(address,address,uint256)",
-              "TransferSingle": "TransferSingle(address,address,address,uint256,uint256)",
-              "TransferBatch": "TransferBatch(address,address,address,uint256[],uint256[])"}
+SIGNATURES = {
+    "Transfer": "Transfer(address,address,uint256)",
+    "TransferSingle": "TransferSingle(address,address,address,uint256,uint256)",
+    "TransferBatch": "TransferBatch(address,address,address,uint256[],uint256[])",
+}
 TOPIC0 = {name: "0x" + keccak(text=sig).hex() for name, sig in SIGNATURES.items()}
 EVENT_OF_TOPIC0 = {topic: name for name, topic in TOPIC0.items()}
 # eth_getLogs filter: any contract, topic0 one of the three
@@ -131,8 +153,16 @@ def _rows(log: dict[str, Any]) -> list[Erc20Transfer] | list[Erc1155Transfer]:
     if log.get("blockTimestamp") is not None:
         _quantity(log["blockTimestamp"], UINT32_MAX)  # a DateTime column: seconds until 2106
 
-    entry = {"topics": words, "data": data, "logIndex": log_index, "transactionIndex": None,
-             "transactionHash": tx_hash, "address": token, "blockHash": None, "blockNumber": block_number}
+    entry = {
+        "topics": words,
+        "data": data,
+        "logIndex": log_index,
+        "transactionIndex": None,
+        "transactionHash": tx_hash,
+        "address": token,
+        "blockHash": None,
+        "blockNumber": block_number,
+    }
     try:
         args = _EVENTS[name].process_log(entry)["args"]
     except Exception as exc:  # eth-abi's errors (InsufficientDataBytes, InvalidPointer, ...), web3's LogTopicError
@@ -142,13 +172,16 @@ def _rows(log: dict[str, Any]) -> list[Erc20Transfer] | list[Erc1155Transfer]:
         return [Erc20Transfer(block_number, tx_hash, log_index, token, frm, to, args["value"])]
     operator = args["operator"].lower()
     if name == "TransferSingle":
-        return [Erc1155Transfer(block_number, tx_hash, log_index, 0, token, operator, frm, to, args["id"],
-                                args["value"])]
+        return [
+            Erc1155Transfer(block_number, tx_hash, log_index, 0, token, operator, frm, to, args["id"], args["value"])
+        ]
     ids, values = args["ids"], args["values"]
     if len(ids) != len(values):  # web3 decodes each array on its own: the pairing is the product's rule
         raise Refused(f"TransferBatch ids/values {len(ids)}/{len(values)}")
-    return [Erc1155Transfer(block_number, tx_hash, log_index, i, token, operator, frm, to, token_id, value)
-            for i, (token_id, value) in enumerate(zip(ids, values))]
+    return [
+        Erc1155Transfer(block_number, tx_hash, log_index, i, token, operator, frm, to, token_id, value)
+        for i, (token_id, value) in enumerate(zip(ids, values))
+    ]
 
 
 def decode_one(log: Any) -> list[Erc20Transfer] | list[Erc1155Transfer] | None:

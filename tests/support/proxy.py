@@ -59,9 +59,26 @@ import orjson
 from aiohttp import web
 
 from tests.support.background_server import BackgroundServer
-from tests.support.proxy_faults import (ALL_FAULTS_MIX, BATCH_CAPS, BATCH_OFF_KINDS, DAMAGE_MODES, KINDS, QUOTA, RATE,
-                                Fault, Reply, batch_refusal_reply, block_number, damage_logs, envelope,
-                                error_object, fault_reply, kinds_in, lagged_answer, suggest_range)
+from tests.support.proxy_faults import (
+    ALL_FAULTS_MIX,
+    BATCH_CAPS,
+    BATCH_OFF_KINDS,
+    DAMAGE_MODES,
+    KINDS,
+    QUOTA,
+    RATE,
+    Fault,
+    Reply,
+    batch_refusal_reply,
+    block_number,
+    damage_logs,
+    envelope,
+    error_object,
+    fault_reply,
+    kinds_in,
+    lagged_answer,
+    suggest_range,
+)
 
 __all__ = ["ALL_FAULTS_MIX", "DAMAGE_MODES", "KINDS", "Call", "Fault", "RpcProxy"]
 
@@ -123,8 +140,7 @@ class _Options:
             raise ValueError(f"rate_limit_kind must be one of {kinds_in(RATE)}, not {self.rate_limit_kind!r}")
         items = [k for k in kinds_in(RATE) if KINDS[k].error is not None and not KINDS[k].bare]
         if self.rate_limit_item_kind not in items:
-            raise ValueError(f"rate_limit_item_kind must be one of {items}, "
-                             f"not {self.rate_limit_item_kind!r}")
+            raise ValueError(f"rate_limit_item_kind must be one of {items}, not {self.rate_limit_item_kind!r}")
         if self.quota_calls is not None and self.quota_calls < 0:
             raise ValueError("quota_calls must be >= 0 or None")
         if self.quota_kind not in kinds_in(QUOTA):
@@ -134,8 +150,7 @@ class _Options:
         if self.batch_refusal not in BATCH_CAPS:
             raise ValueError(f"batch_refusal must be one of {list(BATCH_CAPS)}, not {self.batch_refusal!r}")
         if not isinstance(self.refuse_batches, bool) and self.refuse_batches not in BATCH_OFF_KINDS:
-            raise ValueError(f"refuse_batches must be a bool or one of {BATCH_OFF_KINDS}, "
-                             f"not {self.refuse_batches!r}")
+            raise ValueError(f"refuse_batches must be a bool or one of {BATCH_OFF_KINDS}, not {self.refuse_batches!r}")
 
     @property
     def capacity(self) -> float:
@@ -220,14 +235,29 @@ class RpcProxy(BackgroundServer):
     `rate_limit_item_kind`.
     """
 
-    def __init__(self, upstream_url: str, faults: Iterable[Fault] | Fault = (), *, seed: int = 0,
-                 lag_blocks: int = 0, getlogs_lag_only: bool = False, lag_getlogs: str = "partial",
-                 lag_block_lookup: str = "null", strip_block_timestamp: bool = False,
-                 upstream_timeout_s: float = 60.0, rate_limit_rps: float | None = None,
-                 rate_limit_burst: float | None = None, rate_limit_mode: str = "whole",
-                 rate_limit_kind: str = "A4", rate_limit_item_kind: str = "Q4",
-                 quota_calls: int | None = None, quota_kind: str = "I6", max_batch: int | None = None,
-                 batch_refusal: str = "geth", refuse_batches: bool | str = False) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        faults: Iterable[Fault] | Fault = (),
+        *,
+        seed: int = 0,
+        lag_blocks: int = 0,
+        getlogs_lag_only: bool = False,
+        lag_getlogs: str = "partial",
+        lag_block_lookup: str = "null",
+        strip_block_timestamp: bool = False,
+        upstream_timeout_s: float = 60.0,
+        rate_limit_rps: float | None = None,
+        rate_limit_burst: float | None = None,
+        rate_limit_mode: str = "whole",
+        rate_limit_kind: str = "A4",
+        rate_limit_item_kind: str = "Q4",
+        quota_calls: int | None = None,
+        quota_kind: str = "I6",
+        max_batch: int | None = None,
+        batch_refusal: str = "geth",
+        refuse_batches: bool | str = False,
+    ) -> None:
         super().__init__()
         self.upstream_url = upstream_url
         self.upstream_timeout_s = upstream_timeout_s
@@ -235,12 +265,22 @@ class RpcProxy(BackgroundServer):
         self._faults: tuple[Fault, ...] = ()
         self.set_faults(faults)
         self._opts = _Options(
-            lag_blocks=lag_blocks, getlogs_lag_only=getlogs_lag_only, lag_getlogs=lag_getlogs,
-            lag_block_lookup=lag_block_lookup, strip_block_timestamp=strip_block_timestamp,
-            rate_limit_rps=rate_limit_rps, rate_limit_burst=rate_limit_burst, rate_limit_mode=rate_limit_mode,
-            rate_limit_kind=rate_limit_kind, rate_limit_item_kind=rate_limit_item_kind,
-            quota_calls=quota_calls, quota_kind=quota_kind, max_batch=max_batch, batch_refusal=batch_refusal,
-            refuse_batches=refuse_batches)
+            lag_blocks=lag_blocks,
+            getlogs_lag_only=getlogs_lag_only,
+            lag_getlogs=lag_getlogs,
+            lag_block_lookup=lag_block_lookup,
+            strip_block_timestamp=strip_block_timestamp,
+            rate_limit_rps=rate_limit_rps,
+            rate_limit_burst=rate_limit_burst,
+            rate_limit_mode=rate_limit_mode,
+            rate_limit_kind=rate_limit_kind,
+            rate_limit_item_kind=rate_limit_item_kind,
+            quota_calls=quota_calls,
+            quota_kind=quota_kind,
+            max_batch=max_batch,
+            batch_refusal=batch_refusal,
+            refuse_batches=refuse_batches,
+        )
         self._rng = random.Random(seed)
         self._seed = seed
         self._seen: Counter[str] = Counter()  # calls received per method, and batches ("batch"): the ordinals
@@ -334,8 +374,7 @@ class RpcProxy(BackgroundServer):
 
     def damage_counts(self) -> Counter[str]:
         """Damaged eth_getLogs answers served, per damage mode (an answer counts once per mode it has)."""
-        return Counter(mode for c in self.calls(GETLOGS) if c.damage and c.status is not None
-                       for mode in set(c.damage))
+        return Counter(mode for c in self.calls(GETLOGS) if c.damage and c.status is not None for mode in set(c.damage))
 
     def damaged_answers(self) -> int:
         """Damaged eth_getLogs answers served (each call of a batch is an answer)."""
@@ -395,18 +434,35 @@ class RpcProxy(BackgroundServer):
                 self._tokens, self._stamp = self._opts.capacity, time.monotonic()
                 self._quota_used = 0
 
-    def _record(self, seq: int, items: list[_Item], batch_size: int | None, status: int | None,
-                path: str) -> None:
-        calls = [Call(seq, it.method, it.range if it.range is not None else it.params, batch_size, it.fault,
-                      status, it.ok and status is not None, path, nth=it.nth, damage=it.damaged)
-                 for it in items]
+    def _record(self, seq: int, items: list[_Item], batch_size: int | None, status: int | None, path: str) -> None:
+        calls = [
+            Call(
+                seq,
+                it.method,
+                it.range if it.range is not None else it.params,
+                batch_size,
+                it.fault,
+                status,
+                it.ok and status is not None,
+                path,
+                nth=it.nth,
+                damage=it.damaged,
+            )
+            for it in items
+        ]
         with self._lock:
             self._calls.extend(calls)
             self._limit_answers += sum(it.limited for it in items)
         for c in calls:
             if c.fault is not None:
-                log.debug("rpc proxy seq=%s method=%s params=%s fault=%s status=%s", c.seq, c.method,
-                          c.params if c.method == GETLOGS else "-", c.fault, c.status)
+                log.debug(
+                    "rpc proxy seq=%s method=%s params=%s fault=%s status=%s",
+                    c.seq,
+                    c.method,
+                    c.params if c.method == GETLOGS else "-",
+                    c.fault,
+                    c.status,
+                )
 
     def _hit(self, rate: float) -> bool:
         with self._lock:
@@ -431,11 +487,18 @@ class RpcProxy(BackgroundServer):
             if opts.quota_calls is not None and self._quota_used >= opts.quota_calls:
                 kind = opts.quota_kind
                 reply = fault_reply(Fault(kind), request_id)
-            elif batch and (opts.batch_off_kind is not None
-                            or (opts.max_batch is not None and len(items) > opts.max_batch)):
+            elif batch and (
+                opts.batch_off_kind is not None or (opts.max_batch is not None and len(items) > opts.max_batch)
+            ):
                 kind = opts.batch_off_kind or BATCH_CAPS[opts.batch_refusal]
-                first_id = next((it.obj["id"] for it in items if "id" in it.obj and "method" in it.obj
-                                 and not isinstance(it.obj["id"], (dict, list))), None)  # geth: first call's
+                first_id = next(
+                    (
+                        it.obj["id"]
+                        for it in items
+                        if "id" in it.obj and "method" in it.obj and not isinstance(it.obj["id"], (dict, list))
+                    ),
+                    None,
+                )  # geth: first call's
                 reply = batch_refusal_reply(kind, first_id)
             else:
                 admitted, wait_s = self._take_tokens(len(items), batch, opts, now)
@@ -475,8 +538,9 @@ class RpcProxy(BackgroundServer):
     async def _upstream(self, payload: bytes) -> tuple[int, bytes, str]:
         assert self._session is not None
         try:
-            async with self._session.post(self.upstream_url, data=payload,
-                                          headers={"Content-Type": "application/json"}) as resp:
+            async with self._session.post(
+                self.upstream_url, data=payload, headers={"Content-Type": "application/json"}
+            ) as resp:
                 return resp.status, await resp.read(), resp.content_type
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("rpc proxy upstream failed: %r", exc)
@@ -523,23 +587,33 @@ class RpcProxy(BackgroundServer):
         finally:
             self._record(seq, items, batch_size, status, request.path)
 
-    async def _serve_items(self, request: web.Request, raw: bytes, items: list[_Item], batch: bool,
-                           batch_nth: int, faults: tuple[Fault, ...], opts: _Options
-                           ) -> tuple[web.StreamResponse, int | None]:
+    async def _serve_items(
+        self,
+        request: web.Request,
+        raw: bytes,
+        items: list[_Item],
+        batch: bool,
+        batch_nth: int,
+        faults: tuple[Fault, ...],
+        opts: _Options,
+    ) -> tuple[web.StreamResponse, int | None]:
         """The answer to one HTTP request and its status (None: no answer was sent)."""
         refusal = self._admit(items, batch)
         if refusal is not None:
             return _response(refusal), refusal.status
         needs_head = any(it.method in _LAGGED_METHODS for it in items) if opts.lag_blocks else False
-        needs_head |= any(block_number(f.get(k, "latest")) is None
-                          for f in map(_log_filter, items) if f is not None for k in ("fromBlock", "toBlock"))
+        needs_head |= any(
+            block_number(f.get(k, "latest")) is None
+            for f in map(_log_filter, items)
+            if f is not None
+            for k in ("fromBlock", "toBlock")
+        )
         head = await self._head() if needs_head else None
         visible_head = max(0, head - opts.lag_blocks) if head is not None else None  # what "latest" means
         for it in items:
             _resolve_range(it, visible_head)
         # calls the budget refused (items mode) have their answer already; when none is left, nothing is drawn
-        whole = (self._draw_whole(faults, items, batch, batch_nth) if any(it.answer is None for it in items)
-                 else None)
+        whole = self._draw_whole(faults, items, batch, batch_nth) if any(it.answer is None for it in items) else None
         reorder = whole is not None and whole.spec.action == "reorder"
         if reorder:  # the calls are still served (and drawn) one by one; only their answers' order changes
             whole = None
@@ -575,8 +649,12 @@ class RpcProxy(BackgroundServer):
                 return web.Response(status=status, body=upstream_body, content_type=ctype), status
         if not batch and items[0].altered:
             status = items[0].status
-        verbatim = (len(forwarded) == len(items) and not opts.strip_block_timestamp and not reorder
-                    and not any(it.altered for it in items))
+        verbatim = (
+            len(forwarded) == len(items)
+            and not opts.strip_block_timestamp
+            and not reorder
+            and not any(it.altered for it in items)
+        )
         answers = [it.answer for it in items if it.answer is not None]
         if reorder:
             answers.reverse()
@@ -584,13 +662,12 @@ class RpcProxy(BackgroundServer):
                 it.fault = it.fault or "BATCH_ORDER"
         body = upstream_body if verbatim else orjson.dumps(answers if batch else items[0].answer)
         if truncate:
-            body = body[:max(1, len(body) // 2)]  # valid HTTP, JSON cut off mid-way
+            body = body[: max(1, len(body) // 2)]  # valid HTTP, JSON cut off mid-way
             for it in items:
                 it.ok = False
         return web.Response(status=status, body=body, content_type=ctype), status
 
-    def _draw_whole(self, faults: tuple[Fault, ...], items: list[_Item], batch: bool,
-                    batch_nth: int) -> Fault | None:
+    def _draw_whole(self, faults: tuple[Fault, ...], items: list[_Item], batch: bool, batch_nth: int) -> Fault | None:
         """The fault answering the whole request, if any (range caps, batch items and damage are drawn per
         call). A fault with `at` / `after` is eligible when one of its calls (or the batch) is selected."""
         for f in faults:
@@ -599,13 +676,22 @@ class RpcProxy(BackgroundServer):
             if f.spec.action == "reorder" and not batch:
                 continue
             selected = (batch and "batch" in f.methods and f.selects(batch_nth)) or any(
-                it.method in f.methods and f.selects(it.nth) for it in items)
+                it.method in f.methods and f.selects(it.nth) for it in items
+            )
             if selected and self._hit(f.rate):
                 return f
         return None
 
-    def _prepare(self, it: _Item, faults: tuple[Fault, ...], opts: _Options, visible_head: int | None,
-                 batch: bool, batch_nth: int, draw: bool) -> None:
+    def _prepare(
+        self,
+        it: _Item,
+        faults: tuple[Fault, ...],
+        opts: _Options,
+        visible_head: int | None,
+        batch: bool,
+        batch_nth: int,
+        draw: bool,
+    ) -> None:
         """Decide one call: a made-up answer (item fault, range cap, lag) or what to forward (and whether its
         answer gets damaged)."""
         for f in faults if draw else ():
@@ -642,9 +728,15 @@ class RpcProxy(BackgroundServer):
             self._lag(it, opts, visible_head)
 
     def _lag(self, it: _Item, opts: _Options, lagged: int) -> None:
-        answer = lagged_answer(it.method, it.obj.get("params"), it.range, lagged,
-                               getlogs_only=opts.getlogs_lag_only, getlogs=opts.lag_getlogs,
-                               block_lookup=opts.lag_block_lookup)
+        answer = lagged_answer(
+            it.method,
+            it.obj.get("params"),
+            it.range,
+            lagged,
+            getlogs_only=opts.getlogs_lag_only,
+            getlogs=opts.lag_getlogs,
+            block_lookup=opts.lag_block_lookup,
+        )
         if answer is None:
             return
         if answer.params is not None:
@@ -709,8 +801,7 @@ class RpcProxy(BackgroundServer):
 
 
 def _response(reply: Reply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type,
-                        headers=reply.headers)
+    return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type, headers=reply.headers)
 
 
 def _reset(request: web.Request) -> web.Response:

@@ -41,66 +41,125 @@ def _err(code: int, message: str, **more: Any) -> dict[str, Any]:
     return {"code": code, "message": message, **more}
 
 
-_NGINX_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body bgcolor=\"white\">\r\n"
-              b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n")
+_NGINX_502 = (
+    b'<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body bgcolor="white">\r\n'
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)
 
 # Template fields: {max_blocks} {max_logs} {span} (blocks requested), the suggested range as {s_from} {s_to}
 # (decimal), {s_from_hex} {s_to_hex} (0x-lowercase), {s_from_HEX} {s_to_HEX} (0x-UPPERCASE, as Infura writes
 # it), and {backoff_s} (I5's backoff_seconds, 30 unless the Fault sets retry_after_s).
 KINDS: dict[str, Kind] = {
     # -- rate limits -------------------------------------------------------------------------------
-    "A4": Kind(RATE, 429, _err(
-        429, "Your app has exceeded its compute units per second capacity. If you have retries enabled, "
-             "you can safely ignore this message. If not, check out "
-             "https://docs.alchemy.com/reference/throughput")),
-    "I4": Kind(RATE, 429, _err(
-        -32005, "project ID request rate exceeded", data={"see": "https://infura.io/dashboard"})),
-    "I5": Kind(RATE, 429, _err(
-        -32005, "daily request count exceeded, request rate limited", data=lambda f: {
-            "rate": {"allowed_rps": 1, "backoff_seconds": f["backoff_s"], "current_rps": 1.266666666666667},
-            "see": "https://infura.io/dashboard"})),
-    "Q2": Kind(RATE, 429, _err(
-        429, "The requests per second (RPS) of your requests are higher than your plan allows.")),
+    "A4": Kind(
+        RATE,
+        429,
+        _err(
+            429,
+            "Your app has exceeded its compute units per second capacity. If you have retries enabled, "
+            "you can safely ignore this message. If not, check out "
+            "https://docs.alchemy.com/reference/throughput",
+        ),
+    ),
+    "I4": Kind(
+        RATE, 429, _err(-32005, "project ID request rate exceeded", data={"see": "https://infura.io/dashboard"})
+    ),
+    "I5": Kind(
+        RATE,
+        429,
+        _err(
+            -32005,
+            "daily request count exceeded, request rate limited",
+            data=lambda f: {
+                "rate": {"allowed_rps": 1, "backoff_seconds": f["backoff_s"], "current_rps": 1.266666666666667},
+                "see": "https://infura.io/dashboard",
+            },
+        ),
+    ),
+    "Q2": Kind(
+        RATE, 429, _err(429, "The requests per second (RPS) of your requests are higher than your plan allows.")
+    ),
     # The catalogue has no status for Q3; 429 here (a Fault can set status=200 for the nastier case).
-    "Q3": Kind(RATE, 429, _err(
-        -32007, "100/second request limit reached - reduce calls per second or upgrade your account at "
-                "quicknode.com"), bare=True),
+    "Q3": Kind(
+        RATE,
+        429,
+        _err(
+            -32007,
+            "100/second request limit reached - reduce calls per second or upgrade your account at quicknode.com",
+        ),
+        bare=True,
+    ),
     "Q4": Kind(RATE, 200, _err(-32012, "credits limited to 6000/sec"), batch="items"),
     "RETRY_AFTER": Kind(RATE, 429, _err(429, "Too Many Requests")),  # plus a `Retry-After: N` header
     # -- range and result caps (answer only when the request is over the cap) --------------------------
-    "A1": Kind(CAP, 200, _err(
-        -32602, "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range "
-                "and no limit on the response size, or you can request any block range with a cap of 10K "
-                "logs in the response. Based on your parameters and the response size limit, this block "
-                "range should work: [{s_from_hex}, {s_to_hex}]"), max_logs=10_000),
-    "A2": Kind(CAP, 400, _err(
-        -32600, "You can make eth_getLogs requests with up to a {max_blocks} block range. Based on your "
-                "parameters, this block range should work: [{s_from_hex}, {s_to_hex}]"), max_blocks=500),
-    "A3": Kind(CAP, 400, _err(
-        -32600, "Under the Free tier plan, you can make eth_getLogs requests with up to a {max_blocks} block "
-                "range. Based on your parameters, this block range should work: [{s_from_hex}, {s_to_hex}]. "
-                "Upgrade to PAYG for expanded block range."), max_blocks=10),
-    "I1": Kind(CAP, 200, _err(
-        -32005, "query returned more than {max_logs} results. Try with this block range "
-                "[{s_from_HEX}, {s_to_HEX}].",
-        data=lambda f: {"from": f["s_from_HEX"], "limit": f["max_logs"], "to": f["s_to_HEX"]}),
-        max_logs=10_000),
+    "A1": Kind(
+        CAP,
+        200,
+        _err(
+            -32602,
+            "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range "
+            "and no limit on the response size, or you can request any block range with a cap of 10K "
+            "logs in the response. Based on your parameters and the response size limit, this block "
+            "range should work: [{s_from_hex}, {s_to_hex}]",
+        ),
+        max_logs=10_000,
+    ),
+    "A2": Kind(
+        CAP,
+        400,
+        _err(
+            -32600,
+            "You can make eth_getLogs requests with up to a {max_blocks} block range. Based on your "
+            "parameters, this block range should work: [{s_from_hex}, {s_to_hex}]",
+        ),
+        max_blocks=500,
+    ),
+    "A3": Kind(
+        CAP,
+        400,
+        _err(
+            -32600,
+            "Under the Free tier plan, you can make eth_getLogs requests with up to a {max_blocks} block "
+            "range. Based on your parameters, this block range should work: [{s_from_hex}, {s_to_hex}]. "
+            "Upgrade to PAYG for expanded block range.",
+        ),
+        max_blocks=10,
+    ),
+    "I1": Kind(
+        CAP,
+        200,
+        _err(
+            -32005,
+            "query returned more than {max_logs} results. Try with this block range [{s_from_HEX}, {s_to_HEX}].",
+            data=lambda f: {"from": f["s_from_HEX"], "limit": f["max_logs"], "to": f["s_to_HEX"]},
+        ),
+        max_logs=10_000,
+    ),
     "I3": Kind(CAP, 200, _err(-32602, "range {span} exceeds limit of {max_blocks}"), max_blocks=10_000),
     "Q1": Kind(CAP, 413, _err(-32614, "eth_getLogs is limited to a {max_blocks:,} range"), max_blocks=10_000),
     "K1": Kind(CAP, 200, _err(-32600, "block range is too wide"), max_blocks=3_000),
     "K2": Kind(CAP, 200, _err(-32000, "maximum [from, to] blocks distance: {max_blocks}"), max_blocks=10_000),
-    "F1": Kind(CAP, 200, _err(
-        -32047, "Invalid eth_getLogs request. 'fromBlock'-'toBlock' range too large. "
-                "Max range: {max_blocks}"),
-        max_blocks=800),
-    "R1": Kind(CAP, 200, _err(
-        -32602, "query exceeds max results {max_logs}, retry with the range {s_from}-{s_to}"),
-        max_logs=20_000),
-    "E1": Kind(CAP, 200, _err(
-        -32602, "query block range exceeds server limit, narrow your filter: {max_blocks}"),
-        max_blocks=1_000),
-    "N1": Kind(CAP, 200, _err(
-        -32005, "Too many logs requested. Max logs per response is {max_logs}."), max_logs=20_000),
+    "F1": Kind(
+        CAP,
+        200,
+        _err(-32047, "Invalid eth_getLogs request. 'fromBlock'-'toBlock' range too large. Max range: {max_blocks}"),
+        max_blocks=800,
+    ),
+    "R1": Kind(
+        CAP,
+        200,
+        _err(-32602, "query exceeds max results {max_logs}, retry with the range {s_from}-{s_to}"),
+        max_logs=20_000,
+    ),
+    "E1": Kind(
+        CAP,
+        200,
+        _err(-32602, "query block range exceeds server limit, narrow your filter: {max_blocks}"),
+        max_blocks=1_000,
+    ),
+    "N1": Kind(
+        CAP, 200, _err(-32005, "Too many logs requested. Max logs per response is {max_logs}."), max_logs=20_000
+    ),
     "G1": Kind(CAP, 200, _err(-32602, "exceed maximum block range {max_blocks}"), max_blocks=5_000),
     "S1": Kind(CAP, 200, _err(-32005, "Requested range exceeds maximum RPC range limit"), max_blocks=5_000),
     # -- server trouble ----------------------------------------------------------------------------
@@ -115,15 +174,31 @@ KINDS: dict[str, Kind] = {
     "TIMEOUT": Kind(SERVER, 200, action="delay"),  # held delay_s, then answered if the client is still there
     "RESET": Kind(SERVER, 0, action="reset"),  # connection closed with a TCP RST, no answer
     # -- quota gone --------------------------------------------------------------------------------
-    "I6": Kind(QUOTA, 402, _err(
-        402, "Payment Required", event=-33000,
-        details="You have reached your daily credit limit. To continue making requests, upgrade your plan or "
-                "purchase additional credits")),
-    "A5": Kind(QUOTA, 403, _err(
-        -32600, "Monthly capacity limit exceeded. Visit https://dashboard.alchemyapi.io/settings/billing to "
-                "upgrade your scaling policy for continued service.")),
-    "P1": Kind(QUOTA, 401, body=b'{"error":"message: API key disabled, reason: tenant disabled, '
-                                b'json-rpc code: -32051, rest code: 403"}'),
+    "I6": Kind(
+        QUOTA,
+        402,
+        _err(
+            402,
+            "Payment Required",
+            event=-33000,
+            details="You have reached your daily credit limit. To continue making requests, upgrade your plan or "
+            "purchase additional credits",
+        ),
+    ),
+    "A5": Kind(
+        QUOTA,
+        403,
+        _err(
+            -32600,
+            "Monthly capacity limit exceeded. Visit https://dashboard.alchemyapi.io/settings/billing to "
+            "upgrade your scaling policy for continued service.",
+        ),
+    ),
+    "P1": Kind(
+        QUOTA,
+        401,
+        body=b'{"error":"message: API key disabled, reason: tenant disabled, json-rpc code: -32051, rest code: 403"}',
+    ),
     # -- lagging node ------------------------------------------------------------------------------
     "I7": Kind(LAG, 200, _err(-32000, "header not found")),
     # -- batch refusals ----------------------------------------------------------------------------
@@ -160,7 +235,6 @@ def batch_refusal_reply(kind: str, first_id: Any) -> Reply:
     error = error_object(Fault(kind))
     doc: Any = [envelope(first_id, error=error)] if kind == "BATCH_GETH" else envelope(None, error=error)
     return Reply(spec.status, orjson.dumps(doc), spec.content_type)
-
 
 
 # How a log of an eth_getLogs answer can be damaged (Fault("DAMAGE", damage=...)); the answer stays JSON.
@@ -276,8 +350,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def suggest_range(from_block: int, to_block: int, max_blocks: int | None, max_logs: int | None,
-                  log_blocks: Iterable[int] = ()) -> tuple[int, int]:
+def suggest_range(
+    from_block: int, to_block: int, max_blocks: int | None, max_logs: int | None, log_blocks: Iterable[int] = ()
+) -> tuple[int, int]:
     """The range a provider would suggest: the longest prefix of the request within both caps
     (the first half when neither cap says anything)."""
     end = to_block
@@ -291,17 +366,24 @@ def suggest_range(from_block: int, to_block: int, max_blocks: int | None, max_lo
     return from_block, end
 
 
-def _fields(fault: Fault, from_block: int | None, to_block: int | None,
-            suggestion: tuple[int, int] | None) -> dict[str, Any]:
+def _fields(
+    fault: Fault, from_block: int | None, to_block: int | None, suggestion: tuple[int, int] | None
+) -> dict[str, Any]:
     spec = fault.spec
     max_blocks, max_logs = fault.caps()
     s_from, s_to = suggestion or (from_block or 0, to_block or 0)
-    return {"max_blocks": max_blocks if max_blocks is not None else spec.max_blocks,
-            "max_logs": max_logs if max_logs is not None else spec.max_logs,
-            "span": (to_block - from_block + 1) if from_block is not None and to_block is not None else 0,
-            "s_from": s_from, "s_to": s_to, "s_from_hex": hex(s_from), "s_to_hex": hex(s_to),
-            "s_from_HEX": f"0x{s_from:X}", "s_to_HEX": f"0x{s_to:X}",
-            "backoff_s": fault.retry_after_s if fault.retry_after_s is not None else 30}
+    return {
+        "max_blocks": max_blocks if max_blocks is not None else spec.max_blocks,
+        "max_logs": max_logs if max_logs is not None else spec.max_logs,
+        "span": (to_block - from_block + 1) if from_block is not None and to_block is not None else 0,
+        "s_from": s_from,
+        "s_to": s_to,
+        "s_from_hex": hex(s_from),
+        "s_to_hex": hex(s_to),
+        "s_from_HEX": f"0x{s_from:X}",
+        "s_to_HEX": f"0x{s_to:X}",
+        "backoff_s": fault.retry_after_s if fault.retry_after_s is not None else 30,
+    }
 
 
 def _render(value: Any, fields: dict[str, Any]) -> Any:
@@ -314,8 +396,9 @@ def _render(value: Any, fields: dict[str, Any]) -> Any:
     return value
 
 
-def error_object(fault: Fault, from_block: int | None = None, to_block: int | None = None,
-                 suggestion: tuple[int, int] | None = None) -> dict[str, Any]:
+def error_object(
+    fault: Fault, from_block: int | None = None, to_block: int | None = None, suggestion: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """The JSON-RPC error object of `fault` for a request of [from_block, to_block]."""
     assert fault.spec.error is not None, f"{fault.kind} has no JSON-RPC error object"
     return _render(fault.spec.error, _fields(fault, from_block, to_block, suggestion))
@@ -347,9 +430,15 @@ def kinds_in(*categories: str) -> list[str]:
     return [name for name, spec in KINDS.items() if spec.category in categories]
 
 
-def ALL_FAULTS_MIX(rate: float, *, methods: Iterable[str] = ("eth_getLogs",), max_blocks: int | None = None,
-                   max_logs: int | None = None, delay_s: float = 2.0,
-                   retry_after_s: float = 1.0) -> list[Fault]:
+def ALL_FAULTS_MIX(
+    rate: float,
+    *,
+    methods: Iterable[str] = ("eth_getLogs",),
+    max_blocks: int | None = None,
+    max_logs: int | None = None,
+    delay_s: float = 2.0,
+    retry_after_s: float = 1.0,
+) -> list[Fault]:
     """Every rate-limit, range-cap and server-trouble kind (no quota, no lag), `rate` spread evenly.
 
     Faults are drawn in list order, first hit wins; the i-th of n gets p / (1 - i*p) with p = rate/n, so
@@ -364,8 +453,16 @@ def ALL_FAULTS_MIX(rate: float, *, methods: Iterable[str] = ("eth_getLogs",), ma
     out = []
     for i, name in enumerate(names):
         cap = {"max_blocks": max_blocks, "max_logs": max_logs} if KINDS[name].category == CAP else {}
-        out.append(Fault(name, rate=p / (1 - i * p), methods=frozenset(methods), delay_s=delay_s,
-                         retry_after_s=retry_after_s, **cap))
+        out.append(
+            Fault(
+                name,
+                rate=p / (1 - i * p),
+                methods=frozenset(methods),
+                delay_s=delay_s,
+                retry_after_s=retry_after_s,
+                **cap,
+            )
+        )
     return out
 
 
@@ -427,9 +524,16 @@ def block_number(tag: Any) -> int | None:
     return 0 if tag == "earliest" else None
 
 
-def lagged_answer(method: str, params: Any, log_range: tuple[int, int] | None, lagged: int, *,
-                  getlogs_only: bool = False, getlogs: str = "partial",
-                  block_lookup: str = "null") -> LagAnswer | None:
+def lagged_answer(
+    method: str,
+    params: Any,
+    log_range: tuple[int, int] | None,
+    lagged: int,
+    *,
+    getlogs_only: bool = False,
+    getlogs: str = "partial",
+    block_lookup: str = "null",
+) -> LagAnswer | None:
     """How a node whose head is `lagged` answers a call, or None when it answers like the real node.
 
     eth_blockNumber says `lagged`; eth_getBlockByNumber above it is null (or I7 "header not found");
@@ -458,8 +562,12 @@ def lagged_answer(method: str, params: Any, log_range: tuple[int, int] | None, l
         pinned = {**filt, "fromBlock": hex(from_block), "toBlock": hex(to_block)}
         return LagAnswer(params=[pinned, *params[1:]], altered=False)
     if getlogs == "error":
-        return LagAnswer(error=("LAG", _err(-32602, "block range extends beyond current head block: "
-                                                    f"requested {to_block}, head {lagged}")))
+        return LagAnswer(
+            error=(
+                "LAG",
+                _err(-32602, f"block range extends beyond current head block: requested {to_block}, head {lagged}"),
+            )
+        )
     if getlogs == "empty" or from_block > lagged:
         return LagAnswer(result=[])
     return LagAnswer(params=[{**filt, "fromBlock": hex(from_block), "toBlock": hex(lagged)}, *params[1:]])
@@ -474,8 +582,9 @@ def _add_cap_texts() -> None:
 
     for text in CAP_TEXTS:
         if text.id not in KINDS:
-            KINDS[text.id] = Kind(CAP, text.status, text.error_template(), max_blocks=text.max_blocks,
-                                  max_logs=text.max_logs)
+            KINDS[text.id] = Kind(
+                CAP, text.status, text.error_template(), max_blocks=text.max_blocks, max_logs=text.max_logs
+            )
 
 
 _add_cap_texts()

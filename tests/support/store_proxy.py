@@ -42,7 +42,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-
 from yarl import URL
 
 from tests.support.background_server import BackgroundServer
@@ -62,21 +61,43 @@ class _Refusal:
 
 
 REFUSALS: dict[str, _Refusal] = {
-    "too_many_parts": _Refusal(500, (
-        "Code: 252. DB::Exception: Too many parts (3001) in partition 202401. Merges are processing "
-        f"significantly slower than inserts. (TOO_MANY_PARTS) {_VERSION}\n").encode(), 252),
-    "memory_limit": _Refusal(500, (
-        "Code: 241. DB::Exception: Memory limit (total) exceeded: would use 28.01 GiB (attempt to allocate "
-        "chunk of 4.00 MiB bytes), maximum: 28.00 GiB. OvercommitTracker decision: Query was selected to "
-        f"stop by OvercommitTracker. (MEMORY_LIMIT_EXCEEDED) {_VERSION}\n").encode(), 241),
+    "too_many_parts": _Refusal(
+        500,
+        (
+            "Code: 252. DB::Exception: Too many parts (3001) in partition 202401. Merges are processing "
+            f"significantly slower than inserts. (TOO_MANY_PARTS) {_VERSION}\n"
+        ).encode(),
+        252,
+    ),
+    "memory_limit": _Refusal(
+        500,
+        (
+            "Code: 241. DB::Exception: Memory limit (total) exceeded: would use 28.01 GiB (attempt to allocate "
+            "chunk of 4.00 MiB bytes), maximum: 28.00 GiB. OvercommitTracker decision: Query was selected to "
+            f"stop by OvercommitTracker. (MEMORY_LIMIT_EXCEEDED) {_VERSION}\n"
+        ).encode(),
+        241,
+    ),
     "http_503": _Refusal(503, b"Service Unavailable", None),
 }
 KINDS = (*REFUSALS, "reset")
 
 # RFC 9110 hop-by-hop headers, plus what the proxy's own HTTP stack sets (Host, Expect: 100-continue)
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                         "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
-                         "expect"})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "expect",
+    }
+)
 _PEEK_BYTES = 8192  # of a body holding the SQL: enough for `INSERT INTO db.table` after any comment
 
 _SQL_TOKEN_RE = re.compile(
@@ -95,8 +116,10 @@ def statement_of(sql: str) -> tuple[str, str | None]:
     """The leading keyword of `sql` (upper case, "" if none) and the table it names, as written
     (`db.table` when qualified, unquoted), or None. Best effort over the first few dozen tokens:
     `INSERT INTO [TABLE] t`, `… TABLE [IF [NOT] EXISTS] t`, `SELECT … FROM t`, `DELETE FROM t`."""
-    tokens = [(m.lastgroup, m.group()) for m in itertools.islice(
-        (m for m in _SQL_TOKEN_RE.finditer(sql) if m.lastgroup != "skip"), 48)]
+    tokens = [
+        (m.lastgroup, m.group())
+        for m in itertools.islice((m for m in _SQL_TOKEN_RE.finditer(sql) if m.lastgroup != "skip"), 48)
+    ]
     if not tokens or tokens[0][0] != "word":
         return "", None
     keyword = tokens[0][1].upper()
@@ -155,8 +178,9 @@ class StoreFault:
             raise ValueError("count must be >= 0 or None")
 
     def matches(self, statement: str, table: str | None) -> bool:
-        return ((not self.statements or statement in self.statements)
-                and (not self.tables or any(_same_table(table, t) for t in self.tables)))
+        return (not self.statements or statement in self.statements) and (
+            not self.tables or any(_same_table(table, t) for t in self.tables)
+        )
 
 
 @dataclass
@@ -212,8 +236,14 @@ class StoreProxy(BackgroundServer):
     faults: the initial fault rules (configure(faults=...) replaces them at any time).
     """
 
-    def __init__(self, upstream_url: str, port: int = 0, *, faults: Iterable[StoreFault] | StoreFault = (),
-                 upstream_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        port: int = 0,
+        *,
+        faults: Iterable[StoreFault] | StoreFault = (),
+        upstream_timeout_s: float = 300.0,
+    ) -> None:
         super().__init__()
         self.upstream_url = upstream_url.rstrip("/")
         self.upstream_timeout_s = upstream_timeout_s
@@ -232,7 +262,6 @@ class StoreProxy(BackgroundServer):
     @property
     def listening(self) -> bool:
         return self._site is not None
-
 
     def down(self) -> None:
         """Stop listening and reset every open connection; returns when the port refuses connections."""
@@ -259,8 +288,11 @@ class StoreProxy(BackgroundServer):
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.upstream_timeout_s)
             # bytes pass through as they are: no decompression, no cookies, no headers of aiohttp's own
             self._session = aiohttp.ClientSession(
-                timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"))
+                timeout=timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            )
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, auto_decompress=False)
@@ -340,8 +372,7 @@ class StoreProxy(BackgroundServer):
         with self._lock:
             self._armed.append(_Armed(fault, fault.count))
 
-    def reset_next(self, n: int = 1, statements: Iterable[str] = ("INSERT",),
-                   tables: Iterable[str] = ()) -> None:
+    def reset_next(self, n: int = 1, statements: Iterable[str] = ("INSERT",), tables: Iterable[str] = ()) -> None:
         """Forward the next n matching requests, then drop their connections unanswered."""
         self.add(StoreFault("reset", tables=tuple(tables), statements=tuple(statements), count=n))
 
@@ -375,22 +406,43 @@ class StoreProxy(BackgroundServer):
         """INSERTs into `table` the upstream executed with success (including those whose answer a reset
         dropped: their rows landed)."""
         with self._lock:
-            return sum(r.statement == "INSERT" and _same_table(r.table, table)
-                       and r.upstream_status is not None and 200 <= r.upstream_status < 300
-                       for r in self._records)
+            return sum(
+                r.statement == "INSERT"
+                and _same_table(r.table, table)
+                and r.upstream_status is not None
+                and 200 <= r.upstream_status < 300
+                for r in self._records
+            )
 
     def clear_records(self) -> None:
         with self._lock:
             self._records.clear()
 
     def _record(self, ex: _Exchange) -> None:
-        rec = StoreRequest(ex.seq, ex.at, ex.method, ex.path, ex.statement, ex.table, ex.fault, ex.status,
-                           ex.upstream_status, ex.bytes_in)
+        rec = StoreRequest(
+            ex.seq,
+            ex.at,
+            ex.method,
+            ex.path,
+            ex.statement,
+            ex.table,
+            ex.fault,
+            ex.status,
+            ex.upstream_status,
+            ex.bytes_in,
+        )
         with self._lock:
             self._records.append(rec)
         if rec.fault is not None:
-            log.debug("store proxy seq=%s %s table=%s fault=%s status=%s upstream=%s", rec.seq, rec.statement,
-                      rec.table, rec.fault, rec.status, rec.upstream_status)
+            log.debug(
+                "store proxy seq=%s %s table=%s fault=%s status=%s upstream=%s",
+                rec.seq,
+                rec.statement,
+                rec.table,
+                rec.fault,
+                rec.status,
+                rec.upstream_status,
+            )
 
     # -- serving --------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -415,16 +467,16 @@ class StoreProxy(BackgroundServer):
         finally:
             self._record(ex)
 
-    async def _forward(self, request: web.Request, head: bytes, ex: _Exchange, reset: bool
-                       ) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, head: bytes, ex: _Exchange, reset: bool) -> web.StreamResponse:
         assert self._session is not None
         url = URL(self.upstream_url + request.raw_path, encoded=True)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         body = _body(request.content, head, ex) if head or request.can_read_body else None
         out: web.StreamResponse | None = None
         try:
-            async with self._session.request(request.method, url, headers=headers, data=body,
-                                             allow_redirects=False) as answer:
+            async with self._session.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False
+            ) as answer:
                 ex.upstream_status = answer.status
                 if reset:
                     async for _ in answer.content.iter_any():  # the server has finished: then drop
@@ -485,9 +537,11 @@ def _refusal(refusal: _Refusal, request: web.Request) -> web.Response:
     """The answer a ClickHouse server (or the balancer in front of it) gives."""
     if refusal.code is None:
         return web.Response(status=refusal.status, body=refusal.body, content_type="text/plain")
-    headers = {"X-ClickHouse-Query-Id": request.query.get("query_id") or str(uuid.uuid4()),
-               "X-ClickHouse-Exception-Code": str(refusal.code),
-               "Content-Type": "text/plain; charset=UTF-8"}
+    headers = {
+        "X-ClickHouse-Query-Id": request.query.get("query_id") or str(uuid.uuid4()),
+        "X-ClickHouse-Exception-Code": str(refusal.code),
+        "Content-Type": "text/plain; charset=UTF-8",
+    }
     return web.Response(status=refusal.status, body=refusal.body, headers=headers)
 
 

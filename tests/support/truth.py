@@ -32,7 +32,9 @@ def rpc(url: str, method: str, params: list[Any] | None = None) -> Any:
 @dataclass
 class Truth:
     erc20: set[tuple]  # (block_number, timestamp, tx_hash, log_index, token, from, to, value)
-    erc1155: set[tuple]  # (block_number, timestamp, tx_hash, log_index, batch_index, token, operator, from, to, id, value)
+    erc1155: set[
+        tuple
+    ]  # (block_number, timestamp, tx_hash, log_index, batch_index, token, operator, from, to, id, value)
     rejected: int  # logs under our topics that are not valid ERC-20 / ERC-1155 transfers
     logs: list[dict[str, Any]]
     per_day: dict[int, tuple[int, int]]  # day_idx -> (erc20 rows, erc1155 rows)
@@ -50,14 +52,16 @@ def ground_truth(url: str, days: Iterable[Mapping[str, Any]], batch: int = 250) 
         for b in blocks:
             block_day[b] = day
         for i in range(0, len(blocks), batch):
-            calls = [("eth_getLogs", [{"fromBlock": hex(b), "toBlock": hex(b), "topics": FILTER_TOPICS}])
-                     for b in blocks[i:i + batch]]
+            calls = [
+                ("eth_getLogs", [{"fromBlock": hex(b), "toBlock": hex(b), "topics": FILTER_TOPICS}])
+                for b in blocks[i : i + batch]
+            ]
             for answer in rpc_batch(url, calls):
                 logs.extend(answer)
     with_logs = sorted({int(entry["blockNumber"], 16) for entry in logs})
     ts: dict[int, int] = {}
     for i in range(0, len(with_logs), batch):
-        chunk = with_logs[i:i + batch]
+        chunk = with_logs[i : i + batch]
         for b, blk in zip(chunk, rpc_batch(url, [("eth_getBlockByNumber", [hex(b), False]) for b in chunk])):
             ts[b] = int(blk["timestamp"], 16)
     erc20, erc1155, rejected = oracle_rows(logs)
@@ -70,6 +74,8 @@ def ground_truth(url: str, days: Iterable[Mapping[str, Any]], batch: int = 250) 
     return Truth(
         erc20={(r.block_number, ts[r.block_number], *r[1:]) for r in erc20},
         erc1155={(r.block_number, ts[r.block_number], *r[1:]) for r in erc1155},
-        rejected=rejected, logs=logs, per_day={d: (a, b) for d, (a, b) in counts.items()},
+        rejected=rejected,
+        logs=logs,
+        per_day={d: (a, b) for d, (a, b) in counts.items()},
         per_date={dates[d]: (a, b) for d, (a, b) in counts.items()},
     )

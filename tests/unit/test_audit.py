@@ -7,15 +7,31 @@ import random
 import pytest
 from eth_abi import encode
 
-from backfill.decode.decoder import decode_logs
-from backfill.decode.reference import reference_rows, with_timestamps
-from backfill.store.digest import digest_rows
-from backfill.errors import ConfigError
-from backfill.decode.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER
 from backfill.chain.planner import DayPlan
-from monitor.audit.recount import (MAX_SPAN, SAME_ENDPOINT, AuditReport, DayAudit, EndpointSet, Recount, VersionSummary,
-                           audit_endpoints, choose_days, day_indices, decide, endpoint_sets, judge, next_span,
-                           parse_days, recheck_sets, split_span)
+from backfill.decode.decoder import decode_logs
+from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE
+from backfill.decode.reference import reference_rows, with_timestamps
+from backfill.errors import ConfigError
+from backfill.store.digest import digest_rows
+from monitor.audit.recount import (
+    MAX_SPAN,
+    SAME_ENDPOINT,
+    AuditReport,
+    DayAudit,
+    EndpointSet,
+    Recount,
+    VersionSummary,
+    audit_endpoints,
+    choose_days,
+    day_indices,
+    decide,
+    endpoint_sets,
+    judge,
+    next_span,
+    parse_days,
+    recheck_sets,
+    split_span,
+)
 
 D = dt.date
 
@@ -30,21 +46,28 @@ def plan(days=10, start=START):
 # -- --days ------------------------------------------------------------------------------------------------------
 def test_days_accepts_dates_and_ranges_in_order_without_repeats():
     assert parse_days("2024-01-03,2024-01-05..2024-01-07, 2024-01-03") == [
-        D(2024, 1, 3), D(2024, 1, 5), D(2024, 1, 6), D(2024, 1, 7)]
+        D(2024, 1, 3),
+        D(2024, 1, 5),
+        D(2024, 1, 6),
+        D(2024, 1, 7),
+    ]
 
 
 def test_days_range_crosses_a_month():
     assert parse_days("2024-01-31..2024-02-01") == [D(2024, 1, 31), D(2024, 2, 1)]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("2024-13-01", "--days: '2024-13-01' is not a date like 2024-01-03"),
-    ("yesterday", "--days: 'yesterday' is not a date"),
-    ("2024-01-07..2024-01-05", "--days: the range '2024-01-07..2024-01-05' ends before it starts"),
-    ("", "--days is empty"),
-    ("2024-01-03,,2024-01-04", "--days has an empty item"),
-    ("2024-01-03..", "--days: '' is not a date"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("2024-13-01", "--days: '2024-13-01' is not a date like 2024-01-03"),
+        ("yesterday", "--days: 'yesterday' is not a date"),
+        ("2024-01-07..2024-01-05", "--days: the range '2024-01-07..2024-01-05' ends before it starts"),
+        ("", "--days is empty"),
+        ("2024-01-03,,2024-01-04", "--days has an empty item"),
+        ("2024-01-03..", "--days: '' is not a date"),
+    ],
+)
 def test_bad_days_text_is_one_clear_config_error(text, message):
     with pytest.raises(ConfigError) as err:
         parse_days(text)
@@ -56,7 +79,9 @@ def test_days_map_to_planned_day_idx():
 
 
 def test_a_date_outside_the_plan_is_named():
-    with pytest.raises(ConfigError, match=r"^--days: 2024-02-01 is not a planned day \(planned: 2024-01-01..2024-01-10\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^--days: 2024-02-01 is not a planned day \(planned: 2024-01-01..2024-01-10\)$"
+    ):
         day_indices("2024-01-09,2024-02-01", plan())
     with pytest.raises(ConfigError, match=r"^--days: 2024-01-11 and 21 more days are not planned"):
         day_indices("2024-01-09..2024-02-01", plan())
@@ -95,7 +120,11 @@ def test_included_days_that_are_not_complete_are_skipped():
 
 
 # -- endpoints ----------------------------------------------------------------------------------------------------
-URLS = ["http://127.0.0.1:8545", "http://localhost:8545/?key=0123456789abcdef0123456789abcdef", "https://eth.example.com/v2/k"]
+URLS = [
+    "http://127.0.0.1:8545",
+    "http://localhost:8545/?key=0123456789abcdef0123456789abcdef",
+    "https://eth.example.com/v2/k",
+]
 
 
 def test_another_endpoint_than_the_one_that_filled_the_day():
@@ -137,8 +166,11 @@ def test_recheck_goes_to_endpoints_the_first_recount_did_not_use_the_fillers_las
 
 def test_recheck_after_a_recount_every_endpoint_took_part_in_asks_each_one_alone():
     everyone = ["127.0.0.1#0", "localhost#1", "eth.example.com#2"]
-    assert recheck_sets(URLS, ",".join(everyone), everyone) == [EndpointSet((0,), True), EndpointSet((1,), True),
-                                                                 EndpointSet((2,), True)]
+    assert recheck_sets(URLS, ",".join(everyone), everyone) == [
+        EndpointSet((0,), True),
+        EndpointSet((1,), True),
+        EndpointSet((2,), True),
+    ]
 
 
 def test_no_recheck_with_a_single_endpoint():
@@ -186,11 +218,17 @@ def test_same_count_other_content_says_hash_differs():
 def test_store_that_moved_since_its_fingerprint_is_named():
     verdict, detail = judge(CHAIN, {**CHAIN, "erc20": (1828, 100)}, CHAIN)
     assert verdict == "mismatch"
-    assert detail == "erc20: chain 1829 rows / store 1828 rows; store differs from its fingerprint (erc20 1828 rows, recorded 1829)"
+    assert (
+        detail
+        == "erc20: chain 1829 rows / store 1828 rows; store differs from its fingerprint (erc20 1828 rows, recorded 1829)"
+    )
 
 
 def test_fingerprint_alone_differing_is_a_mismatch():
-    assert judge(CHAIN, dict(CHAIN), {**CHAIN, "erc20": (1829, 5)}) == ("mismatch", "store differs from its fingerprint")
+    assert judge(CHAIN, dict(CHAIN), {**CHAIN, "erc20": (1829, 5)}) == (
+        "mismatch",
+        "store differs from its fingerprint",
+    )
 
 
 # -- fallback and re-check (decide) ------------------------------------------------------------------------------
@@ -202,19 +240,26 @@ def test_recount_equal_to_the_store_is_ok_without_a_recheck():
 
 
 def test_recount_on_the_filling_endpoint_says_it_is_less_independent_and_why():
-    verdict, detail, problem = decide(Recount(CHAIN, "127.0.0.1#0", same=True,
-                                              failures=("localhost#1: NoEndpoint: every endpoint is parked",)),
-                                      CHAIN, CHAIN)
+    verdict, detail, problem = decide(
+        Recount(CHAIN, "127.0.0.1#0", same=True, failures=("localhost#1: NoEndpoint: every endpoint is parked",)),
+        CHAIN,
+        CHAIN,
+    )
     assert (verdict, problem) == ("ok", "")
-    assert detail == (f"recounted on 127.0.0.1#0, which filled the day ({SAME_ENDPOINT}): the others could not "
-                      "(localhost#1: NoEndpoint: every endpoint is parked)")
+    assert detail == (
+        f"recounted on 127.0.0.1#0, which filled the day ({SAME_ENDPOINT}): the others could not "
+        "(localhost#1: NoEndpoint: every endpoint is parked)"
+    )
 
 
 def test_a_day_no_endpoint_could_recount_is_an_error_never_a_mismatch():
     first = Recount(None, failures=("localhost#1: QuotaExhausted: Payment Required", "127.0.0.1#0: Transient: timeout"))
     assert decide(first, LOST, CHAIN) == (
-        "error", "could not be recounted from RPC: localhost#1: QuotaExhausted: Payment Required; "
-                 "127.0.0.1#0: Transient: timeout", "unrecounted")
+        "error",
+        "could not be recounted from RPC: localhost#1: QuotaExhausted: Payment Required; "
+        "127.0.0.1#0: Transient: timeout",
+        "unrecounted",
+    )
 
 
 def test_a_difference_confirmed_by_a_second_recount_is_a_mismatch():
@@ -229,8 +274,9 @@ def test_a_difference_with_no_other_endpoint_is_a_mismatch_not_rechecked():
 
 
 def test_a_difference_whose_recheck_failed_is_a_mismatch_saying_why():
-    verdict, detail, _ = decide(Recount(CHAIN, "localhost#1"), LOST, None,
-                                Recount(None, failures=("127.0.0.1#0: NodeBehind: short answer",)))
+    verdict, detail, _ = decide(
+        Recount(CHAIN, "localhost#1"), LOST, None, Recount(None, failures=("127.0.0.1#0: NodeBehind: short answer",))
+    )
     assert verdict == "mismatch" and detail.endswith("; not re-checked: 127.0.0.1#0: NodeBehind: short answer")
 
 
@@ -238,8 +284,10 @@ def test_recounts_that_disagree_are_an_error_of_the_endpoints_not_of_the_store()
     short = {**CHAIN, "erc20": (916, 7)}
     verdict, detail, problem = decide(Recount(short, "lagging#1"), CHAIN, CHAIN, Recount(CHAIN, "healthy#2"))
     assert (verdict, problem) == ("error", "disagree")
-    assert detail.startswith("recounts disagree between endpoints lagging#1 and healthy#2: a node is serving wrong "
-                             "or short answers (lagging#1: erc20 916 rows, erc1155 12 rows; healthy#2: erc20 1829 rows")
+    assert detail.startswith(
+        "recounts disagree between endpoints lagging#1 and healthy#2: a node is serving wrong "
+        "or short answers (lagging#1: erc20 916 rows, erc1155 12 rows; healthy#2: erc20 1829 rows"
+    )
     assert detail.endswith("; the recount on healthy#2 equals the store")
 
 
@@ -251,8 +299,17 @@ def test_recounts_that_disagree_on_a_store_that_moved_since_its_fingerprint_stil
 
 def _day(verdict="ok", detail="", versions=()):
     store = {**CHAIN, "erc20": (1828, 5)} if verdict == "mismatch" else CHAIN
-    return DayAudit(3, D(2024, 1, 4), "localhost#1", verdict, detail, CHAIN if verdict != "error" else None, store,
-                    CHAIN, list(versions))
+    return DayAudit(
+        3,
+        D(2024, 1, 4),
+        "localhost#1",
+        verdict,
+        detail,
+        CHAIN if verdict != "error" else None,
+        store,
+        CHAIN,
+        list(versions),
+    )
 
 
 def test_report_lines_name_day_endpoint_counts_and_hashes():
@@ -265,12 +322,18 @@ def test_report_lines_name_day_endpoint_counts_and_hashes():
 
 def test_versions_are_listed_side_by_side_only_when_there_are_several():
     old = VersionSummary(10, {"erc20": 1829, "erc1155": 12}, {}, 0, equals_chain=True, not_on_chain=0)
-    new = VersionSummary(11, {"erc20": 1829, "erc1155": 12}, {}, 1841, latest=True, equals_chain=False, not_on_chain=1841)
+    new = VersionSummary(
+        11, {"erc20": 1829, "erc1155": 12}, {}, 1841, latest=True, equals_chain=False, not_on_chain=1841
+    )
     assert len(_day(versions=[old]).lines()) == 1
     lines = _day("mismatch", "erc20 hash differs, same count", [old, new]).lines()
     assert len(lines) == 3
     assert "version 10:" in lines[1] and "equals the chain" in lines[1]
-    assert "version 11 (latest)" in lines[2] and "zero_timestamps=1841" in lines[2] and "1841 rows not on chain" in lines[2]
+    assert (
+        "version 11 (latest)" in lines[2]
+        and "zero_timestamps=1841" in lines[2]
+        and "1841 rows not on chain" in lines[2]
+    )
 
 
 def test_report_passes_only_without_mismatch_or_error():
@@ -287,24 +350,39 @@ def _report(*days):
 
 
 def _at(idx, verdict, detail="", problem=""):
-    return DayAudit(idx, START + dt.timedelta(days=idx), "localhost#1", verdict, detail, None if verdict == "error" else CHAIN,
-                    CHAIN, CHAIN, [], problem)
+    return DayAudit(
+        idx,
+        START + dt.timedelta(days=idx),
+        "localhost#1",
+        verdict,
+        detail,
+        None if verdict == "error" else CHAIN,
+        CHAIN,
+        CHAIN,
+        [],
+        problem,
+    )
 
 
 def test_failure_text_names_the_days_of_each_class_and_never_an_empty_list():
-    report = _report(_at(0, "ok"), _at(2, "error", "could not be recounted from RPC: localhost#1: QuotaExhausted: 402",
-                                       "unrecounted"),
-                     _at(4, "error", "could not be recounted from RPC: localhost#1: QuotaExhausted: 402", "unrecounted"),
-                     _at(9, "mismatch", "erc20: chain 1981 rows / store 916 rows"))
+    report = _report(
+        _at(0, "ok"),
+        _at(2, "error", "could not be recounted from RPC: localhost#1: QuotaExhausted: 402", "unrecounted"),
+        _at(4, "error", "could not be recounted from RPC: localhost#1: QuotaExhausted: 402", "unrecounted"),
+        _at(9, "mismatch", "erc20: chain 1981 rows / store 916 rows"),
+    )
     assert report.failure_text() == (
         "the recount from RPC differs from the store on day(s) 2024-01-10; "
-        "day(s) 2024-01-03, 2024-01-05 could not be recounted from RPC (localhost#1: QuotaExhausted: 402)")
+        "day(s) 2024-01-03, 2024-01-05 could not be recounted from RPC (localhost#1: QuotaExhausted: 402)"
+    )
     assert report.unrecounted_days == [2, 4] and report.mismatched_days == [9]
 
 
 def test_failure_text_of_errors_only_does_not_speak_of_a_difference():
-    report = _report(_at(1, "error", "could not be recounted from RPC: a#0: x", "unrecounted"),
-                     _at(3, "error", "could not be recounted from RPC: a#0: y", "unrecounted"))
+    report = _report(
+        _at(1, "error", "could not be recounted from RPC: a#0: x", "unrecounted"),
+        _at(3, "error", "could not be recounted from RPC: a#0: y", "unrecounted"),
+    )
     text = report.failure_text(lambda days: ",".join(map(str, days)))
     assert text == "day(s) 1,3 could not be recounted from RPC (a#0: x; and 1 other reason(s))"
     assert "differs" not in text
@@ -312,8 +390,10 @@ def test_failure_text_of_errors_only_does_not_speak_of_a_difference():
 
 def test_failure_text_names_days_whose_recounts_disagree():
     report = _report(_at(5, "error", "recounts disagree between endpoints a#1 and b#2: …", "disagree"))
-    assert report.failure_text() == ("the recounts from RPC disagree between endpoints on day(s) 2024-01-06 "
-                                     "(a node is serving wrong or short answers)")
+    assert report.failure_text() == (
+        "the recounts from RPC disagree between endpoints on day(s) 2024-01-06 "
+        "(a node is serving wrong or short answers)"
+    )
     assert report.error_days == [5] and report.unrecounted_days == [] and report.disagreeing_days == [5]
     assert _report(_at(0, "ok")).failure_text() == ""
 
@@ -324,8 +404,15 @@ def _topic(addr):
 
 
 def _log(topics, data, bn, li):
-    return {"blockNumber": hex(bn), "logIndex": hex(li), "transactionHash": "0x" + f"{bn:064x}",
-            "address": "0x" + "ee" * 20, "topics": topics, "data": "0x" + data.hex(), "blockHash": "0x" + "22" * 32}
+    return {
+        "blockNumber": hex(bn),
+        "logIndex": hex(li),
+        "transactionHash": "0x" + f"{bn:064x}",
+        "address": "0x" + "ee" * 20,
+        "topics": topics,
+        "data": "0x" + data.hex(),
+        "blockHash": "0x" + "22" * 32,
+    }
 
 
 def sample_logs(n=600, seed=3):
@@ -336,14 +423,28 @@ def sample_logs(n=600, seed=3):
         kind = rng.randrange(6)
         bn = 100 + i // 7
         if kind == 0:
-            out.append(_log([ERC20_TRANSFER.topic0, _topic(a), _topic(b)], encode(["uint256"], [rng.getrandbits(256)]), bn, i))
+            out.append(
+                _log([ERC20_TRANSFER.topic0, _topic(a), _topic(b)], encode(["uint256"], [rng.getrandbits(256)]), bn, i)
+            )
         elif kind == 1:
-            out.append(_log([ERC1155_SINGLE.topic0, _topic(c), _topic(a), _topic(b)],
-                            encode(["uint256", "uint256"], [rng.getrandbits(256), rng.getrandbits(8)]), bn, i))
+            out.append(
+                _log(
+                    [ERC1155_SINGLE.topic0, _topic(c), _topic(a), _topic(b)],
+                    encode(["uint256", "uint256"], [rng.getrandbits(256), rng.getrandbits(8)]),
+                    bn,
+                    i,
+                )
+            )
         elif kind == 2:
             ids = [rng.getrandbits(256) for _ in range(rng.randrange(4))]
-            out.append(_log([ERC1155_BATCH.topic0, _topic(c), _topic(a), _topic(b)],
-                            encode(["uint256[]", "uint256[]"], [ids, ids[::-1]]), bn, i))
+            out.append(
+                _log(
+                    [ERC1155_BATCH.topic0, _topic(c), _topic(a), _topic(b)],
+                    encode(["uint256[]", "uint256[]"], [ids, ids[::-1]]),
+                    bn,
+                    i,
+                )
+            )
         elif kind == 3:  # ERC-721 style: 4 topics
             out.append(_log([ERC20_TRANSFER.topic0, _topic(a), _topic(b), "0x" + "00" * 31 + "07"], b"", bn, i))
         elif kind == 4:  # short data
@@ -374,6 +475,8 @@ def test_digests_of_both_decoders_are_equal():
 
 
 def test_reference_decoder_rejects_logs_missing_fields_instead_of_raising():
-    entry = _log([ERC20_TRANSFER.topic0, _topic("0x" + "ab" * 20), _topic("0x" + "cd" * 20)], encode(["uint256"], [1]), 1, 1)
+    entry = _log(
+        [ERC20_TRANSFER.topic0, _topic("0x" + "ab" * 20), _topic("0x" + "cd" * 20)], encode(["uint256"], [1]), 1, 1
+    )
     del entry["data"]
     assert reference_rows([entry, {"topics": []}]) == ([], [], 2)

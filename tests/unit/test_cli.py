@@ -12,8 +12,17 @@ from click.testing import CliRunner
 
 from backfill import exitcodes
 from backfill.cli.app import main, user_errors
-from backfill.errors import (CommandFailed, ConfigError, EndpointUnreachable, Interrupted, RpcError, SqlRefused,
-                             StoreUnavailable, UserError, WrongChain)
+from backfill.errors import (
+    CommandFailed,
+    ConfigError,
+    EndpointUnreachable,
+    Interrupted,
+    RpcError,
+    SqlRefused,
+    StoreUnavailable,
+    UserError,
+    WrongChain,
+)
 from backfill.files.oplog import store_wait_text
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -28,10 +37,28 @@ def all_subclasses(cls: type) -> set[type]:
 
 
 def test_each_kind_of_error_has_its_code():
-    assert {cls: cls.exit_code for cls in (UserError, ConfigError, CommandFailed, EndpointUnreachable, WrongChain,
-                                            StoreUnavailable, SqlRefused, Interrupted)} == {
-        UserError: 2, ConfigError: 2, CommandFailed: 1, EndpointUnreachable: 3, WrongChain: 4,
-        StoreUnavailable: 5, SqlRefused: 6, Interrupted: 130}
+    assert {
+        cls: cls.exit_code
+        for cls in (
+            UserError,
+            ConfigError,
+            CommandFailed,
+            EndpointUnreachable,
+            WrongChain,
+            StoreUnavailable,
+            SqlRefused,
+            Interrupted,
+        )
+    } == {
+        UserError: 2,
+        ConfigError: 2,
+        CommandFailed: 1,
+        EndpointUnreachable: 3,
+        WrongChain: 4,
+        StoreUnavailable: 5,
+        SqlRefused: 6,
+        Interrupted: 130,
+    }
 
 
 def test_the_commands_own_errors_map_to_the_table():
@@ -58,8 +85,8 @@ def test_gates_failed_keeps_the_code_docs_gates_defines():
 
 def test_the_readme_lists_every_code_of_the_table():
     text = README.read_text()
-    section = text[text.index("### Exit codes"):]
-    section = section[:section.index("\n### ", 5)]
+    section = text[text.index("### Exit codes") :]
+    section = section[: section.index("\n### ", 5)]
     listed = {int(m) for m in re.findall(r"^\| (\d+) \|", section, re.M)}
     assert listed == set(exitcodes.TABLE)
 
@@ -74,12 +101,19 @@ def run_raising(exc: BaseException, name: str = "cmd") -> click.testing.Result:
     return CliRunner().invoke(cmd, [])
 
 
-@pytest.mark.parametrize("exc,code", [
-    (UserError("no run is active"), 2), (ConfigError("bad"), 2), (CommandFailed("3 days FAILED"), 1),
-    (EndpointUnreachable("no RPC endpoint answers"), 3), (WrongChain("chain 4242"), 4),
-    (StoreUnavailable("cannot use ClickHouse"), 5), (SqlRefused("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"), 6),
-    (RpcError("quota"), 3),
-])
+@pytest.mark.parametrize(
+    "exc,code",
+    [
+        (UserError("no run is active"), 2),
+        (ConfigError("bad"), 2),
+        (CommandFailed("3 days FAILED"), 1),
+        (EndpointUnreachable("no RPC endpoint answers"), 3),
+        (WrongChain("chain 4242"), 4),
+        (StoreUnavailable("cannot use ClickHouse"), 5),
+        (SqlRefused("Code: 60. DB::Exception: x (UNKNOWN_TABLE)"), 6),
+        (RpcError("quota"), 3),
+    ],
+)
 def test_an_error_is_one_error_line_and_its_code(exc, code):
     result = run_raising(exc)
     assert result.exit_code == code
@@ -117,8 +151,11 @@ def test_every_command_and_option_has_help():
     for path, cmd in found:
         if not (cmd.help or "").strip():
             missing.append(path)
-        missing += [f"{path} {'/'.join(p.opts)}" for p in cmd.params
-                    if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]
+        missing += [
+            f"{path} {'/'.join(p.opts)}"
+            for p in cmd.params
+            if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()
+        ]
     assert missing == []
 
 
@@ -130,11 +167,15 @@ def test_the_readme_shows_how_to_turn_on_completion_in_each_shell():
 
 # -- store waits at the terminal ---------------------------------------------------------------------------------
 def test_a_store_wait_reads_as_words_and_a_refusal_at_once_says_nothing():
-    down = ("event=store_down store=http://***:***@127.0.0.1:9/db reason='connection refused' during=query "
-            "action=wait_and_retry next_try_s={}")
+    down = (
+        "event=store_down store=http://***:***@127.0.0.1:9/db reason='connection refused' during=query "
+        "action=wait_and_retry next_try_s={}"
+    )
     assert store_wait_text(down.format("0.25")) == "waiting for the store (connection refused); Ctrl-C stops waiting"
     assert store_wait_text(down.format("0.00")) is None  # the command's error line says it
-    assert store_wait_text("event=store_still_down store=x reason='timed out' down_s=61 retries=40 "
-                           "action=wait_and_retry") == "still waiting for the store after 61s (timed out)"
+    assert (
+        store_wait_text("event=store_still_down store=x reason='timed out' down_s=61 retries=40 action=wait_and_retry")
+        == "still waiting for the store after 61s (timed out)"
+    )
     assert store_wait_text("event=store_back store=x down_s=23.4 retries=9") == "the store is back after 23s"
     assert store_wait_text("event=something_else") is None

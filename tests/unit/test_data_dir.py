@@ -17,8 +17,11 @@ def test_a_missing_or_empty_data_directory_holds_no_store_and_stays_as_it_was(tm
     for path in (tmp_path / "data", tmp_path / "empty"):
         if path.name == "empty":
             path.mkdir()
-        with pytest.raises(NoBackfillData, match=rf"^no backfill data in {re.escape(str(path))} \(no store there yet\); "
-                                                 "start one with: backfill start$"):
+        with pytest.raises(
+            NoBackfillData,
+            match=rf"^no backfill data in {re.escape(str(path))} \(no store there yet\); "
+            "start one with: backfill start$",
+        ):
             require_store(settings(tmp_path, path))
         with pytest.raises(NoBackfillData, match=r"\(no logs there yet\)"):
             require_logs(settings(tmp_path, path))
@@ -42,7 +45,9 @@ def test_a_data_directory_with_a_store_or_logs_is_accepted(tmp_path):
 
 def test_a_file_is_not_a_data_directory(tmp_path):
     (tmp_path / "data").write_text("x")
-    with pytest.raises(NoBackfillData, match=rf"^{re.escape(str(tmp_path / 'data'))} is not a directory; give --data-dir"):
+    with pytest.raises(
+        NoBackfillData, match=rf"^{re.escape(str(tmp_path / 'data'))} is not a directory; give --data-dir"
+    ):
         check_usable(tmp_path / "data")
     with pytest.raises(NoBackfillData, match="is not a directory"):
         require_store(settings(tmp_path, tmp_path / "data", CLICKHOUSE_URL="http://default:@127.0.0.1:8123/db"))
@@ -51,6 +56,9 @@ def test_a_file_is_not_a_data_directory(tmp_path):
 def test_a_directory_that_cannot_be_read_is_one_clear_error(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(NoBackfillData, match=rf"^cannot read the data directory {re.escape(str(tmp_path / 'data'))}: "
-                                             "permission denied; give --data-dir"):
+    with pytest.raises(
+        NoBackfillData,
+        match=rf"^cannot read the data directory {re.escape(str(tmp_path / 'data'))}: "
+        "permission denied; give --data-dir",
+    ):
         require_store(settings(tmp_path, tmp_path / "data"))

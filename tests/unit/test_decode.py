@@ -6,8 +6,8 @@ import random
 import pytest
 from eth_abi import encode
 
-from backfill.decode.decoder import Erc1155Row, Erc20Row, Quarantined, Skipped, decode_log, decode_logs
-from backfill.decode.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, LOG_FILTER_TOPICS
+from backfill.decode.decoder import Erc20Row, Erc1155Row, Quarantined, Skipped, decode_log, decode_logs
+from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE, LOG_FILTER_TOPICS
 from tests.support.oracle import oracle_rows
 
 MAX = 2**256 - 1
@@ -22,9 +22,15 @@ def topic(addr: str) -> str:
 
 
 def mk(topics, data: bytes | str, bn=5, li=3, addr="0x" + "ee" * 20):
-    return {"blockNumber": hex(bn), "logIndex": hex(li), "transactionHash": TX, "address": addr,
-            "topics": topics, "data": data if isinstance(data, str) else "0x" + data.hex(),
-            "blockHash": "0x" + "22" * 32}
+    return {
+        "blockNumber": hex(bn),
+        "logIndex": hex(li),
+        "transactionHash": TX,
+        "address": addr,
+        "topics": topics,
+        "data": data if isinstance(data, str) else "0x" + data.hex(),
+        "blockHash": "0x" + "22" * 32,
+    }
 
 
 def test_erc20_transfer_decodes_full_uint256():
@@ -39,7 +45,9 @@ def test_mint_and_burn_keep_the_zero_address():
 
 
 def test_four_topic_transfer_is_erc721_and_skipped():
-    assert decode_log(mk([ERC20_TRANSFER.topic0, topic(A), topic(B), "0x" + "00" * 31 + "07"], "0x")) == Skipped("erc721")
+    assert decode_log(mk([ERC20_TRANSFER.topic0, topic(A), topic(B), "0x" + "00" * 31 + "07"], "0x")) == Skipped(
+        "erc721"
+    )
 
 
 @pytest.mark.parametrize("data", ["0x", "0x" + "00" * 31, "0x" + "00" * 33, "0xzz"])
@@ -58,14 +66,18 @@ def test_dirty_address_topic_is_quarantined():
 
 
 def test_transfer_single():
-    out = decode_log(mk([ERC1155_SINGLE.topic0, topic(A), topic(ZERO), topic(B)], encode(["uint256", "uint256"], [MAX, 9])))
+    out = decode_log(
+        mk([ERC1155_SINGLE.topic0, topic(A), topic(ZERO), topic(B)], encode(["uint256", "uint256"], [MAX, 9]))
+    )
     assert out == [Erc1155Row(5, TX, 3, 0, "0x" + "ee" * 20, A, ZERO, B, MAX, 9)]
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 300])
 def test_transfer_batch_gives_one_row_per_id(n):
     ids, vals = list(range(n)), [MAX - i for i in range(n)]
-    out = decode_log(mk([ERC1155_BATCH.topic0, topic(A), topic(A), topic(B)], encode(["uint256[]", "uint256[]"], [ids, vals])))
+    out = decode_log(
+        mk([ERC1155_BATCH.topic0, topic(A), topic(A), topic(B)], encode(["uint256[]", "uint256[]"], [ids, vals]))
+    )
     assert [(r.batch_index, r.token_id, r.value) for r in out] == list(zip(range(n), ids, vals))
 
 
@@ -84,7 +96,9 @@ def test_garbage_never_raises():
     rng = random.Random(1)
     for _ in range(2000):
         n_topics = rng.randint(0, 5)
-        topics = [rng.choice(list(LOG_FILTER_TOPICS[0]))] + ["0x" + rng.randbytes(32).hex() for _ in range(n_topics - 1)]
+        topics = [rng.choice(list(LOG_FILTER_TOPICS[0]))] + [
+            "0x" + rng.randbytes(32).hex() for _ in range(n_topics - 1)
+        ]
         log = mk(topics[:n_topics], rng.randbytes(rng.choice([0, 5, 32, 64, 96, 200])))
         if rng.random() < 0.1:
             log.pop(rng.choice(list(log)))
@@ -99,14 +113,26 @@ def test_hand_decoder_equals_the_oracle_on_random_logs():
         kind = rng.randrange(3)
         a, b, c = ("0x" + rng.randbytes(20).hex() for _ in range(3))
         if kind == 0:
-            logs.append(mk([ERC20_TRANSFER.topic0, topic(a), topic(b)], encode(["uint256"], [rng.getrandbits(256)]), li=i))
+            logs.append(
+                mk([ERC20_TRANSFER.topic0, topic(a), topic(b)], encode(["uint256"], [rng.getrandbits(256)]), li=i)
+            )
         elif kind == 1:
-            logs.append(mk([ERC1155_SINGLE.topic0, topic(c), topic(a), topic(b)],
-                           encode(["uint256", "uint256"], [rng.getrandbits(256), rng.getrandbits(256)]), li=i))
+            logs.append(
+                mk(
+                    [ERC1155_SINGLE.topic0, topic(c), topic(a), topic(b)],
+                    encode(["uint256", "uint256"], [rng.getrandbits(256), rng.getrandbits(256)]),
+                    li=i,
+                )
+            )
         else:
             n = rng.randrange(5)
-            logs.append(mk([ERC1155_BATCH.topic0, topic(c), topic(a), topic(b)],
-                           encode(["uint256[]", "uint256[]"], [[rng.getrandbits(256) for _ in range(n)]] * 2), li=i))
+            logs.append(
+                mk(
+                    [ERC1155_BATCH.topic0, topic(c), topic(a), topic(b)],
+                    encode(["uint256[]", "uint256[]"], [[rng.getrandbits(256) for _ in range(n)]] * 2),
+                    li=i,
+                )
+            )
     batch = decode_logs(logs)
     ref20, ref1155, refused = oracle_rows(logs)
     assert sorted(batch.erc20) == sorted(ref20) and len(ref20) > 100
@@ -131,13 +157,17 @@ def test_hand_decoder_agrees_with_the_oracle_on_mangled_batches():
     rng = random.Random(11)
     for _ in range(3000):
         n, m = rng.randrange(4), rng.randrange(4)
-        data = bytearray(encode(["uint256[]", "uint256[]"], [[rng.getrandbits(8) for _ in range(n)],
-                                                              [rng.getrandbits(8) for _ in range(m)]]))
+        data = bytearray(
+            encode(
+                ["uint256[]", "uint256[]"],
+                [[rng.getrandbits(8) for _ in range(n)], [rng.getrandbits(8) for _ in range(m)]],
+            )
+        )
         for _ in range(rng.randrange(3)):
             pos = rng.randrange(len(data))
-            data[pos] = rng.choice([0, 1, 0x20, 0x40, 0x60, 0xff])
+            data[pos] = rng.choice([0, 1, 0x20, 0x40, 0x60, 0xFF])
         if rng.random() < 0.2:
-            data = data[:rng.randrange(len(data) + 1)]
+            data = data[: rng.randrange(len(data) + 1)]
         log = mk([ERC1155_BATCH.topic0, topic(A), topic(A), topic(B)], bytes(data))
         ours = decode_log(log)
         ref, ref1155, rejected = oracle_rows([log])

@@ -33,21 +33,27 @@ ZERO = "0" * 32
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "gates.md"
 
 
-def make(n: int = 10, rows: dict[int, tuple[int, int]] | None = None, status: dict[int, str] | None = None,
-         per_day: dict[str, dict[int, int]] | None = None, empty: tuple[int, ...] = ()) -> Measurements:
+def make(
+    n: int = 10,
+    rows: dict[int, tuple[int, int]] | None = None,
+    status: dict[int, str] | None = None,
+    per_day: dict[str, dict[int, int]] | None = None,
+    empty: tuple[int, ...] = (),
+) -> Measurements:
     """n consecutive days of 1,000 blocks, all COMPLETE with 300 + 200 rows that match their checkpoint and
     fingerprint, unless told otherwise."""
     status = status or {}
-    days = {d: Day(d, START + dt.timedelta(days=d), 1 + 1000 * d, 1000 * (d + 1), status.get(d, "COMPLETE"))
-            for d in range(n)}
+    days = {
+        d: Day(d, START + dt.timedelta(days=d), 1 + 1000 * d, 1000 * (d + 1), status.get(d, "COMPLETE"))
+        for d in range(n)
+    }
     counts = {d: (0, 0) if d in empty else (300, 200) for d in range(n)}
     counts.update(rows or {})
     m = Measurements(days=days, per_day=per_day or {})
     m.checkpoint_counts = {d: c for d, c in counts.items() if days[d].status == "COMPLETE"}
     m.store_counts = {d: c for d, c in counts.items() if c != (0, 0)}
     m.store_hashes = {d: (f"{d:032x}", f"{d + 100:032x}") for d in m.store_counts}
-    m.fingerprints = {d: Fingerprint(counts[d], m.store_hashes.get(d, (ZERO, ZERO)), T0)
-                      for d in m.checkpoint_counts}
+    m.fingerprints = {d: Fingerprint(counts[d], m.store_hashes.get(d, (ZERO, ZERO)), T0) for d in m.checkpoint_counts}
     return m
 
 
@@ -80,12 +86,15 @@ def test_an_unknown_threshold_name_is_a_config_error_naming_the_valid_ones():
     assert all(name in str(err.value) for name in THRESHOLDS)
 
 
-@pytest.mark.parametrize("overrides, level", [
-    ([("lenient", "failed_days", 1)], "strict"),
-    ([("strict", "failed_days", -1)], "strict"),
-    ([("strict", "failed_days", math.nan)], "strict"),
-    ([], "medium"),
-])
+@pytest.mark.parametrize(
+    "overrides, level",
+    [
+        ([("lenient", "failed_days", 1)], "strict"),
+        ([("strict", "failed_days", -1)], "strict"),
+        ([("strict", "failed_days", math.nan)], "strict"),
+        ([], "medium"),
+    ],
+)
 def test_bad_levels_and_values_are_config_errors(overrides, level):
     with pytest.raises(ConfigError):
         thresholds(overrides, level)
@@ -161,9 +170,13 @@ def test_an_empty_plan_fails_strict():
 
 
 def test_plan_gaps_overlaps_and_missing_days_name_both_days():
-    days = [Day(0, START, 1, 100, "COMPLETE"), Day(1, START + dt.timedelta(1), 102, 200, "COMPLETE"),
-            Day(2, START + dt.timedelta(2), 150, 300, "COMPLETE"), Day(3, START + dt.timedelta(3), 301, 400, "COMPLETE"),
-            Day(5, START + dt.timedelta(5), 401, 500, "COMPLETE")]
+    days = [
+        Day(0, START, 1, 100, "COMPLETE"),
+        Day(1, START + dt.timedelta(1), 102, 200, "COMPLETE"),
+        Day(2, START + dt.timedelta(2), 150, 300, "COMPLETE"),
+        Day(3, START + dt.timedelta(3), 301, 400, "COMPLETE"),
+        Day(5, START + dt.timedelta(5), 401, 500, "COMPLETE"),
+    ]
     gaps = plan_gaps(days)
     assert [(a, b) for a, b, _ in gaps] == [(0, 1), (1, 2), (3, 5)]
     assert "gap of blocks 101-101" in gaps[0][2] and "overlap of blocks 150-200" in gaps[1][2]
@@ -178,8 +191,11 @@ def test_a_plan_gap_fails_the_coverage_gate():
 
 
 def test_a_day_without_blocks_is_no_gap():
-    days = [Day(0, START, 1, 100, "COMPLETE"), Day(1, START + dt.timedelta(1), 101, 100, "COMPLETE"),
-            Day(2, START + dt.timedelta(2), 101, 200, "COMPLETE")]
+    days = [
+        Day(0, START, 1, 100, "COMPLETE"),
+        Day(1, START + dt.timedelta(1), 101, 100, "COMPLETE"),
+        Day(2, START + dt.timedelta(2), 101, 200, "COMPLETE"),
+    ]
     assert plan_gaps(days) == []
 
 
@@ -204,16 +220,27 @@ def test_duplicate_keys_after_final_fail_with_the_runbook_number():
 
 
 def test_relaxed_does_not_judge_days_still_being_written():
-    m = make(status={2: "RUNNING"}, per_day={"duplicate_key_rows": {2: 2}, "zero_timestamp_rows": {2: 5},
-                                             "missing_timestamp_blocks": {2: 1}})
+    m = make(
+        status={2: "RUNNING"},
+        per_day={"duplicate_key_rows": {2: 2}, "zero_timestamp_rows": {2: 5}, "missing_timestamp_blocks": {2: 1}},
+    )
     for name in ("duplicates", "timestamps", "missing_timestamps"):
         assert gate(m, name, "relaxed").verdict == "pass", name
         assert gate(m, name, "strict").verdict == "fail", name
 
 
 # -- timestamps, malformed, missing timestamps ----------------------------------------------------------------
-@pytest.mark.parametrize("check", ["zero_timestamp_rows", "timestamp_mismatch_rows", "rows_before_genesis",
-                                   "blocks_outside_day", "blocks_before_genesis", "blocks_backwards"])
+@pytest.mark.parametrize(
+    "check",
+    [
+        "zero_timestamp_rows",
+        "timestamp_mismatch_rows",
+        "rows_before_genesis",
+        "blocks_outside_day",
+        "blocks_before_genesis",
+        "blocks_backwards",
+    ],
+)
 def test_each_timestamp_check_fails_both_levels_naming_the_day(check):
     m = make(per_day={check: {3: 12}})
     for level in ("relaxed", "strict"):
@@ -321,12 +348,15 @@ def test_a_few_quarantined_logs_on_a_quiet_day_are_not_judged():
 
 # -- the report ------------------------------------------------------------------------------------------------
 def report_of(results: list[GateResult]) -> GateReport:
-    return GateReport("r1", "strict", "test", T0, results, {d: (START + dt.timedelta(d)).isoformat() for d in range(30)})
+    return GateReport(
+        "r1", "strict", "test", T0, results, {d: (START + dt.timedelta(d)).isoformat() for d in range(30)}
+    )
 
 
 def test_warnings_pass_and_failures_name_their_days():
-    report = report_of([GateResult("empty_days", "warn", 1, 100, [2], "x"),
-                        GateResult("timestamps", "fail", 3, 0, [3, 9], "y")])
+    report = report_of(
+        [GateResult("empty_days", "warn", 1, 100, [2], "x"), GateResult("timestamps", "fail", 3, 0, [3, 9], "y")]
+    )
     assert not report.passed and report.failed_days() == {"timestamps": [3, 9]}
     assert report_of(report.results[:1]).passed
     line = next(line for line in report.lines() if "timestamps" in line)
@@ -334,8 +364,9 @@ def test_warnings_pass_and_failures_name_their_days():
 
 
 def test_the_json_form_is_plain_json_with_dates():
-    report = report_of([GateResult("coverage", "pass", 0, math.inf, [], "ok"),
-                        GateResult("malformed", "fail", 1, 0, [6], "bad")])
+    report = report_of(
+        [GateResult("coverage", "pass", 0, math.inf, [], "ok"), GateResult("malformed", "fail", 1, 0, [6], "bad")]
+    )
     doc = json.loads(json.dumps(report.to_json(), allow_nan=False))
     assert doc["passed"] is False and doc["gates"][0]["threshold"] is None
     assert doc["gates"][1]["dates"] == ["2024-01-07"]
@@ -356,8 +387,11 @@ def test_every_check_a_gate_reports_is_phrased():
     from monitor.gates.report import PHRASES
 
     source = (Path(__file__).resolve().parents[2] / "monitor" / "gates" / "judge.py").read_text()
-    checks = set(re.findall(r'Finding\("(\w+)"', source)) | set(re.findall(r'_count\("(\w+)"', source)) \
-        | set(re.findall(r'_counts\(m, level, t, "(\w+)"', source))
+    checks = (
+        set(re.findall(r'Finding\(\s*"(\w+)"', source))
+        | set(re.findall(r'_count\(\s*"(\w+)"', source))
+        | set(re.findall(r'_counts\(\s*m,\s*level,\s*t,\s*"(\w+)"', source))
+    )
     assert len(checks) > 10 and checks <= set(PHRASES), checks - set(PHRASES)
 
 
@@ -375,20 +409,25 @@ def test_counts_say_at_most_what_and_shares_are_percent():
     burst = gate(make(per_day={"quarantined": {3: 20}}), "quarantine")
     assert burst.value_text == "3.85% quarantined on the worst day"
     assert burst.limit_text == "at most 1% quarantined per day"
-    assert gate(make(per_day={"quarantined": {3: 20}}), "quarantine", "relaxed").limit_text == \
-        "at most 5% quarantined per day"
+    assert (
+        gate(make(per_day={"quarantined": {3: 20}}), "quarantine", "relaxed").limit_text
+        == "at most 5% quarantined per day"
+    )
 
 
 def test_a_threshold_not_judged_at_the_level_says_so():
-    assert GateResult("coverage", "pass", 2, math.inf, [], "", "unfinished_days").limit_text == \
-        "not judged at this level"
+    assert (
+        GateResult("coverage", "pass", 2, math.inf, [], "", "unfinished_days").limit_text == "not judged at this level"
+    )
 
 
 def test_a_report_line_says_found_limit_and_days_as_dates():
     report = report_of([gate(make(empty=(2, 8)), "empty_days")])
     line = report.line(report.results[0])
-    assert line.startswith("FAIL empty_days: 2 empty days next to busy ones, not audited; limit: none unaudited, "
-                           "busy meaning a neighbours' median of 100+ rows; days: 2024-01-03, 2024-01-09 — ")
+    assert line.startswith(
+        "FAIL empty_days: 2 empty days next to busy ones, not audited; limit: none unaudited, "
+        "busy meaning a neighbours' median of 100+ rows; days: 2024-01-03, 2024-01-09 — "
+    )
     assert "value=" not in line and "threshold=" not in line and "day 2" not in line
     doc = report.to_json()["gates"][0]
     assert (doc["check"], doc["value"], doc["threshold"], doc["days"]) == ("suspicious_empty_days", 2, 100, [2, 8])

@@ -15,10 +15,9 @@ import orjson
 from eth_abi import encode
 
 from backfill.decode import scanner as native
-from backfill.decode.decoder import DecodedBatch, Erc1155Row, Erc20Row, decode_logs
-from backfill.decode.events import ERC1155_BATCH, ERC1155_SINGLE, ERC20_TRANSFER, EVENTS
+from backfill.decode.decoder import DecodedBatch, Erc20Row, Erc1155Row, decode_logs
+from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE, EVENTS
 from tests.support.native_rows import native_rows, timestamps
-
 
 
 def test_the_extension_is_built():
@@ -37,8 +36,9 @@ def rows_of(batch: DecodedBatch) -> tuple[list[tuple], list[tuple]]:
     table = {bn: t or 0 for bn, t in stamp.items()}
     for scanned, kind, out in ((batch.native_erc20, Erc20Row, out20), (batch.native_erc1155, Erc1155Row, out1155)):
         for nr in scanned:
-            out += [(*r, t or None) for r, t in zip(native_rows(nr, kind), timestamps(nr.timestamps(table)),
-                                                    strict=True)]
+            out += [
+                (*r, t or None) for r, t in zip(native_rows(nr, kind), timestamps(nr.timestamps(table)), strict=True)
+            ]
     return sorted(out20), sorted(out1155)
 
 
@@ -56,7 +56,8 @@ def agree(body: bytes, *, must_scan: bool = False) -> native.Scanned | None:
     if isinstance(doc, list):  # a batch: one logs result, the others strings, each with its id
         assert all(isinstance(item, dict) and "error" not in item for item in doc)
         assert [(orjson.loads(i) if i else None, r) for i, r in scanned.batch] == [
-            (item.get("id"), None if isinstance(item["result"], list) else item["result"]) for item in doc]
+            (item.get("id"), None if isinstance(item["result"], list) else item["result"]) for item in doc
+        ]
         [logs] = [item["result"] for item in doc if isinstance(item["result"], list)]
         assert all(isinstance(item["result"], (list, str)) for item in doc)
     else:
@@ -97,10 +98,20 @@ def random_logs(rng: random.Random, n: int, per_block: int = 3) -> list[dict]:
             m = rng.randrange(4)
             topics = [ERC1155_BATCH.topic0, topic(c), topic(a), topic(b)]
             data = encode(["uint256[]", "uint256[]"], [[rng.getrandbits(256) for _ in range(m)]] * 2)
-        logs.append({"address": "0x" + rng.randbytes(20).hex(), "topics": topics, "data": "0x" + data.hex(),
-                     "blockHash": "0x" + bn.to_bytes(32, "big").hex(), "blockNumber": hex(bn),
-                     "blockTimestamp": hex(1_700_000_000 + 12 * bn), "transactionHash": "0x" + rng.randbytes(32).hex(),
-                     "transactionIndex": hex(i), "logIndex": hex(i % 97), "removed": False})
+        logs.append(
+            {
+                "address": "0x" + rng.randbytes(20).hex(),
+                "topics": topics,
+                "data": "0x" + data.hex(),
+                "blockHash": "0x" + bn.to_bytes(32, "big").hex(),
+                "blockNumber": hex(bn),
+                "blockTimestamp": hex(1_700_000_000 + 12 * bn),
+                "transactionHash": "0x" + rng.randbytes(32).hex(),
+                "transactionIndex": hex(i),
+                "logIndex": hex(i % 97),
+                "removed": False,
+            }
+        )
     return logs
 
 
@@ -134,11 +145,18 @@ def test_guarded_batch_answers_are_scanned_with_their_ids():
         assert scanned.fallback == []
     assert agree(guarded_body([]), must_scan=True).batch == [("8", "0xfa0"), ("9", None)]
     # what the guard cannot judge from the scan goes to orjson: errors, two log lists, no logs, other results
-    for body in (b'[{"id":8,"result":"0x1"},{"id":9,"error":{"code":-32000,"message":"header not found"}}]',
-                 b'[{"id":8,"result":[]},{"id":9,"result":[]}]', b'[{"id":8,"result":"0x1"}]', b"[]",
-                 b'[{"id":8,"result":7},{"id":9,"result":[]}]', b'[{"id":8,"result":null},{"id":9,"result":[]}]',
-                 b'[{"id":8,"result":"0x1"},{"id":9,"result":[]},]', b'[{"id":8,"result":"0x1"} {"id":9,"result":[]}]',
-                 b'{"id":8,"result":"0x1"}', b'[{"id":8,"id":9,"result":[]}]'):
+    for body in (
+        b'[{"id":8,"result":"0x1"},{"id":9,"error":{"code":-32000,"message":"header not found"}}]',
+        b'[{"id":8,"result":[]},{"id":9,"result":[]}]',
+        b'[{"id":8,"result":"0x1"}]',
+        b"[]",
+        b'[{"id":8,"result":7},{"id":9,"result":[]}]',
+        b'[{"id":8,"result":null},{"id":9,"result":[]}]',
+        b'[{"id":8,"result":"0x1"},{"id":9,"result":[]},]',
+        b'[{"id":8,"result":"0x1"} {"id":9,"result":[]}]',
+        b'{"id":8,"result":"0x1"}',
+        b'[{"id":8,"id":9,"result":[]}]',
+    ):
         assert agree(body) is None, body
     # ids stay as written, for the caller to match against what it sent
     assert agree(b'[{"id":"8","result":"0x1"},{"result":[]}]', must_scan=True).batch == [('"8"', "0x1"), ("", None)]
@@ -154,10 +172,14 @@ def test_native_block_layout_is_what_the_engine_reads():
     cols = ["block_number", "block_timestamp", "_version"]
     block = native.table_block(batch.native_erc20, cols, ["UInt64", "DateTime('UTC')", "UInt64"], stamp, 9)
     n = len(logs)
-    expected = bytes([3, n]) + b"\x0cblock_number\x06UInt64" + b"".join(struct.pack("<Q", int(x["blockNumber"], 16))
-                                                                       for x in logs)
+    expected = (
+        bytes([3, n])
+        + b"\x0cblock_number\x06UInt64"
+        + b"".join(struct.pack("<Q", int(x["blockNumber"], 16)) for x in logs)
+    )
     expected += b"\x0fblock_timestamp\x0fDateTime('UTC')" + b"".join(
-        struct.pack("<I", int(x["blockTimestamp"], 16)) for x in logs)
+        struct.pack("<I", int(x["blockTimestamp"], 16)) for x in logs
+    )
     expected += b"\x08_version\x06UInt64" + struct.pack("<Q", 9) * n
     assert block == expected
 
@@ -165,32 +187,74 @@ def test_native_block_layout_is_what_the_engine_reads():
 # -- near misses: every field off its canonical form, one at a time -------------------------------
 def _mutations(log: dict) -> list[dict]:
     t = log["topics"]
-    up = lambda s: "0x" + s[2:].upper()
+
+    def up(s: str) -> str:
+        return "0x" + s[2:].upper()
+
     out = [
-        {**log, "topics": [up(t[0]), *t[1:]]}, {**log, "topics": [t[0], up(t[1]), *t[2:]]},
-        {**log, "topics": t[:2]}, {**log, "topics": [*t, t[-1]]}, {**log, "topics": [*t, t[-1], t[-1]]},
-        {**log, "topics": []}, {**log, "topics": None}, {**log, "topics": [t[0], None, *t[2:]]},
-        {**log, "topics": [t[0], "0x" + "11" * 32, *t[2:]]}, {**log, "topics": [t[0], t[1][:-2], *t[2:]]},
-        {**log, "topics": [t[0], t[1][:-1] + "g", *t[2:]]}, {**log, "topics": [t[0], "ab" + t[1][2:], *t[2:]]},
+        {**log, "topics": [up(t[0]), *t[1:]]},
+        {**log, "topics": [t[0], up(t[1]), *t[2:]]},
+        {**log, "topics": t[:2]},
+        {**log, "topics": [*t, t[-1]]},
+        {**log, "topics": [*t, t[-1], t[-1]]},
+        {**log, "topics": []},
+        {**log, "topics": None},
+        {**log, "topics": [t[0], None, *t[2:]]},
+        {**log, "topics": [t[0], "0x" + "11" * 32, *t[2:]]},
+        {**log, "topics": [t[0], t[1][:-2], *t[2:]]},
+        {**log, "topics": [t[0], t[1][:-1] + "g", *t[2:]]},
+        {**log, "topics": [t[0], "ab" + t[1][2:], *t[2:]]},
         {**log, "topics": ["0x" + "12" * 32, *t[1:]]},
-        {**log, "data": up(log["data"])}, {**log, "data": log["data"][:-2]}, {**log, "data": log["data"] + "00" * 32},
-        {**log, "data": log["data"][:-1] + "g"}, {**log, "data": None}, {**log, "data": "0x"}, {**log, "data": 5},
+        {**log, "data": up(log["data"])},
+        {**log, "data": log["data"][:-2]},
+        {**log, "data": log["data"] + "00" * 32},
+        {**log, "data": log["data"][:-1] + "g"},
+        {**log, "data": None},
+        {**log, "data": "0x"},
+        {**log, "data": 5},
         {**log, "data": log["data"][2:]},
-        {**log, "transactionHash": up(log["transactionHash"])}, {**log, "transactionHash": "0x1234"},
+        {**log, "transactionHash": up(log["transactionHash"])},
+        {**log, "transactionHash": "0x1234"},
         {**log, "transactionHash": log["transactionHash"][:-1] + "z"},
-        {**log, "address": up(log["address"])}, {**log, "address": 5}, {**log, "address": log["address"] + "00"},
-        {**log, "logIndex": "0xzz"}, {**log, "logIndex": "0x"}, {**log, "logIndex": "0x" + "0" * 9 + "1"},
-        {**log, "logIndex": "0x1ffffffff"}, {**log, "logIndex": 3}, {**log, "logIndex": "0X3"},
-        {**log, "blockNumber": "nope"}, {**log, "blockNumber": 1000}, {**log, "blockNumber": "0x" + "f" * 17},
-        {**log, "blockNumber": "0x00" + log["blockNumber"][2:]}, {**log, "blockNumber": up(log["blockNumber"])},
-        {**log, "blockHash": None}, {**log, "blockHash": up(log["blockHash"])}, {**log, "blockHash": 7},
-        {**log, "blockTimestamp": None}, {**log, "blockTimestamp": "0x0"}, {**log, "blockTimestamp": "0x"},
-        {**log, "blockTimestamp": "0x1ffffffff"}, {**log, "blockTimestamp": 12},
-        {**log, "removed": True}, {**log, "removed": None}, {**log, "removed": "yes"}, {**log, "removed": 0},
+        {**log, "address": up(log["address"])},
+        {**log, "address": 5},
+        {**log, "address": log["address"] + "00"},
+        {**log, "logIndex": "0xzz"},
+        {**log, "logIndex": "0x"},
+        {**log, "logIndex": "0x" + "0" * 9 + "1"},
+        {**log, "logIndex": "0x1ffffffff"},
+        {**log, "logIndex": 3},
+        {**log, "logIndex": "0X3"},
+        {**log, "blockNumber": "nope"},
+        {**log, "blockNumber": 1000},
+        {**log, "blockNumber": "0x" + "f" * 17},
+        {**log, "blockNumber": "0x00" + log["blockNumber"][2:]},
+        {**log, "blockNumber": up(log["blockNumber"])},
+        {**log, "blockHash": None},
+        {**log, "blockHash": up(log["blockHash"])},
+        {**log, "blockHash": 7},
+        {**log, "blockTimestamp": None},
+        {**log, "blockTimestamp": "0x0"},
+        {**log, "blockTimestamp": "0x"},
+        {**log, "blockTimestamp": "0x1ffffffff"},
+        {**log, "blockTimestamp": 12},
+        {**log, "removed": True},
+        {**log, "removed": None},
+        {**log, "removed": "yes"},
+        {**log, "removed": 0},
         {**log, "extra": {"nested": [1, 2.5e3, -0.5, "x", None, True, {}]}},
     ]
-    for key in ("data", "topics", "logIndex", "blockNumber", "blockHash", "blockTimestamp", "removed",
-                "transactionHash", "address"):
+    for key in (
+        "data",
+        "topics",
+        "logIndex",
+        "blockNumber",
+        "blockHash",
+        "blockTimestamp",
+        "removed",
+        "transactionHash",
+        "address",
+    ):
         out.append({k: v for k, v in log.items() if k != key})
     return out
 
@@ -208,15 +272,26 @@ def test_near_misses_agree_with_the_reference_log_by_log():
 def test_batch_layouts_off_the_canonical_one_agree():
     rng = random.Random(19)
     log = next(x for x in random_logs(rng, 50) if x["topics"][0] == ERC1155_BATCH.topic0)
-    words = [log["data"][2 + i:2 + i + 64] for i in range(0, len(log["data"]) - 2, 64)]
+    words = [log["data"][2 + i : 2 + i + 64] for i in range(0, len(log["data"]) - 2, 64)]
     for _ in range(1500):
         w = list(words)
         for _ in range(rng.randrange(1, 3)):
             i = rng.randrange(len(w))
-            w[i] = rng.choice(["0" * 63 + "0", "0" * 62 + "40", "0" * 62 + "60", "0" * 62 + "80", "0" * 63 + "1",
-                               "0" * 63 + "2", "f" * 64, "1" + "0" * 63, w[i]])
+            w[i] = rng.choice(
+                [
+                    "0" * 63 + "0",
+                    "0" * 62 + "40",
+                    "0" * 62 + "60",
+                    "0" * 62 + "80",
+                    "0" * 63 + "1",
+                    "0" * 63 + "2",
+                    "f" * 64,
+                    "1" + "0" * 63,
+                    w[i],
+                ]
+            )
         if rng.random() < 0.2:
-            w = w[:rng.randrange(len(w) + 1)]
+            w = w[: rng.randrange(len(w) + 1)]
         if rng.random() < 0.1:
             w.append("0" * 64)
         agree(body_of([{**log, "data": "0x" + "".join(w)}]))
@@ -235,16 +310,35 @@ def test_mangled_bodies_never_disagree():
     logs = random_logs(rng, 12)
     good = body_of(logs)
     fixed = [
-        b"", b"{}", b"[]", b"null", b'{"result":null}', b'{"result":{}}', b'{"result":[1]}', b'{"result":[]}',
-        b'{"result":[]} x', b'{"result":[],}', b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"x"}}',
-        b'{"result":[],"error":null}', b'{"result":[],"result":[]}', good.replace(b'"0x', b'"\\u0030x', 1),
-        good.replace(b'"address"', b'"addr\\u0065ss"', 1), good.replace(b'"data"', b'"data":"0x","data"', 1),
-        good.replace(b'"removed":false', b'"removed":false,"removed":true', 1), good[:-1], good + b"\n",
-        b" \t\r\n" + good, good.replace(b'"id":7', '"id":"\u00e9"'.encode(), 1),
-        good.replace(b'"id":7', b'"id":7.5e+2', 1), good.replace(b'"id":7', b'"id":-0', 1),
-        good.replace(b'"id":7', b'"id":07', 1), good.replace(b'"id":7', b'"id":1.', 1),
-        good.replace(b'"id":7', b'"id":[[[[[]]]]]', 1), good.replace(b'"id":7', b'"id":' + b"[" * 200 + b"]" * 200, 1),
-        good.replace(b'"id":7', b'"id":tru', 1), good.replace(b'"id":7', b'"id":"a\tb"', 1),
+        b"",
+        b"{}",
+        b"[]",
+        b"null",
+        b'{"result":null}',
+        b'{"result":{}}',
+        b'{"result":[1]}',
+        b'{"result":[]}',
+        b'{"result":[]} x',
+        b'{"result":[],}',
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"x"}}',
+        b'{"result":[],"error":null}',
+        b'{"result":[],"result":[]}',
+        good.replace(b'"0x', b'"\\u0030x', 1),
+        good.replace(b'"address"', b'"addr\\u0065ss"', 1),
+        good.replace(b'"data"', b'"data":"0x","data"', 1),
+        good.replace(b'"removed":false', b'"removed":false,"removed":true', 1),
+        good[:-1],
+        good + b"\n",
+        b" \t\r\n" + good,
+        good.replace(b'"id":7', '"id":"\u00e9"'.encode(), 1),
+        good.replace(b'"id":7', b'"id":7.5e+2', 1),
+        good.replace(b'"id":7', b'"id":-0', 1),
+        good.replace(b'"id":7', b'"id":07', 1),
+        good.replace(b'"id":7', b'"id":1.', 1),
+        good.replace(b'"id":7', b'"id":[[[[[]]]]]', 1),
+        good.replace(b'"id":7', b'"id":' + b"[" * 200 + b"]" * 200, 1),
+        good.replace(b'"id":7', b'"id":tru', 1),
+        good.replace(b'"id":7', b'"id":"a\tb"', 1),
     ]
     for body in fixed:
         agree(body)

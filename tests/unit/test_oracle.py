@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from backfill.decode import scanner as native
 from backfill.decode.decoder import decode_logs
-from backfill.decode.reference import reference_rows
 from backfill.decode.events import EVENTS
+from backfill.decode.reference import reference_rows
 from tests.support.native_rows import all_rows
 from tests.support.oracle import TOPIC0, Erc20Transfer, Erc1155Transfer, decode_one, oracle_rows
 from tests.unit.test_decode import FAST_PATH_MUTATIONS, fast_path_base
@@ -43,8 +43,9 @@ def _tagged(erc20: list, erc1155: list) -> list[tuple]:
 
 def _by_oracle(log: Any) -> list[tuple]:
     rows = decode_one(log) or []
-    return _tagged([r for r in rows if isinstance(r, Erc20Transfer)],
-                   [r for r in rows if isinstance(r, Erc1155Transfer)])
+    return _tagged(
+        [r for r in rows if isinstance(r, Erc20Transfer)], [r for r in rows if isinstance(r, Erc1155Transfer)]
+    )
 
 
 def _by_decode_ref(log: Any) -> list[tuple]:
@@ -64,8 +65,7 @@ def _by_scanner(log: Any) -> list[tuple]:
     return _tagged(*all_rows(batch))
 
 
-READERS = {"oracle": _by_oracle, "decode_ref": _by_decode_ref, "decode_logs": _by_decode_logs,
-           "scanner": _by_scanner}
+READERS = {"oracle": _by_oracle, "decode_ref": _by_decode_ref, "decode_logs": _by_decode_logs, "scanner": _by_scanner}
 
 
 def readings(log: Any) -> dict[str, list[tuple] | str]:
@@ -93,9 +93,17 @@ def test_the_oracle_imports_nothing_from_the_product():
     modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert modules and not [m for m in modules if m.split(".")[0] in ("backfill", "monitor", "workers")], modules
-    loaded = subprocess.run([sys.executable, "-c", "import sys, tests.support.oracle; "
-                             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'backfill'))"],
-                            capture_output=True, text=True, cwd=ORACLE.parents[2], check=True)
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tests.support.oracle; print(sorted(m for m in sys.modules if m.split('.')[0] == 'backfill'))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ORACLE.parents[2],
+        check=True,
+    )
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 
@@ -115,10 +123,19 @@ TX = "0x" + "12" * 32
 
 
 def log_of(topics: list[str], data: bytes | str, *, bn: int = 1000, li: int = 3, **extra: Any) -> dict[str, Any]:
-    return {"address": TOKEN, "topics": topics, "data": data if isinstance(data, str) else "0x" + data.hex(),
-            "blockHash": "0x" + bn.to_bytes(32, "big").hex(), "blockNumber": hex(bn),
-            "blockTimestamp": hex(1_700_000_000),
-            "transactionHash": TX, "transactionIndex": "0x0", "logIndex": hex(li), "removed": False, **extra}
+    return {
+        "address": TOKEN,
+        "topics": topics,
+        "data": data if isinstance(data, str) else "0x" + data.hex(),
+        "blockHash": "0x" + bn.to_bytes(32, "big").hex(),
+        "blockNumber": hex(bn),
+        "blockTimestamp": hex(1_700_000_000),
+        "transactionHash": TX,
+        "transactionIndex": "0x0",
+        "logIndex": hex(li),
+        "removed": False,
+        **extra,
+    }
 
 
 def batch_data(ids: list[int], values: list[int]) -> bytes:
@@ -126,35 +143,66 @@ def batch_data(ids: list[int], values: list[int]) -> bytes:
 
 
 WELL_FORMED: list[tuple[str, dict[str, Any], list[tuple]]] = [
-    ("erc20", log_of([T20, word(A), word(B)], encode(["uint256"], [5])),
-     [("erc20", 1000, TX, 3, TOKEN, A, B, 5)]),
-    ("erc20-max-value", log_of([T20, word(A), word(B)], encode(["uint256"], [MAX])),
-     [("erc20", 1000, TX, 3, TOKEN, A, B, MAX)]),
-    ("erc20-mint-zero-value", log_of([T20, word(ZERO), word(B)], encode(["uint256"], [0])),
-     [("erc20", 1000, TX, 3, TOKEN, ZERO, B, 0)]),
-    ("erc20-burn", log_of([T20, word(A), word(ZERO)], encode(["uint256"], [1])),
-     [("erc20", 1000, TX, 3, TOKEN, A, ZERO, 1)]),
-    ("erc20-mixed-case-hex", log_of([T20.upper().replace("0X", "0x"), word(A).upper().replace("0X", "0x"), word(B)],
-                                    "0x" + encode(["uint256"], [0xABCDEF]).hex().upper(),
-                                    address=TOKEN.upper().replace("0X", "0x")),
-     [("erc20", 1000, TX, 3, TOKEN, A, B, 0xABCDEF)]),
-    ("erc20-block-0-index-0", log_of([T20, word(A), word(B)], encode(["uint256"], [7]), bn=0, li=0),
-     [("erc20", 0, TX, 0, TOKEN, A, B, 7)]),
-    ("erc20-no-block-timestamp", {k: v for k, v in log_of([T20, word(A), word(B)], encode(["uint256"], [9])).items()
-                                  if k != "blockTimestamp"},
-     [("erc20", 1000, TX, 3, TOKEN, A, B, 9)]),
+    ("erc20", log_of([T20, word(A), word(B)], encode(["uint256"], [5])), [("erc20", 1000, TX, 3, TOKEN, A, B, 5)]),
+    (
+        "erc20-max-value",
+        log_of([T20, word(A), word(B)], encode(["uint256"], [MAX])),
+        [("erc20", 1000, TX, 3, TOKEN, A, B, MAX)],
+    ),
+    (
+        "erc20-mint-zero-value",
+        log_of([T20, word(ZERO), word(B)], encode(["uint256"], [0])),
+        [("erc20", 1000, TX, 3, TOKEN, ZERO, B, 0)],
+    ),
+    (
+        "erc20-burn",
+        log_of([T20, word(A), word(ZERO)], encode(["uint256"], [1])),
+        [("erc20", 1000, TX, 3, TOKEN, A, ZERO, 1)],
+    ),
+    (
+        "erc20-mixed-case-hex",
+        log_of(
+            [T20.upper().replace("0X", "0x"), word(A).upper().replace("0X", "0x"), word(B)],
+            "0x" + encode(["uint256"], [0xABCDEF]).hex().upper(),
+            address=TOKEN.upper().replace("0X", "0x"),
+        ),
+        [("erc20", 1000, TX, 3, TOKEN, A, B, 0xABCDEF)],
+    ),
+    (
+        "erc20-block-0-index-0",
+        log_of([T20, word(A), word(B)], encode(["uint256"], [7]), bn=0, li=0),
+        [("erc20", 0, TX, 0, TOKEN, A, B, 7)],
+    ),
+    (
+        "erc20-no-block-timestamp",
+        {k: v for k, v in log_of([T20, word(A), word(B)], encode(["uint256"], [9])).items() if k != "blockTimestamp"},
+        [("erc20", 1000, TX, 3, TOKEN, A, B, 9)],
+    ),
     ("erc721", log_of([T20, word(A), word(B), "0x" + (42).to_bytes(32, "big").hex()], "0x"), []),
-    ("erc721-with-data", log_of([T20, word(A), word(B), "0x" + (42).to_bytes(32, "big").hex()],
-                                encode(["uint256"], [1])), []),
-    ("single", log_of([T_SINGLE, word(C), word(A), word(B)], encode(["uint256", "uint256"], [MAX, 9])),
-     [("erc1155", 1000, TX, 3, 0, TOKEN, C, A, B, MAX, 9)]),
+    (
+        "erc721-with-data",
+        log_of([T20, word(A), word(B), "0x" + (42).to_bytes(32, "big").hex()], encode(["uint256"], [1])),
+        [],
+    ),
+    (
+        "single",
+        log_of([T_SINGLE, word(C), word(A), word(B)], encode(["uint256", "uint256"], [MAX, 9])),
+        [("erc1155", 1000, TX, 3, 0, TOKEN, C, A, B, MAX, 9)],
+    ),
     ("batch-0-ids", log_of([T_BATCH, word(C), word(A), word(B)], batch_data([], [])), []),
-    ("batch-1-id", log_of([T_BATCH, word(C), word(A), word(B)], batch_data([MAX], [MAX])),
-     [("erc1155", 1000, TX, 3, 0, TOKEN, C, A, B, MAX, MAX)]),
-    ("batch-5-ids", log_of([T_BATCH, word(C), word(ZERO), word(B)],
-                           batch_data([1, 2, 3, 4, MAX], [10, 0, 30, 40, 50])),
-     [("erc1155", 1000, TX, 3, i, TOKEN, C, ZERO, B, t, v)
-      for i, (t, v) in enumerate(zip([1, 2, 3, 4, MAX], [10, 0, 30, 40, 50]))]),
+    (
+        "batch-1-id",
+        log_of([T_BATCH, word(C), word(A), word(B)], batch_data([MAX], [MAX])),
+        [("erc1155", 1000, TX, 3, 0, TOKEN, C, A, B, MAX, MAX)],
+    ),
+    (
+        "batch-5-ids",
+        log_of([T_BATCH, word(C), word(ZERO), word(B)], batch_data([1, 2, 3, 4, MAX], [10, 0, 30, 40, 50])),
+        [
+            ("erc1155", 1000, TX, 3, i, TOKEN, C, ZERO, B, t, v)
+            for i, (t, v) in enumerate(zip([1, 2, 3, 4, MAX], [10, 0, 30, 40, 50]))
+        ],
+    ),
     ("batch-unequal-arrays", log_of([T_BATCH, word(C), word(A), word(B)], batch_data([1, 2, 3], [1, 2])), []),
     ("removed", log_of([T20, word(A), word(B)], encode(["uint256"], [5]), removed=True), []),
 ]
@@ -193,8 +241,14 @@ def _mutation_id(i: int, original: dict, mutated: dict) -> str:
     gone = [k for k in original if k not in mutated]
     if gone:
         return f"{i:02d}-no-{gone[0]}"
-    key = next((k for k in mutated if k not in original or mutated[k] != original[k]
-                or type(mutated[k]) is not type(original[k])), "same")
+    key = next(
+        (
+            k
+            for k in mutated
+            if k not in original or mutated[k] != original[k] or type(mutated[k]) is not type(original[k])
+        ),
+        "same",
+    )
     value = mutated.get(key)
     shown = repr(value) if len(repr(value)) <= 12 else ""
     return f"{i:02d}-{key}" + (f"={shown}" if shown else "")
@@ -204,8 +258,9 @@ _SAMPLE = BASE[0]
 NATIVE_KINDS = list(range(len(_mutations(_SAMPLE))))
 
 
-@pytest.mark.parametrize("kind", NATIVE_KINDS,
-                         ids=[_mutation_id(i, _SAMPLE, m) for i, m in enumerate(_mutations(_SAMPLE))])
+@pytest.mark.parametrize(
+    "kind", NATIVE_KINDS, ids=[_mutation_id(i, _SAMPLE, m) for i, m in enumerate(_mutations(_SAMPLE))]
+)
 def test_every_near_miss_of_the_scanner_corpus_reads_the_same_four_ways(kind):
     """Each of test_native's mutation kinds, applied to 60 logs of every kind: same rows, or no row from any."""
     bad = [d for log in BASE if (d := disagreement(_mutations(log)[kind]))]
@@ -215,9 +270,11 @@ def test_every_near_miss_of_the_scanner_corpus_reads_the_same_four_ways(kind):
 _FAST_BASE, _FAST_A = fast_path_base()
 
 
-@pytest.mark.parametrize("mutate", FAST_PATH_MUTATIONS,
-                         ids=[_mutation_id(i, _FAST_BASE, m(dict(_FAST_BASE), _FAST_A))
-                              for i, m in enumerate(FAST_PATH_MUTATIONS)])
+@pytest.mark.parametrize(
+    "mutate",
+    FAST_PATH_MUTATIONS,
+    ids=[_mutation_id(i, _FAST_BASE, m(dict(_FAST_BASE), _FAST_A)) for i, m in enumerate(FAST_PATH_MUTATIONS)],
+)
 def test_every_near_miss_of_the_fast_path_corpus_reads_the_same_four_ways(mutate):
     log = mutate(dict(_FAST_BASE), _FAST_A)
     assert disagreement(log) is None, disagreement(log)
@@ -227,10 +284,25 @@ def test_every_near_miss_of_the_fast_path_corpus_reads_the_same_four_ways(mutate
 ADDRESSES = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
 HASHES = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())
 UINTS = st.one_of(st.integers(0, MAX), st.sampled_from([0, 1, 2**128, MAX]))
-FIELDS = ["address", "topics", "data", "blockNumber", "logIndex", "transactionHash", "blockHash", "blockTimestamp",
-          "removed"]
-JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**40), st.lists(st.integers(0, 3), max_size=2),
-                 st.just({}), st.sampled_from(["", "0x", "0X", "0x0", "nope"]))
+FIELDS = [
+    "address",
+    "topics",
+    "data",
+    "blockNumber",
+    "logIndex",
+    "transactionHash",
+    "blockHash",
+    "blockTimestamp",
+    "removed",
+]
+JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 2**40),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.just({}),
+    st.sampled_from(["", "0x", "0X", "0x0", "nope"]),
+)
 
 
 @st.composite
@@ -249,24 +321,46 @@ def well_formed_logs(draw) -> dict[str, Any]:
         values = draw(st.lists(UINTS, min_size=len(ids), max_size=len(ids)) | st.lists(UINTS, max_size=4))
         topics, data = [T_BATCH, word(op), word(frm), word(to)], batch_data(ids, values)
     bn = draw(st.integers(0, 2**40))
-    log = {"address": draw(ADDRESSES), "topics": topics, "data": "0x" + data.hex(), "blockHash": draw(HASHES),
-           "blockNumber": hex(bn), "blockTimestamp": hex(draw(st.integers(1, 2**32 - 1))),
-           "transactionHash": draw(HASHES), "transactionIndex": hex(draw(st.integers(0, 500))),
-           "logIndex": hex(draw(st.integers(0, 2**32 - 1))), "removed": draw(st.sampled_from([False, False, True]))}
+    log = {
+        "address": draw(ADDRESSES),
+        "topics": topics,
+        "data": "0x" + data.hex(),
+        "blockHash": draw(HASHES),
+        "blockNumber": hex(bn),
+        "blockTimestamp": hex(draw(st.integers(1, 2**32 - 1))),
+        "transactionHash": draw(HASHES),
+        "transactionIndex": hex(draw(st.integers(0, 500))),
+        "logIndex": hex(draw(st.integers(0, 2**32 - 1))),
+        "removed": draw(st.sampled_from([False, False, True])),
+    }
     if draw(st.booleans()):
         del log["blockTimestamp"]  # nodes that do not give it
     return log
 
 
 def _damage_text(draw, text: str) -> Any:
-    op = draw(st.sampled_from(["non_hex", "drop_digit", "drop_byte", "add_digit", "add_byte", "no_prefix",
-                               "upper_prefix", "leading_zero", "upper", "junk"]))
+    op = draw(
+        st.sampled_from(
+            [
+                "non_hex",
+                "drop_digit",
+                "drop_byte",
+                "add_digit",
+                "add_byte",
+                "no_prefix",
+                "upper_prefix",
+                "leading_zero",
+                "upper",
+                "junk",
+            ]
+        )
+    )
     body = text[2:] if text.startswith("0x") else text
     if op == "non_hex":
         if not body:
             return text + draw(st.sampled_from("gz "))
         i = draw(st.integers(0, len(body) - 1))
-        return "0x" + body[:i] + draw(st.sampled_from("gGxz -")) + body[i + 1:]
+        return "0x" + body[:i] + draw(st.sampled_from("gGxz -")) + body[i + 1 :]
     if op == "drop_digit":
         return text[:-1]
     if op == "drop_byte":
@@ -314,8 +408,13 @@ def damaged_logs(draw) -> dict[str, Any]:
     return log
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(damaged_logs())
 def test_generated_logs_read_the_same_four_ways(log):
     assert disagreement(log) is None, disagreement(log)

@@ -19,8 +19,12 @@ from hypothesis import strategies as st
 
 from backfill.chain.pacing import FLOOR_RPS, HINT_MAX_S, STEP_MIN, Pace
 
-PROPERTY = settings(max_examples=100, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 START = 1_000.0
 
 
@@ -42,9 +46,14 @@ class Request:
 
 
 def requests(outcomes: list[str], max_gap_s: float = 0.5) -> st.SearchStrategy[list[Request]]:
-    request = st.builds(Request, st.sampled_from([0.0, 0.0, 0.001, 0.01, 0.1, max_gap_s, 1.0, 3.0]),
-                        st.integers(1, 30), st.sampled_from(outcomes), st.sampled_from([0.1, 1.0, 2.0, 30.0, 1_000.0]),
-                        st.sampled_from([0.005, 0.05, 0.3]))
+    request = st.builds(
+        Request,
+        st.sampled_from([0.0, 0.0, 0.001, 0.01, 0.1, max_gap_s, 1.0, 3.0]),
+        st.integers(1, 30),
+        st.sampled_from(outcomes),
+        st.sampled_from([0.1, 1.0, 2.0, 30.0, 1_000.0]),
+        st.sampled_from([0.005, 0.05, 0.3]),
+    )
     return st.lists(request, min_size=1, max_size=150)
 
 
@@ -106,8 +115,11 @@ CEILINGS = st.sampled_from([0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0])
 
 
 @PROPERTY
-@given(ceiling=CEILINGS, start=st.one_of(st.none(), st.sampled_from([0.3, 1.0, 4.0, 100.0])),
-       plan=requests(["served", "served", "refused"]))
+@given(
+    ceiling=CEILINGS,
+    start=st.one_of(st.none(), st.sampled_from([0.3, 1.0, 4.0, 100.0])),
+    plan=requests(["served", "served", "refused"]),
+)
 def test_a_known_plan_is_never_exceeded_and_the_rate_stays_between_floor_and_plan(ceiling, start, plan):
     clock = Clock()
 
@@ -132,10 +144,15 @@ def test_a_plan_share_below_the_floor_is_not_exceeded(ceiling, plan):
 
 
 @PROPERTY
-@example(ceiling=1.0, plan=[Request(0.0, 1, "hint", 30.0, 0.005),  # refused, "retry after 30 s"; then three
-                            Request(0.01, 1, "served", 0.1, 0.005),  # tasks ask at once during the hold (they
-                            Request(0.0, 1, "served", 0.1, 0.005),  # once all went out together at its end)
-                            Request(0.0, 1, "served", 0.1, 0.005)])
+@example(
+    ceiling=1.0,
+    plan=[
+        Request(0.0, 1, "hint", 30.0, 0.005),  # refused, "retry after 30 s"; then three
+        Request(0.01, 1, "served", 0.1, 0.005),  # tasks ask at once during the hold (they
+        Request(0.0, 1, "served", 0.1, 0.005),  # once all went out together at its end)
+        Request(0.0, 1, "served", 0.1, 0.005),
+    ],
+)
 @given(ceiling=CEILINGS, plan=requests(["served", "served", "refused", "hint"]))
 def test_a_providers_hold_does_not_let_more_than_a_burst_out_at_its_end(ceiling, plan):
     clock = Clock()

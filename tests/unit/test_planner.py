@@ -25,7 +25,7 @@ def brute(timestamps, target):
 
 def plan_for(timestamps, first, last, safe_head=None):
     safe_head = len(timestamps) - 1 if safe_head is None else safe_head
-    boundaries, _ = search(timestamps[:safe_head + 1], day_targets(first, last))
+    boundaries, _ = search(timestamps[: safe_head + 1], day_targets(first, last))
     return build_plan(first, first, last, boundaries, safe_head)
 
 
@@ -83,14 +83,18 @@ def test_dates_are_planned_only_between_the_genesis_day_and_the_safe_heads_day()
     assert ok(dt.date(2023, 12, 31), dt.date(2024, 1, 10)) is None  # the genesis day and the head's (clipped) day
     assert ok(dt.date(2024, 1, 10), None) is None
     assert ok(dt.date(2019, 1, 1), dt.date(2024, 1, 2)) == (
-        "--from 2019-01-01 is before the chain's first block (genesis 2023-12-31 23:00:00 UTC)")
+        "--from 2019-01-01 is before the chain's first block (genesis 2023-12-31 23:00:00 UTC)"
+    )
     assert ok(D0, dt.date(2030, 1, 1)) == (
-        "--to 2030-01-01 is after the chain's head (block 20001, 2024-01-10 23:59:58 UTC)")
+        "--to 2030-01-01 is after the chain's head (block 20001, 2024-01-10 23:59:58 UTC)"
+    )
     assert ok(dt.date(2024, 1, 11), None) == (
-        "--from 2024-01-11 is after the chain's head (block 20001, 2024-01-10 23:59:58 UTC)")
+        "--from 2024-01-11 is after the chain's head (block 20001, 2024-01-10 23:59:58 UTC)"
+    )
     assert range_problem(D0, dt.date(2024, 1, 11), genesis, 20013, 20001, head_ts, 12) == (
         "--to 2024-01-11 is after the chain's safe head (block 20001 = head 20013 - 12 confirmations, "
-        "2024-01-10 23:59:58 UTC)")
+        "2024-01-10 23:59:58 UTC)"
+    )
     assert range_problem(dt.date(2019, 1, 1), None, None, 5, 5, head_ts, 0) is None  # no genesis time known
     assert range_problem(None, None, genesis, 20001, 20001, head_ts, 0) is None  # resume the stored plan
 
@@ -114,8 +118,13 @@ def test_segments_resume_from_next_block_and_cover_the_rest_once():
 
 
 def test_small_days_pack_into_one_window_and_big_days_split():
-    segs = [Segment(0, 0, 99, True), Segment(2, 200, 299, True), Segment(4, 400, 449, True),
-            Segment(6, 600, 1599, False), Segment(6, 1600, 1700, True)]
+    segs = [
+        Segment(0, 0, 99, True),
+        Segment(2, 200, 299, True),
+        Segment(4, 400, 449, True),
+        Segment(6, 600, 1599, False),
+        Segment(6, 1600, 1700, True),
+    ]
     windows = pack_windows(segs, 1000)
     assert [[s.day_idx for s in w.segments] for w in windows] == [[0, 2, 4], [6], [6]]
     assert all(w.n_blocks <= 1000 for w in windows)

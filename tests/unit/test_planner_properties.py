@@ -18,8 +18,12 @@ from backfill.chain.planner import DAY_S, BoundarySearch, build_plan, day_target
 D0 = dt.date(2024, 1, 1)
 T0 = int(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp())
 
-PROPERTY = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # the spacing of a run of blocks: equal timestamps, seconds, minutes, hours, whole days and more
 INTERVALS = [0, 1, 2, 12, 60, 600, 3_600, 6 * 3_600, DAY_S - 1, DAY_S, DAY_S + 1, 3 * DAY_S]
@@ -75,7 +79,7 @@ def test_every_planned_day_holds_exactly_the_blocks_of_its_utc_date(ts, first_of
 
     assert [p.day for p in plans] == [first + dt.timedelta(days=i) for i in range(n_days)]
     assert [p.day_idx for p in plans] == list(range(n_days))
-    days = [utc_day(t) for t in ts[:safe_head + 1]]  # the oracle: each searchable block's UTC date
+    days = [utc_day(t) for t in ts[: safe_head + 1]]  # the oracle: each searchable block's UTC date
     for p in plans:
         blocks = [n for n, d in enumerate(days) if d == p.day]
         later = [n for n, d in enumerate(days) if d > p.day]
@@ -109,8 +113,12 @@ def regular_chains(draw: st.DrawFn) -> tuple[list[int], int]:
     return ts, (ts[-1] - T0) // DAY_S
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(chain=regular_chains())
 def test_a_regular_chain_is_planned_in_a_few_header_calls_a_day(chain):
     ts, full_days = chain

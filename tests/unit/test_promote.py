@@ -35,8 +35,14 @@ def test_backup_names_of_two_promotions_in_one_second_differ():
 
 def test_backup_name_round_trips_and_other_names_are_not_backups():
     assert parse_backup_name(backup_name("erc1155_transfers", T0)) == ("erc1155_transfers", T0)
-    for name in ("erc20_transfers", "erc20_transfers_old", "erc20_transfers_next", "erc20_transfers_backup_2026",
-                 "erc20_transfers_backup_20260131T235958Z", "x_backup_20260131T235958_123456Z_copy"):
+    for name in (
+        "erc20_transfers",
+        "erc20_transfers_old",
+        "erc20_transfers_next",
+        "erc20_transfers_backup_2026",
+        "erc20_transfers_backup_20260131T235958Z",
+        "x_backup_20260131T235958_123456Z_copy",
+    ):
         assert parse_backup_name(name) is None, name
 
 
@@ -53,11 +59,18 @@ def test_backup_stamp_moves_past_a_name_already_taken():
     assert backup_stamp(T0, ["erc20_transfers"], taken) == T0
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("30d", dt.timedelta(days=30)), ("12h", dt.timedelta(hours=12)), ("90m", dt.timedelta(minutes=90)),
-    ("45s", dt.timedelta(seconds=45)), ("2w", dt.timedelta(weeks=2)), ("0d", dt.timedelta(0)),
-    (" 7D ", dt.timedelta(days=7)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("30d", dt.timedelta(days=30)),
+        ("12h", dt.timedelta(hours=12)),
+        ("90m", dt.timedelta(minutes=90)),
+        ("45s", dt.timedelta(seconds=45)),
+        ("2w", dt.timedelta(weeks=2)),
+        ("0d", dt.timedelta(0)),
+        (" 7D ", dt.timedelta(days=7)),
+    ],
+)
 def test_parse_age(text, expected):
     assert parse_age(text) == expected
 
@@ -90,11 +103,14 @@ def test_choose_prune_zero_age_takes_every_backup():
 
 
 def test_exchange_refused_only_for_engine_refusals():
-    assert exchange_refused("Code: 48. DB::Exception: Tables can be exchanged only in Atomic databases. "
-                            "(NOT_IMPLEMENTED) (version 26.9.2.1)")
+    assert exchange_refused(
+        "Code: 48. DB::Exception: Tables can be exchanged only in Atomic databases. "
+        "(NOT_IMPLEMENTED) (version 26.9.2.1)"
+    )
     assert exchange_refused("Code: 62. DB::Exception: Syntax error: failed at position 1 ('EXCHANGE')")
-    assert not exchange_refused("Code: 60. DB::Exception: Table backfill.erc20_transfers does not exist. "
-                                "(UNKNOWN_TABLE)")
+    assert not exchange_refused(
+        "Code: 60. DB::Exception: Table backfill.erc20_transfers does not exist. (UNKNOWN_TABLE)"
+    )
     assert not exchange_refused("Code: 241. DB::Exception: Memory limit exceeded (MEMORY_LIMIT_EXCEEDED)")
 
 

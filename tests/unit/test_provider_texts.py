@@ -5,11 +5,22 @@ The oracle is the fixture: the limits and suggestions written there, never what 
 import orjson
 import pytest
 
-from backfill.chain.provider_errors import (BatchTooLarge, Fatal, NodeBehind, QuotaExhausted, RangeTooLarge, RateLimited,
-                                 Transient, classify_error, classify_http, policy, stated_limit,
-                                 suggested_range)
-from tests.support.proxy_faults import CAP, CATALOGUE_KINDS, KINDS, Fault, error_object, fault_reply
+from backfill.chain.provider_errors import (
+    BatchTooLarge,
+    Fatal,
+    NodeBehind,
+    QuotaExhausted,
+    RangeTooLarge,
+    RateLimited,
+    Transient,
+    classify_error,
+    classify_http,
+    policy,
+    stated_limit,
+    suggested_range,
+)
 from tests.support.provider_texts import BATCH_TEXTS, CAP_TEXTS, CapText
+from tests.support.proxy_faults import CAP, CATALOGUE_KINDS, KINDS, Fault, error_object, fault_reply
 
 FROM = 1_000
 
@@ -54,10 +65,18 @@ def test_every_cap_answer_is_a_proxy_fault_kind(text: CapText):
     else:  # added from the fixture: the proxy enforces its caps and renders exactly the fixture's error
         assert (spec.max_blocks, spec.max_logs) == (text.max_blocks, text.max_logs)
         frm, to, suggestion = sample(text)
-        fields = {"max_blocks": text.max_blocks, "max_logs": text.max_logs, "span": to - frm + 1,
-                  "s_from": suggestion[0], "s_to": suggestion[1], "s_from_hex": hex(suggestion[0]),
-                  "s_to_hex": hex(suggestion[1]), "s_from_HEX": f"0x{suggestion[0]:X}",
-                  "s_to_HEX": f"0x{suggestion[1]:X}", "backoff_s": 30}
+        fields = {
+            "max_blocks": text.max_blocks,
+            "max_logs": text.max_logs,
+            "span": to - frm + 1,
+            "s_from": suggestion[0],
+            "s_to": suggestion[1],
+            "s_from_hex": hex(suggestion[0]),
+            "s_to_hex": hex(suggestion[1]),
+            "s_from_HEX": f"0x{suggestion[0]:X}",
+            "s_to_HEX": f"0x{suggestion[1]:X}",
+            "backoff_s": 30,
+        }
         assert error_object(Fault(text.id), frm, to, suggestion) == text.error(fields)
 
 
@@ -98,12 +117,23 @@ def test_a_catalogue_batch_kind_answers_a_batch_refusal():
 
 
 # -- answers that are not range caps ----------------------------------------------------------------------
-@pytest.mark.parametrize("kind,cls", [
-    ("A4", RateLimited), ("I4", RateLimited), ("I5", RateLimited), ("Q2", RateLimited), ("Q3", RateLimited),
-    ("Q4", RateLimited), ("RETRY_AFTER", RateLimited),
-    ("I6", QuotaExhausted), ("A5", QuotaExhausted),
-    ("I7", Transient), ("I2", Transient), ("N1_TIMEOUT", Transient),
-])
+@pytest.mark.parametrize(
+    "kind,cls",
+    [
+        ("A4", RateLimited),
+        ("I4", RateLimited),
+        ("I5", RateLimited),
+        ("Q2", RateLimited),
+        ("Q3", RateLimited),
+        ("Q4", RateLimited),
+        ("RETRY_AFTER", RateLimited),
+        ("I6", QuotaExhausted),
+        ("A5", QuotaExhausted),
+        ("I7", Transient),
+        ("I2", Transient),
+        ("N1_TIMEOUT", Transient),
+    ],
+)
 def test_catalogue_kinds_that_are_not_caps_keep_their_class(kind, cls):
     reply = fault_reply(Fault(kind), 1)
     doc = orjson.loads(reply.body)
@@ -116,83 +146,112 @@ def test_a_disabled_key_in_a_bare_body_parks_the_endpoint():
     assert type(classify_http(reply.status, reply.body)) is QuotaExhausted
 
 
-@pytest.mark.parametrize("status,error,cls", [
-    (200, {"code": -32000, "message": "header not found"}, Transient),
-    (200, {"code": -32005, "message": "query timeout exceeded"}, Transient),
-    (200, {"code": -32000, "message": "Query timeout exceeded. Consider reducing your block range."},
-     Transient),
-    (200, {"code": -32016, "message": "eth_getLogs request was canceled due to enabled timeout."}, Transient),
-    (200, {"code": -32002, "message": "request timed out"}, Transient),
-    (200, {"code": -32601, "message": "the method eth_getLogsX does not exist/is not available"}, Fatal),
-    (200, {"code": -32601, "message": "Method not found"}, Fatal),
-    (200, {"code": 3, "message": "execution reverted"}, Fatal),
-    (200, {"code": -32000, "message": "execution reverted: limit exceeded"}, Transient),
-    (200, {"code": -32000, "message": "exceeds block gas limit"}, Transient),
-    (200, {"code": -32000, "message": "exceed max addresses or topics per search position"}, Transient),
-    (200, {"code": -32005, "message": "limit exceeded"}, Transient),  # EIP-1474's generic limit: not a size
-    (200, {"code": -32602, "message": "too many arguments, want at most 1"}, Fatal),
-    (200, {"code": -32000, "message": "Unauthorized: You must authenticate your request with an API key."},
-     Transient),
-    (200, {"code": -32005, "message": "daily request count exceeded, request rate limited"}, RateLimited),
-    (429, {"code": -32005, "message": "project ID request rate exceeded"}, RateLimited),
-    (200, {"code": -32012, "message": "credits limited to 6000/sec"}, RateLimited),
-    (200, {"code": -32007, "message": "100/second request limit reached - reduce calls per second"},
-     RateLimited),
-])
+@pytest.mark.parametrize(
+    "status,error,cls",
+    [
+        (200, {"code": -32000, "message": "header not found"}, Transient),
+        (200, {"code": -32005, "message": "query timeout exceeded"}, Transient),
+        (200, {"code": -32000, "message": "Query timeout exceeded. Consider reducing your block range."}, Transient),
+        (200, {"code": -32016, "message": "eth_getLogs request was canceled due to enabled timeout."}, Transient),
+        (200, {"code": -32002, "message": "request timed out"}, Transient),
+        (200, {"code": -32601, "message": "the method eth_getLogsX does not exist/is not available"}, Fatal),
+        (200, {"code": -32601, "message": "Method not found"}, Fatal),
+        (200, {"code": 3, "message": "execution reverted"}, Fatal),
+        (200, {"code": -32000, "message": "execution reverted: limit exceeded"}, Transient),
+        (200, {"code": -32000, "message": "exceeds block gas limit"}, Transient),
+        (200, {"code": -32000, "message": "exceed max addresses or topics per search position"}, Transient),
+        (200, {"code": -32005, "message": "limit exceeded"}, Transient),  # EIP-1474's generic limit: not a size
+        (200, {"code": -32602, "message": "too many arguments, want at most 1"}, Fatal),
+        (
+            200,
+            {"code": -32000, "message": "Unauthorized: You must authenticate your request with an API key."},
+            Transient,
+        ),
+        (200, {"code": -32005, "message": "daily request count exceeded, request rate limited"}, RateLimited),
+        (429, {"code": -32005, "message": "project ID request rate exceeded"}, RateLimited),
+        (200, {"code": -32012, "message": "credits limited to 6000/sec"}, RateLimited),
+        (200, {"code": -32007, "message": "100/second request limit reached - reduce calls per second"}, RateLimited),
+    ],
+)
 def test_near_misses_are_not_range_caps(status, error, cls):
     assert type(classify_error(error, status)) is cls
 
 
 def test_a_range_past_the_head_is_a_node_behind_not_a_cap():
-    exc = classify_error({"code": -32602, "message": "block range extends beyond current head block: "
-                                                     "requested 105, head 100"})
+    exc = classify_error(
+        {"code": -32602, "message": "block range extends beyond current head block: requested 105, head 100"}
+    )
     assert type(exc) is NodeBehind and exc.head == 100
 
 
 def test_an_unknown_size_complaint_splits_with_no_limit():
-    for message in ("the requested span of blocks exceeds what this node serves",
-                    "too many results for one query", "logs over the limit"):
+    for message in (
+        "the requested span of blocks exceeds what this node serves",
+        "too many results for one query",
+        "logs over the limit",
+    ):
         exc = classify_error({"code": -32099, "message": message})
         assert type(exc) is RangeTooLarge and (exc.max_blocks, exc.max_results) == (None, None), message
 
 
 # -- the parsing on its own -------------------------------------------------------------------------------
-@pytest.mark.parametrize("message,data,limits", [
-    ("eth_getLogs is limited to a 10,000 range", None, (10_000, None)),
-    ("range 1000000 exceeds limit of 10000", None, (10_000, None)),
-    ("range 10_000_000 exceeds limit of 10_000", None, (10_000, None)),
-    ("query exceeds max results 20000, retry with the range 23879634-23879696", None, (None, 20_000)),
-    ("You can make eth_getLogs requests with up to a 500 block range. Based on your parameters, this block "
-     "range should work: [0x1a30dfd, 0x1a30ff0]", None, (500, None)),
-    ("requested too many blocks from 0 to 27842567, maximum is set to 2048", None, (2_048, None)),
-    ("query returned more than 10000 results.", {"from": "0x1", "limit": 10000, "to": "0x2"}, (None, 10_000)),
-    ("Invalid params", {"range": "the range 55074203 - 55124202 exceeds the range allowed for your plan "
-                                 "(49999 > 2000)."}, (2_000, None)),
-    ("getLogs request exceeded max allowed range",
-     {"details": {"requestRange": 1048576, "maxAllowedRange": 30000}}, (30_000, None)),
-    ("response size should not greater than 2097152 bytes", None, (None, None)),
-    ("block range is too wide", None, (None, None)),
-    ("", "range 20000 is bigger than range limit 2000", (2_000, None)),
-])
+@pytest.mark.parametrize(
+    "message,data,limits",
+    [
+        ("eth_getLogs is limited to a 10,000 range", None, (10_000, None)),
+        ("range 1000000 exceeds limit of 10000", None, (10_000, None)),
+        ("range 10_000_000 exceeds limit of 10_000", None, (10_000, None)),
+        ("query exceeds max results 20000, retry with the range 23879634-23879696", None, (None, 20_000)),
+        (
+            "You can make eth_getLogs requests with up to a 500 block range. Based on your parameters, this block "
+            "range should work: [0x1a30dfd, 0x1a30ff0]",
+            None,
+            (500, None),
+        ),
+        ("requested too many blocks from 0 to 27842567, maximum is set to 2048", None, (2_048, None)),
+        ("query returned more than 10000 results.", {"from": "0x1", "limit": 10000, "to": "0x2"}, (None, 10_000)),
+        (
+            "Invalid params",
+            {"range": "the range 55074203 - 55124202 exceeds the range allowed for your plan (49999 > 2000)."},
+            (2_000, None),
+        ),
+        (
+            "getLogs request exceeded max allowed range",
+            {"details": {"requestRange": 1048576, "maxAllowedRange": 30000}},
+            (30_000, None),
+        ),
+        ("response size should not greater than 2097152 bytes", None, (None, None)),
+        ("block range is too wide", None, (None, None)),
+        ("", "range 20000 is bigger than range limit 2000", (2_000, None)),
+    ],
+)
 def test_stated_limit(message, data, limits):
     assert stated_limit(message, data) == limits
 
 
-@pytest.mark.parametrize("message,data,suggestion", [
-    ("this block range should work: [0x0, 0xd043b8]", None, (0, 0xD043B8)),
-    ("Try with this block range [0xBDE5F8, 0x102DBCC].", None, (0xBDE5F8, 0x102DBCC)),
-    ("retry with the range 23879634-23879696", None, (23879634, 23879696)),
-    ("Based on your parameters, this block range should work: [100, 199]", None, (100, 199)),
-    ("query returned more than 10000 results", {"from": "0xBDE5F8", "limit": 10000, "to": "0x102DBCC"},
-     (0xBDE5F8, 0x102DBCC)),
-    ("invalid params",
-     "Query returned more than 10000 results. Try with this block range [0x800000, 0x800054].",
-     (0x800000, 0x800054)),
-    ("requested too many blocks from 0 to 27842567, maximum is set to 2048", None, None),
-    ("the range 55074203 - 55124202 exceeds the range allowed for your plan (49999 > 2000).", None, None),
-    ("query spans 268435456 blocks (1 to 268435456), but only 10000000 are allowed", None, None),
-    ("retry with the range 500-100", None, None),
-])
+@pytest.mark.parametrize(
+    "message,data,suggestion",
+    [
+        ("this block range should work: [0x0, 0xd043b8]", None, (0, 0xD043B8)),
+        ("Try with this block range [0xBDE5F8, 0x102DBCC].", None, (0xBDE5F8, 0x102DBCC)),
+        ("retry with the range 23879634-23879696", None, (23879634, 23879696)),
+        ("Based on your parameters, this block range should work: [100, 199]", None, (100, 199)),
+        (
+            "query returned more than 10000 results",
+            {"from": "0xBDE5F8", "limit": 10000, "to": "0x102DBCC"},
+            (0xBDE5F8, 0x102DBCC),
+        ),
+        (
+            "invalid params",
+            "Query returned more than 10000 results. Try with this block range [0x800000, 0x800054].",
+            (0x800000, 0x800054),
+        ),
+        ("requested too many blocks from 0 to 27842567, maximum is set to 2048", None, None),
+        ("the range 55074203 - 55124202 exceeds the range allowed for your plan (49999 > 2000).", None, None),
+        ("query spans 268435456 blocks (1 to 268435456), but only 10000000 are allowed", None, None),
+        ("retry with the range 500-100", None, None),
+    ],
+)
 def test_suggested_range(message, data, suggestion):
     assert suggested_range(message, data) == suggestion
 

@@ -1,8 +1,8 @@
 """Range sizing and bloom membership."""
 
 from backfill.chain.bloom import may_contain, may_contain_any
-from backfill.decode.events import ERC20_TRANSFER, LOG_FILTER_TOPICS
 from backfill.chain.ranges import RangeSizer
+from backfill.decode.events import ERC20_TRANSFER, LOG_FILTER_TOPICS
 
 
 def test_suggested_range_is_used_and_remembered():
@@ -49,7 +49,6 @@ def test_bloom_membership():
     assert may_contain_any(bloom, LOG_FILTER_TOPICS[0])
 
 
-
 def test_shrinks_after_a_very_large_answer():
     s = RangeSizer(2000, 5000, cheap_logs=2_000, big_logs=20_000)
     s.answered(2000, 200_000)
@@ -85,8 +84,13 @@ def test_never_grows_past_a_cap_the_provider_stated():
 def test_answer_size_is_small_for_own_nodes_and_large_for_providers():
     from backfill.chain.ranges import OWN_NODE_ANSWER_LOGS, PROVIDER_ANSWER_LOGS, answer_target
 
-    own = ["http://127.0.0.1:8545", "http://localhost:8545", "http://10.0.3.7:8545", "http://[::1]:8545",
-           "http://192.168.1.20:8545/?key=s3cret"]
+    own = [
+        "http://127.0.0.1:8545",
+        "http://localhost:8545",
+        "http://10.0.3.7:8545",
+        "http://[::1]:8545",
+        "http://192.168.1.20:8545/?key=s3cret",
+    ]
     for url in own:
         assert answer_target([url]) == OWN_NODE_ANSWER_LOGS, url
     assert answer_target(own) == OWN_NODE_ANSWER_LOGS

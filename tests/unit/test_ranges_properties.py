@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from backfill.chain.ranges import RangeSizer
 
-PROPERTY = settings(max_examples=100, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 FIRST = 19_000_000  # the walk starts at an arbitrary block far from 0
 
 
@@ -25,6 +28,7 @@ FIRST = 19_000_000  # the walk starts at an arbitrary block far from 0
 class Node:
     """A provider's eth_getLogs rules: ranges over `max_blocks` blocks refused, answers over `max_results` logs
     refused; what its error says: the limit (as it is, or counted one higher), a range to try, or nothing."""
+
     logs: list[int]  # logs per block, from FIRST on
     max_blocks: int | None
     max_results: int | None
@@ -68,8 +72,10 @@ class Node:
         return {"suggested": suggested, "max_blocks": stated_blocks, "max_results": stated_results}
 
     def refusal_free(self, a: int, b: int) -> bool:
-        return not ((self.max_blocks is not None and b - a + 1 > self.max_blocks)
-                    or (self.max_results is not None and self.n_logs(a, b) > self.max_results))
+        return not (
+            (self.max_blocks is not None and b - a + 1 > self.max_blocks)
+            or (self.max_results is not None and self.n_logs(a, b) > self.max_results)
+        )
 
 
 SUGGESTIONS = ["fitting", "elsewhere", "too_wide", "the_same", "inverted", "no"]
@@ -90,14 +96,20 @@ def densities(draw: st.DrawFn, length: int, cap: int | None) -> list[int]:
 def nodes(draw: st.DrawFn, length: int) -> Node:
     max_blocks = draw(st.one_of(st.none(), st.integers(1, 3_000)), label="max_blocks")
     max_results = draw(st.one_of(st.none(), st.integers(1, 12_000)), label="max_results")
-    return Node(draw(densities(length, max_results)), max_blocks, max_results,
-                draw(st.sampled_from(["exact", "plus_one", "no"])), draw(st.booleans()),
-                draw(st.sampled_from(SUGGESTIONS)))
+    return Node(
+        draw(densities(length, max_results)),
+        max_blocks,
+        max_results,
+        draw(st.sampled_from(["exact", "plus_one", "no"])),
+        draw(st.booleans()),
+        draw(st.sampled_from(SUGGESTIONS)),
+    )
 
 
 # RangeSizer(initial, maximum, cheap_logs, grow_after), drawn as numbers so a failing case prints them
-SIZERS = st.tuples(st.integers(1, 5_000), st.integers(1, 5_000), st.sampled_from([1, 100, 2_500, 10_000]),
-                   st.integers(1, 3))
+SIZERS = st.tuples(
+    st.integers(1, 5_000), st.integers(1, 5_000), st.sampled_from([1, 100, 2_500, 10_000]), st.integers(1, 3)
+)
 
 
 def sizer_of(params: tuple[int, int, int, int]) -> RangeSizer:
@@ -159,9 +171,14 @@ def test_under_a_fixed_block_limit_refusals_stop_after_the_first_refused_chunk(d
     """A node that only limits the width of a range: once one chunk has been cut down to what it serves, the
     sizer never asks for more again (it remembers the cap), however cheap the answers."""
     max_blocks = data.draw(st.integers(1, 3_000), label="max_blocks")
-    node = Node(data.draw(densities(length, None)), max_blocks, None,
-                data.draw(st.sampled_from(["exact", "plus_one", "no"])), False,
-                data.draw(st.sampled_from(SUGGESTIONS)))
+    node = Node(
+        data.draw(densities(length, None)),
+        max_blocks,
+        None,
+        data.draw(st.sampled_from(["exact", "plus_one", "no"])),
+        False,
+        data.draw(st.sampled_from(SUGGESTIONS)),
+    )
     sizer = sizer_of(data.draw(SIZERS, label="sizer"))
     first, last = FIRST, FIRST + length - 1
     served, refused = walk(sizer, node, first, last)
@@ -182,8 +199,9 @@ def even_caps(draw: st.DrawFn) -> tuple[int, int]:
 @PROPERTY
 @example(cap=(7, 4), suggests="fitting", params=(1, 2, 100, 1), length=5)  # the smallest case that once failed
 @given(cap=even_caps(), suggests=st.sampled_from(["fitting", "no"]), params=SIZERS, length=st.integers(1, 2_000))
-def test_under_a_fixed_result_cap_over_even_blocks_refusals_stop_after_the_first_refused_chunk(cap, suggests,
-                                                                                                params, length):
+def test_under_a_fixed_result_cap_over_even_blocks_refusals_stop_after_the_first_refused_chunk(
+    cap, suggests, params, length
+):
     """A node that caps the logs of an answer, over blocks that all hold as many logs: once one chunk has been cut
     down to what an answer may hold, the sizer aims under the cap and is not refused again."""
     max_results, per_block = cap

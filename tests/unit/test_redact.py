@@ -7,28 +7,35 @@ from backfill.redact import endpoint_label, redact_text, redact_url, scrub
 CLICKHOUSE = "http://default:a@ch.internal:8123/backfill"
 
 
-@pytest.mark.parametrize("url,shown", [
-    ("http://user:p@host:8123/db", "http://***:***@host:8123/db"),
-    ("http://user:@host:8123/db", "http://***:***@host:8123/db"),
-    ("http://user@host:8123/db", "http://user@host:8123/db"),  # a user alone names, it does not authenticate
-    ("https://0123456789abcdef0123@eth.example/", "https://***@eth.example/"),  # a key passed as the user
-    ("https://eth.example/v2/KEY123", "https://eth.example/v2/***"),
-    ("https://mainnet.infura.io/v3/abc", "https://mainnet.infura.io/v3/***"),
-    ("https://api.example/rpc/k1/eth", "https://api.example/rpc/***/***"),
-    ("https://eth.example/v2/", "https://eth.example/v2/"),
-    ("https://node.example/0123456789abcdef0123456789abcdef", "https://node.example/***"),
-    ("https://rpc.ankr.com/eth/shortkey", "https://rpc.ankr.com/***/***"),
-    ("https://name.quiknode.pro/tok/", "https://name.quiknode.pro/***/"),
-    ("https://eth-mainnet.g.alchemy.com/v2/AbCdEf0123456789XyZ_secret?apikey=s3cr3t&network=main",
-     "https://eth-mainnet.g.alchemy.com/v2/***?apikey=***&network=main"),
-    ("https://lb.drpc.org/ogrpc?network=ethereum&dkey=abc", "https://lb.drpc.org/***?network=ethereum&dkey=***"),
-    ("http://h:1/?token=t&access_token=a&auth=x&password=p&secret=s&api_key=k&Api-Key=K&key=y&page=2",
-     "http://h:1/?token=***&access_token=***&auth=***&password=***&secret=***&api_key=***&Api-Key=***&key=***&page=2"),
-    ("http://h:1/?0123456789abcdef0123", "http://h:1/?***"),
-    ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
-    ("http://[::1]:8545/", "http://[::1]:8545/"),
-    ("http://user:pw@host:port/db", "http://***:***@host:port/db"),  # malformed port: shown as written
-])
+@pytest.mark.parametrize(
+    "url,shown",
+    [
+        ("http://user:p@host:8123/db", "http://***:***@host:8123/db"),
+        ("http://user:@host:8123/db", "http://***:***@host:8123/db"),
+        ("http://user@host:8123/db", "http://user@host:8123/db"),  # a user alone names, it does not authenticate
+        ("https://0123456789abcdef0123@eth.example/", "https://***@eth.example/"),  # a key passed as the user
+        ("https://eth.example/v2/KEY123", "https://eth.example/v2/***"),
+        ("https://mainnet.infura.io/v3/abc", "https://mainnet.infura.io/v3/***"),
+        ("https://api.example/rpc/k1/eth", "https://api.example/rpc/***/***"),
+        ("https://eth.example/v2/", "https://eth.example/v2/"),
+        ("https://node.example/0123456789abcdef0123456789abcdef", "https://node.example/***"),
+        ("https://rpc.ankr.com/eth/shortkey", "https://rpc.ankr.com/***/***"),
+        ("https://name.quiknode.pro/tok/", "https://name.quiknode.pro/***/"),
+        (
+            "https://eth-mainnet.g.alchemy.com/v2/AbCdEf0123456789XyZ_secret?apikey=s3cr3t&network=main",
+            "https://eth-mainnet.g.alchemy.com/v2/***?apikey=***&network=main",
+        ),
+        ("https://lb.drpc.org/ogrpc?network=ethereum&dkey=abc", "https://lb.drpc.org/***?network=ethereum&dkey=***"),
+        (
+            "http://h:1/?token=t&access_token=a&auth=x&password=p&secret=s&api_key=k&Api-Key=K&key=y&page=2",
+            "http://h:1/?token=***&access_token=***&auth=***&password=***&secret=***&api_key=***&Api-Key=***&key=***&page=2",
+        ),
+        ("http://h:1/?0123456789abcdef0123", "http://h:1/?***"),
+        ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+        ("http://[::1]:8545/", "http://[::1]:8545/"),
+        ("http://user:pw@host:port/db", "http://***:***@host:port/db"),  # malformed port: shown as written
+    ],
+)
 def test_secret_parts_of_a_url_are_hidden_host_and_port_stay(url, shown):
     assert redact_url(url) == shown
 
@@ -42,7 +49,8 @@ def test_an_unparseable_url_shows_nothing_of_itself():
 def test_a_one_letter_password_and_a_user_name_leave_the_text_outside_urls_intact():
     text = "a default day: cannot reach http://default:a@ch.internal:8123/backfill (a password was refused)"
     assert scrub(text, [CLICKHOUSE]) == (
-        "a default day: cannot reach http://***:***@ch.internal:8123/backfill (a password was refused)")
+        "a default day: cannot reach http://***:***@ch.internal:8123/backfill (a password was refused)"
+    )
 
 
 def test_a_known_password_is_hidden_as_a_whole_token_only():
@@ -79,7 +87,9 @@ def test_percent_encoded_secrets_are_known_in_both_forms():
 
 
 def test_a_bare_secret_is_hidden_as_a_whole_token():
-    assert scrub("token abcd1234 refused; abcd12345 is another", ["abcd1234"]) == "token *** refused; abcd12345 is another"
+    assert (
+        scrub("token abcd1234 refused; abcd12345 is another", ["abcd1234"]) == "token *** refused; abcd12345 is another"
+    )
 
 
 def test_text_without_secrets_or_urls_is_unchanged():

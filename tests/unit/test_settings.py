@@ -22,28 +22,44 @@ def test_precedence_flags_over_env_over_toml(tmp_path):
 
 
 def test_env_names_people_use(tmp_path):
-    s = load_settings({}, {"ETHEREUM_RPC_URLS": "http://a:1, https://b/x", "CLICKHOUSE_URL": "https://u:p@ch:8443/eth"},
-                      tmp_path / "none.toml")
+    s = load_settings(
+        {},
+        {"ETHEREUM_RPC_URLS": "http://a:1, https://b/x", "CLICKHOUSE_URL": "https://u:p@ch:8443/eth"},
+        tmp_path / "none.toml",
+    )
     assert s.rpc_urls == ("http://a:1", "https://b/x")
-    assert (s.store.host, s.store.port, s.store.database, s.store.secure, s.store.password) == ("ch", 8443, "eth", True, "p")
+    assert (s.store.host, s.store.port, s.store.database, s.store.secure, s.store.password) == (
+        "ch",
+        8443,
+        "eth",
+        True,
+        "p",
+    )
 
 
-@pytest.mark.parametrize("flags,env,needle", [
-    ({"shards": 0}, {}, "--shards (flag): must be at least 1, got 0"),
-    ({}, {"SHARDS": "0"}, "SHARDS (environment): must be at least 1, got '0'"),
-    ({}, {"SHARDS": "many"}, "SHARDS (environment): must be an integer, got 'many'"),
-    ({}, {"SHARDS": "999"}, "SHARDS (environment): must be at most 256"),
-    ({"from_date": "2024-02-01", "to_date": "2024-01-01"}, {}, "--from 2024-02-01 is after --to 2024-01-01"),
-    ({"from_date": "2024-13-01"}, {}, "--from (flag): must be a date like 2024-01-31, got '2024-13-01'"),
-    ({}, {"CLICKHOUSE_URL": "clickhouse:/nohost"}, "CLICKHOUSE_URL (environment): must be a URL like"),
-    ({}, {"CLICKHOUSE_URL": "http://h:notaport/db"}, "CLICKHOUSE_URL (environment): must be a URL like"),
-    ({}, {"ETHEREUM_RPC_URLS": "ftp://x"}, "ETHEREUM_RPC_URLS (environment): must be http(s)://host"),
-    ({}, {"BACKFILL_GETLOGS_ANSWER_LOGS": "-5"}, "BACKFILL_GETLOGS_ANSWER_LOGS (environment): must be at least 0"),
-    ({}, {"BACKFILL_GETLOGS_ANSWER_LOGS": "lots"}, "BACKFILL_GETLOGS_ANSWER_LOGS (environment): must be an integer"),
-    ({}, {"BACKFILL_STALL_S": "0"}, "BACKFILL_STALL_S (environment): must be more than 0"),
-    ({}, {"BACKFILL_ON_COMPLETE": "maybe"}, "BACKFILL_ON_COMPLETE (environment): must be true or false"),
-    ({"redo": True}, {}, "--redo needs --from and --to"),
-])
+@pytest.mark.parametrize(
+    "flags,env,needle",
+    [
+        ({"shards": 0}, {}, "--shards (flag): must be at least 1, got 0"),
+        ({}, {"SHARDS": "0"}, "SHARDS (environment): must be at least 1, got '0'"),
+        ({}, {"SHARDS": "many"}, "SHARDS (environment): must be an integer, got 'many'"),
+        ({}, {"SHARDS": "999"}, "SHARDS (environment): must be at most 256"),
+        ({"from_date": "2024-02-01", "to_date": "2024-01-01"}, {}, "--from 2024-02-01 is after --to 2024-01-01"),
+        ({"from_date": "2024-13-01"}, {}, "--from (flag): must be a date like 2024-01-31, got '2024-13-01'"),
+        ({}, {"CLICKHOUSE_URL": "clickhouse:/nohost"}, "CLICKHOUSE_URL (environment): must be a URL like"),
+        ({}, {"CLICKHOUSE_URL": "http://h:notaport/db"}, "CLICKHOUSE_URL (environment): must be a URL like"),
+        ({}, {"ETHEREUM_RPC_URLS": "ftp://x"}, "ETHEREUM_RPC_URLS (environment): must be http(s)://host"),
+        ({}, {"BACKFILL_GETLOGS_ANSWER_LOGS": "-5"}, "BACKFILL_GETLOGS_ANSWER_LOGS (environment): must be at least 0"),
+        (
+            {},
+            {"BACKFILL_GETLOGS_ANSWER_LOGS": "lots"},
+            "BACKFILL_GETLOGS_ANSWER_LOGS (environment): must be an integer",
+        ),
+        ({}, {"BACKFILL_STALL_S": "0"}, "BACKFILL_STALL_S (environment): must be more than 0"),
+        ({}, {"BACKFILL_ON_COMPLETE": "maybe"}, "BACKFILL_ON_COMPLETE (environment): must be true or false"),
+        ({"redo": True}, {}, "--redo needs --from and --to"),
+    ],
+)
 def test_bad_values_give_one_clear_error_naming_their_source(tmp_path, flags, env, needle):
     with pytest.raises(ConfigError) as caught:
         load_settings(flags, env, tmp_path / "none.toml")
@@ -63,8 +79,10 @@ def test_two_typos_in_the_file_are_both_reported_with_did_you_mean(tmp_path):
 
 def test_gate_keys_are_checked_with_did_you_mean_too(tmp_path):
     toml = tmp_path / "backfill.toml"
-    toml.write_text("[gates.strict]\nquarantine_shar = 0.02\nfailed_days = -1\n[gates.strikt]\nfailed_days = 1\n"
-                    "[gates.relaxed]\nunfinished_days = inf\n")
+    toml.write_text(
+        "[gates.strict]\nquarantine_shar = 0.02\nfailed_days = -1\n[gates.strikt]\nfailed_days = 1\n"
+        "[gates.relaxed]\nunfinished_days = inf\n"
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings({}, {}, toml)
     assert str(caught.value).splitlines() == [
@@ -73,8 +91,10 @@ def test_gate_keys_are_checked_with_did_you_mean_too(tmp_path):
         f"{toml}: unknown key 'gates.strikt' (did you mean 'gates.strict'?)",
     ]
     toml.write_text("[gates.strict]\nquarantine_share = 0.02\n[gates.relaxed]\nunfinished_days = inf\n")
-    assert set(load_settings({}, {}, toml).gates) == {("strict", "quarantine_share", 0.02),
-                                                      ("relaxed", "unfinished_days", float("inf"))}
+    assert set(load_settings({}, {}, toml).gates) == {
+        ("strict", "quarantine_share", 0.02),
+        ("relaxed", "unfinished_days", float("inf")),
+    }
 
 
 def test_every_problem_of_file_env_and_flags_at_once_each_with_its_source(tmp_path):
@@ -96,8 +116,14 @@ def test_every_problem_of_file_env_and_flags_at_once_each_with_its_source(tmp_pa
 def test_a_bad_url_is_named_by_position_never_quoted(tmp_path):
     secret = "k3yS3cretAbCdEf0123456789"
     with pytest.raises(ConfigError) as caught:
-        load_settings({}, {"ETHEREUM_RPC_URLS": f"https://a.example/{secret},wss://b.example/{secret}",
-                           "CLICKHOUSE_URL": f"ftp://u:{secret}@ch/db"}, tmp_path / "none.toml")
+        load_settings(
+            {},
+            {
+                "ETHEREUM_RPC_URLS": f"https://a.example/{secret},wss://b.example/{secret}",
+                "CLICKHOUSE_URL": f"ftp://u:{secret}@ch/db",
+            },
+            tmp_path / "none.toml",
+        )
     assert secret not in str(caught.value) and "URL 2 of 2" in str(caught.value)
 
 
@@ -113,11 +139,14 @@ def test_a_missing_backfill_config_file_is_an_error_the_default_file_absent_is_n
     assert load_settings({}, {"BACKFILL_CONFIG": str(missing)}).shards == 5
 
 
-@pytest.mark.parametrize("text,where,what", [
-    ("shards = 3\nwindow_blocks 100\n", "2:15", "Expected '=' after a key in a key/value pair"),
-    ('shards = 3\n[gates.strict\n', "2:14", "Expected ']' at the end of a table declaration"),
-    ("shards = [1,\n", "2:1", "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,where,what",
+    [
+        ("shards = 3\nwindow_blocks 100\n", "2:15", "Expected '=' after a key in a key/value pair"),
+        ("shards = 3\n[gates.strict\n", "2:14", "Expected ']' at the end of a table declaration"),
+        ("shards = [1,\n", "2:1", "invalid TOML"),
+    ],
+)
 def test_malformed_toml_is_one_line_with_file_line_and_column(tmp_path, text, where, what):
     toml = tmp_path / "backfill.toml"
     toml.write_text(text)
@@ -131,8 +160,12 @@ def test_malformed_toml_is_one_line_with_file_line_and_column(tmp_path, text, wh
 def test_effective_settings_say_where_each_value_came_from_and_redact_secrets(tmp_path):
     toml = tmp_path / "backfill.toml"
     toml.write_text("confirmations = 5\nshards = 4\n[gates.strict]\nquarantine_share = 0.02\n")
-    env = {"SHARDS": "3", "ETHEREUM_RPC_URLS": "https://eth.example/v2/k3yS3cretAbCdEf0123456789?apikey=s3cr3t",
-           "CLICKHOUSE_URL": "https://bob:hunter22@ch.example:8443/eth", "BACKFILL_CONFIG": str(toml)}
+    env = {
+        "SHARDS": "3",
+        "ETHEREUM_RPC_URLS": "https://eth.example/v2/k3yS3cretAbCdEf0123456789?apikey=s3cr3t",
+        "CLICKHOUSE_URL": "https://bob:hunter22@ch.example:8443/eth",
+        "BACKFILL_CONFIG": str(toml),
+    }
     rows = {r.name: (r.value, str(r.source)) for r in effective_settings({"window_blocks": 500}, env)}
     assert rows["config_file"] == (str(toml), "environment BACKFILL_CONFIG")
     assert rows["window_blocks"] == (500, "flag --window-blocks")

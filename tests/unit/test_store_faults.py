@@ -33,11 +33,16 @@ def test_a_store_that_is_not_listening_is_an_outage_and_nothing_was_sent():
     assert classify(info.value) == StoreFault(OUTAGE, "connection refused", False)
 
 
-@pytest.mark.parametrize("code, name", [(252, "TOO_MANY_PARTS"), (241, "MEMORY_LIMIT_EXCEEDED"),
-                                        (202, "TOO_MANY_SIMULTANEOUS_QUERIES")])
+@pytest.mark.parametrize(
+    "code, name", [(252, "TOO_MANY_PARTS"), (241, "MEMORY_LIMIT_EXCEEDED"), (202, "TOO_MANY_SIMULTANEOUS_QUERIES")]
+)
 def test_the_engine_asking_to_slow_down_is_backpressure(code, name):
-    exc = server_error(500, str(code), f"Code: {code}. DB::Exception: Too many parts (3001). Merges are processing "
-                                       f"significantly slower than inserts. ({name}) (version 24.8.4.13)")
+    exc = server_error(
+        500,
+        str(code),
+        f"Code: {code}. DB::Exception: Too many parts (3001). Merges are processing "
+        f"significantly slower than inserts. ({name}) (version 24.8.4.13)",
+    )
     assert classify(exc) == StoreFault(BACKPRESSURE, name, False)
 
 
@@ -57,11 +62,14 @@ def test_http_429_is_backpressure():
     assert classify(server_error(429, None, "Too Many Requests", retried=True)).kind == BACKPRESSURE
 
 
-@pytest.mark.parametrize("code, body", [
-    (62, "Code: 62. DB::Exception: Syntax error: failed at position 1. (SYNTAX_ERROR)"),
-    (60, "Code: 60. DB::Exception: Table backfill.nope does not exist. (UNKNOWN_TABLE)"),
-    (516, "Code: 516. DB::Exception: default: Authentication failed. (AUTHENTICATION_FAILED)"),
-])
+@pytest.mark.parametrize(
+    "code, body",
+    [
+        (62, "Code: 62. DB::Exception: Syntax error: failed at position 1. (SYNTAX_ERROR)"),
+        (60, "Code: 60. DB::Exception: Table backfill.nope does not exist. (UNKNOWN_TABLE)"),
+        (516, "Code: 516. DB::Exception: default: Authentication failed. (AUTHENTICATION_FAILED)"),
+    ],
+)
 def test_our_own_mistakes_are_not_retried(code, body):
     assert classify(server_error(500 if code != 516 else 403, str(code), body)) is None
 

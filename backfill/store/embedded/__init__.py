@@ -130,8 +130,14 @@ def lock_file(path: Path, wait_s: float = 0.0) -> int:
             time.sleep(0.02)
 
 
-def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int | None = None,
-          idle_exit_s: float | None = None, allow_external: bool = False) -> None:
+def serve(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    threads: int | None = None,
+    idle_exit_s: float | None = None,
+    allow_external: bool = False,
+) -> None:
     """Serve ``<data_dir>/clickhouse`` until SIGTERM/SIGINT (or idle_exit_s without a request). Raises StoreBusy
     if already served. ``allow_external``: run statements that reach outside the store (files, URLs, other
     servers); refused by default (``backfill.store.embedded.guard``)."""
@@ -141,8 +147,11 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 0, threads: int |
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
-    asyncio.run(serve_async(Path(data_dir), host, port, threads or max(4, 2 * (os.cpu_count() or 1)), idle_exit_s,
-                            allow_external))
+    asyncio.run(
+        serve_async(
+            Path(data_dir), host, port, threads or max(4, 2 * (os.cpu_count() or 1)), idle_exit_s, allow_external
+        )
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -153,6 +162,7 @@ def _pid_alive(pid: int) -> bool:
             proc.poll()  # reap our own exited child so it does not linger as a zombie
     try:
         import psutil
+
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except Exception:  # noqa: BLE001 - NoSuchProcess, AccessDenied, no psutil
         try:
@@ -204,10 +214,23 @@ def _spawn(data_dir: Path, log_path: Path) -> subprocess.Popen:
     root = str(Path(__file__).resolve().parents[3])  # so `-m backfill.store.embedded` imports this package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "backfill.store.embedded", "--data-dir", str(data_dir),
-                                 "--idle-exit-s", str(IDLE_EXIT_S)],
-                                start_new_session=True, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env, close_fds=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "backfill.store.embedded",
+                "--data-dir",
+                str(data_dir),
+                "--idle-exit-s",
+                str(IDLE_EXIT_S),
+            ],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            close_fds=True,
+        )
     _SPAWNED.append(proc)
     return proc
 

@@ -18,7 +18,7 @@ from backfill.store.embedded.guard import Policy
 
 log = logging.getLogger("backfill.store.embedded")
 
-FIRST_BYTES = 1 << 20     # results up to this size are answered whole (Content-Length, full summary)
+FIRST_BYTES = 1 << 20  # results up to this size are answered whole (Content-Length, full summary)
 
 
 class Engine:
@@ -35,9 +35,11 @@ class Engine:
         self.version, self.timezone = row.strip().split("\t")
         names = self.anchor.query("SELECT name FROM system.formats WHERE is_output", "TabSeparated")
         self.output_formats = {n.lower(): n for n in names.bytes().decode().split()}
-        self.policy = Policy.for_engine(self._names("system.table_functions"),
-                                        self._names("system.table_engines") + self._names("system.database_engines"),
-                                        allow_external)
+        self.policy = Policy.for_engine(
+            self._names("system.table_functions"),
+            self._names("system.table_engines") + self._names("system.database_engines"),
+            allow_external,
+        )
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="chdb")
 
     def _names(self, table: str) -> list[str]:
@@ -70,8 +72,14 @@ class Engine:
         conn = self.connect(plan)
         try:
             res = conn.query(sql, fmt, params=plan.params)
-            stats = eh.summary(res.rows_read(), res.bytes_read(), res.rows_written(), res.bytes_written(),
-                               res.rows_read(), res.elapsed())
+            stats = eh.summary(
+                res.rows_read(),
+                res.bytes_read(),
+                res.rows_written(),
+                res.bytes_written(),
+                res.rows_read(),
+                res.elapsed(),
+            )
             return res.bytes(), stats
         finally:
             self.release(conn)
@@ -87,8 +95,11 @@ class Engine:
                 raise
             try:
                 res = conn.query(sql, fmt, params=plan.params)
-                return res.bytes(), eh.summary(res.rows_read(), res.bytes_read(), result_rows=res.rows_read(),
-                                               elapsed_s=res.elapsed()), None
+                return (
+                    res.bytes(),
+                    eh.summary(res.rows_read(), res.bytes_read(), result_rows=res.rows_read(), elapsed_s=res.elapsed()),
+                    None,
+                )
             finally:
                 self.release(conn)
         state = {"rows": 0, "bytes": 0, "elapsed": 0.0, "done": False}

@@ -29,54 +29,197 @@ from backfill.store.embedded.http import tokens
 STORE_USER = "backfill"
 
 # Table functions whose data stays in the store (or is made up); every other one the engine lists is refused.
-LOCAL_TABLE_FUNCTIONS = frozenset({
-    "numbers", "numbers_mt", "zeros", "zeros_mt", "primes", "generate_series", "generateseries", "generaterandom",
-    "values", "sqlstandardvalues", "null", "view", "viewifpermitted", "viewexplain", "merge", "loop", "input",
-    "format", "dictionary", "mergetreeindex", "mergetreeprojection", "mergetreeanalyzeindexes",
-    "mergetreeanalyzeindexesuuid", "mergetreecodecblockcounts", "mergetreetextindex", "fuzzjson", "fuzzquery",
-})
+LOCAL_TABLE_FUNCTIONS = frozenset(
+    {
+        "numbers",
+        "numbers_mt",
+        "zeros",
+        "zeros_mt",
+        "primes",
+        "generate_series",
+        "generateseries",
+        "generaterandom",
+        "values",
+        "sqlstandardvalues",
+        "null",
+        "view",
+        "viewifpermitted",
+        "viewexplain",
+        "merge",
+        "loop",
+        "input",
+        "format",
+        "dictionary",
+        "mergetreeindex",
+        "mergetreeprojection",
+        "mergetreeanalyzeindexes",
+        "mergetreeanalyzeindexesuuid",
+        "mergetreecodecblockcounts",
+        "mergetreetextindex",
+        "fuzzjson",
+        "fuzzquery",
+    }
+)
 # Refused whether or not the engine lists them (lower case: the check ignores case). `disk(...)` defines a disk
 # at any path or bucket in a table's SETTINGS; hasColumnInTable takes a host to connect to.
-EXTERNAL_FUNCTIONS = frozenset({
-    "file", "filecluster", "url", "urlcluster", "remote", "remotesecure", "cluster", "clusterallreplicas", "s3",
-    "s3cluster", "gcs", "oss", "cosn", "hdfs", "hdfscluster", "azureblobstorage", "azureblobstoragecluster",
-    "mysql", "postgresql", "odbc", "jdbc", "mongodb", "redis", "sqlite", "executable", "python", "eval",
-    "filesystem", "arrowstream", "bigquery", "ytsaurus", "hive", "iceberg", "deltalake", "hudi", "paimon",
-    "prometheusquery", "prometheusqueryrange", "disk", "hascolumnintable",
-})
+EXTERNAL_FUNCTIONS = frozenset(
+    {
+        "file",
+        "filecluster",
+        "url",
+        "urlcluster",
+        "remote",
+        "remotesecure",
+        "cluster",
+        "clusterallreplicas",
+        "s3",
+        "s3cluster",
+        "gcs",
+        "oss",
+        "cosn",
+        "hdfs",
+        "hdfscluster",
+        "azureblobstorage",
+        "azureblobstoragecluster",
+        "mysql",
+        "postgresql",
+        "odbc",
+        "jdbc",
+        "mongodb",
+        "redis",
+        "sqlite",
+        "executable",
+        "python",
+        "eval",
+        "filesystem",
+        "arrowstream",
+        "bigquery",
+        "ytsaurus",
+        "hive",
+        "iceberg",
+        "deltalake",
+        "hudi",
+        "paimon",
+        "prometheusquery",
+        "prometheusqueryrange",
+        "disk",
+        "hascolumnintable",
+    }
+)
 # Table and database engines whose data lives in the store; every other one the engine lists is refused.
-LOCAL_ENGINES = frozenset({
-    "memory", "log", "tinylog", "stripelog", "null", "set", "join", "buffer", "merge", "dictionary", "view",
-    "materializedview", "liveview", "windowview", "alias", "loop", "timeseries", "embeddedrocksdb", "generaterandom",
-    "fuzzjson", "fuzzquery", "atomic", "ordinary", "lazy", "replicated", "overlay",
-})
-EXTERNAL_ENGINES = frozenset({
-    "file", "url", "s3", "s3queue", "hdfs", "mysql", "postgresql", "materializedpostgresql", "materializedmysql",
-    "mongodb", "odbc", "jdbc", "sqlite", "redis", "kafka", "rabbitmq", "nats", "filelog", "azureblobstorage",
-    "azurequeue", "executable", "executablepool", "distributed", "remote", "remotesecure", "externaldistributed",
-    "filesystem", "backup", "datalakecatalog", "hive", "iceberg", "deltalake", "hudi", "paimon", "gcs", "oss",
-    "cosn", "ytsaurus", "bigquery", "arrowstream", "queryrunner",
-})
+LOCAL_ENGINES = frozenset(
+    {
+        "memory",
+        "log",
+        "tinylog",
+        "stripelog",
+        "null",
+        "set",
+        "join",
+        "buffer",
+        "merge",
+        "dictionary",
+        "view",
+        "materializedview",
+        "liveview",
+        "windowview",
+        "alias",
+        "loop",
+        "timeseries",
+        "embeddedrocksdb",
+        "generaterandom",
+        "fuzzjson",
+        "fuzzquery",
+        "atomic",
+        "ordinary",
+        "lazy",
+        "replicated",
+        "overlay",
+    }
+)
+EXTERNAL_ENGINES = frozenset(
+    {
+        "file",
+        "url",
+        "s3",
+        "s3queue",
+        "hdfs",
+        "mysql",
+        "postgresql",
+        "materializedpostgresql",
+        "materializedmysql",
+        "mongodb",
+        "odbc",
+        "jdbc",
+        "sqlite",
+        "redis",
+        "kafka",
+        "rabbitmq",
+        "nats",
+        "filelog",
+        "azureblobstorage",
+        "azurequeue",
+        "executable",
+        "executablepool",
+        "distributed",
+        "remote",
+        "remotesecure",
+        "externaldistributed",
+        "filesystem",
+        "backup",
+        "datalakecatalog",
+        "hive",
+        "iceberg",
+        "deltalake",
+        "hudi",
+        "paimon",
+        "gcs",
+        "oss",
+        "cosn",
+        "ytsaurus",
+        "bigquery",
+        "arrowstream",
+        "queryrunner",
+    }
+)
 # Settings that name files to read or write, switch the parser to another dialect (whose text the token check
 # cannot read), or hold SQL the engine evaluates; and the two that let Values data carry expressions.
-EXTERNAL_SETTINGS = frozenset({
-    "format_schema", "format_schema_source", "format_template_resultset", "format_template_row",
-    "output_format_schema", "input_format_record_errors_file_path",
-    "dialect", "polyglot_dialect", "enable_json_ast_dialect", "enable_trino_dialect",
-    "allow_experimental_kusto_dialect", "allow_experimental_prql_dialect", "allow_experimental_polyglot_dialect",
-    "additional_table_filters", "additional_result_filter", "allow_experimental_eval_table_function",
-    "input_format_values_interpret_expressions", "input_format_values_deduce_templates_of_expressions",
-})
+EXTERNAL_SETTINGS = frozenset(
+    {
+        "format_schema",
+        "format_schema_source",
+        "format_template_resultset",
+        "format_template_row",
+        "output_format_schema",
+        "input_format_record_errors_file_path",
+        "dialect",
+        "polyglot_dialect",
+        "enable_json_ast_dialect",
+        "enable_trino_dialect",
+        "allow_experimental_kusto_dialect",
+        "allow_experimental_prql_dialect",
+        "allow_experimental_polyglot_dialect",
+        "additional_table_filters",
+        "additional_result_filter",
+        "allow_experimental_eval_table_function",
+        "input_format_values_interpret_expressions",
+        "input_format_values_deduce_templates_of_expressions",
+    }
+)
 # Data streamed after `INSERT ... FORMAT Values` is never seen by the token check: it may hold literals only.
-INSERT_SETTINGS = {"input_format_values_interpret_expressions": "0",
-                   "input_format_values_deduce_templates_of_expressions": "0"}
+INSERT_SETTINGS = {
+    "input_format_values_interpret_expressions": "0",
+    "input_format_values_deduce_templates_of_expressions": "0",
+}
 ALLOW_HINT = "set BACKFILL_EMBEDDED_ALLOW_EXTERNAL=1 for the server to allow it"
 # Words without which no refusal can fire (besides the names in the lists).
 KEYWORDS = frozenset({"system", "backup", "restore", "dictionary", "outfile", "infile", "attach"})
 _HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})|\\(.)", re.S)
 # bytes.translate table: word characters of the engine's lexer kept (letters lower-cased), all else a space
-_WORD_BYTES = bytes(c + 32 if 65 <= c <= 90 else c if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "_$")
-                    else 32 for c in range(256))
+_WORD_BYTES = bytes(
+    c + 32 if 65 <= c <= 90 else c if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "_$") else 32
+    for c in range(256)
+)
 _WINDOW = 1 << 20
 
 
@@ -110,9 +253,11 @@ def authenticated(user: str, password: str, credential: Credential) -> bool:
 
 
 def auth_failure(user: str) -> str:
-    return (f"Code: 516. DB::Exception: {user[:64]}: Authentication failed: password is incorrect, or there is no "
-            f"user with such name. The embedded store's credential is in <data_dir>/clickhouse/credentials.json "
-            f"(`backfill db credentials` prints it). (AUTHENTICATION_FAILED)")
+    return (
+        f"Code: 516. DB::Exception: {user[:64]}: Authentication failed: password is incorrect, or there is no "
+        f"user with such name. The embedded store's credential is in <data_dir>/clickhouse/credentials.json "
+        f"(`backfill db credentials` prints it). (AUTHENTICATION_FAILED)"
+    )
 
 
 def _name(text: str, kind: str, start: int, end: int) -> str | None:
@@ -120,7 +265,7 @@ def _name(text: str, kind: str, start: int, end: int) -> str | None:
     if kind == "word":
         return text[start:end].lower()
     if kind == "quoted" and text[start] in '"`':
-        inner = text[start + 1:end - 1].replace(text[start] * 2, text[start])
+        inner = text[start + 1 : end - 1].replace(text[start] * 2, text[start])
         # escapes as the engine reads them where they could spell a name: \x66ile is file
         return _HEX_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else m.group(2), inner).lower()
     return None
@@ -144,14 +289,20 @@ class Policy:
     engines: frozenset[str] = EXTERNAL_ENGINES
 
     @classmethod
-    def for_engine(cls, table_functions: Iterable[str], engines: Iterable[str],
-                   allow_external: bool = False) -> "Policy":
+    def for_engine(
+        cls, table_functions: Iterable[str], engines: Iterable[str], allow_external: bool = False
+    ) -> "Policy":
         listed_functions = {n.lower() for n in table_functions}
         listed_engines = {n.lower() for n in engines}
-        return cls(allow_external,
-                   frozenset((EXTERNAL_FUNCTIONS | listed_functions) - LOCAL_TABLE_FUNCTIONS),
-                   frozenset((EXTERNAL_ENGINES | listed_engines) - LOCAL_ENGINES
-                             - {n for n in listed_engines if n.endswith("mergetree")}))
+        return cls(
+            allow_external,
+            frozenset((EXTERNAL_FUNCTIONS | listed_functions) - LOCAL_TABLE_FUNCTIONS),
+            frozenset(
+                (EXTERNAL_ENGINES | listed_engines)
+                - LOCAL_ENGINES
+                - {n for n in listed_engines if n.endswith("mergetree")}
+            ),
+        )
 
     @functools.cached_property
     def _suspects(self) -> frozenset[bytes]:
@@ -166,7 +317,7 @@ class Policy:
             return True
         words = data.translate(_WORD_BYTES)
         for at in range(0, len(words), _WINDOW):
-            if not self._suspects.isdisjoint(words[max(0, at - 64):at + _WINDOW].split()):
+            if not self._suspects.isdisjoint(words[max(0, at - 64) : at + _WINDOW].split()):
                 return True
         return False
 
@@ -200,8 +351,12 @@ class Policy:
                 continue
             if len(words) == 1 and kind == "word" and tok in ("BACKUP", "RESTORE"):
                 return f"{tok} reads or writes backups outside the store ({ALLOW_HINT})"
-            if tok == "DICTIONARY" and words in (["CREATE", "DICTIONARY"], ["ATTACH", "DICTIONARY"],
-                                                 ["REPLACE", "DICTIONARY"], ["CREATE", "OR", "REPLACE", "DICTIONARY"]):
+            if tok == "DICTIONARY" and words in (
+                ["CREATE", "DICTIONARY"],
+                ["ATTACH", "DICTIONARY"],
+                ["REPLACE", "DICTIONARY"],
+                ["CREATE", "OR", "REPLACE", "DICTIONARY"],
+            ):
                 return f"dictionaries load from sources outside the store ({ALLOW_HINT})"
             if (prev, tok) in (("INTO", "OUTFILE"), ("FROM", "INFILE")):
                 return f"{prev} {tok} reaches the file system outside the store ({ALLOW_HINT})"
@@ -213,7 +368,7 @@ class Policy:
                     return f"setting {name} is refused by the embedded store ({ALLOW_HINT})"
                 if engine_next and name in self.engines:
                     return f"ENGINE {sql[start:end]} reaches outside the store ({ALLOW_HINT})"
-                if name in self.functions and nxt is not None and sql[nxt[1]:nxt[2]] == "(":
+                if name in self.functions and nxt is not None and sql[nxt[1] : nxt[2]] == "(":
                     return f"{sql[start:end]}() reaches outside the store ({ALLOW_HINT})"
             engine_next = tok == "ENGINE" or (engine_next and tok == "=")
             prev = tok

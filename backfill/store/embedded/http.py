@@ -23,18 +23,42 @@ DEFAULT_FORMAT = "TabSeparated"
 MAX_QUERY_HEAD = 262144  # ClickHouse's max_query_size: an INSERT's statement must fit in it
 
 # Request parameters that are HTTP transport, never settings to apply.
-TRANSPORT_PARAMS = frozenset({
-    "query", "database", "default_format", "query_id", "session_id", "session_timeout", "session_check",
-    "compress", "decompress", "wait_end_of_query", "buffer_size", "client_protocol_version", "quota_key",
-    "user", "password", "role", "stacktrace",
-})
+TRANSPORT_PARAMS = frozenset(
+    {
+        "query",
+        "database",
+        "default_format",
+        "query_id",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "compress",
+        "decompress",
+        "wait_end_of_query",
+        "buffer_size",
+        "client_protocol_version",
+        "quota_key",
+        "user",
+        "password",
+        "role",
+        "stacktrace",
+    }
+)
 # Settings that only steer ClickHouse's HTTP layer; chDB knows them but they change nothing here.
-HTTP_ONLY_SETTINGS = frozenset({
-    "enable_http_compression", "http_zlib_compression_level", "send_progress_in_http_headers",
-    "http_headers_progress_interval_ms", "cancel_http_readonly_queries_on_client_close",
-    "http_wait_end_of_query", "http_response_buffer_size", "add_http_cors_header",
-    "http_native_compression_disable_checksumming_on_decompress", "http_write_exception_in_output_format",
-})
+HTTP_ONLY_SETTINGS = frozenset(
+    {
+        "enable_http_compression",
+        "http_zlib_compression_level",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "cancel_http_readonly_queries_on_client_close",
+        "http_wait_end_of_query",
+        "http_response_buffer_size",
+        "add_http_cors_header",
+        "http_native_compression_disable_checksumming_on_decompress",
+        "http_write_exception_in_output_format",
+    }
+)
 # Leading keywords of statements that produce a result set (they get X-ClickHouse-Format).
 RESULT_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN", "CHECK", "("})
 
@@ -56,8 +80,10 @@ _FORMAT_WORD = re.compile("format", re.I)
 
 _STATUS_BY_CODE = {
     # the ClickHouse server's exceptionCodeToHTTPStatus, by code number
-    **dict.fromkeys((6, 8, 15, 25, 26, 27, 36, 37, 38, 41, 44, 53, 62, 72, 117, 123, 167, 168, 223, 321, 376,
-                     427, 441, 675, 676), 400),
+    **dict.fromkeys(
+        (6, 8, 15, 25, 26, 27, 36, 37, 38, 41, 44, 53, 62, 72, 117, 123, 167, 168, 223, 321, 376, 427, 441, 675, 676),
+        400,
+    ),
     **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 78, 81, 115, 152, 336, 511), 404),
     497: 403,  # ACCESS_DENIED
     516: 401,  # AUTHENTICATION_FAILED (ClickHouse says 403; 401 tells HTTP clients to send a credential)
@@ -67,11 +93,17 @@ _STATUS_BY_CODE = {
     229: 413,
 }
 _CONTENT_TYPES = {
-    "TabSeparated": "text/tab-separated-values", "TSV": "text/tab-separated-values",
-    "TabSeparatedWithNames": "text/tab-separated-values", "TSVWithNames": "text/tab-separated-values",
-    "CSV": "text/csv", "CSVWithNames": "text/csv",
-    "JSON": "application/json", "JSONCompact": "application/json", "JSONStrings": "application/json",
-    "JSONEachRow": "application/x-ndjson", "JSONCompactEachRow": "application/x-ndjson",
+    "TabSeparated": "text/tab-separated-values",
+    "TSV": "text/tab-separated-values",
+    "TabSeparatedWithNames": "text/tab-separated-values",
+    "TSVWithNames": "text/tab-separated-values",
+    "CSV": "text/csv",
+    "CSVWithNames": "text/csv",
+    "JSON": "application/json",
+    "JSONCompact": "application/json",
+    "JSONStrings": "application/json",
+    "JSONEachRow": "application/x-ndjson",
+    "JSONCompactEachRow": "application/x-ndjson",
 }
 
 
@@ -122,8 +154,11 @@ def plan_request(params: Iterable[tuple[str, str]], headers: Mapping[str, str], 
         plan.default_format = fmt_header
     for key, value in params:
         if key == "decompress" and value not in ("", "0"):
-            raise RequestError(89, "ClickHouse-native compressed bodies (decompress=1) are not supported by "
-                                   "the embedded store; send them plain. (UNKNOWN_COMPRESSION_METHOD)")
+            raise RequestError(
+                89,
+                "ClickHouse-native compressed bodies (decompress=1) are not supported by "
+                "the embedded store; send them plain. (UNKNOWN_COMPRESSION_METHOD)",
+            )
         if key.startswith("param_"):
             plan.params[key[6:]] = value
         elif key == "query":
@@ -178,7 +213,7 @@ def _quoted_end(text: str, pos: int) -> int:
 
 def _comment_end(text: str, pos: int) -> int:
     """End of the comment opening at ``pos``, 0 if none opens there, -1 if a ``/*`` is never closed (nested)."""
-    two = text[pos:pos + 2]
+    two = text[pos : pos + 2]
     if two in ("--", "//") or two in ("# ", "#!"):
         end = text.find("\n", pos)
         return len(text) if end < 0 else end
@@ -283,7 +318,7 @@ def split_insert(buf: bytes, eof: bool) -> InsertSplit | NeedMore | None:
             if not eof and not newline and pos >= len(text):
                 return NEED_MORE
             statement = bytes(buf[:start]).decode("utf-8").strip()
-            return InsertSplit(statement, text[name[1]:name[2]], pos)
+            return InsertSplit(statement, text[name[1] : name[2]], pos)
         prev = word
     if eof or len(buf) >= MAX_QUERY_HEAD:
         return None
@@ -302,8 +337,13 @@ def trailing_format(sql: str, known_formats: Mapping[str, str]) -> str | None:
         if len(window) < 3:
             return False
         (_, before), (kind, tok), (name_kind, _name) = window
-        return kind == "word" and tok.upper() == "FORMAT" and name_kind == "word" and before != "." and \
-            (following is None or following.upper() == "SETTINGS")
+        return (
+            kind == "word"
+            and tok.upper() == "FORMAT"
+            and name_kind == "word"
+            and before != "."
+            and (following is None or following.upper() == "SETTINGS")
+        )
 
     for kind, start, end in tokens(sql):
         tok = sql[start:end]
@@ -336,24 +376,41 @@ def http_status(code: int) -> int:
 def content_type(fmt: str) -> str:
     base = _CONTENT_TYPES.get(fmt)
     if base is None:
-        return "application/octet-stream" if fmt in ("Native", "RowBinary", "Parquet", "Arrow") or \
-            fmt.startswith("RowBinary") else "text/plain; charset=UTF-8"
+        return (
+            "application/octet-stream"
+            if fmt in ("Native", "RowBinary", "Parquet", "Arrow") or fmt.startswith("RowBinary")
+            else "text/plain; charset=UTF-8"
+        )
     return base + "; charset=UTF-8"
 
 
 def summary(read_rows=0, read_bytes=0, written_rows=0, written_bytes=0, result_rows=0, elapsed_s=0.0) -> dict:
     return {
-        "read_rows": str(read_rows), "read_bytes": str(read_bytes), "written_rows": str(written_rows),
-        "written_bytes": str(written_bytes), "total_rows_to_read": str(read_rows),
-        "result_rows": str(result_rows), "result_bytes": "0", "elapsed_ns": str(int(elapsed_s * 1e9)),
+        "read_rows": str(read_rows),
+        "read_bytes": str(read_bytes),
+        "written_rows": str(written_rows),
+        "written_bytes": str(written_bytes),
+        "total_rows_to_read": str(read_rows),
+        "result_rows": str(result_rows),
+        "result_bytes": "0",
+        "elapsed_ns": str(int(elapsed_s * 1e9)),
     }
 
 
 def exception_block(message: str, tag: str) -> bytes:
     """A mid-stream error as ClickHouse (25.11+) frames it after the status line was already sent."""
     msg = message.strip().encode()
-    return b"__exception__\r\n" + tag.encode() + b"\r\n" + msg + b"\n" + \
-        str(len(msg)).encode() + b" " + tag.encode() + b"\r\n__exception__\r\n"
+    return (
+        b"__exception__\r\n"
+        + tag.encode()
+        + b"\r\n"
+        + msg
+        + b"\n"
+        + str(len(msg)).encode()
+        + b" "
+        + tag.encode()
+        + b"\r\n__exception__\r\n"
+    )
 
 
 class BodyDecoder:
@@ -366,8 +423,11 @@ class BodyDecoder:
     def __init__(self, encoding: str, limit: int, chunk_bytes: int = 1 << 20):
         self.encoding = encoding.strip().lower()
         if self.encoding not in self.SUPPORTED:
-            raise RequestError(89, f"Unsupported Content-Encoding '{encoding}': the embedded store accepts "
-                                   f"{', '.join(self.SUPPORTED)} or none. (UNKNOWN_COMPRESSION_METHOD)")
+            raise RequestError(
+                89,
+                f"Unsupported Content-Encoding '{encoding}': the embedded store accepts "
+                f"{', '.join(self.SUPPORTED)} or none. (UNKNOWN_COMPRESSION_METHOD)",
+            )
         self.limit, self.chunk_bytes, self.decoded = limit, chunk_bytes, 0
         self._tail = b""  # zlib's input not yet expanded (its decompressobj hands it back)
         self._new()  # fails early if the codec's module is missing
@@ -379,8 +439,11 @@ class BodyDecoder:
             try:
                 import lz4.frame
             except ImportError as ex:
-                raise RequestError(89, "Content-Encoding lz4 needs the lz4 package on the server; "
-                                       "use compress=False. (UNKNOWN_COMPRESSION_METHOD)") from ex
+                raise RequestError(
+                    89,
+                    "Content-Encoding lz4 needs the lz4 package on the server; "
+                    "use compress=False. (UNKNOWN_COMPRESSION_METHOD)",
+                ) from ex
             self._d = lz4.frame.LZ4FrameDecompressor()
         else:
             try:
@@ -389,8 +452,11 @@ class BodyDecoder:
                 try:
                     from backports import zstd
                 except ImportError as ex:
-                    raise RequestError(89, "Content-Encoding zstd needs backports.zstd on the server; "
-                                           "use compress=False. (UNKNOWN_COMPRESSION_METHOD)") from ex
+                    raise RequestError(
+                        89,
+                        "Content-Encoding zstd needs backports.zstd on the server; "
+                        "use compress=False. (UNKNOWN_COMPRESSION_METHOD)",
+                    ) from ex
             self._d = zstd.ZstdDecompressor()
 
     def _expand(self, data: bytes) -> tuple[bytes, bool]:
@@ -410,8 +476,11 @@ class BodyDecoder:
             if out:
                 self.decoded += len(out)
                 if self.decoded > self.limit:
-                    raise RequestError(229, f"The request body expands to more than {self.limit} bytes "
-                                            f"({self.encoding}); the embedded store refuses it. (QUERY_IS_TOO_LARGE)")
+                    raise RequestError(
+                        229,
+                        f"The request body expands to more than {self.limit} bytes "
+                        f"({self.encoding}); the embedded store refuses it. (QUERY_IS_TOO_LARGE)",
+                    )
                 yield out
             if self._d.eof:
                 data = self._d.unused_data  # the next frame / gzip member

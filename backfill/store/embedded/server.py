@@ -25,25 +25,25 @@ from typing import Any
 
 from aiohttp import web
 
-from backfill.store.embedded import http as eh
 from backfill.store.embedded import INFO_NAME, LOCK_NAME, ensure_credential, lock_file, make_store_dir
+from backfill.store.embedded import http as eh
 from backfill.store.embedded.engine import Engine
 from backfill.store.embedded.guard import Credential, Policy, auth_failure, authenticated, presented
 
 log = logging.getLogger("backfill.store.embedded")
 
-APPEND_BYTES = 16 << 20   # insert data is handed to chDB in pieces of at most this size
+APPEND_BYTES = 16 << 20  # insert data is handed to chDB in pieces of at most this size
 DISPLAY_NAME = "backfill-embedded"
-DRAIN_S = 30.0            # on SIGTERM, running requests get this long to finish
-MAX_QUERY_BYTES = 16 << 20   # the SQL text of a request (query parameter + body), which is read whole
-MAX_INSERT_BYTES = 4 << 30   # what a compressed insert body may expand to (plain data streams unbounded)
-DECODE_BYTES = 1 << 20       # a compressed body is expanded this much at a time
-MAX_REQUESTS = 64            # requests served at once; the next ones get 503 (TOO_MANY_SIMULTANEOUS_QUERIES)
-HEADER_TIMEOUT_S = 20.0      # to send a request's headers, from the connection or the previous answer
-RECEIVE_TIMEOUT_S = 30.0     # the longest pause in a request body
-SEND_TIMEOUT_S = 30.0        # the longest a client may leave a piece of a streamed answer untaken
+DRAIN_S = 30.0  # on SIGTERM, running requests get this long to finish
+MAX_QUERY_BYTES = 16 << 20  # the SQL text of a request (query parameter + body), which is read whole
+MAX_INSERT_BYTES = 4 << 30  # what a compressed insert body may expand to (plain data streams unbounded)
+DECODE_BYTES = 1 << 20  # a compressed body is expanded this much at a time
+MAX_REQUESTS = 64  # requests served at once; the next ones get 503 (TOO_MANY_SIMULTANEOUS_QUERIES)
+HEADER_TIMEOUT_S = 20.0  # to send a request's headers, from the connection or the previous answer
+RECEIVE_TIMEOUT_S = 30.0  # the longest pause in a request body
+SEND_TIMEOUT_S = 30.0  # the longest a client may leave a piece of a streamed answer untaken
 DISCARD_S, DISCARD_BYTES = 10.0, 1 << 30  # the rest of a refused body is read (and dropped) within these
-AUTH_LOG_EVERY_S = 60.0      # refused credentials are logged once, then at most this often (with a count)
+AUTH_LOG_EVERY_S = 60.0  # refused credentials are logged once, then at most this often (with a count)
 JUDGE_INLINE_CHARS = 64 << 10  # longer SQL texts are judged on the pool: reading tokens is Python, ~1 µs each
 
 
@@ -56,9 +56,12 @@ AUTH_LOG = web.AppKey("auth_log", dict)  # refused credentials: {"refused": n si
 
 
 def _headers(engine: Engine, qid: str, stats: dict | None = None, fmt: str | None = None) -> dict:
-    h = {"X-ClickHouse-Query-Id": qid, "X-ClickHouse-Server-Display-Name": DISPLAY_NAME,
-         "X-ClickHouse-Timezone": engine.timezone,
-         "Content-Type": eh.content_type(fmt) if fmt else "text/plain; charset=UTF-8"}
+    h = {
+        "X-ClickHouse-Query-Id": qid,
+        "X-ClickHouse-Server-Display-Name": DISPLAY_NAME,
+        "X-ClickHouse-Timezone": engine.timezone,
+        "Content-Type": eh.content_type(fmt) if fmt else "text/plain; charset=UTF-8",
+    }
     if fmt:
         h["X-ClickHouse-Format"] = fmt
     if stats is not None:
@@ -82,8 +85,14 @@ def _log_refused_credential(app: web.Application, request: web.Request, user: st
     state["refused"] += 1
     now = time.monotonic()
     if now - state["at"] >= AUTH_LOG_EVERY_S:
-        log.warning("refused a request without the store's credential: user=%r peer=%s path=%s (%d refused since "
-                    "the last such line)", user[:64], request.remote, request.path, state["refused"])
+        log.warning(
+            "refused a request without the store's credential: user=%r peer=%s path=%s (%d refused since "
+            "the last such line)",
+            user[:64],
+            request.remote,
+            request.path,
+            state["refused"],
+        )
         state["refused"], state["at"] = 0, now
 
 
@@ -100,8 +109,12 @@ def _admission(request: web.Request) -> web.Response | None:
         resp.force_close()
         return resp
     if len(app[ACTIVE]) >= MAX_REQUESTS:
-        resp = _error(engine, 202, f"Code: 202. DB::Exception: Too many simultaneous queries: the embedded store "
-                                   f"serves {MAX_REQUESTS} requests at once. (TOO_MANY_SIMULTANEOUS_QUERIES)")
+        resp = _error(
+            engine,
+            202,
+            f"Code: 202. DB::Exception: Too many simultaneous queries: the embedded store "
+            f"serves {MAX_REQUESTS} requests at once. (TOO_MANY_SIMULTANEOUS_QUERIES)",
+        )
         resp.headers["Retry-After"] = "1"
         return resp
     return None
@@ -125,8 +138,11 @@ async def _read(request: web.Request) -> bytes:
         async with asyncio.timeout(RECEIVE_TIMEOUT_S):
             return await request.content.readany()
     except TimeoutError:
-        raise eh.RequestError(159, f"Timeout exceeded while reading the request body: nothing came for "
-                                   f"{RECEIVE_TIMEOUT_S:.0f}s. (TIMEOUT_EXCEEDED)") from None
+        raise eh.RequestError(
+            159,
+            f"Timeout exceeded while reading the request body: nothing came for "
+            f"{RECEIVE_TIMEOUT_S:.0f}s. (TIMEOUT_EXCEEDED)",
+        ) from None
 
 
 async def _body(request: web.Request, decoder: eh.BodyDecoder | None):
@@ -194,8 +210,11 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
         if request.method in ("GET", "HEAD") and not plan.query_param:
             return web.Response(text="Ok.\n")
         encoding = request.headers.get("Content-Encoding", "").strip()
-        decoder = eh.BodyDecoder(encoding, MAX_QUERY_BYTES, DECODE_BYTES) \
-            if encoding and encoding.lower() != "identity" else None
+        decoder = (
+            eh.BodyDecoder(encoding, MAX_QUERY_BYTES, DECODE_BYTES)
+            if encoding and encoding.lower() != "identity"
+            else None
+        )
         chunks, eof = _body(request, decoder), False
         buf = bytearray(plan.query_param.encode() + b"\n" if plan.query_param else b"")
         while (split := eh.split_insert(buf, eof)) is eh.NEED_MORE:
@@ -213,9 +232,12 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
         async for chunk in chunks:
             buf += chunk
             if len(buf) > MAX_QUERY_BYTES:
-                raise eh.RequestError(229, f"The query is longer than {MAX_QUERY_BYTES} bytes, the most the embedded "
-                                           f"store reads as SQL text; send data as INSERT ... FORMAT. "
-                                           f"(QUERY_IS_TOO_LARGE)")
+                raise eh.RequestError(
+                    229,
+                    f"The query is longer than {MAX_QUERY_BYTES} bytes, the most the embedded "
+                    f"store reads as SQL text; send data as INSERT ... FORMAT. "
+                    f"(QUERY_IS_TOO_LARGE)",
+                )
         try:
             sql = buf.decode("utf-8").strip()
         except UnicodeDecodeError as ex:
@@ -235,8 +257,12 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
     except Exception as ex:  # noqa: BLE001 - every failure becomes a ClickHouse-style error answer
         code = ex.code if isinstance(ex, eh.RequestError) else eh.error_code(str(ex))
         message = str(ex) if str(ex).startswith("Code:") else f"Code: {code}. DB::Exception: {ex}"
-        log.warning("query %s failed: %s | %s", qid or "-", (message.strip().splitlines() or [""])[0][:500],
-                    " ".join(sql_for_log[:600].split())[:300])
+        log.warning(
+            "query %s failed: %s | %s",
+            qid or "-",
+            (message.strip().splitlines() or [""])[0][:500],
+            " ".join(sql_for_log[:600].split())[:300],
+        )
         resp = _error(engine, code, message, qid)
         if code == 159:  # a client too slow to send its body is not waited for again
             resp.force_close()
@@ -256,7 +282,7 @@ def _judge(policy: Policy, sql: str, formats: dict[str, str], default_format: st
 async def _insert(request, engine, plan, qid, split, buf, chunks) -> web.Response:
     conn, handle = await engine.call(engine.begin_insert, plan, split.statement, split.fmt)
     try:
-        pending = bytearray(buf[split.data_start:])
+        pending = bytearray(buf[split.data_start :])
         del buf[:]
         async for chunk in chunks:
             pending += chunk
@@ -339,6 +365,7 @@ def _idle_middleware(app: web.Application) -> Any:
     async def touch(request: web.Request, handler: Any) -> web.StreamResponse:
         app[LAST_REQUEST] = time.monotonic()
         return await handler(request)
+
     return touch
 
 
@@ -351,8 +378,9 @@ async def _exit_when_idle(app: web.Application, stop: asyncio.Event, idle_exit_s
             stop.set()
 
 
-async def serve_async(data_dir: Path, host: str, port: int, threads: int, idle_exit_s: float | None = None,
-                      allow_external: bool = False) -> None:
+async def serve_async(
+    data_dir: Path, host: str, port: int, threads: int, idle_exit_s: float | None = None, allow_external: bool = False
+) -> None:
     path = make_store_dir(data_dir)
     lock_fd = lock_file(path / LOCK_NAME, wait_s=1.0)
     os.ftruncate(lock_fd, 0)
@@ -367,8 +395,9 @@ async def serve_async(data_dir: Path, host: str, port: int, threads: int, idle_e
         app.middlewares.append(_idle_middleware(app))
         # No access log: URLs may carry a password (`?password=`). keepalive_timeout is also the header deadline:
         # aiohttp closes a connection that has not delivered a whole request by then, from its first byte on.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, auto_decompress=False,
-                               keepalive_timeout=HEADER_TIMEOUT_S)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=5.0, auto_decompress=False, keepalive_timeout=HEADER_TIMEOUT_S
+        )
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -384,14 +413,21 @@ async def serve_async(data_dir: Path, host: str, port: int, threads: int, idle_e
                 pass  # not the main thread: the caller stops us
         idle_task = asyncio.create_task(_exit_when_idle(app, stop, idle_exit_s)) if idle_exit_s else None
         _write_json_atomic(info, {"url": url, "pid": os.getpid()})
-        log.info("embedded store started: %s serves %s (pid %d, chDB engine %s, %d threads, %.1fs); credential "
-                 "required; statements reaching outside the store %s", url, path, os.getpid(), engine.version,
-                 threads, time.monotonic() - t0, "allowed" if allow_external else "refused")
+        log.info(
+            "embedded store started: %s serves %s (pid %d, chDB engine %s, %d threads, %.1fs); credential "
+            "required; statements reaching outside the store %s",
+            url,
+            path,
+            os.getpid(),
+            engine.version,
+            threads,
+            time.monotonic() - t0,
+            "allowed" if allow_external else "refused",
+        )
         await stop.wait()
         if idle_task:
             idle_task.cancel()
-        log.info("embedded store stopping (pid %d): finishing %d running requests", os.getpid(),
-                 len(app[ACTIVE]))
+        log.info("embedded store stopping (pid %d): finishing %d running requests", os.getpid(), len(app[ACTIVE]))
         _remove_info(info)
         app[STOPPING] = True
         await site.stop()  # no new connections
