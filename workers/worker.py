@@ -17,7 +17,6 @@ import gc
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -38,6 +37,7 @@ from backfill.redact import scrub
 from backfill.settings import Settings, load_settings
 from backfill.store import schema
 from backfill.store.client import Store
+from backfill.store.records import Checkpoint
 from workers import exitcodes
 from workers.windows import Segment, Window, day_segments, owned, pack_windows
 
@@ -266,7 +266,7 @@ class Worker:
         """Insert a window's remaining rows, then checkpoint every day it touched. Runs on the single store
         thread, so checkpoints follow the data they describe and each other."""
         self.insert_rows(list(enumerate(parts)), w, time.time_ns())
-        checkpoints = []
+        checkpoints: list[Checkpoint] = []
         for seg, part in zip(w.segments, parts):
             day = days[seg.day_idx]
             if seg.start == day.resume_from:
@@ -275,36 +275,36 @@ class Worker:
             day.erc1155 += part.n_erc1155
             day.quarantined += part.n_quarantined
             day.skipped += part.skipped
-            checkpoints.append(self.checkpoint_row(day, "COMPLETE" if seg.last_of_day else "RUNNING", seg.end + 1))
-        self.store.insert("backfill_checkpoint", checkpoints, schema.CHECKPOINT_COLUMNS)
+            checkpoints.append(self.checkpoint(day, "COMPLETE" if seg.last_of_day else "RUNNING", seg.end + 1))
+        self.store.write_checkpoints(checkpoints)
         self.beat(w.segments[-1].day_idx, w.label())
 
-    def checkpoint_row(self, day: DayProgress, status: str, next_block: int, error: str = "") -> tuple:
+    def checkpoint(self, day: DayProgress, status: str, next_block: int, error: str = "") -> Checkpoint:
+        """The day's progress as a checkpoint record, with the RPC usage counted for it since the last one."""
         usage = self.rpc.days.pop(day.plan.day_idx, None) if self.rpc else None
         if usage:
             day.requests += usage.requests
             day.rpc_errors += usage.errors
             day.compute_units += usage.compute_units
             day.served.update(usage.served)
-        endpoints = ",".join(label for label, _ in day.served.most_common())
-        return (
-            day.plan.day_idx,
-            status,
-            next_block,
-            day.erc20,
-            day.erc1155,
-            day.quarantined,
-            day.skipped,
-            self.shard_id,
-            self.shards,
-            day.attempts,
-            day.failures,
-            error,
-            day.requests,
-            day.rpc_errors,
-            day.compute_units,
-            endpoints,
-            dt.datetime.now(UTC),
+        return Checkpoint(
+            day_idx=day.plan.day_idx,
+            status=status,
+            next_block=next_block,
+            erc20_count=day.erc20,
+            erc1155_count=day.erc1155,
+            quarantined_count=day.quarantined,
+            skipped_count=day.skipped,
+            worker_id=self.shard_id,
+            shards=self.shards,
+            attempts=day.attempts,
+            failures=day.failures,
+            error=error,
+            requests=day.requests,
+            rpc_errors=day.rpc_errors,
+            compute_units=day.compute_units,
+            endpoints=",".join(label for label, _ in day.served.most_common()),
+            updated_at=dt.datetime.now(UTC),
         )
 
     def beat(self, day_idx: int, label: str, final: bool = False) -> None:
@@ -313,38 +313,14 @@ class Worker:
         if final or now - self.last_beat >= 1.0:
             self.store.heartbeat(self.shard_id, os.getpid(), day_idx, label, self.rows_total)
             if self.rpc is not None:
-                stamp = dt.datetime.now(UTC)
-                host = socket.gethostname()
-                self.store.insert(
-                    "rpc_usage",
-                    [
-                        (
-                            host,
-                            self.shard_id,
-                            os.getpid(),
-                            u["endpoint"],
-                            u["requests"],
-                            sum(u["errors"].values()),
-                            u["compute_units"],
-                            int(u["parked"]),
-                            float(u["rps"] or 0.0),
-                            u["limit_answers"],
-                            u["waits"],
-                            u["waited_s"],
-                            u["damaged"],
-                            stamp,
-                        )
-                        for u in self.rpc.usage()
-                    ],
-                    schema.RPC_USAGE_COLUMNS,
-                )
+                self.store.record_rpc_usage(self.shard_id, os.getpid(), self.rpc.usage())
             self.last_beat = now
 
     def record_failure(self, error: str) -> None:
         """Blame the window in progress: its days get the error and one more attempt; FAILED at the limit."""
         if self.current is None:
             return
-        rows = []
+        rows: list[Checkpoint] = []
         seen: set[int] = set()
         for seg in self.current.segments:
             if seg.day_idx in seen:
@@ -354,7 +330,7 @@ class Worker:
             day.failures += 1
             status = "FAILED" if day.failures >= self.s.max_day_attempts else "RUNNING"
             # windows are written in order, so the day's committed progress is where this segment starts
-            rows.append(self.checkpoint_row(day, status, seg.start, error[:500]))
+            rows.append(self.checkpoint(day, status, seg.start, error[:500]))
             log.error(
                 "%s day=%d blocks=%d-%d event=day_error failures=%d/%d status=%s error=%s",
                 self.tag,
@@ -366,7 +342,7 @@ class Worker:
                 status,
                 error[:300],
             )
-        self.store.insert("backfill_checkpoint", rows, schema.CHECKPOINT_COLUMNS)
+        self.store.write_checkpoints(rows)
 
     async def heartbeat_loop(self) -> None:
         """Beat every stall_s / 2 (at most HEARTBEAT_MAX_S) through the store thread: a hung store or a stopped
@@ -422,11 +398,11 @@ class Worker:
         log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
         with_blocks = {seg.day_idx for seg in segments}
         nothing_left = [
-            self.checkpoint_row(d, "COMPLETE", d.plan.end_block + 1) for k, d in days.items() if k not in with_blocks
+            self.checkpoint(d, "COMPLETE", d.plan.end_block + 1) for k, d in days.items() if k not in with_blocks
         ]
         if nothing_left:  # days without a block, or resumed at their very end
-            await self.in_store(self.store.insert, "backfill_checkpoint", nothing_left, schema.CHECKPOINT_COLUMNS)
-            log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(r[0]) for r in nothing_left))
+            await self.in_store(self.store.write_checkpoints, nothing_left)
+            log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(cp.day_idx) for cp in nothing_left))
         async with RpcClient(
             self.s.rpc_urls,
             timeout_s=self.s.rpc_timeout_s,
