@@ -12,7 +12,6 @@ tick; heartbeats are judged from the moment the store is back.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import select
@@ -30,6 +29,7 @@ import psutil
 from backfill import control
 from backfill.settings import Settings, load_settings
 from backfill.store.client import Store, StoreOutage
+from backfill.store.records import Heartbeat
 from monitor.backoff import restart_delay
 from monitor.on_complete import OnCompleteRun
 from workers import exitcodes
@@ -316,9 +316,9 @@ class Supervisor:
     def blame_day(self, slot: Slot, pid: int, reason: str) -> None:
         """A worker that died or stalled counts as one failure of the day it was on (FAILED at the limit)."""
         hb = self.heartbeats().get(slot.shard_id)
-        if not hb or int(hb["pid"]) != pid or int(hb["day_idx"]) < 0:
+        if not hb or hb.pid != pid or hb.day_idx < 0:
             return
-        day_idx = int(hb["day_idx"])
+        day_idx = int(hb.day_idx)
         cp = self.store.checkpoints().get(day_idx)
         if cp is None:
             plan = {p.day_idx: p for p in self.store.read_plan()}.get(day_idx)
@@ -355,13 +355,8 @@ class Supervisor:
             reason,
         )
 
-    def heartbeats(self) -> dict[int, dict[str, Any]]:
-        rows = self.store.named_rows(
-            "SELECT worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL "
-            "WHERE host = %(h)s",
-            {"h": self.host},
-        )
-        return {int(r["worker_id"]): r for r in rows}
+    def heartbeats(self) -> dict[int, Heartbeat]:
+        return self.store.heartbeats(self.host)
 
     def check_stalls(self) -> None:
         now = time.time()
@@ -387,9 +382,9 @@ class Supervisor:
                 beats = self.heartbeats()
             hb = beats.get(slot.shard_id)
             last = max(slot.started_at, self.store.outage.recovered_at)  # no beat could land while it was away
-            beat = bool(hb) and int(hb["pid"]) == slot.proc.pid
-            if beat:
-                last = max(last, hb["updated_at"].replace(tzinfo=dt.timezone.utc).timestamp())
+            beat = hb is not None and hb.pid == slot.proc.pid
+            if hb is not None and beat:
+                last = max(last, hb.last_update())
             # before its first beat a worker is starting (imports, the store, the endpoints' heads): on a busy
             # machine that can take longer than a small stall limit, and judging it then restarts it forever
             limit = self.s.stall_s if beat else max(self.s.stall_s, STARTUP_ALLOWANCE_S)
@@ -400,7 +395,7 @@ class Supervisor:
                 stopped = psutil.Process(slot.proc.pid).status() == psutil.STATUS_STOPPED
             except psutil.Error:
                 stopped = False
-            day = int(hb["day_idx"]) if hb and int(hb["pid"]) == slot.proc.pid else -1
+            day = int(hb.day_idx) if hb is not None and hb.pid == slot.proc.pid else -1
             slot.stall_reason = f"no heartbeat for {age:.0f}s (limit {limit:g}s)"
             log.warning(
                 "worker=%d pid=%d day=%d stalled=%.0fs limit=%gs process=%s action=restart",
@@ -521,8 +516,8 @@ class Supervisor:
 
     # -- the end ---------------------------------------------------------------------------
     def tally(self) -> dict[str, int]:
-        days = int(self.store.scalar("SELECT count() FROM backfill_days FINAL") or 0)
-        statuses = dict(self.store.query_rows("SELECT status, count() FROM backfill_checkpoint FINAL GROUP BY status"))
+        days = self.store.day_count()
+        statuses = self.store.checkpoint_status_counts()
         return {"days": days, "complete": int(statuses.get("COMPLETE", 0)), "failed": int(statuses.get("FAILED", 0))}
 
     def finished(self) -> dict[str, int] | None:

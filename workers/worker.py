@@ -17,14 +17,13 @@ import gc
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from backfill.chain.client import RpcClient, current_day
 from backfill.chain.planner import DayPlan
@@ -38,7 +37,9 @@ from backfill.redact import scrub
 from backfill.settings import Settings, load_settings
 from backfill.store import schema
 from backfill.store.client import Store
+from backfill.store.records import Checkpoint
 from workers import exitcodes
+from workers.batching import SegmentRows, WriteBuffer
 from workers.windows import Segment, Window, day_segments, owned, pack_windows
 
 log = logging.getLogger("worker")
@@ -121,74 +122,76 @@ class Worker:
         self.sizer.answered(b - a + 1, len(logs))
         return [logs]
 
-    async def fetch_window(self, rpc: RpcClient, w: Window) -> list[DecodedBatch]:
-        """All segments of a window, their eth_getLogs chunks in flight together; one DecodedBatch per segment.
+    async def fetch_window(self, rpc: RpcClient, w: Window) -> list[SegmentRows]:
+        """All segments of a window, their eth_getLogs chunks in flight together; one SegmentRows per segment.
 
         Memory stays bounded on dense days: once completed chunks hold batch_rows rows, they are written at once
         (only their counts are kept). The window's checkpoint still comes after all of its rows."""
-        unflushed: list[tuple[int, DecodedBatch]] = []
+        buffer = WriteBuffer(self.s.batch_rows)
         flush_lock = asyncio.Lock()
-
-        async def one(seg_i: int, a: int, b: int) -> tuple[int, DecodedBatch]:
-            current_day.set(w.segments[seg_i].day_idx)  # requests made for this chunk are counted for its day
-            try:
-                answers = await self.fetch_range(rpc, a, b)
-            finally:
-                self.inflight -= 1
-                self.fetch_slots.release()
-            self.answers += 1
-            part = DecodedBatch()
-            for answer in answers:
-                part.extend(native.decode_answer(answer))
-            del answers  # the RPC client refused answers naming blocks outside [a, b] (answer_check)
-            await self.resolve_timestamps(rpc, part)
-            unflushed.append((seg_i, part))
-            if sum(p.held_erc20 + p.held_erc1155 for _, p in unflushed) >= self.s.batch_rows:
-                async with flush_lock:
-                    batch = [(i, p) for i, p in unflushed if p.held_erc20 or p.held_erc1155 or p.quarantined]
-                    for item in batch:
-                        unflushed.remove(item)
-                    if batch:
-                        await asyncio.get_running_loop().run_in_executor(None, self.flush_rows, w, batch)
-            return seg_i, part
-
         # Chunks are cut as we go, with the size the answers so far call for. The in-flight limit is shared by
         # every window of this worker, and until the first answer (density unknown) only one request is out.
         tasks: set[asyncio.Task] = set()
-        results: list[tuple[int, DecodedBatch]] = []
+        results: list[tuple[int, SegmentRows]] = []
         cursor = [(i, seg.start, seg.end) for i, seg in enumerate(w.segments)]
         try:
             while cursor or tasks:
-                buffered = sum(p.held_erc20 + p.held_erc1155 for _, p in unflushed)
-                while (
-                    cursor
-                    and not self.fetch_slots.locked()
-                    and (self.answers or not self.inflight)
-                    and buffered < 2 * self.s.batch_rows
-                ):  # backpressure: writes must keep up with fetches
+                while cursor and self.may_send() and buffer.may_fetch():
                     await self.fetch_slots.acquire()  # free: returns at once
                     self.inflight += 1
-                    seg_i, a, end = cursor[0]
-                    b = min(end, a + self.sizer.size - 1)
-                    if b == end:
-                        cursor.pop(0)
-                    else:
-                        cursor[0] = (seg_i, b + 1, end)
-                    tasks.add(asyncio.create_task(one(seg_i, a, b)))
+                    seg_i, a, b = self.next_chunk(cursor)
+                    tasks.add(asyncio.create_task(self.fetch_chunk(rpc, w, seg_i, a, b, buffer, flush_lock)))
                 if not tasks:  # the other window holds the slots or the first probe: wait a moment
                     await asyncio.sleep(0.005)
                     continue
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    results.append(task.result())
+                results.extend(task.result() for task in done)
         except BaseException:
             for task in tasks:
                 task.cancel()
             raise
-        parts = [DecodedBatch() for _ in w.segments]
+        parts = [SegmentRows() for _ in w.segments]
         for seg_i, part in sorted(results, key=lambda r: r[0]):
             parts[seg_i].extend(part)
         return parts
+
+    def may_send(self) -> bool:
+        """A request slot is free, and the density is known or no probe is out."""
+        return not self.fetch_slots.locked() and bool(self.answers or not self.inflight)
+
+    def next_chunk(self, cursor: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+        """Cut the next chunk (segment index, first block, last block) off the cursor, at the sizer's size."""
+        seg_i, a, end = cursor[0]
+        b = min(end, a + self.sizer.size - 1)
+        if b == end:
+            cursor.pop(0)
+        else:
+            cursor[0] = (seg_i, b + 1, end)
+        return seg_i, a, b
+
+    async def fetch_chunk(
+        self, rpc: RpcClient, w: Window, seg_i: int, a: int, b: int, buffer: WriteBuffer, flush_lock: asyncio.Lock
+    ) -> tuple[int, SegmentRows]:
+        """One chunk: fetch -> decode -> timestamps -> into the window's buffer (written early when it is full)."""
+        current_day.set(w.segments[seg_i].day_idx)  # requests made for this chunk are counted for its day
+        try:
+            answers = await self.fetch_range(rpc, a, b)
+        finally:
+            self.inflight -= 1
+            self.fetch_slots.release()
+        self.answers += 1
+        part = SegmentRows()
+        for answer in answers:
+            part.extend(native.decode_answer(answer))
+        del answers  # the RPC client refused answers naming blocks outside [a, b] (answer_check)
+        await self.resolve_timestamps(rpc, part)
+        buffer.add(seg_i, part)
+        if buffer.full():
+            async with flush_lock:
+                batch = buffer.take()
+                if batch:
+                    await asyncio.get_running_loop().run_in_executor(None, self.flush_rows, w, batch)
+        return seg_i, part
 
     async def resolve_timestamps(self, rpc: RpcClient, part: DecodedBatch) -> None:
         """Blocks whose logs carry no blockTimestamp (or when told not to trust it): batched header calls."""
@@ -202,7 +205,7 @@ class Worker:
                 raise Transient(f"block {bn} hash differs between logs and header (reorg or lagging node)")
             part.blocks[bn] = (block_hash, ts)
 
-    def insert_rows(self, parts: list[tuple[int, DecodedBatch]], w: Window, version: int) -> None:
+    def insert_rows(self, parts: Sequence[tuple[int, DecodedBatch]], w: Window, version: int) -> None:
         """Rows, quarantined logs and block timestamps of some decoded parts, the inserts run together."""
         decoded = DecodedBatch()
         for _, part in parts:
@@ -246,9 +249,9 @@ class Worker:
                 pending.append(self.insert_pool.submit(self.store.insert_native, table, fields, group, stamp, version))
         for future in pending:
             future.result()  # raises the first failed insert
-        self.rows_total += decoded.held_erc20 + decoded.held_erc1155
+        self.rows_total += decoded.n_erc20 + decoded.n_erc1155
 
-    def flush_rows(self, w: Window, parts: list[tuple[int, DecodedBatch]]) -> None:
+    def flush_rows(self, w: Window, parts: list[tuple[int, SegmentRows]]) -> None:
         """Write some parts of a window before its end and keep only their counts (bounded memory)."""
         self.insert_rows(parts, w, time.time_ns())
         for _, part in parts:
@@ -258,15 +261,15 @@ class Worker:
             self.tag,
             w.segments[0].day_idx,
             w.label(),
-            sum(p.flushed_erc20 + p.flushed_erc1155 for _, p in parts),
+            sum(p.flushed_rows for _, p in parts),
         )
 
     # -- write ----------------------------------------------------------------------------
-    def write_window(self, w: Window, parts: list[DecodedBatch], days: dict[int, DayProgress]) -> None:
+    def write_window(self, w: Window, parts: list[SegmentRows], days: dict[int, DayProgress]) -> None:
         """Insert a window's remaining rows, then checkpoint every day it touched. Runs on the single store
         thread, so checkpoints follow the data they describe and each other."""
         self.insert_rows(list(enumerate(parts)), w, time.time_ns())
-        checkpoints = []
+        checkpoints: list[Checkpoint] = []
         for seg, part in zip(w.segments, parts):
             day = days[seg.day_idx]
             if seg.start == day.resume_from:
@@ -275,36 +278,36 @@ class Worker:
             day.erc1155 += part.n_erc1155
             day.quarantined += part.n_quarantined
             day.skipped += part.skipped
-            checkpoints.append(self.checkpoint_row(day, "COMPLETE" if seg.last_of_day else "RUNNING", seg.end + 1))
-        self.store.insert("backfill_checkpoint", checkpoints, schema.CHECKPOINT_COLUMNS)
+            checkpoints.append(self.checkpoint(day, "COMPLETE" if seg.last_of_day else "RUNNING", seg.end + 1))
+        self.store.write_checkpoints(checkpoints)
         self.beat(w.segments[-1].day_idx, w.label())
 
-    def checkpoint_row(self, day: DayProgress, status: str, next_block: int, error: str = "") -> tuple:
+    def checkpoint(self, day: DayProgress, status: str, next_block: int, error: str = "") -> Checkpoint:
+        """The day's progress as a checkpoint record, with the RPC usage counted for it since the last one."""
         usage = self.rpc.days.pop(day.plan.day_idx, None) if self.rpc else None
         if usage:
             day.requests += usage.requests
             day.rpc_errors += usage.errors
             day.compute_units += usage.compute_units
             day.served.update(usage.served)
-        endpoints = ",".join(label for label, _ in day.served.most_common())
-        return (
-            day.plan.day_idx,
-            status,
-            next_block,
-            day.erc20,
-            day.erc1155,
-            day.quarantined,
-            day.skipped,
-            self.shard_id,
-            self.shards,
-            day.attempts,
-            day.failures,
-            error,
-            day.requests,
-            day.rpc_errors,
-            day.compute_units,
-            endpoints,
-            dt.datetime.now(UTC),
+        return Checkpoint(
+            day_idx=day.plan.day_idx,
+            status=status,
+            next_block=next_block,
+            erc20_count=day.erc20,
+            erc1155_count=day.erc1155,
+            quarantined_count=day.quarantined,
+            skipped_count=day.skipped,
+            worker_id=self.shard_id,
+            shards=self.shards,
+            attempts=day.attempts,
+            failures=day.failures,
+            error=error,
+            requests=day.requests,
+            rpc_errors=day.rpc_errors,
+            compute_units=day.compute_units,
+            endpoints=",".join(label for label, _ in day.served.most_common()),
+            updated_at=dt.datetime.now(UTC),
         )
 
     def beat(self, day_idx: int, label: str, final: bool = False) -> None:
@@ -313,38 +316,14 @@ class Worker:
         if final or now - self.last_beat >= 1.0:
             self.store.heartbeat(self.shard_id, os.getpid(), day_idx, label, self.rows_total)
             if self.rpc is not None:
-                stamp = dt.datetime.now(UTC)
-                host = socket.gethostname()
-                self.store.insert(
-                    "rpc_usage",
-                    [
-                        (
-                            host,
-                            self.shard_id,
-                            os.getpid(),
-                            u["endpoint"],
-                            u["requests"],
-                            sum(u["errors"].values()),
-                            u["compute_units"],
-                            int(u["parked"]),
-                            float(u["rps"] or 0.0),
-                            u["limit_answers"],
-                            u["waits"],
-                            u["waited_s"],
-                            u["damaged"],
-                            stamp,
-                        )
-                        for u in self.rpc.usage()
-                    ],
-                    schema.RPC_USAGE_COLUMNS,
-                )
+                self.store.record_rpc_usage(self.shard_id, os.getpid(), self.rpc.usage())
             self.last_beat = now
 
     def record_failure(self, error: str) -> None:
         """Blame the window in progress: its days get the error and one more attempt; FAILED at the limit."""
         if self.current is None:
             return
-        rows = []
+        rows: list[Checkpoint] = []
         seen: set[int] = set()
         for seg in self.current.segments:
             if seg.day_idx in seen:
@@ -354,7 +333,7 @@ class Worker:
             day.failures += 1
             status = "FAILED" if day.failures >= self.s.max_day_attempts else "RUNNING"
             # windows are written in order, so the day's committed progress is where this segment starts
-            rows.append(self.checkpoint_row(day, status, seg.start, error[:500]))
+            rows.append(self.checkpoint(day, status, seg.start, error[:500]))
             log.error(
                 "%s day=%d blocks=%d-%d event=day_error failures=%d/%d status=%s error=%s",
                 self.tag,
@@ -366,7 +345,7 @@ class Worker:
                 status,
                 error[:300],
             )
-        self.store.insert("backfill_checkpoint", rows, schema.CHECKPOINT_COLUMNS)
+        self.store.write_checkpoints(rows)
 
     async def heartbeat_loop(self) -> None:
         """Beat every stall_s / 2 (at most HEARTBEAT_MAX_S) through the store thread: a hung store or a stopped
@@ -416,17 +395,7 @@ class Worker:
         return days, segments
 
     async def run(self) -> int:
-        days, segments = await self.in_store(self.my_days)
-        self.days = days
-        windows = pack_windows(segments, unit_blocks(self.s.window_blocks))
-        log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
-        with_blocks = {seg.day_idx for seg in segments}
-        nothing_left = [
-            self.checkpoint_row(d, "COMPLETE", d.plan.end_block + 1) for k, d in days.items() if k not in with_blocks
-        ]
-        if nothing_left:  # days without a block, or resumed at their very end
-            await self.in_store(self.store.insert, "backfill_checkpoint", nothing_left, schema.CHECKPOINT_COLUMNS)
-            log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(r[0]) for r in nothing_left))
+        windows = await self.plan_windows()
         async with RpcClient(
             self.s.rpc_urls,
             timeout_s=self.s.rpc_timeout_s,
@@ -438,71 +407,96 @@ class Worker:
             memory=self.s.log_dir / "endpoints.json",
         ) as rpc:
             self.rpc = rpc
-            heads = await rpc.refresh_heads()
-            top = rpc.highest_head()
-            if top is not None:
-                self.guard_from = max(0, top - self.s.lag_guard_blocks)
-            log.info(
-                "%s event=endpoints heads=%s guard_from=%s answer_logs=%d decoder=%s",
-                self.tag,
-                ",".join(f"{k}:{v}" for k, v in heads.items()),
-                self.guard_from,
-                self.sizer.cheap_logs,
-                "compiled" if self.fast_decode else "python",
-            )
+            await self.guard_near_head(rpc)
             warm = asyncio.ensure_future(self.in_store(self.store.warm_up))
             inflight = [asyncio.create_task(self.fetch_window(rpc, w)) for w in windows[:PREFETCH_WINDOWS]]
             await warm
             for i, w in enumerate(windows):
-                if self.stop.is_set():
-                    for task in inflight:
-                        task.cancel()
-                    seg = w.segments[0]
-                    log.info(
-                        "%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start
-                    )
+                ahead = windows[i + PREFETCH_WINDOWS] if i + PREFETCH_WINDOWS < len(windows) else None
+                if not await self.copy_window(rpc, w, inflight, ahead):
                     return exitcodes.OK
-                t0 = time.monotonic()
-                self.current = w
-                fetching = inflight.pop(0)
-                stopping = asyncio.ensure_future(self.stop.wait())
-                await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                if not fetching.done():  # stopped while waiting (e.g. for an endpoint's budget): nothing to lose
-                    for task in (fetching, *inflight):
-                        task.cancel()
-                    seg = w.segments[0]
-                    log.info(
-                        "%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start
-                    )
-                    return exitcodes.OK
-                parts = fetching.result()
-                t1 = time.monotonic()
-                if i + PREFETCH_WINDOWS < len(windows):
-                    inflight.append(asyncio.create_task(self.fetch_window(rpc, windows[i + PREFETCH_WINDOWS])))
-                await self.in_store(self.write_window, w, parts, days)
-                t2 = time.monotonic()
-                for seg, part in zip(w.segments, parts):
-                    log.info(
-                        "%s day=%d blocks=%d-%d event=%s erc20=%d erc1155=%d quarantined=%d skipped=%d "
-                        "fetch_wait_ms=%d write_ms=%d",
-                        self.tag,
-                        seg.day_idx,
-                        seg.start,
-                        seg.end,
-                        "complete" if seg.last_of_day else "window",
-                        part.n_erc20,
-                        part.n_erc1155,
-                        part.n_quarantined,
-                        part.skipped,
-                        (t1 - t0) * 1000,
-                        (t2 - t1) * 1000,
-                    )
             if windows:
                 last = windows[-1].segments[-1]
                 await self.in_store(self.beat, last.day_idx, windows[-1].label(), True)
         log.info("%s event=done rows=%d", self.tag, self.rows_total)
         return exitcodes.OK
+
+    async def plan_windows(self) -> list[Window]:
+        """This shard's days and the windows left of them; days with nothing left are checkpointed COMPLETE."""
+        days, segments = await self.in_store(self.my_days)
+        self.days = days
+        windows = pack_windows(segments, unit_blocks(self.s.window_blocks))
+        log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
+        with_blocks = {seg.day_idx for seg in segments}
+        nothing_left = [
+            self.checkpoint(d, "COMPLETE", d.plan.end_block + 1) for k, d in days.items() if k not in with_blocks
+        ]
+        if nothing_left:  # days without a block, or resumed at their very end
+            await self.in_store(self.store.write_checkpoints, nothing_left)
+            log.info("%s event=complete days=%s blocks=0", self.tag, ",".join(str(cp.day_idx) for cp in nothing_left))
+        return windows
+
+    async def guard_near_head(self, rpc: RpcClient) -> None:
+        """The endpoints' heads: answers for blocks near the highest are verified (guard_from)."""
+        heads = await rpc.refresh_heads()
+        top = rpc.highest_head()
+        if top is not None:
+            self.guard_from = max(0, top - self.s.lag_guard_blocks)
+        log.info(
+            "%s event=endpoints heads=%s guard_from=%s answer_logs=%d decoder=%s",
+            self.tag,
+            ",".join(f"{k}:{v}" for k, v in heads.items()),
+            self.guard_from,
+            self.sizer.cheap_logs,
+            "compiled" if self.fast_decode else "python",
+        )
+
+    async def copy_window(self, rpc: RpcClient, w: Window, inflight: list[asyncio.Task], ahead: Window | None) -> bool:
+        """One window: its fetch (fetch -> decode -> timestamps -> early writes, started ahead) is awaited, the
+        next one starts, then the rest of its rows are inserted and its days checkpointed. False: stopped."""
+        if self.stop.is_set():
+            return self.stopped(w, inflight)
+        t0 = time.monotonic()
+        self.current = w
+        fetching = inflight.pop(0)
+        stopping = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not fetching.done():  # stopped while waiting (e.g. for an endpoint's budget): nothing to lose
+            return self.stopped(w, [fetching, *inflight])
+        parts = fetching.result()
+        t1 = time.monotonic()
+        if ahead is not None:
+            inflight.append(asyncio.create_task(self.fetch_window(rpc, ahead)))
+        await self.in_store(self.write_window, w, parts, self.days)
+        self.log_window(w, parts, fetch_wait_s=t1 - t0, write_s=time.monotonic() - t1)
+        return True
+
+    def stopped(self, w: Window, tasks: list[asyncio.Task]) -> bool:
+        """Told to stop before writing `w`: the fetches in flight are dropped (nothing of them is written)."""
+        for task in tasks:
+            task.cancel()
+        seg = w.segments[0]
+        log.info("%s event=stopped reason=signal next_day=%d next_block=%d", self.tag, seg.day_idx, seg.start)
+        return False
+
+    def log_window(self, w: Window, parts: list[SegmentRows], fetch_wait_s: float, write_s: float) -> None:
+        for seg, part in zip(w.segments, parts):
+            log.info(
+                "%s day=%d blocks=%d-%d event=%s erc20=%d erc1155=%d quarantined=%d skipped=%d "
+                "fetch_wait_ms=%d write_ms=%d",
+                self.tag,
+                seg.day_idx,
+                seg.start,
+                seg.end,
+                "complete" if seg.last_of_day else "window",
+                part.n_erc20,
+                part.n_erc1155,
+                part.n_quarantined,
+                part.skipped,
+                fetch_wait_s * 1000,
+                write_s * 1000,
+            )
 
 
 def _columns(rows: list[Any], fields: list[str], stamp: dict[int, int], version: int) -> dict[str, list[Any]]:

@@ -8,6 +8,7 @@ supervisor alive, which worker pids are live processes) comes in as data. `colle
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import socket
@@ -373,13 +374,9 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         for p in store.read_plan()
     ]
     checkpoints = store.checkpoints()
-    heartbeats = store.named_rows(
-        "SELECT host, worker_id, pid, day_idx, last_batch, rows, updated_at FROM worker_heartbeats FINAL "
-        "WHERE host = %(h)s",
-        {"h": host},
-    )
-    for h in heartbeats:
-        h["updated_at"] = h["updated_at"].replace(tzinfo=dt.timezone.utc).timestamp()
+    heartbeats = [
+        {**dataclasses.asdict(beat), "updated_at": beat.last_update()} for beat in store.heartbeats(host).values()
+    ]
     live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
     rates: dict[str, float] = {}
     if state == "running":
@@ -387,15 +384,7 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         if supervisor and supervisor.get("started_at"):
             since = max(since, float(supervisor["started_at"]))
         since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
-        history = store.named_rows(
-            "SELECT day_idx, argMax(erc20_count + erc1155_count, updated_at) AS rows_now, "
-            "argMax(next_block, updated_at) AS next_now, "
-            "argMaxIf(erc20_count + erc1155_count, updated_at, updated_at < %(since)s) AS rows_then, "
-            "argMaxIf(next_block, updated_at, updated_at < %(since)s) AS next_then, "
-            "countIf(updated_at < %(since)s) > 0 AS had_before "
-            "FROM backfill_checkpoint GROUP BY day_idx HAVING max(updated_at) >= %(since)s",
-            {"since": since_dt},
-        )
+        history = store.checkpoint_progress_since(since_dt)
         rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
     table_rows = {}
     for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
@@ -417,12 +406,7 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
             "waiting_now": bool(r[9]),
             "damaged": int(r[10]),
         }
-        for r in store.query_rows(
-            "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked), "
-            "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
-            "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60), sum(damaged) FROM rpc_usage FINAL "
-            "GROUP BY endpoint ORDER BY endpoint"
-        )
+        for r in store.rpc_usage_by_endpoint()
     ]
     if state != "running":  # a pace or a wait is a process's: none is running
         for e in endpoints:

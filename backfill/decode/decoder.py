@@ -67,30 +67,18 @@ class DecodedBatch:
     # rows the compiled scanner wrote in Native encoding (backfill/decode/scanner.py), one entry per answer
     native_erc20: list["NativeRows"] = field(default_factory=list)
     native_erc1155: list["NativeRows"] = field(default_factory=list)
-    # rows already written to the store ahead of the window's checkpoint (to bound memory): counted, not kept
-    flushed_erc20: int = 0
-    flushed_erc1155: int = 0
-    flushed_quarantined: int = 0
-
-    @property
-    def held_erc20(self) -> int:
-        return len(self.erc20) + sum(r.n for r in self.native_erc20)
-
-    @property
-    def held_erc1155(self) -> int:
-        return len(self.erc1155) + sum(r.n for r in self.native_erc1155)
 
     @property
     def n_erc20(self) -> int:
-        return self.held_erc20 + self.flushed_erc20
+        return len(self.erc20) + sum(r.n for r in self.native_erc20)
 
     @property
     def n_erc1155(self) -> int:
-        return self.held_erc1155 + self.flushed_erc1155
+        return len(self.erc1155) + sum(r.n for r in self.native_erc1155)
 
     @property
     def n_quarantined(self) -> int:
-        return len(self.quarantined) + self.flushed_quarantined
+        return len(self.quarantined)
 
     def extend(self, other: "DecodedBatch") -> None:
         self.erc20.extend(other.erc20)
@@ -100,17 +88,6 @@ class DecodedBatch:
         self.quarantined.extend(other.quarantined)
         self.skipped += other.skipped
         self.blocks.update(other.blocks)
-        self.flushed_erc20 += other.flushed_erc20
-        self.flushed_erc1155 += other.flushed_erc1155
-        self.flushed_quarantined += other.flushed_quarantined
-
-    def mark_flushed(self) -> None:
-        """The rows held are in the store now: keep their counts, drop them."""
-        self.flushed_erc20 += self.held_erc20
-        self.flushed_erc1155 += self.held_erc1155
-        self.flushed_quarantined += len(self.quarantined)
-        self.erc20, self.erc1155, self.quarantined, self.blocks = [], [], [], {}
-        self.native_erc20, self.native_erc1155 = [], []
 
 
 def _topic_address(topic: str) -> str | None:

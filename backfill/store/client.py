@@ -29,6 +29,7 @@ from backfill.redact import redact_url, scrub
 from backfill.settings import Settings, StoreTarget
 from backfill.store import schema
 from backfill.store.faults import BACKPRESSURE, StoreFault, classify, may_retry, retry_delay_s
+from backfill.store.records import Checkpoint, Heartbeat, RpcUsage
 
 UTC = dt.timezone.utc
 log = logging.getLogger("store")
@@ -407,6 +408,10 @@ class Store:
         )
         return [DayPlan(int(r[0]), r[1], int(r[2]), int(r[3]), bool(r[4])) for r in rows]
 
+    def day_count(self) -> int:
+        """Days in the plan."""
+        return int(self.scalar("SELECT count() FROM backfill_days FINAL") or 0)
+
     def write_plan(self, plans: Iterable[DayPlan]) -> None:
         rows = [(p.day_idx, p.day, p.start_block, p.end_block, int(p.clipped)) for p in plans]
         self.insert("backfill_days", rows, schema.DAY_COLUMNS)
@@ -415,6 +420,28 @@ class Store:
     def checkpoints(self) -> dict[int, dict[str, Any]]:
         rows = self.named_rows(f"SELECT {', '.join(schema.CHECKPOINT_COLUMNS)} FROM backfill_checkpoint FINAL")
         return {int(r["day_idx"]): r for r in rows}
+
+    def checkpoint_status_counts(self) -> dict[str, int]:
+        """Days per checkpoint status (latest versions)."""
+        rows = self.query_rows("SELECT status, count() FROM backfill_checkpoint FINAL GROUP BY status")
+        return {str(status): int(n) for status, n in rows}
+
+    def checkpoint_progress_since(self, since: dt.datetime) -> list[dict[str, Any]]:
+        """Per day checkpointed at or after `since`: rows and next_block now (rows_now, next_now) and as of the
+        last version before `since` (rows_then, next_then, had_before), from every version (not FINAL)."""
+        return self.named_rows(
+            "SELECT day_idx, argMax(erc20_count + erc1155_count, updated_at) AS rows_now, "
+            "argMax(next_block, updated_at) AS next_now, "
+            "argMaxIf(erc20_count + erc1155_count, updated_at, updated_at < %(since)s) AS rows_then, "
+            "argMaxIf(next_block, updated_at, updated_at < %(since)s) AS next_then, "
+            "countIf(updated_at < %(since)s) > 0 AS had_before "
+            "FROM backfill_checkpoint GROUP BY day_idx HAVING max(updated_at) >= %(since)s",
+            {"since": since},
+        )
+
+    def write_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """The one checkpoint writer: new versions of some days' progress, after the data they describe."""
+        self.insert("backfill_checkpoint", [cp.row() for cp in checkpoints], schema.CHECKPOINT_COLUMNS)
 
     def write_checkpoint(
         self,
@@ -436,26 +463,29 @@ class Store:
         compute_units: int = 0,
         endpoints: str = "",
     ) -> None:
-        row = (
-            day_idx,
-            status,
-            next_block,
-            erc20_count,
-            erc1155_count,
-            quarantined_count,
-            skipped_count,
-            worker_id,
-            shards,
-            attempts,
-            failures,
-            error,
-            requests,
-            rpc_errors,
-            compute_units,
-            endpoints,
-            now_utc(),
+        self.write_checkpoints(
+            [
+                Checkpoint(
+                    day_idx=day_idx,
+                    status=status,
+                    next_block=next_block,
+                    erc20_count=erc20_count,
+                    erc1155_count=erc1155_count,
+                    quarantined_count=quarantined_count,
+                    skipped_count=skipped_count,
+                    worker_id=worker_id,
+                    shards=shards,
+                    attempts=attempts,
+                    failures=failures,
+                    error=error,
+                    requests=requests,
+                    rpc_errors=rpc_errors,
+                    compute_units=compute_units,
+                    endpoints=endpoints,
+                    updated_at=now_utc(),
+                )
+            ]
         )
-        self.insert("backfill_checkpoint", [row], schema.CHECKPOINT_COLUMNS)
 
     def update_checkpoint(self, day_idx: int, **changes: Any) -> dict[str, Any] | None:
         """Write a new version of a day's latest checkpoint with some fields changed (None if the day has none)."""
@@ -463,14 +493,57 @@ class Store:
         if current is None:
             return None
         row = {**current, **changes, "updated_at": now_utc()}
-        self.insert(
-            "backfill_checkpoint", [tuple(row[c] for c in schema.CHECKPOINT_COLUMNS)], schema.CHECKPOINT_COLUMNS
-        )
+        self.write_checkpoints([Checkpoint.from_columns(row)])
         return row
 
+    # -- heartbeats ---------------------------------------------------------------------
     def heartbeat(self, worker_id: int, pid: int, day_idx: int, last_batch: str, rows: int) -> None:
-        self.insert(
-            "worker_heartbeats",
-            [(socket.gethostname(), worker_id, pid, day_idx, last_batch, rows, now_utc())],
-            schema.HEARTBEAT_COLUMNS,
+        """The one heartbeat writer: this worker process is alive, on this day and batch."""
+        beat = Heartbeat(socket.gethostname(), worker_id, pid, day_idx, last_batch, rows, now_utc())
+        self.insert("worker_heartbeats", [beat.row()], schema.HEARTBEAT_COLUMNS)
+
+    def heartbeats(self, host: str) -> dict[int, Heartbeat]:
+        """The one heartbeat reader: the latest beat of each worker slot of this host, by worker_id."""
+        rows = self.query_rows(
+            f"SELECT {', '.join(schema.HEARTBEAT_COLUMNS)} FROM worker_heartbeats FINAL WHERE host = %(h)s",
+            {"h": host},
+        )
+        beats = [Heartbeat(*r) for r in rows]
+        return {int(b.worker_id): b for b in beats}
+
+    # -- RPC usage ----------------------------------------------------------------------
+    def record_rpc_usage(self, worker_id: int, pid: int, usage: Iterable[dict[str, Any]]) -> None:
+        """The one RPC-usage writer: this process's cumulative use of each endpoint (RpcClient.usage())."""
+        stamp = now_utc()
+        host = socket.gethostname()
+        records = [
+            RpcUsage(
+                host=host,
+                worker_id=worker_id,
+                pid=pid,
+                endpoint=u["endpoint"],
+                requests=u["requests"],
+                errors=sum(u["errors"].values()),
+                compute_units=u["compute_units"],
+                parked=int(u["parked"]),
+                rps=float(u["rps"] or 0.0),
+                limit_answers=u["limit_answers"],
+                waits=u["waits"],
+                waited_s=u["waited_s"],
+                damaged=u["damaged"],
+                updated_at=stamp,
+            )
+            for u in usage
+        ]
+        self.insert("rpc_usage", [r.row() for r in records], schema.RPC_USAGE_COLUMNS)
+
+    def rpc_usage_by_endpoint(self) -> list[tuple]:
+        """The one RPC-usage reader, summed per endpoint over every process: endpoint, requests, errors,
+        compute_units, parked (any), rps and waiting-now (of rows at most a minute old), limit_answers, waits,
+        waited_s, damaged; ordered by endpoint."""
+        return self.query_rows(
+            "SELECT endpoint, sum(requests), sum(errors), sum(compute_units), max(parked), "
+            "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
+            "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60), sum(damaged) FROM rpc_usage FINAL "
+            "GROUP BY endpoint ORDER BY endpoint"
         )
