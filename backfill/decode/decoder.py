@@ -13,7 +13,7 @@ from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE
 from backfill.decode.hexfmt import ADDRESS, ADDRESS_TOPIC, HEX, QUANTITY, WORD
 
 if TYPE_CHECKING:
-    from backfill.decode.scanner import NativeRows
+    from backfill.store.native_format import NativeRows
 
 _ZERO_PAD = "0" * 24
 
