@@ -37,6 +37,7 @@ from backfill.redact import scrub
 from backfill.settings import Settings, load_settings
 from backfill.store import schema
 from backfill.store.client import Store
+from backfill.store.native_format import NativeRows
 from backfill.store.records import Checkpoint
 from workers import exitcodes
 from workers.batching import SegmentRows, WriteBuffer
@@ -507,9 +508,9 @@ def _columns(rows: list[Any], fields: list[str], stamp: dict[int, int], version:
     return {name: cols[name] for name in fields}
 
 
-def _groups(scanned: list[native.NativeRows], rows: int) -> list[list[native.NativeRows]]:
+def _groups(scanned: list[NativeRows], rows: int) -> list[list[NativeRows]]:
     """Scanned answers in groups of about `rows` rows, one insert each."""
-    groups: list[list[native.NativeRows]] = []
+    groups: list[list[NativeRows]] = []
     size = rows
     for item in scanned:
         if size >= rows:

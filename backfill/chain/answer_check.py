@@ -11,15 +11,11 @@ the chain held it.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
 from backfill.decode.events import EVENTS
+from backfill.decode.hexfmt import ADDRESS, DATA, QUANTITY, WORD
 
-_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}\Z")
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
-_WORD = re.compile(r"0x[0-9a-fA-F]{64}\Z")
-_DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*\Z")
 MAX_TOPICS = 4  # LOG0..LOG4
 _TOPIC0S = frozenset(EVENTS)
 
@@ -28,7 +24,7 @@ UINT32_MAX = 2**32 - 1  # log_index and block timestamps as the tables store the
 
 
 def _quantity(value: Any, top: int = 2**64 - 1) -> int | None:
-    n = int(value, 16) if type(value) is str and _QUANTITY.match(value) else None
+    n = int(value, 16) if type(value) is str and QUANTITY.match(value) else None
     return n if n is not None and n <= top else None
 
 
@@ -47,27 +43,27 @@ def log_damage(log: Any, first: int, last: int) -> str | None:
     if _quantity(log.get("logIndex"), UINT32_MAX) is None:
         return "logIndex is not a hex quantity below 2**32"
     block_hash = log.get("blockHash")
-    if block_hash is not None and not (type(block_hash) is str and _WORD.match(block_hash)):
+    if block_hash is not None and not (type(block_hash) is str and WORD.match(block_hash)):
         return "blockHash is not 32 bytes of hex"
     ts = log.get("blockTimestamp")
     if ts is not None and _quantity(ts, UINT32_MAX) is None:
         return "blockTimestamp is not a hex quantity below 2**32"
     tx = log.get("transactionHash")
-    if not (type(tx) is str and _WORD.match(tx)):
+    if not (type(tx) is str and WORD.match(tx)):
         return "transactionHash is not 32 bytes of hex"
     address = log.get("address")
-    if not (type(address) is str and _ADDRESS.match(address)):
+    if not (type(address) is str and ADDRESS.match(address)):
         return "address is not 20 bytes of hex"
     topics = log.get("topics")
     if type(topics) is not list or not 1 <= len(topics) <= MAX_TOPICS:
         return f"topics is not a list of 1 to {MAX_TOPICS}"
     for topic in topics:
-        if not (type(topic) is str and _WORD.match(topic)):
+        if not (type(topic) is str and WORD.match(topic)):
             return "a topic is not 32 bytes of hex"
     if topics[0].lower() not in _TOPIC0S:
         return "topic0 is not one the filter asked for"
     data = log.get("data")
-    if not (type(data) is str and _DATA.match(data)):
+    if not (type(data) is str and DATA.match(data)):
         return "data is not whole bytes of hex"
     return None
 
@@ -93,6 +89,6 @@ def blocks_damage(blocks: Iterable[tuple[int, str]], first: int, last: int) -> s
     for bn, block_hash in blocks:
         if not first <= bn <= last:
             return f"a log of block {bn}, outside the range asked for"
-        if block_hash and not _WORD.match(block_hash):
+        if block_hash and not WORD.match(block_hash):
             return "blockHash is not 32 bytes of hex"
     return None

@@ -6,20 +6,15 @@ logs (the reference path).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE, EVENTS
+from backfill.decode.hexfmt import ADDRESS, ADDRESS_TOPIC, HEX, QUANTITY, WORD
 
 if TYPE_CHECKING:
-    from backfill.decode.scanner import NativeRows
+    from backfill.store.native_format import NativeRows
 
-_HEX = re.compile(r"0x[0-9a-fA-F]*\Z")
-_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}\Z")
-_WORD = re.compile(r"0x[0-9a-fA-F]{64}\Z")
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
-_ADDRESS_TOPIC = re.compile(r"0x0{24}[0-9a-fA-F]{40}\Z")
 _ZERO_PAD = "0" * 24
 
 
@@ -92,7 +87,7 @@ class DecodedBatch:
 
 def _topic_address(topic: str) -> str | None:
     """An indexed address is a 32-byte word with 12 zero bytes in front; anything else is not an address."""
-    if type(topic) is not str or not _ADDRESS_TOPIC.match(topic):
+    if type(topic) is not str or not ADDRESS_TOPIC.match(topic):
         return None
     return "0x" + topic[26:].lower()
 
@@ -103,7 +98,7 @@ UINT32_MAX, UINT64_MAX = 2**32 - 1, 2**64 - 1  # log_index, timestamps / block_n
 def _quantity(value: Any, top: int = UINT64_MAX) -> int:
     """A JSON-RPC quantity ("0x" + hex digits) up to `top` as an int; ValueError for anything else (int() alone
     would take "0x1_0" or " 0x10", and a value past the column's type would wrap)."""
-    if type(value) is not str or not _QUANTITY.match(value):
+    if type(value) is not str or not QUANTITY.match(value):
         raise ValueError(f"not a hex quantity: {value!r:.40}")
     n = int(value, 16)
     if n > top:
@@ -113,7 +108,7 @@ def _quantity(value: Any, top: int = UINT64_MAX) -> int:
 
 def _words(data: str) -> str | None:
     """Hex payload without 0x, or None when it is not whole 32-byte words of hex."""
-    if type(data) is not str or not _HEX.match(data):
+    if type(data) is not str or not HEX.match(data):
         return None
     h = data[2:]
     if len(h) % 64:
@@ -128,7 +123,7 @@ def decode_erc20(log: dict[str, Any], bn: int, tx: str, li: int, addr: str) -> l
     if len(topics) != 3:
         return Quarantined(f"transfer with {len(topics)} topics")
     data = log.get("data") or "0x"
-    if type(data) is not str or len(data) != 66 or not _HEX.match(data):
+    if type(data) is not str or len(data) != 66 or not HEX.match(data):
         return Quarantined(f"transfer data is {max(len(data) - 2, 0) // 2} bytes, expected 32")
     frm, to = _topic_address(topics[1]), _topic_address(topics[2])
     if frm is None or to is None:
@@ -201,7 +196,7 @@ def decode_log(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | Quara
         topics = log.get("topics") or []
         if type(topics) not in (list, tuple) or not topics:
             return Quarantined("log without topics")
-        if any(type(t) is not str or not _WORD.match(t) for t in topics):
+        if any(type(t) is not str or not WORD.match(t) for t in topics):
             return Quarantined("a topic is not 32 bytes of hex")
         decoder = _DECODERS.get(topics[0].lower())
         if decoder is None:
@@ -209,7 +204,7 @@ def decode_log(log: dict[str, Any]) -> list[Erc20Row] | list[Erc1155Row] | Quara
         bn = _quantity(log["blockNumber"])
         li = _quantity(log["logIndex"], UINT32_MAX)
         tx, addr = log["transactionHash"], log["address"]
-        if type(tx) is not str or type(addr) is not str or not _WORD.match(tx) or not _ADDRESS.match(addr):
+        if type(tx) is not str or type(addr) is not str or not WORD.match(tx) or not ADDRESS.match(addr):
             return Quarantined("malformed transaction hash or address")
         return decoder(log, bn, tx.lower(), li, addr.lower())
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -232,11 +227,11 @@ def _fast_erc20(log: dict[str, Any], bn: int) -> Erc20Row | None:
         or type(t2) is not str
         or type(tx) is not str
         or type(addr) is not str
-        or not _WORD.match(data)
-        or not _ADDRESS_TOPIC.match(t1)
-        or not _ADDRESS_TOPIC.match(t2)
-        or not _WORD.match(tx)
-        or not _ADDRESS.match(addr)
+        or not WORD.match(data)
+        or not ADDRESS_TOPIC.match(t1)
+        or not ADDRESS_TOPIC.match(t2)
+        or not WORD.match(tx)
+        or not ADDRESS.match(addr)
     ):
         return None
     return Erc20Row(
@@ -268,7 +263,7 @@ def take_decoded(
 def _block_fields(log: dict[str, Any]) -> tuple[str, int | None] | None:
     """(block hash lowercased or "", timestamp or None) of a log, or None when they are malformed."""
     block_hash, ts_hex = log.get("blockHash"), log.get("blockTimestamp")
-    if block_hash is not None and (type(block_hash) is not str or not _WORD.match(block_hash)):
+    if block_hash is not None and (type(block_hash) is not str or not WORD.match(block_hash)):
         return None
     try:
         ts = _quantity(ts_hex, UINT32_MAX) if ts_hex is not None else None

@@ -18,6 +18,7 @@ from eth_abi.exceptions import DecodingError
 from backfill.decode.decoder import Erc20Row, Erc1155Row
 from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE
 
+# Its own patterns, not backfill.decode.hexfmt's: the reference shares no decoding code with the copy path.
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}\Z")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
 _DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*\Z")

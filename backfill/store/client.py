@@ -23,12 +23,12 @@ from clickhouse_connect.driver import options as _driver_options
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from backfill.chain.planner import DayPlan
-from backfill.decode.scanner import NativeRows, table_block
 from backfill.errors import StoreUnavailable
 from backfill.redact import redact_url, scrub
 from backfill.settings import Settings, StoreTarget
 from backfill.store import schema
 from backfill.store.faults import BACKPRESSURE, StoreFault, classify, may_retry, retry_delay_s
+from backfill.store.native_format import NativeRows, table_block
 from backfill.store.records import Checkpoint, Heartbeat, RpcUsage
 
 UTC = dt.timezone.utc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backfill.decode.decoder import DecodedBatch, Erc20Row, Erc1155Row
-from backfill.decode.scanner import NativeRows
+from backfill.store.native_format import NativeRows
 
 
 def _strings(data: bytes) -> list[str]:

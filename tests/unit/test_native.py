@@ -17,6 +17,7 @@ from eth_abi import encode
 from backfill.decode import scanner as native
 from backfill.decode.decoder import DecodedBatch, Erc20Row, Erc1155Row, decode_logs
 from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE, EVENTS
+from backfill.store import native_format
 from tests.support.native_rows import native_rows, timestamps
 
 
@@ -170,7 +171,7 @@ def test_native_block_layout_is_what_the_engine_reads():
     batch = scanned.decoded()
     stamp = {bn: ts for bn, (_, ts) in batch.blocks.items()}
     cols = ["block_number", "block_timestamp", "_version"]
-    block = native.table_block(batch.native_erc20, cols, ["UInt64", "DateTime('UTC')", "UInt64"], stamp, 9)
+    block = native_format.table_block(batch.native_erc20, cols, ["UInt64", "DateTime('UTC')", "UInt64"], stamp, 9)
     n = len(logs)
     expected = (
         bytes([3, n])
