@@ -356,29 +356,7 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
             raise PromotionFailed(
                 f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; production untouched"
             ) from None
-        with finished_first("the swap of production"):  # c) swap, d) verify: a Ctrl-C waits for every table
-            for staging, prod in PRODUCTION.items():
-                name = backups.get(prod, ("", 0, ""))[0]
-                try:
-                    method = _swap_in(store, prod, f"{prod}_next", prod in existing)
-                except ClickHouseError as exc:
-                    done = ", ".join(t.production for t in report.tables) or "none"
-                    record(store, "promote", prod, name, 0, "", f"status=failed step=swap error={_reason(exc)}")
-                    raise PromotionFailed(
-                        f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; see promote.log"
-                    ) from None
-                got = _verify_recorded(
-                    store,
-                    "promote",
-                    prod,
-                    name,
-                    nexts[prod],
-                    f"swap={method} staging={staging} old={prod + '_old' if prod in existing else '-'} "
-                    f"staging_final_rows={nexts[prod][0]} staging_final_checksum={nexts[prod][1]}",
-                    "after the swap does not equal staging FINAL",
-                    "; `backfill rollback` restores the previous production",
-                )
-                report.tables.append(TableResult(prod, staging, got[0], got[1], method, name))
+        _swap_and_verify(store, report, existing, backups, nexts)
         report.seconds = time.monotonic() - t0
         log.info(
             "event=promote_done seconds=%.3f %s",
@@ -386,6 +364,39 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
             " ".join(f"{t.production}={t.rows}" for t in report.tables),
         )
         return report
+
+
+def _swap_and_verify(
+    store: Store,
+    report: PromotionReport,
+    existing: set[str],
+    backups: dict[str, tuple[str, int, str]],
+    nexts: dict[str, tuple[int, str]],
+) -> None:
+    """c) swap every `<prod>_next` in, d) verify it equals staging FINAL; each table lands in the report."""
+    with finished_first("the swap of production"):  # c) swap, d) verify: a Ctrl-C waits for every table
+        for staging, prod in PRODUCTION.items():
+            name = backups.get(prod, ("", 0, ""))[0]
+            try:
+                method = _swap_in(store, prod, f"{prod}_next", prod in existing)
+            except ClickHouseError as exc:
+                done = ", ".join(t.production for t in report.tables) or "none"
+                record(store, "promote", prod, name, 0, "", f"status=failed step=swap error={_reason(exc)}")
+                raise PromotionFailed(
+                    f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; see promote.log"
+                ) from None
+            got = _verify_recorded(
+                store,
+                "promote",
+                prod,
+                name,
+                nexts[prod],
+                f"swap={method} staging={staging} old={prod + '_old' if prod in existing else '-'} "
+                f"staging_final_rows={nexts[prod][0]} staging_final_checksum={nexts[prod][1]}",
+                "after the swap does not equal staging FINAL",
+                "; `backfill rollback` restores the previous production",
+            )
+            report.tables.append(TableResult(prod, staging, got[0], got[1], method, name))
 
 
 def _verify_recorded(
@@ -428,6 +439,31 @@ def _recorded_backups(store: Store) -> dict[str, tuple[int, str, dt.datetime]]:
     return {r[0]: (int(r[1]), str(r[2]), r[3]) for r in rows}
 
 
+def _plan_rollbacks(
+    store: Store,
+    existing: set[str],
+    swaps: dict[str, tuple[str, str]],
+    recorded: dict[str, tuple[int, str, dt.datetime]],
+) -> dict[str, tuple[RollbackPlan, str, tuple[int, str] | None]]:
+    """Per production table: its rollback plan, the backup it names and that backup's recorded rows+checksum."""
+    plans: dict[str, tuple[RollbackPlan, str, tuple[int, str] | None]] = {}
+    for prod in PRODUCTION.values():
+        action, backup = swaps.get(prod, (None, ""))
+        expected = recorded[backup][:2] if backup in recorded else None
+        old = checksum(store, f"{prod}_old") if f"{prod}_old" in existing else None
+        plan = plan_rollback(action, backup, expected, old, backup in existing)
+        plans[prod] = (plan, backup, expected)
+        log.info(
+            "event=rollback_plan table=%s last=%s backup=%s plan=%s reason=%r",
+            prod,
+            action or "-",
+            backup or "-",
+            plan.kind,
+            plan.reason,
+        )
+    return plans
+
+
 def rollback(store: Store, settings: Settings) -> PromotionReport:
     """Put back the production the last promotion replaced, verified against that promotion's backup record.
     From `<prod>_old` when it still holds it (EXCHANGE), else from the backup (copy, verify, swap)."""
@@ -435,21 +471,7 @@ def rollback(store: Store, settings: Settings) -> PromotionReport:
         report = PromotionReport("rollback", now_utc())
         t0 = time.monotonic()
         existing, swaps, recorded = _tables(store), _last_swaps(store), _recorded_backups(store)
-        plans: dict[str, tuple[RollbackPlan, str, tuple[int, str] | None]] = {}
-        for prod in PRODUCTION.values():
-            action, backup = swaps.get(prod, (None, ""))
-            expected = recorded[backup][:2] if backup in recorded else None
-            old = checksum(store, f"{prod}_old") if f"{prod}_old" in existing else None
-            plan = plan_rollback(action, backup, expected, old, backup in existing)
-            plans[prod] = (plan, backup, expected)
-            log.info(
-                "event=rollback_plan table=%s last=%s backup=%s plan=%s reason=%r",
-                prod,
-                action or "-",
-                backup or "-",
-                plan.kind,
-                plan.reason,
-            )
+        plans = _plan_rollbacks(store, existing, swaps, recorded)
         impossible = [f"{p}: {pl.reason}" for p, (pl, _, _) in plans.items() if pl.kind == "impossible"]
         if impossible:
             raise PromotionFailed("cannot roll back, nothing changed: " + "; ".join(impossible))

@@ -172,6 +172,31 @@ def step_snapshot(store: Store, settings: Settings, report: dict[str, Any]) -> P
     return path
 
 
+def _run_step(name: str, fn: Callable[[], Any], report: dict[str, Any]) -> RebuildFailed | None:
+    """One pipeline step, timed into report["durations_s"] and logged; its failure returned, not raised."""
+    failure: RebuildFailed | None = None
+    t0 = time.monotonic()
+    log.info("step=%s event=start", name)
+    try:
+        fn()
+    except RebuildFailed as exc:
+        failure = exc
+    except Exception as exc:  # a step's own error (SQL, RPC): stop the same way, with its text
+        text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+        failure = RebuildFailed(name, text)
+    report["durations_s"][name] = round(time.monotonic() - t0, 3)
+    if failure:
+        log.error(
+            "step=%s event=failed seconds=%.3f error=%r action=stop_pipeline production=unchanged",
+            name,
+            report["durations_s"][name],
+            failure.message[:500],
+        )
+    else:
+        log.info("step=%s event=done seconds=%.3f", name, report["durations_s"][name])
+    return failure
+
+
 def run_on_complete(
     store: Store,
     settings: Settings,
@@ -210,25 +235,9 @@ def run_on_complete(
             raise RebuildStopped(reason)
         if on_step:
             on_step(name)
-        t0 = time.monotonic()
-        log.info("step=%s event=start", name)
-        try:
-            fn()
-        except RebuildFailed as exc:
-            failure = exc
-        except Exception as exc:  # a step's own error (SQL, RPC): stop the same way, with its text
-            text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
-            failure = RebuildFailed(name, text)
-        report["durations_s"][name] = round(time.monotonic() - t0, 3)
+        failure = _run_step(name, fn, report)
         if failure:
-            log.error(
-                "step=%s event=failed seconds=%.3f error=%r action=stop_pipeline production=unchanged",
-                name,
-                report["durations_s"][name],
-                failure.message[:500],
-            )
             break
-        log.info("step=%s event=done seconds=%.3f", name, report["durations_s"][name])
     if on_step:
         on_step("snapshot")
     report["status"] = "failed" if failure else "ok"

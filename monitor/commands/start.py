@@ -178,6 +178,26 @@ def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: 
     return None
 
 
+def _halted_error(exit_code: int, message: str) -> Exception:
+    """The command error for a halted fleet: a worker's wrong chain or config error keeps its exit code."""
+    if exit_code == exitcodes.WRONG_CHAIN:
+        return WrongChain(message)
+    if exit_code == exitcodes.USAGE:
+        return ConfigError(message)
+    return RunFailed(message)
+
+
+def _stopped(store: Store, state: dict[str, Any], echo: Callable[[str], Any]) -> None:
+    """A run that stopped before the end: Ctrl-C is Interrupted, `backfill stop` says so, else RunFailed."""
+    store.close()
+    if state.get("stopped_by") == "SIGINT":  # Ctrl-C in this terminal: the supervisor stopped gracefully
+        raise Interrupted(CTRL_C)
+    if state.get("stopped_by") == "SIGTERM":  # `backfill stop` from another terminal: stopped as asked
+        echo(f"stopped as asked (`backfill stop`); {RESUMES}")
+        return
+    raise RunFailed(state.get("message") or f"stopped; {RESUMES}")  # the rebuild stopped by itself
+
+
 def _run_foreground(
     settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any], lock_fd: int
 ) -> dict[str, Any] | None:
@@ -209,20 +229,11 @@ def _run_foreground(
         try:
             phase = supervise(settings, on_tick=tick, lock_fd=lock_fd)
         except FleetHalted as exc:  # a worker's config error or wrong chain keeps its code (the same numbers)
-            if exc.exit_code == exitcodes.WRONG_CHAIN:
-                raise WrongChain(str(exc)) from None
-            if exc.exit_code == exitcodes.USAGE:
-                raise ConfigError(str(exc)) from None
-            raise RunFailed(str(exc)) from None
+            raise _halted_error(exc.exit_code, str(exc)) from None
     state = control.read_json(control.state_path(settings.log_dir)) or {}
     if phase == "stopped":
-        store.close()
-        if state.get("stopped_by") == "SIGINT":  # Ctrl-C in this terminal: the supervisor stopped gracefully
-            raise Interrupted(CTRL_C)
-        if state.get("stopped_by") == "SIGTERM":  # `backfill stop` from another terminal: stopped as asked
-            echo(f"stopped as asked (`backfill stop`); {RESUMES}")
-            return None
-        raise RunFailed(state.get("message") or f"stopped; {RESUMES}")  # the rebuild stopped by itself
+        _stopped(store, state, echo)
+        return None
     store.patience_s = COMMAND_PATIENCE_S
     summary = collect(store, settings)
     if phase == "rebuild_failed":

@@ -145,38 +145,39 @@ def combine(gate: str, findings: list[Finding], ok_text: str) -> GateResult:
 
 
 # -- the gates (pure) ----------------------------------------------------------------------------------------
-def judge_coverage(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
-    failed = {d: 1 for d, day in m.days.items() if day.status == "FAILED"}
+def _unfinished_finding(m: Measurements, t: Mapping[str, float]) -> Finding:
     unfinished = {d: 1 for d, day in m.days.items() if day.status not in ("COMPLETE", "FAILED")}
-    findings = [_count("failed_days", failed, t["failed_days"], "FAILED days", m, {d: "FAILED" for d in failed})]
     n = len(unfinished)
     if n > t["unfinished_days"]:
-        findings.append(
-            Finding(
-                "unfinished_days",
-                FAIL,
-                n,
-                t["unfinished_days"],
-                tuple(sorted(unfinished)),
-                f"days not COMPLETE: {n} (at most {fmt_value(t['unfinished_days'])} allowed): "
-                f"{', '.join(f'{_label(m, d)} {m.days[d].status}' for d in sorted(unfinished)[:8])}",
-            )
+        return Finding(
+            "unfinished_days",
+            FAIL,
+            n,
+            t["unfinished_days"],
+            tuple(sorted(unfinished)),
+            f"days not COMPLETE: {n} (at most {fmt_value(t['unfinished_days'])} allowed): "
+            f"{', '.join(f'{_label(m, d)} {m.days[d].status}' for d in sorted(unfinished)[:8])}",
         )
-    else:
-        findings.append(
-            Finding("unfinished_days", PASS, n, t["unfinished_days"], (), f"{n} days in progress" if n else "")
-        )
+    return Finding("unfinished_days", PASS, n, t["unfinished_days"], (), f"{n} days in progress" if n else "")
+
+
+def _plan_gaps_finding(m: Measurements, t: Mapping[str, float]) -> Finding:
     gaps = plan_gaps(list(m.days.values()))
-    findings.append(
-        Finding(
-            "plan_gaps",
-            FAIL if len(gaps) > t["plan_gaps"] else WARN if gaps else PASS,
-            len(gaps),
-            t["plan_gaps"],
-            tuple(sorted({d for g in gaps for d in g[:2]})),
-            "; ".join(f"{g[2]} between {_label(m, g[0])} and {_label(m, g[1])}" for g in gaps[:8]),
-        )
+    return Finding(
+        "plan_gaps",
+        FAIL if len(gaps) > t["plan_gaps"] else WARN if gaps else PASS,
+        len(gaps),
+        t["plan_gaps"],
+        tuple(sorted({d for g in gaps for d in g[:2]})),
+        "; ".join(f"{g[2]} between {_label(m, g[0])} and {_label(m, g[1])}" for g in gaps[:8]),
     )
+
+
+def judge_coverage(m: Measurements, level: str, t: Mapping[str, float]) -> GateResult:
+    failed = {d: 1 for d, day in m.days.items() if day.status == "FAILED"}
+    findings = [_count("failed_days", failed, t["failed_days"], "FAILED days", m, {d: "FAILED" for d in failed})]
+    findings.append(_unfinished_finding(m, t))
+    findings.append(_plan_gaps_finding(m, t))
     counts = count_mismatches(m)
     findings.append(
         _count(

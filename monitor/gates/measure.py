@@ -4,6 +4,7 @@ days: plain data for the pure judging in monitor.gates.judge."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,73 @@ def _to_utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
+def _measure_rows(store: Store, params: dict[str, Any], put: Callable[[str, Any, Any], None]) -> None:
+    """Per day: transfer rows with a missing, wrong or pre-genesis timestamp, malformed hashes and addresses."""
+    rows_sql = (
+        f"SELECT day_idx, countIf(ts = 0), countIf(has_bt = 1 AND ts != 0 AND ts != bts), "
+        f"countIf(ts != 0 AND toUnixTimestamp(ts) < %(g)s), countIf(bad_tx), countIf(bad_addr), "
+        f"uniqExactIf(block_number, has_bt = 0) FROM "
+        f"{digest.day_of_block_join(_rows_source(), 'block_number, ts, bad_tx, bad_addr, bts, has_bt')} "
+        f"GROUP BY day_idx"
+    )
+    for d, zero, mismatch, early, bad_tx, bad_addr, missing in store.query_rows(rows_sql, params):
+        put("zero_timestamp_rows", d, zero)
+        put("timestamp_mismatch_rows", d, mismatch)
+        put("rows_before_genesis", d, early)
+        put("malformed_tx_hash", d, bad_tx)
+        put("malformed_address", d, bad_addr)
+        put("missing_timestamp_blocks", d, missing)
+
+
+def _measure_blocks(
+    store: Store, params: dict[str, Any], days: dict[int, Day], put: Callable[[str, Any, Any], None]
+) -> None:
+    """Per day: block timestamps outside their day, going backwards, before genesis; malformed block hashes."""
+    blocks = (
+        "(SELECT block_number, timestamp, block_hash, lagInFrame(timestamp) OVER "
+        "(ORDER BY block_number ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev FROM block_timestamps FINAL)"
+    )
+    blocks_sql = (
+        f"SELECT day_idx, toDate(timestamp) AS date, count(), countIf(timestamp < prev), "
+        f"countIf(NOT match(block_hash, %(hash)s)), countIf(toUnixTimestamp(timestamp) < %(g)s) FROM "
+        f"{digest.day_of_block_join(blocks, 'block_number, timestamp, block_hash, prev')} "
+        f"GROUP BY day_idx, date"
+    )
+    for d, date, n, backwards, bad_hash, early in store.query_rows(blocks_sql, params):
+        if int(d) in days and date != days[int(d)].day:
+            put("blocks_outside_day", d, n)
+        put("blocks_backwards", d, backwards)
+        put("malformed_block_hash", d, bad_hash)
+        put("blocks_before_genesis", d, early)
+
+
+def _measure_duplicates(store: Store, m: Measurements, put: Callable[[str, Any, Any], None]) -> None:
+    """Duplicate keys after FINAL, ambiguous and exact copies at the newest version, quarantined rows."""
+    for table, key in digest.KEYS.items():
+        m.final_duplicates[table] = int(store.scalar(f"SELECT count() - uniqExact({key}) FROM {table} FINAL") or 0)
+        dup_rows = (
+            f"(SELECT arrayJoin(bns) AS block_number FROM (SELECT groupArray(block_number) AS bns "
+            f"FROM {table} FINAL GROUP BY {key} HAVING count() > 1))"
+        )
+        dup_sql = f"SELECT day_idx, count() FROM {digest.day_of_block_join(dup_rows, 'block_number')} GROUP BY day_idx"
+        for d, n in store.query_rows(dup_sql):
+            put("duplicate_key_rows", d, n)
+        # Dedup keeps one row per sorting key, the newest _version: several different rows at that version
+        # leave the survivor to chance; identical copies are harmless.
+        versions = digest.newest_version_variants_sql(table)
+        versions_sql = (
+            f"SELECT day_idx, countIf(d > 1), sumIf(n - 1, d = 1) FROM "
+            f"{digest.day_of_block_join(versions, 'block_number, n, d')} GROUP BY day_idx"
+        )
+        for d, ambiguous, copies in store.query_rows(versions_sql):
+            put("ambiguous_keys", d, ambiguous)
+            put("exact_copies", d, copies)
+
+    quarantine = digest.day_of_block_join("transfer_quarantine FINAL", "block_number")
+    for d, n in store.query_rows(f"SELECT day_idx, count() FROM {quarantine} GROUP BY day_idx"):
+        put("quarantined", d, n)
+
+
 def measure(store: Store) -> Measurements:
     """Read everything the gates judge: a fixed number of grouped queries, whatever the number of days."""
     fingerprints.record_fingerprints(store)
@@ -122,61 +190,9 @@ def measure(store: Store) -> Measurements:
         if n:
             per.setdefault(check, {})[int(d)] = per.get(check, {}).get(int(d), 0) + int(n)
 
-    rows_sql = (
-        f"SELECT day_idx, countIf(ts = 0), countIf(has_bt = 1 AND ts != 0 AND ts != bts), "
-        f"countIf(ts != 0 AND toUnixTimestamp(ts) < %(g)s), countIf(bad_tx), countIf(bad_addr), "
-        f"uniqExactIf(block_number, has_bt = 0) FROM "
-        f"{digest.day_of_block_join(_rows_source(), 'block_number, ts, bad_tx, bad_addr, bts, has_bt')} "
-        f"GROUP BY day_idx"
-    )
-    for d, zero, mismatch, early, bad_tx, bad_addr, missing in store.query_rows(rows_sql, params):
-        put("zero_timestamp_rows", d, zero)
-        put("timestamp_mismatch_rows", d, mismatch)
-        put("rows_before_genesis", d, early)
-        put("malformed_tx_hash", d, bad_tx)
-        put("malformed_address", d, bad_addr)
-        put("missing_timestamp_blocks", d, missing)
-
-    blocks = (
-        "(SELECT block_number, timestamp, block_hash, lagInFrame(timestamp) OVER "
-        "(ORDER BY block_number ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev FROM block_timestamps FINAL)"
-    )
-    blocks_sql = (
-        f"SELECT day_idx, toDate(timestamp) AS date, count(), countIf(timestamp < prev), "
-        f"countIf(NOT match(block_hash, %(hash)s)), countIf(toUnixTimestamp(timestamp) < %(g)s) FROM "
-        f"{digest.day_of_block_join(blocks, 'block_number, timestamp, block_hash, prev')} "
-        f"GROUP BY day_idx, date"
-    )
-    for d, date, n, backwards, bad_hash, early in store.query_rows(blocks_sql, params):
-        if int(d) in days and date != days[int(d)].day:
-            put("blocks_outside_day", d, n)
-        put("blocks_backwards", d, backwards)
-        put("malformed_block_hash", d, bad_hash)
-        put("blocks_before_genesis", d, early)
-
-    for table, key in digest.KEYS.items():
-        m.final_duplicates[table] = int(store.scalar(f"SELECT count() - uniqExact({key}) FROM {table} FINAL") or 0)
-        dup_rows = (
-            f"(SELECT arrayJoin(bns) AS block_number FROM (SELECT groupArray(block_number) AS bns "
-            f"FROM {table} FINAL GROUP BY {key} HAVING count() > 1))"
-        )
-        dup_sql = f"SELECT day_idx, count() FROM {digest.day_of_block_join(dup_rows, 'block_number')} GROUP BY day_idx"
-        for d, n in store.query_rows(dup_sql):
-            put("duplicate_key_rows", d, n)
-        # Dedup keeps one row per sorting key, the newest _version: several different rows at that version
-        # leave the survivor to chance; identical copies are harmless.
-        versions = digest.newest_version_variants_sql(table)
-        versions_sql = (
-            f"SELECT day_idx, countIf(d > 1), sumIf(n - 1, d = 1) FROM "
-            f"{digest.day_of_block_join(versions, 'block_number, n, d')} GROUP BY day_idx"
-        )
-        for d, ambiguous, copies in store.query_rows(versions_sql):
-            put("ambiguous_keys", d, ambiguous)
-            put("exact_copies", d, copies)
-
-    quarantine = digest.day_of_block_join("transfer_quarantine FINAL", "block_number")
-    for d, n in store.query_rows(f"SELECT day_idx, count() FROM {quarantine} GROUP BY day_idx"):
-        put("quarantined", d, n)
+    _measure_rows(store, params, put)
+    _measure_blocks(store, params, days, put)
+    _measure_duplicates(store, m, put)
     return m
 
 
