@@ -76,6 +76,7 @@ def block_range_of_partitions(store: Store, partitions: list[str]) -> tuple[int,
             hi = b if hi is None else max(hi, b)
     if lo is None:
         raise DedupRefused(f"no rows in partition(s) {', '.join(partitions)}")
+    assert hi is not None  # set together with lo
     return int(lo), int(hi)
 
 

@@ -212,7 +212,7 @@ class Worker:
         for _, part in parts:
             decoded.extend(part)
         # Unix seconds: the driver writes ints to DateTime columns as they are (datetimes cost a conversion each way)
-        stamp = {bn: int(ts) for bn, (_, ts) in decoded.blocks.items()}
+        stamp = {bn: int(ts) for bn, (_, ts) in decoded.blocks.items()}  # type: ignore[arg-type]  # all resolved
         quarantine = [
             _quarantine_row(entry, reason, w.segments[i].day_idx, version)
             for i, part in parts

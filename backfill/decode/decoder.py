@@ -255,9 +255,9 @@ def take_decoded(
         out.quarantined.append((log, result.reason))
     elif result:
         if isinstance(result[0], Erc20Row):
-            out.erc20.extend(result)  # type: ignore[arg-type]
+            out.erc20.extend(result)
         else:
-            out.erc1155.extend(result)  # type: ignore[arg-type]
+            out.erc1155.extend(result)
 
 
 def _block_fields(log: dict[str, Any]) -> tuple[str, int | None] | None:
@@ -294,7 +294,7 @@ def decode_logs(logs: list[dict[str, Any]]) -> DecodedBatch:
         bn = numbers.get(bn_hex) if type(bn_hex) is str else None
         if bn is None:
             try:
-                bn = numbers[bn_hex] = _quantity(bn_hex)
+                bn = numbers[bn_hex] = _quantity(bn_hex)  # type: ignore[index]  # a str, or _quantity raised
             except ValueError:
                 take_decoded(out, log, decode_log(log))  # quarantined: no block number
                 continue

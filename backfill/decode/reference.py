@@ -93,7 +93,7 @@ def reference_rows(logs: list[dict[str, Any]]) -> tuple[list[Erc20Row], list[Erc
         if rows is None:
             rejected += 1
         elif rows and isinstance(rows[0], Erc20Row):
-            erc20.extend(rows)  # type: ignore[arg-type]
+            erc20.extend(rows)
         else:
             erc1155.extend(rows)  # type: ignore[arg-type]
     return erc20, erc1155, rejected

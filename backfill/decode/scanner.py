@@ -21,7 +21,7 @@ from backfill.decode.decoder import DecodedBatch, decode_log, decode_logs, take_
 from backfill.store.native_format import NativeRows
 
 try:
-    from backfill.decode import _fastlogs
+    from backfill.decode import _fastlogs  # type: ignore[attr-defined]  # compiled: no source to read
 except ImportError:  # built without a C compiler: the Python path does the same work, slower
     _fastlogs = None
 

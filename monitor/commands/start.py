@@ -119,7 +119,8 @@ def start_run(
                 _tell_running(settings, control.running_supervisor(settings.log_dir) or {}, shards_explicit, echo)
                 return None
         else:
-            return _run_detached(settings, n_days, shards_explicit, echo)
+            _run_detached(settings, n_days, shards_explicit, echo)
+            return None
     return _run_foreground(settings, store, n_days, echo, lock_fd)
 
 

@@ -12,6 +12,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from backfill.store.embedded import http as eh
 from backfill.store.embedded.guard import Policy
@@ -28,9 +29,10 @@ class Engine:
         import chdb  # noqa: F401  (bootstraps the engine library)
         from chdb import _chdb
 
-        self._chdb, self.path, self._open = _chdb, str(path), set()
+        self._chdb, self.path = _chdb, str(path)
+        self._open: set[Any] = set()
         self._lock = threading.Lock()
-        self.anchor = _chdb.connect(self.path)  # keeps the engine up while requests come and go
+        self.anchor = _chdb.connect(self.path)  # type: ignore[attr-defined]  # a compiled module  # keeps the engine up while requests come and go
         row = self.anchor.query("SELECT version(), timezone()", "TabSeparated").bytes().decode()
         self.version, self.timezone = row.strip().split("\t")
         names = self.anchor.query("SELECT name FROM system.formats WHERE is_output", "TabSeparated")
@@ -49,7 +51,7 @@ class Engine:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def connect(self, plan: eh.RequestPlan):
-        conn = self._chdb.connect(self.path)
+        conn = self._chdb.connect(self.path)  # type: ignore[attr-defined]
         with self._lock:
             self._open.add(conn)
         try:
@@ -137,7 +139,7 @@ class Engine:
             first += chunk
         rows = state["rows"]
         stats = eh.summary(rows, state["bytes"], result_rows=rows, elapsed_s=state["elapsed"])
-        next_chunk.cancel = cancel
+        next_chunk.cancel = cancel  # type: ignore[attr-defined]
         return bytes(first), stats, (None if state["done"] else next_chunk)
 
     def begin_insert(self, plan: eh.RequestPlan, statement: str, fmt: str):

@@ -466,7 +466,7 @@ class BodyDecoder:
             self._tail = self._d.unconsumed_tail
             return out, not self._tail and len(out) < self.chunk_bytes
         out = self._d.decompress(data, self.chunk_bytes)
-        return out, self._d.needs_input
+        return out, self._d.needs_input  # type: ignore[attr-defined]  # bz2/lzma decompressors have it
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """The decoded bytes of ``data``, in pieces of at most chunk_bytes."""
