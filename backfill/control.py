@@ -11,8 +11,6 @@ start.lock       held by a `backfill start` from its first check until its run i
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import signal
 import time
@@ -22,6 +20,8 @@ from typing import Any, Callable, Iterator
 import psutil
 
 from backfill.errors import CommandFailed
+from backfill.files import locks
+from backfill.files.atomic import read_json, write_json_atomic
 
 
 def lock_path(log_dir: Path) -> Path:
@@ -36,27 +36,11 @@ def control_path(log_dir: Path) -> Path:
     return log_dir / "control.json"
 
 
-def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, default=str))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def try_lock(log_dir: Path) -> int | None:
     """The supervisor lock's fd if we got it, None if another live supervisor holds it."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path(log_dir), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = locks.acquire(lock_path(log_dir))
+    if fd is None:
         return None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
@@ -71,24 +55,20 @@ def start_lock_path(log_dir: Path) -> Path:
 def start_lock(log_dir: Path, on_wait: Callable[[str], Any] | None = None, timeout_s: float = 600.0) -> Iterator[None]:
     """Serialise `backfill start`s of one data directory (see start.lock above)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(start_lock_path(log_dir), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = locks.open_lock_file(start_lock_path(log_dir))
     try:
         deadline = time.monotonic() + timeout_s
         told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not told and on_wait is not None:
-                    on_wait("another `backfill start` of this data directory is handing over its run; waiting for it")
-                    told = True
-                if time.monotonic() > deadline:
-                    raise CommandFailed(
-                        f"another `backfill start` held {start_lock_path(log_dir)} for "
-                        f"{timeout_s:.0f}s; try again when it has handed over its run"
-                    ) from None
-                time.sleep(0.1)
+        while not locks.try_flock(fd):
+            if not told and on_wait is not None:
+                on_wait("another `backfill start` of this data directory is handing over its run; waiting for it")
+                told = True
+            if time.monotonic() > deadline:
+                raise CommandFailed(
+                    f"another `backfill start` held {start_lock_path(log_dir)} for "
+                    f"{timeout_s:.0f}s; try again when it has handed over its run"
+                )
+            time.sleep(0.1)
         yield
     finally:
         os.close(fd)
@@ -97,13 +77,7 @@ def start_lock(log_dir: Path, on_wait: Callable[[str], Any] | None = None, timeo
 def hold_exit_lock(log_dir: Path) -> int | None:
     """For a supervisor about to exit: the start lock held shared (close the fd after releasing the supervisor
     lock), or None when a start is in progress right now: then it must not exit, that start has news for it."""
-    fd = os.open(start_lock_path(log_dir), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return fd
-    except BlockingIOError:
-        os.close(fd)
-        return None
+    return locks.acquire(start_lock_path(log_dir), shared=True)
 
 
 def start_in_progress(log_dir: Path) -> bool:
@@ -116,17 +90,8 @@ def start_in_progress(log_dir: Path) -> bool:
 
 def running_supervisor(log_dir: Path) -> dict[str, Any] | None:
     """State of the live supervisor of this data directory, or None (lock free, or its pid is gone)."""
-    if not lock_path(log_dir).exists():
+    if not locks.is_held(lock_path(log_dir)):
         return None
-    fd = os.open(lock_path(log_dir), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None  # nobody holds it
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
     try:
         pid = int(lock_path(log_dir).read_text().strip() or 0)
     except (OSError, ValueError):

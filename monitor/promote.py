@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import logging
 import logging.handlers
 import os
@@ -23,6 +22,8 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from backfill.ctrl_c import finished_first
 from backfill.errors import CommandFailed, ConfigError
+from backfill.files import locks
+from backfill.files.oplog import operation_log
 from backfill.settings import Settings
 from backfill.store import schema
 from backfill.store.client import Store, now_utc
@@ -284,17 +285,8 @@ def _reason(exc: Exception) -> str:
 @contextlib.contextmanager
 def promotion_log(settings: Settings) -> Iterator[None]:
     """Log this module's lines to `<log_dir>/promote.log` for the duration."""
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(settings.log_dir / "promote.log", maxBytes=10 << 20, backupCount=3)
-    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
+    with operation_log(settings.log_dir / "promote.log", log):
         yield
-    finally:
-        log.removeHandler(handler)
-        handler.close()
 
 
 @contextlib.contextmanager
@@ -302,12 +294,10 @@ def exclusive(settings: Settings) -> Iterator[None]:
     """One promotion, rollback or prune at a time per data directory."""
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     path = settings.log_dir / "promote.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = locks.acquire(path)
+    if fd is None:
+        raise PromotionFailed(f"another promotion, rollback or prune is running (lock {path})")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PromotionFailed(f"another promotion, rollback or prune is running (lock {path})") from None
         yield
     finally:
         os.close(fd)

@@ -11,6 +11,7 @@ either way, with `status` ok or failed and the step that stopped it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from backfill.files.oplog import operation_log
 from backfill.settings import Settings
 from backfill.store.client import Store
 from backfill.store.digest import STAGING_TABLES
@@ -37,15 +39,8 @@ class RebuildFailed(Exception):
         self.message = message
 
 
-def _file_logger(settings: Settings) -> logging.Handler:
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(
-        settings.log_dir / "on-complete.log", maxBytes=10 << 20, backupCount=3
-    )
-    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
+def _file_logger(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    return operation_log(settings.log_dir / "on-complete.log", log)
 
 
 def fingerprint(store: Store) -> str:
@@ -252,8 +247,7 @@ def run_on_complete(
 def run_on_complete_once(store: Store, settings: Settings, **hooks: Any) -> dict[str, Any] | None:
     """Once per completed plan: skipped when this fingerprint was rebuilt successfully already. hooks: on_step
     and should_stop, as for run_on_complete."""
-    handler = _file_logger(settings)
-    try:
+    with _file_logger(settings):
         fp = fingerprint(store)
         if store.meta_get("on_complete_fingerprint") == fp:
             log.info("event=skip reason=already_rebuilt fingerprint=%s", fp)
@@ -263,9 +257,6 @@ def run_on_complete_once(store: Store, settings: Settings, **hooks: Any) -> dict
         store.meta_set("on_complete_fingerprint", fingerprint(store))
         log.info("event=on_complete_done snapshot=%s", report["snapshot"])
         return report
-    finally:
-        log.removeHandler(handler)
-        handler.close()
 
 
 def run_by_hand(
@@ -276,12 +267,8 @@ def run_by_hand(
     on_step: Callable[[str | None], None] | None = None,
 ) -> dict[str, Any]:
     """`backfill rebuild`: the same pipeline, whatever was rebuilt before (on_step as for run_on_complete)."""
-    handler = _file_logger(settings)
-    try:
+    with _file_logger(settings):
         log.info("event=rebuild_by_hand_start")
         report = run_on_complete(store, settings, promote=promote, on_step=on_step)
         store.meta_set("on_complete_fingerprint", fingerprint(store))
         return report
-    finally:
-        log.removeHandler(handler)
-        handler.close()

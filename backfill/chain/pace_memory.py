@@ -50,7 +50,7 @@ def forget_parking(path: Path) -> None:
 
 
 def _replace(path: Path, doc: dict[str, Any]) -> None:
-    from backfill.control import write_json_atomic
+    from backfill.files.atomic import write_json_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from backfill.devnet.generate import DAY_S, MIN_BLOCKS_PER_DAY, DevnetError, DevRpc, generate
+from backfill.files.atomic import write_bytes_atomic
 
 __all__ = [
     "Anvil",
@@ -186,9 +187,7 @@ def dump_state(rpc_url: str, path: Path | str) -> Path:
         rpc.close()
     data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob  # anvil gzips the RPC answer
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
     return path
 
 

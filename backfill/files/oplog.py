@@ -7,6 +7,7 @@ import logging
 import logging.handlers
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +22,34 @@ class _FileOnFirstLine(logging.handlers.RotatingFileHandler):
     def __init__(self, path: Path) -> None:
         super().__init__(path, maxBytes=50 * 1024 * 1024, backupCount=5, delay=True)
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self):  # type: ignore[no-untyped-def,unused-ignore]
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
 
 
-def setup_logging(path: Path | None, level: int = logging.INFO, also_stderr: bool = False) -> None:
-    import time
+@contextlib.contextmanager
+def operation_log(
+    path: Path, *loggers: logging.Logger, max_bytes: int = 10 << 20, backups: int = 3, level: int = logging.INFO
+) -> Iterator[None]:
+    """For the duration of one operation (a rebuild, a promotion, an audit), `loggers` also write to its own
+    file (`on-complete.log`, `promote.log`, `audit.log`), in the format of every other log, times in UTC."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)
+    formatter = logging.Formatter(FORMAT, DATEFMT)
+    formatter.converter = time.gmtime  # type: ignore[method-assign,unused-ignore]
+    handler.setFormatter(formatter)
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
 
+
+def setup_logging(path: Path | None, level: int = logging.INFO, also_stderr: bool = False) -> None:
     logging.Formatter.converter = time.gmtime
     root = logging.getLogger()
     root.handlers.clear()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from backfill.files import locks
 from backfill.store.embedded.guard import STORE_USER, Credential
 
 log = logging.getLogger("backfill.store.embedded")
@@ -117,17 +117,10 @@ def lock_file(path: Path, wait_s: float = 0.0) -> int:
 
     ``wait_s`` rides out other processes' momentary probes (``_lock_held``) of the same lock.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise StoreBusy(f"another embedded store server holds {path}") from None
-            time.sleep(0.02)
+    fd = locks.acquire(path, wait_s=wait_s, poll_s=0.02)
+    if fd is None:
+        raise StoreBusy(f"another embedded store server holds {path}")
+    return fd
 
 
 def serve(
@@ -242,16 +235,12 @@ def ensure_server(data_dir: Path, timeout_s: float = 30) -> str:
     if url := server_url(data_dir):
         return url
     path = make_store_dir(data_dir)
-    start_fd = os.open(path / START_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    start_fd = locks.open_lock_file(path / START_LOCK_NAME)
     try:
-        while True:  # one starter at a time; the others wait here and then find the server
-            try:
-                fcntl.flock(start_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"embedded store for {data_dir}: not ready in {timeout_s}s") from None
-                time.sleep(0.05)
+        while not locks.try_flock(start_fd):  # one starter at a time; the others wait here and then find the server
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"embedded store for {data_dir}: not ready in {timeout_s}s")
+            time.sleep(0.05)
         proc, log_path = None, data_dir / "backfill" / "store.log"
         while time.monotonic() < deadline:
             if url := server_url(data_dir):

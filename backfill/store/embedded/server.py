@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from backfill.files.atomic import write_json_atomic
 from backfill.store.embedded import INFO_NAME, LOCK_NAME, ensure_credential, lock_file, make_store_dir
 from backfill.store.embedded import http as eh
 from backfill.store.embedded.engine import Engine
@@ -346,12 +347,6 @@ def make_app(engine: Engine, credential: Credential) -> web.Application:
     return app
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def _remove_info(info: Path) -> None:
     try:
         if json.loads(info.read_text()).get("pid") == os.getpid():
@@ -412,7 +407,7 @@ async def serve_async(
             except (RuntimeError, ValueError, NotImplementedError):
                 pass  # not the main thread: the caller stops us
         idle_task = asyncio.create_task(_exit_when_idle(app, stop, idle_exit_s)) if idle_exit_s else None
-        _write_json_atomic(info, {"url": url, "pid": os.getpid()})
+        write_json_atomic(info, {"url": url, "pid": os.getpid()})
         log.info(
             "embedded store started: %s serves %s (pid %d, chDB engine %s, %d threads, %.1fs); credential "
             "required; statements reaching outside the store %s",
