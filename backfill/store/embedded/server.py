@@ -26,10 +26,10 @@ from typing import Any
 from aiohttp import web
 
 from backfill.files.atomic import write_json_atomic
-from backfill.store.embedded import INFO_NAME, LOCK_NAME, ensure_credential, lock_file, make_store_dir
 from backfill.store.embedded import http as eh
 from backfill.store.embedded.engine import Engine
 from backfill.store.embedded.guard import Credential, Policy, auth_failure, authenticated, presented
+from backfill.store.embedded.store_dir import INFO_NAME, LOCK_NAME, ensure_credential, lock_file, make_store_dir
 
 log = logging.getLogger("backfill.store.embedded")
 
