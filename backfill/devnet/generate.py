@@ -388,21 +388,7 @@ class _Generator:
             if d == weird_again and d != edge_day:
                 plan.setdefault(len(offsets) // 3, []).extend(planner.weird_block())
             day_ts = self.start_ts + d * DAY_S
-            day_logs: Counter[str] = Counter()
-            i = 0
-            while i < len(offsets):
-                if i in plan:
-                    self._send(plan[i])
-                    rpc.call("evm_mine", day_ts + offsets[i])
-                    for tx in plan[i]:
-                        day_logs.update(tx.logs)
-                    i += 1
-                    continue
-                j, step = i + 1, (offsets[i + 1] - offsets[i]) if i + 1 < len(offsets) else 1
-                while j < len(offsets) and j not in plan and offsets[j] - offsets[j - 1] == step:
-                    j += 1
-                self._mine_run(day_ts + offsets[i], j - i, step)
-                i = j
+            day_logs = self._mine_day(day_ts, offsets, plan)
             day_rows.append(
                 {
                     "day_idx": d,
@@ -432,6 +418,26 @@ class _Generator:
         }
         self._verify(summary)
         return summary
+
+    def _mine_day(self, day_ts: int, offsets: list[int], plan: dict[int, list[Any]]) -> Counter[str]:
+        """Mine one day's blocks at their offsets: a planned block with its transactions, a run of empty blocks
+        at a steady step in one call. Returns the logs the day's transactions emit, by kind."""
+        day_logs: Counter[str] = Counter()
+        i = 0
+        while i < len(offsets):
+            if i in plan:
+                self._send(plan[i])
+                self.rpc.call("evm_mine", day_ts + offsets[i])
+                for tx in plan[i]:
+                    day_logs.update(tx.logs)
+                i += 1
+                continue
+            j, step = i + 1, (offsets[i + 1] - offsets[i]) if i + 1 < len(offsets) else 1
+            while j < len(offsets) and j not in plan and offsets[j] - offsets[j - 1] == step:
+                j += 1
+            self._mine_run(day_ts + offsets[i], j - i, step)
+            i = j
+        return day_logs
 
     def _verify(self, summary: dict[str, Any]) -> None:
         """Re-read the chain: day boundaries and per-day log counts must match the plan."""

@@ -198,13 +198,7 @@ async def handle_query(request: web.Request) -> web.StreamResponse:
 async def _handle_query(request: web.Request, engine: Engine) -> web.StreamResponse:
     qid, sql_for_log, policy = "", "", engine.policy
     try:
-        params = list(request.query.items())
-        if request.content_type == "multipart/form-data":
-            for key, value in (await request.post()).items():  # bounded by the app's client_max_size
-                if not isinstance(value, str):
-                    raise eh.RequestError(48, "External data (file parts) is not supported here")
-                params.append((key, value))
-        plan = eh.plan_request(params, request.headers, request.method)
+        plan = eh.plan_request(await _params(request), request.headers, request.method)
         qid = plan.query_id or str(uuid.uuid4())
         if (refused := policy.setting_refusal(plan.settings)) is not None:
             raise eh.RequestError(497, f"{refused}. (ACCESS_DENIED)")
@@ -230,23 +224,9 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
                 decoder.limit = MAX_INSERT_BYTES
             plan.settings.update(policy.insert_settings())
             return await _insert(request, engine, plan, qid, split, buf, chunks)
-        async for chunk in chunks:
-            buf += chunk
-            if len(buf) > MAX_QUERY_BYTES:
-                raise eh.RequestError(
-                    229,
-                    f"The query is longer than {MAX_QUERY_BYTES} bytes, the most the embedded "
-                    f"store reads as SQL text; send data as INSERT ... FORMAT. "
-                    f"(QUERY_IS_TOO_LARGE)",
-                )
-        try:
-            sql = buf.decode("utf-8").strip()
-        except UnicodeDecodeError as ex:
-            raise eh.RequestError(36, f"The query is not valid UTF-8: {ex}") from None
+        sql = await _sql_text(buf, chunks)
         del buf
         sql_for_log = sql[:1000]
-        if not sql:
-            raise eh.RequestError(62, "Empty query. (SYNTAX_ERROR)")
         judge = (policy, sql, engine.output_formats, plan.default_format)
         refused, fmt = _judge(*judge) if len(sql) <= JUDGE_INLINE_CHARS else await engine.call(_judge, *judge)
         if refused is not None:
@@ -256,20 +236,56 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
             return web.Response(body=body, headers=_headers(engine, qid, stats))
         return await _select(request, engine, plan, qid, sql, fmt)
     except Exception as ex:  # noqa: BLE001 - every failure becomes a ClickHouse-style error answer
-        code = ex.code if isinstance(ex, eh.RequestError) else eh.error_code(str(ex))
-        message = str(ex) if str(ex).startswith("Code:") else f"Code: {code}. DB::Exception: {ex}"
-        log.warning(
-            "query %s failed: %s | %s",
-            qid or "-",
-            (message.strip().splitlines() or [""])[0][:500],
-            " ".join(sql_for_log[:600].split())[:300],
-        )
-        resp = _error(engine, code, message, qid)
-        if code == 159:  # a client too slow to send its body is not waited for again
-            resp.force_close()
-        else:
-            await _discard(request)  # so a client still sending its body reads this answer, not a broken pipe
-        return resp
+        return await _failed(request, engine, ex, qid, sql_for_log)
+
+
+async def _params(request: web.Request) -> list[tuple[str, str]]:
+    """The request's settings and query: URL parameters, then the fields of a multipart form."""
+    params = list(request.query.items())
+    if request.content_type == "multipart/form-data":
+        for key, value in (await request.post()).items():  # bounded by the app's client_max_size
+            if not isinstance(value, str):
+                raise eh.RequestError(48, "External data (file parts) is not supported here")
+            params.append((key, value))
+    return params
+
+
+async def _sql_text(buf: bytearray, chunks: Any) -> str:
+    """The rest of a statement that is not an INSERT with data: read whole, bounded, as UTF-8 text."""
+    async for chunk in chunks:
+        buf += chunk
+        if len(buf) > MAX_QUERY_BYTES:
+            raise eh.RequestError(
+                229,
+                f"The query is longer than {MAX_QUERY_BYTES} bytes, the most the embedded "
+                f"store reads as SQL text; send data as INSERT ... FORMAT. "
+                f"(QUERY_IS_TOO_LARGE)",
+            )
+    try:
+        sql = buf.decode("utf-8").strip()
+    except UnicodeDecodeError as ex:
+        raise eh.RequestError(36, f"The query is not valid UTF-8: {ex}") from None
+    if not sql:
+        raise eh.RequestError(62, "Empty query. (SYNTAX_ERROR)")
+    return sql
+
+
+async def _failed(request: web.Request, engine: Engine, ex: Exception, qid: str, sql_for_log: str) -> web.Response:
+    """A failure as ClickHouse answers it (code, message), logged in one line with the statement's start."""
+    code = ex.code if isinstance(ex, eh.RequestError) else eh.error_code(str(ex))
+    message = str(ex) if str(ex).startswith("Code:") else f"Code: {code}. DB::Exception: {ex}"
+    log.warning(
+        "query %s failed: %s | %s",
+        qid or "-",
+        (message.strip().splitlines() or [""])[0][:500],
+        " ".join(sql_for_log[:600].split())[:300],
+    )
+    resp = _error(engine, code, message, qid)
+    if code == 159:  # a client too slow to send its body is not waited for again
+        resp.force_close()
+    else:
+        await _discard(request)  # so a client still sending its body reads this answer, not a broken pipe
+    return resp
 
 
 def _judge(policy: Policy, sql: str, formats: dict[str, str], default_format: str) -> tuple[str | None, str | None]:
@@ -373,6 +389,35 @@ async def _exit_when_idle(app: web.Application, stop: asyncio.Event, idle_exit_s
             stop.set()
 
 
+async def _listen(runner: web.AppRunner, host: str, port: int) -> tuple[web.SockSite, str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    site = web.SockSite(runner, sock)
+    await site.start()
+    return site, f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{sock.getsockname()[1]}"
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # not the main thread: the caller stops us
+    return stop
+
+
+async def _drain(app: web.Application, site: web.SockSite, info: Path) -> None:
+    """Stop taking connections, let the requests running finish (inserts above all), within DRAIN_S."""
+    log.info("embedded store stopping (pid %d): finishing %d running requests", os.getpid(), len(app[ACTIVE]))
+    _remove_info(info)
+    app[STOPPING] = True
+    await site.stop()  # no new connections
+    if app[ACTIVE]:  # aiohttp's own shutdown stops reading request bodies: let inserts finish first
+        await asyncio.wait(list(app[ACTIVE]), timeout=DRAIN_S)
+
+
 async def serve_async(
     data_dir: Path, host: str, port: int, threads: int, idle_exit_s: float | None = None, allow_external: bool = False
 ) -> None:
@@ -394,18 +439,8 @@ async def serve_async(
             app, access_log=None, shutdown_timeout=5.0, auto_decompress=False, keepalive_timeout=HEADER_TIMEOUT_S
         )
         await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        site = web.SockSite(runner, sock)
-        await site.start()
-        url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{sock.getsockname()[1]}"
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-            except (RuntimeError, ValueError, NotImplementedError):
-                pass  # not the main thread: the caller stops us
+        site, url = await _listen(runner, host, port)
+        stop = _stop_on_signals()
         idle_task = asyncio.create_task(_exit_when_idle(app, stop, idle_exit_s)) if idle_exit_s else None
         write_json_atomic(info, {"url": url, "pid": os.getpid()})
         log.info(
@@ -422,12 +457,7 @@ async def serve_async(
         await stop.wait()
         if idle_task:
             idle_task.cancel()
-        log.info("embedded store stopping (pid %d): finishing %d running requests", os.getpid(), len(app[ACTIVE]))
-        _remove_info(info)
-        app[STOPPING] = True
-        await site.stop()  # no new connections
-        if app[ACTIVE]:  # aiohttp's own shutdown stops reading request bodies: let inserts finish first
-            await asyncio.wait(list(app[ACTIVE]), timeout=DRAIN_S)
+        await _drain(app, site, info)
     finally:
         _remove_info(info)
         if runner is not None:
