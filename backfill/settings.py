@@ -127,39 +127,25 @@ class Settings:
         return parse_clickhouse_url(self.clickhouse_url)
 
     def to_env(self) -> dict[str, str]:
-        """Environment that reproduces these settings in a spawned process (workers)."""
-        env = {
-            "SHARDS": str(self.shards),
-            "ETHEREUM_RPC_URLS": ",".join(self.rpc_urls),
-            "BACKFILL_DATA_DIR": str(self.data_dir.resolve()),
-            "BACKFILL_CONFIRMATIONS": str(self.confirmations),
-            "BACKFILL_WINDOW_BLOCKS": str(self.window_blocks),
-            "BACKFILL_GETLOGS_BLOCKS": str(self.getlogs_blocks),
-            "BACKFILL_GETLOGS_CONCURRENCY": str(self.getlogs_concurrency),
-            "BACKFILL_GETLOGS_ANSWER_LOGS": str(self.getlogs_answer_logs),
-            "BACKFILL_BATCH_ROWS": str(self.batch_rows),
-            "BACKFILL_STALL_S": str(self.stall_s),
-            "BACKFILL_STALL_GRACE_S": str(self.stall_grace_s),
-            "BACKFILL_MAX_DAY_ATTEMPTS": str(self.max_day_attempts),
-            "BACKFILL_RESTART_BUDGET": str(self.restart_budget),
-            "BACKFILL_ON_COMPLETE": "1" if self.on_complete else "0",
-            "BACKFILL_RPC_TIMEOUT_S": str(self.rpc_timeout_s),
-            "BACKFILL_RPC_ATTEMPTS": str(self.rpc_attempts),
-            "BACKFILL_RPC_MAX_RPS": str(self.rpc_max_rps),
-            "BACKFILL_RPC_MAX_CONCURRENCY": str(self.rpc_max_concurrency),
-            "BACKFILL_LAG_GUARD_BLOCKS": str(self.lag_guard_blocks),
-            "BACKFILL_USE_LOG_TIMESTAMPS": "1" if self.use_log_timestamps else "0",
-            "BACKFILL_FAST_DECODE": "1" if self.fast_decode else "0",
-            "BACKFILL_GATES_INTERVAL_S": str(self.gates_interval_s),
-            "BACKFILL_AUDIT_SAMPLE": str(self.audit_sample),
-            "BACKFILL_AUTO_PROMOTE": "1" if self.auto_promote else "0",
-            "BACKFILL_EMBEDDED_ALLOW_EXTERNAL": "1" if self.embedded_allow_external else "0",
-        }
-        if self.rebuild_sql_dir:
-            env["BACKFILL_REBUILD_SQL_DIR"] = str(self.rebuild_sql_dir.resolve())
-        if self.clickhouse_url:
-            env["CLICKHOUSE_URL"] = self.clickhouse_url
+        """Environment that reproduces these settings in a spawned process (workers): every name of ENV_NAMES
+        with its value written as the environment reads it; an optional setting left unset is left out."""
+        env = {}
+        for name, field in ENV_NAMES.items():
+            value = getattr(self, field)
+            if value is None or value == "":
+                continue
+            env[name] = _env_text(value)
         return env
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, Path):
+        return str(value.resolve())
+    return str(value)
 
 
 def _clickhouse_problem(url: str) -> str | None:
