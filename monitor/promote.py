@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import logging
 import logging.handlers
 import os
@@ -177,7 +178,24 @@ class PromotionReport:
         }
 
 
-def record(store: Store, action: str, table: str, other: str, rows: int, checksum: str, detail: str) -> None:
+class Outcome(str, enum.Enum):
+    """How a recorded action ended: the first word of its `detail` in `backfill_promotions` (`status=ok …`),
+    written by `record` and read back by `outcome_is`, the table's one reader of it."""
+
+    OK = "ok"
+    FAILED = "failed"
+    UNVERIFIED = "unverified"
+
+
+def outcome_is(outcome: Outcome) -> str:
+    """SQL: the promotion-log rows whose action ended so."""
+    return f"startsWith(detail, 'status={outcome.value}')"
+
+
+def record(
+    store: Store, action: str, table: str, other: str, rows: int, checksum: str, outcome: Outcome, detail: str
+) -> None:
+    detail = f"status={outcome.value} {detail}"
     store.insert(
         "backfill_promotions", [(now_utc(), action, table, other, rows, checksum, detail)], schema.PROMOTION_COLUMNS
     )
@@ -330,7 +348,14 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
                     rows, summ = _copy(store, prod, name, like=prod, final=False)
                     backups[prod] = (name, rows, summ)
                     record(
-                        store, "backup", name, prod, rows, summ, f"status=ok verified=rows+checksum at={at.isoformat()}"
+                        store,
+                        "backup",
+                        name,
+                        prod,
+                        rows,
+                        summ,
+                        Outcome.OK,
+                        f"verified=rows+checksum at={at.isoformat()}",
                     )
             step = "next"
             for staging, prod in PRODUCTION.items():  # b) production-to-be from staging FINAL
@@ -342,7 +367,7 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
                     store.command(f"DROP TABLE IF EXISTS `{prod}_next` SYNC")
             msg = f"step={step} table={table} error={_reason(exc)}"
             log.error("event=promote_failed %s action=stop production=untouched", msg)
-            record(store, "promote", table, "", 0, "", f"status=failed {msg} production=untouched")
+            record(store, "promote", table, "", 0, "", Outcome.FAILED, f"{msg} production=untouched")
             raise PromotionFailed(
                 f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; production untouched"
             ) from None
@@ -371,7 +396,7 @@ def _swap_and_verify(
                 method = _swap_in(store, prod, f"{prod}_next", prod in existing)
             except ClickHouseError as exc:
                 done = ", ".join(t.production for t in report.tables) or "none"
-                record(store, "promote", prod, name, 0, "", f"status=failed step=swap error={_reason(exc)}")
+                record(store, "promote", prod, name, 0, "", Outcome.FAILED, f"step=swap error={_reason(exc)}")
                 raise PromotionFailed(
                     f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; see promote.log"
                 ) from None
@@ -403,7 +428,7 @@ def _verify_recorded(
     differ from what was expected."""
     got = checksum(store, prod)
     ok = got == expected
-    record(store, action, prod, other, got[0], got[1], f"status={'ok' if ok else 'unverified'} {detail}")
+    record(store, action, prod, other, got[0], got[1], Outcome.OK if ok else Outcome.UNVERIFIED, detail)
     if not ok:
         raise PromotionFailed(f"{prod} {mismatch} (rows {got[0]} vs {expected[0] if expected else '?'}){hint}")
     return got
@@ -416,7 +441,7 @@ def _last_swaps(store: Store) -> dict[str, tuple[str, str]]:
     """production -> (action, other_table) of its newest promote/rollback that swapped tables."""
     rows = store.query_rows(
         "SELECT table_name, argMax(action, at), argMax(other_table, at) FROM backfill_promotions "
-        "WHERE action IN ('promote', 'rollback') AND NOT startsWith(detail, 'status=failed') GROUP BY table_name"
+        f"WHERE action IN ('promote', 'rollback') AND NOT {outcome_is(Outcome.FAILED)} GROUP BY table_name"
     )
     return {r[0]: (r[1], r[2]) for r in rows}
 
@@ -424,7 +449,7 @@ def _last_swaps(store: Store) -> dict[str, tuple[str, str]]:
 def _recorded_backups(store: Store) -> dict[str, tuple[int, str, dt.datetime]]:
     rows = store.query_rows(
         "SELECT table_name, argMax(rows, at), argMax(checksum, at), max(at) FROM backfill_promotions "
-        "WHERE action = 'backup' AND startsWith(detail, 'status=ok') GROUP BY table_name"
+        f"WHERE action = 'backup' AND {outcome_is(Outcome.OK)} GROUP BY table_name"
     )
     return {r[0]: (int(r[1]), str(r[2]), r[3]) for r in rows}
 
@@ -482,7 +507,7 @@ def rollback(store: Store, settings: Settings) -> PromotionReport:
                 except (ClickHouseError, PromotionFailed) as exc:
                     done = ", ".join(t.production for t in report.tables) or "none"
                     record(
-                        store, "rollback", prod, backup, 0, "", f"status=failed plan={plan.kind} error={_reason(exc)}"
+                        store, "rollback", prod, backup, 0, "", Outcome.FAILED, f"plan={plan.kind} error={_reason(exc)}"
                     )
                     raise PromotionFailed(
                         f"rollback of {prod} failed ({plan.kind}): {_reason(exc)}; already rolled back: {done}"
@@ -546,7 +571,8 @@ def prune_backups(store: Store, older_than: dt.timedelta, now: dt.datetime | Non
             b.production,
             b.rows or 0,
             b.checksum or "",
-            f"status=ok older_than_s={older_than.total_seconds():.0f} age_s={(now - b.created).total_seconds():.0f}",
+            Outcome.OK,
+            f"older_than_s={older_than.total_seconds():.0f} age_s={(now - b.created).total_seconds():.0f}",
         )
     log.info("event=prune_done older_than_s=%.0f dropped=%d", older_than.total_seconds(), len(dropped))
     return dropped
