@@ -654,18 +654,7 @@ class RpcClient:
                     logs = await self._plain_logs(ep, flt, scan)
                 if not isinstance(logs, (list, Scanned)):
                     raise Transient(f"eth_getLogs answered {type(logs).__name__}, not a list")
-                damage = _damage(logs, from_block, to_block)
-                if damage is not None:
-                    log.warning(
-                        "%s day=%d blocks=%d-%d endpoint=%s event=damaged_answer reason=%r action=ask_another_endpoint",
-                        self.context,
-                        current_day.get(),
-                        from_block,
-                        to_block,
-                        ep.label,
-                        damage,
-                    )
-                    raise DamagedAnswer(f"damaged answer for blocks {from_block}-{to_block}: {damage}")
+                self._refuse_damaged(ep, logs, from_block, to_block)
                 if guard and verify_from is not None and verify_from <= to_block:
                     await self._verify_complete(ep, logs, max(from_block, verify_from), to_block)
             except RangeTooLarge as exc:
@@ -684,6 +673,22 @@ class RpcClient:
             return self._answered(ep, span, logs)
 
         return await self._retrying(once, f"eth_getLogs[{from_block}-{to_block}]")
+
+    def _refuse_damaged(self, ep: Endpoint, logs: Any, from_block: int, to_block: int) -> None:
+        """Log and raise DamagedAnswer when logs cannot be a node's answer for [from_block, to_block] (see _damage)."""
+        damage = _damage(logs, from_block, to_block)
+        if damage is None:
+            return
+        log.warning(
+            "%s day=%d blocks=%d-%d endpoint=%s event=damaged_answer reason=%r action=ask_another_endpoint",
+            self.context,
+            current_day.get(),
+            from_block,
+            to_block,
+            ep.label,
+            damage,
+        )
+        raise DamagedAnswer(f"damaged answer for blocks {from_block}-{to_block}: {damage}")
 
     def _answered(self, ep: Endpoint, span: int, logs: Any) -> Any:
         """Book an accepted eth_getLogs answer for its endpoint and day."""
