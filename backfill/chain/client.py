@@ -1,7 +1,8 @@
 """JSON-RPC client: one aiohttp session per process, endpoints round-robin with health and pacing, tenacity retries.
 
 Per call: pick a usable endpoint (EndpointPool; among those, the one whose budget lets the call go soonest),
-wait for its budget (backfill.chain.pacing), send, classify the answer (rpc_errors), apply the class's policy:
+wait for its budget (backfill.chain.pacing), send, read the answer (backfill.chain.envelopes: envelopes, error
+objects, batch answers matched by id; errors classed by backfill.chain.provider_errors), apply the class's policy:
 
 - a rate limit is pacing, not ill health: the endpoint's rate comes down, the call waits for its turn and is
   sent again (on another endpoint when this one would keep it waiting long). It never uses up a try;
@@ -9,6 +10,9 @@ wait for its budget (backfill.chain.pacing), send, classify the answer (rpc_erro
   none), and the endpoint's cap is remembered; this uses up no try either;
 - switch (transient: cool the endpoint with a growing penalty, go elsewhere), park (quota), split (raised to
   the caller, which knows the window) or fail.
+
+Near the head, eth_getLogs goes through the lag guard (backfill.chain.lag): an answer from a node behind the
+range, or short of the chain's headers, is refused as NodeBehind and retried on another endpoint.
 
 Tries are bounded (`attempts`, counting real failures only) and each retry is logged with its number.
 Requests are counted per endpoint and per day (the `current_day` context variable set by the worker).
@@ -29,7 +33,7 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
-from backfill.chain import pace_memory
+from backfill.chain import envelopes, lag, pace_memory
 from backfill.chain.answer_check import blocks_damage, logs_damage
 from backfill.chain.endpoints import COMPUTE_UNITS, Endpoint, EndpointPool
 from backfill.chain.pacing import Pace
@@ -45,7 +49,6 @@ from backfill.chain.provider_errors import (
     RpcError,
     Transient,
     classify_error,
-    classify_http,
     policy,
 )
 from backfill.decode.events import LOG_FILTER_TOPICS
@@ -64,26 +67,11 @@ SWITCH_WAIT_S = 2.0  # a rate-limited call that would wait longer goes to anothe
 LOG_EVERY_S = 10.0  # budget waits and limit answers are logged at most this often per endpoint
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _damage(logs: list[dict[str, Any]] | Scanned, first: int, last: int) -> str | None:
     """Why an eth_getLogs answer over [first, last] cannot be a node's (backfill.chain.answer_check), or None."""
     if isinstance(logs, Scanned):
         return blocks_damage(logs.block_hashes().items(), first, last) or logs_damage(logs.fallback_logs(), first, last)
     return logs_damage(logs, first, last)
-
-
-def _block_hashes(logs: list[dict[str, Any]] | Scanned) -> dict[int, str]:
-    """block number -> lowercased block hash ("" if none) of the blocks an eth_getLogs answer names."""
-    if isinstance(logs, Scanned):
-        return logs.block_hashes()
-    return {int(entry["blockNumber"], 16): (entry.get("blockHash") or "").lower() for entry in logs}
 
 
 class DayUsage:
@@ -217,7 +205,7 @@ class RpcClient:
                 async with self._session.post(
                     ep.url, data=orjson.dumps(payload), headers={"Content-Type": "application/json"}
                 ) as resp:
-                    return await resp.read(), resp.status, _retry_after(resp.headers)
+                    return await resp.read(), resp.status, envelopes.retry_after(resp.headers)
             except asyncio.TimeoutError:
                 raise Transient(f"timeout after {self.timeout_s:g}s") from None
             except aiohttp.ClientError as exc:
@@ -242,8 +230,8 @@ class RpcClient:
         while True:
             body, status, retry_after = await self._send(ep, payload, methods)
             try:
-                doc = self._read(body, status, retry_after, scan)
-                limited, refused = _limit_answer(doc, status, retry_after, len(methods), partial)
+                doc = envelopes.read(body, status, retry_after, scan)
+                limited, refused = envelopes.limit_answer(doc, status, retry_after, len(methods), partial)
             except RateLimited as exc:
                 limited, refused = exc, len(methods)
             if limited is None:
@@ -269,28 +257,6 @@ class RpcClient:
                 raise limited  # more calls than a second's budget holds: the caller cuts smaller requests
             if pace.delay(len(methods)) > SWITCH_WAIT_S and self._sooner_elsewhere(ep, len(methods)):
                 raise limited
-
-    def _read(self, body: bytes, status: int, retry_after: float | None, scan: Callable[[bytes], Any] | None) -> Any:
-        if scan is not None and status == 200:
-            scanned = scan(body)
-            if scanned is not None:
-                return scanned
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise classify_http(status, body, retry_after) from None
-        if isinstance(doc, dict) and "error" in doc and "jsonrpc" not in doc and "id" not in doc:
-            raise classify_error(doc if "code" in doc else {"message": str(doc["error"])}, status, retry_after)
-        if (
-            isinstance(doc, dict)
-            and "code" in doc
-            and "message" in doc
-            and not {"result", "error", "jsonrpc"} & doc.keys()
-        ):
-            raise classify_error(doc, status, retry_after)  # a bare error object, no envelope (QuickNode's -32007)
-        if status != 200 and not (isinstance(doc, (dict, list)) and _has_error(doc)):
-            raise classify_http(status, body, retry_after)
-        return doc
 
     def _sooner_elsewhere(self, ep: Endpoint, calls: int) -> bool:
         now = self.pool.clock()
@@ -472,28 +438,9 @@ class RpcClient:
             self.pool.ok(ep)
             return {i: result}
         ids = {next(self._ids): i for i, _, _ in calls}
-        payload = [{"jsonrpc": "2.0", "id": rid, "method": m, "params": p} for rid, (_, m, p) in zip(ids, calls)]
+        payload = [envelopes.request(rid, m, p) for rid, (_, m, p) in zip(ids, calls)]
         doc, status, retry_after = await self._post(ep, payload, [m for _, m, _ in calls], partial=True)
-        if isinstance(doc, dict):  # one error for the whole batch
-            raise _batch_error(doc.get("error", doc), status, retry_after, len(calls))
-        by_id = {item.get("id"): item for item in doc if isinstance(item, dict)}
-        out: dict[int, Any] = {}
-        limited = 0
-        for rid, i in ids.items():
-            item = by_id.get(rid)
-            if item is None:
-                if len(by_id) == 1 and len(calls) > 1:  # geth: a one-item answer carrying the first id
-                    only = next(iter(by_id.values()))
-                    if "error" in only:
-                        raise _batch_error(only["error"], status, retry_after, len(calls))
-                raise Transient("batch answer is missing items")
-            if "error" in item:
-                exc = classify_error(item["error"], status, retry_after)
-                if isinstance(exc, RateLimited):
-                    limited += 1  # sent again with the rest, when the pace allows
-                    continue
-                raise exc
-            out[i] = item.get("result")
+        out, limited = envelopes.batch_results(doc, ids, status, retry_after)
         if limited:
             self.paces[ep.index].limited(limited)
             self.days.setdefault(current_day.get(), DayUsage()).limited += limited
@@ -518,9 +465,7 @@ class RpcClient:
                 out[ep.label] = ep.head
                 continue
             try:
-                doc, status, _ = await self._post(
-                    ep, {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, ["eth_blockNumber"]
-                )
+                doc, status, _ = await self._post(ep, envelopes.request(1, "eth_blockNumber", []), ["eth_blockNumber"])
                 self.pool.saw_head(ep, int(doc["result"], 16))
             except (RpcError, KeyError, TypeError, ValueError):
                 pass
@@ -531,97 +476,33 @@ class RpcClient:
         heads = [ep.head for ep in self.pool.endpoints if ep.head is not None]
         return max(heads) if heads else None
 
-    async def _verify_complete(self, ep: Endpoint, logs: list[dict[str, Any]] | Scanned, first: int, last: int) -> None:
-        """Near the head, an answer may be short with no error (a lagging node behind a load balancer). Check
-        [first, last] against the chain's headers: block hashes must match the logs', and a block whose
-        logsBloom admits a transfer topic but that came back without logs is asked again by hash.
-
-        The headers may come from any endpoint that has the blocks (they are the canonical chain's, whoever
-        serves them), so the calls are spread over the endpoints' budgets; a node that serves another branch
-        or misses a block fails the check, which is the safe side."""
-        from backfill.chain.bloom import may_contain_any
-
-        blocks = list(range(first, last + 1))
-        headers: dict[int, Any] = {}
-        source = self.verifier or self
-        answers = await source.batch([("eth_getBlockByNumber", [hex(b), False]) for b in blocks], need_block=last)
-        for bn, header in zip(blocks, answers):
-            if not header:
-                raise NodeBehind(f"block {bn} unknown to the node that served its header")
-            headers[bn] = header
-        seen = {bn: block_hash for bn, block_hash in _block_hashes(logs).items() if first <= bn <= last}
-        for bn, block_hash in seen.items():
-            if block_hash and headers[bn]["hash"].lower() != block_hash:
-                raise NodeBehind(f"block {bn}: logs and header disagree on the hash (reorg or mixed nodes)")
-        suspicious = [
-            bn
-            for bn in blocks
-            if bn not in seen and may_contain_any(headers[bn].get("logsBloom", ""), LOG_FILTER_TOPICS[0])
-        ]
-        if not suspicious:
-            return
-        recheck = [
-            ("eth_getLogs", [{"blockHash": headers[bn]["hash"], "topics": LOG_FILTER_TOPICS}]) for bn in suspicious
-        ]
-        for bn, found in zip(suspicious, await source.batch(recheck, need_block=last)):
-            if found:
-                raise NodeBehind(f"the answer missed the logs of block {bn} (short answer)")
-
     async def _guarded_logs(self, ep: Endpoint, flt: dict[str, Any], scan: bool) -> tuple[int, Any]:
         """(the node's head, its eth_getLogs answer), asked together in one batch where the endpoint takes
         batches, else head first, then the logs."""
         if self.batch_size(ep) < 2:
             head_hex = await self._call_one(ep, "eth_blockNumber", [])
-            return _head(head_hex), await self._plain_logs(ep, flt, scan)
-        payload = [
-            {"jsonrpc": "2.0", "id": next(self._ids), "method": m, "params": [] if m == "eth_blockNumber" else [flt]}
-            for m in ("eth_blockNumber", "eth_getLogs")
-        ]
+            return lag.head_of(head_hex), await self._plain_logs(ep, flt, scan)
+        ids = (next(self._ids), next(self._ids))
+        payload = [envelopes.request(ids[0], "eth_blockNumber", []), envelopes.request(ids[1], "eth_getLogs", [flt])]
         doc, status, retry_after = await self._post(
             ep, payload, ["eth_blockNumber", "eth_getLogs"], scan_answer if scan else None
         )
-        if isinstance(doc, Scanned) and doc.batch is None:
-            doc = orjson.loads(doc.body)  # not the shape asked for: judged below like any answer
-        if isinstance(doc, Scanned):
-            by_id = {text: result for text, result in doc.batch}
-            head_hex = by_id.get(str(payload[0]["id"]))
-            logs: Any = doc if by_id.get(str(payload[1]["id"]), "") is None else None
-        else:
-            if isinstance(doc, dict) or (isinstance(doc, list) and len(doc) == 1):
-                error = doc.get("error", doc) if isinstance(doc, dict) else doc[0].get("error")
-                if error is not None:
-                    raise _batch_error(error, status, retry_after, 2)
-            items = doc if isinstance(doc, list) else [doc]
-            for item in items:
-                if isinstance(item, dict) and "error" in item:
-                    raise classify_error(item["error"], status, retry_after)
-            by_id = {item.get("id"): item.get("result") for item in items if isinstance(item, dict)}
-            head_hex, logs = by_id.get(payload[0]["id"]), by_id.get(payload[1]["id"])
-        if head_hex is None:
-            raise Transient("batch answer is missing eth_blockNumber")
-        return _head(head_hex), logs
+        head_hex, logs = envelopes.guarded_answer(doc, ids, status, retry_after)
+        return lag.head_of(head_hex), logs
 
     async def _call_one(self, ep: Endpoint, method: str, params: list[Any]) -> Any:
         """One call in a request of its own to `ep`: its result, or the error it carries."""
-        doc, status, retry_after = await self._post(
-            ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}, [method]
-        )
-        return _result_of(doc, status, retry_after, method)
+        doc, status, retry_after = await self._post(ep, envelopes.request(next(self._ids), method, params), [method])
+        return envelopes.result_of(doc, status, retry_after, method)
 
     async def _plain_logs(self, ep: Endpoint, flt: dict[str, Any], scan: bool) -> Any:
         doc, status, retry_after = await self._post(
             ep,
-            {"jsonrpc": "2.0", "id": next(self._ids), "method": "eth_getLogs", "params": [flt]},
+            envelopes.request(next(self._ids), "eth_getLogs", [flt]),
             ["eth_getLogs"],
             scan_answer if scan else None,
         )
-        if isinstance(doc, Scanned) and doc.batch is not None:
-            doc = orjson.loads(doc.body)  # not the shape asked for: judged below like any answer
-        if isinstance(doc, Scanned):
-            return doc
-        if isinstance(doc, list):
-            raise Transient("a batch answer to a single eth_getLogs")
-        return _result_of(doc, status, retry_after, "eth_getLogs")
+        return envelopes.logs_answer(doc, status, retry_after)
 
     async def get_logs(
         self, from_block: int, to_block: int, *, guard: bool = False, verify_from: int | None = None, scan: bool = False
@@ -633,7 +514,7 @@ class RpcClient:
 
         guard=True (near the head): eth_blockNumber rides in the same batch and an answer from a node whose head
         is below to_block is refused (NodeBehind); blocks from verify_from on are checked against the same
-        node's headers (see _verify_complete). A refused answer is retried on another endpoint."""
+        node's headers (backfill.chain.lag.verify_complete). A refused answer is retried on another endpoint."""
         span = to_block - from_block + 1
         flt = {"fromBlock": hex(from_block), "toBlock": hex(to_block), "topics": LOG_FILTER_TOPICS}
 
@@ -648,26 +529,14 @@ class RpcClient:
                 if guard:
                     head, logs = await self._guarded_logs(ep, flt, scan)
                     self.pool.saw_head(ep, head)
-                    if head < to_block:
-                        raise NodeBehind(f"node head {head} is below block {to_block}", head=head)
+                    lag.refuse_behind(head, to_block)
                 else:
                     logs = await self._plain_logs(ep, flt, scan)
                 if not isinstance(logs, (list, Scanned)):
                     raise Transient(f"eth_getLogs answered {type(logs).__name__}, not a list")
-                damage = _damage(logs, from_block, to_block)
-                if damage is not None:
-                    log.warning(
-                        "%s day=%d blocks=%d-%d endpoint=%s event=damaged_answer reason=%r action=ask_another_endpoint",
-                        self.context,
-                        current_day.get(),
-                        from_block,
-                        to_block,
-                        ep.label,
-                        damage,
-                    )
-                    raise DamagedAnswer(f"damaged answer for blocks {from_block}-{to_block}: {damage}")
+                self._refuse_damaged(ep, logs, from_block, to_block)
                 if guard and verify_from is not None and verify_from <= to_block:
-                    await self._verify_complete(ep, logs, max(from_block, verify_from), to_block)
+                    await lag.verify_complete(self.verifier or self, logs, max(from_block, verify_from), to_block)
             except RangeTooLarge as exc:
                 # a result cap (too many logs) says nothing of the ranges it takes where logs are fewer
                 self.pool.refused_range(
@@ -684,6 +553,22 @@ class RpcClient:
             return self._answered(ep, span, logs)
 
         return await self._retrying(once, f"eth_getLogs[{from_block}-{to_block}]")
+
+    def _refuse_damaged(self, ep: Endpoint, logs: Any, from_block: int, to_block: int) -> None:
+        """Log and raise DamagedAnswer when logs cannot be a node's answer for [from_block, to_block] (see _damage)."""
+        damage = _damage(logs, from_block, to_block)
+        if damage is None:
+            return
+        log.warning(
+            "%s day=%d blocks=%d-%d endpoint=%s event=damaged_answer reason=%r action=ask_another_endpoint",
+            self.context,
+            current_day.get(),
+            from_block,
+            to_block,
+            ep.label,
+            damage,
+        )
+        raise DamagedAnswer(f"damaged answer for blocks {from_block}-{to_block}: {damage}")
 
     def _answered(self, ep: Endpoint, span: int, logs: Any) -> Any:
         """Book an accepted eth_getLogs answer for its endpoint and day."""
@@ -724,58 +609,6 @@ class RpcClient:
         ]
 
 
-def _has_error(doc: Any) -> bool:
-    if isinstance(doc, dict):
-        return "error" in doc
-    return any(isinstance(item, dict) and "error" in item for item in doc)
-
-
-def _limit_answer(
-    doc: Any, status: int, retry_after: float | None, calls: int, partial: bool
-) -> tuple[RateLimited | None, int]:
-    """A rate-limit refusal in a parsed answer, and how many calls it refused (None, 0 when there is none).
-    With partial=True a batch with only some calls refused is not one: the caller keeps the others."""
-    if isinstance(doc, dict) and "error" in doc:
-        exc = classify_error(doc["error"], status, retry_after)
-        return (exc, calls) if isinstance(exc, RateLimited) else (None, 0)
-    if isinstance(doc, list):
-        refused = [
-            exc
-            for item in doc
-            if isinstance(item, dict) and "error" in item
-            for exc in [classify_error(item["error"], status, retry_after)]
-            if isinstance(exc, RateLimited)
-        ]
-        if refused and (not partial or len(refused) == len(doc) == 1):
-            return refused[0], len(refused)
-    return None, 0
-
-
-def _result_of(doc: Any, status: int, retry_after: float | None, method: str) -> Any:
-    """The result of a single call's answer, or the error it carries."""
-    if isinstance(doc, dict) and "error" in doc:
-        raise classify_error(doc["error"], status, retry_after)
-    if not isinstance(doc, dict) or "result" not in doc:
-        raise Transient(f"no result in answer to {method}")
-    return doc["result"]
-
-
-def _batch_error(error: Any, status: int, retry_after: float | None, calls: int) -> RpcError:
-    """The error of an answer that refuses a whole batch. An 'Invalid Request' (-32600) to a batch of valid
-    calls is the endpoint refusing the batch itself (its size, or batches at all): smaller batches."""
-    exc = classify_error(error, status, retry_after)
-    if isinstance(exc, Fatal) and isinstance(error, dict) and error.get("code") == -32600 and calls > 1:
-        return BatchTooLarge(str(exc), code=-32600, http_status=status)
-    return exc
-
-
-def _head(value: Any) -> int:
-    try:
-        return int(value, 16)
-    except (TypeError, ValueError):
-        raise Transient(f"eth_blockNumber answered {str(value)[:40]!r}") from None
-
-
 PROBE_LIMITED_TRIES = 5
 _PROBE_WORDS = {
     "QuotaExhausted": "quota used up or key refused",
@@ -793,7 +626,7 @@ def _probe_limited(body: bytes, status: int) -> bool:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
-    error = doc.get("error", doc if "code" in doc else None) if isinstance(doc, dict) else None
+    error = envelopes.error_of(doc)
     return isinstance(error, dict) and isinstance(classify_error(error, status), RateLimited)
 
 
@@ -807,15 +640,15 @@ async def probe_endpoints(urls: tuple[str, ...], timeout_s: float = 5.0) -> dict
                 for attempt in range(PROBE_LIMITED_TRIES):
                     async with session.post(
                         url,
-                        data=orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}),
+                        data=orjson.dumps(envelopes.request(1, "eth_chainId", [])),
                         headers={"Content-Type": "application/json"},
                     ) as resp:
-                        body, status, hint = await resp.read(), resp.status, _retry_after(resp.headers)
+                        body, status, hint = await resp.read(), resp.status, envelopes.retry_after(resp.headers)
                     if not _probe_limited(body, status) or attempt == PROBE_LIMITED_TRIES - 1:
                         break
                     await asyncio.sleep(min(hint or 1.0, 5.0))  # rate-limited: it answers, just not yet
                 doc = orjson.loads(body)
-                error = doc.get("error", doc if "code" in doc else None) if isinstance(doc, dict) else None
+                error = envelopes.error_of(doc)
                 error = {"message": error} if isinstance(error, str) else error
                 if isinstance(error, dict):  # it answers, with a refusal: say which (quota, key, limit, ...)
                     exc = classify_error(error, status)
