@@ -11,6 +11,7 @@ start.lock       held by a `backfill start` from its first check until its run i
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import signal
 import time
@@ -22,6 +23,31 @@ import psutil
 from backfill.errors import CommandFailed
 from backfill.files import locks
 from backfill.files.atomic import read_json, write_json_atomic
+
+
+class Phase(str, enum.Enum):
+    """What the supervisor is doing, as `supervisor.json` says it (a str: the file and `status --json` keep the
+    same words). A live supervisor is starting, running, rescaling, stopping or rebuilding; the rest are the
+    phases it ends in."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RESCALING = "rescaling"
+    STOPPING = "stopping"
+    REBUILDING = "rebuilding"
+    STOPPED = "stopped"
+    COMPLETE = "complete"
+    FINISHED_WITH_FAILURES = "finished_with_failures"
+    REBUILD_FAILED = "rebuild_failed"
+    HALTED = "halted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ENDED_PHASES = frozenset(
+    {Phase.COMPLETE, Phase.STOPPED, Phase.FINISHED_WITH_FAILURES, Phase.REBUILD_FAILED, Phase.HALTED}
+)
 
 
 def lock_path(log_dir: Path) -> Path:
@@ -98,7 +124,7 @@ def running_supervisor(log_dir: Path) -> dict[str, Any] | None:
         pid = 0
     state = read_json(state_path(log_dir)) or {}
     if state.get("pid") != pid:
-        state = {"pid": pid, "phase": "starting"}
+        state = {"pid": pid, "phase": Phase.STARTING}
     return state if pid and psutil.pid_exists(pid) else None
 
 
