@@ -5,10 +5,12 @@ that can; else on the one that did, and the result says so), with the copy's lag
 (backfill.decode.reference), timestamps from block headers, then counts and a content hash per standard
 (backfill.store.digest). Those are compared with the store after FINAL and with the day's fingerprint; the store's
 row versions are listed side by side, each compared with the recount. A recount that differs from the store is
-made again on other endpoints before it is called a mismatch. Shares no code with the worker's fetching, range
-sizing or decoding; only the RPC client (retries, endpoint health, lag guard) and the event table.
+made again on other endpoints before it is called a mismatch.
 
-The pure parts (choosing days, endpoints, range sizes, the verdict, the report) live in monitor.audit.report.
+This module is the entry point (run_audit) and the run: the days, the RPC clients per endpoint set, the order
+of recounts and re-checks, the audit_results rows and audit.log. The parts: measuring in monitor.audit.measure
+(the recount, the store's versions), judging in monitor.audit.judge (comparisons, verdicts), choosing days and
+endpoints and the report in monitor.audit.report. Their names stay importable from here.
 """
 
 from __future__ import annotations
@@ -22,149 +24,52 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from backfill.chain.planner import DayPlan
-from backfill.decode.reference import reference_rows, with_timestamps
 from backfill.errors import RpcError
 from backfill.redact import endpoint_label, scrub
 from backfill.settings import Settings
-from backfill.store import digest, fingerprints, schema
+from backfill.store import fingerprints, schema
 from backfill.store.client import Store, now_utc
+from monitor.audit.judge import (  # noqa: F401  (re-exported: part of the audit API)
+    SAME_ENDPOINT,
+    STANDARDS,
+    UNRECOUNTED,
+    Digests,
+    Recount,
+    decide,
+    full,
+    judge,
+    recorded_digests,
+)
+from monitor.audit.measure import (  # noqa: F401  (re-exported: part of the audit API)
+    MAX_SPAN,
+    TABLES,
+    TARGET_LOGS,
+    ChainDay,
+    next_span,
+    recount_day,
+    split_span,
+    store_versions,
+)
 from monitor.audit.report import (  # noqa: F401  (re-exported: part of the audit API)
     DAY_CONCURRENCY,
     DAYS_HELP,
-    MAX_SPAN,
-    SAME_ENDPOINT,
-    STANDARDS,
-    TABLES,
-    TARGET_LOGS,
-    UNRECOUNTED,
     AuditReport,
     DayAudit,
-    Digests,
     EndpointSet,
-    Recount,
     Selection,
     VersionSummary,
     audit_endpoints,
     choose_days,
     day_indices,
-    decide,
     endpoint_sets,
-    full,
-    judge,
-    next_span,
     parse_days,
     recheck_sets,
-    recorded_digests,
-    split_span,
 )
 
 log = logging.getLogger(__name__)
-
-
-# -- the recount from RPC (I/O) --------------------------------------------------------------------------------------
-@dataclass
-class ChainDay:
-    digests: Digests
-    row_hashes: dict[str, set[int]]  # standard -> hashes of the recount's rows (to place partial versions)
-
-
-async def recount_day(client: Any, plan: DayPlan, first_span: int, guard_from: int | None = None) -> ChainDay:
-    """eth_getLogs over the day's blocks (split on refusal, sized by the answers), eth-abi decoding, timestamps
-    from block headers (not the logs' blockTimestamp), digests per standard.
-
-    The copy's protections: eth_blockNumber rides in the same batch as every eth_getLogs (a node whose head is
-    below the range is refused), and a range reaching `guard_from` (near the highest known head) is checked
-    against the same node's headers: hashes, and every block whose logsBloom admits a transfer but that came
-    back without logs is asked again by hash. A refused answer is asked again elsewhere by the client."""
-    from backfill.chain.client import current_day
-    from backfill.chain.provider_errors import NodeBehind, RangeTooLarge
-
-    token = current_day.set(plan.day_idx)
-    try:
-        counts = {s: 0 for s in STANDARDS}
-        sums = {s: 0 for s in STANDARDS}
-        hashes: dict[str, set[int]] = {s: set() for s in STANDARDS}
-        a, span = plan.start_block, max(1, first_span)
-        while a <= plan.end_block:
-            b = min(a + span - 1, plan.end_block)
-            try:
-                near_head = guard_from is not None and b >= guard_from
-                logs = await client.get_logs(a, b, guard=True, verify_from=guard_from if near_head else None)
-            except RangeTooLarge as exc:
-                smaller = split_span(b - a + 1, a, exc.suggested)
-                if smaller is None:
-                    raise
-                log.info("day=%d blocks=%d-%d event=split next_blocks=%d", plan.day_idx, a, b, smaller)
-                span = smaller
-                continue
-            erc20, erc1155, _ = reference_rows(logs)
-            blocks = sorted({r.block_number for r in erc20} | {r.block_number for r in erc1155})
-            headers = await (client.verifier or client).headers(blocks) if blocks else {}
-            for entry in logs:
-                bn = int(entry["blockNumber"], 16)
-                if (
-                    not entry.get("removed")
-                    and bn in headers
-                    and (entry.get("blockHash") or "").lower() not in ("", headers[bn][0])
-                ):
-                    raise NodeBehind(f"block {bn}: the logs and the header disagree on its hash (reorg or mixed nodes)")
-            rows20, rows1155 = with_timestamps(erc20, erc1155, {bn: ts for bn, (_, ts) in headers.items()})
-            for std, rows in (("erc20", rows20), ("erc1155", rows1155)):
-                for row in rows:
-                    _, h = digest.digest_rows((row,), std)
-                    counts[std] += 1
-                    sums[std] += h
-                    hashes[std].add(h)
-            span = next_span(b - a + 1, len(logs))
-            a = b + 1
-        return ChainDay({s: (counts[s], sums[s]) for s in STANDARDS}, hashes)
-    finally:
-        current_day.reset(token)
-
-
-# -- the store side (I/O) --------------------------------------------------------------------------------------------
-def store_versions(store: Store, plan: DayPlan, chain: ChainDay | None) -> list[VersionSummary]:
-    """The day's raw rows (no FINAL) by `_version`: rows, zero timestamps, hash; each compared with the recount."""
-    per: dict[int, VersionSummary] = {}
-    params = {"a": plan.start_block, "b": plan.end_block}
-    for std in STANDARDS:
-        table = TABLES[std]
-        for version, n, zero, h in store.query_rows(
-            f"SELECT _version, count(), countIf(toUnixTimestamp(block_timestamp) = 0), sum({digest.row_hash_sql(table)}) "
-            f"FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s GROUP BY _version",
-            params,
-        ):
-            v = per.setdefault(int(version), VersionSummary(int(version), {}, {}, 0))
-            v.rows[std], v.hashes[std] = int(n), int(h or 0)
-            v.zero_timestamps += int(zero)
-    versions = [per[k] for k in sorted(per)]
-    if versions:
-        versions[-1].latest = True
-    if chain is None:
-        return versions
-    cd = full(chain.digests)
-    for v in versions:
-        v.equals_chain = all((v.rows.get(s, 0), v.hashes.get(s, 0)) == cd[s] for s in STANDARDS)
-        if v.equals_chain:
-            v.not_on_chain = 0
-    if len(versions) > 1:  # place each version against the recount row by row
-        missing: dict[int, int] = {v.version: 0 for v in versions}
-        for std in STANDARDS:
-            table = TABLES[std]
-            for version, h in store.query_rows(
-                f"SELECT _version, {digest.row_hash_sql(table)} FROM {table} "
-                f"WHERE block_number BETWEEN %(a)s AND %(b)s",
-                params,
-            ):
-                if int(h) not in chain.row_hashes[std]:
-                    missing[int(version)] += 1
-        for v in versions:
-            v.not_on_chain = missing[v.version]
-    return versions
 
 
 # -- the run ---------------------------------------------------------------------------------------------------------
