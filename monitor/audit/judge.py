@@ -4,10 +4,7 @@ versions, and the verdict of a day. No I/O: tested in tests/unit/test_audit.py."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from monitor.audit.report import VersionSummary
+from typing import Any, Protocol, TypeVar
 
 STANDARDS = ("erc20", "erc1155")
 Digests = dict[str, tuple[int, int]]  # standard -> (rows, hash)
@@ -108,9 +105,18 @@ def decide(
 
 
 # -- the row versions ------------------------------------------------------------------------------------------------
-def place_versions(
-    versions: list[VersionSummary], chain: Digests, missing: dict[int, int] | None
-) -> list[VersionSummary]:
+class _Version(Protocol):  # monitor.audit.report.VersionSummary, as far as judging it goes
+    version: int
+    rows: dict[str, int]
+    hashes: dict[str, int]
+    equals_chain: bool | None
+    not_on_chain: int | None
+
+
+V = TypeVar("V", bound=_Version)
+
+
+def place_versions(versions: list[V], chain: Digests, missing: dict[int, int] | None) -> list[V]:
     """Each of a day's row versions against the recount: whether it equals the chain, and (with `missing`, its
     rows per version that are not rows of the recount) how many of its rows are not on chain."""
     cd = full(chain)

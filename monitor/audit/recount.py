@@ -123,6 +123,166 @@ def _rpc_client(settings: Settings, urls: list[str], indices: tuple[int, ...]) -
     )
 
 
+FinishDay = Callable[[DayPlan, ChainDay | None, str, str, str, str], DayAudit]
+
+
+class _AuditRun:
+    """The RPC side of one run: one RPC client per set of endpoints (opened when first needed and checked to
+    serve this database's chain), the highest head any endpoint reports (the lag guard's reference), and the
+    recount, re-check and judging of one day at a time (DAY_CONCURRENCY at once)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        filled_by: dict[int, str],
+        expected_chain: str | None,
+        stored: dict[int, Digests],
+        recorded: dict[int, Digests | None],
+        finish_day: FinishDay,
+    ) -> None:
+        self.settings, self.filled_by, self.expected_chain = settings, filled_by, expected_chain
+        self.stored, self.recorded, self.finish_day = stored, recorded, finish_day
+        self.urls = list(settings.rpc_urls)
+        self.labels = [endpoint_label(u, i) for i, u in enumerate(self.urls)]
+        self.clients: dict[tuple[int, ...], Any] = {}
+        self.refused: dict[tuple[int, ...], str] = {}  # endpoint set -> why it cannot recount (wrong chain, ...)
+        self.opening: dict[tuple[int, ...], asyncio.Lock] = {}
+        self.store_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-store")  # the store client: one thread
+        self.limit = asyncio.Semaphore(DAY_CONCURRENCY)
+        self.top: int | None = None  # the highest head any endpoint reports, once known
+        self.everyone: Any = None  # a client over every endpoint: headers and the lag guard's checks, on all
+
+    def names(self, s: EndpointSet) -> str:
+        return ",".join(self.labels[i] for i in s.indices)
+
+    def guard_from(self) -> int | None:
+        """Blocks from here on are near the highest head any endpoint reports: answers are verified."""
+        return max(0, self.top - self.settings.lag_guard_blocks) if self.top is not None else None
+
+    async def probe_heads(self) -> None:
+        """The heads of every endpoint, on a client over all of them (kept for headers and the guard's checks)."""
+        probe = _rpc_client(self.settings, self.urls, tuple(range(len(self.urls))))
+        await probe.__aenter__()
+        self.everyone = probe
+        heads = await probe.refresh_heads()
+        if probe.highest_head() is not None:
+            self.top = probe.highest_head()
+        log.info(
+            "event=endpoints heads=%s guard_from=%s",
+            ",".join(f"{k}:{v}" for k, v in heads.items()),
+            self.guard_from(),
+        )
+
+    async def client_for(self, key: tuple[int, ...]) -> tuple[Any, str]:
+        """The client of an endpoint set, and why it cannot recount ("" when it can)."""
+        async with self.opening.setdefault(key, asyncio.Lock()):
+            if key not in self.clients:
+                await self._open(key)
+            return self.clients[key], self.refused.get(key, "")
+
+    async def _open(self, key: tuple[int, ...]) -> None:
+        """Open the client of an endpoint set; refuse the set if it serves another chain or cannot answer."""
+        client = self.clients[key] = _rpc_client(self.settings, self.urls, key)
+        await client.__aenter__()
+        client.verifier = self.everyone  # canonical headers: from any endpoint
+        try:
+            got = await client.chain_id()
+            if self.expected_chain is not None and str(got) != str(self.expected_chain):
+                self.refused[key] = f"the endpoint serves chain {got}, this database holds chain {self.expected_chain}"
+        except RpcError as exc:
+            self.refused[key] = scrub(f"{type(exc).__name__}: {exc}", self.urls)[:300]
+        if key in self.refused:
+            log.error(
+                "event=endpoints_refused endpoints=%s reason=%r action=next_endpoints",
+                ",".join(ep.label for ep in client.pool.endpoints),
+                self.refused[key],
+            )
+        elif self.top is None:  # no head known yet (none answered at the start)
+            await client.refresh_heads()
+            if client.highest_head() is not None:
+                self.top = client.highest_head()
+
+    async def recount(self, plan: DayPlan, sets: list[EndpointSet]) -> tuple[Recount, ChainDay | None]:
+        """The day recounted on the first set that can; what each set before it could not."""
+        failures: list[str] = []
+        for n, s in enumerate(sets):
+            client, why = await self.client_for(s.indices)
+            if not why:
+                usage = client.days.get(plan.day_idx)
+                before = Counter(usage.served) if usage else Counter()
+                try:
+                    chain = await recount_day(client, plan, self.settings.getlogs_blocks, self.guard_from())
+                except RpcError as exc:
+                    why = scrub(f"{type(exc).__name__}: {exc}", self.urls)[:300]
+                else:
+                    after = client.days[plan.day_idx].served if plan.day_idx in client.days else Counter()
+                    served = ",".join(label for label, _ in (after - before).most_common())
+                    return Recount(chain.digests, served or self.names(s), s.same, tuple(failures)), chain
+            failures.append(f"{self.names(s)}: {why}")
+            log.warning(
+                "day=%d event=recount_failed endpoints=%s action=%s reason=%r",
+                plan.day_idx,
+                self.names(s),
+                f"try {self.names(sets[n + 1])}" if n + 1 < len(sets) else "none_left",
+                why,
+            )
+        return Recount(None, "", False, tuple(failures)), None
+
+    async def recheck(self, plan: DayPlan, first: Recount) -> Recount | None:
+        """A recount that differs from the store, made once more on other endpoints (None: none to make it on)."""
+        again = recheck_sets(self.urls, self.filled_by.get(plan.day_idx, ""), first.served.split(","))
+        if not again:
+            return None
+        log.info(
+            "day=%d event=recheck reason='the recount differs from the store' first=%s next=%s",
+            plan.day_idx,
+            first.served,
+            self.names(again[0]),
+        )
+        second, _ = await self.recount(plan, again)
+        return second
+
+    async def day(self, plan: DayPlan) -> DayAudit:
+        """Recount a day, re-check a difference, judge it and read the store's versions of it."""
+        day, fills = plan.day_idx, self.filled_by.get(plan.day_idx, "")
+        async with self.limit:
+            t0 = time.monotonic()
+            sets = endpoint_sets(self.urls, fills)
+            first, chain = await self.recount(plan, sets)
+            second = None
+            if first.digests is not None and full(first.digests) != full(self.stored[day]):
+                second = await self.recheck(plan, first)
+            verdict, detail, problem = decide(first, self.stored[day], self.recorded[day], second)
+            endpoint = first.served or ",".join(dict.fromkeys(self.labels[i] for s in sets for i in s.indices))
+            kept = chain if problem != "disagree" else None  # two recounts disagree: neither is the chain
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.store_thread, self.finish_day, plan, kept, endpoint, verdict, detail, problem
+            )
+            _log_day(plan, endpoint, result, time.monotonic() - t0)
+            return result
+
+    async def close(self) -> None:
+        for client in [*self.clients.values(), *([self.everyone] if self.everyone is not None else [])]:
+            await client.close()
+        self.store_thread.shutdown(wait=True)
+
+
+def _log_day(plan: DayPlan, endpoint: str, result: DayAudit, seconds: float) -> None:
+    log.info(
+        "day=%d date=%s endpoint=%s verdict=%s chain_erc20=%s chain_erc1155=%s store_erc20=%d "
+        "store_erc1155=%d versions=%d seconds=%.2f detail=%r",
+        plan.day_idx,
+        plan.day,
+        endpoint,
+        result.verdict,
+        *(full(result.chain)[s][0] if result.chain else -1 for s in STANDARDS),
+        *(full(result.store)[s][0] for s in STANDARDS),
+        len(result.versions),
+        seconds,
+        result.detail,
+    )
+
+
 async def _audit_days(
     settings: Settings,
     plans: list[DayPlan],
@@ -130,7 +290,7 @@ async def _audit_days(
     expected_chain: str | None,
     stored: dict[int, Digests],
     recorded: dict[int, Digests | None],
-    finish_day: Callable[[DayPlan, ChainDay | None, str, str, str, str], DayAudit],
+    finish_day: FinishDay,
 ) -> list[DayAudit]:
     """Recount the days (DAY_CONCURRENCY at once) and judge each as soon as its recount is in, so that only a few
     days' rows are held at a time.
@@ -140,131 +300,15 @@ async def _audit_days(
     day to the next one. A recount that differs from the store is made once more on other endpoints
     (recheck_sets) before it is called a mismatch. One RPC client per set of endpoints, opened when first
     needed and checked to serve this database's chain."""
-    urls = list(settings.rpc_urls)
-    labels = [endpoint_label(u, i) for i, u in enumerate(urls)]
-    clients: dict[tuple[int, ...], Any] = {}
-    refused: dict[tuple[int, ...], str] = {}  # endpoint set -> why it cannot recount (wrong chain, unreachable)
-    opening: dict[tuple[int, ...], asyncio.Lock] = {}
-    store_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-store")  # the store client is used by one thread
-    loop = asyncio.get_running_loop()
-    limit = asyncio.Semaphore(DAY_CONCURRENCY)
-    top: list[int] = []  # the highest head any endpoint reports (the lag guard's reference), once known
-    everyone: list[Any] = []  # a client over every endpoint: headers and the lag guard's checks, spread on all
-
-    def names(s: EndpointSet) -> str:
-        return ",".join(labels[i] for i in s.indices)
-
-    def guard_from() -> int | None:
-        """Blocks from here on are near the highest head any endpoint reports: answers are verified."""
-        return max(0, top[0] - settings.lag_guard_blocks) if top else None
-
-    async def client_for(key: tuple[int, ...]) -> tuple[Any, str]:
-        async with opening.setdefault(key, asyncio.Lock()):
-            if key not in clients:
-                client = clients[key] = _rpc_client(settings, urls, key)
-                await client.__aenter__()
-                client.verifier = everyone[0] if everyone else None  # canonical headers: from any endpoint
-                try:
-                    got = await client.chain_id()
-                    if expected_chain is not None and str(got) != str(expected_chain):
-                        refused[key] = f"the endpoint serves chain {got}, this database holds chain {expected_chain}"
-                except RpcError as exc:
-                    refused[key] = scrub(f"{type(exc).__name__}: {exc}", urls)[:300]
-                if key in refused:
-                    log.error(
-                        "event=endpoints_refused endpoints=%s reason=%r action=next_endpoints",
-                        ",".join(ep.label for ep in client.pool.endpoints),
-                        refused[key],
-                    )
-                elif not top:  # no head known yet (none answered at the start)
-                    await client.refresh_heads()
-                    if client.highest_head() is not None:
-                        top.append(client.highest_head())
-            return clients[key], refused.get(key, "")
-
-    async def recount(plan: DayPlan, sets: list[EndpointSet]) -> tuple[Recount, ChainDay | None]:
-        """The day recounted on the first set that can; what each set before it could not."""
-        failures: list[str] = []
-        for n, s in enumerate(sets):
-            client, why = await client_for(s.indices)
-            if not why:
-                usage = client.days.get(plan.day_idx)
-                before = Counter(usage.served) if usage else Counter()
-                try:
-                    chain = await recount_day(client, plan, settings.getlogs_blocks, guard_from())
-                except RpcError as exc:
-                    why = scrub(f"{type(exc).__name__}: {exc}", urls)[:300]
-                else:
-                    after = client.days[plan.day_idx].served if plan.day_idx in client.days else Counter()
-                    served = ",".join(label for label, _ in (after - before).most_common())
-                    return Recount(chain.digests, served or names(s), s.same, tuple(failures)), chain
-            failures.append(f"{names(s)}: {why}")
-            log.warning(
-                "day=%d event=recount_failed endpoints=%s action=%s reason=%r",
-                plan.day_idx,
-                names(s),
-                f"try {names(sets[n + 1])}" if n + 1 < len(sets) else "none_left",
-                why,
-            )
-        return Recount(None, "", False, tuple(failures)), None
-
-    async def one(plan: DayPlan) -> DayAudit:
-        day, fills = plan.day_idx, filled_by.get(plan.day_idx, "")
-        async with limit:
-            t0 = time.monotonic()
-            first, chain = await recount(plan, endpoint_sets(urls, fills))
-            second = None
-            if first.digests is not None and full(first.digests) != full(stored[day]):
-                again = recheck_sets(urls, fills, first.served.split(","))
-                if again:
-                    log.info(
-                        "day=%d event=recheck reason='the recount differs from the store' first=%s next=%s",
-                        day,
-                        first.served,
-                        names(again[0]),
-                    )
-                    second, _ = await recount(plan, again)
-            verdict, detail, problem = decide(first, stored[day], recorded[day], second)
-            endpoint = first.served or ",".join(
-                dict.fromkeys(labels[i] for s in endpoint_sets(urls, fills) for i in s.indices)
-            )
-            kept = chain if problem != "disagree" else None  # two recounts disagree: neither is the chain
-            result = await loop.run_in_executor(
-                store_thread, finish_day, plan, kept, endpoint, verdict, detail, problem
-            )
-            log.info(
-                "day=%d date=%s endpoint=%s verdict=%s chain_erc20=%s chain_erc1155=%s store_erc20=%d "
-                "store_erc1155=%d versions=%d seconds=%.2f detail=%r",
-                plan.day_idx,
-                plan.day,
-                endpoint,
-                result.verdict,
-                *(full(result.chain)[s][0] if result.chain else -1 for s in STANDARDS),
-                *(full(result.store)[s][0] for s in STANDARDS),
-                len(result.versions),
-                time.monotonic() - t0,
-                result.detail,
-            )
-            return result
-
+    run = _AuditRun(settings, filled_by, expected_chain, stored, recorded, finish_day)
     try:
-        if urls and plans:
-            probe = _rpc_client(settings, urls, tuple(range(len(urls))))
-            await probe.__aenter__()
-            everyone.append(probe)
-            heads = await probe.refresh_heads()
-            if probe.highest_head() is not None:
-                top.append(probe.highest_head())
-            log.info(
-                "event=endpoints heads=%s guard_from=%s", ",".join(f"{k}:{v}" for k, v in heads.items()), guard_from()
-            )
+        if run.urls and plans:
+            await run.probe_heads()
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(one(p)) for p in plans]
+            tasks = [tg.create_task(run.day(p)) for p in plans]
         return [t.result() for t in tasks]
     finally:
-        for client in [*clients.values(), *everyone]:
-            await client.close()
-        store_thread.shutdown(wait=True)
+        await run.close()
 
 
 def run_audit(
@@ -290,10 +334,10 @@ def run_audit(
         if days is None and not all_days and sample is None:
             sample = settings.audit_sample
         checkpoints = store.checkpoints()
-        complete = [d for d, cp in checkpoints.items() if cp["status"] == "COMPLETE"]
-        selection = choose_days(complete, days=days, sample=sample, include=include, all_days=all_days, seed=seed)
-        plan = {p.day_idx: p for p in store.read_plan()}
-        chosen = [d for d in selection.days if d in plan]
+        selection, plans = _chosen_days(
+            store, checkpoints, days=days, sample=sample, include=include, all_days=all_days, seed=seed
+        )
+        chosen = [p.day_idx for p in plans]
         log.info(
             "event=audit_start run_id=%s source=%s days=%d seed=%d sample=%s all=%s listed=%s include=%s "
             "skipped_not_complete=%s endpoints=%s",
@@ -308,37 +352,10 @@ def run_audit(
             _span(selection.skipped),
             ",".join(endpoint_label(u, i) for i, u in enumerate(settings.rpc_urls)),
         )
-        fingerprints.record_fingerprints(store)
-        recorded = fingerprints.recorded(store)
-        current = fingerprints.current_digests(store, chosen) if chosen else {}
-        filled_by = {d: str((recorded.get(d) or checkpoints.get(d) or {}).get("endpoints") or "") for d in chosen}
-
-        stored = {d: {std: current.get(d, {}).get(TABLES[std], (0, 0)) for std in STANDARDS} for d in chosen}
-        recs = {d: recorded_digests(recorded.get(d)) for d in chosen}
-
-        def finish_day(
-            p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str, problem: str
-        ) -> DayAudit:
-            versions = store_versions(store, p, chain)
-            return DayAudit(
-                p.day_idx,
-                p.day,
-                endpoint,
-                verdict,
-                detail,
-                full(chain.digests) if chain else None,
-                full(stored[p.day_idx]),
-                recs[p.day_idx],
-                versions,
-                problem,
-            )
-
+        filled_by, stored, recs = _store_side(store, checkpoints, chosen)
+        finish_day = _day_finisher(store, stored, recs)
         expected_chain = store.meta_get("chain_id")
-        results = _run_sync(
-            lambda: _audit_days(
-                settings, [plan[d] for d in chosen], filled_by, expected_chain, stored, recs, finish_day
-            )
-        )
+        results = _run_sync(lambda: _audit_days(settings, plans, filled_by, expected_chain, stored, recs, finish_day))
         report = AuditReport(
             run_id,
             run_at,
@@ -348,18 +365,77 @@ def run_audit(
             selection.skipped,
             time.monotonic() - t0,
         )
-        store.insert("audit_results", [r.row(run_id, run_at) for r in report.results], schema.AUDIT_COLUMNS)
-        log.info(
-            "event=audit_done run_id=%s source=%s passed=%s days=%d mismatch=%s error=%s seconds=%.1f",
-            run_id,
-            source,
-            report.passed,
-            len(report.results),
-            _span(report.mismatched_days),
-            _span(report.error_days),
-            report.seconds,
-        )
+        _record(store, report)
         return report
+
+
+def _chosen_days(
+    store: Store,
+    checkpoints: dict[int, dict[str, Any]],
+    *,
+    days: list[int] | None,
+    sample: int | None,
+    include: list[int],
+    all_days: bool,
+    seed: int,
+) -> tuple[Selection, list[DayPlan]]:
+    """The COMPLETE days to audit (choose_days), and the plans of those the plan holds, in the selection's order."""
+    complete = [d for d, cp in checkpoints.items() if cp["status"] == "COMPLETE"]
+    selection = choose_days(complete, days=days, sample=sample, include=include, all_days=all_days, seed=seed)
+    plan = {p.day_idx: p for p in store.read_plan()}
+    return selection, [plan[d] for d in selection.days if d in plan]
+
+
+def _store_side(
+    store: Store, checkpoints: dict[int, dict[str, Any]], chosen: list[int]
+) -> tuple[dict[int, str], dict[int, Digests], dict[int, Digests | None]]:
+    """Per chosen day: the endpoints that filled it, the store's digests after FINAL, its recorded fingerprint
+    (fingerprints are recorded first for days that have none yet)."""
+    fingerprints.record_fingerprints(store)
+    recorded = fingerprints.recorded(store)
+    current = fingerprints.current_digests(store, chosen) if chosen else {}
+    filled_by = {d: str((recorded.get(d) or checkpoints.get(d) or {}).get("endpoints") or "") for d in chosen}
+    stored = {d: {std: current.get(d, {}).get(TABLES[std], (0, 0)) for std in STANDARDS} for d in chosen}
+    recs = {d: recorded_digests(recorded.get(d)) for d in chosen}
+    return filled_by, stored, recs
+
+
+def _day_finisher(store: Store, stored: dict[int, Digests], recs: dict[int, Digests | None]) -> FinishDay:
+    """The last step of a day, on the store's thread: its row versions read and placed, its DayAudit made."""
+
+    def finish_day(
+        p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str, problem: str
+    ) -> DayAudit:
+        versions = store_versions(store, p, chain)
+        return DayAudit(
+            p.day_idx,
+            p.day,
+            endpoint,
+            verdict,
+            detail,
+            full(chain.digests) if chain else None,
+            full(stored[p.day_idx]),
+            recs[p.day_idx],
+            versions,
+            problem,
+        )
+
+    return finish_day
+
+
+def _record(store: Store, report: AuditReport) -> None:
+    """The run's audit_results rows, and its last audit.log line."""
+    store.insert("audit_results", [r.row(report.run_id, report.run_at) for r in report.results], schema.AUDIT_COLUMNS)
+    log.info(
+        "event=audit_done run_id=%s source=%s passed=%s days=%d mismatch=%s error=%s seconds=%.1f",
+        report.run_id,
+        report.source,
+        report.passed,
+        len(report.results),
+        _span(report.mismatched_days),
+        _span(report.error_days),
+        report.seconds,
+    )
 
 
 def _span(days: Iterable[int] | None) -> str:
