@@ -32,20 +32,24 @@ def operation_log(
     path: Path, *loggers: logging.Logger, max_bytes: int = 10 << 20, backups: int = 3, level: int = logging.INFO
 ) -> Iterator[None]:
     """For the duration of one operation (a rebuild, a promotion, an audit), `loggers` also write to its own
-    file (`on-complete.log`, `promote.log`, `audit.log`), in the format of every other log, times in UTC."""
+    file (`on-complete.log`, `promote.log`, `audit.log`), in the format of every other log, times in UTC; a
+    logger quieter than `level` is opened up to it meanwhile (its lines also reach the caller's handlers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)
     formatter = logging.Formatter(FORMAT, DATEFMT)
     formatter.converter = time.gmtime  # type: ignore[method-assign,unused-ignore]
     handler.setFormatter(formatter)
+    levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
-        logger.setLevel(level)
+        if logger.getEffectiveLevel() > level:
+            logger.setLevel(level)
     try:
         yield
     finally:
-        for logger in loggers:
+        for logger, was in zip(loggers, levels):
             logger.removeHandler(handler)
+            logger.setLevel(was)
         handler.close()
 
 

@@ -5,10 +5,12 @@ that can; else on the one that did, and the result says so), with the copy's lag
 (backfill.decode.reference), timestamps from block headers, then counts and a content hash per standard
 (backfill.store.digest). Those are compared with the store after FINAL and with the day's fingerprint; the store's
 row versions are listed side by side, each compared with the recount. A recount that differs from the store is
-made again on other endpoints before it is called a mismatch. Shares no code with the worker's fetching, range
-sizing or decoding; only the RPC client (retries, endpoint health, lag guard) and the event table.
+made again on other endpoints before it is called a mismatch.
 
-The pure parts (choosing days, endpoints, range sizes, the verdict, the report) live in monitor.audit.report.
+This module is the entry point (run_audit) and the run: the days, the RPC clients per endpoint set, the order
+of recounts and re-checks, the audit_results rows and audit.log. The parts: measuring in monitor.audit.measure
+(the recount, the store's versions), judging in monitor.audit.judge (comparisons, verdicts), choosing days and
+endpoints and the report in monitor.audit.report. Their names stay importable from here.
 """
 
 from __future__ import annotations
@@ -20,177 +22,61 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from backfill.chain.planner import DayPlan
-from backfill.decode.reference import reference_rows, with_timestamps
 from backfill.errors import RpcError
+from backfill.files.oplog import operation_log
 from backfill.redact import endpoint_label, scrub
 from backfill.settings import Settings
-from backfill.store import digest, fingerprints, schema
+from backfill.store import fingerprints, schema
 from backfill.store.client import Store, now_utc
+from monitor.audit.judge import (  # noqa: F401  (re-exported: part of the audit API)
+    SAME_ENDPOINT,
+    STANDARDS,
+    UNRECOUNTED,
+    Digests,
+    Recount,
+    decide,
+    full,
+    judge,
+    recorded_digests,
+)
+from monitor.audit.measure import (  # noqa: F401  (re-exported: part of the audit API)
+    MAX_SPAN,
+    TABLES,
+    TARGET_LOGS,
+    ChainDay,
+    next_span,
+    recount_day,
+    split_span,
+    store_versions,
+)
 from monitor.audit.report import (  # noqa: F401  (re-exported: part of the audit API)
     DAY_CONCURRENCY,
     DAYS_HELP,
-    MAX_SPAN,
-    SAME_ENDPOINT,
-    STANDARDS,
-    TABLES,
-    TARGET_LOGS,
-    UNRECOUNTED,
     AuditReport,
     DayAudit,
-    Digests,
     EndpointSet,
-    Recount,
     Selection,
     VersionSummary,
     audit_endpoints,
     choose_days,
     day_indices,
-    decide,
     endpoint_sets,
-    full,
-    judge,
-    next_span,
     parse_days,
     recheck_sets,
-    recorded_digests,
-    split_span,
 )
 
 log = logging.getLogger(__name__)
 
 
-# -- the recount from RPC (I/O) --------------------------------------------------------------------------------------
-@dataclass
-class ChainDay:
-    digests: Digests
-    row_hashes: dict[str, set[int]]  # standard -> hashes of the recount's rows (to place partial versions)
-
-
-async def recount_day(client: Any, plan: DayPlan, first_span: int, guard_from: int | None = None) -> ChainDay:
-    """eth_getLogs over the day's blocks (split on refusal, sized by the answers), eth-abi decoding, timestamps
-    from block headers (not the logs' blockTimestamp), digests per standard.
-
-    The copy's protections: eth_blockNumber rides in the same batch as every eth_getLogs (a node whose head is
-    below the range is refused), and a range reaching `guard_from` (near the highest known head) is checked
-    against the same node's headers: hashes, and every block whose logsBloom admits a transfer but that came
-    back without logs is asked again by hash. A refused answer is asked again elsewhere by the client."""
-    from backfill.chain.client import current_day
-    from backfill.chain.provider_errors import NodeBehind, RangeTooLarge
-
-    token = current_day.set(plan.day_idx)
-    try:
-        counts = {s: 0 for s in STANDARDS}
-        sums = {s: 0 for s in STANDARDS}
-        hashes: dict[str, set[int]] = {s: set() for s in STANDARDS}
-        a, span = plan.start_block, max(1, first_span)
-        while a <= plan.end_block:
-            b = min(a + span - 1, plan.end_block)
-            try:
-                near_head = guard_from is not None and b >= guard_from
-                logs = await client.get_logs(a, b, guard=True, verify_from=guard_from if near_head else None)
-            except RangeTooLarge as exc:
-                smaller = split_span(b - a + 1, a, exc.suggested)
-                if smaller is None:
-                    raise
-                log.info("day=%d blocks=%d-%d event=split next_blocks=%d", plan.day_idx, a, b, smaller)
-                span = smaller
-                continue
-            erc20, erc1155, _ = reference_rows(logs)
-            blocks = sorted({r.block_number for r in erc20} | {r.block_number for r in erc1155})
-            headers = await (client.verifier or client).headers(blocks) if blocks else {}
-            for entry in logs:
-                bn = int(entry["blockNumber"], 16)
-                if (
-                    not entry.get("removed")
-                    and bn in headers
-                    and (entry.get("blockHash") or "").lower() not in ("", headers[bn][0])
-                ):
-                    raise NodeBehind(f"block {bn}: the logs and the header disagree on its hash (reorg or mixed nodes)")
-            rows20, rows1155 = with_timestamps(erc20, erc1155, {bn: ts for bn, (_, ts) in headers.items()})
-            for std, rows in (("erc20", rows20), ("erc1155", rows1155)):
-                for row in rows:
-                    _, h = digest.digest_rows((row,), std)
-                    counts[std] += 1
-                    sums[std] += h
-                    hashes[std].add(h)
-            span = next_span(b - a + 1, len(logs))
-            a = b + 1
-        return ChainDay({s: (counts[s], sums[s]) for s in STANDARDS}, hashes)
-    finally:
-        current_day.reset(token)
-
-
-# -- the store side (I/O) --------------------------------------------------------------------------------------------
-def store_versions(store: Store, plan: DayPlan, chain: ChainDay | None) -> list[VersionSummary]:
-    """The day's raw rows (no FINAL) by `_version`: rows, zero timestamps, hash; each compared with the recount."""
-    per: dict[int, VersionSummary] = {}
-    params = {"a": plan.start_block, "b": plan.end_block}
-    for std in STANDARDS:
-        table = TABLES[std]
-        for version, n, zero, h in store.query_rows(
-            f"SELECT _version, count(), countIf(toUnixTimestamp(block_timestamp) = 0), sum({digest.row_hash_sql(table)}) "
-            f"FROM {table} WHERE block_number BETWEEN %(a)s AND %(b)s GROUP BY _version",
-            params,
-        ):
-            v = per.setdefault(int(version), VersionSummary(int(version), {}, {}, 0))
-            v.rows[std], v.hashes[std] = int(n), int(h or 0)
-            v.zero_timestamps += int(zero)
-    versions = [per[k] for k in sorted(per)]
-    if versions:
-        versions[-1].latest = True
-    if chain is None:
-        return versions
-    cd = full(chain.digests)
-    for v in versions:
-        v.equals_chain = all((v.rows.get(s, 0), v.hashes.get(s, 0)) == cd[s] for s in STANDARDS)
-        if v.equals_chain:
-            v.not_on_chain = 0
-    if len(versions) > 1:  # place each version against the recount row by row
-        missing: dict[int, int] = {v.version: 0 for v in versions}
-        for std in STANDARDS:
-            table = TABLES[std]
-            for version, h in store.query_rows(
-                f"SELECT _version, {digest.row_hash_sql(table)} FROM {table} "
-                f"WHERE block_number BETWEEN %(a)s AND %(b)s",
-                params,
-            ):
-                if int(h) not in chain.row_hashes[std]:
-                    missing[int(version)] += 1
-        for v in versions:
-            v.not_on_chain = missing[v.version]
-    return versions
-
-
 # -- the run ---------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _audit_log(settings: Settings) -> Iterator[None]:
+def _audit_log(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """key=value lines to <log_dir>/audit.log for the duration of a run (they also reach the caller's handlers)."""
-    from backfill.files.oplog import DATEFMT, FORMAT
-
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(settings.log_dir / "audit.log")
-    formatter = logging.Formatter(FORMAT, DATEFMT)
-    formatter.converter = time.gmtime  # type: ignore[assignment]
-    handler.setFormatter(formatter)
-    loggers = [log, logging.getLogger("backfill.chain.client")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        if lg.getEffectiveLevel() > logging.INFO:
-            lg.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
-        handler.close()
+    return operation_log(settings.log_dir / "audit.log", log, logging.getLogger("backfill.chain.client"))
 
 
 def _run_sync(make: Callable[[], Any]) -> Any:
@@ -218,6 +104,166 @@ def _rpc_client(settings: Settings, urls: list[str], indices: tuple[int, ...]) -
     )
 
 
+FinishDay = Callable[[DayPlan, ChainDay | None, str, str, str, str], DayAudit]
+
+
+class _AuditRun:
+    """The RPC side of one run: one RPC client per set of endpoints (opened when first needed and checked to
+    serve this database's chain), the highest head any endpoint reports (the lag guard's reference), and the
+    recount, re-check and judging of one day at a time (DAY_CONCURRENCY at once)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        filled_by: dict[int, str],
+        expected_chain: str | None,
+        stored: dict[int, Digests],
+        recorded: dict[int, Digests | None],
+        finish_day: FinishDay,
+    ) -> None:
+        self.settings, self.filled_by, self.expected_chain = settings, filled_by, expected_chain
+        self.stored, self.recorded, self.finish_day = stored, recorded, finish_day
+        self.urls = list(settings.rpc_urls)
+        self.labels = [endpoint_label(u, i) for i, u in enumerate(self.urls)]
+        self.clients: dict[tuple[int, ...], Any] = {}
+        self.refused: dict[tuple[int, ...], str] = {}  # endpoint set -> why it cannot recount (wrong chain, ...)
+        self.opening: dict[tuple[int, ...], asyncio.Lock] = {}
+        self.store_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-store")  # the store client: one thread
+        self.limit = asyncio.Semaphore(DAY_CONCURRENCY)
+        self.top: int | None = None  # the highest head any endpoint reports, once known
+        self.everyone: Any = None  # a client over every endpoint: headers and the lag guard's checks, on all
+
+    def names(self, s: EndpointSet) -> str:
+        return ",".join(self.labels[i] for i in s.indices)
+
+    def guard_from(self) -> int | None:
+        """Blocks from here on are near the highest head any endpoint reports: answers are verified."""
+        return max(0, self.top - self.settings.lag_guard_blocks) if self.top is not None else None
+
+    async def probe_heads(self) -> None:
+        """The heads of every endpoint, on a client over all of them (kept for headers and the guard's checks)."""
+        probe = _rpc_client(self.settings, self.urls, tuple(range(len(self.urls))))
+        await probe.__aenter__()
+        self.everyone = probe
+        heads = await probe.refresh_heads()
+        if probe.highest_head() is not None:
+            self.top = probe.highest_head()
+        log.info(
+            "event=endpoints heads=%s guard_from=%s",
+            ",".join(f"{k}:{v}" for k, v in heads.items()),
+            self.guard_from(),
+        )
+
+    async def client_for(self, key: tuple[int, ...]) -> tuple[Any, str]:
+        """The client of an endpoint set, and why it cannot recount ("" when it can)."""
+        async with self.opening.setdefault(key, asyncio.Lock()):
+            if key not in self.clients:
+                await self._open(key)
+            return self.clients[key], self.refused.get(key, "")
+
+    async def _open(self, key: tuple[int, ...]) -> None:
+        """Open the client of an endpoint set; refuse the set if it serves another chain or cannot answer."""
+        client = self.clients[key] = _rpc_client(self.settings, self.urls, key)
+        await client.__aenter__()
+        client.verifier = self.everyone  # canonical headers: from any endpoint
+        try:
+            got = await client.chain_id()
+            if self.expected_chain is not None and str(got) != str(self.expected_chain):
+                self.refused[key] = f"the endpoint serves chain {got}, this database holds chain {self.expected_chain}"
+        except RpcError as exc:
+            self.refused[key] = scrub(f"{type(exc).__name__}: {exc}", self.urls)[:300]
+        if key in self.refused:
+            log.error(
+                "event=endpoints_refused endpoints=%s reason=%r action=next_endpoints",
+                ",".join(ep.label for ep in client.pool.endpoints),
+                self.refused[key],
+            )
+        elif self.top is None:  # no head known yet (none answered at the start)
+            await client.refresh_heads()
+            if client.highest_head() is not None:
+                self.top = client.highest_head()
+
+    async def recount(self, plan: DayPlan, sets: list[EndpointSet]) -> tuple[Recount, ChainDay | None]:
+        """The day recounted on the first set that can; what each set before it could not."""
+        failures: list[str] = []
+        for n, s in enumerate(sets):
+            client, why = await self.client_for(s.indices)
+            if not why:
+                usage = client.days.get(plan.day_idx)
+                before = Counter(usage.served) if usage else Counter()
+                try:
+                    chain = await recount_day(client, plan, self.settings.getlogs_blocks, self.guard_from())
+                except RpcError as exc:
+                    why = scrub(f"{type(exc).__name__}: {exc}", self.urls)[:300]
+                else:
+                    after = client.days[plan.day_idx].served if plan.day_idx in client.days else Counter()
+                    served = ",".join(label for label, _ in (after - before).most_common())
+                    return Recount(chain.digests, served or self.names(s), s.same, tuple(failures)), chain
+            failures.append(f"{self.names(s)}: {why}")
+            log.warning(
+                "day=%d event=recount_failed endpoints=%s action=%s reason=%r",
+                plan.day_idx,
+                self.names(s),
+                f"try {self.names(sets[n + 1])}" if n + 1 < len(sets) else "none_left",
+                why,
+            )
+        return Recount(None, "", False, tuple(failures)), None
+
+    async def recheck(self, plan: DayPlan, first: Recount) -> Recount | None:
+        """A recount that differs from the store, made once more on other endpoints (None: none to make it on)."""
+        again = recheck_sets(self.urls, self.filled_by.get(plan.day_idx, ""), first.served.split(","))
+        if not again:
+            return None
+        log.info(
+            "day=%d event=recheck reason='the recount differs from the store' first=%s next=%s",
+            plan.day_idx,
+            first.served,
+            self.names(again[0]),
+        )
+        second, _ = await self.recount(plan, again)
+        return second
+
+    async def day(self, plan: DayPlan) -> DayAudit:
+        """Recount a day, re-check a difference, judge it and read the store's versions of it."""
+        day, fills = plan.day_idx, self.filled_by.get(plan.day_idx, "")
+        async with self.limit:
+            t0 = time.monotonic()
+            sets = endpoint_sets(self.urls, fills)
+            first, chain = await self.recount(plan, sets)
+            second = None
+            if first.digests is not None and full(first.digests) != full(self.stored[day]):
+                second = await self.recheck(plan, first)
+            verdict, detail, problem = decide(first, self.stored[day], self.recorded[day], second)
+            endpoint = first.served or ",".join(dict.fromkeys(self.labels[i] for s in sets for i in s.indices))
+            kept = chain if problem != "disagree" else None  # two recounts disagree: neither is the chain
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.store_thread, self.finish_day, plan, kept, endpoint, verdict, detail, problem
+            )
+            _log_day(plan, endpoint, result, time.monotonic() - t0)
+            return result
+
+    async def close(self) -> None:
+        for client in [*self.clients.values(), *([self.everyone] if self.everyone is not None else [])]:
+            await client.close()
+        self.store_thread.shutdown(wait=True)
+
+
+def _log_day(plan: DayPlan, endpoint: str, result: DayAudit, seconds: float) -> None:
+    log.info(
+        "day=%d date=%s endpoint=%s verdict=%s chain_erc20=%s chain_erc1155=%s store_erc20=%d "
+        "store_erc1155=%d versions=%d seconds=%.2f detail=%r",
+        plan.day_idx,
+        plan.day,
+        endpoint,
+        result.verdict,
+        *(full(result.chain)[s][0] if result.chain else -1 for s in STANDARDS),
+        *(full(result.store)[s][0] for s in STANDARDS),
+        len(result.versions),
+        seconds,
+        result.detail,
+    )
+
+
 async def _audit_days(
     settings: Settings,
     plans: list[DayPlan],
@@ -225,7 +271,7 @@ async def _audit_days(
     expected_chain: str | None,
     stored: dict[int, Digests],
     recorded: dict[int, Digests | None],
-    finish_day: Callable[[DayPlan, ChainDay | None, str, str, str, str], DayAudit],
+    finish_day: FinishDay,
 ) -> list[DayAudit]:
     """Recount the days (DAY_CONCURRENCY at once) and judge each as soon as its recount is in, so that only a few
     days' rows are held at a time.
@@ -235,131 +281,15 @@ async def _audit_days(
     day to the next one. A recount that differs from the store is made once more on other endpoints
     (recheck_sets) before it is called a mismatch. One RPC client per set of endpoints, opened when first
     needed and checked to serve this database's chain."""
-    urls = list(settings.rpc_urls)
-    labels = [endpoint_label(u, i) for i, u in enumerate(urls)]
-    clients: dict[tuple[int, ...], Any] = {}
-    refused: dict[tuple[int, ...], str] = {}  # endpoint set -> why it cannot recount (wrong chain, unreachable)
-    opening: dict[tuple[int, ...], asyncio.Lock] = {}
-    store_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-store")  # the store client is used by one thread
-    loop = asyncio.get_running_loop()
-    limit = asyncio.Semaphore(DAY_CONCURRENCY)
-    top: list[int] = []  # the highest head any endpoint reports (the lag guard's reference), once known
-    everyone: list[Any] = []  # a client over every endpoint: headers and the lag guard's checks, spread on all
-
-    def names(s: EndpointSet) -> str:
-        return ",".join(labels[i] for i in s.indices)
-
-    def guard_from() -> int | None:
-        """Blocks from here on are near the highest head any endpoint reports: answers are verified."""
-        return max(0, top[0] - settings.lag_guard_blocks) if top else None
-
-    async def client_for(key: tuple[int, ...]) -> tuple[Any, str]:
-        async with opening.setdefault(key, asyncio.Lock()):
-            if key not in clients:
-                client = clients[key] = _rpc_client(settings, urls, key)
-                await client.__aenter__()
-                client.verifier = everyone[0] if everyone else None  # canonical headers: from any endpoint
-                try:
-                    got = await client.chain_id()
-                    if expected_chain is not None and str(got) != str(expected_chain):
-                        refused[key] = f"the endpoint serves chain {got}, this database holds chain {expected_chain}"
-                except RpcError as exc:
-                    refused[key] = scrub(f"{type(exc).__name__}: {exc}", urls)[:300]
-                if key in refused:
-                    log.error(
-                        "event=endpoints_refused endpoints=%s reason=%r action=next_endpoints",
-                        ",".join(ep.label for ep in client.pool.endpoints),
-                        refused[key],
-                    )
-                elif not top:  # no head known yet (none answered at the start)
-                    await client.refresh_heads()
-                    if client.highest_head() is not None:
-                        top.append(client.highest_head())
-            return clients[key], refused.get(key, "")
-
-    async def recount(plan: DayPlan, sets: list[EndpointSet]) -> tuple[Recount, ChainDay | None]:
-        """The day recounted on the first set that can; what each set before it could not."""
-        failures: list[str] = []
-        for n, s in enumerate(sets):
-            client, why = await client_for(s.indices)
-            if not why:
-                usage = client.days.get(plan.day_idx)
-                before = Counter(usage.served) if usage else Counter()
-                try:
-                    chain = await recount_day(client, plan, settings.getlogs_blocks, guard_from())
-                except RpcError as exc:
-                    why = scrub(f"{type(exc).__name__}: {exc}", urls)[:300]
-                else:
-                    after = client.days[plan.day_idx].served if plan.day_idx in client.days else Counter()
-                    served = ",".join(label for label, _ in (after - before).most_common())
-                    return Recount(chain.digests, served or names(s), s.same, tuple(failures)), chain
-            failures.append(f"{names(s)}: {why}")
-            log.warning(
-                "day=%d event=recount_failed endpoints=%s action=%s reason=%r",
-                plan.day_idx,
-                names(s),
-                f"try {names(sets[n + 1])}" if n + 1 < len(sets) else "none_left",
-                why,
-            )
-        return Recount(None, "", False, tuple(failures)), None
-
-    async def one(plan: DayPlan) -> DayAudit:
-        day, fills = plan.day_idx, filled_by.get(plan.day_idx, "")
-        async with limit:
-            t0 = time.monotonic()
-            first, chain = await recount(plan, endpoint_sets(urls, fills))
-            second = None
-            if first.digests is not None and full(first.digests) != full(stored[day]):
-                again = recheck_sets(urls, fills, first.served.split(","))
-                if again:
-                    log.info(
-                        "day=%d event=recheck reason='the recount differs from the store' first=%s next=%s",
-                        day,
-                        first.served,
-                        names(again[0]),
-                    )
-                    second, _ = await recount(plan, again)
-            verdict, detail, problem = decide(first, stored[day], recorded[day], second)
-            endpoint = first.served or ",".join(
-                dict.fromkeys(labels[i] for s in endpoint_sets(urls, fills) for i in s.indices)
-            )
-            kept = chain if problem != "disagree" else None  # two recounts disagree: neither is the chain
-            result = await loop.run_in_executor(
-                store_thread, finish_day, plan, kept, endpoint, verdict, detail, problem
-            )
-            log.info(
-                "day=%d date=%s endpoint=%s verdict=%s chain_erc20=%s chain_erc1155=%s store_erc20=%d "
-                "store_erc1155=%d versions=%d seconds=%.2f detail=%r",
-                plan.day_idx,
-                plan.day,
-                endpoint,
-                result.verdict,
-                *(full(result.chain)[s][0] if result.chain else -1 for s in STANDARDS),
-                *(full(result.store)[s][0] for s in STANDARDS),
-                len(result.versions),
-                time.monotonic() - t0,
-                result.detail,
-            )
-            return result
-
+    run = _AuditRun(settings, filled_by, expected_chain, stored, recorded, finish_day)
     try:
-        if urls and plans:
-            probe = _rpc_client(settings, urls, tuple(range(len(urls))))
-            await probe.__aenter__()
-            everyone.append(probe)
-            heads = await probe.refresh_heads()
-            if probe.highest_head() is not None:
-                top.append(probe.highest_head())
-            log.info(
-                "event=endpoints heads=%s guard_from=%s", ",".join(f"{k}:{v}" for k, v in heads.items()), guard_from()
-            )
+        if run.urls and plans:
+            await run.probe_heads()
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(one(p)) for p in plans]
+            tasks = [tg.create_task(run.day(p)) for p in plans]
         return [t.result() for t in tasks]
     finally:
-        for client in [*clients.values(), *everyone]:
-            await client.close()
-        store_thread.shutdown(wait=True)
+        await run.close()
 
 
 def run_audit(
@@ -385,10 +315,10 @@ def run_audit(
         if days is None and not all_days and sample is None:
             sample = settings.audit_sample
         checkpoints = store.checkpoints()
-        complete = [d for d, cp in checkpoints.items() if cp["status"] == "COMPLETE"]
-        selection = choose_days(complete, days=days, sample=sample, include=include, all_days=all_days, seed=seed)
-        plan = {p.day_idx: p for p in store.read_plan()}
-        chosen = [d for d in selection.days if d in plan]
+        selection, plans = _chosen_days(
+            store, checkpoints, days=days, sample=sample, include=include, all_days=all_days, seed=seed
+        )
+        chosen = [p.day_idx for p in plans]
         log.info(
             "event=audit_start run_id=%s source=%s days=%d seed=%d sample=%s all=%s listed=%s include=%s "
             "skipped_not_complete=%s endpoints=%s",
@@ -403,37 +333,10 @@ def run_audit(
             _span(selection.skipped),
             ",".join(endpoint_label(u, i) for i, u in enumerate(settings.rpc_urls)),
         )
-        fingerprints.record_fingerprints(store)
-        recorded = fingerprints.recorded(store)
-        current = fingerprints.current_digests(store, chosen) if chosen else {}
-        filled_by = {d: str((recorded.get(d) or checkpoints.get(d) or {}).get("endpoints") or "") for d in chosen}
-
-        stored = {d: {std: current.get(d, {}).get(TABLES[std], (0, 0)) for std in STANDARDS} for d in chosen}
-        recs = {d: recorded_digests(recorded.get(d)) for d in chosen}
-
-        def finish_day(
-            p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str, problem: str
-        ) -> DayAudit:
-            versions = store_versions(store, p, chain)
-            return DayAudit(
-                p.day_idx,
-                p.day,
-                endpoint,
-                verdict,
-                detail,
-                full(chain.digests) if chain else None,
-                full(stored[p.day_idx]),
-                recs[p.day_idx],
-                versions,
-                problem,
-            )
-
+        filled_by, stored, recs = _store_side(store, checkpoints, chosen)
+        finish_day = _day_finisher(store, stored, recs)
         expected_chain = store.meta_get("chain_id")
-        results = _run_sync(
-            lambda: _audit_days(
-                settings, [plan[d] for d in chosen], filled_by, expected_chain, stored, recs, finish_day
-            )
-        )
+        results = _run_sync(lambda: _audit_days(settings, plans, filled_by, expected_chain, stored, recs, finish_day))
         report = AuditReport(
             run_id,
             run_at,
@@ -443,18 +346,77 @@ def run_audit(
             selection.skipped,
             time.monotonic() - t0,
         )
-        store.insert("audit_results", [r.row(run_id, run_at) for r in report.results], schema.AUDIT_COLUMNS)
-        log.info(
-            "event=audit_done run_id=%s source=%s passed=%s days=%d mismatch=%s error=%s seconds=%.1f",
-            run_id,
-            source,
-            report.passed,
-            len(report.results),
-            _span(report.mismatched_days),
-            _span(report.error_days),
-            report.seconds,
-        )
+        _record(store, report)
         return report
+
+
+def _chosen_days(
+    store: Store,
+    checkpoints: dict[int, dict[str, Any]],
+    *,
+    days: list[int] | None,
+    sample: int | None,
+    include: list[int],
+    all_days: bool,
+    seed: int,
+) -> tuple[Selection, list[DayPlan]]:
+    """The COMPLETE days to audit (choose_days), and the plans of those the plan holds, in the selection's order."""
+    complete = [d for d, cp in checkpoints.items() if cp["status"] == "COMPLETE"]
+    selection = choose_days(complete, days=days, sample=sample, include=include, all_days=all_days, seed=seed)
+    plan = {p.day_idx: p for p in store.read_plan()}
+    return selection, [plan[d] for d in selection.days if d in plan]
+
+
+def _store_side(
+    store: Store, checkpoints: dict[int, dict[str, Any]], chosen: list[int]
+) -> tuple[dict[int, str], dict[int, Digests], dict[int, Digests | None]]:
+    """Per chosen day: the endpoints that filled it, the store's digests after FINAL, its recorded fingerprint
+    (fingerprints are recorded first for days that have none yet)."""
+    fingerprints.record_fingerprints(store)
+    recorded = fingerprints.recorded(store)
+    current = fingerprints.current_digests(store, chosen) if chosen else {}
+    filled_by = {d: str((recorded.get(d) or checkpoints.get(d) or {}).get("endpoints") or "") for d in chosen}
+    stored = {d: {std: current.get(d, {}).get(TABLES[std], (0, 0)) for std in STANDARDS} for d in chosen}
+    recs = {d: recorded_digests(recorded.get(d)) for d in chosen}
+    return filled_by, stored, recs
+
+
+def _day_finisher(store: Store, stored: dict[int, Digests], recs: dict[int, Digests | None]) -> FinishDay:
+    """The last step of a day, on the store's thread: its row versions read and placed, its DayAudit made."""
+
+    def finish_day(
+        p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str, problem: str
+    ) -> DayAudit:
+        versions = store_versions(store, p, chain)
+        return DayAudit(
+            p.day_idx,
+            p.day,
+            endpoint,
+            verdict,
+            detail,
+            full(chain.digests) if chain else None,
+            full(stored[p.day_idx]),
+            recs[p.day_idx],
+            versions,
+            problem,
+        )
+
+    return finish_day
+
+
+def _record(store: Store, report: AuditReport) -> None:
+    """The run's audit_results rows, and its last audit.log line."""
+    store.insert("audit_results", [r.row(report.run_id, report.run_at) for r in report.results], schema.AUDIT_COLUMNS)
+    log.info(
+        "event=audit_done run_id=%s source=%s passed=%s days=%d mismatch=%s error=%s seconds=%.1f",
+        report.run_id,
+        report.source,
+        report.passed,
+        len(report.results),
+        _span(report.mismatched_days),
+        _span(report.error_days),
+        report.seconds,
+    )
 
 
 def _span(days: Iterable[int] | None) -> str:

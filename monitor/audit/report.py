@@ -1,5 +1,6 @@
-"""The audit's pure parts: choosing days and endpoints, sizing ranges, the verdict, and the report (per day and
-per run) with its rendering. No I/O: tested in tests/unit/test_audit.py."""
+"""The audit's reporting and its choices: which days and which endpoints, and the report (per day and per run)
+with its rendering. The verdicts are monitor.audit.judge's, the measuring monitor.audit.measure's. No I/O:
+tested in tests/unit/test_audit.py."""
 
 from __future__ import annotations
 
@@ -15,14 +16,9 @@ from backfill.dates import day_list
 from backfill.errors import ConfigError
 from backfill.redact import endpoint_label
 from backfill.store import digest
-
-STANDARDS = ("erc20", "erc1155")
-TABLES = {"erc20": "erc20_transfers_staging", "erc1155": "erc1155_transfers_staging"}
-Digests = dict[str, tuple[int, int]]  # standard -> (rows, hash)
+from monitor.audit.judge import STANDARDS, UNRECOUNTED, Digests, full
 
 DAY_CONCURRENCY = 4  # days recounted at once (memory: one day's rows each)
-MAX_SPAN = 10_000  # blocks per eth_getLogs at most
-TARGET_LOGS = 5_000  # aim for answers of about this many logs
 DAYS_HELP = "dates and ranges, e.g. 2024-01-03,2024-01-05..2024-01-07"
 
 
@@ -94,10 +90,7 @@ def choose_days(
     return Selection(sorted(chosen), sorted(asked - done))
 
 
-# -- endpoints and ranges (pure) ------------------------------------------------------------------------------------
-SAME_ENDPOINT = "same endpoint: less independent"
-UNRECOUNTED = "could not be recounted from RPC"
-DISAGREE = "recounts disagree between endpoints"
+# -- endpoints (pure) -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -148,111 +141,6 @@ def recheck_sets(urls: Iterable[str], filled_by: str, first_served: Iterable[str
     if out or len(urls) < 2:
         return out
     return [EndpointSet((i,), s.same) for s in endpoint_sets(urls, filled_by) for i in s.indices]
-
-
-def next_span(span: int, n_logs: int) -> int:
-    """Blocks to ask for next after `span` blocks gave `n_logs`: toward TARGET_LOGS, growing at most 4x."""
-    ideal = span * TARGET_LOGS // n_logs if n_logs else span * 4
-    return max(1, min(span * 4, MAX_SPAN, ideal))
-
-
-def split_span(span: int, from_block: int, suggested: tuple[int, int] | None) -> int | None:
-    """Blocks to ask for after the provider refused `span` blocks from `from_block`; None when 1 was refused."""
-    if span <= 1:
-        return None
-    if suggested and suggested[0] == from_block and 1 <= suggested[1] - suggested[0] + 1 < span:
-        return suggested[1] - suggested[0] + 1
-    return span // 2
-
-
-# -- the verdict (pure) -------------------------------------------------------------------------------------------
-def full(d: Digests | None) -> Digests:
-    return {std: tuple(map(int, (d or {}).get(std, (0, 0)))) for std in STANDARDS}  # type: ignore[misc]
-
-
-def judge(chain: Digests, store: Digests, recorded: Digests | None) -> tuple[str, str]:
-    """(verdict, detail): `ok` when the recount equals the store after FINAL and the fingerprint (if any)."""
-    chain, store = full(chain), full(store)
-    problems = []
-    for std in STANDARDS:
-        (cn, ch), (sn, sh) = chain[std], store[std]
-        if cn != sn:
-            problems.append(f"{std}: chain {cn} rows / store {sn} rows")
-        elif ch != sh:
-            problems.append(f"{std} hash differs, same count")
-    if recorded is not None and full(recorded) != store:
-        rec = full(recorded)
-        counts = [
-            f"{std} {store[std][0]} rows, recorded {rec[std][0]}" for std in STANDARDS if rec[std][0] != store[std][0]
-        ]
-        problems.append("store differs from its fingerprint" + (f" ({'; '.join(counts)})" if counts else ""))
-    return ("mismatch", "; ".join(problems)) if problems else ("ok", "")
-
-
-def recorded_digests(fp: dict[str, Any] | None) -> Digests | None:
-    """A day_fingerprints row -> digests (its hashes are stored as hex)."""
-    if fp is None:
-        return None
-    return {std: (int(fp[f"{std}_count"]), int(str(fp[f"{std}_hash"]) or "0", 16)) for std in STANDARDS}
-
-
-@dataclass(frozen=True)
-class Recount:
-    """One recount of a day from RPC, over the endpoint sets tried in turn."""
-
-    digests: Digests | None  # None: no set could recount the day
-    served: str = ""  # labels that answered its eth_getLogs
-    same: bool = False  # answered by the endpoints that filled the day
-    failures: tuple[str, ...] = ()  # "<labels>: <reason>" per set that could not recount it
-
-
-def _counts(d: Digests) -> str:
-    return ", ".join(f"{std} {n} rows" for std, (n, _) in full(d).items())
-
-
-def decide(
-    first: Recount, store: Digests, recorded: Digests | None, second: Recount | None = None
-) -> tuple[str, str, str]:
-    """(verdict, detail, problem) of a day. `second` is the re-check of a recount that differs from the store
-    (None: there was no other endpoint to re-check on). problem: "" | "unrecounted" | "disagree".
-
-    A day no endpoint could recount is an `error`, never a mismatch. A recount that differs from the store is
-    a `mismatch` only when a second recount on other endpoints agrees with it (or none could be made); two
-    recounts that disagree with each other are an `error` of the endpoints, not of the store."""
-    if first.digests is None:
-        return "error", f"{UNRECOUNTED}: " + ("; ".join(first.failures) or "no endpoint configured"), "unrecounted"
-    verdict, detail = judge(first.digests, store, recorded)
-    notes = [detail] if detail else []
-    if first.same:
-        notes.append(
-            f"recounted on {first.served or 'the endpoints'}, which filled the day ({SAME_ENDPOINT})"
-            + (f": the others could not ({'; '.join(first.failures)})" if first.failures else "")
-        )
-    elif first.failures:
-        notes.append(f"recounted on {first.served or 'other endpoints'} after {'; '.join(first.failures)}")
-    if full(first.digests) == full(store):  # the recount equals the store: nothing to re-check
-        return verdict, "; ".join(notes), ""
-    if second is None:
-        return "mismatch", "; ".join(notes + ["not re-checked: one endpoint"]), ""
-    if second.digests is None:
-        return "mismatch", "; ".join(notes + ["not re-checked: " + ("; ".join(second.failures) or "no endpoint")]), ""
-    if full(second.digests) == full(first.digests):
-        return (
-            "mismatch",
-            "; ".join(notes + [f"confirmed by a second recount on {second.served or 'other endpoints'}"]),
-            "",
-        )
-    text = (
-        f"{DISAGREE} {first.served or '?'} and {second.served or '?'}: a node is serving wrong or short answers "
-        f"({first.served or '?'}: {_counts(first.digests)}; {second.served or '?'}: {_counts(second.digests)}; "
-        f"store: {_counts(store)})"
-    )
-    if full(second.digests) == full(store):
-        text += f"; the recount on {second.served or '?'} equals the store"
-    fingerprint_verdict, fingerprint_detail = judge(store, store, recorded)  # the store against itself alone
-    if fingerprint_verdict == "mismatch":  # that part needs no recount: a real difference of the store
-        return "mismatch", f"{fingerprint_detail}; {text}", "disagree"
-    return "error", text, "disagree"
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
