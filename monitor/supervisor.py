@@ -30,20 +30,17 @@ from backfill import control
 from backfill.settings import Settings, load_settings
 from backfill.store.client import Store, StoreOutage
 from backfill.store.records import Heartbeat
-from monitor.backoff import restart_delay
+from monitor import decisions
+from monitor.decisions import QUICK_S, ExitKind, RestartKind
 from monitor.on_complete import OnCompleteRun
-from workers import exitcodes
 
 log = logging.getLogger("monitor")
 
 ALREADY_RUNNING = 75  # exit code of a supervisor that found another one holding the lock
 TICK_S = 0.5
-QUICK_S = 30.0
-MAX_QUICK_CRASHES = 5
 FINGERPRINT_EVERY_S = 5.0
 STORE_CHECK_S = 1.0  # how often the embedded store server's process is looked at
 STORE_TIMEOUT_S = 20.0  # the supervisor's store calls: a hung store must not freeze the loop for minutes
-STARTUP_ALLOWANCE_S = 60.0  # a worker not yet beating is judged stalled after max(stall_s, this)
 
 
 @dataclass
@@ -258,44 +255,46 @@ class Supervisor:
                 continue
             pid = slot.proc.pid
             slot.proc = None
-            if slot.stall_reason:
-                self.blame(slot, pid, slot.stall_reason)
-                self.schedule_restart(slot, f"stalled ({slot.stall_reason})")
-            elif slot.stopping_since is not None:
-                log.info("worker=%d pid=%d event=exit code=%d reason=asked_to_stop", slot.shard_id, pid, code)
-                slot.stopping_since = None
-            elif code == exitcodes.OK:
-                slot.done = True
-                log.info("worker=%d pid=%d event=exit code=0 status=no_days_left", slot.shard_id, pid)
-            elif code in exitcodes.HALT_FLEET:
-                self.stop_all("halt")
-                raise FleetHalted(
-                    f"worker {slot.shard_id} stopped the run (exit {code}); see "
-                    f"{self.log_dir / f'worker-{slot.shard_id}.log'}",
-                    code,
-                )
-            else:
-                if code < 0:  # killed by a signal we did not send (OOM killer, operator): blame its day
-                    self.blame(slot, pid, f"worker killed by signal {-code}")
-                self.schedule_restart(slot, f"exit {code}", crashed=code > 0)
+            self.act_on_exit(slot, pid, code)
+
+    def act_on_exit(self, slot: Slot, pid: int, code: int) -> None:
+        verdict = decisions.judge_exit(code, slot.stall_reason, slot.stopping_since is not None)
+        if verdict.kind is ExitKind.ASKED_TO_STOP:
+            log.info("worker=%d pid=%d event=exit code=%d reason=asked_to_stop", slot.shard_id, pid, code)
+            slot.stopping_since = None
+        elif verdict.kind is ExitKind.DONE:
+            slot.done = True
+            log.info("worker=%d pid=%d event=exit code=0 status=no_days_left", slot.shard_id, pid)
+        elif verdict.kind is ExitKind.HALT_FLEET:
+            self.stop_all("halt")
+            raise FleetHalted(
+                f"worker {slot.shard_id} stopped the run (exit {code}); see "
+                f"{self.log_dir / f'worker-{slot.shard_id}.log'}",
+                code,
+            )
+        else:  # STALLED or RESTART
+            if verdict.blame:
+                self.blame(slot, pid, verdict.blame)
+            self.schedule_restart(slot, verdict.why, crashed=verdict.crashed)
 
     def schedule_restart(self, slot: Slot, why: str, crashed: bool = False) -> None:
-        slot.restarts += 1
-        quick = crashed and time.time() - slot.started_at < QUICK_S
-        slot.quick_crashes = slot.quick_crashes + 1 if quick else 0
-        if slot.quick_crashes >= MAX_QUICK_CRASHES:
-            self.stop_all("crash loop")
+        verdict = decisions.judge_restart(
+            slot.restarts, slot.quick_crashes, crashed, slot.started_at, time.time(), self.s.restart_budget
+        )
+        slot.restarts, slot.quick_crashes = verdict.restarts, verdict.quick_crashes
+        if verdict.kind is RestartKind.CRASH_LOOP:
+            self.stop_all(verdict.kind.value)
             raise FleetHalted(
                 f"worker {slot.shard_id} crashed {slot.quick_crashes} times in a row within {QUICK_S:g}s "
                 f"of starting; last: {why}; see {self.log_dir / f'worker-{slot.shard_id}.log'}"
             )
-        if slot.restarts > self.s.restart_budget:
-            self.stop_all("restart budget exhausted")
+        if verdict.kind is RestartKind.BUDGET_EXHAUSTED:
+            self.stop_all(verdict.kind.value)
             raise FleetHalted(
                 f"worker {slot.shard_id} restarted {slot.restarts - 1} times; last: {why}; see "
                 f"{self.log_dir / f'worker-{slot.shard_id}.log'}"
             )
-        delay = restart_delay(slot.restarts)
+        delay = verdict.delay_s
         slot.next_start = time.monotonic() + delay
         log.warning(
             "worker=%d event=exit reason=%r action=restart in_s=%.1f restarts=%d",
@@ -340,8 +339,7 @@ class Supervisor:
             cp = self.store.checkpoints()[day_idx]
         if cp["status"] == "COMPLETE":
             return
-        failures = int(cp["failures"]) + 1
-        status = "FAILED" if failures >= self.s.max_day_attempts else cp["status"]
+        failures, status = decisions.day_failure(int(cp["failures"]), cp["status"], self.s.max_day_attempts)
         self.store.update_checkpoint(day_idx, failures=failures, status=status, error=reason[:500])
         level = logging.ERROR if status == "FAILED" else logging.WARNING
         log.log(
@@ -360,7 +358,7 @@ class Supervisor:
 
     def check_stalls(self) -> None:
         now = time.time()
-        if now - self.last_stall_check < min(1.0, self.s.stall_s / 4):
+        if not decisions.stall_check_due(now, self.last_stall_check, self.s.stall_s):
             return
         self.last_stall_check = now
         beats = None
@@ -368,7 +366,7 @@ class Supervisor:
             if slot.proc is None:
                 continue
             if slot.stopping_since is not None:
-                if time.monotonic() - slot.stopping_since > self.s.stall_grace_s:
+                if decisions.stop_overdue(time.monotonic(), slot.stopping_since, self.s.stall_grace_s):
                     log.error(
                         "worker=%d pid=%d event=kill reason=no_exit_after_term grace_s=%s",
                         slot.shard_id,
@@ -376,21 +374,18 @@ class Supervisor:
                         self.s.stall_grace_s,
                     )
                     slot.proc.kill()
-                    slot.stopping_since = time.monotonic() + 3600  # killed: do not kill again
+                    slot.stopping_since = time.monotonic() + decisions.KILLED_HOLD_S  # killed: do not kill again
                 continue
             if beats is None:
                 beats = self.heartbeats()
             hb = beats.get(slot.shard_id)
-            last = max(slot.started_at, self.store.outage.recovered_at)  # no beat could land while it was away
-            beat = hb is not None and hb.pid == slot.proc.pid
-            if hb is not None and beat:
-                last = max(last, hb.last_update())
-            # before its first beat a worker is starting (imports, the store, the endpoints' heads): on a busy
-            # machine that can take longer than a small stall limit, and judging it then restarts it forever
-            limit = self.s.stall_s if beat else max(self.s.stall_s, STARTUP_ALLOWANCE_S)
-            age = now - last
-            if age <= limit:
+            beat_at = hb.last_update() if hb is not None and hb.pid == slot.proc.pid else None
+            stall = decisions.judge_heartbeat(
+                now, slot.started_at, self.store.outage.recovered_at, beat_at, self.s.stall_s
+            )
+            if stall is None:
                 continue
+            age, limit = stall.age_s, stall.limit_s
             try:
                 stopped = psutil.Process(slot.proc.pid).status() == psutil.STATUS_STOPPED
             except psutil.Error:
@@ -408,7 +403,7 @@ class Supervisor:
             )
             if stopped:  # a stopped process cannot exit gracefully: KILL at once
                 slot.proc.kill()
-                slot.stopping_since = time.monotonic() + 3600
+                slot.stopping_since = time.monotonic() + decisions.KILLED_HOLD_S
             else:
                 slot.proc.terminate()
                 slot.stopping_since = time.monotonic()
