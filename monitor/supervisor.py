@@ -3,6 +3,11 @@ embedded store server alive, and runs the on-complete rebuild (in a thread) when
 Signals only set flags the loop reads (TERM/INT = graceful stop, HUP = re-read what commands want). Only
 `reconcile` starts or stops workers.
 
+A round reads: reap -> judge (heartbeats) -> reconcile -> hooks -> sleep. What an exit or a stale heartbeat
+means is decided by the pure functions of monitor.decisions; what runs beside the fleet (fingerprints of
+COMPLETE days, the periodic relaxed gates, the on-complete rebuild, the foreground dashboard) sits behind the
+hooks of monitor.hooks.
+
 A store outage is a state of the loop, not an error: its store calls do not wait (patience 0), so a tick
 that cannot reach the store skips what needs it, judges no heartbeat (none can land), and tries again next
 tick; heartbeats are judged from the moment the store is back.
@@ -19,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -32,13 +36,13 @@ from backfill.store.client import Store, StoreOutage
 from backfill.store.records import Heartbeat
 from monitor import decisions
 from monitor.decisions import QUICK_S, ExitKind, RestartKind
+from monitor.hooks import SupervisorHooks
 from monitor.on_complete import OnCompleteRun
 
 log = logging.getLogger("monitor")
 
 ALREADY_RUNNING = 75  # exit code of a supervisor that found another one holding the lock
 TICK_S = 0.5
-FINGERPRINT_EVERY_S = 5.0
 STORE_CHECK_S = 1.0  # how often the embedded store server's process is looked at
 STORE_TIMEOUT_S = 20.0  # the supervisor's store calls: a hung store must not freeze the loop for minutes
 
@@ -66,7 +70,7 @@ class FleetHalted(Exception):
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, store: Store, on_tick: Callable[["Supervisor"], None] | None = None):
+    def __init__(self, settings: Settings, store: Store, hooks: SupervisorHooks | None = None):
         self.s = settings
         self.store = store
         self.log_dir = settings.log_dir
@@ -77,14 +81,11 @@ class Supervisor:
         self.interrupted = False  # the stop came from SIGINT (Ctrl-C in the terminal of a foreground run)
         self.reload = True
         self.control_seq = -1
-        self.on_tick = on_tick
+        self.hooks = hooks if hooks is not None else SupervisorHooks(settings)
         self.started = time.time()
         self.host = socket.gethostname()
         self.last_stall_check = 0.0
         self.message = ""
-        self.last_fingerprints = 0.0
-        self.last_gates = time.monotonic()
-        self.gates_thread: threading.Thread | None = None
         self.rebuild: OnCompleteRun | None = None
         self.last_store_check = 0.0
         self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)
@@ -156,19 +157,19 @@ class Supervisor:
                 if ended:
                     return ended
                 self.write_state()
-                if self.on_tick:
-                    self.on_tick(self)
+                self.hooks.after_round(self)
                 self.sleep_tick()
         finally:
             self.write_state()
 
     def tick(self) -> str | None:
-        """The part of a round that needs the store. A final phase when the run has ended."""
+        """The part of a round that needs the store: judge heartbeats, reconcile, the hooks. A final phase when
+        the run has ended."""
         self.check_stalls()
         if self.rebuild is not None:
             return self.follow_rebuild()
         self.reconcile()
-        self.quality_checks()
+        self.hooks.on_tick(self)
         tally = self.finished()
         if tally is None:
             return None
@@ -488,27 +489,6 @@ class Supervisor:
             except psutil.TimeoutExpired:
                 proc.kill()
 
-    # -- quality while running ---------------------------------------------------------------
-    def quality_checks(self) -> None:
-        """Fingerprint newly COMPLETE days (cheap, every few seconds) and run the relaxed gates every
-        gates_interval_s in a thread of their own, so a slow check never delays a stall verdict."""
-        now = time.monotonic()
-        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S:
-            self.last_fingerprints = now
-            from backfill.store.fingerprints import record_fingerprints
-
-            try:
-                record_fingerprints(self.store)
-            except StoreOutage:
-                raise  # the loop's state, not a bookkeeping failure
-            except Exception as exc:  # bookkeeping must not stop the fleet; the rebuild records them again
-                log.warning("event=fingerprints_failed error=%r action=retry_later", str(exc)[:300])
-        interval = self.s.gates_interval_s
-        if interval and now - self.last_gates >= interval and not (self.gates_thread and self.gates_thread.is_alive()):
-            self.last_gates = now
-            self.gates_thread = threading.Thread(target=run_relaxed_gates, args=(self.s,), daemon=True, name="gates")
-            self.gates_thread.start()
-
     # -- the end ---------------------------------------------------------------------------
     def tally(self) -> dict[str, int]:
         days = self.store.day_count()
@@ -564,8 +544,7 @@ class Supervisor:
             return None  # a start is adding days: rebuild after those
         log.info("event=finished days=%d complete=%d action=rebuild", tally["days"], tally["complete"])
         self.phase = "rebuilding"
-        self.rebuild = OnCompleteRun(self.s)
-        self.rebuild.start()
+        self.rebuild = self.hooks.on_all_complete(self)
         return None
 
     def follow_rebuild(self) -> str | None:
@@ -634,21 +613,6 @@ class Supervisor:
         )
 
 
-def run_relaxed_gates(settings: Settings) -> None:
-    """One relaxed gates run, with its own connection: results to gate_results and gates.log."""
-    from monitor.gates.judge import run_gates
-
-    try:
-        store = Store.connect(settings, create=False)
-        try:
-            report = run_gates(store, settings, "relaxed", source="supervisor")
-        finally:
-            store.close()
-        log.info("event=gates level=relaxed passed=%s failed=%s", report.passed, ",".join(report.failed_days()) or "-")
-    except Exception as exc:
-        log.warning("event=gates_failed_to_run error=%r action=retry_next_interval", str(exc)[:300])
-
-
 def supervise(
     settings: Settings, on_tick: Callable[[Supervisor], None] | None = None, lock_fd: int | None = None
 ) -> str:
@@ -671,7 +635,7 @@ def supervise(
         context="monitor",
         timeout_s=STORE_TIMEOUT_S,
     )
-    sup = Supervisor(settings, store, on_tick)
+    sup = Supervisor(settings, store, SupervisorHooks(settings, after_round=on_tick))
     sup.install_signals()
     try:
         return sup.run()
