@@ -3,6 +3,11 @@ embedded store server alive, and runs the on-complete rebuild (in a thread) when
 Signals only set flags the loop reads (TERM/INT = graceful stop, HUP = re-read what commands want). Only
 `reconcile` starts or stops workers.
 
+A round reads: reap -> judge (heartbeats) -> reconcile -> hooks -> sleep. What an exit or a stale heartbeat
+means is decided by the pure functions of monitor.decisions; what runs beside the fleet (fingerprints of
+COMPLETE days, the periodic relaxed gates, the on-complete rebuild, the foreground dashboard) sits behind the
+hooks of monitor.hooks.
+
 A store outage is a state of the loop, not an error: its store calls do not wait (patience 0), so a tick
 that cannot reach the store skips what needs it, judges no heartbeat (none can land), and tries again next
 tick; heartbeats are judged from the moment the store is back.
@@ -19,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,20 +34,17 @@ from backfill import control
 from backfill.settings import Settings, load_settings
 from backfill.store.client import Store, StoreOutage
 from backfill.store.records import Heartbeat
-from monitor.backoff import restart_delay
+from monitor import decisions
+from monitor.decisions import QUICK_S, ExitKind, RestartKind
+from monitor.hooks import SupervisorHooks
 from monitor.on_complete import OnCompleteRun
-from workers import exitcodes
 
 log = logging.getLogger("monitor")
 
 ALREADY_RUNNING = 75  # exit code of a supervisor that found another one holding the lock
 TICK_S = 0.5
-QUICK_S = 30.0
-MAX_QUICK_CRASHES = 5
-FINGERPRINT_EVERY_S = 5.0
 STORE_CHECK_S = 1.0  # how often the embedded store server's process is looked at
 STORE_TIMEOUT_S = 20.0  # the supervisor's store calls: a hung store must not freeze the loop for minutes
-STARTUP_ALLOWANCE_S = 60.0  # a worker not yet beating is judged stalled after max(stall_s, this)
 
 
 @dataclass
@@ -69,7 +70,7 @@ class FleetHalted(Exception):
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, store: Store, on_tick: Callable[["Supervisor"], None] | None = None):
+    def __init__(self, settings: Settings, store: Store, hooks: SupervisorHooks | None = None):
         self.s = settings
         self.store = store
         self.log_dir = settings.log_dir
@@ -80,14 +81,11 @@ class Supervisor:
         self.interrupted = False  # the stop came from SIGINT (Ctrl-C in the terminal of a foreground run)
         self.reload = True
         self.control_seq = -1
-        self.on_tick = on_tick
+        self.hooks = hooks if hooks is not None else SupervisorHooks(settings)
         self.started = time.time()
         self.host = socket.gethostname()
         self.last_stall_check = 0.0
         self.message = ""
-        self.last_fingerprints = 0.0
-        self.last_gates = time.monotonic()
-        self.gates_thread: threading.Thread | None = None
         self.rebuild: OnCompleteRun | None = None
         self.last_store_check = 0.0
         self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)
@@ -159,19 +157,19 @@ class Supervisor:
                 if ended:
                     return ended
                 self.write_state()
-                if self.on_tick:
-                    self.on_tick(self)
+                self.hooks.after_round(self)
                 self.sleep_tick()
         finally:
             self.write_state()
 
     def tick(self) -> str | None:
-        """The part of a round that needs the store. A final phase when the run has ended."""
+        """The part of a round that needs the store: judge heartbeats, reconcile, the hooks. A final phase when
+        the run has ended."""
         self.check_stalls()
         if self.rebuild is not None:
             return self.follow_rebuild()
         self.reconcile()
-        self.quality_checks()
+        self.hooks.on_tick(self)
         tally = self.finished()
         if tally is None:
             return None
@@ -258,44 +256,46 @@ class Supervisor:
                 continue
             pid = slot.proc.pid
             slot.proc = None
-            if slot.stall_reason:
-                self.blame(slot, pid, slot.stall_reason)
-                self.schedule_restart(slot, f"stalled ({slot.stall_reason})")
-            elif slot.stopping_since is not None:
-                log.info("worker=%d pid=%d event=exit code=%d reason=asked_to_stop", slot.shard_id, pid, code)
-                slot.stopping_since = None
-            elif code == exitcodes.OK:
-                slot.done = True
-                log.info("worker=%d pid=%d event=exit code=0 status=no_days_left", slot.shard_id, pid)
-            elif code in exitcodes.HALT_FLEET:
-                self.stop_all("halt")
-                raise FleetHalted(
-                    f"worker {slot.shard_id} stopped the run (exit {code}); see "
-                    f"{self.log_dir / f'worker-{slot.shard_id}.log'}",
-                    code,
-                )
-            else:
-                if code < 0:  # killed by a signal we did not send (OOM killer, operator): blame its day
-                    self.blame(slot, pid, f"worker killed by signal {-code}")
-                self.schedule_restart(slot, f"exit {code}", crashed=code > 0)
+            self.act_on_exit(slot, pid, code)
+
+    def act_on_exit(self, slot: Slot, pid: int, code: int) -> None:
+        verdict = decisions.judge_exit(code, slot.stall_reason, slot.stopping_since is not None)
+        if verdict.kind is ExitKind.ASKED_TO_STOP:
+            log.info("worker=%d pid=%d event=exit code=%d reason=asked_to_stop", slot.shard_id, pid, code)
+            slot.stopping_since = None
+        elif verdict.kind is ExitKind.DONE:
+            slot.done = True
+            log.info("worker=%d pid=%d event=exit code=0 status=no_days_left", slot.shard_id, pid)
+        elif verdict.kind is ExitKind.HALT_FLEET:
+            self.stop_all("halt")
+            raise FleetHalted(
+                f"worker {slot.shard_id} stopped the run (exit {code}); see "
+                f"{self.log_dir / f'worker-{slot.shard_id}.log'}",
+                code,
+            )
+        else:  # STALLED or RESTART
+            if verdict.blame:
+                self.blame(slot, pid, verdict.blame)
+            self.schedule_restart(slot, verdict.why, crashed=verdict.crashed)
 
     def schedule_restart(self, slot: Slot, why: str, crashed: bool = False) -> None:
-        slot.restarts += 1
-        quick = crashed and time.time() - slot.started_at < QUICK_S
-        slot.quick_crashes = slot.quick_crashes + 1 if quick else 0
-        if slot.quick_crashes >= MAX_QUICK_CRASHES:
-            self.stop_all("crash loop")
+        verdict = decisions.judge_restart(
+            slot.restarts, slot.quick_crashes, crashed, slot.started_at, time.time(), self.s.restart_budget
+        )
+        slot.restarts, slot.quick_crashes = verdict.restarts, verdict.quick_crashes
+        if verdict.kind is RestartKind.CRASH_LOOP:
+            self.stop_all(verdict.kind.value)
             raise FleetHalted(
                 f"worker {slot.shard_id} crashed {slot.quick_crashes} times in a row within {QUICK_S:g}s "
                 f"of starting; last: {why}; see {self.log_dir / f'worker-{slot.shard_id}.log'}"
             )
-        if slot.restarts > self.s.restart_budget:
-            self.stop_all("restart budget exhausted")
+        if verdict.kind is RestartKind.BUDGET_EXHAUSTED:
+            self.stop_all(verdict.kind.value)
             raise FleetHalted(
                 f"worker {slot.shard_id} restarted {slot.restarts - 1} times; last: {why}; see "
                 f"{self.log_dir / f'worker-{slot.shard_id}.log'}"
             )
-        delay = restart_delay(slot.restarts)
+        delay = verdict.delay_s
         slot.next_start = time.monotonic() + delay
         log.warning(
             "worker=%d event=exit reason=%r action=restart in_s=%.1f restarts=%d",
@@ -340,8 +340,7 @@ class Supervisor:
             cp = self.store.checkpoints()[day_idx]
         if cp["status"] == "COMPLETE":
             return
-        failures = int(cp["failures"]) + 1
-        status = "FAILED" if failures >= self.s.max_day_attempts else cp["status"]
+        failures, status = decisions.day_failure(int(cp["failures"]), cp["status"], self.s.max_day_attempts)
         self.store.update_checkpoint(day_idx, failures=failures, status=status, error=reason[:500])
         level = logging.ERROR if status == "FAILED" else logging.WARNING
         log.log(
@@ -360,7 +359,7 @@ class Supervisor:
 
     def check_stalls(self) -> None:
         now = time.time()
-        if now - self.last_stall_check < min(1.0, self.s.stall_s / 4):
+        if not decisions.stall_check_due(now, self.last_stall_check, self.s.stall_s):
             return
         self.last_stall_check = now
         beats = None
@@ -368,7 +367,7 @@ class Supervisor:
             if slot.proc is None:
                 continue
             if slot.stopping_since is not None:
-                if time.monotonic() - slot.stopping_since > self.s.stall_grace_s:
+                if decisions.stop_overdue(time.monotonic(), slot.stopping_since, self.s.stall_grace_s):
                     log.error(
                         "worker=%d pid=%d event=kill reason=no_exit_after_term grace_s=%s",
                         slot.shard_id,
@@ -376,21 +375,18 @@ class Supervisor:
                         self.s.stall_grace_s,
                     )
                     slot.proc.kill()
-                    slot.stopping_since = time.monotonic() + 3600  # killed: do not kill again
+                    slot.stopping_since = time.monotonic() + decisions.KILLED_HOLD_S  # killed: do not kill again
                 continue
             if beats is None:
                 beats = self.heartbeats()
             hb = beats.get(slot.shard_id)
-            last = max(slot.started_at, self.store.outage.recovered_at)  # no beat could land while it was away
-            beat = hb is not None and hb.pid == slot.proc.pid
-            if hb is not None and beat:
-                last = max(last, hb.last_update())
-            # before its first beat a worker is starting (imports, the store, the endpoints' heads): on a busy
-            # machine that can take longer than a small stall limit, and judging it then restarts it forever
-            limit = self.s.stall_s if beat else max(self.s.stall_s, STARTUP_ALLOWANCE_S)
-            age = now - last
-            if age <= limit:
+            beat_at = hb.last_update() if hb is not None and hb.pid == slot.proc.pid else None
+            stall = decisions.judge_heartbeat(
+                now, slot.started_at, self.store.outage.recovered_at, beat_at, self.s.stall_s
+            )
+            if stall is None:
                 continue
+            age, limit = stall.age_s, stall.limit_s
             try:
                 stopped = psutil.Process(slot.proc.pid).status() == psutil.STATUS_STOPPED
             except psutil.Error:
@@ -408,7 +404,7 @@ class Supervisor:
             )
             if stopped:  # a stopped process cannot exit gracefully: KILL at once
                 slot.proc.kill()
-                slot.stopping_since = time.monotonic() + 3600
+                slot.stopping_since = time.monotonic() + decisions.KILLED_HOLD_S
             else:
                 slot.proc.terminate()
                 slot.stopping_since = time.monotonic()
@@ -493,27 +489,6 @@ class Supervisor:
             except psutil.TimeoutExpired:
                 proc.kill()
 
-    # -- quality while running ---------------------------------------------------------------
-    def quality_checks(self) -> None:
-        """Fingerprint newly COMPLETE days (cheap, every few seconds) and run the relaxed gates every
-        gates_interval_s in a thread of their own, so a slow check never delays a stall verdict."""
-        now = time.monotonic()
-        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S:
-            self.last_fingerprints = now
-            from backfill.store.fingerprints import record_fingerprints
-
-            try:
-                record_fingerprints(self.store)
-            except StoreOutage:
-                raise  # the loop's state, not a bookkeeping failure
-            except Exception as exc:  # bookkeeping must not stop the fleet; the rebuild records them again
-                log.warning("event=fingerprints_failed error=%r action=retry_later", str(exc)[:300])
-        interval = self.s.gates_interval_s
-        if interval and now - self.last_gates >= interval and not (self.gates_thread and self.gates_thread.is_alive()):
-            self.last_gates = now
-            self.gates_thread = threading.Thread(target=run_relaxed_gates, args=(self.s,), daemon=True, name="gates")
-            self.gates_thread.start()
-
     # -- the end ---------------------------------------------------------------------------
     def tally(self) -> dict[str, int]:
         days = self.store.day_count()
@@ -569,8 +544,7 @@ class Supervisor:
             return None  # a start is adding days: rebuild after those
         log.info("event=finished days=%d complete=%d action=rebuild", tally["days"], tally["complete"])
         self.phase = "rebuilding"
-        self.rebuild = OnCompleteRun(self.s)
-        self.rebuild.start()
+        self.rebuild = self.hooks.on_all_complete(self)
         return None
 
     def follow_rebuild(self) -> str | None:
@@ -639,21 +613,6 @@ class Supervisor:
         )
 
 
-def run_relaxed_gates(settings: Settings) -> None:
-    """One relaxed gates run, with its own connection: results to gate_results and gates.log."""
-    from monitor.gates.judge import run_gates
-
-    try:
-        store = Store.connect(settings, create=False)
-        try:
-            report = run_gates(store, settings, "relaxed", source="supervisor")
-        finally:
-            store.close()
-        log.info("event=gates level=relaxed passed=%s failed=%s", report.passed, ",".join(report.failed_days()) or "-")
-    except Exception as exc:
-        log.warning("event=gates_failed_to_run error=%r action=retry_next_interval", str(exc)[:300])
-
-
 def supervise(
     settings: Settings, on_tick: Callable[[Supervisor], None] | None = None, lock_fd: int | None = None
 ) -> str:
@@ -676,7 +635,7 @@ def supervise(
         context="monitor",
         timeout_s=STORE_TIMEOUT_S,
     )
-    sup = Supervisor(settings, store, on_tick)
+    sup = Supervisor(settings, store, SupervisorHooks(settings, after_round=on_tick))
     sup.install_signals()
     try:
         return sup.run()

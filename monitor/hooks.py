@@ -1,0 +1,86 @@
+"""What the supervisor runs beside the fleet, behind hooks it calls at fixed points of its loop (in the manner
+of gunicorn's server hooks), so the loop itself only reaps, judges and reconciles:
+
+    on_tick(sup)          every round that reaches the store, after reconcile: fingerprint newly COMPLETE days
+                          (cheap, every few seconds) and start the relaxed gates every gates_interval_s in a
+                          thread of their own, so a slow check never delays a stall verdict
+    on_all_complete(sup)  every day is COMPLETE: start the on-complete rebuild (in a thread); returns it
+    after_round(sup)      every round, after the state file is written (the foreground dashboard)
+
+`SupervisorHooks` is the one place they are wired.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+from backfill.settings import Settings
+from backfill.store.client import Store, StoreOutage
+from monitor.on_complete import OnCompleteRun
+
+log = logging.getLogger("monitor")
+
+FINGERPRINT_EVERY_S = 5.0
+
+
+class Fleet(Protocol):
+    """What a hook sees of the supervisor (monitor.supervisor.Supervisor)."""
+
+    store: Store
+
+
+class SupervisorHooks:
+    def __init__(self, settings: Settings, after_round: Callable[[Any], None] | None = None):
+        self.s = settings
+        self.dashboard = after_round
+        self.last_fingerprints = 0.0
+        self.last_gates = time.monotonic()
+        self.gates_thread: threading.Thread | None = None
+
+    def on_tick(self, sup: Fleet) -> None:
+        now = time.monotonic()
+        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S:
+            self.last_fingerprints = now
+            self.record_fingerprints(sup.store)
+        interval = self.s.gates_interval_s
+        if interval and now - self.last_gates >= interval and not (self.gates_thread and self.gates_thread.is_alive()):
+            self.last_gates = now
+            self.gates_thread = threading.Thread(target=run_relaxed_gates, args=(self.s,), daemon=True, name="gates")
+            self.gates_thread.start()
+
+    def record_fingerprints(self, store: Store) -> None:
+        from backfill.store.fingerprints import record_fingerprints
+
+        try:
+            record_fingerprints(store)
+        except StoreOutage:
+            raise  # the loop's state, not a bookkeeping failure
+        except Exception as exc:  # bookkeeping must not stop the fleet; the rebuild records them again
+            log.warning("event=fingerprints_failed error=%r action=retry_later", str(exc)[:300])
+
+    def on_all_complete(self, sup: Fleet) -> OnCompleteRun:
+        rebuild = OnCompleteRun(self.s)
+        rebuild.start()
+        return rebuild
+
+    def after_round(self, sup: Fleet) -> None:
+        if self.dashboard:
+            self.dashboard(sup)
+
+
+def run_relaxed_gates(settings: Settings) -> None:
+    """One relaxed gates run, with its own connection: results to gate_results and gates.log."""
+    from monitor.gates.judge import run_gates
+
+    try:
+        store = Store.connect(settings, create=False)
+        try:
+            report = run_gates(store, settings, "relaxed", source="supervisor")
+        finally:
+            store.close()
+        log.info("event=gates level=relaxed passed=%s failed=%s", report.passed, ",".join(report.failed_days()) or "-")
+    except Exception as exc:
+        log.warning("event=gates_failed_to_run error=%r action=retry_next_interval", str(exc)[:300])

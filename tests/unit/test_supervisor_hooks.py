@@ -1,0 +1,92 @@
+"""The supervisor's hooks (monitor.hooks): fingerprints every few seconds, relaxed gates every interval in one
+thread at a time, a store outage passed on to the loop, other bookkeeping failures only logged."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import backfill.store.fingerprints as fingerprints
+from backfill.store.client import StoreOutage
+from monitor import hooks
+from monitor.hooks import FINGERPRINT_EVERY_S, SupervisorHooks
+
+
+def _hooks(interval: float) -> SupervisorHooks:
+    return SupervisorHooks(SimpleNamespace(gates_interval_s=interval))  # type: ignore[arg-type]
+
+
+def test_fingerprints_run_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    monkeypatch.setattr(fingerprints, "record_fingerprints", calls.append)
+    h = _hooks(0)
+    sup = SimpleNamespace(store="store")
+    h.on_tick(sup)
+    h.on_tick(sup)
+    assert calls == ["store"]
+    h.last_fingerprints = time.monotonic() - FINGERPRINT_EVERY_S
+    h.on_tick(sup)
+    assert calls == ["store", "store"]
+
+
+def test_a_store_outage_goes_to_the_loop_other_failures_are_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    def outage(_store: Any) -> None:
+        raise StoreOutage("away", "refused")
+
+    def broken(_store: Any) -> None:
+        raise RuntimeError("bad row")
+
+    monkeypatch.setattr(fingerprints, "record_fingerprints", outage)
+    with pytest.raises(StoreOutage):
+        _hooks(0).on_tick(SimpleNamespace(store=None))
+    monkeypatch.setattr(fingerprints, "record_fingerprints", broken)
+    _hooks(0).on_tick(SimpleNamespace(store=None))
+
+
+def test_relaxed_gates_start_every_interval_one_run_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fingerprints, "record_fingerprints", lambda _store: None)
+    release = threading.Event()
+    runs: list[Any] = []
+
+    def gates(settings: Any) -> None:
+        runs.append(settings)
+        release.wait(5)
+
+    monkeypatch.setattr(hooks, "run_relaxed_gates", gates)
+    h = _hooks(600)
+    sup = SimpleNamespace(store=None)
+    h.on_tick(sup)
+    assert h.gates_thread is None  # not before the first interval
+    h.last_gates = time.monotonic() - 600
+    h.on_tick(sup)
+    assert h.gates_thread is not None
+    first = h.gates_thread
+    h.last_gates = time.monotonic() - 600
+    h.on_tick(sup)
+    assert h.gates_thread is first  # the previous run is still going
+    release.set()
+    first.join(5)
+    h.on_tick(sup)
+    assert h.gates_thread is not first
+    h.gates_thread.join(5)
+    assert len(runs) == 2
+
+
+def test_no_gates_when_the_interval_is_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fingerprints, "record_fingerprints", lambda _store: None)
+    h = _hooks(0)
+    h.last_gates = time.monotonic() - 10_000
+    h.on_tick(SimpleNamespace(store=None))
+    assert h.gates_thread is None
+
+
+def test_after_round_calls_the_dashboard() -> None:
+    seen: list[Any] = []
+    h = SupervisorHooks(SimpleNamespace(gates_interval_s=0), after_round=seen.append)  # type: ignore[arg-type]
+    h.after_round("sup")  # type: ignore[arg-type]
+    assert seen == ["sup"]
+    _hooks(0).after_round("sup")  # type: ignore[arg-type]  # no dashboard: nothing
