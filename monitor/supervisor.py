@@ -31,6 +31,7 @@ from typing import Any, Callable
 import psutil
 
 from backfill import control
+from backfill.control import Phase
 from backfill.settings import Settings, load_settings
 from backfill.store.client import Store, StoreOutage
 from backfill.store.records import Heartbeat
@@ -76,7 +77,7 @@ class Supervisor:
         self.log_dir = settings.log_dir
         self.wanted = settings.shards
         self.slots: dict[int, Slot] = {}
-        self.phase = "starting"
+        self.phase = Phase.STARTING
         self.stopping = False
         self.interrupted = False  # the stop came from SIGINT (Ctrl-C in the terminal of a foreground run)
         self.reload = True
@@ -139,7 +140,7 @@ class Supervisor:
     def run(self) -> str:
         """Run until every day is COMPLETE (or FAILED) and the rebuild has run, or a stop. Returns the final phase."""
         self.kill_leftover_workers()
-        self.phase = "running"
+        self.phase = Phase.RUNNING
         log.info("event=supervisor_start pid=%d shards=%d stall_s=%s", os.getpid(), self.wanted, self.s.stall_s)
         try:
             while True:
@@ -176,7 +177,7 @@ class Supervisor:
         return self.finish(tally)
 
     def stop_run(self) -> str:
-        self.phase = "stopping"
+        self.phase = Phase.STOPPING
         self.write_state()
         if self.rebuild is not None:
             self.rebuild.stop("stop requested")
@@ -191,7 +192,7 @@ class Supervisor:
                 "the on-complete rebuild stopped before its end (stop requested); `backfill start` runs it again"
             )
         self.stop_all("stop requested")
-        self.phase = "stopped"
+        self.phase = Phase.STOPPED
         return self.phase
 
     def read_control(self) -> None:
@@ -440,7 +441,7 @@ class Supervisor:
         # processes; the new generation starts when the old one has exited, resuming from the checkpoints.
         old = [s for s in self.slots.values() if s.shards != self.wanted]
         if old:
-            self.phase = "rescaling"
+            self.phase = Phase.RESCALING
             for slot in old:
                 if slot.proc is not None and slot.stopping_since is None:
                     slot.proc.terminate()
@@ -450,7 +451,7 @@ class Supervisor:
             for slot in old:
                 del self.slots[slot.shard_id]
             log.info("event=rescaled shards=%d", self.wanted)
-        self.phase = "running"
+        self.phase = Phase.RUNNING
         now = time.monotonic()
         for k in range(self.wanted):
             slot = self.slots.setdefault(k, Slot(k, self.wanted))
@@ -458,18 +459,18 @@ class Supervisor:
                 self.spawn(slot)
 
     def stop_all(self, why: str) -> None:
-        live = [s for s in self.slots.values() if s.proc is not None]
-        for slot in live:
-            slot.proc.terminate()
+        live = [(s, s.proc) for s in self.slots.values() if s.proc is not None]
+        for slot, proc in live:
+            proc.terminate()
             slot.stopping_since = time.monotonic()
         deadline = time.monotonic() + self.s.stall_grace_s + 30
-        for slot in live:
+        for slot, proc in live:
             try:
-                slot.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("worker=%d pid=%d event=kill reason=%r", slot.shard_id, slot.proc.pid, why)
-                slot.proc.kill()
-                slot.proc.wait()
+                log.error("worker=%d pid=%d event=kill reason=%r", slot.shard_id, proc.pid, why)
+                proc.kill()
+                proc.wait()
             slot.proc = None
         log.info("event=workers_stopped reason=%r count=%d", why, len(live))
 
@@ -523,7 +524,7 @@ class Supervisor:
         if tally["failed"]:
             if not self.may_exit():
                 return None
-            self.phase = "finished_with_failures"
+            self.phase = Phase.FINISHED_WITH_FAILURES
             self.message = (
                 f"{tally['failed']} of {tally['days']} days FAILED: `backfill retry-failed`, then `backfill start`"
             )
@@ -538,12 +539,12 @@ class Supervisor:
             if not self.may_exit():
                 return None
             log.info("event=finished days=%d complete=%d rebuild=off", tally["days"], tally["complete"])
-            self.phase = "complete"
+            self.phase = Phase.COMPLETE
             return self.phase
         if control.start_in_progress(self.log_dir):
             return None  # a start is adding days: rebuild after those
         log.info("event=finished days=%d complete=%d action=rebuild", tally["days"], tally["complete"])
-        self.phase = "rebuilding"
+        self.phase = Phase.REBUILDING
         self.rebuild = self.hooks.on_all_complete(self)
         return None
 
@@ -558,21 +559,21 @@ class Supervisor:
         tally = self.tally()
         if tally["complete"] + tally["failed"] < tally["days"]:
             log.info("event=rebuild_superseded outcome=%s reason='new days to fetch' action=run_then_rebuild", outcome)
-            self.phase = "running"
+            self.phase = Phase.RUNNING
             for slot in self.slots.values():
                 slot.done = False
             return None
         if not self.may_exit():
-            self.phase = "running"
+            self.phase = Phase.RUNNING
             return None
         if outcome == "complete":
-            self.phase = "complete"
+            self.phase = Phase.COMPLETE
             self.message = ""
         elif outcome == "stopped":
-            self.phase = "stopped"
+            self.phase = Phase.STOPPED
             self.message = f"the on-complete rebuild stopped before its end ({text}); `backfill start` runs it again"
         else:
-            self.phase = "rebuild_failed"
+            self.phase = Phase.REBUILD_FAILED
             self.message = (
                 f"the on-complete rebuild stopped at {text}; production is unchanged. See "
                 f"{self.log_dir / 'on-complete.log'}; fix, then `backfill rebuild`"
@@ -592,7 +593,7 @@ class Supervisor:
                 "message": self.message,
                 "ended_at": time.time() if ended else None,
                 "stopped_by": ("SIGINT" if self.interrupted else "SIGTERM")
-                if self.phase == "stopped" and self.stopping
+                if self.phase == Phase.STOPPED and self.stopping
                 else None,
                 "rebuild_step": self.rebuild.step if self.rebuild is not None else None,
                 "store": self.store.outage.state(),
@@ -640,7 +641,7 @@ def supervise(
     try:
         return sup.run()
     except FleetHalted as exc:
-        sup.phase = "halted"
+        sup.phase = Phase.HALTED
         sup.message = str(exc)
         log.error("event=halted reason=%r", str(exc))
         raise
@@ -665,7 +666,7 @@ def main() -> int:
     except Exception:
         log.exception("event=supervisor_crash")
         return 1
-    return 0 if phase in ("complete", "stopped") else 1  # finished_with_failures, rebuild_failed: 1
+    return 0 if phase in (Phase.COMPLETE, Phase.STOPPED) else 1  # finished_with_failures, rebuild_failed: 1
 
 
 if __name__ == "__main__":

@@ -155,7 +155,9 @@ class RpcClient:
             self.memory,
             {
                 pace_memory.endpoint_key(ep.url): {
-                    "rps": round(self.paces[ep.index].rate * self.share, 2) if self.paces[ep.index].rate else None,
+                    "rps": round((self.paces[ep.index].rate or 0) * self.share, 2)
+                    if self.paces[ep.index].rate
+                    else None,
                     "batch_cap": ep.batch_cap,
                     "refused_blocks": ep.refused_blocks,
                     **(

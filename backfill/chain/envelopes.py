@@ -157,9 +157,10 @@ def guarded_answer(doc: Any, ids: tuple[int, int], status: int, retry_after: flo
     if isinstance(doc, Scanned) and doc.batch is None:
         doc = orjson.loads(doc.body)  # not the shape asked for: judged below like any answer
     if isinstance(doc, Scanned):
-        by_id = {text: result for text, result in doc.batch}
-        head_hex = by_id.get(str(ids[0]))
-        logs: Any = doc if by_id.get(str(ids[1]), "") is None else None
+        assert doc.batch is not None  # (an answer without its batch was parsed above)
+        by_text = {text: result for text, result in doc.batch}
+        head_hex = by_text.get(str(ids[0]))
+        logs: Any = doc if by_text.get(str(ids[1]), "") is None else None
     else:
         if isinstance(doc, dict) or (isinstance(doc, list) and len(doc) == 1):
             error = doc.get("error", doc) if isinstance(doc, dict) else doc[0].get("error")
@@ -169,7 +170,7 @@ def guarded_answer(doc: Any, ids: tuple[int, int], status: int, retry_after: flo
         for item in items:
             if isinstance(item, dict) and "error" in item:
                 raise classify_error(item["error"], status, retry_after)
-        by_id = {item.get("id"): item.get("result") for item in items if isinstance(item, dict)}
+        by_id: dict[Any, Any] = {item.get("id"): item.get("result") for item in items if isinstance(item, dict)}
         head_hex, logs = by_id.get(ids[0]), by_id.get(ids[1])
     if head_hex is None:
         raise Transient("batch answer is missing eth_blockNumber")

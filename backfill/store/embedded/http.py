@@ -275,7 +275,7 @@ def is_result_statement(sql: str) -> bool:
     return leading_keyword(sql) in RESULT_KEYWORDS
 
 
-def split_insert(buf: bytes, eof: bool) -> InsertSplit | NeedMore | None:
+def split_insert(buf: bytes | bytearray, eof: bool) -> InsertSplit | NeedMore | None:
     """Find where the data of an ``INSERT ... FORMAT X`` starts in ``buf`` (statement + data so far).
 
     Returns ``NEED_MORE`` while the statement may still be incomplete, ``None`` if this is not an

@@ -216,7 +216,7 @@ async def _handle_query(request: web.Request, engine: Engine) -> web.StreamRespo
             chunk = await anext(chunks, None)
             eof = chunk is None
             buf += chunk or b""
-        if split is not None:
+        if isinstance(split, eh.InsertSplit):
             sql_for_log = split.statement
             if (refused := policy.refusal(split.statement)) is not None:
                 raise eh.RequestError(497, f"{refused}. (ACCESS_DENIED)")
@@ -415,7 +415,7 @@ async def _drain(app: web.Application, site: web.SockSite, info: Path) -> None:
     app[STOPPING] = True
     await site.stop()  # no new connections
     if app[ACTIVE]:  # aiohttp's own shutdown stops reading request bodies: let inserts finish first
-        await asyncio.wait(list(app[ACTIVE]), timeout=DRAIN_S)
+        await asyncio.wait(list(app[ACTIVE]), timeout=DRAIN_S)  # type: ignore[index]
 
 
 async def serve_async(
