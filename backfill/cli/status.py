@@ -188,29 +188,11 @@ def summarize(
     and only workers whose pid is in live_worker_pids."""
     run = run_summary(supervisor, supervisor_alive, promoted=promoted, last_error=last_error)
     live = run["state"] == "running"
-    by_status: dict[str, int] = {}
-    remaining_blocks = 0
-    for p in plan:
-        cp = checkpoints.get(p["day_idx"])
-        status = shown_day_status(cp["status"] if cp else "PENDING", live)
-        by_status[status] = by_status.get(status, 0) + 1
-        if status != "COMPLETE":
-            next_block = max(p["start_block"], int(cp["next_block"]) if cp else 0)
-            remaining_blocks += max(0, p["end_block"] - next_block + 1)
+    by_status, remaining_blocks = day_counts(plan, checkpoints, live)
     total = len(plan)
     done = by_status.get("COMPLETE", 0)
-    if live:
-        bps = rates.get("blocks_per_s", 0.0)
-        eta_s = round(remaining_blocks / bps) if bps > 0 and remaining_blocks else (0 if not remaining_blocks else None)
-        shown_rates: dict[str, float | None] = {k: rates.get(k) for k in RATE_KEYS}
-    else:
-        eta_s, shown_rates = None, dict.fromkeys(RATE_KEYS)
+    eta_s, shown_rates = eta_and_rates(live, rates, remaining_blocks)
     dates = {p["day_idx"]: p["day"] for p in plan if p.get("day")}
-    failed = [
-        {"day_idx": k, "day": date_of(dates, k), "error": cp["error"], "failures": int(cp.get("failures", 0))}
-        for k, cp in sorted(checkpoints.items())
-        if cp["status"] == "FAILED"
-    ]
     workers = current_workers(heartbeats, supervisor, supervisor_alive, live_worker_pids, host, now)
     for w in workers:
         w["day"] = date_of(dates, w["day_idx"])
@@ -243,8 +225,45 @@ def summarize(
         "supervisor": _supervisor_part(supervisor, supervisor_alive),
         "store": store_view(True, None, supervisor, supervisor_alive, now),
         "workers": workers,
-        "failed_days": failed,
+        "failed_days": failed_days(checkpoints, dates),
     }
+
+
+def day_counts(
+    plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], live: bool
+) -> tuple[dict[str, int], int]:
+    """(days per shown status, blocks not yet fetched of the days that are not COMPLETE). A day without a
+    checkpoint is PENDING; RUNNING without a live run is INTERRUPTED (`shown_day_status`)."""
+    by_status: dict[str, int] = {}
+    remaining_blocks = 0
+    for p in plan:
+        cp = checkpoints.get(p["day_idx"])
+        status = shown_day_status(cp["status"] if cp else "PENDING", live)
+        by_status[status] = by_status.get(status, 0) + 1
+        if status != "COMPLETE":
+            next_block = max(p["start_block"], int(cp["next_block"]) if cp else 0)
+            remaining_blocks += max(0, p["end_block"] - next_block + 1)
+    return by_status, remaining_blocks
+
+
+def eta_and_rates(
+    live: bool, rates: dict[str, float], remaining_blocks: int
+) -> tuple[int | None, dict[str, float | None]]:
+    """(ETA in seconds, the RATE_KEYS): only a live run has them; nothing left is ETA 0, no pace is ETA None."""
+    if not live:
+        return None, dict.fromkeys(RATE_KEYS)
+    bps = rates.get("blocks_per_s", 0.0)
+    eta_s = round(remaining_blocks / bps) if bps > 0 and remaining_blocks else (0 if not remaining_blocks else None)
+    return eta_s, {k: rates.get(k) for k in RATE_KEYS}
+
+
+def failed_days(checkpoints: dict[int, dict[str, Any]], dates: dict[int, str]) -> list[dict[str, Any]]:
+    """The FAILED checkpoints in day order, each with its date, error and failure count."""
+    return [
+        {"day_idx": k, "day": date_of(dates, k), "error": cp["error"], "failures": int(cp.get("failures", 0))}
+        for k, cp in sorted(checkpoints.items())
+        if cp["status"] == "FAILED"
+    ]
 
 
 def summarize_offline(
@@ -370,48 +389,15 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     supervisor, alive = _supervisor(settings)
     state = run_state(supervisor, alive)
     host = socket.gethostname()
-    plan = [
-        {"day_idx": p.day_idx, "day": p.day.isoformat(), "start_block": p.start_block, "end_block": p.end_block}
-        for p in store.read_plan()
-    ]
+    plan = _plan_rows(store)
     checkpoints = store.checkpoints()
     heartbeats = [
         {**dataclasses.asdict(beat), "updated_at": beat.last_update()} for beat in store.heartbeats(host).values()
     ]
     live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
-    rates: dict[str, float] = {}
-    if state == "running":
-        since = now - RATE_WINDOW_S
-        if supervisor and supervisor.get("started_at"):
-            since = max(since, float(supervisor["started_at"]))
-        since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
-        history = store.checkpoint_progress_since(since_dt)
-        rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
-    table_rows = {}
-    for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
-        table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0)}
-        if dedup:
-            table_rows[table]["rows_after_dedup"] = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
-    # the pace is summed over the processes that are still reporting (a worker's row is at most a minute old)
-    endpoints = [
-        {
-            "endpoint": r[0],
-            "requests": int(r[1]),
-            "errors": int(r[2]),
-            "compute_units": int(r[3]),
-            "parked": bool(r[4]),
-            "rps": round(float(r[5]), 1),
-            "limit_answers": int(r[6]),
-            "waits": int(r[7]),
-            "waited_s": round(float(r[8]), 1),
-            "waiting_now": bool(r[9]),
-            "damaged": int(r[10]),
-        }
-        for r in store.rpc_usage_by_endpoint()
-    ]
-    if state != "running":  # a pace or a wait is a process's: none is running
-        for e in endpoints:
-            e["rps"], e["waiting_now"] = 0.0, False
+    rates = _read_rates(store, supervisor, plan, now) if state == "running" else {}
+    table_rows = _table_rows(store, dedup)
+    endpoints = _endpoints(store, running=state == "running")
     promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state == "complete" else None
     summary = summarize(
         plan,
@@ -430,6 +416,59 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     )
     summary["quality"] = quality(store, {p["day_idx"]: p["day"] for p in plan})
     return summary
+
+
+def _plan_rows(store: Store) -> list[dict[str, Any]]:
+    return [
+        {"day_idx": p.day_idx, "day": p.day.isoformat(), "start_block": p.start_block, "end_block": p.end_block}
+        for p in store.read_plan()
+    ]
+
+
+def _read_rates(
+    store: Store, supervisor: dict[str, Any] | None, plan: list[dict[str, Any]], now: float
+) -> dict[str, float]:
+    """The pace of a running run over the last RATE_WINDOW_S (or since it started, if later)."""
+    since = now - RATE_WINDOW_S
+    if supervisor and supervisor.get("started_at"):
+        since = max(since, float(supervisor["started_at"]))
+    since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+    history = store.checkpoint_progress_since(since_dt)
+    return progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
+
+
+def _table_rows(store: Store, dedup: bool) -> dict[str, dict[str, int]]:
+    table_rows = {}
+    for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
+        table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0)}
+        if dedup:
+            table_rows[table]["rows_after_dedup"] = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
+    return table_rows
+
+
+def _endpoints(store: Store, running: bool) -> list[dict[str, Any]]:
+    """Per-endpoint RPC usage. The pace is summed over the processes that are still reporting (a worker's row
+    is at most a minute old); without a running run a pace or a wait is no process's, so they read 0 / False."""
+    endpoints = [
+        {
+            "endpoint": r[0],
+            "requests": int(r[1]),
+            "errors": int(r[2]),
+            "compute_units": int(r[3]),
+            "parked": bool(r[4]),
+            "rps": round(float(r[5]), 1),
+            "limit_answers": int(r[6]),
+            "waits": int(r[7]),
+            "waited_s": round(float(r[8]), 1),
+            "waiting_now": bool(r[9]),
+            "damaged": int(r[10]),
+        }
+        for r in store.rpc_usage_by_endpoint()
+    ]
+    if not running:
+        for e in endpoints:
+            e["rps"], e["waiting_now"] = 0.0, False
+    return endpoints
 
 
 def collect_offline(settings: Settings, store_error: str) -> dict[str, Any]:

@@ -163,56 +163,12 @@ def render(summary: dict[str, Any]) -> Any:
     from rich.text import Text
 
     first, style = run_text(summary)
-    lines = [Text(first, style=style)]
+    lines = [Text(first, style=style or "")]
     if "days_total" in summary:  # else the store could not be reached: no day counts
-        live = summary["run"]["state"] == "running"
-        cp = summary["checkpoint_rows"]
-        busy = f"{summary['days_running']} running" if live else f"{summary.get('days_interrupted', 0)} interrupted"
-        rpc = summary["rpc"]
-        lines += [
-            Text(
-                f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
-                f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed"
-            ),
-            Text(
-                f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
-                f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
-                f"ETA {_duration(summary['eta_s'])}"
-                if live
-                else f"rate: - (not running); remaining {summary['remaining_blocks']} blocks; ETA -"
-            ),
-            Text(
-                f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
-                f"skipped_erc721={cp['skipped_erc721']}"
-            ),
-            Text(f"rpc: {rpc['requests']} requests, {rpc['errors']} errors, ~{rpc['compute_units']} compute units"),
-            *(Text(f"rpc: {_endpoint_text(e)}") for e in rpc["endpoints"]),
-            *(Text(line) for line in table_lines(summary["table_rows"])),
-        ]
+        lines += [Text(line) for line in progress_lines(summary)]
     lines.append(Text(_supervisor_text(summary["supervisor"])))
     lines += [Text(line, style="red") for line in store_lines(summary)]
-    q = summary.get("quality") or {}
-    if q.get("gates"):
-        g = q["gates"]
-        bad = "; ".join(f"{k} on {_dated(v, g.get('failed_dates', {}).get(k))}" for k, v in g["failed"].items())
-        warn = "; ".join(f"{k} on {_dated(v, g.get('warned_dates', {}).get(k))}" for k, v in g["warned"].items())
-        lines.append(
-            Text(
-                f"gates ({g['level']}, {g['run_at'][:19]}): "
-                + (f"FAIL {bad}" if bad else "pass")
-                + (f"; warn {warn}" if warn else ""),
-                style="red" if bad else None,
-            )
-        )
-    if q.get("audit"):
-        a = q["audit"]
-        lines.append(
-            Text(
-                f"audit ({a['run_at'][:19]}): {a['days']} days recounted, "
-                + (f"NOT OK: {_dated(a['not_ok'], a.get('not_ok_dates'))}" if a["not_ok"] else "all match the chain"),
-                style="red" if a["not_ok"] else None,
-            )
-        )
+    lines += [Text(line, style="red" if bad else "") for line, bad in quality_lines(summary.get("quality") or {})]
     parts: list[Any] = list(lines)
     if summary["workers"]:
         parts.append(workers_table(summary["workers"]))
@@ -222,3 +178,42 @@ def render(summary: dict[str, Any]) -> Any:
         day = f.get("day") or f"day {f['day_idx']}"
         parts.append(Text(f"FAILED {day} after {f['failures']} failures: {f['error']}", style="red"))
     return Group(*parts)
+
+
+def progress_lines(summary: dict[str, Any]) -> list[str]:
+    """The lines read from the store: days, rate and ETA (only for a live run), checkpointed rows, rpc totals,
+    one line per endpoint and one `dedup:` line per table."""
+    live = summary["run"]["state"] == "running"
+    cp = summary["checkpoint_rows"]
+    busy = f"{summary['days_running']} running" if live else f"{summary.get('days_interrupted', 0)} interrupted"
+    rpc = summary["rpc"]
+    return [
+        f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
+        f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed",
+        f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
+        f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
+        f"ETA {_duration(summary['eta_s'])}"
+        if live
+        else f"rate: - (not running); remaining {summary['remaining_blocks']} blocks; ETA -",
+        f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
+        f"skipped_erc721={cp['skipped_erc721']}",
+        f"rpc: {rpc['requests']} requests, {rpc['errors']} errors, ~{rpc['compute_units']} compute units",
+        *(f"rpc: {_endpoint_text(e)}" for e in rpc["endpoints"]),
+        *table_lines(summary["table_rows"]),
+    ]
+
+
+def quality_lines(q: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(line, is it bad) for the latest gates run and the latest audit run, when there are any."""
+    out = []
+    if q.get("gates"):
+        g = q["gates"]
+        bad = "; ".join(f"{k} on {_dated(v, g.get('failed_dates', {}).get(k))}" for k, v in g["failed"].items())
+        warn = "; ".join(f"{k} on {_dated(v, g.get('warned_dates', {}).get(k))}" for k, v in g["warned"].items())
+        line = f"gates ({g['level']}, {g['run_at'][:19]}): " + (f"FAIL {bad}" if bad else "pass")
+        out.append((line + (f"; warn {warn}" if warn else ""), bool(bad)))
+    if q.get("audit"):
+        a = q["audit"]
+        verdict = f"NOT OK: {_dated(a['not_ok'], a.get('not_ok_dates'))}" if a["not_ok"] else "all match the chain"
+        out.append((f"audit ({a['run_at'][:19]}): {a['days']} days recounted, " + verdict, bool(a["not_ok"])))
+    return out
