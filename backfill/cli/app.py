@@ -242,7 +242,8 @@ def status(as_json: bool, watch: bool, interval: float, data_dir: Path | None) -
     The run is named first (running, complete, stopped, dead: killed or crashed). When the store cannot be
     reached, what supervisor.json and the processes tell is shown, and --watch recovers when it is back."""
     from backfill.cli.data_dir import require_store
-    from backfill.cli.status import StatusReader, render
+    from backfill.cli.status import StatusReader
+    from backfill.cli.status_render import render
 
     settings = _settings(data_dir=data_dir)
     require_store(settings)  # connecting would create a store (and start a server) in a directory without one

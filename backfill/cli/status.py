@@ -3,7 +3,8 @@
 Status never shows a running day, worker, rate or ETA without a live process behind it. The arithmetic
 (`run_summary`, `summarize`, `progress_rates`, `last_error`, `shown_day_status`) is pure: liveness (is the
 supervisor alive, which worker pids are live processes) comes in as data. `collect` gathers the inputs;
-`StatusReader` answers from supervisor.json alone while the store cannot be reached.
+`StatusReader` answers from supervisor.json alone while the store cannot be reached. Rendering the summary
+for people is `backfill.cli.status_render`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from backfill.dates import date_of, day_list
+from backfill.dates import date_of
 from backfill.errors import StoreUnavailable
 from backfill.redact import redact_text, scrub
 from backfill.settings import Settings, secret_bearing_values
@@ -187,29 +188,11 @@ def summarize(
     and only workers whose pid is in live_worker_pids."""
     run = run_summary(supervisor, supervisor_alive, promoted=promoted, last_error=last_error)
     live = run["state"] == "running"
-    by_status: dict[str, int] = {}
-    remaining_blocks = 0
-    for p in plan:
-        cp = checkpoints.get(p["day_idx"])
-        status = shown_day_status(cp["status"] if cp else "PENDING", live)
-        by_status[status] = by_status.get(status, 0) + 1
-        if status != "COMPLETE":
-            next_block = max(p["start_block"], int(cp["next_block"]) if cp else 0)
-            remaining_blocks += max(0, p["end_block"] - next_block + 1)
+    by_status, remaining_blocks = day_counts(plan, checkpoints, live)
     total = len(plan)
     done = by_status.get("COMPLETE", 0)
-    if live:
-        bps = rates.get("blocks_per_s", 0.0)
-        eta_s = round(remaining_blocks / bps) if bps > 0 and remaining_blocks else (0 if not remaining_blocks else None)
-        shown_rates: dict[str, float | None] = {k: rates.get(k) for k in RATE_KEYS}
-    else:
-        eta_s, shown_rates = None, dict.fromkeys(RATE_KEYS)
+    eta_s, shown_rates = eta_and_rates(live, rates, remaining_blocks)
     dates = {p["day_idx"]: p["day"] for p in plan if p.get("day")}
-    failed = [
-        {"day_idx": k, "day": date_of(dates, k), "error": cp["error"], "failures": int(cp.get("failures", 0))}
-        for k, cp in sorted(checkpoints.items())
-        if cp["status"] == "FAILED"
-    ]
     workers = current_workers(heartbeats, supervisor, supervisor_alive, live_worker_pids, host, now)
     for w in workers:
         w["day"] = date_of(dates, w["day_idx"])
@@ -242,8 +225,45 @@ def summarize(
         "supervisor": _supervisor_part(supervisor, supervisor_alive),
         "store": store_view(True, None, supervisor, supervisor_alive, now),
         "workers": workers,
-        "failed_days": failed,
+        "failed_days": failed_days(checkpoints, dates),
     }
+
+
+def day_counts(
+    plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], live: bool
+) -> tuple[dict[str, int], int]:
+    """(days per shown status, blocks not yet fetched of the days that are not COMPLETE). A day without a
+    checkpoint is PENDING; RUNNING without a live run is INTERRUPTED (`shown_day_status`)."""
+    by_status: dict[str, int] = {}
+    remaining_blocks = 0
+    for p in plan:
+        cp = checkpoints.get(p["day_idx"])
+        status = shown_day_status(cp["status"] if cp else "PENDING", live)
+        by_status[status] = by_status.get(status, 0) + 1
+        if status != "COMPLETE":
+            next_block = max(p["start_block"], int(cp["next_block"]) if cp else 0)
+            remaining_blocks += max(0, p["end_block"] - next_block + 1)
+    return by_status, remaining_blocks
+
+
+def eta_and_rates(
+    live: bool, rates: dict[str, float], remaining_blocks: int
+) -> tuple[int | None, dict[str, float | None]]:
+    """(ETA in seconds, the RATE_KEYS): only a live run has them; nothing left is ETA 0, no pace is ETA None."""
+    if not live:
+        return None, dict.fromkeys(RATE_KEYS)
+    bps = rates.get("blocks_per_s", 0.0)
+    eta_s = round(remaining_blocks / bps) if bps > 0 and remaining_blocks else (0 if not remaining_blocks else None)
+    return eta_s, {k: rates.get(k) for k in RATE_KEYS}
+
+
+def failed_days(checkpoints: dict[int, dict[str, Any]], dates: dict[int, str]) -> list[dict[str, Any]]:
+    """The FAILED checkpoints in day order, each with its date, error and failure count."""
+    return [
+        {"day_idx": k, "day": date_of(dates, k), "error": cp["error"], "failures": int(cp.get("failures", 0))}
+        for k, cp in sorted(checkpoints.items())
+        if cp["status"] == "FAILED"
+    ]
 
 
 def summarize_offline(
@@ -369,48 +389,15 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     supervisor, alive = _supervisor(settings)
     state = run_state(supervisor, alive)
     host = socket.gethostname()
-    plan = [
-        {"day_idx": p.day_idx, "day": p.day.isoformat(), "start_block": p.start_block, "end_block": p.end_block}
-        for p in store.read_plan()
-    ]
+    plan = _plan_rows(store)
     checkpoints = store.checkpoints()
     heartbeats = [
         {**dataclasses.asdict(beat), "updated_at": beat.last_update()} for beat in store.heartbeats(host).values()
     ]
     live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
-    rates: dict[str, float] = {}
-    if state == "running":
-        since = now - RATE_WINDOW_S
-        if supervisor and supervisor.get("started_at"):
-            since = max(since, float(supervisor["started_at"]))
-        since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
-        history = store.checkpoint_progress_since(since_dt)
-        rates = progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
-    table_rows = {}
-    for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
-        table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0)}
-        if dedup:
-            table_rows[table]["rows_after_dedup"] = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
-    # the pace is summed over the processes that are still reporting (a worker's row is at most a minute old)
-    endpoints = [
-        {
-            "endpoint": r[0],
-            "requests": int(r[1]),
-            "errors": int(r[2]),
-            "compute_units": int(r[3]),
-            "parked": bool(r[4]),
-            "rps": round(float(r[5]), 1),
-            "limit_answers": int(r[6]),
-            "waits": int(r[7]),
-            "waited_s": round(float(r[8]), 1),
-            "waiting_now": bool(r[9]),
-            "damaged": int(r[10]),
-        }
-        for r in store.rpc_usage_by_endpoint()
-    ]
-    if state != "running":  # a pace or a wait is a process's: none is running
-        for e in endpoints:
-            e["rps"], e["waiting_now"] = 0.0, False
+    rates = _read_rates(store, supervisor, plan, now) if state == "running" else {}
+    table_rows = _table_rows(store, dedup)
+    endpoints = _endpoints(store, running=state == "running")
     promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state == "complete" else None
     summary = summarize(
         plan,
@@ -429,6 +416,59 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     )
     summary["quality"] = quality(store, {p["day_idx"]: p["day"] for p in plan})
     return summary
+
+
+def _plan_rows(store: Store) -> list[dict[str, Any]]:
+    return [
+        {"day_idx": p.day_idx, "day": p.day.isoformat(), "start_block": p.start_block, "end_block": p.end_block}
+        for p in store.read_plan()
+    ]
+
+
+def _read_rates(
+    store: Store, supervisor: dict[str, Any] | None, plan: list[dict[str, Any]], now: float
+) -> dict[str, float]:
+    """The pace of a running run over the last RATE_WINDOW_S (or since it started, if later)."""
+    since = now - RATE_WINDOW_S
+    if supervisor and supervisor.get("started_at"):
+        since = max(since, float(supervisor["started_at"]))
+    since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+    history = store.checkpoint_progress_since(since_dt)
+    return progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
+
+
+def _table_rows(store: Store, dedup: bool) -> dict[str, dict[str, int]]:
+    table_rows = {}
+    for table in ("erc20_transfers_staging", "erc1155_transfers_staging", "transfer_quarantine"):
+        table_rows[table] = {"rows": int(store.scalar(f"SELECT count() FROM {table}") or 0)}
+        if dedup:
+            table_rows[table]["rows_after_dedup"] = int(store.scalar(f"SELECT count() FROM {table} FINAL") or 0)
+    return table_rows
+
+
+def _endpoints(store: Store, running: bool) -> list[dict[str, Any]]:
+    """Per-endpoint RPC usage. The pace is summed over the processes that are still reporting (a worker's row
+    is at most a minute old); without a running run a pace or a wait is no process's, so they read 0 / False."""
+    endpoints = [
+        {
+            "endpoint": r[0],
+            "requests": int(r[1]),
+            "errors": int(r[2]),
+            "compute_units": int(r[3]),
+            "parked": bool(r[4]),
+            "rps": round(float(r[5]), 1),
+            "limit_answers": int(r[6]),
+            "waits": int(r[7]),
+            "waited_s": round(float(r[8]), 1),
+            "waiting_now": bool(r[9]),
+            "damaged": int(r[10]),
+        }
+        for r in store.rpc_usage_by_endpoint()
+    ]
+    if not running:
+        for e in endpoints:
+            e["rps"], e["waiting_now"] = 0.0, False
+    return endpoints
 
 
 def collect_offline(settings: Settings, store_error: str) -> dict[str, Any]:
@@ -499,218 +539,3 @@ def quality(store: Store, dates: dict[int, str] | None = None) -> dict[str, Any]
             "not_ok_dates": on(not_ok),
         }
     return out
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
-def _endpoint_text(e: dict[str, Any]) -> str:
-    """`host#0 120 req / 0 err, pace 9.5 calls/s, 4 limit answers, waiting for budget (31 waits, 12.0s)`."""
-    text = f"{e['endpoint']} {e['requests']} req / {e['errors']} err"
-    if e.get("damaged"):
-        text += f", {e['damaged']} damaged answers"
-    if e.get("rps"):
-        text += f", pace {e['rps']:g} calls/s"
-    if e.get("limit_answers"):
-        text += f", {e['limit_answers']} limit answers"
-    if e.get("waits"):
-        text += (
-            ", waiting for budget" if e.get("waiting_now") else ", waited for budget"
-        ) + f" ({e['waits']} waits, {e['waited_s']:g}s)"
-    return text + (" PARKED" if e["parked"] else "")
-
-
-def _utc(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
-    return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime(fmt) if epoch else "an unknown time"
-
-
-_ENDED_TEXT = {
-    "complete": "complete",
-    "stopped": "stopped",
-    "finished_with_failures": "finished with failures",
-    "rebuild_failed": "rebuild failed",
-    "halted": "halted",
-}
-
-
-def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
-    """The first line of status, and its style: what the run is doing, or how it ended and what carries on."""
-    run, sup = summary["run"], summary["supervisor"]
-    state = run["state"]
-    if state == "running":
-        phase = sup.get("phase") or "starting"
-        step = f", step {sup['rebuild_step']}" if phase == "rebuilding" and sup.get("rebuild_step") else ""
-        n = run["workers"]
-        return f"run: running (pid {sup.get('pid')}, phase {phase}{step}, {n} worker{'' if n == 1 else 's'})", "green"
-    if state == "none":
-        return "run: none yet in this data directory — start one: backfill start", None
-    if state == "dead":
-        text, style = f"run: NOT RUNNING since {_utc(run['since'])} (killed or crashed)", "bold red"
-    else:
-        text = f"run: {_ENDED_TEXT.get(state, state)} at {_utc(run['since'])}"
-        style = "green" if state == "complete" and run["promoted"] else ("red" if state == "halted" else "yellow")
-    if state == "complete":
-        text += {
-            True: " — production promoted",
-            False: f" — not promoted: {run['hint']}",
-            None: " — promotion unknown (the store cannot be reached)",
-        }[run["promoted"]]
-    if run.get("last_error") and state in ("dead", "halted", "rebuild_failed", "finished_with_failures"):
-        text += f" — last error: {run['last_error']}"
-    if run.get("resume"):
-        text += f" — resume: {run['resume']}"
-    return text, style
-
-
-def store_lines(summary: dict[str, Any]) -> list[str]:
-    """`store: …` lines, only when something is wrong: what the live run reports, else what status met."""
-    store = summary.get("store") or {}
-    seen = store.get("run_view")
-    if seen and not seen["reachable"]:
-        since = f" (since {_utc(seen['down_since'], '%H:%M:%S UTC')})" if seen.get("down_since") else ""
-        took = f" for {seen['down_for_s']}s" if seen.get("down_for_s") is not None else ""
-        return [f"store: unreachable{took}{since}: {seen.get('error') or 'no answer'}; the run waits for it"]
-    if store and not store.get("reachable", True):
-        return [f"store: unreachable: {store.get('error')}"]
-    return []
-
-
-def _supervisor_text(sup: dict[str, Any]) -> str:
-    step = f" (step {sup['rebuild_step']})" if sup.get("phase") == "rebuilding" and sup.get("rebuild_step") else ""
-    seen = (
-        f"pid {sup.get('pid')} phase {sup.get('phase')}{step} shards {sup.get('wanted_shards')}"
-        if sup.get("pid")
-        else ""
-    )
-    if sup["alive"]:
-        text = "supervisor: running" + (f" {seen}" if seen else "")
-    else:
-        text = "supervisor: not running" + (
-            f" (last state: {seen}, written {_utc(sup.get('updated_at'))})" if seen else ""
-        )
-    return text + (f" — {sup['message']}" if sup.get("message") else "")
-
-
-def _dated(days: list[int], dates: list[str | None] | None, limit: int = 10) -> str:
-    """Days of a quality record as dates, folded (`2024-01-05..2024-01-07`)."""
-    return day_list(days, {d: v for d, v in zip(days, dates or []) if v}, limit=limit)
-
-
-def table_lines(table_rows: dict[str, dict[str, int]]) -> list[str]:
-    """One `dedup:` line per table, aligned: `dedup: erc20_transfers_staging  38123 rows, 38100 after FINAL`."""
-    if not table_rows:
-        return []
-    width = max(len(t) for t in table_rows)
-    digits = max(len(str(v["rows"])) for v in table_rows.values())
-    return [
-        f"dedup: {t:<{width}} {v['rows']:>{digits}} rows"
-        + (f", {v['rows_after_dedup']} after FINAL" if "rows_after_dedup" in v else "")
-        for t, v in table_rows.items()
-    ]
-
-
-def workers_table(workers: list[dict[str, Any]]) -> Any:
-    """The workers as a table that fits 80 columns with every cell whole: a header rule and one space between
-    columns, values that cannot wrap kept whole (only `state` wraps, between its words). `beat` is the age of
-    the worker's last heartbeat."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
-    for name, right in (
-        ("worker", True),
-        ("pid", True),
-        ("state", False),
-        ("day", False),
-        ("last batch", False),
-        ("rows", True),
-        ("beat", True),
-        ("restarts", True),
-    ):
-        table.add_column(name, justify="right" if right else "left", no_wrap=name != "state")
-    for w in workers:
-        table.add_row(
-            str(w["worker_id"]),
-            str(w["pid"]),
-            w["state"],
-            w.get("day") or "-",
-            w["last_batch"],
-            str(w["rows"]),
-            f"{w['heartbeat_age_s']:.0f}s",
-            str(w["restarts"]),
-        )
-    return table
-
-
-def render(summary: dict[str, Any]) -> Any:
-    """A rich renderable for people (the CLI and the foreground dashboard). Lines are short or break between
-    words (80 columns): one line per endpoint and per table, days as dates."""
-    from rich.console import Group
-    from rich.text import Text
-
-    first, style = run_text(summary)
-    lines = [Text(first, style=style)]
-    if "days_total" in summary:  # else the store could not be reached: no day counts
-        live = summary["run"]["state"] == "running"
-        cp = summary["checkpoint_rows"]
-        busy = f"{summary['days_running']} running" if live else f"{summary.get('days_interrupted', 0)} interrupted"
-        rpc = summary["rpc"]
-        lines += [
-            Text(
-                f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
-                f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed"
-            ),
-            Text(
-                f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
-                f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
-                f"ETA {_duration(summary['eta_s'])}"
-                if live
-                else f"rate: - (not running); remaining {summary['remaining_blocks']} blocks; ETA -"
-            ),
-            Text(
-                f"rows (checkpointed): erc20={cp['erc20']} erc1155={cp['erc1155']} quarantined={cp['quarantined']} "
-                f"skipped_erc721={cp['skipped_erc721']}"
-            ),
-            Text(f"rpc: {rpc['requests']} requests, {rpc['errors']} errors, ~{rpc['compute_units']} compute units"),
-            *(Text(f"rpc: {_endpoint_text(e)}") for e in rpc["endpoints"]),
-            *(Text(line) for line in table_lines(summary["table_rows"])),
-        ]
-    lines.append(Text(_supervisor_text(summary["supervisor"])))
-    lines += [Text(line, style="red") for line in store_lines(summary)]
-    q = summary.get("quality") or {}
-    if q.get("gates"):
-        g = q["gates"]
-        bad = "; ".join(f"{k} on {_dated(v, g.get('failed_dates', {}).get(k))}" for k, v in g["failed"].items())
-        warn = "; ".join(f"{k} on {_dated(v, g.get('warned_dates', {}).get(k))}" for k, v in g["warned"].items())
-        lines.append(
-            Text(
-                f"gates ({g['level']}, {g['run_at'][:19]}): "
-                + (f"FAIL {bad}" if bad else "pass")
-                + (f"; warn {warn}" if warn else ""),
-                style="red" if bad else None,
-            )
-        )
-    if q.get("audit"):
-        a = q["audit"]
-        lines.append(
-            Text(
-                f"audit ({a['run_at'][:19]}): {a['days']} days recounted, "
-                + (f"NOT OK: {_dated(a['not_ok'], a.get('not_ok_dates'))}" if a["not_ok"] else "all match the chain"),
-                style="red" if a["not_ok"] else None,
-            )
-        )
-    parts: list[Any] = list(lines)
-    if summary["workers"]:
-        parts.append(workers_table(summary["workers"]))
-    elif "days_total" in summary:
-        parts.append(Text("workers: none running"))
-    for f in summary.get("failed_days", []):
-        day = f.get("day") or f"day {f['day_idx']}"
-        parts.append(Text(f"FAILED {day} after {f['failures']} failures: {f['error']}", style="red"))
-    return Group(*parts)

@@ -207,7 +207,7 @@ def _run_foreground(
     from rich.console import Console
     from rich.live import Live
 
-    from backfill.cli.status import render
+    from backfill.cli.status_render import render
     from monitor.supervisor import FleetHalted, supervise
 
     console = Console()
@@ -308,7 +308,7 @@ def start(
 
         click.echo(render_preview(preview(settings)))
         return
-    from backfill.cli.status import render
+    from backfill.cli.status_render import render
     from backfill.files.oplog import setup_logging
 
     setup_logging(settings.log_dir / "monitor.log")

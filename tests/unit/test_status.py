@@ -12,13 +12,13 @@ from rich.console import Console
 from backfill.cli.status import (
     last_error,
     read_last_error,
-    render,
     run_state,
     show_day_statuses,
     shown_day_status,
     summarize,
     summarize_offline,
 )
+from backfill.cli.status_render import render
 
 NOW = dt.datetime(2026, 12, 1, 22, 26, 0, tzinfo=dt.UTC).timestamp()
 ENDED = dt.datetime(2026, 12, 1, 22, 10, 4, tzinfo=dt.UTC).timestamp()
