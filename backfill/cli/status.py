@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from backfill.control import ENDED_PHASES
 from backfill.dates import date_of
 from backfill.errors import StoreUnavailable
 from backfill.redact import redact_text, scrub
@@ -27,9 +28,6 @@ from backfill.store.client import Store
 RATE_WINDOW_S = 300.0
 RATE_KEYS = ("rows_per_s", "blocks_per_s", "window_s")
 PRODUCTION_TABLES = ("erc20_transfers", "erc1155_transfers")
-# The phases a supervisor ends in (monitor/supervisor.py); the others (starting, running, rescaling, stopping,
-# rebuilding) are phases of a live one.
-ENDED_PHASES = frozenset({"complete", "stopped", "finished_with_failures", "rebuild_failed", "halted"})
 RESUME = {
     "dead": "backfill start",
     "stopped": "backfill start",

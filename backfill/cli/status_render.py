@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from backfill.control import Phase
 from backfill.dates import day_list
 
 
@@ -52,8 +53,8 @@ def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
     run, sup = summary["run"], summary["supervisor"]
     state = run["state"]
     if state == "running":
-        phase = sup.get("phase") or "starting"
-        step = f", step {sup['rebuild_step']}" if phase == "rebuilding" and sup.get("rebuild_step") else ""
+        phase = sup.get("phase") or Phase.STARTING
+        step = f", step {sup['rebuild_step']}" if phase == Phase.REBUILDING and sup.get("rebuild_step") else ""
         n = run["workers"]
         return f"run: running (pid {sup.get('pid')}, phase {phase}{step}, {n} worker{'' if n == 1 else 's'})", "green"
     if state == "none":
@@ -90,7 +91,7 @@ def store_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _supervisor_text(sup: dict[str, Any]) -> str:
-    step = f" (step {sup['rebuild_step']})" if sup.get("phase") == "rebuilding" and sup.get("rebuild_step") else ""
+    step = f" (step {sup['rebuild_step']})" if sup.get("phase") == Phase.REBUILDING and sup.get("rebuild_step") else ""
     seen = (
         f"pid {sup.get('pid')} phase {sup.get('phase')}{step} shards {sup.get('wanted_shards')}"
         if sup.get("pid")

@@ -32,6 +32,7 @@ from backfill.cli.prepare import (
     survey_chain,
 )
 from backfill.cli.status import collect, collect_offline
+from backfill.control import Phase
 from backfill.errors import CommandFailed, ConfigError, Interrupted, StoreUnavailable, UserError, WrongChain
 from backfill.files.oplog import held_until_written
 from backfill.settings import Settings
@@ -156,7 +157,7 @@ def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: 
     try:
         while time.monotonic() < deadline:
             state = control.read_json(control.state_path(settings.log_dir)) or {}
-            if state.get("pid") == proc.pid and state.get("phase") not in (None, "starting"):
+            if state.get("pid") == proc.pid and state.get("phase") not in (None, Phase.STARTING):
                 break
             code = proc.poll()
             if code is not None:
