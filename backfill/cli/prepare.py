@@ -71,7 +71,7 @@ async def survey_chain(rpc: RpcClient, settings: Settings) -> ChainView:
 def check_range(settings: Settings, chain: ChainView) -> None:
     """--from / --to against the chain: one ConfigError line when a day lies before its genesis day or after
     its safe head's day (planning such a day would record an empty day the chain never had)."""
-    if chain.safe_head_ts is None and settings.from_date is not None:
+    if chain.safe_head_ts is None and (settings.from_date is not None or settings.to_date is not None):
         raise ConfigError(f"the chain head {chain.head} is below the {settings.confirmations} confirmations asked")
     problem = range_problem(
         settings.from_date,
@@ -124,20 +124,23 @@ async def plan_days(rpc: RpcClient, store: Store, settings: Settings, chain: Cha
     existing = {p.day_idx: p for p in store.read_plan()}
     anchor_text = store.meta_get("plan_anchor")
     anchor = dt.date.fromisoformat(anchor_text) if anchor_text else settings.from_date
-    if settings.from_date is None:
+    from_date = settings.from_date
+    if from_date is None:
         if not existing:
             raise ConfigError("nothing is planned yet: give --from and --to (e.g. --from 2024-01-01 --to 2024-01-31)")
-        return [existing[k] for k in sorted(existing)]
-    assert anchor is not None and chain.safe_head_ts is not None  # check_range refused a chain too short
-    if settings.from_date < anchor:
+        if settings.to_date is None:
+            return [existing[k] for k in sorted(existing)]
+        from_date = anchor  # `--to` alone extends the stored plan: its new days are planned, never left out
+    assert from_date is not None and anchor is not None and chain.safe_head_ts is not None  # (check_range)
+    if from_date < anchor:
         raise ConfigError(
-            f"this database's plan starts at {anchor}; --from {settings.from_date} is earlier. "
+            f"this database's plan starts at {anchor}; --from {from_date} is earlier. "
             "Use another database (CLICKHOUSE_URL or --data-dir) for an earlier range"
         )
     head, safe_head = chain.head, chain.safe_head
     # up to the day of the safe head by default (that day clipped at it)
     to_date = settings.to_date or dt.datetime.fromtimestamp(chain.safe_head_ts, dt.timezone.utc).date()
-    wanted_days = [settings.from_date + dt.timedelta(days=i) for i in range((to_date - settings.from_date).days + 1)]
+    wanted_days = [from_date + dt.timedelta(days=i) for i in range((to_date - from_date).days + 1)]
     missing = [d for d in wanted_days if (d - anchor).days not in existing or existing[(d - anchor).days].clipped]
     if missing:
         first, last = missing[0], missing[-1]

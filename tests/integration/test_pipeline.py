@@ -183,3 +183,32 @@ def test_dense_windows_write_rows_ahead_of_the_checkpoint_and_stay_exact(chain: 
         from backfill.store.embedded import stop_server
 
         stop_server(data_dir)
+
+
+def test_a_later_to_alone_plans_and_copies_the_new_days(chain: Chain, tmp_path_factory):
+    """A run over the first days, then `start --to <a later day>` without --from: the new days are planned and
+    copied (they were once left out while the run said "complete"), exactly as the chain has them."""
+    data_dir = tmp_path_factory.mktemp("later_to")
+    try:
+        first = backfill(
+            ["start", "--foreground", "--from", chain.first_day, "--to", chain.day(1), "--confirmations", "0"],
+            data_dir,
+            chain,
+            shards=2,
+        )
+        assert first.returncode == 0, first.stderr
+        later = backfill(
+            ["start", "--foreground", "--to", chain.day(3), "--confirmations", "0"], data_dir, chain, shards=2
+        )
+        assert later.returncode == 0, later.stderr
+        store = open_store(data_dir)
+        planned = sorted(p.day.isoformat() for p in store.read_plan())
+        assert planned == [chain.day(i) for i in range(4)]
+        truth = ground_truth(chain.url, chain.day_blocks(planned))
+        erc20, erc1155 = store_rows(store)
+        assert set(erc20) == truth.erc20 and set(erc1155) == truth.erc1155
+        assert len(erc20) == len(truth.erc20) and len(erc1155) == len(truth.erc1155)
+    finally:
+        from backfill.store.embedded import stop_server
+
+        stop_server(data_dir)
