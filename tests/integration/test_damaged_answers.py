@@ -45,7 +45,9 @@ def test_damaged_answers_are_fetched_again_from_the_other_endpoint(chain: Chain,
         # ^ many small answers, so that several are damaged
         served = bad.damaged_answers()
         modes = bad.damage_counts()
-    assert served >= 2 and len(modes) >= 2, f"too little damage injected: {modes}"
+    # at least one damaged answer of several kinds: after the first refusal the bad endpoint cools down, and
+    # whether the worker asks it again before the copy ends depends on the machine's pace
+    assert served >= 1 and len(modes) >= 2, f"too little damage injected: {modes}"
     assert_same_as_truth(decoded, truth)
     assert decoded.n_quarantined == 0 or all(
         "hex" not in reason and "malformed" not in reason for _, reason in decoded.quarantined
