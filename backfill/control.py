@@ -37,6 +37,7 @@ class Phase(str, enum.Enum):
     REBUILDING = "rebuilding"
     STOPPED = "stopped"
     COMPLETE = "complete"
+    CAUGHT_UP = "caught_up"  # every day copied as far as the chain allows; the last ones OPEN until final
     FINISHED_WITH_FAILURES = "finished_with_failures"
     REBUILD_FAILED = "rebuild_failed"
     HALTED = "halted"
@@ -46,7 +47,7 @@ class Phase(str, enum.Enum):
 
 
 ENDED_PHASES = frozenset(
-    {Phase.COMPLETE, Phase.STOPPED, Phase.FINISHED_WITH_FAILURES, Phase.REBUILD_FAILED, Phase.HALTED}
+    {Phase.COMPLETE, Phase.CAUGHT_UP, Phase.STOPPED, Phase.FINISHED_WITH_FAILURES, Phase.REBUILD_FAILED, Phase.HALTED}
 )
 
 

@@ -32,6 +32,7 @@ ENV_NAMES = {
     "CLICKHOUSE_URL": "clickhouse_url",
     "BACKFILL_DATA_DIR": "data_dir",
     "BACKFILL_CONFIRMATIONS": "confirmations",
+    "BACKFILL_FINALITY_DEPTH": "finality_depth",
     "BACKFILL_WINDOW_BLOCKS": "window_blocks",
     "BACKFILL_GETLOGS_BLOCKS": "getlogs_blocks",
     "BACKFILL_GETLOGS_CONCURRENCY": "getlogs_concurrency",
@@ -83,6 +84,8 @@ class Settings:
     from_date: dt.date | None = None
     to_date: dt.date | None = None
     confirmations: int = 12
+    # blocks behind the head that may still change (backfill.chain.finality); None = the chain's default
+    finality_depth: int | None = None
     window_blocks: int = 10_000  # blocks checkpointed together: the most a killed worker can lose
     getlogs_blocks: int = 50  # first eth_getLogs range (density unknown); then sized by the answers
     getlogs_concurrency: int = 4  # eth_getLogs calls in flight per worker
@@ -239,6 +242,7 @@ _AT_LEAST = {
     "rpc_max_concurrency": 1,
     "max_day_attempts": 1,
     "confirmations": 0,
+    "finality_depth": 0,
     "getlogs_answer_logs": 0,
     "audit_sample": 0,
     "gates_interval_s": 0,
@@ -344,6 +348,10 @@ def _coerce(name: str, value: Any) -> Any:
             raise _Bad(problem)
         return value
     kind = _FIELDS[name].type
+    if kind == "int | None":  # optional: unset means the default worked out later (e.g. per chain)
+        if value in (None, ""):
+            return None
+        kind = "int"
     if kind in ("bool", bool):
         return _as_bool(value)
     if kind in ("int", int):
@@ -568,6 +576,8 @@ def effective_settings(
             value = redact_clickhouse_url(value) if value else None
             if value is None:
                 source = Source("default", f"the embedded store in {s.data_dir / 'clickhouse'}")
+        elif name == "finality_depth" and value is None:
+            source = Source("default", "the chain's: 64 on Ethereum, 0 on anvil; docs/architecture.md")
         elif name == "rebuild_sql_dir" and value is None:
             value, source = s.sql_dir, Source("default", "<data_dir>/rebuild.d")
         if isinstance(value, Path):

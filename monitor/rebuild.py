@@ -96,7 +96,7 @@ def step_audit(store: Store, settings: Settings, report: dict[str, Any]) -> None
 def step_gates(store: Store, settings: Settings, report: dict[str, Any]) -> None:
     from monitor.gates.judge import run_gates
 
-    result = run_gates(store, settings, "strict", source="rebuild")
+    result = run_gates(store, settings, "strict", source="rebuild", final_only=True)  # OPEN days: not yet
     report["gates"] = result.to_json()
     for line in result.lines():
         log.info("step=gates %s", line)
@@ -138,6 +138,7 @@ def step_snapshot(store: Store, settings: Settings, report: dict[str, Any]) -> P
     report["days"] = {
         "total": len(days),
         "complete": sum(1 for d in days if d[4] == "COMPLETE"),
+        "open": [str(d[1]) for d in days if d[4] == "OPEN"],  # at the chain head, not final: left for later
         "first": str(days[0][1]) if days else None,
         "last": str(days[-1][1]) if days else None,
         "per_day": [

@@ -212,7 +212,7 @@ class Supervisor:
                 tally = self.tally()
             except StoreOutage:
                 tally = None
-            if tally is None or tally["complete"] + tally["failed"] < tally["days"]:
+            if tally is None or settled(tally) < tally["days"]:
                 self.rebuild.stop("new days to fetch")
 
     # -- children -------------------------------------------------------------------------
@@ -494,14 +494,19 @@ class Supervisor:
     def tally(self) -> dict[str, int]:
         days = self.store.day_count()
         statuses = self.store.checkpoint_status_counts()
-        return {"days": days, "complete": int(statuses.get("COMPLETE", 0)), "failed": int(statuses.get("FAILED", 0))}
+        return {
+            "days": days,
+            "complete": int(statuses.get("COMPLETE", 0)),
+            "failed": int(statuses.get("FAILED", 0)),
+            "open": int(statuses.get("OPEN", 0)),  # copied to the safe head, not final yet: done for this run
+        }
 
     def finished(self) -> dict[str, int] | None:
         """When every worker has finished, the day tally; None while work remains."""
         if not self.slots or not all(s.done for s in self.slots.values()) or len(self.slots) != self.wanted:
             return None
         tally = self.tally()
-        if tally["complete"] + tally["failed"] < tally["days"]:  # days appeared (a new plan): look again
+        if settled(tally) < tally["days"]:  # days appeared (a new plan): look again
             for slot in self.slots.values():
                 slot.done = False
             return None
@@ -538,15 +543,34 @@ class Supervisor:
         if not self.s.on_complete:
             if not self.may_exit():
                 return None
-            log.info("event=finished days=%d complete=%d rebuild=off", tally["days"], tally["complete"])
-            self.phase = Phase.COMPLETE
+            log.info(
+                "event=finished days=%d complete=%d open=%d rebuild=off",
+                tally["days"],
+                tally["complete"],
+                tally["open"],
+            )
+            self.phase, self.message = self.caught_up_or_complete(tally)
             return self.phase
         if control.start_in_progress(self.log_dir):
             return None  # a start is adding days: rebuild after those
-        log.info("event=finished days=%d complete=%d action=rebuild", tally["days"], tally["complete"])
+        log.info(
+            "event=finished days=%d complete=%d open=%d action=rebuild",
+            tally["days"],
+            tally["complete"],
+            tally["open"],
+        )
         self.phase = Phase.REBUILDING
         self.rebuild = self.hooks.on_all_complete(self)
         return None
+
+    def caught_up_or_complete(self, tally: dict[str, int]) -> tuple[Phase, str]:
+        """The phase of a run whose days are all done: COMPLETE, or CAUGHT_UP while days at the head are OPEN."""
+        if not tally["open"]:
+            return Phase.COMPLETE, ""
+        return Phase.CAUGHT_UP, (
+            f"{tally['open']} day(s) at the chain head OPEN: copied to the safe head, not final yet; "
+            "`backfill sync` completes them"
+        )
 
     def follow_rebuild(self) -> str | None:
         """While the rebuild runs: nothing to do but wait. When it ends: the final phase, or back to running
@@ -557,7 +581,7 @@ class Supervisor:
         outcome, text = self.rebuild.outcome
         self.rebuild = None
         tally = self.tally()
-        if tally["complete"] + tally["failed"] < tally["days"]:
+        if settled(tally) < tally["days"]:
             log.info("event=rebuild_superseded outcome=%s reason='new days to fetch' action=run_then_rebuild", outcome)
             self.phase = Phase.RUNNING
             for slot in self.slots.values():
@@ -567,8 +591,7 @@ class Supervisor:
             self.phase = Phase.RUNNING
             return None
         if outcome == "complete":
-            self.phase = Phase.COMPLETE
-            self.message = ""
+            self.phase, self.message = self.caught_up_or_complete(tally)
         elif outcome == "stopped":
             self.phase = Phase.STOPPED
             self.message = f"the on-complete rebuild stopped before its end ({text}); `backfill start` runs it again"
@@ -612,6 +635,11 @@ class Supervisor:
                 ],
             },
         )
+
+
+def settled(tally: dict[str, int]) -> int:
+    """Days this run has nothing more to do for: COMPLETE, FAILED, or OPEN (copied as far as the chain allows)."""
+    return tally["complete"] + tally["failed"] + tally["open"]
 
 
 def supervise(
@@ -666,7 +694,9 @@ def main() -> int:
     except Exception:
         log.exception("event=supervisor_crash")
         return 1
-    return 0 if phase in (Phase.COMPLETE, Phase.STOPPED) else 1  # finished_with_failures, rebuild_failed: 1
+    return (
+        0 if phase in (Phase.COMPLETE, Phase.CAUGHT_UP, Phase.STOPPED) else 1
+    )  # finished_with_failures, rebuild_failed: 1
 
 
 if __name__ == "__main__":

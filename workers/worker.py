@@ -279,7 +279,9 @@ class Worker:
             day.erc1155 += part.n_erc1155
             day.quarantined += part.n_quarantined
             day.skipped += part.skipped
-            checkpoints.append(self.checkpoint(day, "COMPLETE" if seg.last_of_day else "RUNNING", seg.end + 1))
+            checkpoints.append(
+                self.checkpoint(day, day_end_status(day.plan) if seg.last_of_day else "RUNNING", seg.end + 1)
+            )
         self.store.write_checkpoints(checkpoints)
         self.beat(w.segments[-1].day_idx, w.label())
 
@@ -380,6 +382,8 @@ class Worker:
             cp = checkpoints.get(plan.day_idx)
             if cp and cp["status"] in ("COMPLETE", "FAILED"):
                 continue
+            if cp and cp["status"] == "OPEN" and int(cp["next_block"]) > plan.end_block:
+                continue  # copied to the safe head; the next plan completes it or gives it more blocks
             day = DayProgress(plan)
             next_block = plan.start_block
             if cp:
@@ -430,7 +434,9 @@ class Worker:
         log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
         with_blocks = {seg.day_idx for seg in segments}
         nothing_left = [
-            self.checkpoint(d, "COMPLETE", d.plan.end_block + 1) for k, d in days.items() if k not in with_blocks
+            self.checkpoint(d, day_end_status(d.plan), d.plan.end_block + 1)
+            for k, d in days.items()
+            if k not in with_blocks
         ]
         if nothing_left:  # days without a block, or resumed at their very end
             await self.in_store(self.store.write_checkpoints, nothing_left)
@@ -498,6 +504,11 @@ class Worker:
                 fetch_wait_s * 1000,
                 write_s * 1000,
             )
+
+
+def day_end_status(plan: DayPlan) -> str:
+    """A day copied to its planned end: COMPLETE, or OPEN while its end is not final on chain (clipped)."""
+    return "OPEN" if plan.clipped else "COMPLETE"
 
 
 def _columns(rows: list[Any], fields: list[str], stamp: dict[int, int], version: int) -> dict[str, list[Any]]:

@@ -25,7 +25,8 @@ class DayPlan:
     day: dt.date
     start_block: int
     end_block: int  # inclusive; end_block < start_block means the day has no block
-    clipped: bool = False  # stopped at head - confirmations: the day is not over yet on chain
+    # the day is not over on chain, or its end is not final yet: OPEN, re-planned and completed by a later run
+    clipped: bool = False
 
     @property
     def n_blocks(self) -> int:
@@ -105,19 +106,25 @@ def day_targets(first_day: dt.date, last_day: dt.date) -> list[int]:
 
 
 def build_plan(
-    anchor: dt.date, first_day: dt.date, last_day: dt.date, boundaries: list[int], safe_head: int
+    anchor: dt.date,
+    first_day: dt.date,
+    last_day: dt.date,
+    boundaries: list[int],
+    safe_head: int,
+    final_head: int | None = None,
 ) -> list[DayPlan]:
     """Turn boundary blocks (first block of each midnight, from first_day to last_day + 1) into day plans.
 
     day_idx counts days since `anchor` (the database's first --from), so indices stay stable when a
-    later run extends the range.
+    later run extends the range. A day is copied up to the safe head; it is over (not clipped) only once the
+    next day's first block is final (at or below `final_head`, default the safe head).
     """
+    final = safe_head if final_head is None else min(final_head, safe_head)
     plans: list[DayPlan] = []
     for i in range(len(boundaries) - 1):
         day = first_day + dt.timedelta(days=i)
         start, next_start = boundaries[i], boundaries[i + 1]
-        # The day is over on chain only once the next day's first block is at or below the safe head.
-        clipped = next_start > safe_head
+        clipped = next_start > final
         end = min(next_start - 1, safe_head)
         plans.append(DayPlan((day - anchor).days, day, start, end, clipped))
     return plans

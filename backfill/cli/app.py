@@ -155,7 +155,13 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--shards", type=int, default=None, help="Worker processes. Env SHARDS."),
         click.option("--rpc-url", "rpc_urls", multiple=True, help="RPC endpoint (repeatable). Env ETHEREUM_RPC_URLS."),
         click.option(
-            "--confirmations", type=int, default=None, help="Blocks behind the head treated as unsafe (default 12)."
+            "--confirmations", type=int, default=None, help="Blocks behind the head the copy stops at (default 12)."
+        ),
+        click.option(
+            "--finality-depth",
+            type=int,
+            default=None,
+            help="Blocks behind the head that may still be reorganised (default: the chain's, e.g. 64 on Ethereum).",
         ),
         click.option("--window-blocks", type=int, default=None, help="The most blocks a killed worker can lose."),
         click.option("--stall-s", type=float, default=None, help="Heartbeat age after which a worker is restarted."),
@@ -182,6 +188,7 @@ def config(
     shards: int | None,
     rpc_urls: tuple[str, ...],
     confirmations: int | None,
+    finality_depth: int | None,
     window_blocks: int | None,
     stall_s: float | None,
     auto_promote: bool | None,
@@ -199,6 +206,7 @@ def config(
             "shards": shards,
             "rpc_urls": rpc_urls or None,
             "confirmations": confirmations,
+            "finality_depth": finality_depth,
             "window_blocks": window_blocks,
             "stall_s": stall_s,
             "auto_promote": auto_promote,

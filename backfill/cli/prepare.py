@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from backfill.chain.client import RpcClient, probe_endpoints
+from backfill.chain.finality import final_head, finality_depth
 from backfill.chain.planner import BoundarySearch, DayPlan, build_plan, day_targets, range_problem
 from backfill.errors import ConfigError, EndpointUnreachable, WrongChain
 from backfill.redact import endpoint_label
@@ -53,8 +54,10 @@ class ChainView:
     genesis_hash: str
     genesis_ts: int | None
     head: int
-    safe_head: int  # head - confirmations
+    safe_head: int  # head - confirmations: the copy stops here
     safe_head_ts: int | None  # None when the chain is shorter than the confirmations asked
+    finality_depth: int = 0  # blocks behind the head that may still change (backfill.chain.finality)
+    final_head: int = -1  # the highest copied block that is final: a day ending at or below it is COMPLETE
 
 
 async def survey_chain(rpc: RpcClient, settings: Settings) -> ChainView:
@@ -65,7 +68,10 @@ async def survey_chain(rpc: RpcClient, settings: Settings) -> ChainView:
     safe_head_ts = None
     if safe_head >= 0:
         ((_, safe_head_ts),) = (await rpc.headers([safe_head])).values()
-    return ChainView(chain_id, genesis_hash, genesis_ts, head, safe_head, safe_head_ts)
+    depth = finality_depth(chain_id, settings.finality_depth)
+    return ChainView(
+        chain_id, genesis_hash, genesis_ts, head, safe_head, safe_head_ts, depth, final_head(head, safe_head, depth)
+    )
 
 
 def check_range(settings: Settings, chain: ChainView) -> None:
@@ -145,7 +151,7 @@ async def plan_days(rpc: RpcClient, store: Store, settings: Settings, chain: Cha
     if missing:
         first, last = missing[0], missing[-1]
         boundaries = await search_boundaries(rpc, day_targets(first, last), safe_head)
-        plans = build_plan(anchor, first, last, boundaries, safe_head)
+        plans = build_plan(anchor, first, last, boundaries, safe_head, chain.final_head)
         plans = [p for p in plans if p.day in set(missing)]
         beyond = [p for p in plans if p.start_block > safe_head and p.clipped]
         if beyond:
@@ -153,47 +159,44 @@ async def plan_days(rpc: RpcClient, store: Store, settings: Settings, chain: Cha
                 f"--to {to_date} is beyond the chain: day {beyond[0].day} has no block at or below the "
                 f"safe head {safe_head} (head {head} - {settings.confirmations} confirmations)"
             )
-        _reopen_extended(store, existing, plans)
+        # an open day never shrinks (a lower safe head than last time, e.g. more confirmations asked)
+        plans = [p for p in plans if p.day_idx not in existing or p.end_block >= existing[p.day_idx].end_block]
+        settle_open_days(store, existing, plans)
         store.write_plan(plans)
         if not anchor_text:
             store.meta_set("plan_anchor", anchor.isoformat())
         for p in plans:
             existing[p.day_idx] = p
-        log.info(
-            "event=planned days=%d first=%s last=%s blocks=%d-%d",
-            len(plans),
-            first,
-            last,
-            plans[0].start_block,
-            plans[-1].end_block,
-        )
+        if plans:
+            log.info(
+                "event=planned days=%d first=%s last=%s blocks=%d-%d open=%d final_head=%d",
+                len(plans),
+                plans[0].day,
+                plans[-1].day,
+                plans[0].start_block,
+                plans[-1].end_block,
+                sum(p.clipped for p in plans),
+                chain.final_head,
+            )
     return [existing[k] for k in sorted(existing)]
 
 
-def _reopen_extended(store: Store, existing: dict[int, DayPlan], plans: list[DayPlan]) -> None:
-    """A day clipped at the head last time and now longer goes back to RUNNING from where it stopped."""
+def settle_open_days(store: Store, existing: dict[int, DayPlan], plans: list[DayPlan]) -> None:
+    """Days that were open (clipped) and are planned again: one that grew goes back to RUNNING from where it
+    stopped; one whose end is final now, with nothing more to fetch, becomes COMPLETE. (A database written
+    before OPEN existed has such days COMPLETE: they are treated the same.)"""
     checkpoints = store.checkpoints()
     for p in plans:
-        old = existing.get(p.day_idx)
-        cp = checkpoints.get(p.day_idx)
-        if old and old.clipped and cp and cp["status"] == "COMPLETE" and p.end_block > old.end_block:
-            store.write_checkpoint(
-                day_idx=p.day_idx,
-                status="RUNNING",
-                next_block=old.end_block + 1,
-                erc20_count=cp["erc20_count"],
-                erc1155_count=cp["erc1155_count"],
-                quarantined_count=cp["quarantined_count"],
-                skipped_count=cp["skipped_count"],
-                worker_id=cp["worker_id"],
-                shards=cp["shards"],
-                attempts=cp["attempts"],
-                failures=0,
-                error="",
-                requests=cp["requests"],
-                rpc_errors=cp["rpc_errors"],
-                compute_units=cp["compute_units"],
-            )
+        old, cp = existing.get(p.day_idx), checkpoints.get(p.day_idx)
+        if not (old and old.clipped and cp and cp["status"] in ("OPEN", "COMPLETE")):
+            continue
+        if int(cp["next_block"]) <= old.end_block:
+            continue  # not copied to its old end: the workers go on from the checkpoint anyway
+        if p.end_block > old.end_block:
+            store.update_checkpoint(p.day_idx, status="RUNNING", next_block=old.end_block + 1, failures=0, error="")
+        elif not p.clipped and cp["status"] == "OPEN":
+            store.update_checkpoint(p.day_idx, status="COMPLETE")
+            log.info("event=day_final day=%s last_block=%d", p.day, p.end_block)
 
 
 def reopen_for_redo(store: Store, plans: list[DayPlan], first: dt.date, last: dt.date) -> list[int]:

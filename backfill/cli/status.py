@@ -34,7 +34,15 @@ RESUME = {
     "halted": "backfill start",
     "finished_with_failures": "backfill retry-failed, then backfill start",
     "rebuild_failed": "backfill rebuild",
+    "caught_up": "backfill sync (completes the OPEN days once final)",
 }
+CHECKPOINT_ROWS = {  # summary key -> checkpoint column
+    "erc20": "erc20_count",
+    "erc1155": "erc1155_count",
+    "quarantined": "quarantined_count",
+    "skipped_erc721": "skipped_count",
+}
+DONE_STATES = ("complete", "caught_up")  # runs that did their job: promotion is asked about
 STATUS_PATIENCE_S = 5.0  # how long one status read rides out a store outage
 LAST_ERROR_CHARS = 300
 MONITOR_TAIL_BYTES = 256 * 1024
@@ -80,7 +88,7 @@ def run_summary(
     sup = supervisor or {}
     state = run_state(supervisor, alive)
     since = sup.get("started_at") if state == "running" else (sup.get("ended_at") or sup.get("updated_at"))
-    complete = state == "complete"
+    complete = state in DONE_STATES
     return {
         "state": state,
         "since": float(since) if since else None,
@@ -202,17 +210,14 @@ def summarize(
         "days_running": by_status.get("RUNNING", 0),
         "days_interrupted": by_status.get("INTERRUPTED", 0),
         "days_failed": by_status.get("FAILED", 0),
+        "days_open": by_status.get("OPEN", 0),
+        "open_days": [dates.get(d, str(d)) for d in sorted(open_day_idx(checkpoints))],
         "days_pending": by_status.get("PENDING", 0),
         "percent": round(100.0 * done / total, 2) if total else 0.0,
         "remaining_blocks": remaining_blocks,
         "eta_s": eta_s,
         **shown_rates,
-        "checkpoint_rows": {
-            "erc20": counted("erc20_count"),
-            "erc1155": counted("erc1155_count"),
-            "quarantined": counted("quarantined_count"),
-            "skipped_erc721": counted("skipped_count"),
-        },
+        "checkpoint_rows": {key: counted(column) for key, column in CHECKPOINT_ROWS.items()},
         "rpc": {
             "requests": counted("requests"),
             "errors": counted("rpc_errors"),
@@ -227,6 +232,11 @@ def summarize(
     }
 
 
+def open_day_idx(checkpoints: dict[int, dict[str, Any]]) -> list[int]:
+    """Days copied to the safe head whose end is not final on chain yet."""
+    return [d for d, cp in checkpoints.items() if cp["status"] == "OPEN"]
+
+
 def day_counts(
     plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], live: bool
 ) -> tuple[dict[str, int], int]:
@@ -238,7 +248,7 @@ def day_counts(
         cp = checkpoints.get(p["day_idx"])
         status = shown_day_status(cp["status"] if cp else "PENDING", live)
         by_status[status] = by_status.get(status, 0) + 1
-        if status != "COMPLETE":
+        if status not in ("COMPLETE", "OPEN"):
             next_block = max(p["start_block"], int(cp["next_block"]) if cp else 0)
             remaining_blocks += max(0, p["end_block"] - next_block + 1)
     return by_status, remaining_blocks
@@ -396,7 +406,7 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     rates = _read_rates(store, supervisor, plan, now) if state == "running" else {}
     table_rows = _table_rows(store, dedup)
     endpoints = _endpoints(store, running=state == "running")
-    promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state == "complete" else None
+    promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state in DONE_STATES else None
     summary = summarize(
         plan,
         checkpoints,

@@ -41,6 +41,7 @@ def _utc(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
 
 _ENDED_TEXT = {
     "complete": "complete",
+    "caught_up": "caught up with the chain",
     "stopped": "stopped",
     "finished_with_failures": "finished with failures",
     "rebuild_failed": "rebuild failed",
@@ -64,7 +65,7 @@ def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
     else:
         text = f"run: {_ENDED_TEXT.get(state, state)} at {_utc(run['since'])}"
         style = "green" if state == "complete" and run["promoted"] else ("red" if state == "halted" else "yellow")
-    if state == "complete":
+    if state in ("complete", "caught_up"):
         text += {
             True: " — production promoted",
             False: f" — not promoted: {run['hint']}",
@@ -190,7 +191,12 @@ def progress_lines(summary: dict[str, Any]) -> list[str]:
     rpc = summary["rpc"]
     return [
         f"days: {summary['days_complete']}/{summary['days_total']} complete ({summary['percent']}%), "
-        f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed",
+        f"{busy}, {summary['days_pending']} pending, {summary['days_failed']} failed"
+        + (
+            f", {summary['days_open']} OPEN ({', '.join(summary['open_days'][:3])}: at the chain head, not final yet)"
+            if summary.get("days_open")
+            else ""
+        ),
         f"rate: {summary['rows_per_s']} rows/s, {summary['blocks_per_s']} blocks/s (last "
         f"{summary['window_s']:.0f}s); remaining {summary['remaining_blocks']} blocks; "
         f"ETA {_duration(summary['eta_s'])}"

@@ -404,6 +404,10 @@ class _Generator:
             expected.update(day_logs)
         if rpc.call("eth_getBlockByNumber", "pending", False)["transactions"]:
             raise DevnetError("transactions left pending after generation")
+        # one empty block at the next midnight: the last day is over on chain, as every day of real history is
+        # (without it the last day could still grow, and an honest copy leaves it OPEN)
+        rpc.call("evm_mine", self.start_ts + days * DAY_S)
+        block += 1
         rpc.call("anvil_removeBlockTimestampInterval")
         rpc.call("evm_setAutomine", True)
         head = rpc.call("eth_getBlockByNumber", hex(block), False)

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 ANVIL_BIN = REPO / "node_modules" / ".bin" / "anvil"
 # Bump when the generator's output changes, so stale saved states are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: a closing block at the midnight after the last day
 
 
 def _free_port() -> int:

@@ -247,7 +247,14 @@ def _run_foreground(
             f"{summary['days_failed']} days FAILED (see `backfill status`); "
             "`backfill retry-failed` then `backfill start` to try them again"
         )
-    echo(f"backfill complete: {summary['days_total']} days in {time.monotonic() - t0:.1f}s")
+    if phase == Phase.CAUGHT_UP:
+        echo(
+            f"backfill caught up: {summary['days_complete']} of {summary['days_total']} days COMPLETE, "
+            f"{summary['days_open']} OPEN ({', '.join(summary['open_days'])}: at the chain head, not final yet; "
+            f"`backfill sync` completes them) in {time.monotonic() - t0:.1f}s"
+        )
+    else:
+        echo(f"backfill complete: {summary['days_total']} days in {time.monotonic() - t0:.1f}s")
     run = summary.get("run") or {}
     if run.get("promoted") is False:
         echo(
@@ -280,6 +287,7 @@ def start(
     shards: int | None,
     rpc_urls: tuple[str, ...],
     confirmations: int | None,
+    finality_depth: int | None,
     window_blocks: int | None,
     stall_s: float | None,
     auto_promote: bool | None,
@@ -297,6 +305,7 @@ def start(
         shards=shards,
         rpc_urls=rpc_urls or None,
         confirmations=confirmations,
+        finality_depth=finality_depth,
         window_blocks=window_blocks,
         stall_s=stall_s,
         data_dir=data_dir,

@@ -31,6 +31,7 @@ from monitor.gates.measure import (  # noqa: F401  (re-exported: the measured da
     Day,
     Fingerprint,
     Measurements,
+    final_days_only,
     measure,
 )
 from monitor.gates.report import fmt_value, limit_text, value_text
@@ -478,11 +479,21 @@ class GateReport:
 
 
 def run_gates(
-    store: Store, settings: Settings, level: str = "relaxed", *, record: bool = True, source: str = "cli"
+    store: Store,
+    settings: Settings,
+    level: str = "relaxed",
+    *,
+    record: bool = True,
+    source: str = "cli",
+    final_only: bool = False,
 ) -> GateReport:
-    """Measure, judge at `level` and (record=True) write one gate_results row and one gates.log line per gate."""
+    """Measure, judge at `level` and (record=True) write one gate_results row and one gates.log line per gate.
+    final_only: judge the final days only, leaving out the OPEN days at the chain head (the rebuild's scope;
+    `backfill gates --strict` judges every planned day, and an OPEN one fails it)."""
     limits = thresholds(settings.gates, level)
     m = measure(store)
+    if final_only:
+        m = final_days_only(m)
     report = GateReport(
         run_id=uuid.uuid4().hex[:16],
         level=level,

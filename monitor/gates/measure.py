@@ -54,6 +54,33 @@ class Measurements:
         return {d for d, day in self.days.items() if day.status == "COMPLETE"}
 
 
+def final_days_only(m: Measurements) -> Measurements:
+    """The measurements without the OPEN days at the plan's end (copied to the safe head, not final yet): what
+    the rebuild judges, builds from and promotes while the chain's last days are still open. An OPEN day is
+    only ever at the end of the plan, so the days kept are a whole prefix."""
+    open_tail: set[int] = set()
+    for d in sorted(m.days, reverse=True):
+        if m.days[d].status != "OPEN":
+            break
+        open_tail.add(d)
+    if not open_tail:
+        return m
+
+    def keep(per: dict[int, Any]) -> dict[int, Any]:
+        return {d: v for d, v in per.items() if d not in open_tail}
+
+    return Measurements(
+        days=keep(m.days),
+        checkpoint_counts=keep(m.checkpoint_counts),
+        store_counts=keep(m.store_counts),
+        store_hashes=keep(m.store_hashes),
+        fingerprints=keep(m.fingerprints),
+        audits=keep(m.audits),
+        final_duplicates=m.final_duplicates,
+        per_day={check: keep(per) for check, per in m.per_day.items()},
+    )
+
+
 # -- measuring (I/O) -----------------------------------------------------------------------------------------
 def _rows_source() -> str:
     """Both staging tables after FINAL, one row per transfer row: block, timestamp, malformed flags, joined

@@ -103,9 +103,10 @@ GENESIS = "genesis 2023-12-31 23:00:00 UTC"  # the test chain's genesis: an hour
         (["--from", "2023-12-30"], f"--from 2023-12-30 is before the chain's first block ({GENESIS})"),
         (
             ["--from", "2024-01-01", "--to", "2030-01-01"],
-            "--to 2030-01-01 is after the chain's head (block {head}, 2024-01-10 ",
+            "--to 2030-01-01 is after the chain's head (block {head}, 2024-01-11 00:00:00 UTC)",
         ),
-        (["--from", "2024-01-01", "--to", "2024-01-11"], "--to 2024-01-11 is after the chain's head (block {head}, "),
+        # the chain's last block closes its last day at the next midnight: that day has a block, the next none
+        (["--from", "2024-01-01", "--to", "2024-01-12"], "--to 2024-01-12 is after the chain's head (block {head}, "),
         (["--from", "2030-01-01"], "--from 2030-01-01 is after the chain's head (block {head}, "),
         (["--from", "2030-01-01", "--to", "2030-01-02"], "--from 2030-01-01 is after the chain's head (block {head}, "),
     ],

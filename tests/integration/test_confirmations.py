@@ -1,8 +1,8 @@
 """`--confirmations 12` on a chain that goes on past the plan, on a node of the test's own (it mines blocks).
 
-A plan ending before the head's day is not clipped; a plan reaching the head's day stops at head - 12 and
-records the day as clipped; when the chain has grown, a new `backfill start` over the same range copies the
-rest of that day, nothing twice.
+A plan ending before the head's day is not clipped; a plan reaching the head's day stops at head - 12, records
+the day as clipped and leaves it OPEN (the run is "caught up", not complete); when the chain has grown, a new
+`backfill start` over the same range copies the rest of that day, nothing twice, and the day is COMPLETE.
 """
 
 from __future__ import annotations
@@ -131,17 +131,19 @@ def mine(url: str, summary: dict[str, Any], timestamps: list[int], transfers_at:
         rpc.close()
 
 
-def test_the_head_day_is_clipped_at_the_safe_head_and_its_rest_copied_once_the_chain_grew(
+def test_the_head_day_is_clipped_at_the_safe_head_left_open_and_completed_once_the_chain_grew(
     own_chain: Chain, tmp_path: Path
 ) -> None:
     chain, data_dir = own_chain, tmp_path / "data"
     days = {d["day_idx"]: d for d in chain.summary["days"]}
     last = chain.days - 1
     head, head_ts = head_of(chain.url)
-    assert head == days[last]["last_block"], "the chain ends on the plan's last day"
+    midnight = int(dt.datetime.combine(chain.start + dt.timedelta(days=chain.days), dt.time(), dt.UTC).timestamp())
+    assert (head, head_ts) == (days[last]["last_block"] + 1, midnight), "the chain's closing block ends the last day"
     run = start(chain, data_dir, last - 1, last)
     try:
         assert run.returncode == 0, run.stderr
+        assert "OPEN" in run.stdout and "caught up" in run.stdout, run.stdout
         assert plan_rows(chain, data_dir) == {
             last - 1: (days[last - 1]["first_block"], days[last - 1]["last_block"], False),
             last: (days[last]["first_block"], head - CONFIRMATIONS, True),
@@ -154,24 +156,22 @@ def test_the_head_day_is_clipped_at_the_safe_head_and_its_rest_copied_once_the_c
                 f"SELECT count() FROM {table} WHERE block_number > %(b)s", {"b": head - CONFIRMATIONS}
             )
             assert int(held_back) == 0, (table, held_back)
-        assert {cp["status"] for cp in store.checkpoints().values()} == {"COMPLETE"}
+        statuses = {i: store.checkpoints()[p.day_idx]["status"] for i, p in enumerate(store.read_plan())}
+        assert statuses == {0: "COMPLETE", 1: "OPEN"}, statuses  # the day at the head is not over: OPEN
         store.close()
 
-        # the chain grows: three more blocks in that day (two with a transfer), then a next day deep enough
-        midnight = int(dt.datetime.combine(chain.start + dt.timedelta(days=chain.days), dt.time(), dt.UTC).timestamp())
-        assert head_ts + 3 < midnight, "no room left in the last day"
-        new_day_blocks = mine(chain.url, chain.summary, [head_ts + 1, head_ts + 2, head_ts + 3], {0, 2})
-        mine(chain.url, chain.summary, [midnight + 10 * i for i in range(CONFIRMATIONS + 3)], {1})
+        # the chain grows past the confirmations: the closing block is deep enough, the last day is over
+        mine(chain.url, chain.summary, [midnight + 10 * i for i in range(1, CONFIRMATIONS + 3)], {1})
 
         again = start(chain, data_dir, last - 1, last)
         assert again.returncode == 0, again.stderr
+        assert "backfill complete" in again.stdout, again.stdout
         plan = plan_rows(chain, data_dir)
-        assert plan[last] == (days[last]["first_block"], new_day_blocks[-1], False), plan
+        assert plan[last] == (days[last]["first_block"], days[last]["last_block"], False), plan
         store = open_store(data_dir)
-        # the rest of the day, the new blocks' transfers included; nothing twice
-        assert_copy_is(store, chain, {last - 1: whole, last: (days[last]["first_block"], new_day_blocks[-1])})
-        erc20, _ = store_rows(store)
-        assert sum(1 for r in erc20 if r[0] in new_day_blocks) == 2
+        # the rest of the day, nothing twice, nothing of the next day
+        assert_copy_is(store, chain, {last - 1: whole, last: (days[last]["first_block"], days[last]["last_block"])})
+        assert {cp["status"] for cp in store.checkpoints().values()} == {"COMPLETE"}
         store.close()
     finally:
         stop_server(data_dir)
