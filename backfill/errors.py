@@ -35,6 +35,12 @@ class WrongChain(UserError):
     exit_code = exitcodes.WRONG_CHAIN
 
 
+class ChainForked(UserError):
+    """The chain forked deeper than the finality depth: the copy's tip is not on the chain any more."""
+
+    exit_code = exitcodes.WRONG_CHAIN
+
+
 class StoreUnavailable(UserError):
     """ClickHouse (server or embedded) cannot be reached or refuses us."""
 

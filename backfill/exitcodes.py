@@ -10,7 +10,7 @@ OK = 0
 FAILED = 1  # the command ran and its job failed: days FAILED, the rebuild or a promotion stopped, an audit mismatch
 USAGE = 2  # the request cannot be run as given: a bad flag or config, a data directory without a run, a run active
 PROVIDER = 3  # no RPC endpoint answers, or a provider condition (quota, key) outlasted the retries
-WRONG_CHAIN = 4  # the endpoint serves another chain than the database records
+WRONG_CHAIN = 4  # the endpoint serves another chain than the database records, or forked deeper than finality
 STORE = 5  # ClickHouse (server or embedded) cannot be reached
 SQL = 6  # ClickHouse refused the operator's own statement (`backfill sql`)
 # Gates failed (`backfill gates` verdict, a promotion refused by the strict gates): docs/gates.md defined this as
@@ -24,7 +24,8 @@ TABLE: dict[int, str] = {
     "gates failed (`gates`, a promotion refused by them)",
     USAGE: "usage or config: a bad flag, value or config file; a data directory without a run; a run active",
     PROVIDER: "RPC provider: no endpoint answers, quota used up or key refused",
-    WRONG_CHAIN: "the RPC endpoint serves another chain than the database holds",
+    WRONG_CHAIN: "the RPC endpoint serves another chain than the database holds, or it forked deeper than the "
+    "finality depth",
     STORE: "the store (ClickHouse) cannot be reached",
     SQL: "ClickHouse refused the statement given to `backfill sql`",
     INTERRUPTED: "stopped by Ctrl-C",

@@ -7,7 +7,7 @@ as they hold batch_rows rows, so memory stays bounded. A part then keeps only th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backfill.decode.decoder import DecodedBatch
 
@@ -19,6 +19,8 @@ class SegmentRows(DecodedBatch):
     flushed_erc20: int = 0
     flushed_erc1155: int = 0
     flushed_quarantined: int = 0
+    # block -> (hash, parent hash) of the segment's blocks that may still be reorganised, read before their logs
+    tip: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def held_rows(self) -> int:

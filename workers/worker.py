@@ -87,6 +87,7 @@ class Worker:
         self.answers = 0  # eth_getLogs answers so far: density is unknown until the first
         self.inflight = 0
         self.guard_from: int | None = None  # blocks at or above are near the head: answers are verified
+        self.track_from: int | None = None  # blocks at or above may still be reorganised: their hashes recorded
         self.rpc: RpcClient | None = None
         self.rows_total = 0
         self.stop = asyncio.Event()
@@ -132,6 +133,7 @@ class Worker:
         flush_lock = asyncio.Lock()
         # Chunks are cut as we go, with the size the answers so far call for. The in-flight limit is shared by
         # every window of this worker, and until the first answer (density unknown) only one request is out.
+        links = await self.tip_links(rpc, w)
         tasks: set[asyncio.Task] = set()
         results: list[tuple[int, SegmentRows]] = []
         cursor = [(i, seg.start, seg.end) for i, seg in enumerate(w.segments)]
@@ -154,7 +156,18 @@ class Worker:
         parts = [SegmentRows() for _ in w.segments]
         for seg_i, part in sorted(results, key=lambda r: r[0]):
             parts[seg_i].extend(part)
+        for seg, part in zip(w.segments, parts):
+            part.tip = {b: links[b] for b in range(seg.start, seg.end + 1) if b in links}
+            check_tip_hashes(part)
         return parts
+
+    async def tip_links(self, rpc: RpcClient, w: Window) -> dict[int, tuple[str, str]]:
+        """The hashes of the window's blocks that may still be reorganised, read before their logs: a fork in
+        between leaves the recorded hash on the old branch, so the next tip check finds it (backfill.cli.tip)."""
+        if self.track_from is None:
+            return {}
+        blocks = [b for seg in w.segments for b in range(max(seg.start, self.track_from), seg.end + 1)]
+        return await rpc.block_links(blocks) if blocks else {}
 
     def may_send(self) -> bool:
         """A request slot is free, and the density is known or no probe is out."""
@@ -270,6 +283,8 @@ class Worker:
         """Insert a window's remaining rows, then checkpoint every day it touched. Runs on the single store
         thread, so checkpoints follow the data they describe and each other."""
         self.insert_rows(list(enumerate(parts)), w, time.time_ns())
+        # the tip's hashes before the checkpoints: a copied block that may change is never left untracked
+        self.store.record_block_hashes({b: link for part in parts for b, link in part.tip.items()})
         checkpoints: list[Checkpoint] = []
         for seg, part in zip(w.segments, parts):
             day = days[seg.day_idx]
@@ -430,6 +445,7 @@ class Worker:
         """This shard's days and the windows left of them; days with nothing left are checkpointed COMPLETE."""
         days, segments = await self.in_store(self.my_days)
         self.days = days
+        self.track_from = await self.in_store(self.store.tip_tracked_from)
         windows = pack_windows(segments, unit_blocks(self.s.window_blocks))
         log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
         with_blocks = {seg.day_idx for seg in segments}
@@ -504,6 +520,14 @@ class Worker:
                 fetch_wait_s * 1000,
                 write_s * 1000,
             )
+
+
+def check_tip_hashes(part: SegmentRows) -> None:
+    """The logs of a block that may still change must come from the block whose hash is recorded for it."""
+    for bn, (block_hash, _) in part.tip.items():
+        seen = part.blocks.get(bn)
+        if seen and seen[0] and seen[0] != block_hash:
+            raise Transient(f"block {bn} changed while it was copied (a fork at the chain's tip); fetching it again")
 
 
 def day_end_status(plan: DayPlan) -> str:

@@ -581,7 +581,27 @@ class RpcClient:
 
     async def headers(self, blocks: list[int], batch_size: int = 1000) -> dict[int, tuple[str, int]]:
         """block -> (hash, timestamp); `batch` cuts the calls into the requests the endpoints take."""
-        out: dict[int, tuple[str, int]] = {}
+        found = await self._blocks(blocks, batch_size)
+        return {b: (blk["hash"].lower(), int(blk["timestamp"], 16)) for b, blk in found.items()}
+
+    async def block_links(self, blocks: list[int], batch_size: int = 1000) -> dict[int, tuple[str, str]]:
+        """block -> (hash, parent hash): how the copied tip is chained (backfill.chain.reorg)."""
+        found = await self._blocks(blocks, batch_size)
+        return {b: (blk["hash"].lower(), blk["parentHash"].lower()) for b, blk in found.items()}
+
+    async def block_hashes(self, blocks: list[int]) -> dict[int, str | None]:
+        """block -> its hash on the chain now, None for a block the chain does not have: believed only after
+        the retries of `_blocks` (a node a little behind is not a shorter chain)."""
+        try:
+            found = await self._blocks(blocks, 1000)
+        except NodeBehind:
+            answers = await self.batch([("eth_getBlockByNumber", [hex(b), False]) for b in blocks])
+            found = {b: blk for b, blk in zip(blocks, answers) if blk}
+        return {b: (found[b]["hash"].lower() if b in found else None) for b in blocks}
+
+    async def _blocks(self, blocks: list[int], batch_size: int) -> dict[int, dict[str, Any]]:
+        """block -> its header object; NodeBehind when a block is not found on any endpoint after the retries."""
+        out: dict[int, dict[str, Any]] = {}
         for i in range(0, len(blocks), batch_size):
             chunk = blocks[i : i + batch_size]
             for attempt in range(self.attempts):
@@ -600,8 +620,7 @@ class RpcClient:
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
             else:
                 raise NodeBehind(f"blocks {missing[:3]} not found on any endpoint")
-            for b, blk in zip(chunk, results):
-                out[b] = (blk["hash"].lower(), int(blk["timestamp"], 16))
+            out.update(zip(chunk, results))
         return out
 
     def usage(self) -> list[dict]:

@@ -124,19 +124,26 @@ async def search_boundaries(rpc: RpcClient, targets: list[int], head: int) -> li
     return search.result()
 
 
-async def plan_days(rpc: RpcClient, store: Store, settings: Settings, chain: ChainView) -> list[DayPlan]:
+async def plan_days(
+    rpc: RpcClient, store: Store, settings: Settings, chain: ChainView, *, to_head: bool = False
+) -> list[DayPlan]:
     """Plan [--from, --to] (what is not planned yet, or was clipped at the head last time) and return the whole
-    plan. `chain` is the survey the dates were checked against (`survey_chain`): its safe head bounds the plan."""
+    plan. `chain` is the survey the dates were checked against (`survey_chain`): its safe head bounds the plan.
+    to_head (`backfill sync`): without --from the stored plan is carried on to the safe head's day."""
     existing = {p.day_idx: p for p in store.read_plan()}
     anchor_text = store.meta_get("plan_anchor")
     anchor = dt.date.fromisoformat(anchor_text) if anchor_text else settings.from_date
     from_date = settings.from_date
     if from_date is None:
         if not existing:
-            raise ConfigError("nothing is planned yet: give --from and --to (e.g. --from 2024-01-01 --to 2024-01-31)")
-        if settings.to_date is None:
+            hint = "--from" if to_head else "--from and --to"
+            raise ConfigError(f"nothing is planned yet: give {hint} (e.g. --from 2024-01-01)")
+        if settings.to_date is None and not to_head:
             return [existing[k] for k in sorted(existing)]
-        from_date = anchor  # `--to` alone extends the stored plan: its new days are planned, never left out
+        # `--to` alone, or a sync, extends the stored plan: its new days are planned, never left out
+        from_date = anchor
+        if chain.safe_head_ts is None:
+            raise ConfigError(f"the chain head {chain.head} is below the {settings.confirmations} confirmations asked")
     assert from_date is not None and anchor is not None and chain.safe_head_ts is not None  # (check_range)
     if from_date < anchor:
         raise ConfigError(

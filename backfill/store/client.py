@@ -416,6 +416,34 @@ class Store:
         rows = [(p.day_idx, p.day, p.start_block, p.end_block, int(p.clipped)) for p in plans]
         self.insert("backfill_days", rows, schema.DAY_COLUMNS)
 
+    # -- the chain's tip ----------------------------------------------------------------
+    def record_block_hashes(self, links: Mapping[int, tuple[str, str]]) -> None:
+        """block -> (hash, parent hash) of copied blocks that may still be reorganised (backfill.chain.reorg)."""
+        if links:
+            at = now_utc()
+            rows = [(bn, h, parent, at) for bn, (h, parent) in sorted(links.items())]
+            self.insert("block_hashes", rows, schema.BLOCK_HASH_COLUMNS)
+
+    def tracked_hashes(self, from_block: int = 0) -> dict[int, str]:
+        """The recorded tip hashes at or above from_block: block -> hash."""
+        rows = self.query_rows(
+            "SELECT block_number, block_hash FROM block_hashes FINAL WHERE block_number >= %(b)s", {"b": from_block}
+        )
+        return {int(bn): str(h) for bn, h in rows}
+
+    def tip_tracked_from(self) -> int | None:
+        """The first block whose hash the workers record as they copy (the final head at planning), or None."""
+        text = self.meta_get("tip_tracked_from")
+        return int(text) if text else None
+
+    def set_tip_tracked_from(self, block: int | None) -> None:
+        self.meta_set("tip_tracked_from", "" if block is None else str(block))
+
+    def tracked_top(self) -> int | None:
+        """The highest block whose hash is recorded, None when none is."""
+        row = self.query_rows("SELECT max(block_number), count() FROM block_hashes FINAL")[0]
+        return int(row[0]) if int(row[1]) else None
+
     # -- checkpoints --------------------------------------------------------------------
     def checkpoints(self) -> dict[int, dict[str, Any]]:
         rows = self.named_rows(f"SELECT {', '.join(schema.CHECKPOINT_COLUMNS)} FROM backfill_checkpoint FINAL")

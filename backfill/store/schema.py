@@ -28,6 +28,7 @@ ERC1155_COLUMNS = [
     "_version",
 ]
 BLOCK_COLUMNS = ["block_number", "block_hash", "timestamp"]
+BLOCK_HASH_COLUMNS = ["block_number", "block_hash", "parent_hash", "recorded_at"]
 QUARANTINE_COLUMNS = [
     "block_number",
     "log_index",
@@ -146,6 +147,16 @@ TABLES: dict[str, str] = {
             block_hash String,
             timestamp DateTime('UTC')
         ) ENGINE = ReplacingMergeTree
+        ORDER BY block_number""",
+    # The hashes of copied blocks that were not final when they were copied (above head - finality depth),
+    # and of the final block below them: what a fork of the chain's tip is found by (backfill.chain.reorg).
+    "block_hashes": """
+        CREATE TABLE IF NOT EXISTS block_hashes (
+            block_number UInt64,
+            block_hash String,
+            parent_hash String,
+            recorded_at DateTime64(6, 'UTC')
+        ) ENGINE = ReplacingMergeTree(recorded_at)
         ORDER BY block_number""",
     "backfill_days": """
         CREATE TABLE IF NOT EXISTS backfill_days (

@@ -32,6 +32,7 @@ from backfill.cli.prepare import (
     survey_chain,
 )
 from backfill.cli.status import collect, collect_offline
+from backfill.cli.tip import check_tip, track_tip
 from backfill.control import Phase
 from backfill.errors import CommandFailed, ConfigError, Interrupted, StoreUnavailable, UserError, WrongChain
 from backfill.files.oplog import held_until_written
@@ -73,7 +74,9 @@ async def _survey(settings: Settings) -> ChainView:
         return await survey_chain(rpc, settings)
 
 
-async def _prepare(settings: Settings, chain: ChainView, store_factory: Callable[[], Store]) -> tuple[Store, int]:
+async def _prepare(
+    settings: Settings, chain: ChainView, store_factory: Callable[[], Store], to_head: bool = False
+) -> tuple[Store, int]:
     """The checks against the store (the same chain, then the dates, the plan's anchor), then the plan."""
     async with RpcClient(
         settings.rpc_urls,
@@ -86,7 +89,10 @@ async def _prepare(settings: Settings, chain: ChainView, store_factory: Callable
         store = store_factory()
         check_chain(store, chain.chain_id, chain.genesis_hash)
         check_range(settings, chain)
-        plans = await plan_days(rpc, store, settings, chain)
+        if not control.running_supervisor(settings.log_dir):  # a run's workers may be writing the tip: theirs
+            await check_tip(rpc, store, chain)
+            track_tip(store, chain)
+        plans = await plan_days(rpc, store, settings, chain, to_head=to_head)
         record_chain(store, chain.chain_id, chain.genesis_hash, chain.genesis_ts)
         if settings.redo:
             assert settings.from_date and settings.to_date
@@ -96,8 +102,15 @@ async def _prepare(settings: Settings, chain: ChainView, store_factory: Callable
 
 
 def start_run(
-    settings: Settings, *, shards_explicit: bool, echo: Callable[[str], Any] = print
+    settings: Settings,
+    *,
+    shards_explicit: bool,
+    echo: Callable[[str], Any] = print,
+    to_head: bool = False,
+    dashboard: bool = True,
 ) -> dict[str, Any] | None:
+    """Check, plan, hand over (see the module doc); the summary of a foreground run that finished, else None.
+    to_head: plan on to the safe head's day (`backfill sync`); dashboard=False: no live display."""
     check_usable(settings.data_dir, create=True)
     with held_until_written():
         chain = asyncio.run(_survey(settings))
@@ -108,7 +121,7 @@ def start_run(
     with control.start_lock(settings.log_dir, on_wait=echo):
         if settings.redo and control.running_supervisor(settings.log_dir):
             raise UserError("a run is active for this data directory; `backfill stop` it before a --redo")
-        store, n_days = asyncio.run(_prepare(settings, chain, lambda: Store.connect(settings)))
+        store, n_days = asyncio.run(_prepare(settings, chain, lambda: Store.connect(settings), to_head))
         running = control.running_supervisor(settings.log_dir)
         if running:
             _tell_running(settings, running, shards_explicit, echo)
@@ -122,7 +135,7 @@ def start_run(
         else:
             _run_detached(settings, n_days, shards_explicit, echo)
             return None
-    return _run_foreground(settings, store, n_days, echo, lock_fd)
+    return _run_foreground(settings, store, n_days, echo, lock_fd, dashboard)
 
 
 def _tell_running(
@@ -201,7 +214,7 @@ def _stopped(store: Store, state: dict[str, Any], echo: Callable[[str], Any]) ->
 
 
 def _run_foreground(
-    settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any], lock_fd: int
+    settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any], lock_fd: int, dashboard: bool = True
 ) -> dict[str, Any] | None:
     """Supervise in this process with a live dashboard; the summary of a finished run. A stop by Ctrl-C is
     Interrupted (exit 130); a stop by `backfill stop` says so and returns None (exit 0)."""
@@ -216,11 +229,14 @@ def _run_foreground(
     t0 = time.monotonic()
     last = [0.0]
     with Live(
-        console=console, refresh_per_second=1, transient=not console.is_terminal, auto_refresh=console.is_terminal
+        console=console,
+        refresh_per_second=1,
+        transient=not console.is_terminal or not dashboard,
+        auto_refresh=console.is_terminal and dashboard,
     ) as live:
 
         def tick(_sup: object) -> None:
-            if time.monotonic() - last[0] >= 2.0:
+            if dashboard and time.monotonic() - last[0] >= 2.0:
                 last[0] = time.monotonic()
                 store.patience_s = 0.0  # the dashboard must not wait for a store that is away: it says so
                 try:

@@ -1,0 +1,58 @@
+"""The copy's tip against the chain, before anything is copied: a fork found is repaired, a deep one stops.
+
+check_tip(rpc, store, chain)    compare the recorded tip hashes with the chain; on a fork, roll back
+                                above the common ancestor (one log line) so the copy takes the new blocks
+track_tip(store, chain)         tell the workers from which block on hashes are recorded (the final head:
+                                it is the anchor, the blocks above it may change)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from backfill.chain.client import RpcClient
+from backfill.chain.reorg import DeepFork, compared_blocks, find_fork
+from backfill.errors import ChainForked
+from backfill.store.client import Store
+from backfill.store.rollback import Rollback, roll_back_above
+
+if TYPE_CHECKING:
+    from backfill.cli.prepare import ChainView
+
+log = logging.getLogger(__name__)
+
+
+async def check_tip(rpc: RpcClient, store: Store, chain: ChainView) -> Rollback | None:
+    """Repair a fork of the copied tip (None when there is none). Raises ChainForked for a deep one."""
+    top = store.tracked_top()
+    if top is None:
+        return None
+    stored = store.tracked_hashes(compared_blocks(top, chain.finality_depth).start)
+    now = await rpc.block_hashes(sorted(stored))
+    try:
+        fork = find_fork(stored, now, chain.finality_depth)
+    except DeepFork as exc:
+        log.error("event=deep_fork error=%r action=stop", str(exc))
+        raise ChainForked(str(exc)) from None
+    if fork is None:
+        return None
+    done = roll_back_above(store, fork.ancestor)
+    log.warning(
+        "event=reorg depth=%d blocks=%d-%d ancestor=%d rows_removed=%d block_rows=%d days_reopened=%d "
+        "days_replanned=%d action=copy_again",
+        fork.depth,
+        fork.first_changed,
+        fork.tip,
+        fork.ancestor,
+        done.transfers_removed,
+        done.rows_removed.get("block_timestamps", 0),
+        len(done.days_cut),
+        len(done.days_removed),
+    )
+    return done
+
+
+def track_tip(store: Store, chain: ChainView) -> None:
+    """Blocks from the final head up get their hashes recorded as they are copied; none with depth 0."""
+    store.set_tip_tracked_from(max(0, chain.final_head) if chain.finality_depth > 0 else None)

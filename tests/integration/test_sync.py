@@ -1,0 +1,226 @@
+"""`backfill sync`, as cron runs it: on a chain that grows between runs and whose tip forks.
+
+The truth is the oracle's decoding of the chain's own logs (tests/support/truth.py) over the days the devnet
+and `grow` record having mined, never the tool's plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backfill.devnet.node import Anvil, saved_summary
+from backfill.store.embedded import stop_server
+from tests.integration.conftest import CHAIN_PARAMS
+from tests.integration.harness import Chain, backfill, open_store, store_rows
+from tests.support.chain_ops import grow, reorg
+
+pytestmark = pytest.mark.slow
+NEXT_DAY = CHAIN_PARAMS.start_date + dt.timedelta(days=CHAIN_PARAMS.days)  # the generator's closing block's day
+
+
+@pytest.fixture
+def tip_chain(chain_state: Path) -> Iterator[Chain]:
+    """The session's chain on a node of this test alone that keeps state history: it may be grown and forked."""
+    summary = saved_summary(CHAIN_PARAMS, chain_state)
+    assert summary is not None
+    node = Anvil(load_state=chain_state, prune_history=False).start()
+    try:
+        yield Chain(url=node.url, start=CHAIN_PARAMS.start_date, days=CHAIN_PARAMS.days, summary=summary)
+    finally:
+        node.stop()
+
+
+class MinedDays:
+    """The blocks of each UTC date as the devnet and `grow` mined them: the truth's days."""
+
+    def __init__(self, chain: Chain):
+        days = chain.summary["days"]
+        self.ranges: dict[str, list[int]] = {}
+        self.add((chain.start - dt.timedelta(days=1)).isoformat(), 0, days[0]["first_block"] - 1)  # set-up
+        for d in days:
+            self.add(d["date"], d["first_block"], d["last_block"])
+        closing = days[-1]["last_block"] + 1
+        self.add(NEXT_DAY.isoformat(), closing, closing)
+
+    def add(self, date: str, first: int, last: int) -> None:
+        span = self.ranges.setdefault(date, [first, last])
+        span[0], span[1] = min(span[0], first), max(span[1], last)
+
+    def grown(self, rows: list[dict[str, Any]], closed: bool = True) -> None:
+        for r in rows:
+            self.add(r["date"], r["first_block"], r["last_block"])
+        if not closed:
+            return
+        closing = rows[-1]["last_block"] + 1
+        self.add((dt.date.fromisoformat(rows[-1]["date"]) + dt.timedelta(days=1)).isoformat(), closing, closing)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"day_idx": i, "date": date, "first_block": a, "last_block": b}
+            for i, (date, (a, b)) in enumerate(sorted(self.ranges.items()))
+        ]
+
+
+def assert_equals_chain(data_dir: Path, chain: Chain, mined: MinedDays) -> None:
+    """Every transfer of the chain as it is now is in the staging tables exactly once after FINAL, nothing else,
+    and each day's checkpoint counts are the chain's."""
+    from tests.support.truth import ground_truth
+
+    store = open_store(data_dir)
+    try:
+        truth = ground_truth(chain.url, mined.rows())
+        erc20, erc1155 = store_rows(store)
+        assert len(erc20) == len(set(erc20)) and len(erc1155) == len(set(erc1155)), "duplicates after FINAL"
+        assert set(erc20) == truth.erc20, (len(truth.erc20 - set(erc20)), len(set(erc20) - truth.erc20))
+        assert set(erc1155) == truth.erc1155, (len(truth.erc1155 - set(erc1155)), len(set(erc1155) - truth.erc1155))
+        dates = {p.day_idx: p.day.isoformat() for p in store.read_plan()}
+        counts = {dates[d]: (cp["erc20_count"], cp["erc1155_count"]) for d, cp in store.checkpoints().items()}
+        assert counts == {d: c for d, c in truth.per_date.items() if d in counts}
+        assert set(counts) == set(truth.per_date) - {(chain.start - dt.timedelta(days=1)).isoformat()}
+        for view, table in (("erc20_transfers_staging_final", erc20), ("erc1155_transfers_staging_final", erc1155)):
+            assert int(store.scalar(f"SELECT count() FROM {view}")) == len(table), view  # the runbook's views
+    finally:
+        store.close()
+
+
+def sync(chain: Chain, data_dir: Path, *args: str, env: dict[str, str] | None = None):
+    return backfill(["sync", *args], data_dir, chain, shards=2, extra_env=env, timeout=600)
+
+
+def statuses(data_dir: Path) -> dict[str, tuple[str, Any]]:
+    """date -> (status, updated_at) of every planned day."""
+    store = open_store(data_dir)
+    try:
+        dates = {p.day_idx: p.day.isoformat() for p in store.read_plan()}
+        return {dates[d]: (cp["status"], cp["updated_at"]) for d, cp in store.checkpoints().items()}
+    finally:
+        store.close()
+
+
+def test_sync_copies_what_the_chain_added_and_nothing_twice(tip_chain: Chain, tmp_path: Path) -> None:
+    chain, data_dir, mined = tip_chain, tmp_path / "data", MinedDays(tip_chain)
+    try:
+        first = sync(chain, data_dir, "--from", chain.first_day, "--confirmations", "0")
+        assert first.returncode == 0, first.stderr
+        lines = first.stdout.strip().splitlines()
+        assert len(lines) == 1, first.stdout  # one line for the cron mail
+        # the chain's last block opens the day after the generated ones: that day is not over, so it is OPEN
+        assert lines[0].startswith("sync: 11 new days planned"), lines
+        assert f"10 of 11 days COMPLETE, OPEN: {NEXT_DAY}" in lines[0], lines
+        assert_equals_chain(data_dir, chain, mined)
+        state = json.loads((data_dir / "backfill" / "supervisor.json").read_text())
+        assert state["phase"] == "caught_up", state
+        gates = backfill(["gates", "--strict"], data_dir, chain)
+        assert gates.returncode == 1 and f"{NEXT_DAY} OPEN" in gates.stdout, gates.stdout  # not called complete
+        before = statuses(data_dir)
+
+        # the chain grows by two UTC days (and closes the second at the next midnight)
+        grown = grow(chain.url, chain.summary, NEXT_DAY, days=2, blocks_per_day=30, seed=5)
+        mined.grown(grown)
+        second = sync(chain, data_dir, "--confirmations", "0")
+        assert second.returncode == 0, second.stderr
+        day_after = (NEXT_DAY + dt.timedelta(days=2)).isoformat()
+        assert second.stdout.startswith("sync: 2 new days planned"), second.stdout
+        assert f"12 of 13 days COMPLETE, OPEN: {day_after}" in second.stdout, second.stdout
+        assert_equals_chain(data_dir, chain, mined)
+        after = statuses(data_dir)
+        complete_before = {d: v for d, v in before.items() if v[0] == "COMPLETE"}
+        assert {d: after[d] for d in complete_before} == complete_before, "a COMPLETE day was fetched again"
+        assert after[NEXT_DAY.isoformat()][0] == "COMPLETE"  # the day that was open got its blocks and is over
+        status = json.loads(backfill(["status", "--json"], data_dir, chain).stdout)
+        assert (status["days_open"], status["open_days"]) == (1, [day_after]), status
+    finally:
+        stop_server(data_dir)
+
+
+def test_a_second_sync_while_one_runs_does_nothing(tip_chain: Chain, tmp_path: Path) -> None:
+    from backfill.files import locks
+
+    chain, data_dir = tip_chain, tmp_path / "data"
+    try:
+        first = sync(chain, data_dir, "--from", chain.day(8), "--confirmations", "0", env={"BACKFILL_ON_COMPLETE": "0"})
+        assert first.returncode == 0, first.stderr
+        held = locks.acquire(data_dir / "backfill" / "sync.lock")  # as a sync in progress holds it
+        assert held is not None
+        try:
+            second = sync(chain, data_dir, "--confirmations", "0")
+        finally:
+            import os
+
+            os.close(held)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip() == "sync skipped: another `backfill sync` of this data directory is running"
+    finally:
+        stop_server(data_dir)
+
+
+def test_the_first_sync_needs_a_first_day(tip_chain: Chain, tmp_path: Path) -> None:
+    result = sync(tip_chain, tmp_path / "data", "--confirmations", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: nothing is planned yet: give --from (e.g. --from 2024-01-01)"
+    ], result.stderr
+
+
+def reorg_env(depth: int) -> dict[str, str]:
+    return {"BACKFILL_FINALITY_DEPTH": str(depth), "BACKFILL_ON_COMPLETE": "0"}
+
+
+def test_a_fork_of_the_copied_tip_is_repaired_by_the_next_sync(tip_chain: Chain, tmp_path: Path) -> None:
+    chain, data_dir, mined = tip_chain, tmp_path / "data", MinedDays(tip_chain)
+    try:
+        mined.grown(
+            grow(chain.url, chain.summary, NEXT_DAY, days=1, blocks_per_day=30, seed=9, close=False), closed=False
+        )
+        first = sync(chain, data_dir, "--from", chain.day(8), "--confirmations", "0", env=reorg_env(8))
+        assert first.returncode == 0, first.stderr
+        assert_equals_chain_from(data_dir, chain, mined, chain.day(8))
+        forked = reorg(chain.url, chain.summary, depth=4, seed=3)
+        assert forked["old_logs"] and forked["new_logs"]
+        second = sync(chain, data_dir, "--confirmations", "0", env=reorg_env(8))
+        assert second.returncode == 0, second.stderr
+        assert_equals_chain_from(data_dir, chain, mined, chain.day(8))  # orphaned rows gone, the new ones there
+        log = (data_dir / "backfill" / "monitor.log").read_text()
+        lines = [line for line in log.splitlines() if "event=reorg " in line]
+        assert len(lines) == 1 and "depth=4 " in lines[0], lines
+        a, b = forked["blocks"]
+        assert f"blocks={a}-{b} " in lines[0], lines
+    finally:
+        stop_server(data_dir)
+
+
+def test_a_fork_deeper_than_the_finality_depth_stops_with_one_line(tip_chain: Chain, tmp_path: Path) -> None:
+    chain, data_dir, mined = tip_chain, tmp_path / "data", MinedDays(tip_chain)
+    try:
+        mined.grown(
+            grow(chain.url, chain.summary, NEXT_DAY, days=1, blocks_per_day=30, seed=9, close=False), closed=False
+        )
+        first = sync(chain, data_dir, "--from", chain.day(8), "--confirmations", "0", env=reorg_env(3))
+        assert first.returncode == 0, first.stderr
+        store = open_store(data_dir)
+        before = [sorted(rows) for rows in store_rows(store)]
+        store.close()
+        forked = reorg(chain.url, chain.summary, depth=6, seed=4)
+        second = sync(chain, data_dir, "--confirmations", "0", env=reorg_env(3))
+        assert second.returncode == 4, (second.stdout, second.stderr)
+        err = second.stderr.strip().splitlines()
+        assert len(err) == 1 and "forked deeper than the finality depth (3 blocks)" in err[0], err
+        # 4 tip hashes recorded (head - 3 .. head): all changed, the lowest (the final anchor) too
+        assert f"block {forked['blocks'][0] + 2} was " in err[0], err
+        store = open_store(data_dir)
+        assert [sorted(rows) for rows in store_rows(store)] == before, "nothing was removed"
+        store.close()
+    finally:
+        stop_server(data_dir)
+
+
+def assert_equals_chain_from(data_dir: Path, chain: Chain, mined: MinedDays, first_date: str) -> None:
+    subset = MinedDays.__new__(MinedDays)
+    subset.ranges = {d: r for d, r in mined.ranges.items() if d >= first_date}
+    assert_equals_chain(data_dir, chain, subset)
