@@ -5,36 +5,43 @@ name and swapped in with EXCHANGE TABLES, so readers see the old table or the ne
 
 Amounts follow EVM arithmetic: sums are modulo 2^256 and `balance` is `received - sent` read as a signed
 256-bit number. The zero address shows minus what was minted to others plus what was burnt.
+
+Incremental builds. A build covers the staging rows (after FINAL) up to `through_block`. Its record in
+`backfill_meta` (key `derived.<table>`) holds W, the last block covered; the built table's UUID and row count;
+the definition's hash; and a guard over the staging rows at or below W after FINAL: their count, and the max
+and the sum of their `_version`, read before the build reads any row. When the table, the definition and the
+guard are unchanged and W <= through_block, the next build is the old table merged with the aggregate of the
+rows in (W, through_block] only; anything else is a full build.
+
+Why the guard is sound: the balances are a function of the rows at or below W after FINAL, one per sorting
+key, the newest `_version`. Merges and dedup's removal of superseded versions leave those rows alone, so they
+leave the guard alone. Every writer (a day's fetch, a redo, a correction, a reorg's re-fetch) stamps
+`_version` with its clock when it writes — the same ordering ReplacingMergeTree relies on for a redo to win —
+so a row or version written after the build that shows after FINAL raises the max. Without such a write,
+the rows after FINAL can only lose keys (a DELETE of a rollback: the count falls) or fall back to an older
+version of a key (a DELETE of its newest one: the sum falls). `block_number` is in the sorting key, so every
+version of a row sits at the same block, on the same side of W. Two rows with the same key and the same
+`_version` but other contents are the one case it cannot see; dedup refuses them. The guard reads only the
+sorting key and `_version` (no strings, no hashing) and writes nothing. It is read before the rows, so a change
+made while a build runs is seen by the next build, never hidden from it. The UUID (a swap or a re-creation
+changes it) and row count catch a derived table replaced, dropped or trimmed since, or swapped in by a build
+that stopped before writing its record.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backfill.store.client import Store
 
 log = logging.getLogger("on_complete")
-
-
-def _flows(src: str, keys: str) -> str:
-    """Every transfer as two legs: what the receiver got and what the sender gave, per `keys`."""
-    return (
-        f"SELECT {keys}, to_address AS wallet, value AS received, toUInt256(0) AS sent, 1 AS n_in, 0 AS n_out, "
-        f"block_number FROM {src} FINAL UNION ALL "
-        f"SELECT {keys}, from_address, toUInt256(0), value, 0, 1, block_number FROM {src} FINAL"
-    )
-
-
-def _balances_sql(src: str, keys: str) -> str:
-    return (
-        f"INSERT INTO {{name}} SELECT {keys}, wallet, sum(received) - sum(sent), sum(received), sum(sent), "
-        f"sum(n_in), sum(n_out), min(block_number), max(block_number) FROM ({_flows(src, keys)}) "
-        f"GROUP BY {keys}, wallet"
-    )
-
 
 _BALANCE_COLUMNS = """
             wallet String,
@@ -45,20 +52,145 @@ _BALANCE_COLUMNS = """
             transfers_out UInt64,
             first_block UInt64,
             last_block UInt64"""
+_PARTS = "wallet, received, sent, transfers_in, transfers_out, first_block, last_block"
 
-# name -> (CREATE with {name}, INSERT with {name})
-DERIVED: dict[str, tuple[str, str]] = {
-    "erc20_balances": (
+
+@dataclass(frozen=True)
+class Derived:
+    """A balances table: per `keys` and wallet, over the staging table `source`."""
+
+    source: str
+    keys: str
+    create: str  # CREATE TABLE with {name}
+
+    def insert_sql(self, name: str, base: str | None = None) -> str:
+        """INSERT INTO `name` the balances of the rows of `source` between %(lo)s and %(hi)s (after FINAL),
+        merged with the rows of the balances table `base` when given: sums and counts add, first and last
+        block are the min and the max."""
+        src, keys = self.source, self.keys
+        rng = "WHERE block_number BETWEEN %(lo)s AND %(hi)s"
+        # every transfer as two legs: what the receiver got and what the sender gave
+        legs = (
+            f"SELECT {keys}, to_address AS wallet, value AS received, toUInt256(0) AS sent, "
+            f"toUInt64(1) AS transfers_in, toUInt64(0) AS transfers_out, block_number AS first_block, "
+            f"block_number AS last_block FROM {src} FINAL {rng} UNION ALL "
+            f"SELECT {keys}, from_address, toUInt256(0), value, toUInt64(0), toUInt64(1), block_number, "
+            f"block_number FROM {src} FINAL {rng}"
+        )
+        rows = f"SELECT {keys}, {_PARTS} FROM {base} UNION ALL {legs}" if base else legs
+        return (
+            f"INSERT INTO {name} SELECT {keys}, wallet, sum(received) - sum(sent), sum(received), sum(sent), "
+            f"sum(transfers_in), sum(transfers_out), min(first_block), max(last_block) FROM ({rows}) "
+            f"GROUP BY {keys}, wallet"
+        )
+
+    def definition(self) -> str:
+        """A hash of what the table holds and how it is computed: a change forces a full build."""
+        text = "\n".join([self.create, self.insert_sql("{name}"), self.insert_sql("{name}", "{base}")])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+DERIVED: dict[str, Derived] = {
+    "erc20_balances": Derived(
+        "erc20_transfers_staging",
+        "token_address",
         "CREATE TABLE {name} (token_address String," + _BALANCE_COLUMNS + ") "
         "ENGINE = MergeTree ORDER BY (token_address, wallet)",
-        _balances_sql("erc20_transfers_staging", "token_address"),
     ),
-    "erc1155_balances": (
+    "erc1155_balances": Derived(
+        "erc1155_transfers_staging",
+        "token_address, token_id",
         "CREATE TABLE {name} (token_address String, token_id UInt256," + _BALANCE_COLUMNS + ") "
         "ENGINE = MergeTree ORDER BY (token_address, token_id, wallet)",
-        _balances_sql("erc1155_transfers_staging", "token_address, token_id"),
     ),
 }
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The staging rows at or below a block after FINAL: how many, and the max and sum of their `_version`."""
+
+    rows: int
+    max_version: int
+    version_sum: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": self.rows, "max_version": self.max_version, "version_sum": str(self.version_sum)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Guard":
+        return cls(int(data["rows"]), int(data["max_version"]), int(data["version_sum"]))
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a derived table was built from (its `backfill_meta` record)."""
+
+    through_block: int
+    uuid: str
+    table_rows: int
+    definition: str
+    guard: Guard
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "through_block": self.through_block,
+                "uuid": self.uuid,
+                "table_rows": self.table_rows,
+                "definition": self.definition,
+                "guard": self.guard.to_json(),
+            }
+        )
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Built | None":
+        """The record, or None when there is none or it cannot be read (then the build is a full one)."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(
+                int(data["through_block"]),
+                str(data["uuid"]),
+                int(data["table_rows"]),
+                str(data["definition"]),
+                Guard.from_json(data["guard"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def meta_key(name: str) -> str:
+    return f"derived.{name}"
+
+
+def full_reason(
+    built: Built | None,
+    table: tuple[str, int] | None,
+    definition: str,
+    through_block: int,
+    guard_now: Guard | None,
+    incremental: bool,
+) -> str:
+    """Why the build must be a full one ('' when it may add only the new rows). `table`: the UUID and rows of
+    the derived table now (None: missing); `guard_now`: the staging rows at or below `built.through_block`
+    now (None: not read yet, not judged)."""
+    if not incremental:
+        return "asked"
+    if built is None:
+        return "first build"
+    if table is None:
+        return "table missing"
+    if table != (built.uuid, built.table_rows):
+        return "table replaced or changed since its build"
+    if definition != built.definition:
+        return "definition changed"
+    if built.through_block > through_block:
+        return f"built through block {built.through_block}, beyond through_block {through_block}"
+    if guard_now is not None and guard_now != built.guard:
+        return f"rows at or below block {built.through_block} changed"
+    return ""
 
 
 class SqlStepFailed(Exception):
@@ -73,6 +205,16 @@ def table_exists(store: Store, name: str) -> bool:
     )
 
 
+def table_state(store: Store, name: str) -> tuple[str, int] | None:
+    """The table's UUID and rows, None when it does not exist. A swap or a re-creation gives a new UUID."""
+    rows = store.query_rows(
+        "SELECT toString(uuid) FROM system.tables WHERE database = currentDatabase() AND name = %(n)s", {"n": name}
+    )
+    if not rows:
+        return None
+    return str(rows[0][0]), int(store.scalar(f"SELECT count() FROM {name}") or 0)
+
+
 def swap_in(store: Store, next_name: str, name: str) -> None:
     """Make `next_name` the table `name`, atomically when there is one already."""
     if table_exists(store, name):
@@ -82,18 +224,72 @@ def swap_in(store: Store, next_name: str, name: str) -> None:
         store.command(f"RENAME TABLE {next_name} TO {name}", idempotent=False)
 
 
-def build_derived(store: Store) -> dict[str, int]:
-    """Build every built-in derived table; returns rows per table."""
-    out = {}
-    for name, (create, insert) in DERIVED.items():
+def newest_block(store: Store, tables: list[str]) -> int:
+    """The highest block number stored in `tables` (0 when they are empty)."""
+    return max(int(store.scalar(f"SELECT max(block_number) FROM {t}") or 0) for t in tables)
+
+
+def _guards(store: Store, source: str, w: int, t: int) -> tuple[Guard, Guard]:
+    """The guards of the rows of `source` at or below block `w` and at or below block `t` (w <= t), one read."""
+    row = store.query_rows(
+        "SELECT countIf(block_number <= %(w)s), maxIf(_version, block_number <= %(w)s), "
+        "sumIf(toUInt128(_version), block_number <= %(w)s), count(), max(_version), sum(toUInt128(_version)) "
+        f"FROM {source} FINAL WHERE block_number <= %(t)s",
+        {"w": w, "t": t},
+    )[0]
+    n_w, max_w, sum_w, n_t, max_t, sum_t = (int(v or 0) for v in row)
+    return Guard(n_w, max_w, sum_w), Guard(n_t, max_t, sum_t)
+
+
+def build_derived(store: Store, through_block: int | None = None, incremental: bool = True) -> dict[str, Any]:
+    """Build every built-in derived table over the staging rows up to `through_block` (None: all of them), from
+    the new rows only when the table's record allows it (see the module doc). Returns per table its rows, the
+    mode ('incremental from block N' or 'full: reason'), the staging rows read and the block range."""
+    out: dict[str, Any] = {}
+    for name, spec in DERIVED.items():
         t0 = time.monotonic()
+        built = Built.parse(store.meta_get(meta_key(name)))
+        if through_block is not None:
+            through = through_block
+        else:  # every row: any bound at or above the newest one reads the same rows, so keep the last build's
+            through = max(newest_block(store, [spec.source]), built.through_block if built is not None else 0)
+        definition = spec.definition()
+        state = table_state(store, name)
+        reason = full_reason(built, state, definition, through, None, incremental)
+        w = built.through_block if built is not None and not reason else through
+        guard_w, guard_t = _guards(store, spec.source, w, through)  # before any row is read: see the module doc
+        if not reason:
+            reason = full_reason(built, state, definition, through, guard_w, incremental)
+        from_block = 0 if reason else w + 1
         next_name = f"{name}_next"
         store.command(f"DROP TABLE IF EXISTS {next_name}")
-        store.command(create.format(name=next_name))
-        store.command(insert.format(name=next_name))
+        store.command(spec.create.format(name=next_name))
+        store.command(spec.insert_sql(next_name, base=None if reason else name), {"lo": from_block, "hi": through})
         swap_in(store, next_name, name)
-        out[name] = int(store.scalar(f"SELECT count() FROM {name}") or 0)
-        log.info("step=derived table=%s rows=%d seconds=%.3f", name, out[name], time.monotonic() - t0)
+        state = table_state(store, name)
+        assert state is not None, name
+        store.meta_set(meta_key(name), Built(through, state[0], state[1], definition, guard_t).to_json())
+        mode = f"full: {reason}" if reason else f"incremental from block {from_block}"
+        new_rows = guard_t.rows - (0 if reason else guard_w.rows)
+        seconds = time.monotonic() - t0
+        out[name] = {
+            "rows": state[1],
+            "mode": mode,
+            "new_rows": new_rows,
+            "from_block": from_block,
+            "to_block": through,
+            "seconds": round(seconds, 3),
+        }
+        log.info(
+            'step=derived table=%s mode="%s" rows=%d new_rows=%d blocks=%d-%d seconds=%.3f',
+            name,
+            mode,
+            state[1],
+            new_rows,
+            from_block,
+            through,
+            seconds,
+        )
     return out
 
 
@@ -130,18 +326,43 @@ def split_statements(text: str) -> list[str]:
     return [s for s in out if s]
 
 
-def run_sql_steps(store: Store, folder: Path) -> list[dict[str, Any]]:
-    """The operator's `*.sql` files of `folder`, in name order, statement by statement; the first error stops."""
+# The range parameters an operator's statement may use; ClickHouse binds them (`{from_block:UInt64}`).
+RANGE_PARAMETER = re.compile(r"\{(from_block|to_block):[^{}]+\}")
+
+
+def range_parameters(stmt: str, from_block: int, to_block: int | None, newest: Any) -> dict[str, int] | None:
+    """The values of the range parameters `stmt` uses, None when it uses none. Only a statement that names
+    one gets parameters: given any, the driver binds a statement without `{name:Type}` client-side, as
+    Python %-formatting, which would break on a literal '%'. `newest()`: the block a missing `to_block` means."""
+    names = set(RANGE_PARAMETER.findall(stmt))
+    if not names:
+        return None
+    values = {"from_block": from_block, "to_block": to_block if to_block is not None else int(newest())}
+    return {n: values[n] for n in sorted(names)}
+
+
+def run_sql_steps(store: Store, folder: Path, from_block: int = 0, to_block: int | None = None) -> list[dict[str, Any]]:
+    """The operator's `*.sql` files of `folder`, in name order, statement by statement; the first error stops.
+    A statement may use `{from_block:UInt64}` and `{to_block:UInt64}`: the blocks of the rows the derived
+    tables just added (from_block 0 after a full build; to_block None: the newest stored block)."""
     if not folder.is_dir():
         log.info("step=sql folder=%s event=skip reason=no_folder", folder.name)
         return []
+    newest: list[int] = []
+
+    def newest_stored() -> int:
+        if not newest:
+            newest.append(newest_block(store, [spec.source for spec in DERIVED.values()]))
+        return newest[0]
+
     done = []
     for path in sorted(folder.glob("*.sql")):
         statements = split_statements(path.read_text())
         t0 = time.monotonic()
         for n, stmt in enumerate(statements, 1):
             try:
-                store.command(stmt, idempotent=False)  # the operator's SQL: we cannot know
+                parameters = range_parameters(stmt, from_block, to_block, newest_stored)
+                store.command(stmt, parameters, idempotent=False)  # the operator's SQL: we cannot know
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                 raise SqlStepFailed(f"{path.name} statement {n}/{len(statements)} failed: {first}") from None
