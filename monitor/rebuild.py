@@ -109,11 +109,29 @@ def step_gates(store: Store, settings: Settings, report: dict[str, Any]) -> None
         )
 
 
+def final_block(store: Store) -> int | None:
+    """The last block of the final days: the end of the last day before the OPEN days at the chain head (None:
+    every day is final). The derived tables and the operator's steps take the rows up to it."""
+    checkpoints = store.checkpoints()
+    plans = store.read_plan()
+    if not plans or all(checkpoints.get(p.day_idx, {}).get("status") != "OPEN" for p in plans):
+        return None
+    final = [p for p in plans if checkpoints.get(p.day_idx, {}).get("status") != "OPEN"]
+    return max((p.end_block for p in final), default=-1)
+
+
 def step_derived(store: Store, settings: Settings, report: dict[str, Any]) -> None:
     from monitor.derived import build_derived, run_sql_steps
 
-    report["derived"] = build_derived(store)
-    report["sql_steps"] = run_sql_steps(store, settings.sql_dir)
+    through = final_block(store)
+    if through is not None and through < 0:
+        report["derived"], report["sql_steps"] = {}, []
+        log.info("step=derived event=skip reason='no final day yet'")
+        return
+    report["derived"] = build_derived(store, through_block=through)
+    built = list(report["derived"].values())
+    start = min((int(t["from_block"]) for t in built), default=0)
+    report["sql_steps"] = run_sql_steps(store, settings.sql_dir, from_block=start, to_block=through)
 
 
 def step_promote(store: Store, settings: Settings, report: dict[str, Any]) -> None:
