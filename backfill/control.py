@@ -35,6 +35,7 @@ class Phase(str, enum.Enum):
     RESCALING = "rescaling"
     STOPPING = "stopping"
     REBUILDING = "rebuilding"
+    FOLLOWING = "following"  # caught up, polling the head for new blocks (`backfill follow`)
     STOPPED = "stopped"
     COMPLETE = "complete"
     CAUGHT_UP = "caught_up"  # every day copied as far as the chain allows; the last ones OPEN until final

@@ -43,6 +43,8 @@ ENV_NAMES = {
     "BACKFILL_MAX_DAY_ATTEMPTS": "max_day_attempts",
     "BACKFILL_RESTART_BUDGET": "restart_budget",
     "BACKFILL_ON_COMPLETE": "on_complete",
+    "BACKFILL_FOLLOW": "follow",
+    "BACKFILL_FOLLOW_POLL_S": "follow_poll_s",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
     "BACKFILL_FAST_DECODE": "fast_decode",
     "BACKFILL_RPC_TIMEOUT_S": "rpc_timeout_s",
@@ -96,6 +98,8 @@ class Settings:
     max_day_attempts: int = 3  # a day whose fetch fails this many times is FAILED and skipped
     restart_budget: int = 50  # restarts of one worker slot before the run halts
     on_complete: bool = True  # run the on-complete rebuild when every day is COMPLETE
+    follow: bool = False  # after the backfill, keep copying the chain's new blocks (monitor/follow.py)
+    follow_poll_s: float = 2.0  # while following: how often the head is asked for
     rpc_timeout_s: float = 30.0
     rpc_attempts: int = 10  # tries of one call across endpoints before the window fails
     rpc_max_rps: float = 0.0  # the plan's calls/s per endpoint, shared by the fleet (0 = unknown: learnt from 429s)
@@ -252,7 +256,7 @@ _AT_LEAST = {
     "restart_budget": 0,
 }
 _AT_MOST = {"shards": 256}
-_POSITIVE = ("stall_s", "rpc_timeout_s")
+_POSITIVE = ("stall_s", "rpc_timeout_s", "follow_poll_s")
 
 
 def _as_int(value: Any) -> int:

@@ -48,9 +48,14 @@ def fingerprint(store: Store) -> str:
     redo change it, so the rebuild runs again."""
     row = store.query_rows(
         "SELECT count(), max(day_idx), sum(erc20_count), sum(erc1155_count), "
-        "countIf(status = 'COMPLETE'), max(updated_at) FROM backfill_checkpoint FINAL"
-    )[0]
+        "countIf(status = 'COMPLETE'), max(updated_at) FROM backfill_checkpoint FINAL WHERE status != 'OPEN'"
+    )[0]  # an OPEN day growing at the head is outside the rebuild (final days only): no reason to run it again
     return ":".join(str(v) for v in row)
+
+
+def rebuild_due(store: Store) -> bool:
+    """Has the plan's final part changed since the last successful rebuild?"""
+    return store.meta_get("on_complete_fingerprint") != fingerprint(store)
 
 
 def empty_days(store: Store) -> list[int]:

@@ -30,13 +30,14 @@ from typing import Any, Callable
 
 import psutil
 
-from backfill import control
+from backfill import control, exitcodes
 from backfill.control import Phase
 from backfill.settings import Settings, load_settings
 from backfill.store.client import Store, StoreOutage
 from backfill.store.records import Heartbeat
 from monitor import decisions
 from monitor.decisions import QUICK_S, ExitKind, RestartKind
+from monitor.follow import Follower
 from monitor.hooks import SupervisorHooks
 from monitor.on_complete import OnCompleteRun
 
@@ -88,6 +89,8 @@ class Supervisor:
         self.last_stall_check = 0.0
         self.message = ""
         self.rebuild: OnCompleteRun | None = None
+        self.follower = Follower(settings) if settings.follow else None
+        self.rebuild_checked = False  # following: whether the rebuild was considered since the last copy
         self.last_store_check = 0.0
         self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)
         # Self-pipe: signals (a worker's exit, stop, reload) end the tick's sleep at once instead of after TICK_S.
@@ -540,6 +543,8 @@ class Supervisor:
                 tally["failed"],
             )
             return self.phase
+        if self.follower is not None:
+            return self.follow_head()
         if not self.s.on_complete:
             if not self.may_exit():
                 return None
@@ -561,6 +566,42 @@ class Supervisor:
         )
         self.phase = Phase.REBUILDING
         self.rebuild = self.hooks.on_all_complete(self)
+        return None
+
+    def follow_head(self) -> str | None:
+        """Following, with nothing to copy: rebuild when days became final, else poll the head; a poll that
+        found work hands it to the workers of the days it concerns."""
+        follower = self.follower
+        assert follower is not None
+        if follower.forked is not None:
+            self.stop_all("deep fork")
+            raise FleetHalted(str(follower.forked), exitcodes.WRONG_CHAIN)
+        if self.s.on_complete and not self.rebuild_checked:
+            self.rebuild_checked = True
+            from monitor.rebuild import rebuild_due
+
+            if rebuild_due(self.store):
+                log.info("event=follow_rebuild reason='days became final'")
+                self.phase = Phase.REBUILDING
+                self.rebuild = self.hooks.on_all_complete(self)
+                return None
+        self.phase = Phase.FOLLOWING
+        result = follower.take()
+        if result is not None and result.work:
+            owners = {day % self.wanted for day in result.work}
+            for slot in self.slots.values():
+                slot.done = slot.done and slot.shard_id not in owners
+            self.rebuild_checked = False
+            self.phase = Phase.RUNNING
+            log.info(
+                "event=follow_work days=%s head=%d safe_head=%d final_head=%d",
+                ",".join(map(str, result.work[:10])),
+                result.head,
+                result.safe_head,
+                result.final_head,
+            )
+        elif follower.due(time.monotonic()):
+            follower.start()
         return None
 
     def caught_up_or_complete(self, tally: dict[str, int]) -> tuple[Phase, str]:
@@ -586,6 +627,9 @@ class Supervisor:
             self.phase = Phase.RUNNING
             for slot in self.slots.values():
                 slot.done = False
+            return None
+        if self.follower is not None and outcome == "complete":
+            self.phase, self.message = Phase.FOLLOWING, ""
             return None
         if not self.may_exit():
             self.phase = Phase.RUNNING
@@ -619,6 +663,7 @@ class Supervisor:
                 if self.phase == Phase.STOPPED and self.stopping
                 else None,
                 "rebuild_step": self.rebuild.step if self.rebuild is not None else None,
+                "follow": self.follower.view() if self.follower is not None else None,
                 "store": self.store.outage.state(),
                 "workers": [
                     {
@@ -676,6 +721,8 @@ def supervise(
     finally:
         sup.restore_signals()
         sup.write_state(ended=True)
+        if sup.follower is not None:
+            sup.follower.close()
         store.close()
         os.close(fd)
         if sup.exit_lock_fd is not None:

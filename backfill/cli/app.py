@@ -24,6 +24,7 @@ log = logging.getLogger("backfill")
 # named here changed nothing a Ctrl-C can leave half done.
 CTRL_C_LEAVES = {
     "start": "progress is checkpointed, `backfill start` resumes",
+    "follow": "progress is checkpointed, `backfill follow` goes on from it",
     "sync": "progress is checkpointed, the next `backfill sync` goes on from it",
     "verify": "no result was recorded (an audit records its days when all are recounted)",
     "rebuild": "production is unchanged; `backfill rebuild` runs it again",

@@ -49,6 +49,19 @@ _ENDED_TEXT = {
 }
 
 
+def follow_text(follow: dict[str, Any] | None) -> str:
+    """` — following: head 20051, copied to the safe head 20051, final 20043; polled at 12:00:03 UTC`."""
+    if not follow:
+        return ""
+    if follow.get("head") is None:
+        return " — following: no poll yet" + (f" (last poll failed: {follow['error']})" if follow.get("error") else "")
+    text = (
+        f" — following: head {follow['head']}, copied up to the safe head {follow['safe_head']}, "
+        f"final {follow['final_head']}; polled at {_utc(follow.get('polled_at'), '%H:%M:%S UTC')}"
+    )
+    return text + (f"; the last poll FAILED: {follow['error']}" if follow.get("error") else "")
+
+
 def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
     """The first line of status, and its style: what the run is doing, or how it ended and what carries on."""
     run, sup = summary["run"], summary["supervisor"]
@@ -57,7 +70,8 @@ def run_text(summary: dict[str, Any]) -> tuple[str, str | None]:
         phase = sup.get("phase") or Phase.STARTING
         step = f", step {sup['rebuild_step']}" if phase == Phase.REBUILDING and sup.get("rebuild_step") else ""
         n = run["workers"]
-        return f"run: running (pid {sup.get('pid')}, phase {phase}{step}, {n} worker{'' if n == 1 else 's'})", "green"
+        text = f"run: running (pid {sup.get('pid')}, phase {phase}{step}, {n} worker{'' if n == 1 else 's'})"
+        return text + follow_text(sup.get("follow")), "green"
     if state == "none":
         return "run: none yet in this data directory — start one: backfill start", None
     if state == "dead":

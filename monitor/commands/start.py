@@ -296,6 +296,12 @@ def _run_foreground(
     default=False,
     help="Check and plan, print the plan (days, blocks, endpoints, store), write nothing.",
 )
+@click.option(
+    "--follow",
+    is_flag=True,
+    default=False,
+    help="After the backfill, keep copying the chain's new blocks until `backfill stop` (as `backfill follow`).",
+)
 @user_errors
 def start(
     from_date: str | None,
@@ -311,6 +317,7 @@ def start(
     foreground: bool,
     redo: bool,
     dry_run: bool,
+    follow: bool,
 ) -> None:
     """Plan the days and run the workers until every day is COMPLETE (detached unless --foreground).
 
@@ -328,17 +335,63 @@ def start(
         foreground=foreground or None,
         redo=redo or None,
         auto_promote=auto_promote,
+        follow=follow or None,
     )
     if dry_run:
         from backfill.cli.dry_run import preview, render_preview
 
         click.echo(render_preview(preview(settings)))
         return
+    _start(settings)
+
+
+@click.command("follow")
+@settings_options
+@click.option("--foreground", is_flag=True, default=False, help="Run in this terminal with a live dashboard.")
+@user_errors
+def follow(
+    from_date: str | None,
+    to_date: str | None,
+    shards: int | None,
+    rpc_urls: tuple[str, ...],
+    confirmations: int | None,
+    finality_depth: int | None,
+    window_blocks: int | None,
+    stall_s: float | None,
+    auto_promote: bool | None,
+    data_dir: Path | None,
+    foreground: bool,
+) -> None:
+    """Backfill up to the safe head, then keep the copy current: poll the head (BACKFILL_FOLLOW_POLL_S, 2 s),
+    copy each new block once it has its confirmations, repair forks within the finality depth, rebuild when a
+    day becomes final. Detached unless --foreground; `backfill status` watches it, `backfill stop` ends it."""
+    _start(
+        _settings(
+            from_date=from_date,
+            to_date=to_date,
+            shards=shards,
+            rpc_urls=rpc_urls or None,
+            confirmations=confirmations,
+            finality_depth=finality_depth,
+            window_blocks=window_blocks,
+            stall_s=stall_s,
+            data_dir=data_dir,
+            foreground=foreground or None,
+            auto_promote=auto_promote,
+            follow=True,
+        )
+    )
+
+
+def _start(settings: Settings) -> None:
+    """The run of `start` / `follow`; a foreground run's summary shown at its end."""
     from backfill.cli.status_render import render
     from backfill.files.oplog import setup_logging
 
     setup_logging(settings.log_dir / "monitor.log")
-    summary = start_run(settings, shards_explicit="shards" in settings.explicit, echo=click.echo)
+    summary = start_run(
+        settings, shards_explicit="shards" in settings.explicit, echo=click.echo, to_head=settings.follow
+    )
     if summary is not None:
         from rich.console import Console
 

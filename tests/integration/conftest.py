@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backfill.devnet.node import DevnetParams, start_devnet
+from backfill.devnet.node import Anvil, DevnetParams, saved_summary, start_devnet
 from tests.integration.harness import Chain, backfill, open_store
 
 CHAIN_PARAMS = DevnetParams.with_defaults(dt.date(2024, 1, 1), days=10, blocks_per_day=2000, seed=7)
@@ -127,3 +128,15 @@ def run_dir(tmp_path) -> Path:
         except (psutil.Error, ValueError):
             pass
     stop_server(path)
+
+
+@pytest.fixture
+def tip_chain(chain_state: Path) -> Iterator[Chain]:
+    """The session's chain on a node of this test alone that keeps state history: it may be grown and forked."""
+    summary = saved_summary(CHAIN_PARAMS, chain_state)
+    assert summary is not None
+    node = Anvil(load_state=chain_state, prune_history=False).start()
+    try:
+        yield Chain(url=node.url, start=CHAIN_PARAMS.start_date, days=CHAIN_PARAMS.days, summary=summary)
+    finally:
+        node.stop()

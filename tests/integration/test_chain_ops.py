@@ -5,14 +5,11 @@ blocks and other transfers, each block in the day of the one it replaces."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from backfill.devnet.generate import DevRpc
-from backfill.devnet.node import Anvil, saved_summary
 from tests.integration.conftest import CHAIN_PARAMS
 from tests.integration.harness import Chain
 from tests.support.chain_ops import grow, midnight, reorg, utc_day
@@ -25,19 +22,6 @@ TOPICS = {
 # The day after the generated days: the head block is the last of the day before, or a closing block at its
 # 00:00:00; grow takes either.
 NEXT_DAY = CHAIN_PARAMS.start_date + dt.timedelta(days=CHAIN_PARAMS.days)
-
-
-@pytest.fixture
-def own_chain(chain_state: Path) -> Iterator[Chain]:
-    """The session's chain on a node of this test alone, loaded from the saved state: it may be mined on. The node
-    keeps state history (no pruning): a reorg needs the state at the block it goes back to."""
-    summary = saved_summary(CHAIN_PARAMS, chain_state)
-    assert summary is not None, "the session's chain state has no matching summary"
-    node = Anvil(load_state=chain_state, prune_history=False).start()
-    try:
-        yield Chain(url=node.url, start=CHAIN_PARAMS.start_date, days=CHAIN_PARAMS.days, summary=summary)
-    finally:
-        node.stop()
 
 
 def blocks(rpc: DevRpc, first: int, last: int) -> dict[int, dict[str, Any]]:
@@ -54,8 +38,8 @@ def ts(block: dict[str, Any]) -> int:
     return int(block["timestamp"], 16)
 
 
-def test_grow_mines_whole_days_of_transfers_and_closes_the_last(own_chain: Chain) -> None:
-    chain, rpc = own_chain, DevRpc(own_chain.url)
+def test_grow_mines_whole_days_of_transfers_and_closes_the_last(tip_chain: Chain) -> None:
+    chain, rpc = tip_chain, DevRpc(tip_chain.url)
     try:
         head = int(rpc.call("eth_blockNumber"), 16)
         with pytest.raises(ValueError, match="before the head block's day"):
@@ -89,8 +73,8 @@ def test_grow_mines_whole_days_of_transfers_and_closes_the_last(own_chain: Chain
         rpc.close()
 
 
-def test_reorg_replaces_the_tip_with_other_blocks_and_transfers_in_the_same_days(own_chain: Chain) -> None:
-    chain, rpc = own_chain, DevRpc(own_chain.url)
+def test_reorg_replaces_the_tip_with_other_blocks_and_transfers_in_the_same_days(tip_chain: Chain) -> None:
+    chain, rpc = tip_chain, DevRpc(tip_chain.url)
     try:
         rows = grow(chain.url, chain.summary, NEXT_DAY, days=2, blocks_per_day=40, seed=5)
         head = rows[-1]["last_block"] + 1  # the closing block: the reorg crosses midnight

@@ -8,85 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backfill.devnet.node import Anvil, saved_summary
 from backfill.store.embedded import stop_server
-from tests.integration.conftest import CHAIN_PARAMS
 from tests.integration.harness import Chain, backfill, open_store, store_rows
 from tests.support.chain_ops import grow, reorg
+from tests.support.mined import NEXT_DAY, MinedDays, assert_equals_chain, assert_equals_chain_from
 
 pytestmark = pytest.mark.slow
-NEXT_DAY = CHAIN_PARAMS.start_date + dt.timedelta(days=CHAIN_PARAMS.days)  # the generator's closing block's day
-
-
-@pytest.fixture
-def tip_chain(chain_state: Path) -> Iterator[Chain]:
-    """The session's chain on a node of this test alone that keeps state history: it may be grown and forked."""
-    summary = saved_summary(CHAIN_PARAMS, chain_state)
-    assert summary is not None
-    node = Anvil(load_state=chain_state, prune_history=False).start()
-    try:
-        yield Chain(url=node.url, start=CHAIN_PARAMS.start_date, days=CHAIN_PARAMS.days, summary=summary)
-    finally:
-        node.stop()
-
-
-class MinedDays:
-    """The blocks of each UTC date as the devnet and `grow` mined them: the truth's days."""
-
-    def __init__(self, chain: Chain):
-        days = chain.summary["days"]
-        self.ranges: dict[str, list[int]] = {}
-        self.add((chain.start - dt.timedelta(days=1)).isoformat(), 0, days[0]["first_block"] - 1)  # set-up
-        for d in days:
-            self.add(d["date"], d["first_block"], d["last_block"])
-        closing = days[-1]["last_block"] + 1
-        self.add(NEXT_DAY.isoformat(), closing, closing)
-
-    def add(self, date: str, first: int, last: int) -> None:
-        span = self.ranges.setdefault(date, [first, last])
-        span[0], span[1] = min(span[0], first), max(span[1], last)
-
-    def grown(self, rows: list[dict[str, Any]], closed: bool = True) -> None:
-        for r in rows:
-            self.add(r["date"], r["first_block"], r["last_block"])
-        if not closed:
-            return
-        closing = rows[-1]["last_block"] + 1
-        self.add((dt.date.fromisoformat(rows[-1]["date"]) + dt.timedelta(days=1)).isoformat(), closing, closing)
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [
-            {"day_idx": i, "date": date, "first_block": a, "last_block": b}
-            for i, (date, (a, b)) in enumerate(sorted(self.ranges.items()))
-        ]
-
-
-def assert_equals_chain(data_dir: Path, chain: Chain, mined: MinedDays) -> None:
-    """Every transfer of the chain as it is now is in the staging tables exactly once after FINAL, nothing else,
-    and each day's checkpoint counts are the chain's."""
-    from tests.support.truth import ground_truth
-
-    store = open_store(data_dir)
-    try:
-        truth = ground_truth(chain.url, mined.rows())
-        erc20, erc1155 = store_rows(store)
-        assert len(erc20) == len(set(erc20)) and len(erc1155) == len(set(erc1155)), "duplicates after FINAL"
-        assert set(erc20) == truth.erc20, (len(truth.erc20 - set(erc20)), len(set(erc20) - truth.erc20))
-        assert set(erc1155) == truth.erc1155, (len(truth.erc1155 - set(erc1155)), len(set(erc1155) - truth.erc1155))
-        dates = {p.day_idx: p.day.isoformat() for p in store.read_plan()}
-        counts = {dates[d]: (cp["erc20_count"], cp["erc1155_count"]) for d, cp in store.checkpoints().items()}
-        assert counts == {d: c for d, c in truth.per_date.items() if d in counts}
-        assert set(counts) == set(truth.per_date) - {(chain.start - dt.timedelta(days=1)).isoformat()}
-        for view, table in (("erc20_transfers_staging_final", erc20), ("erc1155_transfers_staging_final", erc1155)):
-            assert int(store.scalar(f"SELECT count() FROM {view}")) == len(table), view  # the runbook's views
-    finally:
-        store.close()
 
 
 def sync(chain: Chain, data_dir: Path, *args: str, env: dict[str, str] | None = None):
@@ -218,9 +150,3 @@ def test_a_fork_deeper_than_the_finality_depth_stops_with_one_line(tip_chain: Ch
         store.close()
     finally:
         stop_server(data_dir)
-
-
-def assert_equals_chain_from(data_dir: Path, chain: Chain, mined: MinedDays, first_date: str) -> None:
-    subset = MinedDays.__new__(MinedDays)
-    subset.ranges = {d: r for d, r in mined.ranges.items() if d >= first_date}
-    assert_equals_chain(data_dir, chain, subset)

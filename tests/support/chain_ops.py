@@ -155,6 +155,36 @@ def grow(
         rpc.close()
 
 
+def mine_block(url: str, summary: dict[str, Any], step_s: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Mine one block `step_s` seconds after the head, carrying one log of each kind (erc20, single, batch), the
+    way a live chain adds a block. Returns {"date", "first_block", "last_block", "logs"} like a `grow` row."""
+    rng = random.Random(seed)
+    rpc = DevRpc(url)
+    try:
+        head = _block(rpc, "latest")
+        ts = int(head["timestamp"], 16) + step_s
+        sender = rpc.call("eth_accounts")[0]
+        nonce = int(rpc.call("eth_getTransactionCount", sender, "latest"), 16)
+        calls = [_transfer(rng, summary["contracts"], kind) for kind in ("erc20", "single", "batch")]
+        rpc.call("evm_setAutomine", False)
+        try:
+            rpc.call("evm_setTime", ts - 1)
+            sent = [
+                rpc.call("eth_sendTransaction", {"from": sender, "nonce": hex(nonce + i), **call, **FEES})
+                for i, call in enumerate(calls)
+            ]
+            rpc.call("evm_mine", ts)
+        finally:
+            rpc.call("evm_setAutomine", True)
+        receipts = rpc.batch([("eth_getTransactionReceipt", [h]) for h in sent])
+        if any(r is None or r["status"] != "0x1" for r in receipts):
+            raise RuntimeError(f"mine_block: a transaction failed or was not mined: {receipts}")
+        number = int(head["number"], 16) + 1
+        return {"date": utc_day(ts).isoformat(), "first_block": number, "last_block": number, "logs": len(calls)}
+    finally:
+        rpc.close()
+
+
 def _interval(common_ts: int, old_ts: list[int]) -> int | None:
     """A step I >= 1 that puts common_ts + i * I (i = 1..depth) in the UTC day of old_ts[i - 1], the one closest to
     the old blocks' mean spacing; None if there is none."""
