@@ -150,22 +150,12 @@ async def plan_days(
             f"this database's plan starts at {anchor}; --from {from_date} is earlier. "
             "Use another database (CLICKHOUSE_URL or --data-dir) for an earlier range"
         )
-    head, safe_head = chain.head, chain.safe_head
     # up to the day of the safe head by default (that day clipped at it)
     to_date = settings.to_date or dt.datetime.fromtimestamp(chain.safe_head_ts, dt.timezone.utc).date()
     wanted_days = [from_date + dt.timedelta(days=i) for i in range((to_date - from_date).days + 1)]
     missing = [d for d in wanted_days if (d - anchor).days not in existing or existing[(d - anchor).days].clipped]
     if missing:
-        first, last = missing[0], missing[-1]
-        boundaries = await search_boundaries(rpc, day_targets(first, last), safe_head)
-        plans = build_plan(anchor, first, last, boundaries, safe_head, chain.final_head)
-        plans = [p for p in plans if p.day in set(missing)]
-        beyond = [p for p in plans if p.start_block > safe_head and p.clipped]
-        if beyond:
-            raise ConfigError(
-                f"--to {to_date} is beyond the chain: day {beyond[0].day} has no block at or below the "
-                f"safe head {safe_head} (head {head} - {settings.confirmations} confirmations)"
-            )
+        plans = await _plan_missing(rpc, settings, chain, anchor, missing, to_date)
         # an open day never shrinks (a lower safe head than last time, e.g. more confirmations asked)
         plans = [p for p in plans if p.day_idx not in existing or p.end_block >= existing[p.day_idx].end_block]
         settle_open_days(store, existing, plans)
@@ -186,6 +176,23 @@ async def plan_days(
                 chain.final_head,
             )
     return [existing[k] for k in sorted(existing)]
+
+
+async def _plan_missing(
+    rpc: RpcClient, settings: Settings, chain: ChainView, anchor: dt.date, missing: list[dt.date], to_date: dt.date
+) -> list[DayPlan]:
+    """The plans of the missing days, from one boundary search; a day with no safe block is refused."""
+    first, last = missing[0], missing[-1]
+    boundaries = await search_boundaries(rpc, day_targets(first, last), chain.safe_head)
+    plans = build_plan(anchor, first, last, boundaries, chain.safe_head, chain.final_head)
+    plans = [p for p in plans if p.day in set(missing)]
+    beyond = [p for p in plans if p.start_block > chain.safe_head and p.clipped]
+    if beyond:
+        raise ConfigError(
+            f"--to {to_date} is beyond the chain: day {beyond[0].day} has no block at or below the "
+            f"safe head {chain.safe_head} (head {chain.head} - {settings.confirmations} confirmations)"
+        )
+    return plans
 
 
 def settle_open_days(store: Store, existing: dict[int, DayPlan], plans: list[DayPlan]) -> None:

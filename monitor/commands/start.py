@@ -193,6 +193,17 @@ def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: 
     return None
 
 
+def ended_line(phase: str, summary: dict[str, Any], seconds: float) -> str:
+    """The line a foreground run ends with: complete, or caught up with its OPEN days named."""
+    if phase == Phase.CAUGHT_UP:
+        return (
+            f"backfill caught up: {summary['days_complete']} of {summary['days_total']} days COMPLETE, "
+            f"{summary['days_open']} OPEN ({', '.join(summary['open_days'])}: at the chain head, not final yet; "
+            f"`backfill sync` completes them) in {seconds:.1f}s"
+        )
+    return f"backfill complete: {summary['days_total']} days in {seconds:.1f}s"
+
+
 def _halted_error(exit_code: int, message: str) -> Exception:
     """The command error for a halted fleet: a worker's wrong chain or config error keeps its exit code."""
     if exit_code == exitcodes.WRONG_CHAIN:
@@ -263,14 +274,7 @@ def _run_foreground(
             f"{summary['days_failed']} days FAILED (see `backfill status`); "
             "`backfill retry-failed` then `backfill start` to try them again"
         )
-    if phase == Phase.CAUGHT_UP:
-        echo(
-            f"backfill caught up: {summary['days_complete']} of {summary['days_total']} days COMPLETE, "
-            f"{summary['days_open']} OPEN ({', '.join(summary['open_days'])}: at the chain head, not final yet; "
-            f"`backfill sync` completes them) in {time.monotonic() - t0:.1f}s"
-        )
-    else:
-        echo(f"backfill complete: {summary['days_total']} days in {time.monotonic() - t0:.1f}s")
+    echo(ended_line(phase, summary, time.monotonic() - t0))
     run = summary.get("run") or {}
     if run.get("promoted") is False:
         echo(
