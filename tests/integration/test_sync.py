@@ -67,8 +67,44 @@ def test_sync_copies_what_the_chain_added_and_nothing_twice(tip_chain: Chain, tm
         assert after[NEXT_DAY.isoformat()][0] == "COMPLETE"  # the day that was open got its blocks and is over
         status = json.loads(backfill(["status", "--json"], data_dir, chain).stdout)
         assert (status["days_open"], status["open_days"]) == (1, [day_after]), status
+        snapshot = json.loads(sorted(data_dir.glob("post_rebuild_snapshot_*.json"))[-1].read_text())
+        assert snapshot["status"] == "ok" and snapshot["days"]["open"] == [day_after], snapshot["days"]
+        assert_balances_of_final_days(data_dir, chain, mined, grown[-1]["last_block"])
+        derived_log = (data_dir / "backfill" / "on-complete.log").read_text()
+        assert 'mode="incremental from block' in derived_log, "the second sync rebuilt the balances from all rows"
     finally:
         stop_server(data_dir)
+
+
+def assert_balances_of_final_days(data_dir: Path, chain: Chain, mined: MinedDays, final_block: int) -> None:
+    """The derived balances equal a recomputation from the oracle's rows of the final days (the OPEN day's rows
+    are not in them yet)."""
+    from tests.integration.test_rebuild import expected_balances
+    from tests.support.truth import Truth, ground_truth
+
+    truth = ground_truth(chain.url, mined.rows())
+    final = Truth(
+        erc20={r for r in truth.erc20 if r[0] <= final_block},
+        erc1155={r for r in truth.erc1155 if r[0] <= final_block},
+        rejected=0,
+        logs=[],
+        per_day={},
+        per_date={},
+    )
+    want20, want1155 = expected_balances(final)
+    store = open_store(data_dir)
+    try:
+        got20 = {
+            (t, w): int(b) for t, w, b in store.query_rows("SELECT token_address, wallet, balance FROM erc20_balances")
+        }
+        got1155 = {
+            (t, int(i), w): int(b)
+            for t, i, w, b in store.query_rows("SELECT token_address, token_id, wallet, balance FROM erc1155_balances")
+        }
+    finally:
+        store.close()
+    assert got20 == want20
+    assert got1155 == want1155
 
 
 def test_a_second_sync_while_one_runs_does_nothing(tip_chain: Chain, tmp_path: Path) -> None:
