@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from backfill.chain.client import RpcClient
 from backfill.cli.prepare import check_chain, plan_days, survey_chain
@@ -43,8 +43,9 @@ class PollResult:
 
 
 class Follower:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, on_done: Callable[[], None] | None = None):
         self.s = settings
+        self.on_done = on_done  # told when a poll ends (the supervisor's wake-up: no tick's sleep in between)
         self.thread: threading.Thread | None = None
         self.last: PollResult | None = None
         self.pending: PollResult | None = None  # a finished poll's result, not yet taken by the supervisor
@@ -60,6 +61,9 @@ class Follower:
         self.started_at = time.monotonic()
         self.thread = threading.Thread(target=self._run, name="follow", daemon=True)
         self.thread.start()
+
+    def polling(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
 
     def take(self) -> PollResult | None:
         """The result of a poll that has ended (once), None while one runs or none ended since."""
@@ -83,6 +87,13 @@ class Follower:
         }
 
     def _run(self) -> None:
+        try:
+            self._poll_once()
+        finally:
+            if self.on_done is not None:
+                self.on_done()
+
+    def _poll_once(self) -> None:
         try:
             result = asyncio.run(self.poll())
         except ChainForked as exc:

@@ -89,7 +89,7 @@ class Supervisor:
         self.last_stall_check = 0.0
         self.message = ""
         self.rebuild: OnCompleteRun | None = None
-        self.follower = Follower(settings) if settings.follow else None
+        self.follower = Follower(settings, on_done=self.wake) if settings.follow else None
         self.rebuild_checked = False  # following: whether the rebuild was considered since the last copy
         self.last_store_check = 0.0
         self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)
@@ -509,6 +509,8 @@ class Supervisor:
         if not self.slots or not all(s.done for s in self.slots.values()) or len(self.slots) != self.wanted:
             return None
         tally = self.tally()
+        if self.follower is not None:
+            return tally  # following: the poller and follow_head decide what is left to do
         if settled(tally) < tally["days"]:  # days appeared (a new plan): look again
             for slot in self.slots.values():
                 slot.done = False
@@ -569,13 +571,25 @@ class Supervisor:
         return None
 
     def follow_head(self) -> str | None:
-        """Following, with nothing to copy: rebuild when days became final, else poll the head; a poll that
-        found work hands it to the workers of the days it concerns."""
+        """Following, with no worker running: a poll's result is handed to the workers of the days it found
+        work in; with nothing left to copy, rebuild when days became final, else poll the head again. Only one
+        thing at a time: no poll while workers copy or the rebuild runs, no rebuild while a poll may plan."""
         follower = self.follower
         assert follower is not None
         if follower.forked is not None:
             self.stop_all("deep fork")
             raise FleetHalted(str(follower.forked), exitcodes.WRONG_CHAIN)
+        self.phase = Phase.FOLLOWING
+        result = follower.take()
+        if follower.polling():
+            return None
+        if result is not None and result.work:
+            self.hand_out(result.work, f"head={result.head} safe_head={result.safe_head} final={result.final_head}")
+            return None
+        tally = self.tally()
+        if settled(tally) < tally["days"]:  # days from elsewhere (a `start` told us, a retry-failed)
+            self.hand_out(list(range(self.wanted)), "reason=new_days")
+            return None
         if self.s.on_complete and not self.rebuild_checked:
             self.rebuild_checked = True
             from monitor.rebuild import rebuild_due
@@ -585,24 +599,19 @@ class Supervisor:
                 self.phase = Phase.REBUILDING
                 self.rebuild = self.hooks.on_all_complete(self)
                 return None
-        self.phase = Phase.FOLLOWING
-        result = follower.take()
-        if result is not None and result.work:
-            owners = {day % self.wanted for day in result.work}
-            for slot in self.slots.values():
-                slot.done = slot.done and slot.shard_id not in owners
-            self.rebuild_checked = False
-            self.phase = Phase.RUNNING
-            log.info(
-                "event=follow_work days=%s head=%d safe_head=%d final_head=%d",
-                ",".join(map(str, result.work[:10])),
-                result.head,
-                result.safe_head,
-                result.final_head,
-            )
-        elif follower.due(time.monotonic()):
+        if follower.due(time.monotonic()):
             follower.start()
         return None
+
+    def hand_out(self, days: list[int], why: str) -> None:
+        """The workers owning these days (day_idx; shard = day_idx mod shards) start again."""
+        owners = {day % self.wanted for day in days}
+        for slot in self.slots.values():
+            slot.done = slot.done and slot.shard_id not in owners
+        self.rebuild_checked = False
+        self.phase = Phase.RUNNING
+        self.wake()  # the workers start in the next round, at once
+        log.info("event=follow_work days=%s %s", ",".join(map(str, days[:10])), why)
 
     def caught_up_or_complete(self, tally: dict[str, int]) -> tuple[Phase, str]:
         """The phase of a run whose days are all done: COMPLETE, or CAUGHT_UP while days at the head are OPEN."""
@@ -719,6 +728,8 @@ def supervise(
         log.error("event=halted reason=%r", str(exc))
         raise
     finally:
+        if sup.follower is not None:
+            sup.follower.on_done = None  # a poll ending now must not write to the wake pipe once it is closed
         sup.restore_signals()
         sup.write_state(ended=True)
         if sup.follower is not None:
