@@ -149,8 +149,19 @@ def main() -> None:
     setup_command_logging()
 
 
+def _params(options: list[Callable[..., Any]]) -> list[click.Parameter]:
+    """The click parameters a list of option decorators declares (their names are the settings')."""
+
+    def probe() -> None: ...
+
+    for option in options:
+        option(probe)
+    return list(getattr(probe, "__click_params__", []))
+
+
 def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that change a run's settings: `start` takes them, `config` shows what they make."""
+    """The options that change a run's settings: `start`, `sync` and `follow` take them, `config` shows what
+    they make. The command receives them gathered as `flags` (setting name -> value, None when not given)."""
     options = [
         click.option("--from", "from_date", help="First UTC day, e.g. 2024-01-01."),
         click.option("--to", "to_date", help="Last UTC day (inclusive). Default: the day of the safe head."),
@@ -175,46 +186,29 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         data_dir_option,
     ]
+    names = [o.name for o in _params(options)]
+
+    @functools.wraps(fn)
+    def gathered(**kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in names}
+        flags["rpc_urls"] = flags["rpc_urls"] or None  # no --rpc-url given: the environment's or the file's
+        return fn(flags=flags, **kwargs)
+
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        gathered = option(gathered)
+    return gathered
 
 
 @main.command("config")
 @settings_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @user_errors
-def config(
-    from_date: str | None,
-    to_date: str | None,
-    shards: int | None,
-    rpc_urls: tuple[str, ...],
-    confirmations: int | None,
-    finality_depth: int | None,
-    window_blocks: int | None,
-    stall_s: float | None,
-    auto_promote: bool | None,
-    data_dir: Path | None,
-    as_json: bool,
-) -> None:
+def config(flags: dict[str, Any], as_json: bool) -> None:
     """The effective settings and where each came from (flag, environment, backfill.toml, default); keys in
     RPC URLs and the ClickHouse password redacted. A bad config is reported whole (exit 2)."""
     from backfill.settings import effective_settings
 
-    rows = effective_settings(
-        {
-            "from_date": from_date,
-            "to_date": to_date,
-            "shards": shards,
-            "rpc_urls": rpc_urls or None,
-            "confirmations": confirmations,
-            "finality_depth": finality_depth,
-            "window_blocks": window_blocks,
-            "stall_s": stall_s,
-            "auto_promote": auto_promote,
-            "data_dir": data_dir,
-        }
-    )
+    rows = effective_settings(flags)
     if as_json:
         doc = {r.name: {"value": r.value, "source": str(r.source), "origin": r.source.kind} for r in rows}
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())

@@ -93,7 +93,9 @@ def run_summary(
         "state": state,
         "since": float(since) if since else None,
         "last_error": last_error,
-        "resume": RESUME.get(state),
+        "resume": "backfill follow"
+        if sup.get("follow") and RESUME.get(state) == "backfill start"
+        else RESUME.get(state),
         "promoted": promoted if complete else None,
         "hint": "backfill promote" if complete and promoted is False else None,
         "workers": sum(1 for w in sup.get("workers", []) if w.get("pid")) if state == "running" else 0,

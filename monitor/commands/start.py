@@ -307,40 +307,11 @@ def _run_foreground(
     help="After the backfill, keep copying the chain's new blocks until `backfill stop` (as `backfill follow`).",
 )
 @user_errors
-def start(
-    from_date: str | None,
-    to_date: str | None,
-    shards: int | None,
-    rpc_urls: tuple[str, ...],
-    confirmations: int | None,
-    finality_depth: int | None,
-    window_blocks: int | None,
-    stall_s: float | None,
-    auto_promote: bool | None,
-    data_dir: Path | None,
-    foreground: bool,
-    redo: bool,
-    dry_run: bool,
-    follow: bool,
-) -> None:
+def start(flags: dict[str, Any], foreground: bool, redo: bool, dry_run: bool, follow: bool) -> None:
     """Plan the days and run the workers until every day is COMPLETE (detached unless --foreground).
 
     While a run is active, a second `start` talks to it: SHARDS=N re-shards it live, new days are picked up."""
-    settings = _settings(
-        from_date=from_date,
-        to_date=to_date,
-        shards=shards,
-        rpc_urls=rpc_urls or None,
-        confirmations=confirmations,
-        finality_depth=finality_depth,
-        window_blocks=window_blocks,
-        stall_s=stall_s,
-        data_dir=data_dir,
-        foreground=foreground or None,
-        redo=redo or None,
-        auto_promote=auto_promote,
-        follow=follow or None,
-    )
+    settings = _settings(**flags, foreground=foreground or None, redo=redo or None, follow=follow or None)
     if dry_run:
         from backfill.cli.dry_run import preview, render_preview
 
@@ -353,38 +324,11 @@ def start(
 @settings_options
 @click.option("--foreground", is_flag=True, default=False, help="Run in this terminal with a live dashboard.")
 @user_errors
-def follow(
-    from_date: str | None,
-    to_date: str | None,
-    shards: int | None,
-    rpc_urls: tuple[str, ...],
-    confirmations: int | None,
-    finality_depth: int | None,
-    window_blocks: int | None,
-    stall_s: float | None,
-    auto_promote: bool | None,
-    data_dir: Path | None,
-    foreground: bool,
-) -> None:
+def follow(flags: dict[str, Any], foreground: bool) -> None:
     """Backfill up to the safe head, then keep the copy current: poll the head (BACKFILL_FOLLOW_POLL_S, 2 s),
     copy each new block once it has its confirmations, repair forks within the finality depth, rebuild when a
     day becomes final. Detached unless --foreground; `backfill status` watches it, `backfill stop` ends it."""
-    _start(
-        _settings(
-            from_date=from_date,
-            to_date=to_date,
-            shards=shards,
-            rpc_urls=rpc_urls or None,
-            confirmations=confirmations,
-            finality_depth=finality_depth,
-            window_blocks=window_blocks,
-            stall_s=stall_s,
-            data_dir=data_dir,
-            foreground=foreground or None,
-            auto_promote=auto_promote,
-            follow=True,
-        )
-    )
+    _start(_settings(**flags, foreground=foreground or None, follow=True))
 
 
 def _start(settings: Settings) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -33,35 +32,12 @@ SYNC_LOCK = "sync.lock"
 @click.command()
 @settings_options
 @user_errors
-def sync(
-    from_date: str | None,
-    to_date: str | None,
-    shards: int | None,
-    rpc_urls: tuple[str, ...],
-    confirmations: int | None,
-    finality_depth: int | None,
-    window_blocks: int | None,
-    stall_s: float | None,
-    auto_promote: bool | None,
-    data_dir: Path | None,
-) -> None:
+def sync(flags: dict[str, Any]) -> None:
     """Copy what the chain has added since the last run, up to its safe head, then rebuild; one summary line.
 
     The first sync takes --from; later ones carry the stored plan on. For cron: overlapping syncs do not
     collide (the second does nothing), exit 0 when the copy is current (its last days may be OPEN)."""
-    settings = _settings(
-        from_date=from_date,
-        to_date=to_date,
-        shards=shards,
-        rpc_urls=rpc_urls or None,
-        confirmations=confirmations,
-        finality_depth=finality_depth,
-        window_blocks=window_blocks,
-        stall_s=stall_s,
-        data_dir=data_dir,
-        foreground=True,
-        auto_promote=auto_promote,
-    )
+    settings = _settings(**flags, foreground=True)
     from backfill.files.oplog import setup_logging
 
     setup_logging(settings.log_dir / "monitor.log")

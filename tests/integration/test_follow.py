@@ -106,7 +106,8 @@ def test_follow_copies_new_blocks_survives_a_kill_repairs_a_fork_and_stops(tip_c
         stopped = backfill(["stop"], data_dir, chain)
         assert stopped.returncode == 0, stopped.stderr
         wait_for(lambda: supervisor_state(data_dir).get("phase") == "stopped", 60, "the run to stop")
-        assert status(data_dir, chain)["run"]["state"] == "stopped"
+        after = status(data_dir, chain)["run"]
+        assert (after["state"], after["resume"]) == ("stopped", "backfill follow"), after
     finally:
         stop_server(data_dir)
 

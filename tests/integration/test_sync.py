@@ -140,14 +140,18 @@ def reorg_env(depth: int) -> dict[str, str]:
     return {"BACKFILL_FINALITY_DEPTH": str(depth), "BACKFILL_ON_COMPLETE": "0"}
 
 
+def synced_with_open_tip(chain: Chain, data_dir: Path, mined: MinedDays, finality_depth: int) -> None:
+    """A day of 30 blocks mined on this node (so that a fork can replace them), not closed, then synced from the
+    chain's ninth day with no confirmations: its tip is above the final head and tracked."""
+    mined.grown(grow(chain.url, chain.summary, NEXT_DAY, days=1, blocks_per_day=30, seed=9, close=False), False)
+    first = sync(chain, data_dir, "--from", chain.day(8), "--confirmations", "0", env=reorg_env(finality_depth))
+    assert first.returncode == 0, first.stderr
+
+
 def test_a_fork_of_the_copied_tip_is_repaired_by_the_next_sync(tip_chain: Chain, tmp_path: Path) -> None:
     chain, data_dir, mined = tip_chain, tmp_path / "data", MinedDays(tip_chain)
     try:
-        mined.grown(
-            grow(chain.url, chain.summary, NEXT_DAY, days=1, blocks_per_day=30, seed=9, close=False), closed=False
-        )
-        first = sync(chain, data_dir, "--from", chain.day(8), "--confirmations", "0", env=reorg_env(8))
-        assert first.returncode == 0, first.stderr
+        synced_with_open_tip(chain, data_dir, mined, finality_depth=8)
         assert_equals_chain_from(data_dir, chain, mined, chain.day(8))
         forked = reorg(chain.url, chain.summary, depth=4, seed=3)
         assert forked["old_logs"] and forked["new_logs"]
@@ -166,11 +170,7 @@ def test_a_fork_of_the_copied_tip_is_repaired_by_the_next_sync(tip_chain: Chain,
 def test_a_fork_deeper_than_the_finality_depth_stops_with_one_line(tip_chain: Chain, tmp_path: Path) -> None:
     chain, data_dir, mined = tip_chain, tmp_path / "data", MinedDays(tip_chain)
     try:
-        mined.grown(
-            grow(chain.url, chain.summary, NEXT_DAY, days=1, blocks_per_day=30, seed=9, close=False), closed=False
-        )
-        first = sync(chain, data_dir, "--from", chain.day(8), "--confirmations", "0", env=reorg_env(3))
-        assert first.returncode == 0, first.stderr
+        synced_with_open_tip(chain, data_dir, mined, finality_depth=3)
         store = open_store(data_dir)
         before = [sorted(rows) for rows in store_rows(store)]
         store.close()
