@@ -39,6 +39,17 @@ def finality_depth(chain_id: int, setting: int | None) -> int:
     return DEFAULT_DEPTHS.get(chain_id, UNKNOWN_CHAIN_DEPTH)
 
 
-def final_head(head: int, safe_head: int, depth: int) -> int:
-    """The highest block that is final and copied: a day ending at or below it is COMPLETE. -1: none yet."""
-    return max(-1, min(safe_head, head - depth))
+def final_head(head: int, safe_head: int, depth: int, finalized: int | None = None) -> int:
+    """The highest block that is final and copied: a day ending at or below it is COMPLETE. -1: none yet.
+    `finalized`: the node's `finalized` block where it has one and the depth is the chain's default: when the
+    chain stops finalising (as Ethereum did for an hour in May 2023), the depth alone would overstate it."""
+    top = min(safe_head, head - depth)
+    if finalized is not None:
+        top = min(top, finalized)
+    return max(-1, top)
+
+
+def use_finalized_tag(setting: int | None, depth: int) -> bool:
+    """Ask the node for its `finalized` block: only under the chain's own default depth (an operator's depth is
+    taken as given, and a chain with depth 0 reorganises only when asked)."""
+    return setting is None and depth > 0

@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 
 from backfill.chain.client import RpcClient, probe_endpoints
-from backfill.chain.finality import final_head, finality_depth
+from backfill.chain.finality import final_head, finality_depth, use_finalized_tag
 from backfill.chain.planner import BoundarySearch, DayPlan, build_plan, day_targets, range_problem
-from backfill.errors import ConfigError, EndpointUnreachable, WrongChain
+from backfill.errors import ConfigError, EndpointUnreachable, RpcError, WrongChain
 from backfill.redact import endpoint_label
 from backfill.settings import Settings
 from backfill.store.client import Store
@@ -69,9 +69,18 @@ async def survey_chain(rpc: RpcClient, settings: Settings) -> ChainView:
     if safe_head >= 0:
         ((_, safe_head_ts),) = (await rpc.headers([safe_head])).values()
     depth = finality_depth(chain_id, settings.finality_depth)
-    return ChainView(
-        chain_id, genesis_hash, genesis_ts, head, safe_head, safe_head_ts, depth, final_head(head, safe_head, depth)
-    )
+    finalized = await finalized_block(rpc) if use_finalized_tag(settings.finality_depth, depth) else None
+    final = final_head(head, safe_head, depth, finalized)
+    return ChainView(chain_id, genesis_hash, genesis_ts, head, safe_head, safe_head_ts, depth, final)
+
+
+async def finalized_block(rpc: RpcClient) -> int | None:
+    """The node's `finalized` block number, None where it has none (older nodes, chains without the tag)."""
+    try:
+        block = await rpc.call("eth_getBlockByNumber", ["finalized", False])
+    except RpcError:
+        return None
+    return int(block["number"], 16) if isinstance(block, dict) and block.get("number") else None
 
 
 def check_range(settings: Settings, chain: ChainView) -> None:

@@ -25,6 +25,14 @@ def test_the_final_head_is_below_both_the_safe_head_and_the_depth(head, safe, de
     assert final_head(head, safe, depth) == expected
 
 
+def test_the_nodes_finalized_block_lowers_the_final_head_and_is_asked_only_under_the_default_depth() -> None:
+    from backfill.chain.finality import use_finalized_tag
+
+    assert final_head(1000, 988, 64, finalized=900) == 900  # finality stalled: the tag, not head - 64
+    assert final_head(1000, 988, 64, finalized=990) == 936
+    assert use_finalized_tag(None, 64) and not use_finalized_tag(64, 64) and not use_finalized_tag(None, 0)
+
+
 def test_a_day_is_over_only_once_the_next_days_first_block_is_final() -> None:
     d0 = dt.date(2024, 1, 1)
     boundaries = [10, 20, 30]  # day 0: 10..19, day 1: 20..29, day 2 starts at 30
