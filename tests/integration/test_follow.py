@@ -127,3 +127,43 @@ def test_a_fork_deeper_than_the_finality_depth_halts_the_following_run(tip_chain
         assert "forked deeper than the finality depth" in status(data_dir, chain)["run"]["last_error"]
     finally:
         stop_server(data_dir)
+
+
+def test_follow_behind_a_rate_limited_keyed_provider_stays_exact_and_keeps_the_key_secret(
+    tip_chain: Chain, tmp_path: Path
+) -> None:
+    """A hosted provider that allows 15 calls a second and answers 429 above it, with a key in its URL: the
+    following run paces itself, copies every new block, repairs a fork, and the key appears nowhere."""
+    from tests.support.proxy import RpcProxy
+
+    chain, data_dir, mined = tip_chain, tmp_path / "data", MinedDays(tip_chain)
+    first = chain.day(9)
+    key = "k3yS3cr3tF0ll0w5678abcdef"
+    mined.grown(grow(chain.url, chain.summary, NEXT_DAY, days=1, blocks_per_day=20, seed=13, close=False), False)
+    with RpcProxy(chain.url, rate_limit_rps=15) as proxy:
+        url = proxy.url_with_key(key)
+        try:
+            started = backfill(
+                ["follow", "--from", first, "--confirmations", "0"],
+                data_dir,
+                rpc_urls=url,
+                shards=2,
+                extra_env=ENV,
+            )
+            assert started.returncode == 0, started.stderr
+            wait_for(lambda: supervisor_state(data_dir).get("phase") == "following", 180, "the run to follow")
+            for i in range(6):
+                mined.grown([mine_block(chain.url, chain.summary, step_s=30, seed=200 + i)], closed=False)
+                time.sleep(0.3)
+            reorg(chain.url, chain.summary, depth=4, seed=23)
+            wait_for(lambda: equal_to_chain(data_dir, chain, mined, first), 180, "the copy to equal the chain")
+            calls, refused = len(proxy.calls()), proxy.limit_answers()
+            assert refused <= 0.15 * calls, (refused, calls)  # it paced itself rather than hammering the limit
+            shown = backfill(["status", "--json"], data_dir, rpc_urls=url).stdout
+            assert json.loads(shown)["supervisor"]["phase"] in ("following", "running")
+        finally:
+            backfill(["stop"], data_dir, rpc_urls=url)
+            stop_server(data_dir)
+    files = [p for p in data_dir.rglob("*") if p.is_file() and p.suffix in (".log", ".json", ".stderr")]
+    leaked = [str(p.name) for p in files if key in p.read_text(errors="replace")]
+    assert not leaked and key not in shown, leaked
