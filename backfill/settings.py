@@ -45,6 +45,7 @@ ENV_NAMES = {
     "BACKFILL_ON_COMPLETE": "on_complete",
     "BACKFILL_FOLLOW": "follow",
     "BACKFILL_FOLLOW_POLL_S": "follow_poll_s",
+    "BACKFILL_METRICS_ADDR": "metrics_addr",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
     "BACKFILL_FAST_DECODE": "fast_decode",
     "BACKFILL_RPC_TIMEOUT_S": "rpc_timeout_s",
@@ -100,6 +101,7 @@ class Settings:
     on_complete: bool = True  # run the on-complete rebuild when every day is COMPLETE
     follow: bool = False  # after the backfill, keep copying the chain's new blocks (monitor/follow.py)
     follow_poll_s: float = 2.0  # while following: how often the head is asked for
+    metrics_addr: str = ""  # [host:]port the supervisor serves /metrics, /healthz, /readyz on ("" = off)
     rpc_timeout_s: float = 30.0
     rpc_attempts: int = 10  # tries of one call across endpoints before the window fails
     rpc_max_rps: float = 0.0  # the plan's calls/s per endpoint, shared by the fleet (0 = unknown: learnt from 429s)

@@ -39,6 +39,7 @@ from monitor import decisions
 from monitor.decisions import QUICK_S, ExitKind, RestartKind
 from monitor.follow import Follower
 from monitor.hooks import SupervisorHooks
+from monitor.metrics import MetricsServer
 from monitor.on_complete import OnCompleteRun
 
 log = logging.getLogger("monitor")
@@ -90,6 +91,7 @@ class Supervisor:
         self.message = ""
         self.rebuild: OnCompleteRun | None = None
         self.follower = Follower(settings, on_done=self.wake) if settings.follow else None
+        self.metrics = MetricsServer(settings.metrics_addr) if settings.metrics_addr else None
         self.rebuild_checked = False  # following: whether the rebuild was considered since the last copy
         self.last_store_check = 0.0
         self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)
@@ -143,6 +145,8 @@ class Supervisor:
     def run(self) -> str:
         """Run until every day is COMPLETE (or FAILED) and the rebuild has run, or a stop. Returns the final phase."""
         self.kill_leftover_workers()
+        if self.metrics is not None:
+            self.metrics.start()
         self.phase = Phase.RUNNING
         log.info("event=supervisor_start pid=%d shards=%d stall_s=%s", os.getpid(), self.wanted, self.s.stall_s)
         try:
@@ -161,10 +165,20 @@ class Supervisor:
                 if ended:
                     return ended
                 self.write_state()
+                self.refresh_metrics()
                 self.hooks.after_round(self)
                 self.sleep_tick()
         finally:
             self.write_state()
+
+    def refresh_metrics(self) -> None:
+        """The snapshot /metrics serves (monitor/metrics.py); during a store outage only its store state moves."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.refresh(self)
+        except StoreOutage:
+            self.metrics.collector.snapshot = {**self.metrics.collector.snapshot, "store_up": False}
 
     def tick(self) -> str | None:
         """The part of a round that needs the store: judge heartbeats, reconcile, the hooks. A final phase when
@@ -734,6 +748,8 @@ def supervise(
         sup.write_state(ended=True)
         if sup.follower is not None:
             sup.follower.close()
+        if sup.metrics is not None:
+            sup.metrics.stop()
         store.close()
         os.close(fd)
         if sup.exit_lock_fd is not None:

@@ -112,6 +112,10 @@ def start_run(
     """Check, plan, hand over (see the module doc); the summary of a foreground run that finished, else None.
     to_head: plan on to the safe head's day (`backfill sync`); dashboard=False: no live display."""
     check_usable(settings.data_dir, create=True)
+    if settings.metrics_addr:
+        from monitor.metrics import parse_addr
+
+        parse_addr(settings.metrics_addr)  # a bad address is refused before anything runs
     with held_until_written():
         chain = asyncio.run(_survey(settings))
     if not holds_store(settings):  # no chain recorded to compare with: the dates are refused before any write
