@@ -81,6 +81,14 @@ def gather(sup: Any) -> dict[str, Any]:
         "safe_head": follow.get("safe_head"),
         "final_head": follow.get("final_head"),
         "store_up": bool(store.outage.state()["reachable"]),
+        "gates": {
+            str(gate): str(verdict)
+            for gate, verdict in store.query_rows(
+                "SELECT gate, argMax(verdict, run_at) FROM gate_results GROUP BY gate ORDER BY gate"
+            )
+        },
+        "reorgs": int(store.meta_get("reorgs") or 0),
+        "reorg_rows_removed": int(store.meta_get("reorg_rows_removed") or 0),
     }
 
 
@@ -120,6 +128,16 @@ class SnapshotCollector(Collector):
             yield GaugeMetricFamily("backfill_lag_blocks", "Blocks below the safe head not copied yet", value=lag)
         yield from self.worker_metrics(snap)
         yield from self.endpoint_metrics(snap)
+        gates = GaugeMetricFamily(
+            "backfill_gate_passing", "1 when the gate's latest verdict is not fail", labels=["gate"]
+        )
+        for gate, verdict in snap["gates"].items():
+            gates.add_metric([gate], 0 if verdict == "fail" else 1)
+        yield gates
+        yield CounterMetricFamily("backfill_reorgs", "Forks of the copied tip repaired", value=snap["reorgs"])
+        yield CounterMetricFamily(
+            "backfill_reorg_rows_removed", "Transfer rows removed by fork repairs", value=snap["reorg_rows_removed"]
+        )
         yield GaugeMetricFamily("backfill_store_up", "1 while the store answers", value=int(snap["store_up"]))
         yield GaugeMetricFamily("backfill_snapshot_age_seconds", "Age of these numbers", value=time.time() - snap["at"])
 

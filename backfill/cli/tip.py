@@ -38,6 +38,8 @@ async def check_tip(rpc: RpcClient, store: Store, chain: ChainView) -> Rollback 
     if fork is None:
         return None
     done = roll_back_above(store, fork.ancestor)
+    store.meta_set("reorgs", str(int(store.meta_get("reorgs") or 0) + 1))  # what monitoring counts
+    store.meta_set("reorg_rows_removed", str(int(store.meta_get("reorg_rows_removed") or 0) + done.transfers_removed))
     log.warning(
         "event=reorg depth=%d blocks=%d-%d ancestor=%d rows_removed=%d block_rows=%d days_reopened=%d "
         "days_replanned=%d action=copy_again",

@@ -3,9 +3,15 @@ with prometheus_client's own parser, the numbers against the store's FINAL count
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import socket
+import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +21,6 @@ from backfill.store.embedded import stop_server
 from tests.integration.harness import Chain, backfill, open_store, supervisor_state, wait_for
 from tests.support.proxy import RpcProxy
 
-pytestmark = pytest.mark.slow
 KEY = "m3tr1csK3yabcdef0123456789"
 
 
@@ -31,6 +36,8 @@ def get(url: str) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+    except urllib.error.URLError:  # nothing listening (yet)
+        return 0, ""
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -41,8 +48,66 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_a_following_run_serves_metrics_health_and_readiness(chain: Chain, tmp_path: Path) -> None:
-    data_dir, port = tmp_path / "data", free_port()
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+needs_prometheus = pytest.mark.skipif(
+    shutil.which("prometheus") is None or shutil.which("promtool") is None,
+    reason="Prometheus is not installed (scripts/setup installs Debian's package where it can)",
+)
+
+
+@needs_prometheus
+def test_the_alert_rules_pass_promtool() -> None:
+    result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 9 rules found" in result.stdout
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A real Prometheus server scraping a port of the test's choosing every second: (its URL, that port)."""
+    target, web = free_port(), free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{ALERTS}']\n"
+        f"scrape_configs: [{{job_name: backfill, static_configs: [{{targets: ['127.0.0.1:{target}']}}]}}]\n"
+    )
+    proc = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("wb"),
+    )
+    url = f"http://127.0.0.1:{web}"
+    try:
+        wait_for(lambda: get(f"{url}/-/ready")[0] == 200, 60, "Prometheus to be ready")
+        yield url, target
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def instant(prom: str, query: str) -> list[float]:
+    status, body = get(f"{prom}/api/v1/query?query={urllib.parse.quote(query)}")
+    assert status == 200, body
+    return [float(r["value"][1]) for r in json.loads(body)["data"]["result"]]
+
+
+@pytest.mark.slow
+@needs_prometheus
+def test_a_following_run_is_scraped_by_prometheus_and_serves_health_and_readiness(
+    chain: Chain, tmp_path: Path, prometheus: tuple[str, int]
+) -> None:
+    prom, port = prometheus
+    scraped_by_prometheus(chain, tmp_path, prom, port)
+
+
+def scraped_by_prometheus(chain: Chain, tmp_path: Path, prom: str, port: int) -> None:
+    data_dir = tmp_path / "data"
     base = f"http://127.0.0.1:{port}"
     env = {"BACKFILL_METRICS_ADDR": str(port), "BACKFILL_ON_COMPLETE": "0", "BACKFILL_FOLLOW_POLL_S": "0.5"}
     with RpcProxy(chain.url) as proxy:
@@ -83,6 +148,14 @@ def test_a_following_run_serves_metrics_health_and_readiness(chain: Chain, tmp_p
             assert any(name == "backfill_rpc_requests_total" and value > 0 for (name, _), value in found.items())
             assert KEY not in text, "an RPC key in the metrics"
             assert len(found) < 200, len(found)  # bounded: no day or block labels
+            # every metric the alert rules name is one that is served
+            served = {name for name, _ in found} | {f.name for f in text_string_to_metric_families(text)}
+            named = set(re.findall(r"\bbackfill_[a-z_]+", ALERTS.read_text())) - {"backfill"}
+            assert named <= served, named - served
+            # Prometheus itself scraped it: its query API answers the same numbers
+            wait_for(lambda: instant(prom, 'backfill_days{status="complete"}') == [complete], 60, "Prometheus's view")
+            assert instant(prom, 'backfill_rows{table="erc20"}') == [final20]
+            assert instant(prom, 'up{job="backfill"}') == [1.0]
         finally:
             backfill(["stop"], data_dir, rpc_urls=url)
             stop_server(data_dir)
