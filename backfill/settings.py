@@ -46,6 +46,7 @@ ENV_NAMES = {
     "BACKFILL_FOLLOW": "follow",
     "BACKFILL_FOLLOW_POLL_S": "follow_poll_s",
     "BACKFILL_METRICS_ADDR": "metrics_addr",
+    "BACKFILL_LOG_FORMAT": "log_format",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
     "BACKFILL_FAST_DECODE": "fast_decode",
     "BACKFILL_RPC_TIMEOUT_S": "rpc_timeout_s",
@@ -101,6 +102,7 @@ class Settings:
     on_complete: bool = True  # run the on-complete rebuild when every day is COMPLETE
     follow: bool = False  # after the backfill, keep copying the chain's new blocks (monitor/follow.py)
     follow_poll_s: float = 2.0  # while following: how often the head is asked for
+    log_format: str = "text"  # the log files' lines: text (key=value) or json (one object a line, for shippers)
     metrics_addr: str = ""  # [host:]port the supervisor serves /metrics, /healthz, /readyz on ("" = off)
     rpc_timeout_s: float = 30.0
     rpc_attempts: int = 10  # tries of one call across endpoints before the window fails
@@ -342,6 +344,10 @@ def _coerce(name: str, value: Any) -> Any:
         return None if value in (None, "") else _as_path(value)
     if name == "gates":
         return value  # checked key by key where the file is read (_gate_overrides)
+    if name == "log_format":
+        if str(value).strip().lower() not in ("text", "json"):
+            raise _Bad(f"must be text or json, got {value!r}")
+        return str(value).strip().lower()
     if name == "rpc_urls":
         return _as_urls(value)
     if name == "clickhouse_url":

@@ -760,7 +760,7 @@ def main() -> int:
     from backfill.files.oplog import setup_logging
 
     settings = load_settings()
-    setup_logging(settings.log_dir / "monitor.log")
+    setup_logging(settings.log_dir / "monitor.log", log_format=settings.log_format)
     try:
         phase = supervise(settings)
     except FleetHalted as exc:

@@ -668,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
-    setup_logging(settings.log_dir / f"worker-{args.shard}.log")
+    setup_logging(settings.log_dir / f"worker-{args.shard}.log", log_format=settings.log_format)
     tune_gc()
     pid_file = settings.log_dir / f"worker-{args.shard}.pid"
     pid_file.write_text(str(os.getpid()))

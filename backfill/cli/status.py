@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from backfill.control import ENDED_PHASES
 from backfill.dates import date_of
 from backfill.errors import StoreUnavailable
@@ -308,6 +310,19 @@ def _log_time(line: str) -> float | None:
         return None
 
 
+def _text_line(line: str) -> tuple[str, str]:
+    """A JSON log line (log_format = json) as the text line it stands for, and the last line of its traceback."""
+    if not line.startswith("{"):
+        return line, ""
+    try:
+        doc = orjson.loads(line)
+        text = f"{doc['ts']} {doc['level']} {doc['msg']}"
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return line, ""
+    exc = str(doc.get("exc") or "").strip().splitlines()
+    return text, exc[-1].strip() if exc else ""
+
+
 def last_error(lines: Iterable[str], since: float | None = None, secrets: Sequence[str] = ()) -> str | None:
     """The last ERROR line (or `event=supervisor_crash` line, with the exception its traceback ends with) logged
     at or after `since`: redacted, one line, at most LAST_ERROR_CHARS characters."""
@@ -315,7 +330,7 @@ def last_error(lines: Iterable[str], since: float | None = None, secrets: Sequen
     exception = ""
     in_crash = False
     for raw in lines:
-        line = raw.rstrip("\r\n")
+        line, crash_exception = _text_line(raw.rstrip("\r\n"))
         at = _log_time(line)
         if at is None:
             # a traceback: its last unindented line names the exception ("RuntimeError: boom")
@@ -327,7 +342,7 @@ def last_error(lines: Iterable[str], since: float | None = None, secrets: Sequen
             continue
         level = line.split(" ", 2)[1] if line.count(" ") >= 1 else ""
         if level == "ERROR" or "event=supervisor_crash" in line:
-            found, exception, in_crash = line, "", "event=supervisor_crash" in line
+            found, exception, in_crash = line, crash_exception, "event=supervisor_crash" in line
     if found is None:
         return None
     text = " ".join(redact_text(found + (f": {exception}" if exception else ""), secrets).split())

@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+
 FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(message)s"
 DATEFMT = "%Y-%m-%dT%H:%M:%S"
 
@@ -36,9 +38,7 @@ def operation_log(
     logger quieter than `level` is opened up to it meanwhile (its lines also reach the caller's handlers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)
-    formatter = logging.Formatter(FORMAT, DATEFMT)
-    formatter.converter = time.gmtime  # type: ignore[method-assign,unused-ignore]
-    handler.setFormatter(formatter)
+    handler.setFormatter(formatter())
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -53,12 +53,56 @@ def operation_log(
         handler.close()
 
 
-def setup_logging(path: Path | None, level: int = logging.INFO, also_stderr: bool = False) -> None:
+_FIELD = re.compile(r"""(\w+)=('[^']*'|"[^"]*"|\S+)""")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object a line for log shippers (`log_format = "json"`): ts, level, logger, msg, and every
+    key=value of the message as a field of its own (quotes taken off); the traceback, if any, as `exc`. The
+    message is the one the text format writes, so secrets are redacted the same way."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        doc: dict[str, object] = {
+            "ts": time.strftime(DATEFMT, time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": msg,
+        }
+        for key, value in _FIELD.findall(msg):
+            if key not in doc:
+                doc[key] = value[1:-1] if value[:1] in ("'", '"') and value[-1:] == value[:1] else value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+_format = {"name": "text"}
+
+
+def set_log_format(name: str) -> None:
+    """`text` (key=value lines, the default) or `json` (JsonLines), for every log this process opens."""
+    _format["name"] = name
+
+
+def formatter() -> logging.Formatter:
+    if _format["name"] == "json":
+        return JsonLines()
+    fmt = logging.Formatter(FORMAT, DATEFMT)
+    fmt.converter = time.gmtime  # type: ignore[method-assign,unused-ignore]
+    return fmt
+
+
+def setup_logging(
+    path: Path | None, level: int = logging.INFO, also_stderr: bool = False, log_format: str | None = None
+) -> None:
+    if log_format is not None:
+        set_log_format(log_format)
     logging.Formatter.converter = time.gmtime
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(level)
-    fmt = logging.Formatter(FORMAT, DATEFMT)
+    fmt = formatter()
     if path is not None:
         handler = _FileOnFirstLine(path)
         handler.setFormatter(fmt)

@@ -340,7 +340,7 @@ def _start(settings: Settings) -> None:
     from backfill.cli.status_render import render
     from backfill.files.oplog import setup_logging
 
-    setup_logging(settings.log_dir / "monitor.log")
+    setup_logging(settings.log_dir / "monitor.log", log_format=settings.log_format)
     summary = start_run(
         settings, shards_explicit="shards" in settings.explicit, echo=click.echo, to_head=settings.follow
     )

@@ -40,7 +40,7 @@ def sync(flags: dict[str, Any]) -> None:
     settings = _settings(**flags, foreground=True)
     from backfill.files.oplog import setup_logging
 
-    setup_logging(settings.log_dir / "monitor.log")
+    setup_logging(settings.log_dir / "monitor.log", log_format=settings.log_format)
     # before the first sync there is nothing to collide with (and a refused first sync must create nothing)
     lock_fd = locks.acquire(settings.log_dir / SYNC_LOCK) if settings.log_dir.is_dir() else None
     if settings.log_dir.is_dir() and lock_fd is None:

@@ -159,3 +159,38 @@ def scraped_by_prometheus(chain: Chain, tmp_path: Path, prom: str, port: int) ->
         finally:
             backfill(["stop"], data_dir, rpc_urls=url)
             stop_server(data_dir)
+
+
+@pytest.mark.slow
+def test_json_logs_are_one_object_a_line_with_the_same_fields_and_no_key(chain: Chain, tmp_path: Path) -> None:
+    import orjson
+
+    data_dir = tmp_path / "data"
+    with RpcProxy(chain.url) as proxy:
+        url = proxy.url_with_key(KEY)
+        try:
+            run = backfill(
+                ["start", "--foreground", "--from", chain.day(8), "--to", chain.day(9), "--confirmations", "0"],
+                data_dir,
+                rpc_urls=url,
+                shards=2,
+                extra_env={"BACKFILL_LOG_FORMAT": "json", "BACKFILL_ON_COMPLETE": "0"},
+            )
+            assert run.returncode == 0, run.stderr
+        finally:
+            stop_server(data_dir)
+    logs = [p for p in (data_dir / "backfill").glob("*.log") if p.name != "store.log"]  # the store server's own
+    assert {"monitor.log", "worker-0.log", "worker-1.log"} <= {p.name for p in logs}
+    events = set()
+    for path in logs:
+        text = path.read_text()
+        assert KEY not in text, path.name
+        for line in text.splitlines():
+            doc = orjson.loads(line)  # every line is one JSON object
+            assert {"ts", "level", "logger", "msg"} <= set(doc), line
+            events.add(doc.get("event"))
+            if "worker" in doc and "day" in doc:  # key=value fields are fields of their own
+                assert f"worker={doc['worker']}" in doc["msg"]
+    assert {"supervisor_start", "spawn", "done"} <= events, events
+    bad = backfill(["start", "--from", chain.day(8)], data_dir, chain, extra_env={"BACKFILL_LOG_FORMAT": "xml"})
+    assert bad.returncode == 2 and "BACKFILL_LOG_FORMAT (environment): must be text or json" in bad.stderr
