@@ -194,3 +194,54 @@ def test_json_logs_are_one_object_a_line_with_the_same_fields_and_no_key(chain: 
     assert {"supervisor_start", "spawn", "done"} <= events, events
     bad = backfill(["start", "--from", chain.day(8)], data_dir, chain, extra_env={"BACKFILL_LOG_FORMAT": "xml"})
     assert bad.returncode == 2 and "BACKFILL_LOG_FORMAT (environment): must be text or json" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_shows_a_growing_heartbeat_age_and_the_run_is_not_ready(chain: Chain, tmp_path: Path) -> None:
+    """SIGSTOP on the only worker of a slow run: /metrics shows its heartbeat age growing (before the stall limit
+    replaces it), /readyz stays 503 while days remain, /healthz 200 (the store answers)."""
+    import os
+    import signal
+    import time
+
+    from tests.integration.harness import live_workers
+
+    data_dir, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "BACKFILL_METRICS_ADDR": str(port),
+        "BACKFILL_ON_COMPLETE": "0",
+        "BACKFILL_RPC_MAX_RPS": "4",  # a slow provider: the run lasts
+        "BACKFILL_STALL_S": "60",
+        "BACKFILL_WINDOW_BLOCKS": "200",
+    }
+    started = backfill(
+        ["start", "--from", chain.first_day, "--to", chain.last_day, "--confirmations", "0"],
+        data_dir,
+        chain,
+        shards=1,
+        extra_env=env,
+    )
+    assert started.returncode == 0, started.stderr
+    pid = wait_for(lambda: live_workers(data_dir).get(0), 60, "the worker to run")
+
+    def age() -> float | None:
+        found = samples(get(f"{base}/metrics")[1])
+        return found.get(("backfill_worker_heartbeat_age_seconds", (("worker", "0"),)))
+
+    try:
+        wait_for(lambda: age() is not None, 60, "a heartbeat in the metrics")
+        os.kill(pid, signal.SIGSTOP)
+        first = wait_for(lambda: (a := age()) is not None and a > 5 and a, 60, "the age to pass 5 s")
+        time.sleep(3)
+        later = age()
+        assert later is not None and later > first + 1.5, (first, later)  # growing, not reset
+        assert get(f"{base}/readyz")[0] == 503  # days remain
+        assert get(f"{base}/healthz")[0] == 200
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        backfill(["stop"], data_dir, chain)
+        stop_server(data_dir)
