@@ -245,3 +245,38 @@ def test_a_stopped_worker_shows_a_growing_heartbeat_age_and_the_run_is_not_ready
             pass
         backfill(["stop"], data_dir, chain)
         stop_server(data_dir)
+
+
+@pytest.mark.slow
+def test_healthz_is_503_while_the_store_is_away_and_200_once_it_is_back(chain: Chain, tmp_path: Path) -> None:
+    from backfill.store.embedded import ensure_server
+    from tests.integration.harness import store_url
+    from tests.support.store_proxy import StoreProxy
+
+    data_dir, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    upstream = ensure_server(tmp_path / "server")
+    try:
+        with StoreProxy(upstream) as proxy:
+            env = {
+                "CLICKHOUSE_URL": store_url(tmp_path / "server", f"127.0.0.1:{proxy.port}"),
+                "BACKFILL_METRICS_ADDR": str(port),
+                "BACKFILL_ON_COMPLETE": "0",
+                "BACKFILL_FOLLOW_POLL_S": "0.5",
+            }
+            started = backfill(
+                ["follow", "--from", chain.day(8), "--to", chain.day(9), "--confirmations", "0"],
+                data_dir,
+                chain,
+                shards=1,
+                extra_env=env,
+            )
+            assert started.returncode == 0, started.stderr
+            wait_for(lambda: get(f"{base}/healthz")[0] == 200, 120, "/healthz 200")
+            proxy.down()
+            wait_for(lambda: get(f"{base}/healthz")[0] == 503, 60, "/healthz 503 while the store is away")
+            proxy.up()
+            wait_for(lambda: get(f"{base}/healthz")[0] == 200, 60, "/healthz 200 once the store is back")
+            backfill(["stop"], data_dir, chain, extra_env=env)
+    finally:
+        stop_server(tmp_path / "server")
