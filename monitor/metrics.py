@@ -18,18 +18,19 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version as _version
 from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from backfill import __version__
 from backfill.control import Phase
 from backfill.errors import ConfigError
 
 log = logging.getLogger("monitor")
 
+VERSION = _version("backfill")  # the installed distribution's (a `backfill/` folder in the cwd cannot shadow it)
 READY_PHASES = {Phase.FOLLOWING, Phase.CAUGHT_UP, Phase.COMPLETE}
 STATUSES = ("PENDING", "RUNNING", "OPEN", "COMPLETE", "FAILED")
 GATHER_EVERY_S = 2.0
@@ -99,7 +100,7 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         snap = self.snapshot
         info = GaugeMetricFamily("backfill_build_info", "The running version", labels=["version"])
-        info.add_metric([__version__], 1)
+        info.add_metric([VERSION], 1)
         yield info
         if not snap:
             return

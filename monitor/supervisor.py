@@ -179,6 +179,8 @@ class Supervisor:
             self.metrics.refresh(self)
         except StoreOutage:
             self.metrics.collector.snapshot = {**self.metrics.collector.snapshot, "store_up": False}
+        except Exception as exc:  # noqa: BLE001 - bookkeeping for the scraper must never stop the fleet
+            log.warning("event=metrics_gather_failed error=%r action=serve_last_numbers", str(exc)[:300])
 
     def tick(self) -> str | None:
         """The part of a round that needs the store: judge heartbeats, reconcile, the hooks. A final phase when
@@ -240,6 +242,7 @@ class Supervisor:
             slot.proc = subprocess.Popen(
                 [
                     sys.executable,
+                    "-P",  # not the working directory first on sys.path: a `backfill/` folder there must not shadow us
                     "-m",
                     "workers.worker",
                     "--shard",

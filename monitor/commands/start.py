@@ -163,7 +163,7 @@ def _run_detached(settings: Settings, n_days: int, shards_explicit: bool, echo: 
     env = {**os.environ, **settings.to_env()}
     with open(settings.log_dir / "supervisor.stderr", "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor.supervisor"],
+            [sys.executable, "-P", "-m", "monitor.supervisor"],  # -P: see Supervisor.spawn
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -280,3 +280,26 @@ def test_healthz_is_503_while_the_store_is_away_and_200_once_it_is_back(chain: C
             backfill(["stop"], data_dir, chain, extra_env=env)
     finally:
         stop_server(tmp_path / "server")
+
+
+@pytest.mark.slow
+def test_a_run_started_from_inside_its_data_directory_is_not_shadowed_by_its_backfill_folder(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """`cd data && backfill start --data-dir .`: the data directory's `backfill/` (logs) folder is first on the
+    path of a `python -m` process; the supervisor and workers must still import the real package."""
+    data_dir = tmp_path / "data"
+    (data_dir / "backfill").mkdir(parents=True)
+    run = backfill(
+        ["start", "--foreground", "--from", chain.day(9), "--to", chain.day(9), "--confirmations", "0"],
+        data_dir,
+        chain,
+        shards=1,
+        extra_env={"BACKFILL_ON_COMPLETE": "0", "BACKFILL_METRICS_ADDR": str(free_port())},
+        cwd=data_dir,
+    )
+    try:
+        assert run.returncode == 0, run.stderr
+        assert "backfill complete" in run.stdout
+    finally:
+        stop_server(data_dir)

@@ -139,6 +139,7 @@ def _spawn(data_dir: Path, log_path: Path) -> subprocess.Popen:
         proc = subprocess.Popen(
             [
                 sys.executable,
+                "-P",  # not the working directory first on sys.path: a `backfill/` folder there must not shadow us
                 "-m",
                 "backfill.store.embedded",
                 "--data-dir",
