@@ -13,19 +13,9 @@ and the sum of their `_version`, read before the build reads any row. When the t
 guard are unchanged and W <= through_block, the next build is the old table merged with the aggregate of the
 rows in (W, through_block] only; anything else is a full build.
 
-Why the guard is sound: the balances are a function of the rows at or below W after FINAL, one per sorting
-key, the newest `_version`. Merges and dedup's removal of superseded versions leave those rows alone, so they
-leave the guard alone. Every writer (a day's fetch, a redo, a correction, a reorg's re-fetch) stamps
-`_version` with its clock when it writes — the same ordering ReplacingMergeTree relies on for a redo to win —
-so a row or version written after the build that shows after FINAL raises the max. Without such a write,
-the rows after FINAL can only lose keys (a DELETE of a rollback: the count falls) or fall back to an older
-version of a key (a DELETE of its newest one: the sum falls). `block_number` is in the sorting key, so every
-version of a row sits at the same block, on the same side of W. Two rows with the same key and the same
-`_version` but other contents are the one case it cannot see; dedup refuses them. The guard reads only the
-sorting key and `_version` (no strings, no hashing) and writes nothing. It is read before the rows, so a change
-made while a build runs is seen by the next build, never hidden from it. The UUID (a swap or a re-creation
-changes it) and row count catch a derived table replaced, dropped or trimmed since, or swapped in by a build
-that stopped before writing its record.
+The guard (`monitor/guard.py`, shared with the promotion) and why it is sound are described there. The UUID
+(a swap or a re-creation changes it) and row count catch a derived table replaced, dropped or trimmed since, or
+swapped in by a build that stopped before writing its record.
 """
 
 from __future__ import annotations
@@ -40,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from backfill.store.client import Store
+from monitor.guard import Guard, read_guards
 
 log = logging.getLogger("on_complete")
 
@@ -104,22 +95,6 @@ DERIVED: dict[str, Derived] = {
         "ENGINE = MergeTree ORDER BY (token_address, token_id, wallet)",
     ),
 }
-
-
-@dataclass(frozen=True)
-class Guard:
-    """The staging rows at or below a block after FINAL: how many, and the max and sum of their `_version`."""
-
-    rows: int
-    max_version: int
-    version_sum: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "max_version": self.max_version, "version_sum": str(self.version_sum)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Guard":
-        return cls(int(data["rows"]), int(data["max_version"]), int(data["version_sum"]))
 
 
 @dataclass(frozen=True)
@@ -229,18 +204,6 @@ def newest_block(store: Store, tables: list[str]) -> int:
     return max(int(store.scalar(f"SELECT max(block_number) FROM {t}") or 0) for t in tables)
 
 
-def _guards(store: Store, source: str, w: int, t: int) -> tuple[Guard, Guard]:
-    """The guards of the rows of `source` at or below block `w` and at or below block `t` (w <= t), one read."""
-    row = store.query_rows(
-        "SELECT countIf(block_number <= %(w)s), maxIf(_version, block_number <= %(w)s), "
-        "sumIf(toUInt128(_version), block_number <= %(w)s), count(), max(_version), sum(toUInt128(_version)) "
-        f"FROM {source} FINAL WHERE block_number <= %(t)s",
-        {"w": w, "t": t},
-    )[0]
-    n_w, max_w, sum_w, n_t, max_t, sum_t = (int(v or 0) for v in row)
-    return Guard(n_w, max_w, sum_w), Guard(n_t, max_t, sum_t)
-
-
 def build_derived(store: Store, through_block: int | None = None, incremental: bool = True) -> dict[str, Any]:
     """Build every built-in derived table over the staging rows up to `through_block` (None: all of them), from
     the new rows only when the table's record allows it (see the module doc). Returns per table its rows, the
@@ -257,7 +220,7 @@ def build_derived(store: Store, through_block: int | None = None, incremental: b
         state = table_state(store, name)
         reason = full_reason(built, state, definition, through, None, incremental)
         w = built.through_block if built is not None and not reason else through
-        guard_w, guard_t = _guards(store, spec.source, w, through)  # before any row is read: see the module doc
+        guard_w, guard_t = read_guards(store, spec.source, w, through)  # before any row is read: see the module doc
         if not reason:
             reason = full_reason(built, state, definition, through, guard_w, incremental)
         from_block = 0 if reason else w + 1

@@ -3,6 +3,23 @@ production kept as `<prod>_old`, an atomic swap and a verified rollback (see doc
 
 Every step is verified by row count and an order-free checksum over all columns, recorded in
 `backfill_promotions` and logged key=value to `<log_dir>/promote.log`; the first failure stops the run.
+
+Production holds the staging rows after FINAL up to `through_block` (the last block of the final days).
+Per table, `<prod>_next` is built one of two ways, then verified and swapped in the same way:
+- append: when the newest record of production is a promotion that ended ok through block W, production
+  still has the rows and checksum it recorded, and the staging rows at or below W are unchanged since (the
+  guard of `monitor/guard.py`, recorded with it), `<prod>_next` is a CLONE of production (hard links: no copy)
+  plus the staging rows in (W, through_block] only;
+- full: anything else (the first promotion, a rollback or a failure since, production changed by hand, a redo
+  or DELETE at or below W, through_block below W): a copy of staging FINAL up to through_block.
+The dated backups are CLONEs too, verified by rows and checksum. They share the parts' files with production
+(parts are immutable, a mutation writes new ones): they guard against a bad promotion or a change by hand,
+not against a damaged disk.
+
+Crash safety: production is only ever replaced by the atomic swap of a `_next` already verified against
+staging; a stop before it leaves production as it was (the next run drops the half-built `_next`). Just
+before the swap a `status=started` record names the backup taken, so a stop between the swap and the final
+record leaves `backfill rollback` able to put that backup back, and makes the next promotion a full one.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ from backfill.files.oplog import operation_log
 from backfill.settings import Settings
 from backfill.store import schema
 from backfill.store.client import Store, now_utc
+from monitor.guard import Guard, read_guards
 
 # A child of the rebuild's logger: lines reach on-complete.log when the rebuild promotes, promote.log always.
 log = logging.getLogger("on_complete.promote")
@@ -141,6 +159,76 @@ def plan_rollback(
     )
 
 
+_DETAIL_RE = re.compile(r'(\w+)=("[^"]*"|\S+)')
+
+
+def parse_detail(detail: str) -> dict[str, str]:
+    """The key=value fields of a record's detail (quotes removed); the first word is `status=…`."""
+    return {k: v.strip('"') for k, v in _DETAIL_RE.findall(detail)}
+
+
+def guard_text(guard: Guard | None) -> str:
+    return "-" if guard is None else f"{guard.rows}:{guard.max_version}:{guard.version_sum}"
+
+
+def parse_guard(text: str) -> Guard | None:
+    try:
+        rows, max_version, version_sum = (int(v) for v in text.split(":"))
+    except ValueError:
+        return None
+    return Guard(rows, max_version, version_sum)
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """The newest promote or rollback record of a production table: what production was last made of."""
+
+    action: str
+    status: str
+    rows: int
+    checksum: str
+    through_block: int | None  # None: not recorded (a rollback, a promotion from before appends)
+    guard: Guard | None  # the staging rows at or below through_block then; None: not recorded or not stable
+
+    @classmethod
+    def parse(cls, action: str, rows: int, checksum: str, detail: str) -> "Promoted":
+        fields = parse_detail(detail)
+        through = fields.get("through_block", "")
+        return cls(
+            action,
+            fields.get("status", ""),
+            int(rows),
+            checksum,
+            int(through) if through.isdigit() else None,
+            parse_guard(fields.get("guard", "-")),
+        )
+
+
+def append_reason(
+    last: Promoted | None, production: tuple[int, str] | None, through_block: int, guard_now: Guard | None
+) -> str:
+    """Why `<prod>_next` must be a full copy of staging ('' when production plus the new rows will do).
+    production: its (rows, checksum) now (None: missing); guard_now: the staging rows at or below
+    `last.through_block` now (None: not read yet, not judged)."""
+    if production is None:
+        return "no production yet"
+    if last is None:
+        return "no promotion recorded"
+    if last.action != "promote":
+        return f"last action on production was a {last.action}"
+    if last.status != Outcome.OK.value:
+        return f"the last promotion ended {last.status or 'unrecorded'}"
+    if last.through_block is None or last.guard is None:
+        return "the last promotion recorded no guard"
+    if production != (last.rows, last.checksum):
+        return "production changed since the last promotion"
+    if last.through_block > through_block:
+        return f"promoted through block {last.through_block}, beyond through_block {through_block}"
+    if guard_now is not None and guard_now != last.guard:
+        return f"staging rows at or below block {last.through_block} changed"
+    return ""
+
+
 # -- records -------------------------------------------------------------------------------------------
 
 
@@ -152,6 +240,11 @@ class TableResult:
     checksum: str
     method: str  # "exchange", "rename", "first" (promote); "exchange", "restore" (rollback)
     backup: str = ""  # the verified copy of the production this replaced ('' when there was none)
+    mode: str = ""  # promote: "append" (the new rows only) or "full"
+    reason: str = ""  # why full
+    from_block: int = 0  # promote: the first block of the rows written (0: full)
+    through_block: int = 0  # promote: the last block production holds
+    inserted: int = 0  # promote: rows written into the production-to-be
 
 
 @dataclass
@@ -164,7 +257,9 @@ class PromotionReport:
     def lines(self) -> list[str]:
         return [
             f"{self.action} table={t.production} source={t.source} method={t.method} rows={t.rows} "
-            f"checksum={t.checksum}" + (f" backup={t.backup}" if t.backup else "")
+            f"checksum={t.checksum}"
+            + (f" backup={t.backup}" if t.backup else "")
+            + (f" {mode_text(t)}" if t.mode else "")
             for t in self.tables
         ]
 
@@ -178,11 +273,18 @@ class PromotionReport:
         }
 
 
+def mode_text(t: TableResult) -> str:
+    """`mode=append from_block=N through_block=T inserted=K` or `mode=full reason="…" through_block=T …`."""
+    how = f"from_block={t.from_block}" if t.mode == "append" else f'reason="{t.reason}"'
+    return f"mode={t.mode} {how} through_block={t.through_block} inserted={t.inserted}"
+
+
 class Outcome(str, enum.Enum):
     """How a recorded action ended: the first word of its `detail` in `backfill_promotions` (`status=ok …`),
     written by `record` and read back by `outcome_is`, the table's one reader of it."""
 
     OK = "ok"
+    STARTED = "started"  # a swap about to run: see the module doc
     FAILED = "failed"
     UNVERIFIED = "unverified"
 
@@ -217,9 +319,10 @@ def _tables(store: Store) -> set[str]:
     return {r[0] for r in store.query_rows("SELECT name FROM system.tables WHERE database = currentDatabase()")}
 
 
-def checksum(store: Store, table: str, final: bool = False) -> tuple[int, str]:
-    """(rows, checksum): the checksum is the sum of every row's cityHash64 over all columns, so it ignores
-    order, changes with any value or _version, and a duplicated row changes it."""
+def checksum(store: Store, table: str, final: bool = False, through_block: int | None = None) -> tuple[int, str]:
+    """(rows, checksum) of the table's rows (up to `through_block` when given): the checksum is the sum of every
+    row's cityHash64 over all columns, so it ignores order, changes with any value or _version, and a
+    duplicated row changes it."""
     cols = [
         r[0]
         for r in store.query_rows(
@@ -231,9 +334,13 @@ def checksum(store: Store, table: str, final: bool = False) -> tuple[int, str]:
         raise PromotionFailed(f"table {table} does not exist")
     n, h = store.query_rows(
         f"SELECT count(), sum(toUInt128(cityHash64({', '.join(f'`{c}`' for c in cols)}))) "
-        f"FROM `{table}`{' FINAL' if final else ''}"
+        f"FROM `{table}`{' FINAL' if final else ''}{_upto(through_block)}"
     )[0]
     return int(n), f"{int(h or 0):032x}"
+
+
+def _upto(through_block: int | None) -> str:
+    return "" if through_block is None else f" WHERE block_number <= {int(through_block)}"
 
 
 def _command(store: Store, sql: str, **settings: Any) -> None:
@@ -242,21 +349,55 @@ def _command(store: Store, sql: str, **settings: Any) -> None:
     store.command(sql, settings=settings or None, idempotent=not sql.startswith(("EXCHANGE", "RENAME")))
 
 
-def _copy(store: Store, source: str, dest: str, *, like: str, final: bool) -> tuple[int, str]:
-    """Create `dest` with the structure and engine of `like`, copy `source` into it, and verify that it holds
-    the same rows as `source` (after FINAL when `final`). Returns (rows, checksum)."""
-    expected = checksum(store, source, final)
-    _command(store, f"DROP TABLE IF EXISTS `{dest}` SYNC")
-    _command(store, f"CREATE TABLE `{dest}` AS `{like}`")
-    _command(store, f"INSERT INTO `{dest}` SELECT * FROM `{source}`{' FINAL' if final else ''}", **COPY_SETTINGS)
-    got = checksum(store, dest)
+def _verified(dest: str, source: str, got: tuple[int, str], expected: tuple[int, str], what: str) -> tuple[int, str]:
     if got != expected:
         raise PromotionFailed(
-            f"{dest} does not equal {source}{' FINAL' if final else ''}: rows {got[0]} vs "
-            f"{expected[0]}, checksum {got[1]} vs {expected[1]}"
+            f"{dest} does not equal {what}: rows {got[0]} vs {expected[0]}, checksum {got[1]} vs {expected[1]}"
         )
-    log.info("event=verified table=%s source=%s final=%d rows=%d checksum=%s", dest, source, final, *got)
+    log.info("event=verified table=%s source=%s what=%r rows=%d checksum=%s", dest, source, what, *got)
     return got
+
+
+def _copy(
+    store: Store, source: str, dest: str, *, like: str, final: bool, through_block: int | None = None
+) -> tuple[int, str]:
+    """Create `dest` with the structure and engine of `like`, copy `source` into it (its rows up to
+    `through_block` when given), and verify that it holds the same rows as `source` (after FINAL when
+    `final`). Returns (rows, checksum)."""
+    expected = checksum(store, source, final, through_block)
+    _command(store, f"DROP TABLE IF EXISTS `{dest}` SYNC")
+    _command(store, f"CREATE TABLE `{dest}` AS `{like}`")
+    _command(
+        store,
+        f"INSERT INTO `{dest}` SELECT * FROM `{source}`{' FINAL' if final else ''}{_upto(through_block)}",
+        **COPY_SETTINGS,
+    )
+    what = f"{source}{' FINAL' if final else ''}{'' if through_block is None else f' <= block {through_block}'}"
+    return _verified(dest, source, checksum(store, dest), expected, what)
+
+
+def _clone(store: Store, source: str, dest: str, expected: tuple[int, str]) -> tuple[int, str]:
+    """`dest` as a CLONE of `source` (its parts hard-linked: no data copied), verified to hold `expected`."""
+    _command(store, f"DROP TABLE IF EXISTS `{dest}` SYNC")
+    _command(store, f"CREATE TABLE `{dest}` CLONE AS `{source}`")
+    return _verified(dest, source, checksum(store, dest), expected, f"{source} as recorded")
+
+
+def _append(store: Store, staging: str, prod: str, plan: TablePlan) -> tuple[int, str]:
+    """`<prod>_next`: a CLONE of production plus the staging FINAL rows in [from_block, through_block],
+    verified to equal staging FINAL up to through_block (read before the rows are written)."""
+    assert plan.production is not None
+    expected = checksum(store, staging, True, plan.through_block)
+    dest = f"{prod}_next"
+    _clone(store, prod, dest, plan.production)
+    _command(
+        store,
+        f"INSERT INTO `{dest}` SELECT * FROM `{staging}` FINAL "
+        f"WHERE block_number BETWEEN {plan.from_block} AND {plan.through_block}",
+        **COPY_SETTINGS,
+    )
+    what = f"{staging} FINAL <= block {plan.through_block} (production + blocks {plan.from_block}-{plan.through_block})"
+    return _verified(dest, staging, checksum(store, dest), expected, what)
 
 
 def _try_exchange(store: Store, a: str, b: str) -> bool:
@@ -324,9 +465,58 @@ def exclusive(settings: Settings) -> Iterator[None]:
 # -- promote -------------------------------------------------------------------------------------------
 
 
-def promote(store: Store, settings: Settings) -> PromotionReport:
-    """Back up production, build `<prod>_next` from staging FINAL, swap, verify. Raises PromotionFailed at the
-    first failure; before the swap production is left as it was."""
+@dataclass(frozen=True)
+class TablePlan:
+    """How one production table is promoted: append (reason '') or full, and the guard to record."""
+
+    through_block: int
+    from_block: int  # append: the first block written; 0 when full
+    reason: str  # why full; '' for append
+    production: tuple[int, str] | None  # production's (rows, checksum) now; None: missing
+    guard: Guard  # the staging rows at or below through_block, read before any row is
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.reason else "append"
+
+
+def _last_promotions(store: Store) -> dict[str, Promoted]:
+    """production -> its newest promote or rollback record, whatever it ended."""
+    rows = store.query_rows(
+        "SELECT table_name, argMax(action, at), argMax(rows, at), argMax(checksum, at), argMax(detail, at) "
+        "FROM backfill_promotions WHERE action IN ('promote', 'rollback') AND table_name IN %(t)s GROUP BY table_name",
+        {"t": list(PRODUCTION.values())},
+    )
+    return {r[0]: Promoted.parse(r[1], int(r[2]), str(r[3]), str(r[4])) for r in rows}
+
+
+def _plan_table(
+    store: Store, staging: str, prod: str, existing: set[str], last: Promoted | None, through_block: int | None
+) -> TablePlan:
+    """Append or full for one table (see the module doc); the guard is read before any row is."""
+    if through_block is not None:
+        through = through_block
+    else:  # every row: any bound at or above the newest one reads the same rows, so keep the last one's
+        newest = int(store.scalar(f"SELECT max(block_number) FROM `{staging}`") or 0)
+        through = max(newest, last.through_block or 0) if last is not None else newest
+    production = checksum(store, prod) if prod in existing else None
+    reason = append_reason(last, production, through, None)
+    w = last.through_block if last is not None and last.through_block is not None and not reason else through
+    guard_w, guard_t = read_guards(store, staging, w, through)
+    if not reason:
+        reason = append_reason(last, production, through, guard_w)
+    plan = TablePlan(through, 0 if reason else w + 1, reason, production, guard_t)
+    if reason:
+        log.info('event=mode table=%s mode=full reason="%s" through_block=%d', prod, reason, through)
+    else:
+        log.info("event=mode table=%s mode=append from_block=%d through_block=%d", prod, plan.from_block, through)
+    return plan
+
+
+def promote(store: Store, settings: Settings, through_block: int | None = None) -> PromotionReport:
+    """Back up production, build `<prod>_next` (production plus the new rows, or a full copy of staging FINAL)
+    up to `through_block` (None: every row), verify, swap, verify. Raises PromotionFailed at the first failure;
+    before the swap production is left as it was."""
     with promotion_log(settings), exclusive(settings):
         report = PromotionReport("promote", now_utc())
         t0 = time.monotonic()
@@ -337,15 +527,30 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
         if not store.scalar("SELECT " + " + ".join(f"(SELECT count() FROM `{t}`)" for t in PRODUCTION)):
             raise PromotionFailed("the staging tables are empty; nothing to promote, production untouched")
         at = backup_stamp(report.at, list(PRODUCTION.values()), existing)
-        log.info("event=promote_start at=%s tables=%s", report.at.isoformat(), ",".join(PRODUCTION.values()))
+        log.info(
+            "event=promote_start at=%s tables=%s through_block=%s",
+            report.at.isoformat(),
+            ",".join(PRODUCTION.values()),
+            "-" if through_block is None else through_block,
+        )
+        lasts = _last_promotions(store)
+        plans = {
+            prod: _plan_table(store, staging, prod, existing, lasts.get(prod), through_block)
+            for staging, prod in PRODUCTION.items()
+        }
+        if not sum(p.guard.rows for p in plans.values()):
+            raise PromotionFailed(
+                f"the staging tables hold no rows at or below block {through_block}; nothing to promote, "
+                "production untouched"
+            )
         step, table = "backup", ""
         backups: dict[str, tuple[str, int, str]] = {}
         nexts: dict[str, tuple[int, str]] = {}
         try:
-            for prod in PRODUCTION.values():  # a) verified dated backups of the production there is
-                if prod in existing:
+            for prod, plan in plans.items():  # a) verified dated backups of the production there is
+                if plan.production is not None:
                     table, name = prod, backup_name(prod, at)
-                    rows, summ = _copy(store, prod, name, like=prod, final=False)
+                    rows, summ = _clone(store, prod, name, plan.production)
                     backups[prod] = (name, rows, summ)
                     record(
                         store,
@@ -355,12 +560,17 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
                         rows,
                         summ,
                         Outcome.OK,
-                        f"verified=rows+checksum at={at.isoformat()}",
+                        f"verified=rows+checksum method=clone at={at.isoformat()}",
                     )
             step = "next"
-            for staging, prod in PRODUCTION.items():  # b) production-to-be from staging FINAL
-                table = f"{prod}_next"
-                nexts[prod] = _copy(store, staging, table, like=staging, final=True)
+            for staging, prod in PRODUCTION.items():  # b) production-to-be: production + new rows, or a full copy
+                table, plan = f"{prod}_next", plans[prod]
+                if plan.reason:
+                    nexts[prod] = _copy(
+                        store, staging, table, like=staging, final=True, through_block=plan.through_block
+                    )
+                else:
+                    nexts[prod] = _append(store, staging, prod, plan)
         except (ClickHouseError, PromotionFailed) as exc:
             for prod in PRODUCTION.values():
                 with contextlib.suppress(ClickHouseError):
@@ -371,7 +581,7 @@ def promote(store: Store, settings: Settings) -> PromotionReport:
             raise PromotionFailed(
                 f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; production untouched"
             ) from None
-        _swap_and_verify(store, report, existing, backups, nexts)
+        _swap_and_verify(store, report, existing, backups, nexts, plans)
         report.seconds = time.monotonic() - t0
         log.info(
             "event=promote_done seconds=%.3f %s",
@@ -387,11 +597,15 @@ def _swap_and_verify(
     existing: set[str],
     backups: dict[str, tuple[str, int, str]],
     nexts: dict[str, tuple[int, str]],
+    plans: dict[str, TablePlan],
 ) -> None:
     """c) swap every `<prod>_next` in, d) verify it equals staging FINAL; each table lands in the report."""
     with finished_first("the swap of production"):  # c) swap, d) verify: a Ctrl-C waits for every table
         for staging, prod in PRODUCTION.items():
-            name = backups.get(prod, ("", 0, ""))[0]
+            name, plan = backups.get(prod, ("", 0, ""))[0], plans[prod]
+            how = f'mode=full reason="{plan.reason}"' if plan.reason else f"mode=append from_block={plan.from_block}"
+            # before the swap: a stop after it leaves rollback this backup, and the next promotion a full one
+            record(store, "promote", prod, name, 0, "", Outcome.STARTED, f"step=swap {how}")
             try:
                 method = _swap_in(store, prod, f"{prod}_next", prod in existing)
             except ClickHouseError as exc:
@@ -400,6 +614,9 @@ def _swap_and_verify(
                 raise PromotionFailed(
                     f"swap of {prod} failed: {_reason(exc)}; already promoted: {done}; see promote.log"
                 ) from None
+            # read again after every row: a change to staging meanwhile is left for the next promotion to see
+            _, after = read_guards(store, staging, plan.through_block, plan.through_block)
+            guard = plan.guard if after == plan.guard else None
             got = _verify_recorded(
                 store,
                 "promote",
@@ -407,11 +624,27 @@ def _swap_and_verify(
                 name,
                 nexts[prod],
                 f"swap={method} staging={staging} old={prod + '_old' if prod in existing else '-'} "
-                f"staging_final_rows={nexts[prod][0]} staging_final_checksum={nexts[prod][1]}",
+                f"staging_final_rows={nexts[prod][0]} staging_final_checksum={nexts[prod][1]} {how} "
+                f"through_block={plan.through_block} guard={guard_text(guard)}",
                 "after the swap does not equal staging FINAL",
                 "; `backfill rollback` restores the previous production",
             )
-            report.tables.append(TableResult(prod, staging, got[0], got[1], method, name))
+            inserted = got[0] - (plan.production[0] if plan.production and not plan.reason else 0)
+            report.tables.append(
+                TableResult(
+                    prod,
+                    staging,
+                    got[0],
+                    got[1],
+                    method,
+                    name,
+                    plan.mode,
+                    plan.reason,
+                    plan.from_block,
+                    plan.through_block,
+                    inserted,
+                )
+            )
 
 
 def _verify_recorded(
@@ -502,7 +735,8 @@ def rollback(store: Store, settings: Settings) -> PromotionReport:
                         source, method = f"{prod}_old", _exchange(store, prod, f"{prod}_old")
                     else:
                         source, method = backup, "restore"
-                        _copy(store, backup, f"{prod}_next", like=backup, final=False)
+                        assert expected is not None
+                        _clone(store, backup, f"{prod}_next", expected)
                         _swap_in(store, prod, f"{prod}_next", prod in existing)
                 except (ClickHouseError, PromotionFailed) as exc:
                     done = ", ".join(t.production for t in report.tables) or "none"

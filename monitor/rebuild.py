@@ -142,7 +142,12 @@ def step_derived(store: Store, settings: Settings, report: dict[str, Any]) -> No
 def step_promote(store: Store, settings: Settings, report: dict[str, Any]) -> None:
     from monitor.promote import promote
 
-    result = promote(store, settings)
+    through = final_block(store)  # production holds the final days only
+    if through is not None and through < 0:
+        report["promotion"] = None
+        log.info("step=promote event=skip reason='no final day yet'")
+        return
+    result = promote(store, settings, through_block=through)
     report["promotion"] = result.to_json() if hasattr(result, "to_json") else str(result)
 
 

@@ -67,7 +67,9 @@ def promote(skip_gates: bool, data_dir: Path | None) -> None:
                 log.error("event=promote_refused reason=strict_gates_failed production=untouched")
                 sys.exit(exitcodes.GATES_FAILED)
             log.info("event=gates_passed level=strict")
-    _print_report(run_promote(store, settings))
+    from monitor.rebuild import final_block
+
+    _print_report(run_promote(store, settings, through_block=final_block(store)))  # the final days only
 
 
 @click.command()

@@ -85,6 +85,8 @@ def test_clean_run_rebuilds_promotes_and_rolls_back(chain: Chain, data_dir):
     assert second.returncode == 0, second.stderr
     snaps = snapshots(data_dir)
     assert len(snaps) == 2 and snaps[1]["status"] == "ok"
+    # the days 0..4 promoted before are unchanged: only the new days' rows are written
+    assert {t["mode"] for t in snaps[1]["promotion"]["tables"]} == {"append"}, snaps[1]["promotion"]
     truth = ground_truth(chain.url, chain.day_blocks())
     assert store.scalar("SELECT count() FROM erc20_transfers") == len(truth.erc20)
     assert store.scalar("SELECT count() FROM erc1155_transfers") == len(truth.erc1155)

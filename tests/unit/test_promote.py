@@ -7,14 +7,20 @@ import datetime as dt
 import pytest
 
 from backfill.errors import ConfigError, UserError
+from monitor.guard import Guard
 from monitor.promote import (
     Backup,
+    Promoted,
+    append_reason,
     backup_name,
     backup_stamp,
     choose_prune,
     exchange_refused,
+    guard_text,
     parse_age,
     parse_backup_name,
+    parse_detail,
+    parse_guard,
     plan_rollback,
 )
 
@@ -140,3 +146,41 @@ def test_nothing_to_roll_back_after_a_first_promotion_a_rollback_or_never():
     second = plan_rollback("rollback", BK, PREV, NEW, True)
     assert second.kind == "nothing" and "already rolled back" in second.reason
     assert plan_rollback(None, "", None, None, False).kind == "nothing"
+
+
+def _promoted(**kw) -> Promoted:
+    base = dict(action="promote", status="ok", rows=5, checksum="c", through_block=100, guard=Guard(10, 7, 50))
+    return Promoted(**{**base, **kw})
+
+
+def test_append_only_when_the_last_promotion_and_production_and_the_rows_below_it_are_unchanged():
+    guard, last, prod = Guard(10, 7, 50), _promoted(), (5, "c")
+    assert append_reason(last, prod, 150, guard) == ""
+    assert append_reason(last, prod, 100, None) == ""  # the guard not read yet
+    assert append_reason(last, None, 150, guard) == "no production yet"
+    assert append_reason(None, prod, 150, guard) == "no promotion recorded"
+    assert append_reason(_promoted(action="rollback"), prod, 150, guard) == "last action on production was a rollback"
+    assert append_reason(_promoted(status="started"), prod, 150, guard) == "the last promotion ended started"
+    assert append_reason(_promoted(status="unverified"), prod, 150, guard) == "the last promotion ended unverified"
+    assert append_reason(_promoted(guard=None), prod, 150, guard) == "the last promotion recorded no guard"
+    assert append_reason(_promoted(through_block=None), prod, 150, guard) == "the last promotion recorded no guard"
+    assert append_reason(last, (5, "d"), 150, guard) == "production changed since the last promotion"
+    assert append_reason(last, (4, "c"), 150, guard) == "production changed since the last promotion"
+    assert append_reason(last, prod, 99, guard) == "promoted through block 100, beyond through_block 99"
+    for changed in (Guard(9, 7, 50), Guard(10, 8, 50), Guard(10, 7, 49)):
+        assert append_reason(last, prod, 150, changed) == "staging rows at or below block 100 changed"
+
+
+def test_a_promotion_record_round_trips_through_its_detail():
+    guard = Guard(12, 1_700_000_000_000_000_000, 2**70)
+    detail = (
+        f'status=ok swap=exchange staging=s mode=full reason="rows at or below block 9 changed" '
+        f"through_block=2999 guard={guard_text(guard)}"
+    )
+    assert parse_detail(detail)["reason"] == "rows at or below block 9 changed"
+    assert Promoted.parse("promote", 3, "c", detail) == Promoted("promote", "ok", 3, "c", 2999, guard)
+    # a stable guard was not seen, or a record from before appends: no guard, no append
+    assert Promoted.parse("promote", 3, "c", "status=ok through_block=5 guard=-").guard is None
+    old = Promoted.parse("promote", 3, "c", "status=ok swap=exchange staging=s")
+    assert (old.through_block, old.guard) == (None, None)
+    assert parse_guard("1:2") is None and parse_guard("a:b:c") is None
