@@ -543,44 +543,7 @@ def promote(store: Store, settings: Settings, through_block: int | None = None) 
                 f"the staging tables hold no rows at or below block {through_block}; nothing to promote, "
                 "production untouched"
             )
-        step, table = "backup", ""
-        backups: dict[str, tuple[str, int, str]] = {}
-        nexts: dict[str, tuple[int, str]] = {}
-        try:
-            for prod, plan in plans.items():  # a) verified dated backups of the production there is
-                if plan.production is not None:
-                    table, name = prod, backup_name(prod, at)
-                    rows, summ = _clone(store, prod, name, plan.production)
-                    backups[prod] = (name, rows, summ)
-                    record(
-                        store,
-                        "backup",
-                        name,
-                        prod,
-                        rows,
-                        summ,
-                        Outcome.OK,
-                        f"verified=rows+checksum method=clone at={at.isoformat()}",
-                    )
-            step = "next"
-            for staging, prod in PRODUCTION.items():  # b) production-to-be: production + new rows, or a full copy
-                table, plan = f"{prod}_next", plans[prod]
-                if plan.reason:
-                    nexts[prod] = _copy(
-                        store, staging, table, like=staging, final=True, through_block=plan.through_block
-                    )
-                else:
-                    nexts[prod] = _append(store, staging, prod, plan)
-        except (ClickHouseError, PromotionFailed) as exc:
-            for prod in PRODUCTION.values():
-                with contextlib.suppress(ClickHouseError):
-                    store.command(f"DROP TABLE IF EXISTS `{prod}_next` SYNC")
-            msg = f"step={step} table={table} error={_reason(exc)}"
-            log.error("event=promote_failed %s action=stop production=untouched", msg)
-            record(store, "promote", table, "", 0, "", Outcome.FAILED, f"{msg} production=untouched")
-            raise PromotionFailed(
-                f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; production untouched"
-            ) from None
+        backups, nexts = _backups_and_nexts(store, plans, at)
         _swap_and_verify(store, report, existing, backups, nexts, plans)
         report.seconds = time.monotonic() - t0
         log.info(
@@ -589,6 +552,50 @@ def promote(store: Store, settings: Settings, through_block: int | None = None) 
             " ".join(f"{t.production}={t.rows}" for t in report.tables),
         )
         return report
+
+
+def _backups_and_nexts(
+    store: Store, plans: dict[str, TablePlan], at: dt.datetime
+) -> tuple[dict[str, tuple[str, int, str]], dict[str, tuple[int, str]]]:
+    """a) verified dated backups of the production there is, b) every `<prod>_next`: production plus the new
+    rows, or a full copy. On a failure every `_next` is dropped and PromotionFailed says production is untouched."""
+    step, table = "backup", ""
+    backups: dict[str, tuple[str, int, str]] = {}
+    nexts: dict[str, tuple[int, str]] = {}
+    try:
+        for prod, plan in plans.items():  # a) verified dated backups of the production there is
+            if plan.production is not None:
+                table, name = prod, backup_name(prod, at)
+                rows, summ = _clone(store, prod, name, plan.production)
+                backups[prod] = (name, rows, summ)
+                record(
+                    store,
+                    "backup",
+                    name,
+                    prod,
+                    rows,
+                    summ,
+                    Outcome.OK,
+                    f"verified=rows+checksum method=clone at={at.isoformat()}",
+                )
+        step = "next"
+        for staging, prod in PRODUCTION.items():  # b) production-to-be: production + new rows, or a full copy
+            table, plan = f"{prod}_next", plans[prod]
+            if plan.reason:
+                nexts[prod] = _copy(store, staging, table, like=staging, final=True, through_block=plan.through_block)
+            else:
+                nexts[prod] = _append(store, staging, prod, plan)
+    except (ClickHouseError, PromotionFailed) as exc:
+        for prod in PRODUCTION.values():
+            with contextlib.suppress(ClickHouseError):
+                store.command(f"DROP TABLE IF EXISTS `{prod}_next` SYNC")
+        msg = f"step={step} table={table} error={_reason(exc)}"
+        log.error("event=promote_failed %s action=stop production=untouched", msg)
+        record(store, "promote", table, "", 0, "", Outcome.FAILED, f"{msg} production=untouched")
+        raise PromotionFailed(
+            f"promotion stopped before the swap ({step} of {table}): {_reason(exc)}; production untouched"
+        ) from None
+    return backups, nexts
 
 
 def _swap_and_verify(
