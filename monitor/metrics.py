@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version as _version
 from typing import Any, Iterable
@@ -47,10 +48,10 @@ def parse_addr(text: str) -> tuple[str, int]:
 def gather(sup: Any) -> dict[str, Any]:
     """The snapshot, from the supervisor's store and its own state (called in its loop)."""
     store = sup.store
-    statuses = store.checkpoint_status_counts()
-    days = store.day_count()
-    counted = sum(int(v) for v in statuses.values())
     checkpoints = store.checkpoints().values()
+    statuses = Counter(str(c["status"]) for c in checkpoints)
+    days = store.day_count()
+    counted = sum(statuses.values())
     now = time.time()
     beats = store.heartbeats(sup.host)
     follow = sup.follower.view() if sup.follower is not None else {}

@@ -563,7 +563,7 @@ class Supervisor:
             )
             return self.phase
         if self.follower is not None:
-            return self.follow_head()
+            return self.follow_head(tally)
         if not self.s.on_complete:
             if not self.may_exit():
                 return None
@@ -587,7 +587,7 @@ class Supervisor:
         self.rebuild = self.hooks.on_all_complete(self)
         return None
 
-    def follow_head(self) -> str | None:
+    def follow_head(self, tally: dict[str, int]) -> str | None:
         """Following, with no worker running: a poll's result is handed to the workers of the days it found
         work in; with nothing left to copy, rebuild when days became final, else poll the head again. Only one
         thing at a time: no poll while workers copy or the rebuild runs, no rebuild while a poll may plan."""
@@ -603,7 +603,6 @@ class Supervisor:
         if result is not None and result.work:
             self.hand_out(result.work, f"head={result.head} safe_head={result.safe_head} final={result.final_head}")
             return None
-        tally = self.tally()
         if settled(tally) < tally["days"]:  # days from elsewhere (a `start` told us, a retry-failed)
             self.hand_out(list(range(self.wanted)), "reason=new_days")
             return None
