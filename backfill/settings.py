@@ -46,6 +46,7 @@ ENV_NAMES = {
     "BACKFILL_FOLLOW": "follow",
     "BACKFILL_FOLLOW_POLL_S": "follow_poll_s",
     "BACKFILL_METRICS_ADDR": "metrics_addr",
+    "BACKFILL_READY_LAG_BLOCKS": "ready_lag_blocks",
     "BACKFILL_LOG_FORMAT": "log_format",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
     "BACKFILL_FAST_DECODE": "fast_decode",
@@ -104,6 +105,7 @@ class Settings:
     follow_poll_s: float = 2.0  # while following: how often the head is asked for
     log_format: str = "text"  # the log files' lines: text (key=value) or json (one object a line, for shippers)
     metrics_addr: str = ""  # [host:]port the supervisor serves /metrics, /healthz, /readyz on ("" = off)
+    ready_lag_blocks: int = 600  # /readyz of a following run turns 503 when the copy is further behind
     rpc_timeout_s: float = 30.0
     rpc_attempts: int = 10  # tries of one call across endpoints before the window fails
     rpc_max_rps: float = 0.0  # the plan's calls/s per endpoint, shared by the fleet (0 = unknown: learnt from 429s)
@@ -258,6 +260,7 @@ _AT_LEAST = {
     "rpc_max_rps": 0,
     "lag_guard_blocks": 0,
     "restart_budget": 0,
+    "ready_lag_blocks": 0,
 }
 _AT_MOST = {"shards": 256}
 _POSITIVE = ("stall_s", "rpc_timeout_s", "follow_poll_s")

@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from backfill.chain.client import RpcClient
+from backfill.chain.usage import merge_usage
 from backfill.cli.prepare import check_chain, plan_days, survey_chain
 from backfill.cli.tip import check_tip, track_tip
 from backfill.errors import ChainForked
 from backfill.settings import Settings
 from backfill.store.client import Store
+from backfill.store.records import FOLLOWER_USAGE_ID
 
 log = logging.getLogger("monitor")
 
@@ -53,6 +56,7 @@ class Follower:
         self.forked: ChainForked | None = None  # a deep fork: the run stops
         self.started_at = 0.0
         self._store: Store | None = None
+        self.usage: list[dict[str, Any]] = []  # the polls' RPC usage, summed over their clients
 
     def due(self, now: float) -> bool:
         return self.thread is None and now - self.started_at >= self.s.follow_poll_s
@@ -122,12 +126,16 @@ class Follower:
             max_rps_per_endpoint=self.s.rpc_max_rps,
             memory=self.s.log_dir / "endpoints.json",
         ) as rpc:
-            chain = await survey_chain(rpc, self.s)
-            check_chain(store, chain.chain_id, chain.genesis_hash)
-            await check_tip(rpc, store, chain)
-            track_tip(store, chain)
-            if chain.safe_head_ts is not None:
-                await plan_days(rpc, store, self.s, chain, to_head=True)
+            try:
+                chain = await survey_chain(rpc, self.s)
+                check_chain(store, chain.chain_id, chain.genesis_hash)
+                await check_tip(rpc, store, chain)
+                track_tip(store, chain)
+                if chain.safe_head_ts is not None:
+                    await plan_days(rpc, store, self.s, chain, to_head=True)
+            finally:  # a failed poll's calls too (recorded with the next good one)
+                self.usage = merge_usage(self.usage, rpc.usage())
+        store.record_rpc_usage(FOLLOWER_USAGE_ID, os.getpid(), self.usage)  # the polls are billed too
         checkpoints = store.checkpoints()
         work = [
             p.day_idx

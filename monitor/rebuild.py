@@ -268,9 +268,21 @@ def run_on_complete(
     if failure:
         report["failed_step"], report["error"] = failure.step, failure.message
     report["snapshot"] = str(step_snapshot(store, settings, report).name)
+    record_outcome(store, report)
     if failure:
         raise failure
     return report
+
+
+def record_outcome(store: Store, report: dict[str, Any]) -> None:
+    """The last rebuild's outcome and step durations in backfill_meta, for the metrics of any host."""
+    outcome = {
+        "status": report["status"],
+        "at": time.time(),
+        "durations_s": report["durations_s"],
+        "failed_step": report.get("failed_step"),
+    }
+    store.meta_set("last_rebuild", json.dumps(outcome))
 
 
 def run_on_complete_once(store: Store, settings: Settings, **hooks: Any) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ from monitor import decisions
 from monitor.decisions import QUICK_S, ExitKind, RestartKind
 from monitor.follow import Follower
 from monitor.hooks import SupervisorHooks
-from monitor.metrics import MetricsServer
+from monitor.metrics.server import MetricsServer
 from monitor.on_complete import OnCompleteRun
 
 log = logging.getLogger("monitor")
@@ -91,7 +91,7 @@ class Supervisor:
         self.message = ""
         self.rebuild: OnCompleteRun | None = None
         self.follower = Follower(settings, on_done=self.wake) if settings.follow else None
-        self.metrics = MetricsServer(settings.metrics_addr) if settings.metrics_addr else None
+        self.metrics = MetricsServer(settings.metrics_addr, settings.ready_lag_blocks) if settings.metrics_addr else None
         self.rebuild_checked = False  # following: whether the rebuild was considered since the last copy
         self.last_store_check = 0.0
         self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)
@@ -172,13 +172,14 @@ class Supervisor:
             self.write_state()
 
     def refresh_metrics(self) -> None:
-        """The snapshot /metrics serves (monitor/metrics.py); during a store outage only its store state moves."""
+        """The snapshot /metrics serves (monitor/metrics/); during a store outage only its store state moves."""
         if self.metrics is None:
             return
         try:
             self.metrics.refresh(self)
         except StoreOutage:
-            self.metrics.collector.snapshot = {**self.metrics.collector.snapshot, "store_up": False}
+            if self.metrics.collector.snapshot:  # the last numbers, marked: the store is away
+                self.metrics.publish({**self.metrics.collector.snapshot, "store_up": False})
         except Exception as exc:  # noqa: BLE001 - bookkeeping for the scraper must never stop the fleet
             log.warning("event=metrics_gather_failed error=%r action=serve_last_numbers", str(exc)[:300])
 

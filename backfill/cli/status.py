@@ -420,7 +420,8 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         {**dataclasses.asdict(beat), "updated_at": beat.last_update()} for beat in store.heartbeats(host).values()
     ]
     live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
-    rates = _read_rates(store, supervisor, plan, now) if state == "running" else {}
+    started = float(supervisor["started_at"]) if supervisor and supervisor.get("started_at") else None
+    rates = read_rates(store, started, plan, now) if state == "running" else {}
     table_rows = _table_rows(store, dedup)
     endpoints = _endpoints(store, running=state == "running")
     promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state in DONE_STATES else None
@@ -450,13 +451,12 @@ def _plan_rows(store: Store) -> list[dict[str, Any]]:
     ]
 
 
-def _read_rates(
-    store: Store, supervisor: dict[str, Any] | None, plan: list[dict[str, Any]], now: float
-) -> dict[str, float]:
-    """The pace of a running run over the last RATE_WINDOW_S (or since it started, if later)."""
+def read_rates(store: Store, started_at: float | None, plan: list[dict[str, Any]], now: float) -> dict[str, float]:
+    """The pace of a running run over the last RATE_WINDOW_S (or since it started, if later); status and the
+    metrics both read it here. plan: day_idx and start_block of each day."""
     since = now - RATE_WINDOW_S
-    if supervisor and supervisor.get("started_at"):
-        since = max(since, float(supervisor["started_at"]))
+    if started_at:
+        since = max(since, started_at)
     since_dt = dt.datetime.fromtimestamp(since, dt.timezone.utc)
     history = store.checkpoint_progress_since(since_dt)
     return progress_rates(history, {p["day_idx"]: p["start_block"] for p in plan}, since, now)
@@ -563,4 +563,17 @@ def quality(store: Store, dates: dict[int, str] | None = None) -> dict[str, Any]
             "not_ok": not_ok,
             "not_ok_dates": on(not_ok),
         }
+    out["reorgs"] = reorgs(store)
     return out
+
+
+def reorgs(store: Store) -> dict[str, Any] | None:
+    """The forks of the copied tip repaired so far (backfill/cli/tip.py records them); None when none was."""
+    repaired = int(store.meta_get("reorgs") or 0)
+    if not repaired:
+        return None
+    try:
+        last = orjson.loads(store.meta_get("last_reorg") or "null")
+    except orjson.JSONDecodeError:
+        last = None
+    return {"repaired": repaired, "rows_removed": int(store.meta_get("reorg_rows_removed") or 0), "last": last}

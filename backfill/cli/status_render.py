@@ -237,4 +237,18 @@ def quality_lines(q: dict[str, Any]) -> list[tuple[str, bool]]:
         a = q["audit"]
         verdict = f"NOT OK: {_dated(a['not_ok'], a.get('not_ok_dates'))}" if a["not_ok"] else "all match the chain"
         out.append((f"audit ({a['run_at'][:19]}): {a['days']} days recounted, " + verdict, bool(a["not_ok"])))
+    if q.get("reorgs"):
+        out.append((reorg_line(q["reorgs"]), False))
     return out
+
+
+def reorg_line(r: dict[str, Any]) -> str:
+    """`reorgs: 2 repaired, 14 rows removed; last at …: depth 4, blocks 20031-20034 (ancestor 20030)`."""
+    line = f"reorgs: {r['repaired']} repaired, {r['rows_removed']} rows removed"
+    last = r.get("last")
+    if last:
+        line += (
+            f"; last at {_utc(last['at'])}: depth {last['depth']}, blocks {last['first']}-{last['tip']} "
+            f"(ancestor {last['ancestor']})"
+        )
+    return line

@@ -8,11 +8,13 @@ track_tip(store, chain)         tell the workers from which block on hashes are 
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from backfill.chain.client import RpcClient
-from backfill.chain.reorg import DeepFork, compared_blocks, find_fork
+from backfill.chain.reorg import DeepFork, Fork, compared_blocks, find_fork
 from backfill.errors import ChainForked
 from backfill.store.client import Store
 from backfill.store.rollback import Rollback, roll_back_above
@@ -40,6 +42,7 @@ async def check_tip(rpc: RpcClient, store: Store, chain: ChainView) -> Rollback 
     done = roll_back_above(store, fork.ancestor)
     store.meta_set("reorgs", str(int(store.meta_get("reorgs") or 0) + 1))  # what monitoring counts
     store.meta_set("reorg_rows_removed", str(int(store.meta_get("reorg_rows_removed") or 0) + done.transfers_removed))
+    store.meta_set("last_reorg", json.dumps(last_reorg(fork, done.transfers_removed)))
     log.warning(
         "event=reorg depth=%d blocks=%d-%d ancestor=%d rows_removed=%d block_rows=%d days_reopened=%d "
         "days_replanned=%d action=copy_again",
@@ -53,6 +56,18 @@ async def check_tip(rpc: RpcClient, store: Store, chain: ChainView) -> Rollback 
         len(done.days_removed),
     )
     return done
+
+
+def last_reorg(fork: Fork, rows_removed: int) -> dict[str, Any]:
+    """What status and the metrics show of the last fork repaired."""
+    return {
+        "at": time.time(),
+        "depth": fork.depth,
+        "first": fork.first_changed,
+        "tip": fork.tip,
+        "ancestor": fork.ancestor,
+        "rows_removed": rows_removed,
+    }
 
 
 def track_tip(store: Store, chain: ChainView) -> None:

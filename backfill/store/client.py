@@ -559,6 +559,7 @@ class Store:
                 waits=u["waits"],
                 waited_s=u["waited_s"],
                 damaged=u["damaged"],
+                error_classes={str(k): int(v) for k, v in u["errors"].items() if v},
                 updated_at=stamp,
             )
             for u in usage
@@ -574,4 +575,13 @@ class Store:
             "sumIf(rps, updated_at > now() - 60), sum(limit_answers), sum(waits), sum(waited_s), "
             "maxIf(waits > 0 AND rps > 0, updated_at > now() - 60), sum(damaged) FROM rpc_usage FINAL "
             "GROUP BY endpoint ORDER BY endpoint"
+        )
+
+    def rpc_errors_by_kind(self) -> list[tuple]:
+        """The RPC errors of every process summed per endpoint and kind (the client's error counters: an
+        exception's class, or `range` / `batch` / `quota` / `behind`): endpoint, kind, errors; ordered."""
+        return self.query_rows(
+            "SELECT endpoint, kind, sum(n) FROM rpc_usage FINAL "
+            "ARRAY JOIN mapKeys(error_classes) AS kind, mapValues(error_classes) AS n "
+            "GROUP BY endpoint, kind ORDER BY endpoint, kind"
         )

@@ -68,9 +68,16 @@ class Heartbeat:
         return self.updated_at.replace(tzinfo=dt.timezone.utc).timestamp()
 
 
+# rpc_usage rows of calls no worker made, so that every call billed is counted: the follower's polls (the
+# supervisor's process) and the audit's recount (by hand or the rebuild's).
+FOLLOWER_USAGE_ID = 65535
+AUDIT_USAGE_ID = 65534
+
+
 @dataclasses.dataclass(frozen=True)
 class RpcUsage:
-    """A worker process's cumulative use of one endpoint (rpc_usage, by host, worker_id, pid, endpoint)."""
+    """A process's cumulative use of one endpoint (rpc_usage, by host, worker_id, pid, endpoint): a worker's, or
+    the follower's / the audit's under FOLLOWER_USAGE_ID / AUDIT_USAGE_ID."""
 
     host: str
     worker_id: int
@@ -85,6 +92,7 @@ class RpcUsage:
     waits: int
     waited_s: float
     damaged: int
+    error_classes: dict[str, int]
     updated_at: dt.datetime
 
     def row(self) -> tuple:

@@ -73,6 +73,7 @@ RPC_USAGE_COLUMNS = [
     "waits",
     "waited_s",
     "damaged",
+    "error_classes",
     "updated_at",
 ]
 HEARTBEAT_COLUMNS = ["host", "worker_id", "pid", "day_idx", "last_batch", "rows", "updated_at"]
@@ -216,6 +217,7 @@ TABLES: dict[str, str] = {
             waits UInt64,  -- requests that waited for the endpoint's budget
             waited_s Float64,
             damaged UInt64,  -- answers refused as damaged (answer_check): not what a node can produce
+            error_classes Map(String, UInt64),  -- the errors by kind (Transient, range, quota, ...): sum = errors
             updated_at DateTime64(6, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at)
         ORDER BY (host, worker_id, pid, endpoint)""",
@@ -328,6 +330,7 @@ MIGRATIONS = [
     "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS waits UInt64 AFTER limit_answers",
     "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS waited_s Float64 AFTER waits",
     "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS damaged UInt64 AFTER waited_s",
+    "ALTER TABLE rpc_usage ADD COLUMN IF NOT EXISTS error_classes Map(String, UInt64) AFTER damaged",
 ]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 import uuid
@@ -27,12 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backfill.chain.planner import DayPlan
+from backfill.chain.usage import merge_usage
 from backfill.errors import RpcError
 from backfill.files.oplog import operation_log
 from backfill.redact import endpoint_label, scrub
 from backfill.settings import Settings
 from backfill.store import fingerprints, schema
 from backfill.store.client import Store, now_utc
+from backfill.store.records import AUDIT_USAGE_ID
 from monitor.audit.judge import (  # noqa: F401  (re-exported: part of the audit API)
     SAME_ENDPOINT,
     STANDARDS,
@@ -128,6 +131,7 @@ class _AuditRun:
         self.clients: dict[tuple[int, ...], Any] = {}
         self.refused: dict[tuple[int, ...], str] = {}  # endpoint set -> why it cannot recount (wrong chain, ...)
         self.opening: dict[tuple[int, ...], asyncio.Lock] = {}
+        self.usage: list[dict[str, Any]] = []  # every client's RPC usage, summed when the run closes
         self.store_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-store")  # the store client: one thread
         self.limit = asyncio.Semaphore(DAY_CONCURRENCY)
         self.top: int | None = None  # the highest head any endpoint reports, once known
@@ -243,7 +247,9 @@ class _AuditRun:
             return result
 
     async def close(self) -> None:
-        for client in [*self.clients.values(), *([self.everyone] if self.everyone is not None else [])]:
+        clients = [*self.clients.values(), *([self.everyone] if self.everyone is not None else [])]
+        self.usage = merge_usage(*(c.usage() for c in clients))
+        for client in clients:
             await client.close()
         self.store_thread.shutdown(wait=True)
 
@@ -272,8 +278,8 @@ async def _audit_days(
     stored: dict[int, Digests],
     recorded: dict[int, Digests | None],
     finish_day: FinishDay,
-) -> list[DayAudit]:
-    """Recount the days (DAY_CONCURRENCY at once) and judge each as soon as its recount is in, so that only a few
+) -> tuple[list[DayAudit], list[dict[str, Any]]]:
+    """(the days' results, the RPC usage of the run). Recount the days (DAY_CONCURRENCY at once) and judge each as soon as its recount is in, so that only a few
     days' rows are held at a time.
 
     Per day, the endpoint sets of endpoint_sets() are tried in turn (the others, then the ones that filled the
@@ -287,9 +293,9 @@ async def _audit_days(
             await run.probe_heads()
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(run.day(p)) for p in plans]
-        return [t.result() for t in tasks]
     finally:
         await run.close()
+    return [t.result() for t in tasks], run.usage
 
 
 def run_audit(
@@ -336,7 +342,11 @@ def run_audit(
         filled_by, stored, recs = _store_side(store, checkpoints, chosen)
         finish_day = _day_finisher(store, stored, recs)
         expected_chain = store.meta_get("chain_id")
-        results = _run_sync(lambda: _audit_days(settings, plans, filled_by, expected_chain, stored, recs, finish_day))
+        results, usage = _run_sync(
+            lambda: _audit_days(settings, plans, filled_by, expected_chain, stored, recs, finish_day)
+        )
+        if usage:  # the recount's calls are billed too: counted with the fleet's (status, metrics)
+            store.record_rpc_usage(AUDIT_USAGE_ID, os.getpid(), usage)
         report = AuditReport(
             run_id,
             run_at,

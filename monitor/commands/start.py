@@ -113,7 +113,7 @@ def start_run(
     to_head: plan on to the safe head's day (`backfill sync`); dashboard=False: no live display."""
     check_usable(settings.data_dir, create=True)
     if settings.metrics_addr:
-        from monitor.metrics import parse_addr
+        from monitor.metrics.server import parse_addr
 
         parse_addr(settings.metrics_addr)  # a bad address is refused before anything runs
     with held_until_written():

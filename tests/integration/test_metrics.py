@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backfill.store.embedded import stop_server
 from tests.integration.harness import Chain, backfill, open_store, supervisor_state, wait_for
 from tests.support.proxy import RpcProxy
+from tests.support.proxy_faults import Fault
 
 KEY = "m3tr1csK3yabcdef0123456789"
 
@@ -59,7 +60,18 @@ needs_prometheus = pytest.mark.skipif(
 def test_the_alert_rules_pass_promtool() -> None:
     result = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
+
+
+@needs_prometheus
+def test_the_alerts_fire_on_the_series_that_should_fire_them(tmp_path: Path) -> None:
+    """`promtool test rules` over series of a stalled worker, a failed gate, a failed rebuild, a store away and
+    an endpoint failing a third of its calls (and quiet ones beside them)."""
+    cases = tmp_path / "alerts_test.yml"
+    cases.write_text(f"rule_files: ['{ALERTS}']\n" + (Path(__file__).parent / "data" / "alerts_test.yml").read_text())
+    result = subprocess.run(["promtool", "test", "rules", str(cases)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 @pytest.fixture
@@ -109,8 +121,10 @@ def test_a_following_run_is_scraped_by_prometheus_and_serves_health_and_readines
 def scraped_by_prometheus(chain: Chain, tmp_path: Path, prom: str, port: int) -> None:
     data_dir = tmp_path / "data"
     base = f"http://127.0.0.1:{port}"
-    env = {"BACKFILL_METRICS_ADDR": str(port), "BACKFILL_ON_COMPLETE": "0", "BACKFILL_FOLLOW_POLL_S": "0.5"}
-    with RpcProxy(chain.url) as proxy:
+    env = {"BACKFILL_METRICS_ADDR": str(port), "BACKFILL_FOLLOW_POLL_S": "0.5"}
+    # a provider that limits every second and fails some calls: the limits and errors must be visible
+    faults = [Fault("HTTP503", rate=0.15, methods={"eth_getLogs"})]
+    with RpcProxy(chain.url, faults, seed=5, rate_limit_rps=25) as proxy:
         url = proxy.url_with_key(KEY)
         try:
             started = backfill(
@@ -122,6 +136,7 @@ def scraped_by_prometheus(chain: Chain, tmp_path: Path, prom: str, port: int) ->
             )
             assert started.returncode == 0, started.stderr
             wait_for(lambda: supervisor_state(data_dir).get("phase") == "following", 180, "the run to follow")
+            wait_for(lambda: rebuilt(base), 120, "the rebuild of the final days to be in the metrics")
             assert wait_for(lambda: get(f"{base}/readyz")[0] == 200, 30, "/readyz to turn 200")
             assert get(f"{base}/healthz")[0] == 200
             assert get(f"{base}/nope")[0] == 404
@@ -136,7 +151,8 @@ def scraped_by_prometheus(chain: Chain, tmp_path: Path, prom: str, port: int) ->
             def scraped() -> dict | None:
                 found = samples(get(f"{base}/metrics")[1])
                 days = found.get(("backfill_days", (("status", "complete"),)))
-                return found if days == complete else None
+                polled = ("backfill_lag_blocks", ()) in found  # the follower's first poll: after the rebuild
+                return found if days == complete and polled else None
 
             found = wait_for(scraped, 30, "the metrics to show the finished days")
             text = get(f"{base}/metrics")[1]
@@ -146,6 +162,10 @@ def scraped_by_prometheus(chain: Chain, tmp_path: Path, prom: str, port: int) ->
             assert found[("backfill_store_up", ())] == 1
             assert found[("backfill_lag_blocks", ())] >= 0
             assert any(name == "backfill_rpc_requests_total" and value > 0 for (name, _), value in found.items())
+            assert_rpc_conditions_shown(found, proxy)
+            assert found[("backfill_audit_passing", ())] == 1 and found[("backfill_rebuild_last_success", ())] == 1
+            steps = {dict(labels)["step"] for (name, labels), _ in found.items() if name.startswith("backfill_rebuild_step")}
+            assert {"dedup", "audit", "gates", "derived"} <= steps, steps
             assert KEY not in text, "an RPC key in the metrics"
             assert len(found) < 200, len(found)  # bounded: no day or block labels
             # every metric the alert rules name is one that is served
@@ -159,6 +179,24 @@ def scraped_by_prometheus(chain: Chain, tmp_path: Path, prom: str, port: int) ->
         finally:
             backfill(["stop"], data_dir, rpc_urls=url)
             stop_server(data_dir)
+
+
+def rebuilt(base: str) -> bool:
+    return samples(get(f"{base}/metrics")[1]).get(("backfill_rebuild_last_success", ())) == 1
+
+
+def assert_rpc_conditions_shown(found: dict, proxy: RpcProxy) -> None:
+    """The proxy's 503s are transient errors and its rate-limit answers limit answers, per endpoint label."""
+    def total(metric: str, **labels: str) -> float:
+        return sum(
+            v for (name, ls), v in found.items() if name == metric and labels.items() <= dict(ls).items()
+        )
+
+    assert proxy.fault_counts()["HTTP503"] > 0 and proxy.limit_answers() > 0, "the proxy did not limit or fail"
+    assert total("backfill_rpc_errors_total", **{"class": "transient"}) > 0
+    assert total("backfill_rpc_limit_answers_total") > 0
+    endpoints = {dict(ls).get("endpoint") for (name, ls), _ in found.items() if name.startswith("backfill_rpc_")}
+    assert endpoints and all(e and KEY not in e for e in endpoints), endpoints
 
 
 @pytest.mark.slow

@@ -148,6 +148,10 @@ def synced_with_open_tip(chain: Chain, data_dir: Path, mined: MinedDays, finalit
     assert first.returncode == 0, first.stderr
 
 
+def forked_rows(line: str) -> int:
+    return int(line.split("rows_removed=")[1].split()[0])
+
+
 def test_a_fork_of_the_copied_tip_is_repaired_by_the_next_sync(tip_chain: Chain, tmp_path: Path) -> None:
     chain, data_dir, mined = tip_chain, tmp_path / "data", MinedDays(tip_chain)
     try:
@@ -163,6 +167,11 @@ def test_a_fork_of_the_copied_tip_is_repaired_by_the_next_sync(tip_chain: Chain,
         assert len(lines) == 1 and "depth=4 " in lines[0], lines
         a, b = forked["blocks"]
         assert f"blocks={a}-{b} " in lines[0], lines
+        shown = " ".join(backfill(["status"], data_dir, chain).stdout.split())  # the repair, not only the log
+        assert f"reorgs: 1 repaired, {forked_rows(lines[0])} rows removed; last at " in shown, shown
+        assert f"depth 4, blocks {a}-{b} (ancestor {a - 1})" in shown, shown
+        repaired = json.loads(backfill(["status", "--json"], data_dir, chain).stdout)["quality"]["reorgs"]
+        assert (repaired["repaired"], repaired["last"]["depth"], repaired["last"]["first"]) == (1, 4, a)
     finally:
         stop_server(data_dir)
 
