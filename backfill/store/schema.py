@@ -297,6 +297,20 @@ TABLES: dict[str, str] = {
             detail String
         ) ENGINE = MergeTree
         ORDER BY at""",
+    # Leases (backfill/store/leases.py): one holder at a time for a shard, the plan, a rebuild, across hosts.
+    # A claim's versions are stamped with the server's clock; the earliest live claim of a name holds it.
+    "leases": """
+        CREATE TABLE IF NOT EXISTS leases (
+            name String,
+            holder String,
+            host String,
+            pid UInt32,
+            claimed_at DateTime64(6, 'UTC'),
+            renewed_at DateTime64(6, 'UTC'),
+            ttl_s Float64,
+            released UInt8
+        ) ENGINE = ReplacingMergeTree(renewed_at)
+        ORDER BY (name, holder)""",
     "backfill_meta": """
         CREATE TABLE IF NOT EXISTS backfill_meta (
             key String,
