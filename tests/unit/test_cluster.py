@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from backfill.errors import ConfigError
 from backfill.store import cluster, schema
 from backfill.store.client import Store, check_cluster
-from monitor import derived
+from monitor import derived, promote
 
 chdb = pytest.importorskip("chdb")
 
@@ -199,6 +200,90 @@ def test_what_cannot_be_rendered_is_refused_not_guessed():
         cluster.table_ddl("CREATE TABLE t (a UInt8) ENGINE = Memory", CLUSTER)
     with pytest.raises(ValueError, match="not a cluster name"):
         cluster.on_cluster("x` SYNC; DROP DATABASE backfill; --")
+
+
+# -- the statements that rewrite tables -------------------------------------------------------------------------
+class Recorder:
+    """A store that keeps the statements sent to it; every table holds the same 5 rows."""
+
+    def __init__(self, cluster_name: str, refuse_exchange: bool = False):
+        self.cluster = cluster_name
+        self.refuse_exchange = refuse_exchange
+        self.sent: list[str] = []
+
+    @property
+    def on_cluster(self) -> str:
+        return cluster.on_cluster(self.cluster)
+
+    def command(self, sql: str, parameters: Any = None, settings: Any = None, *, idempotent: bool = True) -> None:
+        if self.refuse_exchange and sql.startswith("EXCHANGE"):
+            raise ClickHouseError("Code: 48. DB::Exception: EXCHANGE is not supported. (NOT_IMPLEMENTED)")
+        self.sent.append(sql)
+
+    def query_rows(self, sql: str, parameters: Any = None) -> list[tuple]:
+        return [("a",)] if "system.columns" in sql else [(5, 7)]
+
+    def scalar(self, sql: str, parameters: Any = None) -> Any:
+        return 1
+
+
+def rewrites(cluster_name: str) -> list[str]:
+    """What a promotion and a derived build send for one table: copy, clone, swaps (EXCHANGE, and the RENAMEs
+    of an engine that refuses it), a first swap-in, the derived table's build and swap."""
+    store: Any = Recorder(cluster_name)
+    promote._copy(store, "erc20_transfers_staging", "erc20_transfers_next", like="erc20_transfers_staging", final=True)
+    promote._clone(store, "erc20_transfers", "erc20_transfers_backup_x", (5, f"{7:032x}"))
+    promote._swap_in(store, "erc20_transfers", "erc20_transfers_next", prod_exists=True)
+    promote._swap_in(store, "erc20_transfers", "erc20_transfers_next", prod_exists=False)
+    refusing: Any = Recorder(cluster_name, refuse_exchange=True)
+    promote._exchange(refusing, "erc20_transfers", "erc20_transfers_old")
+    promote._swap_in(refusing, "erc20_transfers", "erc20_transfers_next", prod_exists=True)
+    store.command(
+        cluster.table_ddl(derived.DERIVED["erc20_balances"].create.format(name="erc20_balances_next"), cluster_name)
+    )
+    derived.swap_in(store, "erc20_balances_next", "erc20_balances")
+    return store.sent + refusing.sent
+
+
+def test_a_single_node_rewrites_tables_with_the_statements_it_always_sent():
+    sent = rewrites("")
+    assert sent[:10] == [
+        "DROP TABLE IF EXISTS `erc20_transfers_next` SYNC",
+        "CREATE TABLE `erc20_transfers_next` AS `erc20_transfers_staging`",
+        "INSERT INTO `erc20_transfers_next` SELECT * FROM `erc20_transfers_staging` FINAL",
+        "DROP TABLE IF EXISTS `erc20_transfers_backup_x` SYNC",
+        "CREATE TABLE `erc20_transfers_backup_x` CLONE AS `erc20_transfers`",
+        "EXCHANGE TABLES `erc20_transfers_next` AND `erc20_transfers`",
+        "DROP TABLE IF EXISTS `erc20_transfers_old` SYNC",
+        "RENAME TABLE `erc20_transfers_next` TO `erc20_transfers_old`",
+        "RENAME TABLE `erc20_transfers_next` TO `erc20_transfers`",
+        derived.DERIVED["erc20_balances"].create.format(name="erc20_balances_next"),
+    ]
+    assert sent[10:] == [
+        "EXCHANGE TABLES erc20_balances_next AND erc20_balances",
+        "DROP TABLE IF EXISTS erc20_balances_next",
+        "RENAME TABLE `erc20_transfers` TO `erc20_transfers_swap_tmp`, `erc20_transfers_old` TO `erc20_transfers`, "
+        "`erc20_transfers_swap_tmp` TO `erc20_transfers_old`",
+        "DROP TABLE IF EXISTS `erc20_transfers_old` SYNC",
+        "RENAME TABLE `erc20_transfers` TO `erc20_transfers_old`, `erc20_transfers_next` TO `erc20_transfers`",
+    ]
+
+
+def test_on_a_cluster_ddl_goes_on_cluster_rows_go_to_this_replica_and_all_of_it_parses(engine):
+    sent = rewrites(CLUSTER)
+    assert len(sent) == len(rewrites("")) + 1  # a clone is two statements: CREATE … AS and ATTACH PARTITION
+    for sql in sent:
+        text = parsed(engine, sql)
+        if sql.startswith(("INSERT", "ALTER")):  # rows: the replicated table's log takes them to the others
+            assert "ON CLUSTER" not in text, text
+        else:
+            assert ON in text, text
+    assert "CREATE TABLE `erc20_transfers_backup_x` ON CLUSTER `ch-main` AS `erc20_transfers`" in sent
+    assert "ALTER TABLE `erc20_transfers_backup_x` ATTACH PARTITION ALL FROM `erc20_transfers`" in sent
+    assert not any("CLONE AS" in sql for sql in sent)
+    assert "EXCHANGE TABLES `erc20_transfers_next` AND `erc20_transfers` ON CLUSTER `ch-main`" in sent
+    assert "DROP TABLE IF EXISTS `erc20_transfers_old` ON CLUSTER `ch-main` SYNC" in sent
+    assert any(sql.startswith("CREATE TABLE erc20_balances_next ON CLUSTER `ch-main` (") for sql in sent)
 
 
 # -- the server's side: topology and an existing database -----------------------------------------------------
