@@ -125,6 +125,12 @@ def exchange_refused(message: str) -> bool:
     return "NOT_IMPLEMENTED" in text or "ONLY IN ATOMIC" in text or ("EXCHANGE" in text and "SYNTAX" in text)
 
 
+def clone_refused(message: str) -> bool:
+    """True when the engine refuses CREATE … CLONE AS (a Replicated database: ClickHouse Cloud's)."""
+    text = message.upper()
+    return "CLONE AS" in text and ("SUPPORT_IS_DISABLED" in text or "NOT SUPPORTED" in text)
+
+
 @dataclass(frozen=True)
 class RollbackPlan:
     kind: str  # "exchange" (swap with _old), "restore" (copy the backup in), "nothing", "impossible"
@@ -381,8 +387,16 @@ def _copy(
 def _clone(store: Store, source: str, dest: str, expected: tuple[int, str]) -> tuple[int, str]:
     """`dest` as a CLONE of `source` (its parts hard-linked: no data copied), verified to hold `expected`."""
     _command(store, f"DROP TABLE IF EXISTS `{dest}`{store.on_cluster} SYNC")
-    for sql in clone_statements(source, dest, store.cluster):
-        _command(store, sql)
+    try:
+        for sql in clone_statements(source, dest, store.cluster):
+            _command(store, sql)
+    except ClickHouseError as exc:
+        if not clone_refused(str(exc)):
+            raise
+        log.warning("event=clone_refused table=%s source=%s action=create_and_attach_partitions", dest, source)
+        _command(store, f"DROP TABLE IF EXISTS `{dest}`{store.on_cluster} SYNC")
+        for sql in clone_statements(source, dest, store.cluster, attach=True):
+            _command(store, sql)
     return _verified(dest, source, checksum(store, dest), expected, f"{source} as recorded")
 
 

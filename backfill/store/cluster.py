@@ -94,11 +94,12 @@ def ddl(cluster: str) -> list[str]:
     return tables + migrations + views
 
 
-def clone_statements(source: str, dest: str, cluster: str) -> list[str]:
+def clone_statements(source: str, dest: str, cluster: str, *, attach: bool = False) -> list[str]:
     """`dest` holding `source`'s parts, hard-linked (no data copied). A cluster does it in two statements:
-    CREATE … CLONE AS ON CLUSTER creates the replicas and copies no part (ClickHouse #75219), and a Replicated
-    database refuses it; ATTACH PARTITION ALL FROM, on this replica, reaches the others through the table's log."""
-    if not cluster:
+    CREATE … CLONE AS ON CLUSTER creates the replicas and copies no part (ClickHouse #75219); ATTACH PARTITION ALL
+    FROM, on this replica, reaches the others through the table's log. `attach`: the two statements on a single
+    node too, for a Replicated database (ClickHouse Cloud), which refuses CLONE AS."""
+    if not cluster and not attach:
         return [f"CREATE TABLE `{dest}` CLONE AS `{source}`"]
     return [
         f"CREATE TABLE `{dest}`{on_cluster(cluster)} AS `{source}`",

@@ -206,9 +206,10 @@ def test_what_cannot_be_rendered_is_refused_not_guessed():
 class Recorder:
     """A store that keeps the statements sent to it; every table holds the same 5 rows."""
 
-    def __init__(self, cluster_name: str, refuse_exchange: bool = False):
+    def __init__(self, cluster_name: str, refuse_exchange: bool = False, refuse_clone: bool = False):
         self.cluster = cluster_name
         self.refuse_exchange = refuse_exchange
+        self.refuse_clone = refuse_clone
         self.sent: list[str] = []
 
     @property
@@ -218,6 +219,11 @@ class Recorder:
     def command(self, sql: str, parameters: Any = None, settings: Any = None, *, idempotent: bool = True) -> None:
         if self.refuse_exchange and sql.startswith("EXCHANGE"):
             raise ClickHouseError("Code: 48. DB::Exception: EXCHANGE is not supported. (NOT_IMPLEMENTED)")
+        if self.refuse_clone and "CLONE AS" in sql:  # ClickHouse Cloud's answer (a Replicated database)
+            raise ClickHouseError(
+                "Code: 344. DB::Exception: CREATE CLONE AS is not supported with Replicated databases. Consider "
+                "using separate CREATE and INSERT queries.. (SUPPORT_IS_DISABLED)"
+            )
         self.sent.append(sql)
 
     def query_rows(self, sql: str, parameters: Any = None) -> list[tuple]:
@@ -284,6 +290,19 @@ def test_on_a_cluster_ddl_goes_on_cluster_rows_go_to_this_replica_and_all_of_it_
     assert "EXCHANGE TABLES `erc20_transfers_next` AND `erc20_transfers` ON CLUSTER `ch-main`" in sent
     assert "DROP TABLE IF EXISTS `erc20_transfers_old` ON CLUSTER `ch-main` SYNC" in sent
     assert any(sql.startswith("CREATE TABLE erc20_balances_next ON CLUSTER `ch-main` (") for sql in sent)
+
+
+def test_a_database_that_refuses_clone_as_gets_its_clone_as_create_and_attach(engine):
+    store: Any = Recorder("", refuse_clone=True)  # ClickHouse Cloud: a single node's SQL, a Replicated database
+    assert promote._clone(store, "erc20_transfers", "erc20_transfers_backup_x", (5, f"{7:032x}")) == (5, f"{7:032x}")
+    assert store.sent == [
+        "DROP TABLE IF EXISTS `erc20_transfers_backup_x` SYNC",
+        "DROP TABLE IF EXISTS `erc20_transfers_backup_x` SYNC",
+        "CREATE TABLE `erc20_transfers_backup_x` AS `erc20_transfers`",
+        "ALTER TABLE `erc20_transfers_backup_x` ATTACH PARTITION ALL FROM `erc20_transfers`",
+    ]
+    for sql in store.sent:
+        parsed(engine, sql)
 
 
 # -- the server's side: topology and an existing database -----------------------------------------------------
