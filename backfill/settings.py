@@ -30,6 +30,7 @@ ENV_NAMES = {
     "SHARDS": "shards",
     "ETHEREUM_RPC_URLS": "rpc_urls",
     "CLICKHOUSE_URL": "clickhouse_url",
+    "BACKFILL_CLICKHOUSE_CLUSTER": "clickhouse_cluster",
     "BACKFILL_DATA_DIR": "data_dir",
     "BACKFILL_CONFIRMATIONS": "confirmations",
     "BACKFILL_FINALITY_DEPTH": "finality_depth",
@@ -63,6 +64,9 @@ ENV_NAMES = {
 }
 CONFIG_ENV = "BACKFILL_CONFIG"  # the TOML file to read instead of ./backfill.toml
 
+# A ClickHouse cluster's name as backfill writes it after ON CLUSTER (backquoted): a remote_servers element name
+CLUSTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
+
 # settings field -> its flag where the name is not --field-name (`start` / `config` options)
 FLAG_NAMES = {"from_date": "--from", "to_date": "--to", "rpc_urls": "--rpc-url", "auto_promote": "--promote"}
 
@@ -85,6 +89,8 @@ class Settings:
     data_dir: Path = Path("data")
     rpc_urls: tuple[str, ...] = (DEFAULT_RPC_URL,)
     clickhouse_url: str | None = None
+    # one shard with replicas: the tables Replicated and their DDL ON CLUSTER (docs/cluster.md); "" = one node
+    clickhouse_cluster: str = ""
     shards: int = 2
     from_date: dt.date | None = None
     to_date: dt.date | None = None
@@ -362,6 +368,11 @@ def _coerce(name: str, value: Any) -> Any:
         if problem:
             raise _Bad(problem)
         return value
+    if name == "clickhouse_cluster":
+        text = str(value).strip()
+        if text and not CLUSTER_NAME.match(text):
+            raise _Bad(f"must be a cluster name (letters, digits, _ and -, first a letter or _), got {value!r}")
+        return text
     kind = _FIELDS[name].type
     if kind == "int | None":  # optional: unset means the default worked out later (e.g. per chain)
         if value in (None, ""):
@@ -548,6 +559,12 @@ def _cross_problems(values: Mapping[str, Any], sources: Mapping[str, Source]) ->
     first, last = values.get("from_date"), values.get("to_date")
     if first and last and first > last:
         out.append(f"{sources['from_date'].name} {first} is after {sources['to_date'].name} {last}")
+    if values.get("clickhouse_cluster") and not values.get("clickhouse_url"):
+        out.append(
+            sources["clickhouse_cluster"].problem(
+                "needs CLICKHOUSE_URL, a server of the cluster: the embedded store is a single node"
+            )
+        )
     if values.get("redo") and not (first and last):
         out.append("--redo needs --from and --to: the days to fetch again, e.g. --from 2024-01-03 --to 2024-01-04")
     return out

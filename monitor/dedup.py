@@ -7,6 +7,10 @@ into 1970-01) survives `OPTIMIZE … FINAL` forever. So dedup, over a block rang
 2. deletes the superseded versions of keys whose rows sit in more than one partition,
 3. runs `OPTIMIZE TABLE … PARTITION ID … FINAL` on every partition holding rows of the range,
 4. verifies: in the range, raw rows = rows after FINAL and no key twice.
+
+On a cluster (docs/cluster.md) the DELETE and the OPTIMIZEs go to the replica this process is connected to, not
+ON CLUSTER: the replicated table's own log brings them to the other replicas, and OPTIMIZE returns once this
+replica has merged, which is what step 4 reads (backfill/store/cluster.py says why ON CLUSTER would not do).
 """
 
 from __future__ import annotations

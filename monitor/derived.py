@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from backfill.store.client import Store
+from backfill.store.cluster import table_ddl
 from monitor.guard import Guard, read_guards
 
 log = logging.getLogger("on_complete")
@@ -193,10 +194,10 @@ def table_state(store: Store, name: str) -> tuple[str, int] | None:
 def swap_in(store: Store, next_name: str, name: str) -> None:
     """Make `next_name` the table `name`, atomically when there is one already."""
     if table_exists(store, name):
-        store.command(f"EXCHANGE TABLES {next_name} AND {name}", idempotent=False)
-        store.command(f"DROP TABLE IF EXISTS {next_name}")
+        store.command(f"EXCHANGE TABLES {next_name} AND {name}{store.on_cluster}", idempotent=False)
+        store.command(f"DROP TABLE IF EXISTS {next_name}{store.on_cluster}")
     else:
-        store.command(f"RENAME TABLE {next_name} TO {name}", idempotent=False)
+        store.command(f"RENAME TABLE {next_name} TO {name}{store.on_cluster}", idempotent=False)
 
 
 def newest_block(store: Store, tables: list[str]) -> int:
@@ -225,8 +226,8 @@ def build_derived(store: Store, through_block: int | None = None, incremental: b
             reason = full_reason(built, state, definition, through, guard_w, incremental)
         from_block = 0 if reason else w + 1
         next_name = f"{name}_next"
-        store.command(f"DROP TABLE IF EXISTS {next_name}")
-        store.command(spec.create.format(name=next_name))
+        store.command(f"DROP TABLE IF EXISTS {next_name}{store.on_cluster}")
+        store.command(table_ddl(spec.create.format(name=next_name), store.cluster))
         store.command(spec.insert_sql(next_name, base=None if reason else name), {"lo": from_block, "hi": through})
         swap_in(store, next_name, name)
         state = table_state(store, name)

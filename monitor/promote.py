@@ -45,6 +45,7 @@ from backfill.files.oplog import operation_log
 from backfill.settings import Settings
 from backfill.store import schema
 from backfill.store.client import Store, now_utc
+from backfill.store.cluster import clone_statements
 from monitor.guard import Guard, read_guards
 
 # A child of the rebuild's logger: lines reach on-complete.log when the rebuild promotes, promote.log always.
@@ -122,6 +123,12 @@ def exchange_refused(message: str) -> bool:
     """True when the engine refuses EXCHANGE TABLES (databases that are not Atomic, old servers)."""
     text = message.upper()
     return "NOT_IMPLEMENTED" in text or "ONLY IN ATOMIC" in text or ("EXCHANGE" in text and "SYNTAX" in text)
+
+
+def clone_refused(message: str) -> bool:
+    """True when the engine refuses CREATE … CLONE AS (a Replicated database: ClickHouse Cloud's)."""
+    text = message.upper()
+    return "CLONE AS" in text and ("SUPPORT_IS_DISABLED" in text or "NOT SUPPORTED" in text)
 
 
 @dataclass(frozen=True)
@@ -345,8 +352,9 @@ def _upto(through_block: int | None) -> str:
 
 def _command(store: Store, sql: str, **settings: Any) -> None:
     log.info("event=sql statement=%r", sql)
-    # EXCHANGE and RENAME swap back when run twice: after an outage of unknown outcome they are not re-sent
-    store.command(sql, settings=settings or None, idempotent=not sql.startswith(("EXCHANGE", "RENAME")))
+    # EXCHANGE and RENAME swap back when run twice, and ATTACH PARTITION FROM (a clone on a cluster) would attach
+    # the parts twice: after an outage of unknown outcome they are not re-sent
+    store.command(sql, settings=settings or None, idempotent=not sql.startswith(("EXCHANGE", "RENAME", "ALTER")))
 
 
 def _verified(dest: str, source: str, got: tuple[int, str], expected: tuple[int, str], what: str) -> tuple[int, str]:
@@ -365,8 +373,8 @@ def _copy(
     `through_block` when given), and verify that it holds the same rows as `source` (after FINAL when
     `final`). Returns (rows, checksum)."""
     expected = checksum(store, source, final, through_block)
-    _command(store, f"DROP TABLE IF EXISTS `{dest}` SYNC")
-    _command(store, f"CREATE TABLE `{dest}` AS `{like}`")
+    _command(store, f"DROP TABLE IF EXISTS `{dest}`{store.on_cluster} SYNC")
+    _command(store, f"CREATE TABLE `{dest}`{store.on_cluster} AS `{like}`")
     _command(
         store,
         f"INSERT INTO `{dest}` SELECT * FROM `{source}`{' FINAL' if final else ''}{_upto(through_block)}",
@@ -378,8 +386,17 @@ def _copy(
 
 def _clone(store: Store, source: str, dest: str, expected: tuple[int, str]) -> tuple[int, str]:
     """`dest` as a CLONE of `source` (its parts hard-linked: no data copied), verified to hold `expected`."""
-    _command(store, f"DROP TABLE IF EXISTS `{dest}` SYNC")
-    _command(store, f"CREATE TABLE `{dest}` CLONE AS `{source}`")
+    _command(store, f"DROP TABLE IF EXISTS `{dest}`{store.on_cluster} SYNC")
+    try:
+        for sql in clone_statements(source, dest, store.cluster):
+            _command(store, sql)
+    except ClickHouseError as exc:
+        if not clone_refused(str(exc)):
+            raise
+        log.warning("event=clone_refused table=%s source=%s action=create_and_attach_partitions", dest, source)
+        _command(store, f"DROP TABLE IF EXISTS `{dest}`{store.on_cluster} SYNC")
+        for sql in clone_statements(source, dest, store.cluster, attach=True):
+            _command(store, sql)
     return _verified(dest, source, checksum(store, dest), expected, f"{source} as recorded")
 
 
@@ -403,7 +420,7 @@ def _append(store: Store, staging: str, prod: str, plan: TablePlan) -> tuple[int
 def _try_exchange(store: Store, a: str, b: str) -> bool:
     """EXCHANGE TABLES a AND b (atomic); False when the engine refuses EXCHANGE (databases that are not Atomic)."""
     try:
-        _command(store, f"EXCHANGE TABLES `{a}` AND `{b}`")
+        _command(store, f"EXCHANGE TABLES `{a}` AND `{b}`{store.on_cluster}")
         return True
     except ClickHouseError as exc:
         if not exchange_refused(str(exc)):
@@ -417,21 +434,21 @@ def _exchange(store: Store, a: str, b: str) -> str:
     if _try_exchange(store, a, b):
         return "exchange"
     tmp = f"{a}_swap_tmp"
-    _command(store, f"RENAME TABLE `{a}` TO `{tmp}`, `{b}` TO `{a}`, `{tmp}` TO `{b}`")
+    _command(store, f"RENAME TABLE `{a}` TO `{tmp}`, `{b}` TO `{a}`, `{tmp}` TO `{b}`{store.on_cluster}")
     return "rename"
 
 
 def _swap_in(store: Store, prod: str, nxt: str, prod_exists: bool) -> str:
     """`nxt` becomes `prod`; the replaced production becomes `<prod>_old` (a previous _old is dropped)."""
     if not prod_exists:
-        _command(store, f"RENAME TABLE `{nxt}` TO `{prod}`")
+        _command(store, f"RENAME TABLE `{nxt}` TO `{prod}`{store.on_cluster}")
         return "first"
     if _try_exchange(store, nxt, prod):  # now nxt holds the replaced production
-        _command(store, f"DROP TABLE IF EXISTS `{prod}_old` SYNC")
-        _command(store, f"RENAME TABLE `{nxt}` TO `{prod}_old`")
+        _command(store, f"DROP TABLE IF EXISTS `{prod}_old`{store.on_cluster} SYNC")
+        _command(store, f"RENAME TABLE `{nxt}` TO `{prod}_old`{store.on_cluster}")
         return "exchange"
-    _command(store, f"DROP TABLE IF EXISTS `{prod}_old` SYNC")
-    _command(store, f"RENAME TABLE `{prod}` TO `{prod}_old`, `{nxt}` TO `{prod}`")
+    _command(store, f"DROP TABLE IF EXISTS `{prod}_old`{store.on_cluster} SYNC")
+    _command(store, f"RENAME TABLE `{prod}` TO `{prod}_old`, `{nxt}` TO `{prod}`{store.on_cluster}")
     return "rename"
 
 
@@ -588,7 +605,7 @@ def _backups_and_nexts(
     except (ClickHouseError, PromotionFailed) as exc:
         for prod in PRODUCTION.values():
             with contextlib.suppress(ClickHouseError):
-                store.command(f"DROP TABLE IF EXISTS `{prod}_next` SYNC")
+                store.command(f"DROP TABLE IF EXISTS `{prod}_next`{store.on_cluster} SYNC")
         msg = f"step={step} table={table} error={_reason(exc)}"
         log.error("event=promote_failed %s action=stop production=untouched", msg)
         record(store, "promote", table, "", 0, "", Outcome.FAILED, f"{msg} production=untouched")
@@ -804,7 +821,7 @@ def prune_backups(store: Store, older_than: dt.timedelta, now: dt.datetime | Non
     now = now or now_utc()
     dropped = choose_prune(list_backups(store), older_than, now)
     for b in dropped:
-        _command(store, f"DROP TABLE IF EXISTS `{b.table}` SYNC")
+        _command(store, f"DROP TABLE IF EXISTS `{b.table}`{store.on_cluster} SYNC")
         record(
             store,
             "prune",

@@ -23,10 +23,10 @@ from clickhouse_connect.driver import options as _driver_options
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from backfill.chain.planner import DayPlan
-from backfill.errors import StoreUnavailable
+from backfill.errors import ConfigError, StoreUnavailable
 from backfill.redact import redact_url, scrub
 from backfill.settings import Settings, StoreTarget
-from backfill.store import schema
+from backfill.store import cluster, schema
 from backfill.store.faults import BACKPRESSURE, StoreFault, classify, may_retry, retry_delay_s
 from backfill.store.native_format import NativeRows, table_block
 from backfill.store.records import Checkpoint, Heartbeat, RpcUsage
@@ -78,6 +78,16 @@ def _client(target: StoreTarget, host: str, port: int, database: str, secure: bo
         send_receive_timeout=timeout_s,
         query_limit=0,
     )
+
+
+def check_cluster(client: Any, name: str) -> None:
+    """Refuse a cluster the server does not define, or one of several shards (backfill.store.cluster)."""
+    shards, hosts = client.query(
+        "SELECT uniqExact(shard_num), count() FROM system.clusters WHERE cluster = %(c)s", parameters={"c": name}
+    ).result_rows[0]
+    problem = cluster.topology_problem(name, int(shards), int(hosts))
+    if problem:
+        raise ConfigError(problem)
 
 
 def resolve_endpoint(settings: Settings, start_embedded: bool = True) -> tuple[StoreTarget, str, int, bool]:
@@ -183,8 +193,10 @@ class Store:
         *,
         patience_s: float | None = COMMAND_PATIENCE_S,
         context: str = "",
+        cluster: str = "",
     ):
         self._factory = factory  # builds a client for the store's current address
+        self.cluster = cluster  # the ON CLUSTER name of every DDL statement ("" = a single node; docs/cluster.md)
         self._client: Any = None
         self._client_lock = threading.Lock()
         self.label = label
@@ -219,7 +231,7 @@ class Store:
             endpoint, host, port, secure = resolve_endpoint(settings, start_embedded)
             return _client(endpoint, host, port, target.database, secure, timeout_s)
 
-        store = cls(factory, label, patience_s=connect_patience_s, context=context)
+        store = cls(factory, label, patience_s=connect_patience_s, context=context, cluster=settings.clickhouse_cluster)
         if abandon is not None:
             store.abandon = abandon
         try:
@@ -228,8 +240,12 @@ class Store:
                 def bootstrap() -> None:
                     endpoint, host, port, secure = resolve_endpoint(settings, start_embedded)
                     client = _client(endpoint, host, port, "default", secure, timeout_s)
-                    client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
-                    client.close()
+                    try:
+                        if store.cluster:
+                            check_cluster(client, store.cluster)
+                        client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`{store.on_cluster}")
+                    finally:
+                        client.close()
 
                 store._retrying("connect", lambda _client: bootstrap(), need_client=False)
             store._retrying("connect", lambda client: client)
@@ -245,6 +261,12 @@ class Store:
         if create:
             store.ensure_schema()
         return store
+
+    @property
+    def on_cluster(self) -> str:
+        """` ON CLUSTER `name`` for the DDL statements this store's tables take ('' on a single node): the one
+        place SQL that creates, drops, renames or swaps tables learns the topology (backfill.store.cluster)."""
+        return cluster.on_cluster(self.cluster)
 
     @property
     def client(self) -> Any:
@@ -333,7 +355,12 @@ class Store:
 
     # -- schema -------------------------------------------------------------------------
     def ensure_schema(self) -> None:
-        for stmt in schema.ddl():
+        if self.cluster:  # before any DDL: a database made on a single node is refused, not half converted
+            engines = dict(self.query_rows("SELECT name, engine FROM system.tables WHERE database = currentDatabase()"))
+            problems = cluster.engine_problems(engines)
+            if problems:
+                raise ConfigError("\n".join(problems))
+        for stmt in cluster.ddl(self.cluster):
             self.command(stmt)
 
     # -- generic ------------------------------------------------------------------------

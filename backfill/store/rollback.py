@@ -2,8 +2,11 @@
 
 Rows are removed with lightweight deletes (`DELETE FROM … WHERE block_number > ancestor`): ClickHouse masks
 them at once, FINAL and the `*_final` views never see them again, merges drop them later, and the parts of
-older blocks are not rewritten. A re-copied block is a new insert with new versions, never a repeat of an
-earlier insert block, so no insert deduplication window (of a replicated table) can swallow it.
+older blocks are not rewritten. A re-copied block's transfers are a new insert with new versions, never a repeat
+of an earlier insert block; its block_timestamps row has no version and can repeat one exactly (the tip forks
+from A to B and back to A), which is why a cluster's tables keep no insert deduplication window that could
+swallow it (backfill/store/cluster.py). The DELETEs are not sent ON CLUSTER: a replicated table's log carries
+them to every replica, and a lightweight DELETE waits for all of them (lightweight_deletes_sync = 2, the default).
 
 The order makes a crash at any point safe to repeat: the rows first, then the days (their plans cut back to
 the ancestor, their counts recounted from what is left, days that began above it removed from the plan), and

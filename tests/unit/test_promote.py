@@ -15,6 +15,7 @@ from monitor.promote import (
     backup_name,
     backup_stamp,
     choose_prune,
+    clone_refused,
     exchange_refused,
     guard_text,
     parse_age,
@@ -118,6 +119,15 @@ def test_exchange_refused_only_for_engine_refusals():
         "Code: 60. DB::Exception: Table backfill.erc20_transfers does not exist. (UNKNOWN_TABLE)"
     )
     assert not exchange_refused("Code: 241. DB::Exception: Memory limit exceeded (MEMORY_LIMIT_EXCEEDED)")
+
+
+def test_clone_refused_only_for_a_database_that_does_not_clone():
+    assert clone_refused(
+        "Code: 344. DB::Exception: CREATE CLONE AS is not supported with Replicated databases. Consider using "
+        "separate CREATE and INSERT queries.. (SUPPORT_IS_DISABLED)"
+    )
+    assert not clone_refused("Code: 60. DB::Exception: Table backfill.erc20_transfers does not exist. (UNKNOWN_TABLE)")
+    assert not clone_refused("Code: 344. DB::Exception: Lightweight delete is disabled. (SUPPORT_IS_DISABLED)")
 
 
 BK = "erc20_transfers_backup_20260131T235958_123456Z"

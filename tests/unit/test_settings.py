@@ -58,6 +58,24 @@ def test_env_names_people_use(tmp_path):
         ({}, {"BACKFILL_STALL_S": "0"}, "BACKFILL_STALL_S (environment): must be more than 0"),
         ({}, {"BACKFILL_ON_COMPLETE": "maybe"}, "BACKFILL_ON_COMPLETE (environment): must be true or false"),
         ({"redo": True}, {}, "--redo needs --from and --to"),
+        (
+            {},
+            {"BACKFILL_CLICKHOUSE_CLUSTER": "prod cluster", "CLICKHOUSE_URL": "http://ch:8123/eth"},
+            "BACKFILL_CLICKHOUSE_CLUSTER (environment): must be a cluster name (letters, digits, _ and -, first a "
+            "letter or _), got 'prod cluster'",
+        ),
+        (
+            {},
+            {"BACKFILL_CLICKHOUSE_CLUSTER": "main`; DROP TABLE x", "CLICKHOUSE_URL": "http://ch:8123/eth"},
+            "BACKFILL_CLICKHOUSE_CLUSTER (environment): must be a cluster name",
+        ),
+        ({}, {"BACKFILL_CLICKHOUSE_CLUSTER": "1st", "CLICKHOUSE_URL": "http://ch/eth"}, "must be a cluster name"),
+        (
+            {},
+            {"BACKFILL_CLICKHOUSE_CLUSTER": "main"},
+            "BACKFILL_CLICKHOUSE_CLUSTER (environment): needs CLICKHOUSE_URL, a server of the cluster: the embedded "
+            "store is a single node",
+        ),
     ],
 )
 def test_bad_values_give_one_clear_error_naming_their_source(tmp_path, flags, env, needle):
@@ -177,6 +195,20 @@ def test_effective_settings_say_where_each_value_came_from_and_redact_secrets(tm
     assert rows["clickhouse_url"] == ("https://bob:***@ch.example:8443/eth", "environment CLICKHOUSE_URL")
     everything = repr(rows)
     assert "k3yS3cret" not in everything and "s3cr3t" not in everything and "hunter22" not in everything
+
+
+def test_a_cluster_name_reaches_the_store_and_the_workers_and_empty_means_one_node(tmp_path):
+    toml = tmp_path / "backfill.toml"
+    toml.write_text('clickhouse_cluster = "ch-main_1"\nclickhouse_url = "http://ch:8123/eth"\n')
+    s = load_settings({}, {}, toml)
+    assert s.clickhouse_cluster == "ch-main_1"
+    assert s.to_env()["BACKFILL_CLICKHOUSE_CLUSTER"] == "ch-main_1"  # a spawned worker reads the same cluster
+    env = {"BACKFILL_CLICKHOUSE_CLUSTER": " replicas ", "CLICKHOUSE_URL": "http://ch:8123/eth"}
+    assert load_settings({}, env, tmp_path / "none.toml").clickhouse_cluster == "replicas"
+    single = load_settings({}, {"BACKFILL_CLICKHOUSE_CLUSTER": ""}, tmp_path / "none.toml")
+    assert single.clickhouse_cluster == "" and "BACKFILL_CLICKHOUSE_CLUSTER" not in single.to_env()
+    rows = {r.name: (r.value, str(r.source)) for r in effective_settings({}, {}, toml)}
+    assert rows["clickhouse_cluster"] == ("ch-main_1", f"{toml}: clickhouse_cluster")
 
 
 def test_dates_parse(tmp_path):
