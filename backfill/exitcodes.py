@@ -13,6 +13,7 @@ PROVIDER = 3  # no RPC endpoint answers, or a provider condition (quota, key) ou
 WRONG_CHAIN = 4  # the endpoint serves another chain than the database records, or forked deeper than finality
 STORE = 5  # ClickHouse (server or embedded) cannot be reached
 SQL = 6  # ClickHouse refused the operator's own statement (`backfill sql`)
+SHARD_TAKEN = 7  # `backfill worker`: another live worker holds the shard (or this one's lease lapsed)
 # Gates failed (`backfill gates` verdict, a promotion refused by the strict gates): docs/gates.md defined this as
 # 1 before this table existed, and scripts test it, so it keeps that number.
 GATES_FAILED = FAILED
@@ -28,5 +29,6 @@ TABLE: dict[int, str] = {
     "finality depth",
     STORE: "the store (ClickHouse) cannot be reached",
     SQL: "ClickHouse refused the statement given to `backfill sql`",
+    SHARD_TAKEN: "`backfill worker`: another live worker holds the shard",
     INTERRUPTED: "stopped by Ctrl-C",
 }

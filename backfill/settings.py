@@ -48,6 +48,7 @@ ENV_NAMES = {
     "BACKFILL_FOLLOW_POLL_S": "follow_poll_s",
     "BACKFILL_METRICS_ADDR": "metrics_addr",
     "BACKFILL_READY_LAG_BLOCKS": "ready_lag_blocks",
+    "BACKFILL_LEASE_TTL_S": "lease_ttl_s",
     "BACKFILL_LOG_FORMAT": "log_format",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
     "BACKFILL_FAST_DECODE": "fast_decode",
@@ -112,6 +113,7 @@ class Settings:
     log_format: str = "text"  # the log files' lines: text (key=value) or json (one object a line, for shippers)
     metrics_addr: str = ""  # [host:]port the supervisor serves /metrics, /healthz, /readyz on ("" = off)
     ready_lag_blocks: int = 600  # /readyz of a following run turns 503 when the copy is further behind
+    lease_ttl_s: float = 60.0  # a worker's shard lease lapses when not renewed for this long (a host gone)
     rpc_timeout_s: float = 30.0
     rpc_attempts: int = 10  # tries of one call across endpoints before the window fails
     rpc_max_rps: float = 0.0  # the plan's calls/s per endpoint, shared by the fleet (0 = unknown: learnt from 429s)
@@ -267,9 +269,10 @@ _AT_LEAST = {
     "lag_guard_blocks": 0,
     "restart_budget": 0,
     "ready_lag_blocks": 0,
+    "lease_ttl_s": 5,
 }
 _AT_MOST = {"shards": 256}
-_POSITIVE = ("stall_s", "rpc_timeout_s", "follow_poll_s")
+_POSITIVE = ("stall_s", "rpc_timeout_s", "follow_poll_s", "lease_ttl_s")
 
 
 def _as_int(value: Any) -> int:

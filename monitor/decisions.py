@@ -44,6 +44,8 @@ def judge_exit(code: int, stall_reason: str | None, stopping: bool) -> ExitVerdi
         return ExitVerdict(ExitKind.DONE)
     if code in exitcodes.HALT_FLEET:
         return ExitVerdict(ExitKind.HALT_FLEET)
+    if code == exitcodes.LEASE:  # another live worker has the shard (or had it while ours lapsed): not a crash
+        return ExitVerdict(ExitKind.RESTART, why="shard lease held elsewhere or lapsed", crashed=False)
     # killed by a signal we did not send (OOM killer, operator): blame its day
     blame = f"worker killed by signal {-code}" if code < 0 else None
     return ExitVerdict(ExitKind.RESTART, blame=blame, why=f"exit {code}", crashed=code > 0)

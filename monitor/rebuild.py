@@ -24,8 +24,12 @@ from backfill.files.oplog import operation_log
 from backfill.settings import Settings
 from backfill.store.client import Store
 from backfill.store.digest import STAGING_TABLES
+from backfill.store.leases import Lease, LeaseHeld, claim
 
 log = logging.getLogger("on_complete")
+
+REBUILD_LEASE = "rebuild"
+REBUILD_LEASE_TTL_S = 1800.0  # renewed at each step; a holder gone mid-rebuild frees it after this long
 
 
 class RebuildStopped(Exception):
@@ -293,11 +297,34 @@ def run_on_complete_once(store: Store, settings: Settings, **hooks: Any) -> dict
         if store.meta_get("on_complete_fingerprint") == fp:
             log.info("event=skip reason=already_rebuilt fingerprint=%s", fp)
             return None
-        log.info("event=on_complete_start fingerprint=%s", fp)
-        report = run_on_complete(store, settings, **hooks)
-        store.meta_set("on_complete_fingerprint", fingerprint(store))
-        log.info("event=on_complete_done snapshot=%s", report["snapshot"])
-        return report
+        try:  # however many supervisors or workers (hosts) finish the plan, one of them rebuilds it
+            lease = claim(store, REBUILD_LEASE, REBUILD_LEASE_TTL_S)
+        except LeaseHeld as exc:
+            log.info("event=skip reason=rebuilding_elsewhere holder=%r fingerprint=%s", exc.holder.describe(), fp)
+            return None
+        try:
+            if store.meta_get("on_complete_fingerprint") == fingerprint(store):  # done while we claimed
+                log.info("event=skip reason=already_rebuilt fingerprint=%s", fp)
+                return None
+            log.info("event=on_complete_start fingerprint=%s", fp)
+            report = run_on_complete(store, settings, **{**hooks, "on_step": _renewing(lease, hooks.get("on_step"))})
+            store.meta_set("on_complete_fingerprint", fingerprint(store))
+            log.info("event=on_complete_done snapshot=%s", report["snapshot"])
+            return report
+        finally:
+            lease.release()
+
+
+def _renewing(lease: Lease, on_step: Callable[[str | None], None] | None) -> Callable[[str | None], None]:
+    """on_step that also renews the rebuild's lease at each step."""
+
+    def step(name: str | None) -> None:
+        if not lease.renew():
+            log.warning("event=rebuild_lease_lapsed step=%s action=go_on", name)
+        if on_step:
+            on_step(name)
+
+    return step
 
 
 def run_by_hand(

@@ -37,10 +37,12 @@ from backfill.redact import scrub
 from backfill.settings import Settings, load_settings
 from backfill.store import schema
 from backfill.store.client import Store
+from backfill.store.leases import Lease
 from backfill.store.native_format import NativeRows
 from backfill.store.records import Checkpoint
 from workers import exitcodes
 from workers.batching import SegmentRows, WriteBuffer
+from workers.lease import LeaseLost, ShardTaken, take_shard
 from workers.windows import Segment, Window, day_segments, owned, pack_windows
 
 log = logging.getLogger("worker")
@@ -96,6 +98,7 @@ class Worker:
         self.days: dict[int, DayProgress] = {}
         self.tag = f"worker={shard_id}"
         self.fast_decode = settings.fast_decode and native.AVAILABLE  # else everything takes decode.py
+        self.lease: Lease | None = None  # the shard's lease (workers/lease.py): checked before each checkpoint
 
     # -- fetch ----------------------------------------------------------------------------
     async def fetch_range(self, rpc: RpcClient, a: int, b: int) -> list[list[dict[str, Any]] | native.Scanned]:
@@ -297,6 +300,7 @@ class Worker:
             checkpoints.append(
                 self.checkpoint(day, day_end_status(day.plan) if seg.last_of_day else "RUNNING", seg.end + 1)
             )
+        self.check_lease()
         self.store.write_checkpoints(checkpoints)
         self.beat(w.segments[-1].day_idx, w.label())
 
@@ -328,8 +332,17 @@ class Worker:
             updated_at=dt.datetime.now(UTC),
         )
 
+    def check_lease(self) -> None:
+        """The fence: no checkpoint once the shard's lease may have lapsed (another worker may have it)."""
+        if self.lease is not None and not self.lease.valid():
+            raise LeaseLost(f"the lease of shard {self.shard_id} of {self.shards} lapsed (stopped or cut off longer "
+                            f"than {self.s.lease_ttl_s:g}s); nothing more written, the checkpoints say where to resume")
+
     def beat(self, day_idx: int, label: str, final: bool = False) -> None:
-        """Heartbeat after a batch; at most one a second, so tiny windows do not flood the store."""
+        """Heartbeat after a batch; at most one a second, so tiny windows do not flood the store. The shard's
+        lease is renewed with it when due (a lapsed one is not: check_lease stops the worker)."""
+        if self.lease is not None and self.lease.renew_due():
+            self.lease.renew()
         now = time.monotonic()
         if final or now - self.last_beat >= 1.0:
             self.store.heartbeat(self.shard_id, os.getpid(), day_idx, label, self.rows_total)
@@ -341,6 +354,8 @@ class Worker:
         """Blame the window in progress: its days get the error and one more attempt; FAILED at the limit."""
         if self.current is None:
             return
+        if self.lease is not None and not self.lease.valid():
+            return  # not ours to write any more
         rows: list[Checkpoint] = []
         seen: set[int] = set()
         for seg in self.current.segments:
@@ -602,30 +617,26 @@ async def amain(settings: Settings, shard_id: int, shards: int, parent: int | No
     # the supervisor names itself: one that died before this process looked would otherwise never be missed
     watcher = asyncio.create_task(_watch_parent(tag, parent or os.getppid(), stop))
     try:
-        store = await loop.run_in_executor(
-            None,
-            lambda: Store.connect(
-                settings,
-                create=False,
-                start_embedded=False,
-                patience_s=None,
-                connect_patience_s=None,
-                context=tag,
-                abandon=abandon,
-            ),
-        )
-    except StoreUnavailable:
+        store = await _connect(settings, tag, abandon)
+        lease = await _shard_lease(store, settings, shard_id, shards, abandon) if store else exitcodes.OK
+    except BaseException:
         watcher.cancel()
-        if abandon.is_set():
-            log.info("%s event=stopped reason=stop_before_start store=unreachable", tag)
-            return exitcodes.OK
         raise
+    if store is None or not isinstance(lease, Lease):  # stopped before it began, or the shard is not ours
+        watcher.cancel()
+        if store is not None:
+            store.close()
+        return lease
     worker = Worker(settings, shard_id, shards, store)
+    worker.lease = lease
     stop[0] = worker.request_stop
     await worker.in_store(worker.beat, -1, "starting", True)
     beats = asyncio.create_task(worker.heartbeat_loop())
     try:
         return await worker.run()
+    except LeaseLost as exc:
+        log.error("%s event=lease_lost error=%r action=exit", worker.tag, str(exc))
+        return exitcodes.LEASE
     except StoreUnavailable:
         if worker.stop.is_set():  # told to stop while the store was away: the checkpoints say where to resume
             log.info("%s event=stopped reason=signal store=unreachable", worker.tag)
@@ -643,7 +654,58 @@ async def amain(settings: Settings, shard_id: int, shards: int, parent: int | No
         watcher.cancel()
         worker.executor.shutdown(wait=True)
         worker.insert_pool.shutdown(wait=True)
+        release(lease)
         store.close()
+
+
+async def _connect(settings: Settings, tag: str, abandon: threading.Event) -> Store | None:
+    """The worker's store connection, waiting out an outage; None when told to stop before it answered."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: Store.connect(
+                settings,
+                create=False,
+                start_embedded=False,
+                patience_s=None,
+                connect_patience_s=None,
+                context=tag,
+                abandon=abandon,
+            ),
+        )
+    except StoreUnavailable:
+        if abandon.is_set():
+            log.info("%s event=stopped reason=stop_before_start store=unreachable", tag)
+            return None
+        raise
+
+
+async def _shard_lease(
+    store: Store, settings: Settings, shard_id: int, shards: int, abandon: threading.Event
+) -> Lease | int:
+    """The shard's lease, or the exit code when there is none: LEASE (another live worker has it), OK (told to
+    stop while waiting for it)."""
+    tag = f"worker={shard_id}"
+    try:
+        lease = await asyncio.get_running_loop().run_in_executor(
+            None, take_shard, store, settings, shard_id, shards, abandon
+        )
+    except ShardTaken as exc:
+        log.error("%s event=refused reason=shard_taken error=%r action=exit", tag, str(exc))
+        return exitcodes.LEASE
+    if lease is None:
+        log.info("%s event=stopped reason=stop_while_waiting_for_lease", tag)
+        return exitcodes.OK
+    return lease
+
+
+def release(lease: Lease) -> None:
+    """Free the shard at once for the next worker (best effort: an unreleased lease lapses by itself)."""
+    try:
+        if lease.valid():
+            lease.release()
+    except Exception as exc:  # noqa: BLE001 - the store may be what ended the run
+        log.warning("event=lease_release_failed lease=%s error=%r", lease.name, str(exc)[:200])
 
 
 def tune_gc() -> None:
@@ -662,13 +724,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", type=int, required=True)
     parser.add_argument("--shards", type=int, required=True)
     parser.add_argument("--parent", type=int, default=None, help="the supervisor's pid (default: the parent's)")
+    parser.add_argument("--log-stderr", action="store_true", help="log to stderr too (`backfill worker`)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
-    setup_logging(settings.log_dir / f"worker-{args.shard}.log", log_format=settings.log_format)
+    setup_logging(
+        settings.log_dir / f"worker-{args.shard}.log", also_stderr=args.log_stderr, log_format=settings.log_format
+    )
     tune_gc()
     pid_file = settings.log_dir / f"worker-{args.shard}.pid"
     pid_file.write_text(str(os.getpid()))
