@@ -39,6 +39,7 @@ class Phase(str, enum.Enum):
     STOPPED = "stopped"
     COMPLETE = "complete"
     CAUGHT_UP = "caught_up"  # every day copied as far as the chain allows; the last ones OPEN until final
+    SHARDS_DONE = "shards_done"  # this host's shards are done (--shard-ids); other hosts' shards still copy
     FINISHED_WITH_FAILURES = "finished_with_failures"
     REBUILD_FAILED = "rebuild_failed"
     HALTED = "halted"
@@ -48,7 +49,15 @@ class Phase(str, enum.Enum):
 
 
 ENDED_PHASES = frozenset(
-    {Phase.COMPLETE, Phase.CAUGHT_UP, Phase.STOPPED, Phase.FINISHED_WITH_FAILURES, Phase.REBUILD_FAILED, Phase.HALTED}
+    {
+        Phase.COMPLETE,
+        Phase.CAUGHT_UP,
+        Phase.SHARDS_DONE,
+        Phase.STOPPED,
+        Phase.FINISHED_WITH_FAILURES,
+        Phase.REBUILD_FAILED,
+        Phase.HALTED,
+    }
 )
 
 

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from backfill.errors import ConfigError
 from backfill.redact import redact_url
+from backfill.shards import parse_shard_ids
 from backfill.thresholds import LEVELS, THRESHOLDS
 
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
@@ -28,6 +29,7 @@ DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 # environment name -> settings field
 ENV_NAMES = {
     "SHARDS": "shards",
+    "BACKFILL_SHARD_IDS": "shard_ids",
     "ETHEREUM_RPC_URLS": "rpc_urls",
     "CLICKHOUSE_URL": "clickhouse_url",
     "BACKFILL_CLICKHOUSE_CLUSTER": "clickhouse_cluster",
@@ -93,6 +95,7 @@ class Settings:
     # one shard with replicas: the tables Replicated and their DDL ON CLUSTER (docs/cluster.md); "" = one node
     clickhouse_cluster: str = ""
     shards: int = 2
+    shard_ids: str = ""  # the shards this host runs: "" all, "0-5" listed, "1/3" a share (backfill/shards.py)
     from_date: dt.date | None = None
     to_date: dt.date | None = None
     confirmations: int = 12
@@ -371,6 +374,12 @@ def _coerce(name: str, value: Any) -> Any:
         if problem:
             raise _Bad(problem)
         return value
+    if name == "shard_ids":
+        try:
+            parse_shard_ids(str(value))
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
+        return str(value).strip()
     if name == "clickhouse_cluster":
         text = str(value).strip()
         if text and not CLUSTER_NAME.match(text):
@@ -567,6 +576,12 @@ def _cross_problems(values: Mapping[str, Any], sources: Mapping[str, Source]) ->
             sources["clickhouse_cluster"].problem(
                 "needs CLICKHOUSE_URL, a server of the cluster: the embedded store is a single node"
             )
+        )
+    listed = parse_shard_ids(values.get("shard_ids") or "").listed
+    shards = values.get("shards", Settings.shards)
+    if listed and max(listed) >= shards:
+        out.append(
+            sources["shard_ids"].problem(f"names shard {max(listed)}, but there are {shards} (ids 0..{shards - 1})")
         )
     if values.get("redo") and not (first and last):
         out.append("--redo needs --from and --to: the days to fetch again, e.g. --from 2024-01-03 --to 2024-01-04")

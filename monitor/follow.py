@@ -29,6 +29,7 @@ from backfill.cli.tip import check_tip, track_tip
 from backfill.errors import ChainForked
 from backfill.settings import Settings
 from backfill.store.client import Store
+from backfill.store.leases import PLAN_LEASE, waiting_for
 from backfill.store.records import FOLLOWER_USAGE_ID
 
 log = logging.getLogger("monitor")
@@ -132,7 +133,8 @@ class Follower:
                 await check_tip(rpc, store, chain)
                 track_tip(store, chain)
                 if chain.safe_head_ts is not None:
-                    await plan_days(rpc, store, self.s, chain, to_head=True)
+                    with waiting_for(store, PLAN_LEASE, self.s.lease_ttl_s):
+                        await plan_days(rpc, store, self.s, chain, to_head=True)
             finally:  # a failed poll's calls too (recorded with the next good one)
                 self.usage = merge_usage(self.usage, rpc.usage())
         store.record_rpc_usage(FOLLOWER_USAGE_ID, os.getpid(), self.usage)  # the polls are billed too

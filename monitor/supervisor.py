@@ -33,6 +33,7 @@ import psutil
 from backfill import control, exitcodes
 from backfill.control import Phase
 from backfill.settings import Settings, load_settings
+from backfill.shards import parse_shard_ids
 from backfill.store.client import Store, StoreOutage
 from backfill.store.records import Heartbeat
 from monitor import decisions
@@ -46,6 +47,9 @@ log = logging.getLogger("monitor")
 
 ALREADY_RUNNING = 75  # exit code of a supervisor that found another one holding the lock
 TICK_S = 0.5
+FLEET_SHARDS = "fleet_shards"  # backfill_meta: the shard count every host's supervisor applies
+FLEET_CHECK_S = 5.0
+SETTLED_STATUSES = ("COMPLETE", "OPEN", "FAILED")
 STORE_CHECK_S = 1.0  # how often the embedded store server's process is looked at
 STORE_TIMEOUT_S = 20.0  # the supervisor's store calls: a hung store must not freeze the loop for minutes
 
@@ -78,6 +82,8 @@ class Supervisor:
         self.store = store
         self.log_dir = settings.log_dir
         self.wanted = settings.shards
+        self.shard_set = parse_shard_ids(settings.shard_ids)  # the shards of this host (all, listed, a share)
+        self.last_fleet_check = 0.0
         self.slots: dict[int, Slot] = {}
         self.phase = Phase.STARTING
         self.stopping = False
@@ -147,8 +153,15 @@ class Supervisor:
         self.kill_leftover_workers()
         if self.metrics is not None:
             self.metrics.start()
+        self.join_fleet()
         self.phase = Phase.RUNNING
-        log.info("event=supervisor_start pid=%d shards=%d stall_s=%s", os.getpid(), self.wanted, self.s.stall_s)
+        log.info(
+            "event=supervisor_start pid=%d shards=%d ids=%s stall_s=%s",
+            os.getpid(),
+            self.wanted,
+            self.shard_set.describe(self.wanted),
+            self.s.stall_s,
+        )
         try:
             while True:
                 if self.reload:
@@ -224,6 +237,7 @@ class Supervisor:
         if isinstance(shards, int) and shards >= 1 and shards != self.wanted:
             log.info("event=rescale from=%d to=%d", self.wanted, shards)
             self.wanted = shards
+            self.publish_shards()
         # new days or retried FAILED days: workers that finished must look again
         for slot in self.slots.values():
             slot.done = False
@@ -457,10 +471,49 @@ class Supervisor:
         log.info("event=store_server_restarted url=%s seconds=%.1f", url, time.monotonic() - t0)
 
     # -- the one place that starts and stops workers ------------------------------------
+    def my_ids(self) -> list[int]:
+        """The shard ids this host runs at the wanted count (`--shard-ids`; all of them by default)."""
+        return self.shard_set.ids(self.wanted)
+
+    def publish_shards(self) -> None:
+        """The fleet's shard count, for the supervisors of other hosts (a rescale applied everywhere)."""
+        self.store.meta_set(FLEET_SHARDS, str(self.wanted))
+
+    def join_fleet(self) -> None:
+        """The shard count at the start. A supervisor of every shard is the whole fleet: its count is the
+        fleet's. One of some shards (`--shard-ids`) applies the count the fleet already runs, if any, so a host
+        restarted with an old SHARDS never scales the others back (`backfill scale N` changes it for all)."""
+        fleet = self.store.meta_get(FLEET_SHARDS)
+        if self.shard_set.everything or not (fleet and fleet.isdigit()):
+            self.publish_shards()
+        elif int(fleet) != self.wanted:
+            log.warning(
+                "event=fleet_shards shards=%s given=%d action=apply_fleet hint='backfill scale N changes it for all'",
+                fleet,
+                self.wanted,
+            )
+            self.wanted = int(fleet)
+
+    def follow_fleet_shards(self) -> None:
+        """Every FLEET_CHECK_S: a shard count another host's supervisor was given is this host's too."""
+        now = time.monotonic()
+        if now - self.last_fleet_check < FLEET_CHECK_S:
+            return
+        self.last_fleet_check = now
+        text = self.store.meta_get(FLEET_SHARDS)
+        if text and text.isdigit() and int(text) >= 1 and int(text) != self.wanted:
+            log.info("event=rescale from=%d to=%d source=fleet", self.wanted, int(text))
+            self.wanted = int(text)
+            for slot in self.slots.values():
+                slot.done = False
+
     def reconcile(self) -> None:
         # A shard-count change: stop every worker of the old count first, so no day is ever owned by two live
         # processes; the new generation starts when the old one has exited, resuming from the checkpoints.
-        old = [s for s in self.slots.values() if s.shards != self.wanted]
+        # Across hosts the shard leases keep that order (workers/lease.py: a new count waits for the old one).
+        self.follow_fleet_shards()
+        mine = set(self.my_ids())
+        old = [s for s in self.slots.values() if s.shards != self.wanted or s.shard_id not in mine]
         if old:
             self.phase = Phase.RESCALING
             for slot in old:
@@ -474,7 +527,7 @@ class Supervisor:
             log.info("event=rescaled shards=%d", self.wanted)
         self.phase = Phase.RUNNING
         now = time.monotonic()
-        for k in range(self.wanted):
+        for k in sorted(mine):
             slot = self.slots.setdefault(k, Slot(k, self.wanted))
             if slot.proc is None and not slot.done and now >= slot.next_start:
                 self.spawn(slot)
@@ -523,17 +576,31 @@ class Supervisor:
         }
 
     def finished(self) -> dict[str, int] | None:
-        """When every worker has finished, the day tally; None while work remains."""
-        if not self.slots or not all(s.done for s in self.slots.values()) or len(self.slots) != self.wanted:
+        """When every worker has finished, the day tally; None while work remains. A host running some of the
+        shards is finished when its own days are settled: the tally then counts the days left `elsewhere`."""
+        mine = self.my_ids()
+        if (mine and not self.slots) or not all(s.done for s in self.slots.values()) or sorted(self.slots) != mine:
             return None
         tally = self.tally()
         if self.follower is not None:
             return tally  # following: the poller and follow_head decide what is left to do
-        if settled(tally) < tally["days"]:  # days appeared (a new plan): look again
-            for slot in self.slots.values():
+        if settled(tally) < tally["days"]:
+            if not self.shard_set.everything and self.own_days_settled():
+                return {**tally, "elsewhere": tally["days"] - settled(tally)}
+            for slot in self.slots.values():  # days appeared (a new plan): look again
                 slot.done = False
             return None
         return tally
+
+    def own_days_settled(self) -> bool:
+        """Every planned day of this host's shards COMPLETE, OPEN or FAILED."""
+        mine = set(self.my_ids())
+        checkpoints = self.store.checkpoints()
+        return all(
+            p.day_idx in checkpoints and checkpoints[p.day_idx]["status"] in SETTLED_STATUSES
+            for p in self.store.read_plan()
+            if p.day_idx % self.wanted in mine
+        )
 
     def may_exit(self) -> bool:
         """Hold the start lock shared for the way out; False when a `backfill start` is handing us news (new
@@ -565,6 +632,8 @@ class Supervisor:
             return self.phase
         if self.follower is not None:
             return self.follow_head(tally)
+        if tally.get("elsewhere"):
+            return self.shards_done(tally)
         if not self.s.on_complete:
             if not self.may_exit():
                 return None
@@ -587,6 +656,25 @@ class Supervisor:
         self.phase = Phase.REBUILDING
         self.rebuild = self.hooks.on_all_complete(self)
         return None
+
+    def shards_done(self, tally: dict[str, int]) -> str | None:
+        """This host's shards are done, other hosts' are not: end here; the host finishing last rebuilds."""
+        if not self.may_exit():
+            return None
+        self.phase = Phase.SHARDS_DONE
+        self.message = (
+            f"this host's shards ({self.shard_set.describe(self.wanted)} of {self.wanted}) are done; "
+            f"{tally['elsewhere']} days are left to other hosts' shards, and the host that finishes last runs "
+            "the rebuild"
+        )
+        log.info(
+            "event=finished scope=shards ids=%s shards=%d days=%d left_elsewhere=%d action=exit",
+            self.shard_set.describe(self.wanted),
+            self.wanted,
+            tally["days"],
+            tally["elsewhere"],
+        )
+        return self.phase
 
     def follow_head(self, tally: dict[str, int]) -> str | None:
         """Following, with no worker running: a poll's result is handed to the workers of the days it found
@@ -622,7 +710,7 @@ class Supervisor:
 
     def hand_out(self, days: list[int], why: str) -> None:
         """The workers owning these days (day_idx; shard = day_idx mod shards) start again."""
-        owners = {day % self.wanted for day in days}
+        owners = {day % self.wanted for day in days} & set(self.my_ids())
         for slot in self.slots.values():
             slot.done = slot.done and slot.shard_id not in owners
         self.rebuild_checked = False

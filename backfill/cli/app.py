@@ -166,6 +166,12 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--from", "from_date", help="First UTC day, e.g. 2024-01-01."),
         click.option("--to", "to_date", help="Last UTC day (inclusive). Default: the day of the safe head."),
         click.option("--shards", type=int, default=None, help="Worker processes. Env SHARDS."),
+        click.option(
+            "--shard-ids",
+            default=None,
+            help="The shards this host runs, when hosts share a fleet: 0-5, 0,2,4 or a share 1/3 (k % 3 == 1). "
+            "Default: all. Env BACKFILL_SHARD_IDS.",
+        ),
         click.option("--rpc-url", "rpc_urls", multiple=True, help="RPC endpoint (repeatable). Env ETHEREUM_RPC_URLS."),
         click.option(
             "--confirmations", type=int, default=None, help="Blocks behind the head the copy stops at (default 12)."

@@ -37,6 +37,7 @@ RESUME = {
     "finished_with_failures": "backfill retry-failed, then backfill start",
     "rebuild_failed": "backfill rebuild",
     "caught_up": "backfill sync (completes the OPEN days once final)",
+    "shards_done": "nothing here: the host that finishes the last shard runs the rebuild",
 }
 CHECKPOINT_ROWS = {  # summary key -> checkpoint column
     "erc20": "erc20_count",

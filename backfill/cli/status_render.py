@@ -42,6 +42,7 @@ def _utc(epoch: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
 _ENDED_TEXT = {
     "complete": "complete",
     "caught_up": "caught up with the chain",
+    "shards_done": "done with this host's shards (other hosts' shards go on)",
     "stopped": "stopped",
     "finished_with_failures": "finished with failures",
     "rebuild_failed": "rebuild failed",

@@ -17,16 +17,18 @@ A claim whose holder is a process of this host that no longer exists is withdraw
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
 import socket
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from backfill.store.client import Store
 
+PLAN_LEASE = "plan"  # the days of a database are planned by one process at a time
 MARGIN_S = 2.0  # how much sooner than the server the holder stops trusting its lease
 
 LIVE_CLAIMS = (
@@ -135,6 +137,22 @@ def claim(
         _stamp(store, name, holder, ttl_s, claimed_at=mine.claimed_at, released=True)
         raise LeaseHeld(name, first, rival=first.name != name)
     return Lease(store, name, ttl_s, holder, mine.claimed_at, started + ttl_s - MARGIN_S, started)
+
+
+@contextlib.contextmanager
+def waiting_for(store: Store, name: str, ttl_s: float, poll_s: float = 0.5) -> Iterator[Lease]:
+    """Hold `name` for the block, waiting while another holds it (for work done once at a time, e.g. the
+    plan: the second planner finds the first one's days and adds none)."""
+    while True:
+        try:
+            lease = claim(store, name, ttl_s)
+            break
+        except LeaseHeld:
+            time.sleep(poll_s)
+    try:
+        yield lease
+    finally:
+        lease.release()
 
 
 def _stamp(

@@ -38,6 +38,7 @@ from backfill.errors import CommandFailed, ConfigError, Interrupted, StoreUnavai
 from backfill.files.oplog import held_until_written
 from backfill.settings import Settings
 from backfill.store.client import COMMAND_PATIENCE_S, Store
+from backfill.store.leases import PLAN_LEASE, waiting_for
 
 log = logging.getLogger("monitor")
 
@@ -92,7 +93,8 @@ async def _prepare(
         if not control.running_supervisor(settings.log_dir):  # a run's workers may be writing the tip: theirs
             await check_tip(rpc, store, chain)
             track_tip(store, chain)
-        plans = await plan_days(rpc, store, settings, chain, to_head=to_head)
+        with waiting_for(store, PLAN_LEASE, settings.lease_ttl_s):  # one planner at a time per database
+            plans = await plan_days(rpc, store, settings, chain, to_head=to_head)
         record_chain(store, chain.chain_id, chain.genesis_hash, chain.genesis_ts)
         if settings.redo:
             assert settings.from_date and settings.to_date

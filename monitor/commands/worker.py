@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import Any
 
 import click
@@ -23,7 +22,6 @@ from backfill.cli.app import _settings, settings_options, user_errors
 from backfill.errors import ConfigError, UserError
 from backfill.settings import Settings
 from backfill.store.client import Store
-from backfill.store.leases import LeaseHeld, claim
 
 INDEX_ENV = "JOB_COMPLETION_INDEX"
 
@@ -47,22 +45,14 @@ class NoPlan(UserError):
 
 
 def plan_once(settings: Settings) -> None:
-    """Plan the days under the `plan` lease: one planner at a time, each after the first finds them planned."""
+    """Plan the days (start's checks and planning, under the `plan` lease: one planner at a time, each after
+    the first finds the days planned)."""
     from monitor.commands.start import _prepare, _survey
 
     chain = asyncio.run(_survey(settings))
     store = Store.connect(settings)
     try:
-        lease = None
-        while lease is None:
-            try:
-                lease = claim(store, "plan", settings.lease_ttl_s)
-            except LeaseHeld:
-                time.sleep(0.5)
-        try:
-            asyncio.run(_prepare(settings, chain, lambda: store))
-        finally:
-            lease.release()
+        asyncio.run(_prepare(settings, chain, lambda: store))  # under the `plan` lease
     finally:
         store.close()
 

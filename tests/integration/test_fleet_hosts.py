@@ -5,6 +5,8 @@ every transfer of the chain exactly once after FINAL, one rebuild, and a second 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,8 +15,25 @@ from pathlib import Path
 import pytest
 
 from backfill.errors import StoreUnavailable
-from tests.integration.harness import Chain, clean_env, store_rows, store_url, wait_for
-from tests.integration.test_store_outages import _configured_store, _listening, free_port
+from tests.integration.harness import (
+    Chain,
+    assert_exact,
+    backfill,
+    clean_env,
+    store_rows,
+    store_url,
+    supervisor_state,
+    wait_for,
+    wait_run_finished,
+)
+from tests.integration.test_store_outages import (
+    _configured_store,
+    _listening,
+    free_port,
+    log_text,
+    no_tracebacks,
+    windows_written,
+)
 from tests.support.truth import ground_truth
 
 pytestmark = pytest.mark.slow
@@ -125,3 +144,103 @@ def test_a_pod_without_an_index_or_a_plan_says_what_it_needs(chain: Chain, store
     out_of_range = pod(chain, store_server, tmp_path / "y", 5, 2)
     _, err = out_of_range.communicate(timeout=120)
     assert out_of_range.returncode == 2 and "--shard-id must be 0..1 with --shards 2, got 5" in err
+
+
+# -- two hosts' supervisors, each with its own data directory and half of the shards ------------------------
+HOST_RUN = {"BACKFILL_WINDOW_BLOCKS": "400", "BACKFILL_GETLOGS_BLOCKS": "100", "BACKFILL_STALL_GRACE_S": "2",
+            "BACKFILL_LEASE_TTL_S": "15"}
+
+
+def host_start(
+    chain: Chain, url: str, data_dir: Path, share: str, shards: int = 4, last: str | None = None, **env: str
+) -> None:
+    out = backfill(
+        ["start", "--from", chain.first_day, "--to", last or chain.last_day, "--confirmations", "0",
+         "--shard-ids", share],
+        data_dir,
+        chain,
+        shards=shards,
+        extra_env={"CLICKHOUSE_URL": url, **HOST_RUN, **env},
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def worker_processes(data_dir: Path) -> list[int]:
+    """The worker processes of a data directory that are still alive (by their pid files)."""
+    import psutil
+
+    alive = []
+    for pid_file in (data_dir / "backfill").glob("worker-*.pid"):
+        try:
+            if psutil.Process(int(pid_file.read_text())).status() != psutil.STATUS_ZOMBIE:
+                alive.append(int(pid_file.read_text()))
+        except (psutil.Error, ValueError, OSError):
+            pass
+    return alive
+
+
+def complete_versions(store) -> dict[int, int]:
+    """How many times each day was checkpointed COMPLETE (every version, not FINAL): 1 = never fetched again."""
+    return dict(store.query_rows(
+        "SELECT day_idx, count() FROM backfill_checkpoint WHERE status = 'COMPLETE' GROUP BY day_idx"
+    ))
+
+
+def assert_fleet_exact(chain: Chain, url: str, hosts: list[Path]) -> None:
+    store = _configured_store(url)
+    try:
+        assert_exact(store, chain)
+        assert all(cp["status"] == "COMPLETE" for cp in store.checkpoints().values())
+        assert set(complete_versions(store).values()) == {1}, complete_versions(store)
+        assert store.meta_get("last_rebuild") is not None
+    finally:
+        store.close()
+    starts = sum(log_text(h, "on-complete.log").count("event=on_complete_start") for h in hosts)
+    assert starts == 1, [log_text(h, "on-complete.log")[-2000:] for h in hosts]  # one rebuild for the plan
+    for host in hosts:
+        no_tracebacks(host)
+
+
+def test_two_hosts_split_the_shards_and_one_survives_a_kill_9_of_its_supervisor(
+    chain: Chain, store_server: str, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "host-a", tmp_path / "host-b"
+    host_start(chain, store_server, a, "0/2")
+    host_start(chain, store_server, b, "1/2")
+    try:
+        wait_for(lambda: windows_written(a) >= 3, 120, "host a to copy")
+        os.kill(int(supervisor_state(a)["pid"]), signal.SIGKILL)  # host a's supervisor dies; its workers follow
+        wait_for(lambda: not worker_processes(a), 60, "host a's workers to exit")
+        host_start(chain, store_server, a, "0/2")  # host a comes back
+        for host in (a, b):
+            state = wait_run_finished(host, 400)
+            assert state["phase"] in ("complete", "shards_done"), state
+        assert_fleet_exact(chain, store_server, [a, b])
+        assert "ids=0,2" in log_text(a, "monitor.log") and "ids=1,3" in log_text(b, "monitor.log")
+    finally:
+        for host in (a, b):
+            backfill(["stop"], host, extra_env={"CLICKHOUSE_URL": store_server})
+
+
+def test_a_rescale_on_one_host_is_applied_by_both(chain: Chain, store_server: str, tmp_path: Path) -> None:
+    a, b = tmp_path / "host-a", tmp_path / "host-b"
+    paced = {"BACKFILL_RPC_MAX_RPS": "20"}  # a paid plan's pace: the run lasts long enough to be rescaled
+    host_start(chain, store_server, a, "0/2", last=chain.day(5), **paced)
+    host_start(chain, store_server, b, "1/2", last=chain.day(5), **paced)
+    try:
+        wait_for(lambda: windows_written(a) >= 2 and windows_written(b) >= 2, 120, "both hosts to copy")
+        scaled = backfill(["scale", "6"], a, extra_env={"CLICKHOUSE_URL": store_server})
+        assert scaled.returncode == 0, scaled.stderr
+        wait_for(lambda: "event=rescale from=4 to=6 source=fleet" in log_text(b, "monitor.log"), 60, "host b")
+        for host in (a, b):
+            wait_run_finished(host, 400)
+        assert_fleet_exact(chain, store_server, [a, b])
+        store = _configured_store(store_server)
+        try:  # the last days were copied by workers of the new count, on both hosts
+            shards = {int(cp["worker_id"]): int(cp["shards"]) for cp in store.checkpoints().values()}
+        finally:
+            store.close()
+        assert 6 in shards.values()
+    finally:
+        for host in (a, b):
+            backfill(["stop"], host, extra_env={"CLICKHOUSE_URL": store_server})

@@ -44,13 +44,19 @@ def test_the_halting_codes_are_config_and_wrong_chain() -> None:
     assert (exitcodes.WRONG_CHAIN, exitcodes.STORE) == (4, 5)
 
 
-@pytest.mark.parametrize("code", [exitcodes.CRASH, exitcodes.UNREACHABLE, exitcodes.STORE, 7, 101])
+@pytest.mark.parametrize("code", [exitcodes.CRASH, exitcodes.UNREACHABLE, exitcodes.STORE, 8, 101])
 def test_other_codes_restart_as_crashes_without_blaming_the_day(code: int) -> None:
     v = judge_exit(code, None, False)
     assert v.kind is ExitKind.RESTART
     assert v.why == f"exit {code}"
     assert v.crashed is True
     assert v.blame is None
+
+
+def test_a_shard_held_elsewhere_restarts_later_and_is_no_crash() -> None:
+    v = judge_exit(exitcodes.LEASE, None, False)
+    assert (v.kind, v.crashed, v.blame) == (ExitKind.RESTART, False, None)
+    assert v.why == "shard lease held elsewhere or lapsed"
 
 
 @pytest.mark.parametrize("code", [-9, -15, -11])
