@@ -51,6 +51,7 @@ ENV_NAMES = {
     "BACKFILL_METRICS_ADDR": "metrics_addr",
     "BACKFILL_READY_LAG_BLOCKS": "ready_lag_blocks",
     "BACKFILL_LEASE_TTL_S": "lease_ttl_s",
+    "BACKFILL_HOST_NAME": "host_name",
     "BACKFILL_LOG_FORMAT": "log_format",
     "BACKFILL_USE_LOG_TIMESTAMPS": "use_log_timestamps",
     "BACKFILL_FAST_DECODE": "fast_decode",
@@ -116,6 +117,7 @@ class Settings:
     log_format: str = "text"  # the log files' lines: text (key=value) or json (one object a line, for shippers)
     metrics_addr: str = ""  # [host:]port the supervisor serves /metrics, /healthz, /readyz on ("" = off)
     ready_lag_blocks: int = 600  # /readyz of a following run turns 503 when the copy is further behind
+    host_name: str = ""  # the name this host goes by in the store (read from the environment by each process)
     lease_ttl_s: float = 60.0  # a worker's shard lease lapses when not renewed for this long (a host gone)
     rpc_timeout_s: float = 30.0
     rpc_attempts: int = 10  # tries of one call across endpoints before the window fails

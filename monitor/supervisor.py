@@ -21,7 +21,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from backfill.control import Phase
 from backfill.settings import Settings, load_settings
 from backfill.shards import parse_shard_ids
 from backfill.store.client import Store, StoreOutage
-from backfill.store.records import Heartbeat
+from backfill.store.records import Heartbeat, host_name
 from monitor import decisions
 from monitor.decisions import QUICK_S, ExitKind, RestartKind
 from monitor.follow import Follower
@@ -92,7 +91,7 @@ class Supervisor:
         self.control_seq = -1
         self.hooks = hooks if hooks is not None else SupervisorHooks(settings)
         self.started = time.time()
-        self.host = socket.gethostname()
+        self.host = host_name()
         self.last_stall_check = 0.0
         self.message = ""
         self.rebuild: OnCompleteRun | None = None
@@ -769,6 +768,7 @@ class Supervisor:
                 "pid": os.getpid(),
                 "phase": self.phase,
                 "wanted_shards": self.wanted,
+                "shard_ids": self.s.shard_ids,  # "" = every shard: this host is the whole fleet
                 "started_at": self.started,
                 "updated_at": time.time(),
                 "message": self.message,

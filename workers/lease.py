@@ -15,11 +15,11 @@ import time
 
 from backfill.settings import Settings
 from backfill.store.client import Store
-from backfill.store.leases import Lease, LeaseHeld, claim
+from backfill.store.leases import SHARD_LEASES, Lease, LeaseHeld, claim
 
 log = logging.getLogger(__name__)
 
-RIVALS = "shard/"
+RIVALS = SHARD_LEASES
 
 
 class ShardTaken(Exception):

@@ -383,7 +383,7 @@ class Worker:
     async def heartbeat_loop(self) -> None:
         """Beat every stall_s / 2 (at most HEARTBEAT_MAX_S) through the store thread: a hung store or a stopped
         process goes silent."""
-        interval = max(0.5, min(self.s.stall_s / 2, HEARTBEAT_MAX_S))
+        interval = max(0.5, min(self.s.stall_s / 2, HEARTBEAT_MAX_S, self.s.lease_ttl_s / 3))  # renews the lease
         while True:
             await asyncio.sleep(interval)
             day = self.current.segments[0].day_idx if self.current else -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import logging
 import re
 import sys
@@ -36,7 +37,10 @@ CTRL_C_LEAVES = {
 
 
 def _settings(**flags: Any) -> Settings:
-    return load_settings({k: v for k, v in flags.items() if v is not None})
+    settings = load_settings({k: v for k, v in flags.items() if v is not None})
+    if settings.host_name:  # from backfill.toml: this process and those it starts go by it too
+        os.environ["BACKFILL_HOST_NAME"] = settings.host_name
+    return settings
 
 
 def ctrl_c_line(command: str | None) -> str:

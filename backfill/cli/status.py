@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +25,8 @@ from backfill.errors import StoreUnavailable
 from backfill.redact import redact_text, scrub
 from backfill.settings import Settings, secret_bearing_values
 from backfill.store.client import Store
+from backfill.store.records import host_name
+from backfill.store.leases import SHARD_LEASES, live_claims
 
 RATE_WINDOW_S = 300.0
 RATE_KEYS = ("rows_per_s", "blocks_per_s", "window_s")
@@ -45,6 +46,7 @@ CHECKPOINT_ROWS = {  # summary key -> checkpoint column
     "quarantined": "quarantined_count",
     "skipped_erc721": "skipped_count",
 }
+SETTLED = ("COMPLETE", "OPEN", "FAILED")  # days no worker has more to do for
 DONE_STATES = ("complete", "caught_up")  # runs that did their job: promotion is asked about
 STATUS_PATIENCE_S = 5.0  # how long one status read rides out a store outage
 LAST_ERROR_CHARS = 300
@@ -414,7 +416,7 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
     now = time.time()
     supervisor, alive = _supervisor(settings)
     state = run_state(supervisor, alive)
-    host = socket.gethostname()
+    host = host_name()
     plan = _plan_rows(store)
     checkpoints = store.checkpoints()
     heartbeats = [
@@ -442,7 +444,37 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         last_error=_last_error(settings, supervisor),
     )
     summary["quality"] = quality(store, {p["day_idx"]: p["day"] for p in plan})
+    spread = bool((supervisor or {}).get("shard_ids"))  # this host runs some of the shards
+    summary["fleet"] = read_fleet(store, host, plan, checkpoints, spread)
     return summary
+
+
+def read_fleet(
+    store: Store, host: str, plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]], spread: bool
+) -> dict[str, Any] | None:
+    """The fleet over hosts, from the shard leases: shown when this host runs some of the shards (`spread`) or
+    another host's worker holds one; None for a fleet on this host alone."""
+    claims = [(c.name, c.host) for c in live_claims(store, SHARD_LEASES)]
+    if not spread and all(h == host for _, h in claims):
+        return None
+    text = store.meta_get("fleet_shards")
+    shards = int(text) if text and text.isdigit() else max((int(name.split("/")[1]) for name, _ in claims), default=1)
+    unsettled = [p["day_idx"] for p in plan if checkpoints.get(p["day_idx"], {}).get("status") not in SETTLED]
+    return fleet_view(claims, shards, unsettled)
+
+
+def fleet_view(claims: list[tuple[str, str]], shards: int, unsettled_days: list[int]) -> dict[str, Any]:
+    """Hosts and the shard ids their live workers hold (of the fleet's count), and the shards that have days
+    left but no live worker on any host."""
+    hosts: dict[str, list[int]] = {}
+    held = set()
+    for name, host in claims:
+        _, count, shard = name.split("/")
+        if int(count) == shards:
+            hosts.setdefault(host, []).append(int(shard))
+            held.add(int(shard))
+    waiting = sorted({d % shards for d in unsettled_days} - held)
+    return {"shards": shards, "hosts": {h: sorted(ids) for h, ids in sorted(hosts.items())}, "no_worker": waiting}
 
 
 def _plan_rows(store: Store) -> list[dict[str, Any]]:

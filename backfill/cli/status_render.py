@@ -186,6 +186,9 @@ def render(summary: dict[str, Any]) -> Any:
     lines.append(Text(_supervisor_text(summary["supervisor"])))
     lines += [Text(line, style="red") for line in store_lines(summary)]
     lines += [Text(line, style="red" if bad else "") for line, bad in quality_lines(summary.get("quality") or {})]
+    if summary.get("fleet"):
+        line, bad = fleet_line(summary["fleet"])
+        lines.append(Text(line, style="red" if bad else ""))
     parts: list[Any] = list(lines)
     if summary["workers"]:
         parts.append(workers_table(summary["workers"]))
@@ -241,6 +244,15 @@ def quality_lines(q: dict[str, Any]) -> list[tuple[str, bool]]:
     if q.get("reorgs"):
         out.append((reorg_line(q["reorgs"]), False))
     return out
+
+
+def fleet_line(f: dict[str, Any]) -> tuple[str, bool]:
+    """`fleet: 6 shards; host-a: 0,2,4; host-b: 1,3,5` (+ `; NO WORKER on any host: 4,5` when days wait)."""
+    hosts = "; ".join(f"{h}: {','.join(map(str, ids))}" for h, ids in f["hosts"].items())
+    line = f"fleet: {f['shards']} shards; {hosts or 'no live worker'}"
+    if f["no_worker"]:
+        line += f"; NO WORKER on any host for shard(s) {','.join(map(str, f['no_worker']))} (their days wait)"
+    return line, bool(f["no_worker"])
 
 
 def reorg_line(r: dict[str, Any]) -> str:

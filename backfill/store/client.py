@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import socket
 import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
@@ -29,7 +28,7 @@ from backfill.settings import Settings, StoreTarget
 from backfill.store import cluster, schema
 from backfill.store.faults import BACKPRESSURE, StoreFault, classify, may_retry, retry_delay_s
 from backfill.store.native_format import NativeRows, table_block
-from backfill.store.records import Checkpoint, Heartbeat, RpcUsage
+from backfill.store.records import Checkpoint, Heartbeat, RpcUsage, host_name
 
 UTC = dt.timezone.utc
 log = logging.getLogger("store")
@@ -554,7 +553,7 @@ class Store:
     # -- heartbeats ---------------------------------------------------------------------
     def heartbeat(self, worker_id: int, pid: int, day_idx: int, last_batch: str, rows: int) -> None:
         """The one heartbeat writer: this worker process is alive, on this day and batch."""
-        beat = Heartbeat(socket.gethostname(), worker_id, pid, day_idx, last_batch, rows, now_utc())
+        beat = Heartbeat(host_name(), worker_id, pid, day_idx, last_batch, rows, now_utc())
         self.insert("worker_heartbeats", [beat.row()], schema.HEARTBEAT_COLUMNS)
 
     def heartbeats(self, host: str) -> dict[int, Heartbeat]:
@@ -570,7 +569,7 @@ class Store:
     def record_rpc_usage(self, worker_id: int, pid: int, usage: Iterable[dict[str, Any]]) -> None:
         """The one RPC-usage writer: this process's cumulative use of each endpoint (RpcClient.usage())."""
         stamp = now_utc()
-        host = socket.gethostname()
+        host = host_name()
         records = [
             RpcUsage(
                 host=host,

@@ -21,14 +21,15 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
-import socket
 import time
 import uuid
 from typing import Any, Callable, Iterator
 
 from backfill.store.client import Store
+from backfill.store.records import host_name
 
 PLAN_LEASE = "plan"  # the days of a database are planned by one process at a time
+SHARD_LEASES = "shard/"  # shard/<count>/<id>: a worker's (workers/lease.py)
 MARGIN_S = 2.0  # how much sooner than the server the holder stops trusting its lease
 
 LIVE_CLAIMS = (
@@ -97,7 +98,7 @@ class Lease:
 
 
 def new_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{host_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def live_claims(store: Store, prefix: str) -> list[Claim]:
@@ -122,7 +123,7 @@ def claim(
     holder = holder or new_holder()
     group = name.rsplit("/", 1)[0] + "/"
     prefix = rivals or name
-    here = socket.gethostname()
+    here = host_name()
     for other in live_claims(store, prefix):
         if other.host == here and other.holder != holder and not (pid_alive or _pid_alive)(other.pid):
             _stamp(store, other.name, other.holder, ttl_s, claimed_at=other.claimed_at, released=True, pid=other.pid)
@@ -169,7 +170,7 @@ def _stamp(
     params: dict[str, Any] = {
         "name": name,
         "holder": holder,
-        "host": holder.split(":", 1)[0] if pid is not None else socket.gethostname(),
+        "host": holder.split(":", 1)[0] if pid is not None else host_name(),
         "pid": pid if pid is not None else os.getpid(),
         "ttl": float(ttl_s),
         "released": int(released),

@@ -8,6 +8,8 @@ Each record's fields are its table's columns, in the order of `backfill.store.sc
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import datetime as dt
 from typing import Any
 
@@ -66,6 +68,12 @@ class Heartbeat:
     def last_update(self) -> float:
         """When the beat was written, epoch seconds (the column is UTC; the driver reads it back naive)."""
         return self.updated_at.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def host_name() -> str:
+    """The name this process's host goes by in heartbeats, RPC usage and leases: BACKFILL_HOST_NAME (a pod's
+    or a container's stable name, or hosts simulated on one machine), else the machine's hostname."""
+    return os.environ.get("BACKFILL_HOST_NAME") or socket.gethostname()
 
 
 # rpc_usage rows of calls no worker made, so that every call billed is counted: the follower's polls (the

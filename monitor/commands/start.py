@@ -38,7 +38,7 @@ from backfill.errors import CommandFailed, ConfigError, Interrupted, StoreUnavai
 from backfill.files.oplog import held_until_written
 from backfill.settings import Settings
 from backfill.store.client import COMMAND_PATIENCE_S, Store
-from backfill.store.leases import PLAN_LEASE, waiting_for
+from backfill.store.leases import PLAN_LEASE, SHARD_LEASES, live_claims, waiting_for
 
 log = logging.getLogger("monitor")
 
@@ -90,9 +90,13 @@ async def _prepare(
         store = store_factory()
         check_chain(store, chain.chain_id, chain.genesis_hash)
         check_range(settings, chain)
-        if not control.running_supervisor(settings.log_dir):  # a run's workers may be writing the tip: theirs
+        # workers that may be writing the tip (this host's run, or another host's) keep it: no repair under them
+        writing = live_claims(store, SHARD_LEASES)
+        if not control.running_supervisor(settings.log_dir) and not writing:
             await check_tip(rpc, store, chain)
             track_tip(store, chain)
+        elif writing:
+            log.info("event=tip_check_skipped reason=workers_writing holders=%d", len(writing))
         with waiting_for(store, PLAN_LEASE, settings.lease_ttl_s):  # one planner at a time per database
             plans = await plan_days(rpc, store, settings, chain, to_head=to_head)
         record_chain(store, chain.chain_id, chain.genesis_hash, chain.genesis_ts)

@@ -5,6 +5,7 @@ every transfer of the chain exactly once after FINAL, one rebuild, and a second 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -160,9 +161,15 @@ def host_start(
         data_dir,
         chain,
         shards=shards,
-        extra_env={"CLICKHOUSE_URL": url, **HOST_RUN, **env},
+        extra_env={"CLICKHOUSE_URL": url, "BACKFILL_HOST_NAME": data_dir.name, **HOST_RUN, **env},
     )
     assert out.returncode == 0, out.stderr
+
+
+def fleet_of(host: Path, url: str) -> dict:
+    """status --json's fleet: hosts and their shards, and the shards with days left and no live worker."""
+    env = {"CLICKHOUSE_URL": url, "BACKFILL_HOST_NAME": host.name}
+    return json.loads(backfill(["status", "--json"], host, extra_env=env).stdout).get("fleet") or {}
 
 
 def worker_processes(data_dir: Path) -> list[int]:
@@ -205,13 +212,17 @@ def test_two_hosts_split_the_shards_and_one_survives_a_kill_9_of_its_supervisor(
     chain: Chain, store_server: str, tmp_path: Path
 ) -> None:
     a, b = tmp_path / "host-a", tmp_path / "host-b"
-    host_start(chain, store_server, a, "0/2")
-    host_start(chain, store_server, b, "1/2")
+    paced = {"BACKFILL_RPC_MAX_RPS": "20", "BACKFILL_LEASE_TTL_S": "6"}  # long enough a run to kill one host
+    host_start(chain, store_server, a, "0/2", last=chain.day(5), **paced)
+    host_start(chain, store_server, b, "1/2", last=chain.day(5), **paced)
     try:
         wait_for(lambda: windows_written(a) >= 3, 120, "host a to copy")
         os.kill(int(supervisor_state(a)["pid"]), signal.SIGKILL)  # host a's supervisor dies; its workers follow
         wait_for(lambda: not worker_processes(a), 60, "host a's workers to exit")
-        host_start(chain, store_server, a, "0/2")  # host a comes back
+        # host b's status shows the shards of host a that wait, once their leases have lapsed
+        wait_for(lambda: 0 in fleet_of(b, store_server).get("no_worker", []), 60, "host b's status to show it")
+        assert set(fleet_of(b, store_server)["no_worker"]) <= {0, 2}, fleet_of(b, store_server)
+        host_start(chain, store_server, a, "0/2", last=chain.day(5), **paced)  # host a comes back
         for host in (a, b):
             state = wait_run_finished(host, 400)
             assert state["phase"] in ("complete", "shards_done"), state
