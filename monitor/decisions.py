@@ -23,6 +23,7 @@ class ExitKind(enum.Enum):
     ASKED_TO_STOP = "asked_to_stop"  # we sent TERM (rescale, stop): nothing to do
     DONE = "done"  # exit 0: no days left for this shard
     HALT_FLEET = "halt_fleet"  # a config error or the wrong chain: stop every worker, halt the run
+    HELD = "held"  # another live worker (another host's) has the shard: try again after a lease's ttl
     RESTART = "restart"  # anything else: restart with backoff, within the budget
 
 
@@ -45,7 +46,7 @@ def judge_exit(code: int, stall_reason: str | None, stopping: bool) -> ExitVerdi
     if code in exitcodes.HALT_FLEET:
         return ExitVerdict(ExitKind.HALT_FLEET)
     if code == exitcodes.LEASE:  # another live worker has the shard (or had it while ours lapsed): not a crash
-        return ExitVerdict(ExitKind.RESTART, why="shard lease held elsewhere or lapsed", crashed=False)
+        return ExitVerdict(ExitKind.HELD, why="shard lease held elsewhere or lapsed")
     # killed by a signal we did not send (OOM killer, operator): blame its day
     blame = f"worker killed by signal {-code}" if code < 0 else None
     return ExitVerdict(ExitKind.RESTART, blame=blame, why=f"exit {code}", crashed=code > 0)

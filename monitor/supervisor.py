@@ -308,6 +308,15 @@ class Supervisor:
                 f"{self.log_dir / f'worker-{slot.shard_id}.log'}",
                 code,
             )
+        elif verdict.kind is ExitKind.HELD:  # not a failure: no restart counted; look again after a lease's ttl
+            slot.next_start = time.monotonic() + self.s.lease_ttl_s
+            log.warning(
+                "worker=%d pid=%d event=exit code=%d reason=shard_held_elsewhere action=try_again in_s=%g",
+                slot.shard_id,
+                pid,
+                code,
+                self.s.lease_ttl_s,
+            )
         else:  # STALLED or RESTART
             if verdict.blame:
                 self.blame(slot, pid, verdict.blame)

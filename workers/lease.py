@@ -37,27 +37,30 @@ def shard_lease_name(shard_id: int, shards: int) -> str:
 def take_shard(
     store: Store, settings: Settings, shard_id: int, shards: int, abandon: threading.Event | None = None
 ) -> Lease | None:
-    """The shard's lease. A holder that renews is alive: ShardTaken at once. A holder that stopped renewing
-    (a host gone) is waited out, as are the workers of another shard count (a rescale across hosts); None
-    when told to stop while waiting."""
+    """The shard's lease. A holder seen renewing is alive: ShardTaken (after at most a renewal interval,
+    ttl/3). A holder that stopped renewing (a pod or a host gone) is waited out, as are the workers of another
+    shard count (a rescale across hosts); None when told to stop while waiting."""
     name, ttl = shard_lease_name(shard_id, shards), settings.lease_ttl_s
     said = 0.0
+    seen: dict[str, object] = {}  # holder -> the renewal it was last seen with
     while True:
         try:
             return claim(store, name, ttl, rivals=RIVALS)
         except LeaseHeld as exc:
             holder = exc.holder
-            if not exc.rival and holder.renewed_ago_s < ttl / 2:
-                raise ShardTaken(
+            if not exc.rival and seen.get(holder.holder, holder.renewed_at) != holder.renewed_at:
+                raise ShardTaken(  # it renewed while we looked: a live worker, not a gone one's leftover
                     f"shard {shard_id} of {shards} is already being copied by {holder.describe()}; "
                     "not started (each host needs its own --shard-ids)"
                 ) from None
+            seen[holder.holder] = holder.renewed_at
             if time.monotonic() - said > 30:
                 log.warning(
                     "worker=%d event=wait_lease held_by=%r why=%s action=wait",
                     shard_id,
                     exc.holder.describe(),
-                    f"a worker of {holder.name} has not exited yet" if exc.rival else "its holder stopped renewing",
+                    f"a worker of {holder.name} has not exited yet" if exc.rival else "its holder may be gone (a renewal "
+                    "proves it alive, a lapse frees the shard)",
                 )
                 said = time.monotonic()
         if abandon is not None and abandon.wait(1.0):

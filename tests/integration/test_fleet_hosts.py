@@ -107,8 +107,8 @@ def on_complete_log(pod_dir: Path) -> str:
 def test_a_second_worker_on_a_live_shard_is_refused_in_one_line(
     chain: Chain, store_server: str, tmp_path: Path
 ) -> None:
-    slow = {"BACKFILL_RPC_MAX_RPS": "4", "BACKFILL_LEASE_TTL_S": "20"}  # the first is still copying
-    first = pod(chain, store_server, tmp_path / "a", 0, 2, "--from", chain.first_day, "--to", chain.last_day,
+    slow = {"BACKFILL_RPC_MAX_RPS": "3", "BACKFILL_LEASE_TTL_S": "6"}  # the first is still copying
+    first = pod(chain, store_server, tmp_path / "a", 0, 2, "--from", chain.first_day, "--to", chain.day(3),
                 "--confirmations", "0", **slow)
     try:
         wait_for(lambda: leased(store_server), 120, "the first worker to hold its shard")
@@ -119,7 +119,7 @@ def test_a_second_worker_on_a_live_shard_is_refused_in_one_line(
         assert len(refused) == 1 and "shard 0 of 2 is already being copied by pid" in refused[0], err[-2000:]
         assert first.poll() is None  # the first goes on
     finally:
-        first.terminate()
+        first.kill()  # (its graceful stop is another test's subject)
         first.communicate(timeout=120)
 
 

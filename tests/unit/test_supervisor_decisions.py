@@ -55,7 +55,7 @@ def test_other_codes_restart_as_crashes_without_blaming_the_day(code: int) -> No
 
 def test_a_shard_held_elsewhere_restarts_later_and_is_no_crash() -> None:
     v = judge_exit(exitcodes.LEASE, None, False)
-    assert (v.kind, v.crashed, v.blame) == (ExitKind.RESTART, False, None)
+    assert (v.kind, v.crashed, v.blame) == (ExitKind.HELD, False, None)
     assert v.why == "shard lease held elsewhere or lapsed"
 
 
