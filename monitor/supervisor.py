@@ -96,7 +96,9 @@ class Supervisor:
         self.message = ""
         self.rebuild: OnCompleteRun | None = None
         self.follower = Follower(settings, on_done=self.wake) if settings.follow else None
-        self.metrics = MetricsServer(settings.metrics_addr, settings.ready_lag_blocks) if settings.metrics_addr else None
+        self.metrics = (
+            MetricsServer(settings.metrics_addr, settings.ready_lag_blocks) if settings.metrics_addr else None
+        )
         self.rebuild_checked = False  # following: whether the rebuild was considered since the last copy
         self.last_store_check = 0.0
         self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)

@@ -59,8 +59,9 @@ def take_shard(
                     "worker=%d event=wait_lease held_by=%r why=%s action=wait",
                     shard_id,
                     exc.holder.describe(),
-                    f"a worker of {holder.name} has not exited yet" if exc.rival else "its holder may be gone (a renewal "
-                    "proves it alive, a lapse frees the shard)",
+                    f"a worker of {holder.name} has not exited yet"
+                    if exc.rival
+                    else "its holder may be gone (a renewal proves it alive, a lapse frees the shard)",
                 )
                 said = time.monotonic()
         if abandon is not None and abandon.wait(1.0):

@@ -335,8 +335,10 @@ class Worker:
     def check_lease(self) -> None:
         """The fence: no checkpoint once the shard's lease may have lapsed (another worker may have it)."""
         if self.lease is not None and not self.lease.valid():
-            raise LeaseLost(f"the lease of shard {self.shard_id} of {self.shards} lapsed (stopped or cut off longer "
-                            f"than {self.s.lease_ttl_s:g}s); nothing more written, the checkpoints say where to resume")
+            raise LeaseLost(
+                f"the lease of shard {self.shard_id} of {self.shards} lapsed (stopped or cut off longer "
+                f"than {self.s.lease_ttl_s:g}s); nothing more written, the checkpoints say where to resume"
+            )
 
     def beat(self, day_idx: int, label: str, final: bool = False) -> None:
         """Heartbeat after a batch; at most one a second, so tiny windows do not flood the store. The shard's
@@ -626,7 +628,7 @@ async def amain(settings: Settings, shard_id: int, shards: int, parent: int | No
         watcher.cancel()
         if store is not None:
             store.close()
-        return lease
+        return exitcodes.OK if isinstance(lease, Lease) else lease
     worker = Worker(settings, shard_id, shards, store)
     worker.lease = lease
     stop[0] = worker.request_stop

@@ -25,8 +25,8 @@ from backfill.errors import StoreUnavailable
 from backfill.redact import redact_text, scrub
 from backfill.settings import Settings, secret_bearing_values
 from backfill.store.client import Store
-from backfill.store.records import host_name
 from backfill.store.leases import SHARD_LEASES, live_claims
+from backfill.store.records import host_name
 
 RATE_WINDOW_S = 300.0
 RATE_KEYS = ("rows_per_s", "blocks_per_s", "window_s")

@@ -8,9 +8,9 @@ Each record's fields are its table's columns, in the order of `backfill.store.sc
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import socket
-import datetime as dt
 from typing import Any
 
 from backfill.store import schema

@@ -96,7 +96,9 @@ def progress_metrics(snap: dict[str, Any]) -> Iterable[Metric]:
     yield gauge("backfill_rows_per_second", "Rows copied per second over the last 5 minutes", pace["rows_per_s"])
     yield gauge("backfill_blocks_per_second", "Blocks copied per second over the last 5 minutes", pace["blocks_per_s"])
     if pace["eta_s"] is not None:  # no pace, no ETA: a missing series, not a made-up number
-        yield gauge("backfill_eta_seconds", "Seconds until the planned blocks are copied, at the current pace", pace["eta_s"])
+        yield gauge(
+            "backfill_eta_seconds", "Seconds until the planned blocks are copied, at the current pace", pace["eta_s"]
+        )
     for key, name, text in (
         ("head", "backfill_chain_head_block", "The chain's head at the last poll (following)"),
         ("safe_head", "backfill_safe_head_block", "Head minus confirmations at the last poll"),
@@ -113,7 +115,9 @@ def worker_metrics(snap: dict[str, Any]) -> Iterable[Metric]:
     running = GaugeMetricFamily("backfill_worker_running", "1 while the slot's process runs", labels=["worker"])
     restarts = CounterMetricFamily("backfill_worker_restarts", "Restarts of the slot", labels=["worker"])
     age = GaugeMetricFamily("backfill_worker_heartbeat_age_seconds", "Age of the last heartbeat", labels=["worker"])
-    day = GaugeMetricFamily("backfill_worker_day_index", "The plan's index of the day the worker is on", labels=["worker"])
+    day = GaugeMetricFamily(
+        "backfill_worker_day_index", "The plan's index of the day the worker is on", labels=["worker"]
+    )
     day_ts = GaugeMetricFamily(
         "backfill_worker_day_timestamp_seconds", "Midnight UTC of the day the worker is on", labels=["worker"]
     )
@@ -161,7 +165,11 @@ def verdict_metrics(snap: dict[str, Any]) -> Iterable[Metric]:
         for verdict in sorted(set(audit["days"]) | {"ok", "mismatch", "error"}):
             days.add_metric([verdict], audit["days"].get(verdict, 0))
         yield days
-        yield gauge("backfill_audit_passing", "1 when the latest audit found no mismatch", int(not audit["days"].get("mismatch")))
+        yield gauge(
+            "backfill_audit_passing",
+            "1 when the latest audit found no mismatch",
+            int(not audit["days"].get("mismatch")),
+        )
         yield gauge("backfill_audit_last_run_timestamp_seconds", "When the latest audit ran", audit["at"])
     rebuild = snap.get("rebuild")
     if rebuild:
@@ -172,7 +180,9 @@ def verdict_metrics(snap: dict[str, Any]) -> Iterable[Metric]:
             if STEP.match(step):
                 steps.add_metric([step], float(seconds))
         yield steps
-        yield gauge("backfill_rebuild_last_success", "1 when the last rebuild ended ok", int(rebuild.get("status") == "ok"))
+        yield gauge(
+            "backfill_rebuild_last_success", "1 when the last rebuild ended ok", int(rebuild.get("status") == "ok")
+        )
         yield gauge("backfill_rebuild_last_run_timestamp_seconds", "When the last rebuild ended", rebuild.get("at", 0))
 
 

@@ -27,9 +27,9 @@ def gather(sup: Any) -> dict[str, Any]:
     store: Store = sup.store
     now = time.time()
     checkpoints = store.checkpoints()
-    plan = [
-        {"day_idx": p.day_idx, "day": p.day, "start_block": p.start_block, "end_block": p.end_block}
-        for p in store.read_plan()
+    days = store.read_plan()
+    plan: list[dict[str, Any]] = [
+        {"day_idx": p.day_idx, "day": p.day, "start_block": p.start_block, "end_block": p.end_block} for p in days
     ]
     follow = sup.follower.view() if sup.follower is not None else {}
     phase = str(sup.phase.value if isinstance(sup.phase, Phase) else sup.phase)
@@ -44,7 +44,7 @@ def gather(sup: Any) -> dict[str, Any]:
         },
         "copied_to": max((int(c["next_block"]) - 1 for c in checkpoints.values()), default=-1),
         "progress": progress(store, plan, checkpoints, sup.started, phase in PACED_PHASES, now),
-        "workers": workers(sup, store, {p["day_idx"]: p["day"] for p in plan}, now),
+        "workers": workers(sup, store, {p.day_idx: p.day for p in days}, now),
         "endpoints": endpoints(store),
         "head": follow.get("head"),
         "safe_head": follow.get("safe_head"),
@@ -66,7 +66,9 @@ def gather(sup: Any) -> dict[str, Any]:
 
 def day_statuses(plan: list[dict[str, Any]], checkpoints: dict[int, dict[str, Any]]) -> dict[str, int]:
     """Planned days by checkpoint status; a planned day without a checkpoint is PENDING."""
-    statuses = Counter(str(checkpoints[p["day_idx"]]["status"]) if p["day_idx"] in checkpoints else "PENDING" for p in plan)
+    statuses = Counter(
+        str(checkpoints[p["day_idx"]]["status"]) if p["day_idx"] in checkpoints else "PENDING" for p in plan
+    )
     return {s: int(statuses.get(s, 0)) for s in STATUSES}
 
 

@@ -58,7 +58,9 @@ def store_server(tmp_path: Path) -> Iterator[str]:
         proc.wait(30)
 
 
-def pod(chain: Chain, url: str, pod_dir: Path, index: int | None, shards: int, *args: str, **env: str) -> subprocess.Popen:
+def pod(
+    chain: Chain, url: str, pod_dir: Path, index: int | None, shards: int, *args: str, **env: str
+) -> subprocess.Popen:
     environ = clean_env(
         BACKFILL_DATA_DIR=str(pod_dir), CLICKHOUSE_URL=url, ETHEREUM_RPC_URLS=chain.url, SHARDS=str(shards), **env
     )
@@ -108,8 +110,20 @@ def test_a_second_worker_on_a_live_shard_is_refused_in_one_line(
     chain: Chain, store_server: str, tmp_path: Path
 ) -> None:
     slow = {"BACKFILL_RPC_MAX_RPS": "3", "BACKFILL_LEASE_TTL_S": "6"}  # the first is still copying
-    first = pod(chain, store_server, tmp_path / "a", 0, 2, "--from", chain.first_day, "--to", chain.day(3),
-                "--confirmations", "0", **slow)
+    first = pod(
+        chain,
+        store_server,
+        tmp_path / "a",
+        0,
+        2,
+        "--from",
+        chain.first_day,
+        "--to",
+        chain.day(3),
+        "--confirmations",
+        "0",
+        **slow,
+    )
     try:
         wait_for(lambda: leased(store_server), 120, "the first worker to hold its shard")
         second = pod(chain, store_server, tmp_path / "b", None, 2, "--shard-id", "0", **slow)
@@ -148,16 +162,29 @@ def test_a_pod_without_an_index_or_a_plan_says_what_it_needs(chain: Chain, store
 
 
 # -- two hosts' supervisors, each with its own data directory and half of the shards ------------------------
-HOST_RUN = {"BACKFILL_WINDOW_BLOCKS": "400", "BACKFILL_GETLOGS_BLOCKS": "100", "BACKFILL_STALL_GRACE_S": "2",
-            "BACKFILL_LEASE_TTL_S": "15"}
+HOST_RUN = {
+    "BACKFILL_WINDOW_BLOCKS": "400",
+    "BACKFILL_GETLOGS_BLOCKS": "100",
+    "BACKFILL_STALL_GRACE_S": "2",
+    "BACKFILL_LEASE_TTL_S": "15",
+}
 
 
 def host_start(
     chain: Chain, url: str, data_dir: Path, share: str, shards: int = 4, last: str | None = None, **env: str
 ) -> None:
     out = backfill(
-        ["start", "--from", chain.first_day, "--to", last or chain.last_day, "--confirmations", "0",
-         "--shard-ids", share],
+        [
+            "start",
+            "--from",
+            chain.first_day,
+            "--to",
+            last or chain.last_day,
+            "--confirmations",
+            "0",
+            "--shard-ids",
+            share,
+        ],
         data_dir,
         chain,
         shards=shards,
@@ -188,9 +215,9 @@ def worker_processes(data_dir: Path) -> list[int]:
 
 def complete_versions(store) -> dict[int, int]:
     """How many times each day was checkpointed COMPLETE (every version, not FINAL): 1 = never fetched again."""
-    return dict(store.query_rows(
-        "SELECT day_idx, count() FROM backfill_checkpoint WHERE status = 'COMPLETE' GROUP BY day_idx"
-    ))
+    return dict(
+        store.query_rows("SELECT day_idx, count() FROM backfill_checkpoint WHERE status = 'COMPLETE' GROUP BY day_idx")
+    )
 
 
 def assert_fleet_exact(chain: Chain, url: str, hosts: list[Path]) -> None:

@@ -164,7 +164,9 @@ def scraped_by_prometheus(chain: Chain, tmp_path: Path, prom: str, port: int) ->
             assert any(name == "backfill_rpc_requests_total" and value > 0 for (name, _), value in found.items())
             assert_rpc_conditions_shown(found, proxy)
             assert found[("backfill_audit_passing", ())] == 1 and found[("backfill_rebuild_last_success", ())] == 1
-            steps = {dict(labels)["step"] for (name, labels), _ in found.items() if name.startswith("backfill_rebuild_step")}
+            steps = {
+                dict(labels)["step"] for (name, labels), _ in found.items() if name.startswith("backfill_rebuild_step")
+            }
             assert {"dedup", "audit", "gates", "derived"} <= steps, steps
             assert KEY not in text, "an RPC key in the metrics"
             assert len(found) < 200, len(found)  # bounded: no day or block labels
@@ -187,10 +189,9 @@ def rebuilt(base: str) -> bool:
 
 def assert_rpc_conditions_shown(found: dict, proxy: RpcProxy) -> None:
     """The proxy's 503s are transient errors and its rate-limit answers limit answers, per endpoint label."""
+
     def total(metric: str, **labels: str) -> float:
-        return sum(
-            v for (name, ls), v in found.items() if name == metric and labels.items() <= dict(ls).items()
-        )
+        return sum(v for (name, ls), v in found.items() if name == metric and labels.items() <= dict(ls).items())
 
     assert proxy.fault_counts()["HTTP503"] > 0 and proxy.limit_answers() > 0, "the proxy did not limit or fail"
     assert total("backfill_rpc_errors_total", **{"class": "transient"}) > 0

@@ -29,16 +29,43 @@ def fill(store: Store, days: int, workers: int, endpoints: int) -> None:
     plan = [DayPlan(i, start + dt.timedelta(days=i), i * 1000, i * 1000 + 999) for i in range(days)]
     store.write_plan(plan)
     done = [
-        Checkpoint(p.day_idx, "COMPLETE", p.end_block + 1, 10, 5, 0, 0, p.day_idx % workers, workers, 1, 0, "",
-                   3, 0, 60, "a", now_utc())
+        Checkpoint(
+            p.day_idx,
+            "COMPLETE",
+            p.end_block + 1,
+            10,
+            5,
+            0,
+            0,
+            p.day_idx % workers,
+            workers,
+            1,
+            0,
+            "",
+            3,
+            0,
+            60,
+            "a",
+            now_utc(),
+        )
         for p in plan[:-2]
     ]
     store.write_checkpoints(done + [dataclasses.replace(done[0], day_idx=days - 2, status="RUNNING")])
     for w in range(workers):
         store.heartbeat(w, 1000 + w, w, "x", 0)
         usage = [
-            {"endpoint": f"rpc{e}.example/v2/***", "requests": 50, "errors": dict(ERROR_KINDS), "compute_units": 900,
-             "parked": False, "rps": 4.0, "limit_answers": 3, "waits": 2, "waited_s": 1.5, "damaged": 2}
+            {
+                "endpoint": f"rpc{e}.example/v2/***",
+                "requests": 50,
+                "errors": dict(ERROR_KINDS),
+                "compute_units": 900,
+                "parked": False,
+                "rps": 4.0,
+                "limit_answers": 3,
+                "waits": 2,
+                "waited_s": 1.5,
+                "damaged": 2,
+            }
             for e in range(endpoints)
         ]
         store.record_rpc_usage(w, 1000 + w, usage)
@@ -54,8 +81,9 @@ def fill(store: Store, days: int, workers: int, endpoints: int) -> None:
 
 def served(store: Store, workers: int) -> set[tuple[str, tuple]]:
     slots = {w: SimpleNamespace(shard_id=w, proc=object(), restarts=0) for w in range(workers)}
-    sup = SimpleNamespace(store=store, slots=slots, host=socket.gethostname(), follower=None, phase="running",
-                          started=0.0)
+    sup = SimpleNamespace(
+        store=store, slots=slots, host=socket.gethostname(), follower=None, phase="running", started=0.0
+    )
     collector = SnapshotCollector()
     collector.snapshot = gather(sup)
     registry = CollectorRegistry(auto_describe=False)

@@ -141,7 +141,11 @@ def test_a_following_run_is_ready_only_within_the_lag_limit() -> None:
 
 def samples_of(server: MetricsServer) -> dict:
     text = generate_latest(server.registry).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
 
 
 def test_before_the_first_gather_only_the_build_info_is_served() -> None:

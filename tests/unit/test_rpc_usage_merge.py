@@ -7,8 +7,16 @@ from backfill.chain.usage import merge_usage
 
 def usage(endpoint: str, requests: int, errors: dict, rps: float | None = None, parked: bool = False) -> dict:
     return {
-        "endpoint": endpoint, "requests": requests, "errors": errors, "compute_units": 10 * requests,
-        "parked": parked, "rps": rps, "limit_answers": 1, "waits": 2, "waited_s": 0.5, "damaged": 0,
+        "endpoint": endpoint,
+        "requests": requests,
+        "errors": errors,
+        "compute_units": 10 * requests,
+        "parked": parked,
+        "rps": rps,
+        "limit_answers": 1,
+        "waits": 2,
+        "waited_s": 0.5,
+        "damaged": 0,
     }
 
 
