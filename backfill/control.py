@@ -48,6 +48,10 @@ class Phase(str, enum.Enum):
         return self.value
 
 
+# A day no worker has more to do for in this run: COMPLETE, FAILED, or OPEN (copied as far as the chain allows)
+SETTLED_STATUSES = ("COMPLETE", "OPEN", "FAILED")
+FLEET_SHARDS = "fleet_shards"  # backfill_meta: the shard count every host's supervisor applies
+
 ENDED_PHASES = frozenset(
     {
         Phase.COMPLETE,

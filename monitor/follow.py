@@ -26,6 +26,7 @@ from backfill.chain.client import RpcClient
 from backfill.chain.usage import merge_usage
 from backfill.cli.prepare import check_chain, plan_days, survey_chain
 from backfill.cli.tip import check_tip, track_tip
+from backfill.control import SETTLED_STATUSES
 from backfill.errors import ChainForked
 from backfill.settings import Settings
 from backfill.store.client import Store
@@ -33,8 +34,6 @@ from backfill.store.leases import PLAN_LEASE, waiting_for
 from backfill.store.records import FOLLOWER_USAGE_ID
 
 log = logging.getLogger("monitor")
-
-SETTLED = ("COMPLETE", "FAILED", "OPEN")
 
 
 @dataclass
@@ -142,7 +141,7 @@ class Follower:
         work = [
             p.day_idx
             for p in store.read_plan()
-            if p.day_idx not in checkpoints or checkpoints[p.day_idx]["status"] not in SETTLED
+            if p.day_idx not in checkpoints or checkpoints[p.day_idx]["status"] not in SETTLED_STATUSES
         ]
         return PollResult(work, chain.head, chain.safe_head, chain.final_head, time.time())
 

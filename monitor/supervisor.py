@@ -30,7 +30,7 @@ from typing import Any, Callable
 import psutil
 
 from backfill import control, exitcodes
-from backfill.control import Phase
+from backfill.control import FLEET_SHARDS, SETTLED_STATUSES, Phase
 from backfill.settings import Settings, load_settings
 from backfill.shards import parse_shard_ids
 from backfill.store.client import Store, StoreOutage
@@ -46,9 +46,7 @@ log = logging.getLogger("monitor")
 
 ALREADY_RUNNING = 75  # exit code of a supervisor that found another one holding the lock
 TICK_S = 0.5
-FLEET_SHARDS = "fleet_shards"  # backfill_meta: the shard count every host's supervisor applies
 FLEET_CHECK_S = 5.0
-SETTLED_STATUSES = ("COMPLETE", "OPEN", "FAILED")
 STORE_CHECK_S = 1.0  # how often the embedded store server's process is looked at
 STORE_TIMEOUT_S = 20.0  # the supervisor's store calls: a hung store must not freeze the loop for minutes
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from backfill.control import ENDED_PHASES
+from backfill.control import ENDED_PHASES, FLEET_SHARDS, SETTLED_STATUSES
 from backfill.dates import date_of
 from backfill.errors import StoreUnavailable
 from backfill.redact import redact_text, scrub
@@ -46,7 +46,6 @@ CHECKPOINT_ROWS = {  # summary key -> checkpoint column
     "quarantined": "quarantined_count",
     "skipped_erc721": "skipped_count",
 }
-SETTLED = ("COMPLETE", "OPEN", "FAILED")  # days no worker has more to do for
 DONE_STATES = ("complete", "caught_up")  # runs that did their job: promotion is asked about
 STATUS_PATIENCE_S = 5.0  # how long one status read rides out a store outage
 LAST_ERROR_CHARS = 300
@@ -457,9 +456,9 @@ def read_fleet(
     claims = [(c.name, c.host) for c in live_claims(store, SHARD_LEASES)]
     if not spread and all(h == host for _, h in claims):
         return None
-    text = store.meta_get("fleet_shards")
+    text = store.meta_get(FLEET_SHARDS)
     shards = int(text) if text and text.isdigit() else max((int(name.split("/")[1]) for name, _ in claims), default=1)
-    unsettled = [p["day_idx"] for p in plan if checkpoints.get(p["day_idx"], {}).get("status") not in SETTLED]
+    unsettled = [p["day_idx"] for p in plan if checkpoints.get(p["day_idx"], {}).get("status") not in SETTLED_STATUSES]
     return fleet_view(claims, shards, unsettled)
 
 

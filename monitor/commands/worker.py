@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from backfill.cli.app import _settings, settings_options, user_errors
+from backfill.control import SETTLED_STATUSES
 from backfill.errors import ConfigError, UserError
 from backfill.settings import Settings
 from backfill.store.client import Store
@@ -97,7 +98,7 @@ def rebuild_if_last(settings: Settings) -> None:
     store = Store.connect(settings)
     try:
         counts = store.checkpoint_status_counts()
-        settled = sum(int(counts.get(s, 0)) for s in ("COMPLETE", "OPEN", "FAILED"))
+        settled = sum(int(counts.get(s, 0)) for s in SETTLED_STATUSES)
         if settled < store.day_count() or counts.get("FAILED"):
             return
         run_on_complete_once(store, settings)
