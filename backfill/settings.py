@@ -62,6 +62,7 @@ ENV_NAMES = {
     "BACKFILL_LAG_GUARD_BLOCKS": "lag_guard_blocks",
     "BACKFILL_GATES_INTERVAL_S": "gates_interval_s",
     "BACKFILL_AUDIT_SAMPLE": "audit_sample",
+    "BACKFILL_AUDIT_ENGINE": "audit_engine",
     "BACKFILL_AUTO_PROMOTE": "auto_promote",
     "BACKFILL_REBUILD_SQL_DIR": "rebuild_sql_dir",
     "BACKFILL_EMBEDDED_ALLOW_EXTERNAL": "embedded_allow_external",
@@ -130,6 +131,7 @@ class Settings:
     )
     gates_interval_s: float = 600.0  # the supervisor runs the relaxed gates this often (0 = never)
     audit_sample: int = 3  # days the rebuild recounts from RPC (plus every suspicious empty day)
+    audit_engine: bool = True  # the audit decodes answers in an engine of its own (monitor/audit/engine_read.py)
     auto_promote: bool = False  # the rebuild promotes staging into production when everything passed
     rebuild_sql_dir: Path | None = None  # the operator's *.sql steps; default <data_dir>/rebuild.d
     # the embedded store runs statements that reach outside it (file(), url(), remote(), INTO OUTFILE, ...);

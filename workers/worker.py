@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from backfill.chain.client import RpcClient, current_day
 from backfill.chain.planner import DayPlan
@@ -125,7 +125,7 @@ class Worker:
             left, right = await asyncio.gather(self.fetch_range(rpc, a, mid), self.fetch_range(rpc, mid + 1, b))
             return left + right
         self.sizer.answered(b - a + 1, len(logs))
-        return [logs]
+        return [cast("list[dict[str, Any]] | native.Scanned", logs)]  # the worker reads with the scanner only
 
     async def fetch_window(self, rpc: RpcClient, w: Window) -> list[SegmentRows]:
         """All segments of a window, their eth_getLogs chunks in flight together; one SegmentRows per segment.

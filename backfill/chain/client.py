@@ -35,6 +35,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
 from backfill.chain import envelopes, lag, pace_memory
 from backfill.chain.answer_check import blocks_damage, logs_damage
+from backfill.chain.answers import ReadAnswer
 from backfill.chain.endpoints import COMPUTE_UNITS, Endpoint, EndpointPool
 from backfill.chain.pacing import Pace
 from backfill.chain.provider_errors import (
@@ -52,11 +53,14 @@ from backfill.chain.provider_errors import (
     policy,
 )
 from backfill.decode.events import LOG_FILTER_TOPICS
-from backfill.decode.scanner import Scanned
 from backfill.decode.scanner import scan as scan_answer
 from backfill.redact import endpoint_label
 
 log = logging.getLogger(__name__)
+
+# An answer's bytes -> a ReadAnswer, or None to leave the answer to orjson. A reader with an `executor` attribute
+# (a concurrent.futures executor) is called there, off the event loop.
+Reader = Callable[[bytes], Any]
 
 # The day a request is made for (set by the worker around each fetch), for per-day request accounting.
 current_day: contextvars.ContextVar[int] = contextvars.ContextVar("current_day", default=-1)
@@ -67,9 +71,9 @@ SWITCH_WAIT_S = 2.0  # a rate-limited call that would wait longer goes to anothe
 LOG_EVERY_S = 10.0  # budget waits and limit answers are logged at most this often per endpoint
 
 
-def _damage(logs: list[dict[str, Any]] | Scanned, first: int, last: int) -> str | None:
+def _damage(logs: list[dict[str, Any]] | ReadAnswer, first: int, last: int) -> str | None:
     """Why an eth_getLogs answer over [first, last] cannot be a node's (backfill.chain.answer_check), or None."""
-    if isinstance(logs, Scanned):
+    if isinstance(logs, ReadAnswer):
         return blocks_damage(logs.block_hashes().items(), first, last) or logs_damage(logs.fallback_logs(), first, last)
     return logs_damage(logs, first, last)
 
@@ -213,6 +217,17 @@ class RpcClient:
             except aiohttp.ClientError as exc:
                 raise Transient(f"connection failed: {type(exc).__name__}") from None
 
+    @staticmethod
+    async def _read(body: bytes, status: int, retry_after: float | None, scan: Reader | None) -> Any:
+        """envelopes.read, on the reader's own thread where it has one (`executor`: it runs off the event loop,
+        so that other requests stay in flight while it works)."""
+        executor = getattr(scan, "executor", None)
+        if executor is None:
+            return envelopes.read(body, status, retry_after, scan)
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, envelopes.read, body, status, retry_after, scan
+        )
+
     async def _post(
         self,
         ep: Endpoint,
@@ -232,7 +247,7 @@ class RpcClient:
         while True:
             body, status, retry_after = await self._send(ep, payload, methods)
             try:
-                doc = envelopes.read(body, status, retry_after, scan)
+                doc = await self._read(body, status, retry_after, scan)
                 limited, refused = envelopes.limit_answer(doc, status, retry_after, len(methods), partial)
             except RateLimited as exc:
                 limited, refused = exc, len(methods)
@@ -478,17 +493,15 @@ class RpcClient:
         heads = [ep.head for ep in self.pool.endpoints if ep.head is not None]
         return max(heads) if heads else None
 
-    async def _guarded_logs(self, ep: Endpoint, flt: dict[str, Any], scan: bool) -> tuple[int, Any]:
+    async def _guarded_logs(self, ep: Endpoint, flt: dict[str, Any], read: Reader | None) -> tuple[int, Any]:
         """(the node's head, its eth_getLogs answer), asked together in one batch where the endpoint takes
         batches, else head first, then the logs."""
         if self.batch_size(ep) < 2:
             head_hex = await self._call_one(ep, "eth_blockNumber", [])
-            return lag.head_of(head_hex), await self._plain_logs(ep, flt, scan)
+            return lag.head_of(head_hex), await self._plain_logs(ep, flt, read)
         ids = (next(self._ids), next(self._ids))
         payload = [envelopes.request(ids[0], "eth_blockNumber", []), envelopes.request(ids[1], "eth_getLogs", [flt])]
-        doc, status, retry_after = await self._post(
-            ep, payload, ["eth_blockNumber", "eth_getLogs"], scan_answer if scan else None
-        )
+        doc, status, retry_after = await self._post(ep, payload, ["eth_blockNumber", "eth_getLogs"], read)
         head_hex, logs = envelopes.guarded_answer(doc, ids, status, retry_after)
         return lag.head_of(head_hex), logs
 
@@ -497,22 +510,28 @@ class RpcClient:
         doc, status, retry_after = await self._post(ep, envelopes.request(next(self._ids), method, params), [method])
         return envelopes.result_of(doc, status, retry_after, method)
 
-    async def _plain_logs(self, ep: Endpoint, flt: dict[str, Any], scan: bool) -> Any:
+    async def _plain_logs(self, ep: Endpoint, flt: dict[str, Any], read: Reader | None) -> Any:
         doc, status, retry_after = await self._post(
-            ep,
-            envelopes.request(next(self._ids), "eth_getLogs", [flt]),
-            ["eth_getLogs"],
-            scan_answer if scan else None,
+            ep, envelopes.request(next(self._ids), "eth_getLogs", [flt]), ["eth_getLogs"], read
         )
         return envelopes.logs_answer(doc, status, retry_after)
 
     async def get_logs(
-        self, from_block: int, to_block: int, *, guard: bool = False, verify_from: int | None = None, scan: bool = False
-    ) -> list[dict[str, Any]] | Scanned:
+        self,
+        from_block: int,
+        to_block: int,
+        *,
+        guard: bool = False,
+        verify_from: int | None = None,
+        scan: bool = False,
+        read: Reader | None = None,
+    ) -> list[dict[str, Any]] | ReadAnswer:
         """Transfer-topic logs of [from_block, to_block].
 
-        scan=True: a plain answer is read by the compiled scanner (backfill/decode/scanner.py) and comes back as
-        Scanned; errors, guarded calls and anything the scanner leaves are parsed with orjson as before.
+        scan=True: an answer is read by the compiled scanner (backfill/decode/scanner.py) and comes back as
+        Scanned; errors and anything the scanner leaves are parsed with orjson as before. read: another reader
+        of the answer's bytes (the audit's engine, monitor/audit/engine_read.py), which returns a ReadAnswer or
+        None to leave the answer to orjson.
 
         guard=True (near the head): eth_blockNumber rides in the same batch and an answer from a node whose head
         is below to_block is refused (NodeBehind); blocks from verify_from on are checked against the same
@@ -520,7 +539,9 @@ class RpcClient:
         span = to_block - from_block + 1
         flt = {"fromBlock": hex(from_block), "toBlock": hex(to_block), "topics": LOG_FILTER_TOPICS}
 
-        async def once() -> list[dict[str, Any]] | Scanned:
+        reader = read or (scan_answer if scan else None)
+
+        async def once() -> list[dict[str, Any]] | ReadAnswer:
             ep = await self._endpoint(to_block if guard else None)
             cap = ep.refused_blocks
             if cap is not None and span >= cap:  # known cap: split without spending a request
@@ -529,12 +550,12 @@ class RpcClient:
                 )
             try:
                 if guard:
-                    head, logs = await self._guarded_logs(ep, flt, scan)
+                    head, logs = await self._guarded_logs(ep, flt, reader)
                     self.pool.saw_head(ep, head)
                     lag.refuse_behind(head, to_block)
                 else:
-                    logs = await self._plain_logs(ep, flt, scan)
-                if not isinstance(logs, (list, Scanned)):
+                    logs = await self._plain_logs(ep, flt, reader)
+                if not isinstance(logs, (list, ReadAnswer)):
                     raise Transient(f"eth_getLogs answered {type(logs).__name__}, not a list")
                 self._refuse_damaged(ep, logs, from_block, to_block)
                 if guard and verify_from is not None and verify_from <= to_block:

@@ -8,7 +8,7 @@ how it reads what comes back. Pure, no I/O.
 - batch answers matched to their calls by id: items missing, a one-item answer refusing the whole batch
   (geth), an 'Invalid Request' to a batch of valid calls (the batch refused for its size);
 - the answers to eth_getLogs alone and to the lag guard's batch (eth_blockNumber beside eth_getLogs), read
-  by the compiled scanner (backfill/decode/scanner.py) or by orjson.
+  by a reader of their bytes (backfill/chain/answers.py: the compiled scanner, the audit's engine) or by orjson.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import orjson
 
+from backfill.chain.answers import ReadAnswer
 from backfill.chain.provider_errors import (
     BatchTooLarge,
     Fatal,
@@ -26,7 +27,6 @@ from backfill.chain.provider_errors import (
     classify_error,
     classify_http,
 )
-from backfill.decode.scanner import Scanned
 
 
 def request(rid: int, method: str, params: list[Any]) -> dict[str, Any]:
@@ -140,10 +140,10 @@ def batch_results(doc: Any, ids: dict[int, int], status: int, retry_after: float
 
 
 def logs_answer(doc: Any, status: int, retry_after: float | None) -> Any:
-    """The logs of the answer to a single eth_getLogs: Scanned where the scanner read it, else the result."""
-    if isinstance(doc, Scanned) and doc.batch is not None:
+    """The logs of the answer to a single eth_getLogs: a ReadAnswer where a reader took it, else the result."""
+    if isinstance(doc, ReadAnswer) and doc.batch is not None:
         doc = orjson.loads(doc.body)  # not the shape asked for: judged below like any answer
-    if isinstance(doc, Scanned):
+    if isinstance(doc, ReadAnswer):
         return doc
     if isinstance(doc, list):
         raise Transient("a batch answer to a single eth_getLogs")
@@ -152,11 +152,11 @@ def logs_answer(doc: Any, status: int, retry_after: float | None) -> Any:
 
 def guarded_answer(doc: Any, ids: tuple[int, int], status: int, retry_after: float | None) -> tuple[Any, Any]:
     """(eth_blockNumber's result, the logs) of the answer to the lag guard's batch, whose ids are
-    (eth_blockNumber's, eth_getLogs'): the logs as Scanned where the scanner read them, None where the answer
+    (eth_blockNumber's, eth_getLogs'): the logs as a ReadAnswer where a reader took them, None where the answer
     has none; an error that refuses the batch or either call is raised."""
-    if isinstance(doc, Scanned) and doc.batch is None:
+    if isinstance(doc, ReadAnswer) and doc.batch is None:
         doc = orjson.loads(doc.body)  # not the shape asked for: judged below like any answer
-    if isinstance(doc, Scanned):
+    if isinstance(doc, ReadAnswer):
         assert doc.batch is not None  # (an answer without its batch was parsed above)
         by_text = {text: result for text, result in doc.batch}
         head_hex = by_text.get(str(ids[0]))

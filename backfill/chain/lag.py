@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from backfill.chain.answers import ReadAnswer
 from backfill.chain.provider_errors import NodeBehind, Transient
 from backfill.decode.events import LOG_FILTER_TOPICS
-from backfill.decode.scanner import Scanned
 
 
 class Batcher(Protocol):
@@ -37,14 +37,14 @@ def refuse_behind(head: int, to_block: int) -> None:
         raise NodeBehind(f"node head {head} is below block {to_block}", head=head)
 
 
-def block_hashes(logs: list[dict[str, Any]] | Scanned) -> dict[int, str]:
+def block_hashes(logs: list[dict[str, Any]] | ReadAnswer) -> dict[int, str]:
     """block number -> lowercased block hash ("" if none) of the blocks an eth_getLogs answer names."""
-    if isinstance(logs, Scanned):
+    if isinstance(logs, ReadAnswer):
         return logs.block_hashes()
     return {int(entry["blockNumber"], 16): (entry.get("blockHash") or "").lower() for entry in logs}
 
 
-async def verify_complete(source: Batcher, logs: list[dict[str, Any]] | Scanned, first: int, last: int) -> None:
+async def verify_complete(source: Batcher, logs: list[dict[str, Any]] | ReadAnswer, first: int, last: int) -> None:
     """Check [first, last] of an answer against the chain's headers; NodeBehind when it cannot be complete.
 
     The headers may come from any endpoint that has the blocks (they are the canonical chain's, whoever

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from backfill.chain.answers import ReadAnswer
 from backfill.decode.decoder import DecodedBatch, decode_log, decode_logs, take_decoded
 from backfill.store.native_format import NativeRows
 
@@ -59,7 +60,7 @@ ERC1155_SCANNED = (
 ) = range(11)
 
 
-class Scanned:
+class Scanned(ReadAnswer):
     """An eth_getLogs answer read by the scanner; len() is the number of logs, as for a list of logs."""
 
     __slots__ = ("body", "parts", "_fallback_logs")

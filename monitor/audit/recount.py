@@ -36,6 +36,7 @@ from backfill.settings import Settings
 from backfill.store import fingerprints, schema
 from backfill.store.client import Store, now_utc
 from backfill.store.records import AUDIT_USAGE_ID
+from monitor.audit.engine_read import EngineReader
 from monitor.audit.judge import (  # noqa: F401  (re-exported: part of the audit API)
     SAME_ENDPOINT,
     STANDARDS,
@@ -135,6 +136,7 @@ class _AuditRun:
         self.store_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-store")  # the store client: one thread
         self.limit = asyncio.Semaphore(DAY_CONCURRENCY)
         self.top: int | None = None  # the highest head any endpoint reports, once known
+        self.reader = EngineReader() if settings.audit_engine else None  # the answers' decoding, apart from the copy
         self.everyone: Any = None  # a client over every endpoint: headers and the lag guard's checks, on all
 
     def names(self, s: EndpointSet) -> str:
@@ -196,7 +198,9 @@ class _AuditRun:
                 usage = client.days.get(plan.day_idx)
                 before = Counter(usage.served) if usage else Counter()
                 try:
-                    chain = await recount_day(client, plan, self.settings.getlogs_blocks, self.guard_from())
+                    chain = await recount_day(
+                        client, plan, self.settings.getlogs_blocks, self.guard_from(), self.reader
+                    )
                 except RpcError as exc:
                     why = scrub(f"{type(exc).__name__}: {exc}", self.urls)[:300]
                 else:
@@ -252,6 +256,9 @@ class _AuditRun:
         for client in clients:
             await client.close()
         self.store_thread.shutdown(wait=True)
+        if self.reader is not None:
+            log.info("event=answers_read engine=%d reference=%d", self.reader.taken, self.reader.handed_back)
+            self.reader.close()
 
 
 def _log_day(plan: DayPlan, endpoint: str, result: DayAudit, seconds: float) -> None:
