@@ -41,6 +41,7 @@ from monitor.follow import Follower
 from monitor.hooks import SupervisorHooks
 from monitor.metrics.server import MetricsServer
 from monitor.on_complete import OnCompleteRun
+from monitor.warm import WORKER_COMMAND, WarmPool
 
 log = logging.getLogger("monitor")
 
@@ -93,6 +94,7 @@ class Supervisor:
         self.last_stall_check = 0.0
         self.message = ""
         self.rebuild: OnCompleteRun | None = None
+        self.warm: WarmPool | None = None  # workers importing ahead of their shard (a foreground start's)
         self.follower = Follower(settings, on_done=self.wake) if settings.follow else None
         self.metrics = (
             MetricsServer(settings.metrics_addr, settings.ready_lag_blocks) if settings.metrics_addr else None
@@ -251,35 +253,27 @@ class Supervisor:
     # -- children -------------------------------------------------------------------------
     def spawn(self, slot: Slot) -> None:
         env = {**os.environ, **self.s.to_env(), "SHARDS": str(slot.shards)}
+        argv = ["--shard", str(slot.shard_id), "--shards", str(slot.shards), "--parent", str(os.getpid())]
+        stderr_path = self.log_dir / f"worker-{slot.shard_id}.stderr"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"worker-{slot.shard_id}.stderr", "ab") as err:
-            slot.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-P",  # not the working directory first on sys.path: a `backfill/` folder there must not shadow us
-                    "-m",
-                    "workers.worker",
-                    "--shard",
-                    str(slot.shard_id),
-                    "--shards",
-                    str(slot.shards),
-                    "--parent",
-                    str(os.getpid()),
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
+        warm = self.warm.take(argv, env, stderr_path) if self.warm is not None else None
+        if warm is not None:
+            slot.proc = warm
+        else:
+            with open(stderr_path, "ab") as err:
+                slot.proc = subprocess.Popen(
+                    [*WORKER_COMMAND, *argv], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+                )
         slot.started_at = time.time()
         slot.stopping_since = None
         slot.stall_reason = None
         log.info(
-            "worker=%d pid=%d event=spawn shards=%d restarts=%d",
+            "worker=%d pid=%d event=spawn shards=%d restarts=%d started=%s",
             slot.shard_id,
             slot.proc.pid,
             slot.shards,
             slot.restarts,
+            "warm" if warm is not None else "cold",
         )
 
     def reap(self) -> None:
@@ -811,7 +805,10 @@ def settled(tally: dict[str, int]) -> int:
 
 
 def supervise(
-    settings: Settings, on_tick: Callable[[Supervisor], None] | None = None, lock_fd: int | None = None
+    settings: Settings,
+    on_tick: Callable[[Supervisor], None] | None = None,
+    lock_fd: int | None = None,
+    warm: WarmPool | None = None,
 ) -> str:
     """Take the data directory's supervisor lock (or use lock_fd, taken by the caller) and run; raises
     FleetHalted, or AlreadyRunning via exit code."""
@@ -833,6 +830,7 @@ def supervise(
         timeout_s=STORE_TIMEOUT_S,
     )
     sup = Supervisor(settings, store, SupervisorHooks(settings, after_round=on_tick))
+    sup.warm = warm
     sup.install_signals()
     try:
         return sup.run()

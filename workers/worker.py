@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, cast
 
+import orjson
+
 from backfill.chain.client import RpcClient, current_day
 from backfill.chain.planner import DayPlan
 from backfill.chain.provider_errors import RangeTooLarge, Transient
@@ -721,7 +723,27 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 10, 10)
 
 
+def serve_warm() -> int:
+    """A warm worker (monitor/warm.py): its imports are done; wait for the line that makes it a worker (argv,
+    environment, stderr file, as a cold spawn would have had them), then run as one. The end of stdin: exit 0."""
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return 0
+    start = orjson.loads(line)
+    os.environ.clear()
+    os.environ.update(start["env"])
+    err = os.open(start["stderr"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(err, 2)
+    os.close(err)
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nothing, 0)
+    os.close(nothing)
+    return main(list(start["argv"]))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--warm"]:
+        return serve_warm()
     parser = argparse.ArgumentParser(prog="workers.worker")
     parser.add_argument("--shard", type=int, required=True)
     parser.add_argument("--shards", type=int, required=True)

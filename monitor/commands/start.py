@@ -39,6 +39,7 @@ from backfill.files.oplog import held_until_written
 from backfill.settings import Settings
 from backfill.store.client import COMMAND_PATIENCE_S, Store
 from backfill.store.leases import PLAN_LEASE, SHARD_LEASES, live_claims, waiting_for
+from monitor.warm import WarmPool
 
 log = logging.getLogger("monitor")
 
@@ -122,6 +123,23 @@ def start_run(
         from monitor.metrics.server import parse_addr
 
         parse_addr(settings.metrics_addr)  # a bad address is refused before anything runs
+    # a foreground run supervises here: its workers import while this plans (monitor/warm.py)
+    warm = WarmPool(settings.shards, {**os.environ, **settings.to_env()}) if settings.foreground else None
+    try:
+        return _check_plan_hand_over(settings, shards_explicit, echo, to_head, dashboard, warm)
+    finally:
+        if warm is not None:
+            warm.close()
+
+
+def _check_plan_hand_over(
+    settings: Settings,
+    shards_explicit: bool,
+    echo: Callable[[str], Any],
+    to_head: bool,
+    dashboard: bool,
+    warm: WarmPool | None,
+) -> dict[str, Any] | None:
     with held_until_written():
         chain = asyncio.run(_survey(settings))
     if not holds_store(settings):  # no chain recorded to compare with: the dates are refused before any write
@@ -145,7 +163,7 @@ def start_run(
         else:
             _run_detached(settings, n_days, shards_explicit, echo)
             return None
-    return _run_foreground(settings, store, n_days, echo, lock_fd, dashboard)
+    return _run_foreground(settings, store, n_days, echo, lock_fd, dashboard, warm)
 
 
 def _tell_running(
@@ -235,7 +253,13 @@ def _stopped(store: Store, state: dict[str, Any], echo: Callable[[str], Any]) ->
 
 
 def _run_foreground(
-    settings: Settings, store: Store, n_days: int, echo: Callable[[str], Any], lock_fd: int, dashboard: bool = True
+    settings: Settings,
+    store: Store,
+    n_days: int,
+    echo: Callable[[str], Any],
+    lock_fd: int,
+    dashboard: bool = True,
+    warm: WarmPool | None = None,
 ) -> dict[str, Any] | None:
     """Supervise in this process with a live dashboard; the summary of a finished run. A stop by Ctrl-C is
     Interrupted (exit 130); a stop by `backfill stop` says so and returns None (exit 0)."""
@@ -266,9 +290,16 @@ def _run_foreground(
                     live.update(render(collect_offline(settings, str(exc))))
 
         try:
-            phase = supervise(settings, on_tick=tick, lock_fd=lock_fd)
+            phase = supervise(settings, on_tick=tick, lock_fd=lock_fd, warm=warm)
         except FleetHalted as exc:  # a worker's config error or wrong chain keeps its code (the same numbers)
             raise _halted_error(exc.exit_code, str(exc)) from None
+    return _ended(settings, store, phase, echo, t0)
+
+
+def _ended(
+    settings: Settings, store: Store, phase: str, echo: Callable[[str], Any], t0: float
+) -> dict[str, Any] | None:
+    """After a foreground supervisor returned: the stop said, the failure raised, or the summary shown."""
     state = control.read_json(control.state_path(settings.log_dir)) or {}
     if phase == "stopped":
         _stopped(store, state, echo)

@@ -54,6 +54,11 @@ def test_three_shards_copy_every_transfer_exactly(chain: Chain, data_dir, finish
     skipped = sum(cp["skipped_count"] for cp in checkpoints.values())
     assert quarantined + skipped == truth.rejected and quarantined > 0 and skipped > 0
     assert store.scalar("SELECT countIf(reason = '') FROM transfer_quarantine") == 0
+    # the three workers were started while the command planned (monitor/warm.py), and wrote the copy above
+    spawns = [
+        line for line in (data_dir / "backfill" / "monitor.log").read_text().splitlines() if "event=spawn" in line
+    ]
+    assert len(spawns) == 3 and all("started=warm" in line for line in spawns), spawns
 
 
 def test_second_run_changes_nothing_and_runbook_queries_are_true(chain: Chain, data_dir, finished_run):

@@ -141,12 +141,12 @@ def test_endpoints_that_refuse_or_cap_batches_give_exact_data(chain: Chain, tmp_
 
 
 def test_planning_a_thousand_days_behind_batch_caps_and_a_budget_is_economical(tmp_path):
-    """An hourly chain of 1,000 days; the endpoint takes 100 calls a batch and 50 calls/s (the budget binds: the
+    """An hourly chain of 1,000 days; the endpoint takes 100 calls a batch and 100 calls/s (the budget binds: the
     plan and the copy together need a few thousand calls)."""
     genesis = 1_704_067_200 - 1800  # 2024-01-01 00:00 UTC - 30 min
     with Anvil(genesis_timestamp=genesis) as node:
         rpc(node.url, "anvil_mine", [hex(24 * 1001), hex(3600)])  # and the first hours of day 1,000
-        with RpcProxy(node.url, max_batch=100, rate_limit_rps=50) as proxy:
+        with RpcProxy(node.url, max_batch=100, rate_limit_rps=100) as proxy:
             data_dir = tmp_path / "data"
             run = backfill(
                 ["start", "--foreground", "--from", "2024-01-01", "--to", "2026-09-26", "--confirmations", "0"],

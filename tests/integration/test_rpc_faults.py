@@ -205,8 +205,8 @@ def test_only_a_lagging_endpoint_leaves_the_day_unfinished_rather_than_short(cha
 def test_mixed_faults_at_20_percent_on_two_endpoints_give_exact_data_and_no_key_leaks(chain: Chain, tmp_path):
     data_dir = tmp_path / "data"
     with (
-        RpcProxy(chain.url, ALL_FAULTS_MIX(0.2, delay_s=1.5, retry_after_s=0.3), seed=1) as a,
-        RpcProxy(chain.url, ALL_FAULTS_MIX(0.2, delay_s=1.5, retry_after_s=0.3), seed=2) as b,
+        RpcProxy(chain.url, ALL_FAULTS_MIX(0.2, max_blocks=100, delay_s=1.5, retry_after_s=0.3), seed=1) as a,
+        RpcProxy(chain.url, ALL_FAULTS_MIX(0.2, max_blocks=100, delay_s=1.5, retry_after_s=0.3), seed=2) as b,
     ):
         urls = f"{a.url_with_key(KEY)},{b.url_with_key(KEY + 'b')}"
         run = backfill(
