@@ -56,6 +56,9 @@ class ChainDay:
     # standard -> the recount's row hashes, in the pieces they came in: sets (the reference path) and the
     # engine's blobs (monitor.audit.engine_read); joined only when a day's versions are placed row by row
     pieces: dict[str, list[Any]] = field(default_factory=dict)
+    # the range size the recount would have asked for next: the next day's recount starts there, as if the
+    # days were one range (a day of 2,000 sparse blocks is then one answer, not four from getlogs_blocks up)
+    next_span: int = 0
     _joined: dict[str, set[int]] | None = None
 
     @property
@@ -95,8 +98,9 @@ class _Tally:
         got[0] += n
         got[1] += total
 
-    def day(self) -> ChainDay:
-        return ChainDay({s: (self.counts[s], self.sums[s]) for s in STANDARDS}, self.blocks, self.pieces)
+    def day(self, next_span: int = 0) -> ChainDay:
+        digests = {s: (self.counts[s], self.sums[s]) for s in STANDARDS}
+        return ChainDay(digests, self.blocks, self.pieces, next_span)
 
 
 def _check_hashes(blocks: dict[int, str], headers: dict[int, tuple[str, int]]) -> None:
@@ -180,7 +184,7 @@ async def recount_day(
             await _recount_answer(client, tally, logs, reader)
             span = next_span(b - a + 1, len(logs), target)
             a = b + 1
-        return tally.day()
+        return tally.day(span)
     finally:
         current_day.reset(token)
 

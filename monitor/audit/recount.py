@@ -138,6 +138,7 @@ class _AuditRun:
         self.top: int | None = None  # the highest head any endpoint reports, once known
         self.reader = EngineReader() if settings.audit_engine else None  # the answers' decoding, apart from the copy
         self.everyone: Any = None  # a client over every endpoint: headers and the lag guard's checks, on all
+        self.span = settings.getlogs_blocks  # where a day's recount starts: where the last one to end left off
 
     def names(self, s: EndpointSet) -> str:
         return ",".join(self.labels[i] for i in s.indices)
@@ -198,12 +199,11 @@ class _AuditRun:
                 usage = client.days.get(plan.day_idx)
                 before = Counter(usage.served) if usage else Counter()
                 try:
-                    chain = await recount_day(
-                        client, plan, self.settings.getlogs_blocks, self.guard_from(), self.reader
-                    )
+                    chain = await recount_day(client, plan, self.span, self.guard_from(), self.reader)
                 except RpcError as exc:
                     why = scrub(f"{type(exc).__name__}: {exc}", self.urls)[:300]
                 else:
+                    self.span = chain.next_span or self.span
                     after = client.days[plan.day_idx].served if plan.day_idx in client.days else Counter()
                     served = ",".join(label for label, _ in (after - before).most_common())
                     return Recount(chain.digests, served or self.names(s), s.same, tuple(failures)), chain

@@ -12,6 +12,7 @@ from backfill.settings import load_settings
 from backfill.store.embedded import stop_server
 from backfill.store.fingerprints import record_fingerprints
 from monitor.audit.recount import run_audit
+from monitor.audit.report import DAY_CONCURRENCY
 from tests.integration.damage import delete_rows, zero_timestamps
 from tests.integration.harness import Chain, backfill, open_store
 from tests.support.proxy import Fault, RpcProxy
@@ -78,6 +79,18 @@ def test_clean_run_verifies_every_day_against_the_chain(chain: Chain, run_copy):
     log_text = (run_copy / "backfill" / "audit.log").read_text()
     assert f"event=audit_done run_id={doc['run_id']} source=cli passed=True days=10" in log_text
     assert "day=5 date=2024-01-06 endpoint=" in log_text
+
+
+def test_each_day_starts_where_the_last_left_off_so_sparse_days_take_an_answer_or_two(chain: Chain, run_copy):
+    # the first ranges are getlogs_blocks (50) long and grow 4x an answer: from there, a 2,000-block day
+    # would take four answers; days that start from the range the last one ended with take one or two
+    with RpcProxy(chain.url, []) as proxy:
+        result = backfill(["verify", "--all", "--json"], run_copy, rpc_urls=proxy.url)
+        asked = [c for c in proxy.calls("eth_getLogs") if c.ok]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["passed"]
+    first = DAY_CONCURRENCY  # days recounted at once: they all start at 50 blocks
+    assert len(asked) <= 4 * first + 2 * (chain.days - first), len(asked)
 
 
 def test_rows_deleted_inside_one_day_name_that_day_with_both_counts(chain: Chain, run_copy):
