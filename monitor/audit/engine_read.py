@@ -34,8 +34,9 @@ from backfill.decode.events import ERC20_TRANSFER, ERC1155_BATCH, ERC1155_SINGLE
 log = logging.getLogger("monitor.audit.recount")
 
 # -- the envelope (pure) ---------------------------------------------------------------------------------------------
-_HEAD = re.compile(rb'\s*\{(?:"jsonrpc":"2\.0",)?(?:"id":(\d+),)?(?:"jsonrpc":"2\.0",)?"result":')
-_TAIL = re.compile(rb'(?:,"jsonrpc":"2\.0")?(?:,"id":(\d+))?(?:,"jsonrpc":"2\.0")?\}\s*\Z')
+# ids as JSON writes integers (no leading zero: orjson, the reference, refuses "id":07 and so must we)
+_HEAD = re.compile(rb'\s*\{(?:"jsonrpc":"2\.0",)?(?:"id":(0|[1-9][0-9]*),)?(?:"jsonrpc":"2\.0",)?"result":')
+_TAIL = re.compile(rb'(?:,"jsonrpc":"2\.0")?(?:,"id":(0|[1-9][0-9]*))?(?:,"jsonrpc":"2\.0")?\}\s*\Z')
 ENGINE_THREADS = 2  # answers read at once (the engine releases the GIL: both cores work while the node serves)
 _EDGE = 256  # bytes at either end where the envelope's other members are looked for
 

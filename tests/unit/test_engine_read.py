@@ -21,7 +21,7 @@ from backfill.decode.events import ERC1155_BATCH
 from backfill.decode.reference import reference_rows, with_timestamps
 from backfill.store import digest
 from monitor.audit.engine_read import EngineAnswer, EngineReader, hash_values, split_batch, split_envelope
-from tests.unit.test_native import _mutations, body_of, guarded_body, random_logs
+from tests.unit.test_native import _mutations, body_of, guarded_body, mangle, mangled_bodies, random_logs
 
 
 def stamp(bn: int) -> int:
@@ -163,34 +163,14 @@ def test_mangled_bodies_never_disagree(reader):
     logs = random_logs(rng, 12)
     good = body_of(logs)
     fixed = [
-        b"",
-        b"[]",
-        b'{"result":[1]}',
+        *mangled_bodies(good),
         b'{"jsonrpc":"2.0","id":1,"result":[]} x',
         b'{"jsonrpc":"2.0","id":1,"result":[],}',
-        good.replace(b'"0x', b'"\\u0030x', 1),
-        good.replace(b'"address"', b'"addr\\u0065ss"', 1),
-        good.replace(b'"data"', b'"data":"0x","data"', 1),
-        good.replace(b'"removed":false', b'"removed":false,"removed":true', 1),
         good.replace(b'"removed":false', b'"removed":0', 1),
         good.replace(b'"removed":false', b'"removed":"false"', 1),
-        good[:-1],
-        good + b"\n",
     ]
     for body in fixed:
         agree(reader, body)
     guarded = guarded_body(logs[:6])
     for _ in range(250):
-        body = bytearray(rng.choice((good, good, guarded)))
-        for _ in range(rng.randrange(1, 4)):
-            i = rng.randrange(len(body))
-            op = rng.randrange(4)
-            if op == 0:
-                body[i] = rng.choice(b'{}[]",:0aA \\\x00\x7f\xc3')
-            elif op == 1:
-                del body[i]
-            elif op == 2:
-                body.insert(i, rng.choice(b' ,"0x'))
-            else:
-                body = body[:i]
-        agree(reader, bytes(body))
+        agree(reader, mangle(rng, rng.choice((good, good, guarded))))

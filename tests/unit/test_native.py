@@ -305,12 +305,9 @@ def test_block_fields_that_disagree_within_a_block_send_the_answer_to_python():
         assert agree(body_of([logs[0], {**logs[1], field: value}, *logs[2:]])) is None
 
 
-def test_mangled_bodies_never_disagree():
-    """Byte-level damage: truncation, flipped bytes, escapes, non-ASCII, duplicate keys, errors, other shapes."""
-    rng = random.Random(29)
-    logs = random_logs(rng, 12)
-    good = body_of(logs)
-    fixed = [
+def mangled_bodies(good: bytes) -> list[bytes]:
+    """Byte-level damage of a good answer: truncation, escapes, non-ASCII, duplicate keys, errors, other shapes."""
+    return [
         b"",
         b"{}",
         b"[]",
@@ -341,20 +338,32 @@ def test_mangled_bodies_never_disagree():
         good.replace(b'"id":7', b'"id":tru', 1),
         good.replace(b'"id":7', b'"id":"a\tb"', 1),
     ]
-    for body in fixed:
+
+
+def mangle(rng: random.Random, body: bytes) -> bytes:
+    """body with one to three random byte-level edits: a byte replaced, dropped or inserted, or a truncation."""
+    out = bytearray(body)
+    for _ in range(rng.randrange(1, 4)):
+        i = rng.randrange(len(out))
+        op = rng.randrange(4)
+        if op == 0:
+            out[i] = rng.choice(b'{}[]",:0aA \\\x00\x7f\xc3')
+        elif op == 1:
+            del out[i]
+        elif op == 2:
+            out.insert(i, rng.choice(b' ,"0x'))
+        else:
+            out = out[:i]
+    return bytes(out)
+
+
+def test_mangled_bodies_never_disagree():
+    """Byte-level damage: truncation, flipped bytes, escapes, non-ASCII, duplicate keys, errors, other shapes."""
+    rng = random.Random(29)
+    logs = random_logs(rng, 12)
+    good = body_of(logs)
+    for body in mangled_bodies(good):
         agree(body)
     guarded = guarded_body(logs[:6])
     for _ in range(4000):
-        body = bytearray(rng.choice((good, good, good, guarded)))
-        for _ in range(rng.randrange(1, 4)):
-            i = rng.randrange(len(body))
-            op = rng.randrange(4)
-            if op == 0:
-                body[i] = rng.choice(b'{}[]",:0aA \\\x00\x7f\xc3')
-            elif op == 1:
-                del body[i]
-            elif op == 2:
-                body.insert(i, rng.choice(b' ,"0x'))
-            else:
-                body = body[:i]
-        agree(bytes(body))
+        agree(mangle(rng, rng.choice((good, good, good, guarded))))
