@@ -262,7 +262,9 @@ def test_two_hosts_split_the_shards_and_one_survives_a_kill_9_of_its_supervisor(
 
 def test_a_rescale_on_one_host_is_applied_by_both(chain: Chain, store_server: str, tmp_path: Path) -> None:
     a, b = tmp_path / "host-a", tmp_path / "host-b"
-    paced = {"BACKFILL_RPC_MAX_RPS": "20"}  # a paid plan's pace: the run lasts long enough to be rescaled
+    # a paid plan's pace: the run lasts long enough to be rescaled (at 20 calls/s a host could finish its three
+    # days before the other had written two windows, and then there was no run left to rescale)
+    paced = {"BACKFILL_RPC_MAX_RPS": "8"}
     host_start(chain, store_server, a, "0/2", last=chain.day(5), **paced)
     host_start(chain, store_server, b, "1/2", last=chain.day(5), **paced)
     try:
