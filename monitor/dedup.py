@@ -122,8 +122,9 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
     """Dedup the staging tables over blocks [a, b] (and, by default, the small bookkeeping tables whole).
 
     A table whose raw rows in the range each have a key of their own (count == uniqExact of the key, across
-    partitions) holds no key twice there: nothing to refuse, delete or merge, so its partitions are not rewritten (a clean copy's usual case; the
-    OPTIMIZE of every partition was most of the rebuild's dedup time). Its keys are still checked."""
+    partitions) holds no key twice there: nothing to refuse, delete or merge, so its partitions are not
+    rewritten (a clean copy's usual case; the OPTIMIZE of every partition was most of the rebuild's dedup
+    time). That count is its check: FINAL keeps a subset of those rows, so it shows no key twice either."""
     report = DedupReport((a, b))
     params = {"a": a, "b": b}
     range_where = "block_number BETWEEN %(a)s AND %(b)s"
@@ -137,30 +138,16 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
     for table in busy:
         _refuse_ambiguous(store, table, a, b)
     for table in STAGING_TABLES:
-        key = KEYS[table]
         report.rows_before[table] = raw[table]
         parts = partitions_of_range(store, table, a, b)
         losers = 0
         if table in busy:
-            losers = int(store.scalar(f"SELECT count() FROM ({superseded_split_sql(table)})", params))
-            if losers:
-                store.command(
-                    f"DELETE FROM {table} WHERE {range_where} AND ({key}, _version) IN ({superseded_split_sql(table)})",
-                    parameters=params,
-                )
-            for pid in parts:
-                store.command(f"OPTIMIZE TABLE {table} PARTITION ID %(p)s FINAL", parameters={"p": pid})
-            report.rows_after[table] = int(store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", params))
-            report.final_rows[table] = int(
-                store.scalar(f"SELECT count() FROM {table} FINAL WHERE {range_where}", params)
-            )
-        else:
+            losers = _merge_away(store, table, parts, report, params)
+        else:  # every key one raw row (counted above): nothing for FINAL to fold, no key twice after it
             report.rows_after[table] = report.final_rows[table] = raw[table]
+            report.duplicates_after[table] = 0
         report.superseded_deleted[table] = losers
         report.partitions[table] = parts
-        report.duplicates_after[table] = int(
-            store.scalar(f"SELECT count() - uniqExact(tuple({key})) FROM {table} FINAL WHERE {range_where}", params)
-        )
         log.info(
             "step=dedup table=%s blocks=%d-%d partitions=%s optimized=%s superseded_deleted=%d rows_before=%d "
             "rows_after=%d duplicates_after=%d",
@@ -178,6 +165,26 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
         for table in MAINTENANCE_TABLES:
             store.command(f"OPTIMIZE TABLE {table} FINAL")
     return report
+
+
+def _merge_away(store: Store, table: str, parts: list[str], report: DedupReport, params: dict[str, int]) -> int:
+    """Delete a table's superseded copies stranded in other partitions, OPTIMIZE its partitions, and record
+    what is left (rows, rows after FINAL, keys twice after FINAL) in the report; the copies deleted."""
+    key, range_where = KEYS[table], "block_number BETWEEN %(a)s AND %(b)s"
+    losers = int(store.scalar(f"SELECT count() FROM ({superseded_split_sql(table)})", params))
+    if losers:
+        store.command(
+            f"DELETE FROM {table} WHERE {range_where} AND ({key}, _version) IN ({superseded_split_sql(table)})",
+            parameters=params,
+        )
+    for pid in parts:
+        store.command(f"OPTIMIZE TABLE {table} PARTITION ID %(p)s FINAL", parameters={"p": pid})
+    report.rows_after[table] = int(store.scalar(f"SELECT count() FROM {table} WHERE {range_where}", params))
+    report.final_rows[table] = int(store.scalar(f"SELECT count() FROM {table} FINAL WHERE {range_where}", params))
+    report.duplicates_after[table] = int(
+        store.scalar(f"SELECT count() - uniqExact(tuple({key})) FROM {table} FINAL WHERE {range_where}", params)
+    )
+    return losers
 
 
 def _refuse_ambiguous(store: Store, table: str, a: int, b: int) -> None:

@@ -522,7 +522,11 @@ def main() -> None:
                     "cryo (logs, into memory): "
                     + ", ".join(f"{c['logs_per_s']} logs/s ({c['seconds']}s)" for c in cryos)
                     + " | backfill/cryo per run: "
-                    + ", ".join(f"{r['backfill']['logs_per_s'] / r['cryo']['logs_per_s']:.2f}x" for r in results),
+                    + ", ".join(
+                        f"{r['backfill']['logs_per_s'] / r['cryo']['logs_per_s']:.2f}x"
+                        for r in results
+                        if r.get("cryo")
+                    ),
                     flush=True,
                 )
             else:
