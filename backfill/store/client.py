@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import clickhouse_connect
+from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver import options as _driver_options
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
@@ -207,6 +208,7 @@ class Store:
         # (table, columns) -> the columns' ClickHouse types. Without them clickhouse-connect asks the server
         # (DESCRIBE TABLE) before every insert: a round trip per insert, 2 of every 5 requests of a worker.
         self._column_types: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+        self._catalogue: dict[tuple[str, str], str] = {}  # (table, column) -> type name (learn_columns)
 
     @classmethod
     def connect(
@@ -359,8 +361,22 @@ class Store:
             problems = cluster.engine_problems(engines)
             if problems:
                 raise ConfigError("\n".join(problems))
+        elif self._schema_is_current():
+            return
         for stmt in cluster.ddl(self.cluster):
             self.command(stmt)
+
+    def _schema_is_current(self) -> bool:
+        """One read of the catalogue on a single node: every table, view and migrated column there already."""
+        catalogue = self.learn_columns()
+        return schema.is_current({table for table, _ in catalogue}, set(catalogue))
+
+    def learn_columns(self) -> dict[tuple[str, str], str]:
+        """(table, column) -> type name of the database's columns, in one query: the insert paths take their
+        types from it, where each table would otherwise cost a DESCRIBE round trip at its first insert."""
+        rows = self.query_rows("SELECT table, name, type FROM system.columns WHERE database = currentDatabase()")
+        self._catalogue = {(r[0], r[1]): r[2] for r in rows}
+        return self._catalogue
 
     # -- generic ------------------------------------------------------------------------
     def query(self, sql: str, parameters: dict[str, Any] | None = None, *, idempotent: bool = True) -> Any:
@@ -381,6 +397,8 @@ class Store:
     def column_types(self, table: str, columns: Sequence[str]) -> list[Any]:
         key = (table, tuple(columns))
         types = self._column_types.get(key)
+        if types is None and all((table, c) in self._catalogue for c in columns):
+            types = self._column_types[key] = [get_from_name(self._catalogue[(table, c)]) for c in columns]
         if types is None:
             types = self._column_types[key] = self._retrying(
                 f"describe {table}", lambda c: list(c.create_insert_context(table, list(columns)).column_types)
@@ -414,8 +432,9 @@ class Store:
         self._retrying(f"insert {table}", lambda c: c.raw_insert(table, columns, insert_block=block, fmt="Native"))
 
     def warm_up(self) -> None:
-        """Open the connection and import the insert machinery before the first real insert."""
-        self.query("SELECT 1")
+        """Open the connection, learn the insert column types and import the insert machinery before the first
+        real insert."""
+        self.learn_columns()
         import clickhouse_connect.driver.insert  # noqa: F401
 
     # -- meta ---------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 ERC20_COLUMNS = [
     "block_number",
     "block_timestamp",
@@ -350,3 +352,21 @@ MIGRATIONS = [
 
 def ddl() -> list[str]:
     return [sql.strip() for sql in TABLES.values()] + MIGRATIONS + [sql.strip() for sql in VIEWS.values()]
+
+
+_MIGRATION = re.compile(r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+) ")
+
+
+def migrated_columns() -> list[tuple[str, str]]:
+    """(table, column) of every migration: the columns a current database has beyond the first release."""
+    found = [_MIGRATION.match(sql) for sql in MIGRATIONS]
+    assert all(found), "every migration adds one column: ALTER TABLE t ADD COLUMN IF NOT EXISTS c ..."
+    return [(m.group(1), m.group(2)) for m in found if m]
+
+
+def is_current(names: set[str], columns: set[tuple[str, str]]) -> bool:
+    """Whether a database with these tables and views, and these (table, column) pairs, already has the whole
+    schema: then the ~30 idempotent DDL statements need not be sent (each costs a round trip and a metadata
+    write on every command and every worker start)."""
+    wanted = set(TABLES) | set(VIEWS)
+    return wanted <= names and set(migrated_columns()) <= columns

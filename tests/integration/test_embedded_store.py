@@ -382,3 +382,44 @@ def test_a_server_started_on_demand_exits_when_idle(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_schema_is_sent_once_and_repaired_when_a_part_is_missing(tmp_path, monkeypatch):
+    """A database that has the whole schema is read once (one catalogue query), not sent ~30 DDL statements
+    on every command and worker start; a dropped view or migrated column is put back on the next connect;
+    inserts take their column types from the catalogue, with no DESCRIBE round trip."""
+    from backfill.settings import load_settings
+    from backfill.store.client import Store
+
+    sent: list[str] = []
+    real = Store._retrying
+
+    def recording(self, what, call, **kw):
+        sent.append(what)
+        return real(self, what, call, **kw)
+
+    monkeypatch.setattr(Store, "_retrying", recording)
+    settings = load_settings({"data_dir": str(tmp_path)}, env={})
+    try:
+        Store.connect(settings).close()
+        assert sent.count("CREATE") >= 15, sent
+        sent.clear()
+        store = Store.connect(settings)
+        assert [w for w in sent if w not in ("connect", "query")] == [], sent
+        store.command("DROP VIEW backfill_progress")
+        store.command("ALTER TABLE rpc_usage DROP COLUMN damaged")
+        store.close()
+        store = Store.connect(settings)
+        names = {r[0] for r in store.query_rows("SELECT name FROM system.tables WHERE database = currentDatabase()")}
+        assert "backfill_progress" in names
+        assert store.scalar("SELECT count() FROM system.columns WHERE table = 'rpc_usage' AND name = 'damaged'") == 1
+        store.close()
+        sent.clear()
+        worker = Store.connect(settings, create=False)
+        worker.warm_up()
+        worker.meta_set("k", "v")
+        assert worker.meta_get("k") == "v"
+        assert not [w for w in sent if w.startswith("describe")], sent
+        worker.close()
+    finally:
+        stop_server(tmp_path)
