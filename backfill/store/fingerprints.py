@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from backfill.chain.planner import DayPlan
 from backfill.store import digest, schema
 from backfill.store.client import Store, now_utc
 
@@ -32,13 +33,8 @@ def current_digests(store: Store, days: list[int] | None = None) -> dict[int, di
     plan = {p.day_idx: p for p in store.read_plan()}
     if days is not None and len(days) <= BULK_DAYS:
         for d in days:
-            p = plan.get(d)
-            if p is None or p.end_block < p.start_block:
-                continue
-            for table in digest.STAGING_TABLES:
-                n, h = store.query_rows(digest.range_digest_sql(table), {"a": p.start_block, "b": p.end_block})[0]
-                if n:
-                    out.setdefault(d, {})[table] = (int(n), int(h or 0))
+            if d in plan and (found := day_digests(store, plan[d])):
+                out[d] = found
         return out
     wanted = set(days) if days is not None else None
     chosen = [plan[d] for d in wanted or () if d in plan]
@@ -47,6 +43,18 @@ def current_digests(store: Store, days: list[int] | None = None) -> dict[int, di
         for d, n, h in store.query_rows(digest.per_day_digest_sql(table, in_range=params is not None), params):
             if wanted is None or int(d) in wanted:
                 out.setdefault(int(d), {})[table] = (int(n), int(h or 0))
+    return out
+
+
+def day_digests(store: Store, plan: DayPlan) -> dict[str, tuple[int, int]]:
+    """table -> (rows, hash) of one day of the store now (after FINAL); tables without rows are absent."""
+    out: dict[str, tuple[int, int]] = {}
+    if plan.end_block < plan.start_block:
+        return out
+    for table in digest.STAGING_TABLES:
+        n, h = store.query_rows(digest.range_digest_sql(table), {"a": plan.start_block, "b": plan.end_block})[0]
+        if n:
+            out[table] = (int(n), int(h or 0))
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -108,7 +109,8 @@ def _rpc_client(settings: Settings, urls: list[str], indices: tuple[int, ...]) -
     )
 
 
-FinishDay = Callable[[DayPlan, ChainDay | None, str, str, str, str], DayAudit]
+FinishDay = Callable[[DayPlan, ChainDay | None, str, str, str, str, Digests], DayAudit]
+StoredDigests = Callable[[DayPlan], Digests]  # a day's digests in the store now (after FINAL), on the store's thread
 
 
 class _AuditRun:
@@ -121,7 +123,7 @@ class _AuditRun:
         settings: Settings,
         filled_by: dict[int, str],
         expected_chain: str | None,
-        stored: dict[int, Digests],
+        stored: StoredDigests,
         recorded: dict[int, Digests | None],
         finish_day: FinishDay,
     ) -> None:
@@ -232,20 +234,27 @@ class _AuditRun:
         return second
 
     async def day(self, plan: DayPlan) -> DayAudit:
-        """Recount a day, re-check a difference, judge it and read the store's versions of it."""
+        """Recount a day, re-check a difference, judge it and read the store's versions of it. The store's side
+        of the day is read on the store's thread while the chain's is recounted (the two need different
+        servers: reading them one after the other left the engine idle for the store's FINAL scans)."""
         day, fills = plan.day_idx, self.filled_by.get(plan.day_idx, "")
         async with self.limit:
             t0 = time.monotonic()
-            sets = endpoint_sets(self.urls, fills)
-            first, chain = await self.recount(plan, sets)
+            loop = asyncio.get_running_loop()
+            reading = asyncio.ensure_future(loop.run_in_executor(self.store_thread, self.stored, plan))
+            try:
+                sets = endpoint_sets(self.urls, fills)
+                first, chain = await self.recount(plan, sets)
+            finally:
+                stored = await reading
             second = None
-            if first.digests is not None and full(first.digests) != full(self.stored[day]):
+            if first.digests is not None and full(first.digests) != full(stored):
                 second = await self.recheck(plan, first)
-            verdict, detail, problem = decide(first, self.stored[day], self.recorded[day], second)
+            verdict, detail, problem = decide(first, stored, self.recorded[day], second)
             endpoint = first.served or ",".join(dict.fromkeys(self.labels[i] for s in sets for i in s.indices))
             kept = chain if problem != "disagree" else None  # two recounts disagree: neither is the chain
-            result = await asyncio.get_running_loop().run_in_executor(
-                self.store_thread, self.finish_day, plan, kept, endpoint, verdict, detail, problem
+            result = await loop.run_in_executor(
+                self.store_thread, self.finish_day, plan, kept, endpoint, verdict, detail, problem, stored
             )
             _log_day(plan, endpoint, result, time.monotonic() - t0)
             return result
@@ -282,7 +291,7 @@ async def _audit_days(
     plans: list[DayPlan],
     filled_by: dict[int, str],
     expected_chain: str | None,
-    stored: dict[int, Digests],
+    stored: StoredDigests,
     recorded: dict[int, Digests | None],
     finish_day: FinishDay,
 ) -> tuple[list[DayAudit], list[dict[str, Any]]]:
@@ -346,8 +355,9 @@ def run_audit(
             _span(selection.skipped),
             ",".join(endpoint_label(u, i) for i, u in enumerate(settings.rpc_urls)),
         )
-        filled_by, stored, recs = _store_side(store, checkpoints, chosen)
-        finish_day = _day_finisher(store, stored, recs)
+        filled_by, recs = _store_side(store, checkpoints, chosen)
+        finish_day = _day_finisher(store, recs)
+        stored = functools.partial(_stored_digests, store)
         expected_chain = store.meta_get("chain_id")
         results, usage = _run_sync(
             lambda: _audit_days(settings, plans, filled_by, expected_chain, stored, recs, finish_day)
@@ -386,23 +396,27 @@ def _chosen_days(
 
 def _store_side(
     store: Store, checkpoints: dict[int, dict[str, Any]], chosen: list[int]
-) -> tuple[dict[int, str], dict[int, Digests], dict[int, Digests | None]]:
-    """Per chosen day: the endpoints that filled it, the store's digests after FINAL, its recorded fingerprint
-    (fingerprints are recorded first for days that have none yet)."""
+) -> tuple[dict[int, str], dict[int, Digests | None]]:
+    """Per chosen day: the endpoints that filled it and its recorded fingerprint (fingerprints are recorded
+    first for days that have none yet)."""
     fingerprints.record_fingerprints(store)
     recorded = fingerprints.recorded(store)
-    current = fingerprints.current_digests(store, chosen) if chosen else {}
     filled_by = {d: str((recorded.get(d) or checkpoints.get(d) or {}).get("endpoints") or "") for d in chosen}
-    stored = {d: {std: current.get(d, {}).get(TABLES[std], (0, 0)) for std in STANDARDS} for d in chosen}
     recs = {d: recorded_digests(recorded.get(d)) for d in chosen}
-    return filled_by, stored, recs
+    return filled_by, recs
 
 
-def _day_finisher(store: Store, stored: dict[int, Digests], recs: dict[int, Digests | None]) -> FinishDay:
+def _stored_digests(store: Store, plan: DayPlan) -> Digests:
+    """The day's digests in the store now, after FINAL (rows 0, hash 0 for a table without rows of it)."""
+    current = fingerprints.day_digests(store, plan)
+    return {std: current.get(TABLES[std], (0, 0)) for std in STANDARDS}
+
+
+def _day_finisher(store: Store, recs: dict[int, Digests | None]) -> FinishDay:
     """The last step of a day, on the store's thread: its row versions read and placed, its DayAudit made."""
 
     def finish_day(
-        p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str, problem: str
+        p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str, problem: str, stored: Digests
     ) -> DayAudit:
         versions = store_versions(store, p, chain)
         return DayAudit(
@@ -412,7 +426,7 @@ def _day_finisher(store: Store, stored: dict[int, Digests], recs: dict[int, Dige
             verdict,
             detail,
             full(chain.digests) if chain else None,
-            full(stored[p.day_idx]),
+            full(stored),
             recs[p.day_idx],
             versions,
             problem,
