@@ -137,6 +137,12 @@ class Built:
             return None
 
 
+# The build's rows sorted and written in blocks of this many rows, not the engine's default million: sorting
+# one block of a million wallet keys cost more than writing two parts and merging them later (a full build
+# of the dense bench chain's ERC-20 balances, 788k rows: 1.18 s -> 0.68 s).
+INSERT_SETTINGS = {"min_insert_block_size_rows": 400_000}
+
+
 def meta_key(name: str) -> str:
     return f"derived.{name}"
 
@@ -228,7 +234,11 @@ def build_derived(store: Store, through_block: int | None = None, incremental: b
         next_name = f"{name}_next"
         store.command(f"DROP TABLE IF EXISTS {next_name}{store.on_cluster}")
         store.command(table_ddl(spec.create.format(name=next_name), store.cluster))
-        store.command(spec.insert_sql(next_name, base=None if reason else name), {"lo": from_block, "hi": through})
+        store.command(
+            spec.insert_sql(next_name, base=None if reason else name),
+            {"lo": from_block, "hi": through},
+            settings=INSERT_SETTINGS,
+        )
         swap_in(store, next_name, name)
         state = table_state(store, name)
         assert state is not None, name
