@@ -117,11 +117,15 @@ def check_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
 
 
 def record_chain(store: Store, chain_id: int, genesis_hash: str, genesis_ts: int | None = None) -> None:
-    if store.meta_get("chain_id") is None:
-        store.meta_set("chain_id", str(chain_id))
-        store.meta_set("genesis_hash", genesis_hash)
-    if genesis_ts is not None and store.meta_get("genesis_timestamp") is None:
-        store.meta_set("genesis_timestamp", str(genesis_ts))
+    """The chain's identity and genesis time, recorded once (one read, at most one insert)."""
+    known = store.meta_values(["chain_id", "genesis_timestamp"])
+    new: dict[str, str] = {}
+    if "chain_id" not in known:
+        new.update({"chain_id": str(chain_id), "genesis_hash": genesis_hash})
+    if genesis_ts is not None and "genesis_timestamp" not in known:
+        new["genesis_timestamp"] = str(genesis_ts)
+    if new:
+        store.meta_update(new)
 
 
 async def search_boundaries(rpc: RpcClient, targets: list[int], head: int) -> list[int]:

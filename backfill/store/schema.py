@@ -351,7 +351,15 @@ MIGRATIONS = [
 
 
 def ddl() -> list[str]:
-    return [sql.strip() for sql in TABLES.values()] + MIGRATIONS + [sql.strip() for sql in VIEWS.values()]
+    return [statement for step in ddl_steps() for statement in step]
+
+
+def ddl_steps(present: set[str] | None = None) -> list[list[str]]:
+    """The schema in dependency order: the tables, then the migrations, then the views; each step's statements
+    independent of each other. `present`: the tables that exist already, when known; only their migrations
+    are needed (a table created from TABLES has every column). None: every migration."""
+    migrations = [sql for sql, (table, _) in zip(MIGRATIONS, migrated_columns()) if present is None or table in present]
+    return [[sql.strip() for sql in TABLES.values()], migrations, [sql.strip() for sql in VIEWS.values()]]
 
 
 _MIGRATION = re.compile(r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+) ")

@@ -356,8 +356,7 @@ def run_audit(
             ",".join(endpoint_label(u, i) for i, u in enumerate(settings.rpc_urls)),
         )
         filled_by, recs = _store_side(store, checkpoints, chosen)
-        finish_day = _day_finisher(store, recs)
-        stored = functools.partial(_stored_digests, store)
+        finish_day, stored = _day_finisher(store, recs), functools.partial(_stored_digests, store)
         expected_chain = store.meta_get("chain_id")
         results, usage = _run_sync(
             lambda: _audit_days(settings, plans, filled_by, expected_chain, stored, recs, finish_day)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -140,16 +141,23 @@ def _check_plan_hand_over(
     dashboard: bool,
     warm: WarmPool | None,
 ) -> dict[str, Any] | None:
-    with held_until_written():
-        chain = asyncio.run(_survey(settings))
-    if not holds_store(settings):  # no chain recorded to compare with: the dates are refused before any write
-        check_range(settings, chain)
+    early = _connect_beside_survey(settings)
+    try:
+        with held_until_written():
+            chain = asyncio.run(_survey(settings))
+        if not holds_store(settings):  # no chain recorded to compare with: the dates are refused before any write
+            check_range(settings, chain)
+    except BaseException:
+        if early is not None:
+            early.add_done_callback(_close_connected)
+        raise
+    connect = early.result if early is not None else (lambda: Store.connect(settings))
     # One start at a time per data directory, from the first write to the hand-over: a second start waits,
     # then finds the first one's supervisor and tells it what it wants (the later shard count wins).
     with control.start_lock(settings.log_dir, on_wait=echo):
         if settings.redo and control.running_supervisor(settings.log_dir):
             raise UserError("a run is active for this data directory; `backfill stop` it before a --redo")
-        store, n_days = asyncio.run(_prepare(settings, chain, lambda: Store.connect(settings), to_head))
+        store, n_days = asyncio.run(_prepare(settings, chain, connect, to_head))
         running = control.running_supervisor(settings.log_dir)
         if running:
             _tell_running(settings, running, shards_explicit, echo)
@@ -164,6 +172,27 @@ def _check_plan_hand_over(
             _run_detached(settings, n_days, shards_explicit, echo)
             return None
     return _run_foreground(settings, store, n_days, echo, lock_fd, dashboard, warm)
+
+
+def _connect_beside_survey(settings: Settings) -> Future[Store] | None:
+    """The store's connection (and schema check) opened on a thread while the chain is surveyed, when the
+    store is up already (a configured server, or the embedded server of the data directory running): nothing
+    is started or created that the command would not have made anyway. None: connect after the survey, as a
+    start that may be refused must leave no trace (no store started, no data directory)."""
+    from backfill.store.embedded import server_alive
+
+    if not (settings.store.url or server_alive(settings.data_dir)):
+        return None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="store-connect")
+    future = pool.submit(Store.connect, settings)
+    pool.shutdown(wait=False)  # the thread ends with the connect
+    return future
+
+
+def _close_connected(future: Future[Store]) -> None:
+    """The early connection of a start refused before it was needed: closed."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def _tell_running(
