@@ -14,6 +14,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ CHECKPOINT_ROWS = {  # summary key -> checkpoint column
 }
 DONE_STATES = ("complete", "caught_up")  # runs that did their job: promotion is asked about
 STATUS_PATIENCE_S = 5.0  # how long one status read rides out a store outage
+COLLECT_THREADS = 6  # status reads made side by side (collect)
 LAST_ERROR_CHARS = 300
 MONITOR_TAIL_BYTES = 256 * 1024
 INTERRUPTED_HINT = (
@@ -411,41 +413,51 @@ def _last_error(settings: Settings | None, supervisor: dict[str, Any] | None) ->
 
 def collect(store: Store, settings: Settings | None = None, dedup: bool = True) -> dict[str, Any]:
     """Everything status shows. dedup=False skips the FINAL counts (a scan of the staging tables): the live
-    dashboard refreshes every few seconds and must not slow the run it watches."""
+    dashboard refreshes every few seconds and must not slow the run it watches. The reads that do not need
+    each other's answers are made side by side (one after the other they were ~0.2 s at the end of a run)."""
     now = time.time()
     supervisor, alive = _supervisor(settings)
     state = run_state(supervisor, alive)
     host = host_name()
-    plan = _plan_rows(store)
-    checkpoints = store.checkpoints()
-    heartbeats = [
-        {**dataclasses.asdict(beat), "updated_at": beat.last_update()} for beat in store.heartbeats(host).values()
-    ]
-    live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
     started = float(supervisor["started_at"]) if supervisor and supervisor.get("started_at") else None
-    rates = read_rates(store, started, plan, now) if state == "running" else {}
-    table_rows = _table_rows(store, dedup)
-    endpoints = _endpoints(store, running=state == "running")
-    promoted = all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES) if state in DONE_STATES else None
-    summary = summarize(
-        plan,
-        checkpoints,
-        heartbeats,
-        supervisor,
-        alive,
-        rates,
-        table_rows,
-        now,
-        endpoints,
-        live_worker_pids=live_pids,
-        host=host,
-        promoted=promoted,
-        last_error=_last_error(settings, supervisor),
-    )
-    summary["quality"] = quality(store, {p["day_idx"]: p["day"] for p in plan})
-    spread = bool((supervisor or {}).get("shard_ids"))  # this host runs some of the shards
-    summary["fleet"] = read_fleet(store, host, plan, checkpoints, spread)
+    with ThreadPoolExecutor(COLLECT_THREADS, thread_name_prefix="status") as pool:
+        plan_read, checkpoints_read = pool.submit(_plan_rows, store), pool.submit(store.checkpoints)
+        beats_read = pool.submit(store.heartbeats, host)
+        table_rows_read = pool.submit(_table_rows, store, dedup)
+        endpoints_read = pool.submit(_endpoints, store, running=state == "running")
+        promoted_read = pool.submit(_promoted, store) if state in DONE_STATES else None
+        plan = plan_read.result()
+        rates_read = pool.submit(read_rates, store, started, plan, now) if state == "running" else None
+        quality_read = pool.submit(quality, store, {p["day_idx"]: p["day"] for p in plan})
+        checkpoints = checkpoints_read.result()
+        spread = bool((supervisor or {}).get("shard_ids"))  # this host runs some of the shards
+        fleet_read = pool.submit(read_fleet, store, host, plan, checkpoints, spread)
+        heartbeats = [
+            {**dataclasses.asdict(beat), "updated_at": beat.last_update()} for beat in beats_read.result().values()
+        ]
+        live_pids = set() if alive else _live_worker_pids(int(h["pid"]) for h in heartbeats)
+        summary = summarize(
+            plan,
+            checkpoints,
+            heartbeats,
+            supervisor,
+            alive,
+            rates_read.result() if rates_read is not None else {},
+            table_rows_read.result(),
+            now,
+            endpoints_read.result(),
+            live_worker_pids=live_pids,
+            host=host,
+            promoted=promoted_read.result() if promoted_read is not None else None,
+            last_error=_last_error(settings, supervisor),
+        )
+        summary["quality"] = quality_read.result()
+        summary["fleet"] = fleet_read.result()
     return summary
+
+
+def _promoted(store: Store) -> bool:
+    return all(store.scalar(f"EXISTS TABLE {t}") for t in PRODUCTION_TABLES)
 
 
 def read_fleet(
