@@ -404,3 +404,23 @@ def test_status_and_gates_fit_80_columns_without_cutting_a_word(run_copy, chain:
     status = backfill(["status"], run_copy, extra_env=env, timeout=120)
     assert status.returncode == 0, status.stderr
     assert_fits(status.stdout, ["gates (strict", "empty_days", *empty])
+
+
+def test_a_refused_start_does_not_leave_the_stopped_store_server_it_started(tmp_path):
+    """A start over an existing embedded store whose server is down starts the server beside its survey of
+    the chain; when the survey refuses the start (no endpoint answers), the server it started is stopped."""
+    from backfill.store.embedded import ensure_server, server_alive, stop_server
+
+    data = tmp_path / "data"
+    ensure_server(data)
+    stop_server(data)
+    assert not server_alive(data)
+    result = backfill(
+        ["start", "--foreground", "--from", "2024-01-01", "--to", "2024-01-02"],
+        data,
+        extra_env={"ETHEREUM_RPC_URLS": f"http://127.0.0.1:9/v2/{KEY}"},
+        timeout=120,
+    )
+    assert_one_clear_line(result, "no RPC endpoint answers")
+    assert KEY not in result.stderr + result.stdout
+    assert not server_alive(data), "the server this start opened is stopped again"
