@@ -25,7 +25,7 @@ from typing import Any
 
 from backfill.errors import CommandFailed
 from backfill.store.client import Store
-from backfill.store.digest import KEYS, STAGING_TABLES, newest_version_variants_sql
+from backfill.store.digest import KEYS, STAGING_TABLES, key_counts_sql, newest_version_variants_sql
 
 log = logging.getLogger("on_complete")
 
@@ -121,7 +121,7 @@ def partitions_of_range(store: Store, table: str, a: int, b: int) -> list[str]:
 def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> DedupReport:
     """Dedup the staging tables over blocks [a, b] (and, by default, the small bookkeeping tables whole).
 
-    A table whose raw rows in the range each have a key of their own (count == uniqExact of the key, across
+    A table whose raw rows in the range each have a key of their own (digest.key_counts_sql, across
     partitions) holds no key twice there: nothing to refuse, delete or merge, so its partitions are not
     rewritten (a clean copy's usual case; the OPTIMIZE of every partition was most of the rebuild's dedup
     time). That count is its check: FINAL keeps a subset of those rows, so it shows no key twice either."""
@@ -131,9 +131,9 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
     raw: dict[str, int] = {}
     busy: list[str] = []
     for t in STAGING_TABLES:
-        row = store.query_rows(f"SELECT count(), uniqExact(tuple({KEYS[t]})) FROM {t} WHERE {range_where}", params)[0]
+        row = store.query_rows(key_counts_sql(t, range_where), params)[0]
         raw[t] = int(row[0])
-        if int(row[1]) != raw[t]:
+        if int(row[1]) != raw[t]:  # the runbook's key (the sorting key's count is the gates')
             busy.append(t)
     for table in busy:
         _refuse_ambiguous(store, table, a, b)

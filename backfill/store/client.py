@@ -449,9 +449,7 @@ class Store:
 
     # -- meta ---------------------------------------------------------------------------
     def meta_get(self, key: str) -> str | None:
-        return self.scalar(
-            "SELECT argMax(value, updated_at) FROM backfill_meta WHERE key = %(k)s HAVING count() > 0", {"k": key}
-        )
+        return self.meta_values([key]).get(key)
 
     def meta_values(self, keys: Iterable[str]) -> dict[str, str]:
         """The keys' values in one query (a key never set is absent)."""

@@ -57,6 +57,17 @@ def newest_version_variants_sql(table: str, where: str = "") -> str:
     )
 
 
+def key_counts_sql(table: str, where: str = "") -> str:
+    """SELECT of a staging table's raw rows (no FINAL), their distinct runbook keys and their distinct sorting
+    keys. Rows = keys = sorting keys: no key is held twice, so FINAL (which keeps a subset of the rows) shows
+    none twice either, and nothing needs merging. Keys are counted by their 64-bit hashes: a collision can only
+    make a key look repeated, which sends the table to the full check, never hide one."""
+    return (
+        f"SELECT count(), uniqExact(cityHash64({KEYS[table]})), uniqExact(cityHash64({SORT_KEYS[table]})) "
+        f"FROM {table}{f' WHERE {where}' if where else ''}"
+    )
+
+
 def row_hash_sql(table: str) -> str:
     """SQL expression: the row's hash as UInt128 (so sums never wrap)."""
     parts = ", '|', ".join(CANON_FIELDS[table])

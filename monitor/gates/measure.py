@@ -154,14 +154,10 @@ def _measure_duplicates(store: Store, m: Measurements, put: Callable[[str, Any, 
     """Duplicate keys after FINAL, ambiguous and exact copies at the newest version, quarantined rows.
 
     A table whose raw rows each have a key of their own (both keys: the runbook's and the sorting key) has
-    none of these, FINAL keeping a subset of its rows: one scan proves it, and the three that would find
-    them are not run (the usual case after dedup, where they were two thirds of the gates' time). The keys are
-    counted by their 64-bit hashes: a collision can only make a table look as if it had a repeated key, which
-    sends it to the full check."""
+    none of these (digest.key_counts_sql): one scan proves it, and the three that would find them are not run
+    (the usual case after dedup, where they were two thirds of the gates' time)."""
     for table, key in digest.KEYS.items():
-        rows, keys, sort_keys = store.query_rows(
-            f"SELECT count(), uniqExact(cityHash64({key})), uniqExact(cityHash64({digest.SORT_KEYS[table]})) FROM {table}"
-        )[0]
+        rows, keys, sort_keys = store.query_rows(digest.key_counts_sql(table))[0]
         if int(rows) == int(keys) == int(sort_keys):
             m.final_duplicates[table] = 0
             continue
