@@ -211,60 +211,101 @@ def newest_block(store: Store, tables: list[str]) -> int:
     return max(int(store.scalar(f"SELECT max(block_number) FROM {t}") or 0) for t in tables)
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A derived table built under its `_next` name, not swapped in yet (prepare_derived -> commit_derived)."""
+
+    name: str
+    through: int
+    definition: str
+    guard: Guard
+    reason: str  # why the build is a full one, '' for an incremental one
+    from_block: int
+    new_rows: int
+    seconds: float
+
+    @property
+    def next_name(self) -> str:
+        return f"{self.name}_next"
+
+
 def build_derived(store: Store, through_block: int | None = None, incremental: bool = True) -> dict[str, Any]:
     """Build every built-in derived table over the staging rows up to `through_block` (None: all of them), from
-    the new rows only when the table's record allows it (see the module doc). Returns per table its rows, the
-    mode ('incremental from block N' or 'full: reason'), the staging rows read and the block range."""
+    the new rows only when the table's record allows it (see the module doc), and swap them in. Returns per
+    table its rows, the mode ('incremental from block N' or 'full: reason'), the staging rows read and the
+    block range."""
+    return commit_derived(store, prepare_derived(store, through_block, incremental))
+
+
+def prepare_derived(store: Store, through_block: int | None = None, incremental: bool = True) -> list[Pending]:
+    """Every built-in derived table built under its `_next` name, nothing swapped in: the rebuild builds them
+    while its audit runs and swaps them in (commit_derived) only once the audit and the gates have passed."""
+    return [_prepare_one(store, name, spec, through_block, incremental) for name, spec in DERIVED.items()]
+
+
+def _prepare_one(store: Store, name: str, spec: Derived, through_block: int | None, incremental: bool) -> Pending:
+    t0 = time.monotonic()
+    built = Built.parse(store.meta_get(meta_key(name)))
+    if through_block is not None:
+        through = through_block
+    else:  # every row: any bound at or above the newest one reads the same rows, so keep the last build's
+        through = max(newest_block(store, [spec.source]), built.through_block if built is not None else 0)
+    definition = spec.definition()
+    state = table_state(store, name)
+    reason = full_reason(built, state, definition, through, None, incremental)
+    w = built.through_block if built is not None and not reason else through
+    guard_w, guard_t = read_guards(store, spec.source, w, through)  # before any row is read: see the module doc
+    if not reason:
+        reason = full_reason(built, state, definition, through, guard_w, incremental)
+    from_block = 0 if reason else w + 1
+    next_name = f"{name}_next"
+    store.command(f"DROP TABLE IF EXISTS {next_name}{store.on_cluster}")
+    store.command(table_ddl(spec.create.format(name=next_name), store.cluster))
+    store.command(
+        spec.insert_sql(next_name, base=None if reason else name),
+        {"lo": from_block, "hi": through},
+        settings=INSERT_SETTINGS,
+    )
+    new_rows = guard_t.rows - (0 if reason else guard_w.rows)
+    return Pending(name, through, definition, guard_t, reason, from_block, new_rows, time.monotonic() - t0)
+
+
+def commit_derived(store: Store, pending: list[Pending]) -> dict[str, Any]:
+    """Swap the built tables in and write their records; the report of build_derived."""
     out: dict[str, Any] = {}
-    for name, spec in DERIVED.items():
+    for p in pending:
         t0 = time.monotonic()
-        built = Built.parse(store.meta_get(meta_key(name)))
-        if through_block is not None:
-            through = through_block
-        else:  # every row: any bound at or above the newest one reads the same rows, so keep the last build's
-            through = max(newest_block(store, [spec.source]), built.through_block if built is not None else 0)
-        definition = spec.definition()
-        state = table_state(store, name)
-        reason = full_reason(built, state, definition, through, None, incremental)
-        w = built.through_block if built is not None and not reason else through
-        guard_w, guard_t = read_guards(store, spec.source, w, through)  # before any row is read: see the module doc
-        if not reason:
-            reason = full_reason(built, state, definition, through, guard_w, incremental)
-        from_block = 0 if reason else w + 1
-        next_name = f"{name}_next"
-        store.command(f"DROP TABLE IF EXISTS {next_name}{store.on_cluster}")
-        store.command(table_ddl(spec.create.format(name=next_name), store.cluster))
-        store.command(
-            spec.insert_sql(next_name, base=None if reason else name),
-            {"lo": from_block, "hi": through},
-            settings=INSERT_SETTINGS,
-        )
-        swap_in(store, next_name, name)
-        state = table_state(store, name)
-        assert state is not None, name
-        store.meta_set(meta_key(name), Built(through, state[0], state[1], definition, guard_t).to_json())
-        mode = f"full: {reason}" if reason else f"incremental from block {from_block}"
-        new_rows = guard_t.rows - (0 if reason else guard_w.rows)
-        seconds = time.monotonic() - t0
-        out[name] = {
+        swap_in(store, p.next_name, p.name)
+        state = table_state(store, p.name)
+        assert state is not None, p.name
+        store.meta_set(meta_key(p.name), Built(p.through, state[0], state[1], p.definition, p.guard).to_json())
+        mode = f"full: {p.reason}" if p.reason else f"incremental from block {p.from_block}"
+        seconds = p.seconds + time.monotonic() - t0
+        out[p.name] = {
             "rows": state[1],
             "mode": mode,
-            "new_rows": new_rows,
-            "from_block": from_block,
-            "to_block": through,
+            "new_rows": p.new_rows,
+            "from_block": p.from_block,
+            "to_block": p.through,
             "seconds": round(seconds, 3),
         }
         log.info(
             'step=derived table=%s mode="%s" rows=%d new_rows=%d blocks=%d-%d seconds=%.3f',
-            name,
+            p.name,
             mode,
             state[1],
-            new_rows,
-            from_block,
-            through,
+            p.new_rows,
+            p.from_block,
+            p.through,
             seconds,
         )
     return out
+
+
+def discard_derived(store: Store, names: list[str] | None = None) -> None:
+    """Drop the `_next` tables of a build that will not be swapped in (the audit or the gates failed)."""
+    for name in names if names is not None else list(DERIVED):
+        store.command(f"DROP TABLE IF EXISTS {name}_next{store.on_cluster}")
 
 
 def split_statements(text: str) -> list[str]:

@@ -3,6 +3,10 @@
     dedup -> fingerprints -> audit (a sample + every empty day, recounted from RPC) -> strict gates
           -> derived tables -> the operator's *.sql steps -> promotion (when asked) -> snapshot
 
+The derived tables are built under `_next` names beside the audit and the gates (the store's work while the
+node and the audit engine do theirs) and swapped in at the derived step, only once both passed; a pipeline that
+stops before it drops them.
+
 The supervisor runs it once when every planned day is COMPLETE (once per completed plan: a redo or new days
 run it again); `backfill rebuild` runs it by hand. Every step is logged with its duration to
 on-complete.log; the coverage snapshot `data/post_rebuild_snapshot_<timestamp>.json` is written at the end
@@ -17,6 +21,7 @@ import json
 import logging
 import logging.handlers
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -129,18 +134,62 @@ def final_block(store: Store) -> int | None:
     return max((p.end_block for p in final), default=-1)
 
 
-def step_derived(store: Store, settings: Settings, report: dict[str, Any]) -> None:
-    from monitor.derived import build_derived, run_sql_steps
+def start_derived(store: Store) -> Future[tuple[int | None, list[Any]] | None]:
+    """The derived tables built under their `_next` names on a thread of their own, while the audit and the gates
+    run (the store's work beside the node's and the audit engine's): (the last final block, the built tables), or
+    None when there is no final day yet. Nothing is swapped in here: step_derived does that once both passed."""
+    from monitor.derived import prepare_derived
 
-    through = final_block(store)
-    if through is not None and through < 0:
+    def build() -> tuple[int | None, list[Any]] | None:
+        t0 = time.monotonic()
+        through = final_block(store)
+        if through is not None and through < 0:
+            return None
+        log.info("step=derived event=building beside=audit,gates through_block=%s", through)
+        pending = prepare_derived(store, through_block=through)
+        log.info("step=derived event=built seconds=%.3f action=swap_in_after_audit_and_gates", time.monotonic() - t0)
+        return through, pending
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="rebuild-derived")
+    try:
+        return pool.submit(build)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with the build
+
+
+def step_derived(
+    store: Store, settings: Settings, report: dict[str, Any], built: Future[tuple[int | None, list[Any]] | None]
+) -> None:
+    """Swap in the tables built beside the audit (`built`: start_derived; its error is this step's), then the
+    operator's steps over the same rows."""
+    from monitor.derived import commit_derived, run_sql_steps
+
+    ready = built.result()
+    if ready is None:
         report["derived"], report["sql_steps"] = {}, []
         log.info("step=derived event=skip reason='no final day yet'")
         return
-    report["derived"] = build_derived(store, through_block=through)
-    built = list(report["derived"].values())
-    start = min((int(t["from_block"]) for t in built), default=0)
+    through, pending = ready
+    report["derived"] = commit_derived(store, pending)
+    built_tables = list(report["derived"].values())
+    start = min((int(t["from_block"]) for t in built_tables), default=0)
     report["sql_steps"] = run_sql_steps(store, settings.sql_dir, from_block=start, to_block=through)
+
+
+def drop_unused_derived(store: Store, built: Future[Any] | None) -> None:
+    """After a pipeline that stopped before step_derived: wait for the build beside it and drop what it built."""
+    if built is None:
+        return
+    from monitor.derived import discard_derived
+
+    try:
+        built.result()
+    except Exception as exc:  # noqa: BLE001 - the pipeline failed already; this build's error adds nothing
+        log.info("step=derived event=not_used error=%r", str(exc)[:200])
+    try:
+        discard_derived(store)
+    except Exception as exc:  # noqa: BLE001 - the next build drops them too (DROP TABLE IF EXISTS first)
+        log.warning("step=derived event=drop_next_failed error=%r action=next_build_drops_them", str(exc)[:200])
 
 
 def step_promote(store: Store, settings: Settings, report: dict[str, Any]) -> None:
@@ -225,6 +274,26 @@ def _run_step(name: str, fn: Callable[[], Any], report: dict[str, Any]) -> Rebui
     return failure
 
 
+def _run_steps(
+    steps: list[tuple[str, Callable[[], Any]]],
+    report: dict[str, Any],
+    on_step: Callable[[str | None], None] | None,
+    should_stop: Callable[[], str | None] | None,
+) -> RebuildFailed | None:
+    """The steps in order until the first failure (returned); RebuildStopped when should_stop() gives a reason."""
+    for name, fn in steps:
+        reason = should_stop() if should_stop else None
+        if reason:
+            log.warning("step=%s event=not_started reason=%r action=stop_pipeline production=unchanged", name, reason)
+            raise RebuildStopped(reason)
+        if on_step:
+            on_step(name)
+        failure = _run_step(name, fn, report)
+        if failure:
+            return failure
+    return None
+
+
 def run_on_complete(
     store: Store,
     settings: Settings,
@@ -244,28 +313,28 @@ def run_on_complete(
         "durations_s": {},
         "promote": promote,
     }
+    built: list[Future[Any]] = []  # the derived tables' build, started beside the audit
+
+    def audit() -> None:
+        built.append(start_derived(store))
+        step_audit(store, settings, report)
+
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("dedup", lambda: step_dedup(store, report)),
         ("fingerprints", lambda: step_fingerprints(store, report)),
-        ("audit", lambda: step_audit(store, settings, report)),
+        ("audit", audit),
         ("gates", lambda: step_gates(store, settings, report)),
-        ("derived", lambda: step_derived(store, settings, report)),
+        ("derived", lambda: step_derived(store, settings, report, built[0])),
     ]
     if promote:
         steps.append(("promote", lambda: step_promote(store, settings, report)))
     else:
         log.info("step=promote event=skip reason=not_asked hint='backfill promote, or auto_promote = true'")
-    failure: RebuildFailed | None = None
-    for name, fn in steps:
-        reason = should_stop() if should_stop else None
-        if reason:
-            log.warning("step=%s event=not_started reason=%r action=stop_pipeline production=unchanged", name, reason)
-            raise RebuildStopped(reason)
-        if on_step:
-            on_step(name)
-        failure = _run_step(name, fn, report)
-        if failure:
-            break
+    try:
+        failure = _run_steps(steps, report, on_step, should_stop)
+    finally:
+        if built and "derived" not in report:  # built beside the audit, never swapped in
+            drop_unused_derived(store, built[0])
     if on_step:
         on_step("snapshot")
     report["status"] = "failed" if failure else "ok"

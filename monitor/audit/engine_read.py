@@ -284,6 +284,14 @@ class EngineReader:
                 # Every branch of these statements is safe to evaluate on every log (no function here throws),
                 # and evaluating them all is cheaper than masking them: a quarter of the engine's time.
                 conn.query("SET short_circuit_function_evaluation = 'disable'", "TabSeparated")
+                # Each answer is a few statements over a table of its own, each planned afresh: planning is most of
+                # a small answer's cost. These passes buy nothing on a one-thread scan of a Memory table (no
+                # expression repeats often enough to pay for its JIT compilation, no plan to reorder, no AND
+                # chain to widen), and skipping them saves ~10 ms an answer, a tenth of a 20,000-log answer.
+                conn.query(
+                    "SET compile_expressions = 0, query_plan_enable_optimizations = 0, optimize_and_compare_chain = 0",
+                    "TabSeparated",
+                )
                 self._local.conn = conn
                 with self._lock:
                     self._conns.append(conn)

@@ -299,15 +299,18 @@ def _judge(policy: Policy, sql: str, formats: dict[str, str], default_format: st
 async def _insert(request, engine, plan, qid, split, buf, chunks) -> web.Response:
     conn, handle = await engine.call(engine.begin_insert, plan, split.statement, split.fmt)
     try:
-        pending = bytearray(buf[split.data_start :])
+        # The body's pieces are joined once per append: growing one buffer by every piece off the socket cost
+        # a copy of the whole insert again and again (~1 cpu-s per million rows, on the event loop's thread).
+        pieces, size = [bytes(buf[split.data_start :])], len(buf) - split.data_start
         del buf[:]
         async for chunk in chunks:
-            pending += chunk
-            if len(pending) >= APPEND_BYTES:
-                await engine.call(engine.append, conn, handle, bytes(pending))
-                pending.clear()
-        if pending:
-            await engine.call(engine.append, conn, handle, bytes(pending))
+            pieces.append(chunk)
+            size += len(chunk)
+            if size >= APPEND_BYTES:
+                await engine.call(engine.append, conn, handle, b"".join(pieces))
+                pieces, size = [], 0
+        if size:
+            await engine.call(engine.append, conn, handle, b"".join(pieces))
     except BaseException:
         await asyncio.shield(engine.call(engine.finish_insert, conn, handle, True))
         raise
