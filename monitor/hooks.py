@@ -2,8 +2,10 @@
 of gunicorn's server hooks), so the loop itself only reaps, judges and reconciles:
 
     on_tick(sup)          every round that reaches the store, after reconcile: fingerprint newly COMPLETE days
-                          (cheap, every few seconds) and start the relaxed gates every gates_interval_s in a
-                          thread of their own, so a slow check never delays a stall verdict
+                          every few seconds while workers copy (not once they are all done: the run's end
+                          does not wait for FINAL digests of its last days; the rebuild's fingerprints step,
+                          or the next audit, records them), and start the relaxed gates every
+                          gates_interval_s in a thread of their own, so a slow check never delays a stall verdict
     on_all_complete(sup)  every day is COMPLETE: start the on-complete rebuild (in a thread); returns it
     after_round(sup)      every round, after the state file is written (the foreground dashboard)
 
@@ -31,6 +33,10 @@ class Fleet(Protocol):
 
     store: Store
 
+    def copying(self) -> bool:
+        """Whether a worker of this host is still at work."""
+        ...
+
 
 class SupervisorHooks:
     def __init__(self, settings: Settings, after_round: Callable[[Any], None] | None = None):
@@ -42,7 +48,7 @@ class SupervisorHooks:
 
     def on_tick(self, sup: Fleet) -> None:
         now = time.monotonic()
-        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S:
+        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S and sup.copying():
             self.last_fingerprints = now
             self.record_fingerprints(sup.store)
         interval = self.s.gates_interval_s

@@ -594,6 +594,10 @@ class Supervisor:
             return None
         return tally
 
+    def copying(self) -> bool:
+        """Whether a worker of this host is still at work (a slot not done)."""
+        return any(not slot.done for slot in self.slots.values())
+
     def own_days_settled(self) -> bool:
         """Every planned day of this host's shards COMPLETE, OPEN or FAILED."""
         mine = set(self.my_ids())

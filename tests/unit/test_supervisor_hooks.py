@@ -24,10 +24,15 @@ def test_fingerprints_run_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> 
     calls: list[Any] = []
     monkeypatch.setattr(fingerprints, "record_fingerprints", calls.append)
     h = _hooks(0)
-    sup = SimpleNamespace(store="store")
+    working = [True]
+    sup = SimpleNamespace(store="store", copying=lambda: working[0])
     h.on_tick(sup)
     h.on_tick(sup)
     assert calls == ["store"]
+    h.last_fingerprints = time.monotonic() - FINGERPRINT_EVERY_S
+    h.on_tick(sup)
+    assert calls == ["store", "store"]
+    working[0] = False  # every worker done: the run's end does not wait for its last days' digests
     h.last_fingerprints = time.monotonic() - FINGERPRINT_EVERY_S
     h.on_tick(sup)
     assert calls == ["store", "store"]
@@ -42,9 +47,9 @@ def test_a_store_outage_goes_to_the_loop_other_failures_are_logged(monkeypatch: 
 
     monkeypatch.setattr(fingerprints, "record_fingerprints", outage)
     with pytest.raises(StoreOutage):
-        _hooks(0).on_tick(SimpleNamespace(store=None))
+        _hooks(0).on_tick(SimpleNamespace(store=None, copying=lambda: True))
     monkeypatch.setattr(fingerprints, "record_fingerprints", broken)
-    _hooks(0).on_tick(SimpleNamespace(store=None))
+    _hooks(0).on_tick(SimpleNamespace(store=None, copying=lambda: True))
 
 
 def test_relaxed_gates_start_every_interval_one_run_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +63,7 @@ def test_relaxed_gates_start_every_interval_one_run_at_a_time(monkeypatch: pytes
 
     monkeypatch.setattr(hooks, "run_relaxed_gates", gates)
     h = _hooks(600)
-    sup = SimpleNamespace(store=None)
+    sup = SimpleNamespace(store=None, copying=lambda: True)
     h.on_tick(sup)
     assert h.gates_thread is None  # not before the first interval
     h.last_gates = time.monotonic() - 600
@@ -80,7 +85,7 @@ def test_no_gates_when_the_interval_is_zero(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(fingerprints, "record_fingerprints", lambda _store: None)
     h = _hooks(0)
     h.last_gates = time.monotonic() - 10_000
-    h.on_tick(SimpleNamespace(store=None))
+    h.on_tick(SimpleNamespace(store=None, copying=lambda: True))
     assert h.gates_thread is None
 
 
