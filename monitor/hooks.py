@@ -1,11 +1,12 @@
 """What the supervisor runs beside the fleet, behind hooks it calls at fixed points of its loop (in the manner
 of gunicorn's server hooks), so the loop itself only reaps, judges and reconciles:
 
-    on_tick(sup)          every round that reaches the store, after reconcile: fingerprint newly COMPLETE days
-                          every few seconds while workers copy (not once they are all done: the run's end
-                          does not wait for FINAL digests of its last days; the rebuild's fingerprints step,
-                          or the next audit, records them), and start the relaxed gates every
-                          gates_interval_s in a thread of their own, so a slow check never delays a stall verdict
+    on_tick(sup)          every round that reaches the store, after reconcile: every few seconds while workers
+                          copy, fingerprint newly COMPLETE days (not once they are all done: the run's end does
+                          not wait for FINAL digests of its last days; the rebuild's fingerprints step, or the
+                          next audit, records them), and every gates_interval_s the relaxed gates: each in a
+                          thread of its own, one run at a time, so a slow check never delays a worker's reaping
+                          or a stall verdict
     on_all_complete(sup)  every day is COMPLETE: start the on-complete rebuild (in a thread); returns it
     after_round(sup)      every round, after the state file is written (the foreground dashboard)
 
@@ -45,12 +46,17 @@ class SupervisorHooks:
         self.last_fingerprints = 0.0
         self.last_gates = time.monotonic()
         self.gates_thread: threading.Thread | None = None
+        self.fingerprint_thread: threading.Thread | None = None
 
     def on_tick(self, sup: Fleet) -> None:
         now = time.monotonic()
-        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S and sup.copying():
+        busy = self.fingerprint_thread is not None and self.fingerprint_thread.is_alive()
+        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S and sup.copying() and not busy:
             self.last_fingerprints = now
-            self.record_fingerprints(sup.store)
+            self.fingerprint_thread = threading.Thread(
+                target=self.record_fingerprints, args=(sup.store,), daemon=True, name="fingerprints"
+            )
+            self.fingerprint_thread.start()
         interval = self.s.gates_interval_s
         if interval and now - self.last_gates >= interval and not (self.gates_thread and self.gates_thread.is_alive()):
             self.last_gates = now
@@ -62,8 +68,8 @@ class SupervisorHooks:
 
         try:
             record_fingerprints(store)
-        except StoreOutage:
-            raise  # the loop's state, not a bookkeeping failure
+        except StoreOutage as exc:  # the loop's own calls meet the outage and make it its state
+            log.info("event=fingerprints_deferred reason=%r action=retry_later", exc.reason)
         except Exception as exc:  # bookkeeping must not stop the fleet; the rebuild records them again
             log.warning("event=fingerprints_failed error=%r action=retry_later", str(exc)[:300])
 

@@ -20,36 +20,69 @@ def _hooks(interval: float) -> SupervisorHooks:
     return SupervisorHooks(SimpleNamespace(gates_interval_s=interval))  # type: ignore[arg-type]
 
 
-def test_fingerprints_run_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+def _settled(h: SupervisorHooks) -> None:
+    if h.fingerprint_thread is not None:
+        h.fingerprint_thread.join(5)
+
+
+def test_fingerprints_run_every_few_seconds_beside_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
     monkeypatch.setattr(fingerprints, "record_fingerprints", calls.append)
     h = _hooks(0)
     working = [True]
     sup = SimpleNamespace(store="store", copying=lambda: working[0])
     h.on_tick(sup)
+    _settled(h)
     h.on_tick(sup)
+    _settled(h)
     assert calls == ["store"]
     h.last_fingerprints = time.monotonic() - FINGERPRINT_EVERY_S
     h.on_tick(sup)
+    _settled(h)
     assert calls == ["store", "store"]
     working[0] = False  # every worker done: the run's end does not wait for its last days' digests
     h.last_fingerprints = time.monotonic() - FINGERPRINT_EVERY_S
     h.on_tick(sup)
+    _settled(h)
     assert calls == ["store", "store"]
 
 
-def test_a_store_outage_goes_to_the_loop_other_failures_are_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_slow_fingerprint_never_holds_the_loop_and_runs_once_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    calls: list[Any] = []
+
+    def slow(store: Any) -> None:
+        calls.append(store)
+        release.wait(5)
+
+    monkeypatch.setattr(fingerprints, "record_fingerprints", slow)
+    h = _hooks(0)
+    sup = SimpleNamespace(store="store", copying=lambda: True)
+    t0 = time.monotonic()
+    h.on_tick(sup)
+    h.last_fingerprints = time.monotonic() - FINGERPRINT_EVERY_S
+    h.on_tick(sup)  # the first is still running: no second one
+    assert time.monotonic() - t0 < 2.0 and calls == ["store"]
+    release.set()
+    _settled(h)
+
+
+def test_store_outages_and_other_failures_of_a_fingerprint_run_are_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def outage(_store: Any) -> None:
         raise StoreOutage("away", "refused")
 
     def broken(_store: Any) -> None:
         raise RuntimeError("bad row")
 
-    monkeypatch.setattr(fingerprints, "record_fingerprints", outage)
-    with pytest.raises(StoreOutage):
-        _hooks(0).on_tick(SimpleNamespace(store=None, copying=lambda: True))
-    monkeypatch.setattr(fingerprints, "record_fingerprints", broken)
-    _hooks(0).on_tick(SimpleNamespace(store=None, copying=lambda: True))
+    caplog.set_level("INFO", logger="monitor")
+    for fail, event in ((outage, "fingerprints_deferred"), (broken, "fingerprints_failed")):
+        monkeypatch.setattr(fingerprints, "record_fingerprints", fail)
+        h = _hooks(0)
+        h.on_tick(SimpleNamespace(store=None, copying=lambda: True))
+        _settled(h)
+        assert f"event={event}" in caplog.text
 
 
 def test_relaxed_gates_start_every_interval_one_run_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
