@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -18,6 +18,16 @@ from monitor.hooks import FINGERPRINT_EVERY_S, SupervisorHooks
 
 def _hooks(interval: float) -> SupervisorHooks:
     return SupervisorHooks(SimpleNamespace(gates_interval_s=interval))  # type: ignore[arg-type]
+
+
+def _held(calls: list[Any], release: threading.Event) -> Callable[[Any], None]:
+    """A stand-in that records its argument, then waits for `release`: a run still going."""
+
+    def run(arg: Any) -> None:
+        calls.append(arg)
+        release.wait(5)
+
+    return run
 
 
 def _settled(h: SupervisorHooks) -> None:
@@ -50,12 +60,7 @@ def test_fingerprints_run_every_few_seconds_beside_the_loop(monkeypatch: pytest.
 def test_a_slow_fingerprint_never_holds_the_loop_and_runs_once_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     calls: list[Any] = []
-
-    def slow(store: Any) -> None:
-        calls.append(store)
-        release.wait(5)
-
-    monkeypatch.setattr(fingerprints, "record_fingerprints", slow)
+    monkeypatch.setattr(fingerprints, "record_fingerprints", _held(calls, release))
     h = _hooks(0)
     sup = SimpleNamespace(store="store", copying=lambda: True)
     t0 = time.monotonic()
@@ -89,12 +94,7 @@ def test_relaxed_gates_start_every_interval_one_run_at_a_time(monkeypatch: pytes
     monkeypatch.setattr(fingerprints, "record_fingerprints", lambda _store: None)
     release = threading.Event()
     runs: list[Any] = []
-
-    def gates(settings: Any) -> None:
-        runs.append(settings)
-        release.wait(5)
-
-    monkeypatch.setattr(hooks, "run_relaxed_gates", gates)
+    monkeypatch.setattr(hooks, "run_relaxed_gates", _held(runs, release))
     h = _hooks(600)
     sup = SimpleNamespace(store=None, copying=lambda: True)
     h.on_tick(sup)
