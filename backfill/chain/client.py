@@ -444,7 +444,7 @@ class RpcClient:
                     self._failed(ep, exc)
                     raise
 
-            results.update(await self._retrying(once, f"batch[{len(pending)}]"))
+            results.update(await self._retrying(once, batch_label([calls[i][0] for i in pending])))
         return [results[i] for i in range(len(calls))]
 
     async def _batch_once(self, ep: Endpoint, calls: list[tuple[int, str, list[Any]]]) -> dict[int, Any]:
@@ -670,6 +670,12 @@ def _probe_limited(body: bytes, status: int) -> bool:
         return False
     error = envelopes.error_of(doc)
     return isinstance(error, dict) and isinstance(classify_error(error, status), RateLimited)
+
+
+def batch_label(methods: list[str]) -> str:
+    """How a batch is named in the retry log: its size and its methods (`batch[3]:eth_chainId,eth_blockNumber`),
+    so that an operator sees which calls a failed batch held."""
+    return f"batch[{len(methods)}]:" + ",".join(dict.fromkeys(methods))
 
 
 async def probe_endpoints(urls: tuple[str, ...], timeout_s: float = 5.0) -> dict[str, int | str]:

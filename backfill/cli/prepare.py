@@ -40,10 +40,19 @@ async def check_endpoints(settings: Settings) -> int:
 
 async def chain_identity(rpc: RpcClient) -> tuple[int, str, int | None]:
     """Chain id, genesis hash and genesis timestamp (the gates refuse timestamps before it)."""
-    chain_id = await rpc.chain_id()
-    genesis = await rpc.call("eth_getBlockByNumber", ["0x0", False]) or {}
+    chain_id, genesis_hash, genesis_ts, _ = await identity_and_head(rpc)
+    return chain_id, genesis_hash, genesis_ts
+
+
+async def identity_and_head(rpc: RpcClient) -> tuple[int, str, int | None, int]:
+    """Chain id, genesis hash, genesis timestamp and head: one batch, one round trip where the endpoint takes
+    batches (each a round trip of its own to a hosted provider, ~50-100 ms, before anything can be planned)."""
+    chain_id, genesis, head = await rpc.batch(
+        [("eth_chainId", []), ("eth_getBlockByNumber", ["0x0", False]), ("eth_blockNumber", [])]
+    )
+    genesis = genesis or {}
     ts = genesis.get("timestamp")
-    return chain_id, genesis.get("hash", "").lower(), int(ts, 16) if ts else None
+    return int(chain_id, 16), genesis.get("hash", "").lower(), int(ts, 16) if ts else None, int(head, 16)
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,7 @@ class ChainView:
 
 async def survey_chain(rpc: RpcClient, settings: Settings) -> ChainView:
     """The chain's identity, genesis and safe head, read from the chain only (nothing is written)."""
-    chain_id, genesis_hash, genesis_ts = await chain_identity(rpc)
-    head = await rpc.block_number()
+    chain_id, genesis_hash, genesis_ts, head = await identity_and_head(rpc)
     safe_head = head - settings.confirmations
     safe_head_ts = None
     if safe_head >= 0:
@@ -262,6 +270,7 @@ __all__ = [
     "reopen_for_redo",
     "check_endpoints",
     "chain_identity",
+    "identity_and_head",
     "survey_chain",
     "check_range",
     "check_chain",
