@@ -434,7 +434,6 @@ class Worker:
         return days, segments
 
     async def run(self) -> int:
-        windows = await self.plan_windows()
         async with RpcClient(
             self.s.rpc_urls,
             timeout_s=self.s.rpc_timeout_s,
@@ -445,8 +444,16 @@ class Worker:
             share=self.shards,
             memory=self.s.log_dir / "endpoints.json",
         ) as rpc:
+            # the endpoints report their heads while the store reads this shard's days (a round trip each, side
+            # by side instead of one after the other)
+            heads = asyncio.ensure_future(self.guard_near_head(rpc))
+            try:
+                windows = await self.plan_windows()
+            except BaseException:
+                heads.cancel()
+                raise
             self.rpc = rpc
-            await self.guard_near_head(rpc)
+            await heads
             warm = asyncio.ensure_future(self.in_store(self.store.warm_up))
             inflight = [asyncio.create_task(self.fetch_window(rpc, w)) for w in windows[:PREFETCH_WINDOWS]]
             await warm
