@@ -211,6 +211,15 @@ def newest_block(store: Store, tables: list[str]) -> int:
     return max(int(store.scalar(f"SELECT max(block_number) FROM {t}") or 0) for t in tables)
 
 
+def next_table(name: str) -> str:
+    """Where a derived table is built before it is swapped in."""
+    return f"{name}_next"
+
+
+def drop_next(store: Store, name: str) -> None:
+    store.command(f"DROP TABLE IF EXISTS {next_table(name)}{store.on_cluster}")
+
+
 @dataclass(frozen=True)
 class Pending:
     """A derived table built under its `_next` name, not swapped in yet (prepare_derived -> commit_derived)."""
@@ -226,7 +235,7 @@ class Pending:
 
     @property
     def next_name(self) -> str:
-        return f"{self.name}_next"
+        return next_table(self.name)
 
 
 def build_derived(store: Store, through_block: int | None = None, incremental: bool = True) -> dict[str, Any]:
@@ -258,8 +267,8 @@ def _prepare_one(store: Store, name: str, spec: Derived, through_block: int | No
     if not reason:
         reason = full_reason(built, state, definition, through, guard_w, incremental)
     from_block = 0 if reason else w + 1
-    next_name = f"{name}_next"
-    store.command(f"DROP TABLE IF EXISTS {next_name}{store.on_cluster}")
+    next_name = next_table(name)
+    drop_next(store, name)
     store.command(table_ddl(spec.create.format(name=next_name), store.cluster))
     store.command(
         spec.insert_sql(next_name, base=None if reason else name),
@@ -302,10 +311,10 @@ def commit_derived(store: Store, pending: list[Pending]) -> dict[str, Any]:
     return out
 
 
-def discard_derived(store: Store, names: list[str] | None = None) -> None:
+def discard_derived(store: Store) -> None:
     """Drop the `_next` tables of a build that will not be swapped in (the audit or the gates failed)."""
-    for name in names if names is not None else list(DERIVED):
-        store.command(f"DROP TABLE IF EXISTS {name}_next{store.on_cluster}")
+    for name in DERIVED:
+        drop_next(store, name)
 
 
 def split_statements(text: str) -> list[str]:

@@ -50,18 +50,13 @@ class SupervisorHooks:
 
     def on_tick(self, sup: Fleet) -> None:
         now = time.monotonic()
-        busy = self.fingerprint_thread is not None and self.fingerprint_thread.is_alive()
-        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S and sup.copying() and not busy:
+        if now - self.last_fingerprints >= FINGERPRINT_EVERY_S and sup.copying() and _idle(self.fingerprint_thread):
             self.last_fingerprints = now
-            self.fingerprint_thread = threading.Thread(
-                target=self.record_fingerprints, args=(sup.store,), daemon=True, name="fingerprints"
-            )
-            self.fingerprint_thread.start()
+            self.fingerprint_thread = _beside("fingerprints", self.record_fingerprints, sup.store)
         interval = self.s.gates_interval_s
-        if interval and now - self.last_gates >= interval and not (self.gates_thread and self.gates_thread.is_alive()):
+        if interval and now - self.last_gates >= interval and _idle(self.gates_thread):
             self.last_gates = now
-            self.gates_thread = threading.Thread(target=run_relaxed_gates, args=(self.s,), daemon=True, name="gates")
-            self.gates_thread.start()
+            self.gates_thread = _beside("gates", run_relaxed_gates, self.s)
 
     def record_fingerprints(self, store: Store) -> None:
         from backfill.store.fingerprints import record_fingerprints
@@ -81,6 +76,18 @@ class SupervisorHooks:
     def after_round(self, sup: Fleet) -> None:
         if self.dashboard:
             self.dashboard(sup)
+
+
+def _idle(thread: threading.Thread | None) -> bool:
+    """No run of this kind going on (one at a time)."""
+    return thread is None or not thread.is_alive()
+
+
+def _beside(name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+    """`target(*args)` on a daemon thread of its own, beside the loop."""
+    thread = threading.Thread(target=target, args=args, daemon=True, name=name)
+    thread.start()
+    return thread
 
 
 def run_relaxed_gates(settings: Settings) -> None:

@@ -38,15 +38,10 @@ async def check_endpoints(settings: Settings) -> int:
     return ids.pop()
 
 
-async def chain_identity(rpc: RpcClient) -> tuple[int, str, int | None]:
-    """Chain id, genesis hash and genesis timestamp (the gates refuse timestamps before it)."""
-    chain_id, genesis_hash, genesis_ts, _ = await identity_and_head(rpc)
-    return chain_id, genesis_hash, genesis_ts
-
-
 async def identity_and_head(rpc: RpcClient) -> tuple[int, str, int | None, int]:
-    """Chain id, genesis hash, genesis timestamp and head: one batch, one round trip where the endpoint takes
-    batches (each a round trip of its own to a hosted provider, ~50-100 ms, before anything can be planned)."""
+    """Chain id, genesis hash and genesis timestamp (the gates refuse timestamps before it), and the head: one
+    batch, one round trip where the endpoint takes batches (each a round trip of its own to a hosted provider,
+    ~50-100 ms, before anything can be planned)."""
     chain_id, genesis, head = await rpc.batch(
         [("eth_chainId", []), ("eth_getBlockByNumber", ["0x0", False]), ("eth_blockNumber", [])]
     )
@@ -269,7 +264,6 @@ __all__ = [
     "ChainView",
     "reopen_for_redo",
     "check_endpoints",
-    "chain_identity",
     "identity_and_head",
     "survey_chain",
     "check_range",

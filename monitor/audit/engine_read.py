@@ -38,6 +38,18 @@ log = logging.getLogger("monitor.audit.recount")
 _HEAD = re.compile(rb'\s*\{(?:"jsonrpc":"2\.0",)?(?:"id":(0|[1-9][0-9]*),)?(?:"jsonrpc":"2\.0",)?"result":')
 _TAIL = re.compile(rb'(?:,"jsonrpc":"2\.0")?(?:,"id":(0|[1-9][0-9]*))?(?:,"jsonrpc":"2\.0")?\}\s*\Z')
 ENGINE_THREADS = 2  # answers read at once (the engine releases the GIL: both cores work while the node serves)
+CONNECTION_SETTINGS = (
+    # a thread each: answers are read side by side
+    "SET max_threads = 1, "
+    # Every branch of these statements is safe to evaluate on every log (no function here throws), and
+    # evaluating them all is cheaper than masking them: a quarter of the engine's time.
+    "short_circuit_function_evaluation = 'disable', "
+    # Each answer is a few statements over a table of its own, each planned afresh: planning is most of a small
+    # answer's cost. These passes buy nothing on a one-thread scan of a Memory table (no expression repeats often
+    # enough to pay for its JIT compilation, no plan to reorder, no AND chain to widen), and skipping them saves
+    # ~10 ms an answer, a tenth of a 20,000-log answer.
+    "compile_expressions = 0, query_plan_enable_optimizations = 0, optimize_and_compare_chain = 0"
+)
 _EDGE = 256  # bytes at either end where the envelope's other members are looked for
 
 
@@ -280,18 +292,7 @@ class EngineReader:
                 from chdb import _chdb
 
                 conn = _chdb.connect(":memory:")  # type: ignore[attr-defined]  # a compiled module
-                conn.query("SET max_threads = 1", "TabSeparated")  # a thread each: answers are read side by side
-                # Every branch of these statements is safe to evaluate on every log (no function here throws),
-                # and evaluating them all is cheaper than masking them: a quarter of the engine's time.
-                conn.query("SET short_circuit_function_evaluation = 'disable'", "TabSeparated")
-                # Each answer is a few statements over a table of its own, each planned afresh: planning is most of
-                # a small answer's cost. These passes buy nothing on a one-thread scan of a Memory table (no
-                # expression repeats often enough to pay for its JIT compilation, no plan to reorder, no AND
-                # chain to widen), and skipping them saves ~10 ms an answer, a tenth of a 20,000-log answer.
-                conn.query(
-                    "SET compile_expressions = 0, query_plan_enable_optimizations = 0, optimize_and_compare_chain = 0",
-                    "TabSeparated",
-                )
+                conn.query(CONNECTION_SETTINGS, "TabSeparated")
                 self._local.conn = conn
                 with self._lock:
                     self._conns.append(conn)
