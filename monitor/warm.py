@@ -7,6 +7,8 @@ plans, and then waits on its stdin for the one line that makes it a worker: its 
 stderr file, exactly what a cold spawn would have given it (workers/worker.py `serve_warm`). The supervisor takes a
 warm worker where it would spawn one and spawns cold when none is left or the one it took has died; the pool's
 leftovers read the end of their stdin and exit when it closes. Nothing of the worker's own behaviour differs.
+While it waits, a warm worker also opens its connection to a store that is up (workers/early_store.py), and
+uses it when the hand-over names the same store.
 """
 
 from __future__ import annotations

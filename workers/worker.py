@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, cast
 
@@ -44,6 +44,7 @@ from backfill.store.native_format import NativeRows
 from backfill.store.records import Checkpoint
 from workers import exitcodes
 from workers.batching import SegmentRows, WriteBuffer
+from workers.early_store import EarlyStore, connect_early, store_target
 from workers.lease import LeaseLost, ShardTaken, take_shard
 from workers.windows import Segment, Window, day_segments, owned, pack_windows
 
@@ -613,7 +614,13 @@ async def _watch_parent(tag: str, parent: int, stop: list[Callable[[], None]]) -
             return
 
 
-async def amain(settings: Settings, shard_id: int, shards: int, parent: int | None = None) -> int:
+async def amain(
+    settings: Settings,
+    shard_id: int,
+    shards: int,
+    parent: int | None = None,
+    early: Future[EarlyStore | None] | None = None,
+) -> int:
     # A worker waits out a store outage for as long as it lasts (its supervisor restarts an embedded server and
     # pauses stall judgement meanwhile); a stop makes waiting calls give up at once: nothing is lost, the
     # checkpoints say where to resume.
@@ -628,7 +635,7 @@ async def amain(settings: Settings, shard_id: int, shards: int, parent: int | No
     # the supervisor names itself: one that died before this process looked would otherwise never be missed
     watcher = asyncio.create_task(_watch_parent(tag, parent or os.getppid(), stop))
     try:
-        store = await _connect(settings, tag, abandon)
+        store = await _connect(settings, tag, abandon, early)
         lease = await _shard_lease(store, settings, shard_id, shards, abandon) if store else exitcodes.OK
     except BaseException:
         watcher.cancel()
@@ -669,8 +676,18 @@ async def amain(settings: Settings, shard_id: int, shards: int, parent: int | No
         store.close()
 
 
-async def _connect(settings: Settings, tag: str, abandon: threading.Event) -> Store | None:
-    """The worker's store connection, waiting out an outage; None when told to stop before it answered."""
+async def _connect(
+    settings: Settings, tag: str, abandon: threading.Event, early: Future[EarlyStore | None] | None = None
+) -> Store | None:
+    """The worker's store connection, waiting out an outage; None when told to stop before it answered. A warm
+    worker's early connection is taken when it reached the store these settings name."""
+    if early is not None:
+        taken = await asyncio.wrap_future(early)
+        if taken is not None and taken.target == store_target(settings):
+            taken.store.outage.context, taken.store.abandon = f"{tag} ", abandon
+            return taken.store
+        if taken is not None:
+            taken.store.close()
     try:
         return await asyncio.get_running_loop().run_in_executor(
             None,
@@ -733,6 +750,8 @@ def tune_gc() -> None:
 def serve_warm() -> int:
     """A warm worker (monitor/warm.py): its imports are done; wait for the line that makes it a worker (argv,
     environment, stderr file, as a cold spawn would have had them), then run as one. The end of stdin: exit 0."""
+    tune_gc()  # the imports' objects collected and frozen while waiting, not after the hand-over
+    early = connect_early()
     line = sys.stdin.buffer.readline()
     if not line.strip():
         return 0
@@ -745,10 +764,10 @@ def serve_warm() -> int:
     nothing = os.open(os.devnull, os.O_RDONLY)
     os.dup2(nothing, 0)
     os.close(nothing)
-    return main(list(start["argv"]))
+    return main(list(start["argv"]), early)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early: Future[EarlyStore | None] | None = None) -> int:
     if (sys.argv[1:] if argv is None else argv) == ["--warm"]:
         return serve_warm()
     parser = argparse.ArgumentParser(prog="workers.worker")
@@ -769,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     pid_file = settings.log_dir / f"worker-{args.shard}.pid"
     pid_file.write_text(str(os.getpid()))
     try:
-        return asyncio.run(amain(settings, args.shard, args.shards, args.parent))
+        return asyncio.run(amain(settings, args.shard, args.shards, args.parent, early))
     except StoreUnavailable as exc:
         log.error("worker=%d event=exit reason=store_unavailable error=%s", args.shard, exc)
         return exitcodes.STORE
