@@ -169,6 +169,9 @@ class CpuMeter:
         return {k: round(v, 2) for k, v in sorted(out.items())}
 
 
+DATA_ROOT: Path | None = None  # where the copies' data directories are made (--data-root; None: the temp dir)
+
+
 def run_backfill(
     url: str,
     first_day: str,
@@ -179,7 +182,7 @@ def run_backfill(
     extra_env: dict[str, str] | None = None,
 ) -> dict:
     """The copy, timed alone (the rebuild off); with rebuild=True, then `backfill rebuild` timed on its own."""
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=DATA_ROOT))
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_") and k not in ("SHARDS", "CLICKHOUSE_URL")
     }
@@ -387,6 +390,15 @@ def _summary(results: list[dict]) -> dict:
     return out
 
 
+def _store_filesystem(root: Path | None) -> str:
+    """The filesystem the copies' stores are written to, as the store server names it."""
+    from backfill.store.embedded.filesystem import filesystem_of
+
+    where = root or Path(tempfile.gettempdir())
+    fs = filesystem_of(where)
+    return f"{where}: {fs.describe() if fs else 'unknown filesystem'}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=60)
@@ -416,8 +428,19 @@ def main() -> None:
         metavar="DAYSxBLOCKSxLOGS",
         help="a mainnet-shaped chain instead: e.g. 8x1000x250 = 8 days of 1,000 blocks of 250 logs",
     )
+    ap.add_argument(
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="make the copies' data directories (the store) under DIR instead of the temp dir: the filesystem "
+        "matters (docs/embedded-store.md, Where the data directory lives)",
+    )
     args = ap.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
+    global DATA_ROOT
+    DATA_ROOT = args.data_root
+    store_fs = _store_filesystem(DATA_ROOT)
+    print(f"store data directories on {store_fs}", flush=True)
     if args.dense:
         from densechain import ensure_dense
 
@@ -540,6 +563,7 @@ def main() -> None:
     report = {
         "date": dt.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+        "store_filesystem": store_fs,
         "chain": {
             "days": chain_days,
             "dense": args.dense,
