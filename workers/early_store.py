@@ -38,6 +38,7 @@ def connect_early() -> Future[EarlyStore | None] | None:
         settings = load_settings()
     except ConfigError:
         return None
+    logging.getLogger("store").addFilter(_QUIET_EARLY)
     pool = ThreadPoolExecutor(1, thread_name_prefix=EARLY_THREAD)
     future = pool.submit(open_early, settings)
     pool.shutdown(wait=False)
@@ -56,7 +57,6 @@ _QUIET_EARLY = _NotFromEarlyConnect()
 
 def open_early(settings: Settings) -> EarlyStore | None:
     """The connection to the store these settings name, if it is up; None otherwise."""
-    logging.getLogger("store").addFilter(_QUIET_EARLY)  # once: the same filter is not added twice
     try:
         store = Store.connect(settings, create=False, start_embedded=False, patience_s=None, connect_patience_s=0.0)
     except Exception:  # noqa: BLE001 - not up yet (or not reachable): the hand-over connects as usual
