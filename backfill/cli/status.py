@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,8 @@ from backfill.errors import StoreUnavailable
 from backfill.redact import redact_text, scrub
 from backfill.settings import Settings, secret_bearing_values
 from backfill.store.client import Store
+from backfill.store.embedded.filesystem import filesystem_of
+from backfill.store.embedded.store_dir import store_dir
 from backfill.store.leases import SHARD_LEASES, live_claims
 from backfill.store.records import host_name
 
@@ -453,7 +456,19 @@ def collect(store: Store, settings: Settings | None = None, dedup: bool = True) 
         )
         summary["quality"] = quality_read.result()
         summary["fleet"] = fleet_read.result()
+    if settings is not None and not settings.store.url:
+        slow = slow_filesystem(store_dir(settings.data_dir))
+        if slow:
+            summary["store"]["slow_filesystem"] = slow
     return summary
+
+
+@functools.lru_cache(maxsize=8)
+def slow_filesystem(path: Path) -> str | None:
+    """The embedded store's filesystem when it makes every part costly (ext4 without a journal), else None; read
+    once per process (the dashboard asks every few seconds)."""
+    fs = filesystem_of(path)
+    return fs.describe() if fs is not None and fs.slow_file_creation else None
 
 
 def _promoted(store: Store) -> bool:

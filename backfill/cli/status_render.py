@@ -106,6 +106,17 @@ def store_lines(summary: dict[str, Any]) -> list[str]:
     return []
 
 
+def filesystem_line(summary: dict[str, Any]) -> str | None:
+    """A note when the embedded store sits on a filesystem that makes every part costly (a slow copy's cause)."""
+    slow = (summary.get("store") or {}).get("slow_filesystem")
+    if not slow:
+        return None
+    return (
+        f"store: on {slow}: every part is slow to create here (up to 3x); a journalled filesystem avoids it "
+        "(docs/embedded-store.md)"
+    )
+
+
 def _supervisor_text(sup: dict[str, Any]) -> str:
     step = f" (step {sup['rebuild_step']})" if sup.get("phase") == Phase.REBUILDING and sup.get("rebuild_step") else ""
     seen = (
@@ -185,6 +196,8 @@ def render(summary: dict[str, Any]) -> Any:
         lines += [Text(line) for line in progress_lines(summary)]
     lines.append(Text(_supervisor_text(summary["supervisor"])))
     lines += [Text(line, style="red") for line in store_lines(summary)]
+    if note := filesystem_line(summary):
+        lines.append(Text(note, style="yellow"))
     lines += [Text(line, style="red" if bad else "") for line, bad in quality_lines(summary.get("quality") or {})]
     if summary.get("fleet"):
         line, bad = fleet_line(summary["fleet"])

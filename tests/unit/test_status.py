@@ -413,3 +413,12 @@ def test_the_worker_table_names_days_by_date():
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["worker", "pid"])
     first = lines[header + 2].split()
     assert first[:5] == ["0", "4194301", "running", "2024-01-03", "61200000-61209999"], lines[header:]
+
+
+def test_a_store_on_a_filesystem_that_makes_parts_costly_is_named_in_status():
+    s = summary(supervisor("running"), alive=True)
+    assert "journalled filesystem" not in text(s)  # nothing said of a store on a good filesystem
+    s["store"]["slow_filesystem"] = "ext4 (/dev/vda at /, no journal)"
+    line = next(x for x in text(s).splitlines() if x.startswith("store: on "))
+    assert line.startswith("store: on ext4 (/dev/vda at /, no journal): every part is slow to create here")
+    json.dumps(s)
