@@ -24,8 +24,9 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
@@ -37,11 +38,13 @@ from backfill.store.client import Store, StoreOutage
 from backfill.store.records import Heartbeat, host_name
 from monitor import decisions
 from monitor.decisions import QUICK_S, ExitKind, RestartKind
-from monitor.follow import Follower
 from monitor.hooks import SupervisorHooks
-from monitor.metrics.server import MetricsServer
 from monitor.on_complete import OnCompleteRun
 from monitor.warm import WORKER_COMMAND, WarmPool
+
+if TYPE_CHECKING:
+    from monitor.follow import Follower
+    from monitor.metrics.server import MetricsServer
 
 log = logging.getLogger("monitor")
 
@@ -95,10 +98,18 @@ class Supervisor:
         self.message = ""
         self.rebuild: OnCompleteRun | None = None
         self.warm: WarmPool | None = None  # workers importing ahead of their shard (a foreground start's)
-        self.follower = Follower(settings, on_done=self.wake) if settings.follow else None
-        self.metrics = (
-            MetricsServer(settings.metrics_addr, settings.ready_lag_blocks) if settings.metrics_addr else None
-        )
+        # the follower and the metrics server (the RPC client, prometheus_client: ~0.1 s of imports) are
+        # imported only by a run that has them
+        self.follower: Follower | None = None
+        if settings.follow:
+            from monitor.follow import Follower
+
+            self.follower = Follower(settings, on_done=self.wake)
+        self.metrics: MetricsServer | None = None
+        if settings.metrics_addr:
+            from monitor.metrics.server import MetricsServer
+
+            self.metrics = MetricsServer(settings.metrics_addr, settings.ready_lag_blocks)
         self.rebuild_checked = False  # following: whether the rebuild was considered since the last copy
         self.last_store_check = 0.0
         self.exit_lock_fd: int | None = None  # the start lock, held shared while we exit (control.hold_exit_lock)
@@ -485,8 +496,12 @@ class Supervisor:
         """The shard count at the start. A supervisor of every shard is the whole fleet: its count is the
         fleet's. One of some shards (`--shard-ids`) applies the count the fleet already runs, if any, so a host
         restarted with an old SHARDS never scales the others back (`backfill scale N` changes it for all)."""
+        self.last_fleet_check = time.monotonic()  # the count is known now: the loop reads it again later
+        if self.shard_set.everything:
+            self.publish_shards()
+            return
         fleet = self.store.meta_get(FLEET_SHARDS)
-        if self.shard_set.everything or not (fleet and fleet.isdigit()):
+        if not (fleet and fleet.isdigit()):
             self.publish_shards()
         elif int(fleet) != self.wanted:
             log.warning(
@@ -808,22 +823,13 @@ def settled(tally: dict[str, int]) -> int:
     return tally["complete"] + tally["failed"] + tally["open"]
 
 
-def supervise(
-    settings: Settings,
-    on_tick: Callable[[Supervisor], None] | None = None,
-    lock_fd: int | None = None,
-    warm: WarmPool | None = None,
-) -> str:
-    """Take the data directory's supervisor lock (or use lock_fd, taken by the caller) and run; raises
-    FleetHalted, or AlreadyRunning via exit code."""
-    fd = lock_fd if lock_fd is not None else control.try_lock(settings.log_dir)
-    if fd is None:
-        raise FleetHalted("a supervisor is already running for this data directory", ALREADY_RUNNING)
+def open_store(settings: Settings) -> Store:
+    """The supervisor's connection: the embedded server started first when it is down; patience 0, as an
+    outage is a state the loop handles (see the module doc), not a wait inside a call."""
     if not settings.store.url:
         from backfill.store.embedded import ensure_server
 
         ensure_server(settings.data_dir)
-    # patience 0: an outage is a state the loop handles (see the module doc), not a wait inside a call
     store = Store.connect(
         settings,
         create=False,
@@ -833,6 +839,24 @@ def supervise(
         context="monitor",
         timeout_s=STORE_TIMEOUT_S,
     )
+    store.warm_up()  # the insert column types in one read (not a DESCRIBE before the first insert of each table)
+    return store
+
+
+def supervise(
+    settings: Settings,
+    on_tick: Callable[[Supervisor], None] | None = None,
+    lock_fd: int | None = None,
+    warm: WarmPool | None = None,
+    connecting: Future[Store] | None = None,
+) -> str:
+    """Take the data directory's supervisor lock (or use lock_fd, taken by the caller) and run; raises
+    FleetHalted, or AlreadyRunning via exit code. connecting: `open_store` begun by the caller (a foreground
+    start, while it plans); connected again here if that failed."""
+    fd = lock_fd if lock_fd is not None else control.try_lock(settings.log_dir)
+    if fd is None:
+        raise FleetHalted("a supervisor is already running for this data directory", ALREADY_RUNNING)
+    store = _opened(connecting) or open_store(settings)
     sup = Supervisor(settings, store, SupervisorHooks(settings, after_round=on_tick))
     sup.warm = warm
     sup.install_signals()
@@ -856,6 +880,17 @@ def supervise(
         os.close(fd)
         if sup.exit_lock_fd is not None:
             os.close(sup.exit_lock_fd)
+
+
+def _opened(connecting: Future[Store] | None) -> Store | None:
+    """The connection begun ahead, None when there is none or it failed (the store may have been away)."""
+    if connecting is None:
+        return None
+    try:
+        return connecting.result()
+    except Exception as exc:  # noqa: BLE001 - connected again at once, which reports what is still wrong
+        log.info("event=store_connect_ahead_failed error=%r action=connect_again", str(exc)[:200])
+        return None
 
 
 def main() -> int:

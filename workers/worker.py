@@ -38,7 +38,7 @@ from backfill.files.oplog import setup_logging
 from backfill.redact import scrub
 from backfill.settings import Settings, load_settings
 from backfill.store import schema
-from backfill.store.client import Store
+from backfill.store.client import Store, side_by_side
 from backfill.store.leases import Lease
 from backfill.store.native_format import NativeRows
 from backfill.store.records import Checkpoint
@@ -408,10 +408,14 @@ class Worker:
 
     # -- main loop ------------------------------------------------------------------------
     def my_days(self) -> tuple[dict[int, DayProgress], list[Segment]]:
-        checkpoints = self.store.checkpoints()
+        """This shard's days still to copy and their segments; also where the tip is tracked from (the three
+        reads side by side)."""
+        checkpoints, plan_rows, self.track_from = side_by_side(
+            self.store.checkpoints, self.store.read_plan, self.store.tip_tracked_from
+        )
         days: dict[int, DayProgress] = {}
         segments: list[Segment] = []
-        for plan in self.store.read_plan():
+        for plan in plan_rows:
             if not owned(plan.day_idx, self.shard_id, self.shards):
                 continue
             cp = checkpoints.get(plan.day_idx)
@@ -472,7 +476,6 @@ class Worker:
         """This shard's days and the windows left of them; days with nothing left are checkpointed COMPLETE."""
         days, segments = await self.in_store(self.my_days)
         self.days = days
-        self.track_from = await self.in_store(self.store.tip_tracked_from)
         windows = pack_windows(segments, unit_blocks(self.s.window_blocks))
         log.info("%s shards=%d event=start days=%d windows=%d", self.tag, self.shards, len(days), len(windows))
         with_blocks = {seg.day_idx for seg in segments}

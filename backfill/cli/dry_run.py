@@ -45,8 +45,16 @@ class PlanShadow:
             return self.meta_written[key]
         return self.store.meta_get(key) if self.store else None
 
+    def meta_values(self, keys: Iterable[str]) -> dict[str, str]:
+        keys = list(keys)
+        found = self.store.meta_values(keys) if self.store else {}
+        return {**found, **{k: v for k, v in self.meta_written.items() if k in keys}}
+
     def meta_set(self, key: str, value: str) -> None:
         self.meta_written[key] = value
+
+    def meta_update(self, values: dict[str, str]) -> None:
+        self.meta_written.update(values)
 
     def checkpoints(self) -> dict[int, dict[str, Any]]:
         return self.store.checkpoints() if self.store else {}

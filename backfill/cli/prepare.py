@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from backfill.chain.client import RpcClient, probe_endpoints
@@ -15,7 +16,7 @@ from backfill.chain.planner import BoundarySearch, DayPlan, build_plan, day_targ
 from backfill.errors import ConfigError, EndpointUnreachable, RpcError, WrongChain
 from backfill.redact import endpoint_label
 from backfill.settings import Settings
-from backfill.store.client import Store
+from backfill.store.client import Store, side_by_side
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,14 @@ def check_range(settings: Settings, chain: ChainView) -> None:
         raise ConfigError(problem)
 
 
-def check_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
-    """One database per chain: refuse an endpoint of another chain than the one recorded."""
-    known_id, known_genesis = store.meta_get("chain_id"), store.meta_get("genesis_hash")
+CHAIN_KEYS = ("chain_id", "genesis_hash", "genesis_timestamp")  # the chain this database holds (backfill_meta)
+
+
+def check_chain(store: Store, chain_id: int, genesis_hash: str, known: Mapping[str, str] | None = None) -> None:
+    """One database per chain: refuse an endpoint of another chain than the one recorded. known: the
+    database's CHAIN_KEYS, read already (one query here otherwise)."""
+    known = store.meta_values(CHAIN_KEYS) if known is None else known
+    known_id, known_genesis = known.get("chain_id"), known.get("genesis_hash")
     if known_id is not None and int(known_id) != chain_id:
         raise WrongChain(
             f"the RPC endpoint serves chain {chain_id} but this database holds chain {known_id}; "
@@ -119,16 +125,14 @@ def check_chain(store: Store, chain_id: int, genesis_hash: str) -> None:
         )
 
 
-def record_chain(store: Store, chain_id: int, genesis_hash: str, genesis_ts: int | None = None) -> None:
-    """The chain's identity and genesis time, recorded once (one read, at most one insert)."""
-    known = store.meta_values(["chain_id", "genesis_timestamp"])
+def chain_record(known: Mapping[str, str], chain: ChainView) -> dict[str, str]:
+    """What of the chain's identity and genesis time is not recorded yet (written once, with the plan)."""
     new: dict[str, str] = {}
     if "chain_id" not in known:
-        new.update({"chain_id": str(chain_id), "genesis_hash": genesis_hash})
-    if genesis_ts is not None and "genesis_timestamp" not in known:
-        new["genesis_timestamp"] = str(genesis_ts)
-    if new:
-        store.meta_update(new)
+        new.update({"chain_id": str(chain.chain_id), "genesis_hash": chain.genesis_hash})
+    if chain.genesis_ts is not None and "genesis_timestamp" not in known:
+        new["genesis_timestamp"] = str(chain.genesis_ts)
+    return new
 
 
 async def search_boundaries(rpc: RpcClient, targets: list[int], head: int) -> list[int]:
@@ -141,21 +145,72 @@ async def search_boundaries(rpc: RpcClient, targets: list[int], head: int) -> li
 
 
 async def plan_days(
-    rpc: RpcClient, store: Store, settings: Settings, chain: ChainView, *, to_head: bool = False
+    rpc: RpcClient,
+    store: Store,
+    settings: Settings,
+    chain: ChainView,
+    *,
+    to_head: bool = False,
+    record: Mapping[str, str] | None = None,
 ) -> list[DayPlan]:
     """Plan [--from, --to] (what is not planned yet, or was clipped at the head last time) and return the whole
     plan. `chain` is the survey the dates were checked against (`survey_chain`): its safe head bounds the plan.
-    to_head (`backfill sync`): without --from the stored plan is carried on to the safe head's day."""
-    existing = {p.day_idx: p for p in store.read_plan()}
-    anchor_text = store.meta_get("plan_anchor")
-    anchor = dt.date.fromisoformat(anchor_text) if anchor_text else settings.from_date
+    to_head (`backfill sync`): without --from the stored plan is carried on to the safe head's day.
+    record: other meta keys to write; they go in the one meta insert of planning, which precedes the days it
+    anchors (the plan's anchor day: a plan is never stored without it)."""
+    stored, anchor_text = side_by_side(store.read_plan, lambda: store.meta_get("plan_anchor"))
+    existing = {p.day_idx: p for p in stored}
+    meta = dict(record or {})
+    plans = await _new_plans(rpc, store, settings, chain, to_head, existing, anchor_text)
+    if plans and not anchor_text:
+        anchor = anchor_of(anchor_text, settings)
+        assert anchor is not None  # a first plan has --from (_new_plans)
+        meta["plan_anchor"] = anchor.isoformat()
+    if plans:
+        settle_open_days(store, existing, plans)
+    if meta:
+        store.meta_update(meta)
+    if plans:
+        store.write_plan(plans)
+        for p in plans:
+            existing[p.day_idx] = p
+        log.info(
+            "event=planned days=%d first=%s last=%s blocks=%d-%d open=%d final_head=%d",
+            len(plans),
+            plans[0].day,
+            plans[-1].day,
+            plans[0].start_block,
+            plans[-1].end_block,
+            sum(p.clipped for p in plans),
+            chain.final_head,
+        )
+    return [existing[k] for k in sorted(existing)]
+
+
+def anchor_of(anchor_text: str | None, settings: Settings) -> dt.date | None:
+    """The day the plan's day_idx count from: the recorded one, else (a first plan) --from."""
+    return dt.date.fromisoformat(anchor_text) if anchor_text else settings.from_date
+
+
+async def _new_plans(
+    rpc: RpcClient,
+    store: Store,
+    settings: Settings,
+    chain: ChainView,
+    to_head: bool,
+    existing: dict[int, DayPlan],
+    anchor_text: str | None,
+) -> list[DayPlan]:
+    """The days to write: those of [--from, --to] not planned yet or clipped at the head last time (an open
+    day never shrinks); none when the stored plan is run as it is."""
+    anchor = anchor_of(anchor_text, settings)
     from_date = settings.from_date
     if from_date is None:
         if not existing:
             hint = "--from" if to_head else "--from and --to"
             raise ConfigError(f"nothing is planned yet: give {hint} (e.g. --from 2024-01-01)")
         if settings.to_date is None and not to_head:
-            return [existing[k] for k in sorted(existing)]
+            return []
         # `--to` alone, or a sync, extends the stored plan: its new days are planned, never left out
         from_date = anchor
         if chain.safe_head_ts is None:
@@ -170,28 +225,11 @@ async def plan_days(
     to_date = settings.to_date or dt.datetime.fromtimestamp(chain.safe_head_ts, dt.timezone.utc).date()
     wanted_days = [from_date + dt.timedelta(days=i) for i in range((to_date - from_date).days + 1)]
     missing = [d for d in wanted_days if (d - anchor).days not in existing or existing[(d - anchor).days].clipped]
-    if missing:
-        plans = await _plan_missing(rpc, settings, chain, anchor, missing, to_date)
-        # an open day never shrinks (a lower safe head than last time, e.g. more confirmations asked)
-        plans = [p for p in plans if p.day_idx not in existing or p.end_block >= existing[p.day_idx].end_block]
-        settle_open_days(store, existing, plans)
-        store.write_plan(plans)
-        if not anchor_text:
-            store.meta_set("plan_anchor", anchor.isoformat())
-        for p in plans:
-            existing[p.day_idx] = p
-        if plans:
-            log.info(
-                "event=planned days=%d first=%s last=%s blocks=%d-%d open=%d final_head=%d",
-                len(plans),
-                plans[0].day,
-                plans[-1].day,
-                plans[0].start_block,
-                plans[-1].end_block,
-                sum(p.clipped for p in plans),
-                chain.final_head,
-            )
-    return [existing[k] for k in sorted(existing)]
+    if not missing:
+        return []
+    plans = await _plan_missing(rpc, settings, chain, anchor, missing, to_date)
+    # an open day never shrinks (a lower safe head than last time, e.g. more confirmations asked)
+    return [p for p in plans if p.day_idx not in existing or p.end_block >= existing[p.day_idx].end_block]
 
 
 async def _plan_missing(
@@ -215,6 +253,8 @@ def settle_open_days(store: Store, existing: dict[int, DayPlan], plans: list[Day
     """Days that were open (clipped) and are planned again: one that grew goes back to RUNNING from where it
     stopped; one whose end is final now, with nothing more to fetch, becomes COMPLETE. (A database written
     before OPEN existed has such days COMPLETE: they are treated the same.)"""
+    if not any(p.day_idx in existing and existing[p.day_idx].clipped for p in plans):
+        return  # no open day planned again: nothing to settle (and no checkpoint to read)
     checkpoints = store.checkpoints()
     for p in plans:
         old, cp = existing.get(p.day_idx), checkpoints.get(p.day_idx)
@@ -268,7 +308,8 @@ __all__ = [
     "survey_chain",
     "check_range",
     "check_chain",
-    "record_chain",
+    "chain_record",
+    "CHAIN_KEYS",
     "plan_days",
     "endpoint_label",
 ]

@@ -2,8 +2,10 @@
 
 check_tip(rpc, store, chain)    compare the recorded tip hashes with the chain; on a fork, roll back
                                 above the common ancestor (one log line) so the copy takes the new blocks
+                                (repair_tip: the same with the highest tracked block read already)
 track_tip(store, chain)         tell the workers from which block on hashes are recorded (the final head:
-                                it is the anchor, the blocks above it may change)
+                                it is the anchor, the blocks above it may change); tip_record: that value,
+                                for a meta insert made anyway
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ log = logging.getLogger(__name__)
 
 async def check_tip(rpc: RpcClient, store: Store, chain: ChainView) -> Rollback | None:
     """Repair a fork of the copied tip (None when there is none). Raises ChainForked for a deep one."""
-    top = store.tracked_top()
+    return await repair_tip(rpc, store, chain, store.tracked_top())
+
+
+async def repair_tip(rpc: RpcClient, store: Store, chain: ChainView, top: int | None) -> Rollback | None:
+    """check_tip with the highest tracked block (`store.tracked_top()`) read already."""
     if top is None:
         return None
     stored = store.tracked_hashes(compared_blocks(top, chain.finality_depth).start)
@@ -70,6 +76,12 @@ def last_reorg(fork: Fork, rows_removed: int) -> dict[str, Any]:
     }
 
 
+def tip_record(chain: ChainView) -> dict[str, str]:
+    """The meta value that makes blocks from the final head up get their hashes recorded as they are copied;
+    none with depth 0 (`tip_tracked_from`, as Store.set_tip_tracked_from writes it)."""
+    return {"tip_tracked_from": str(max(0, chain.final_head)) if chain.finality_depth > 0 else ""}
+
+
 def track_tip(store: Store, chain: ChainView) -> None:
-    """Blocks from the final head up get their hashes recorded as they are copied; none with depth 0."""
-    store.set_tip_tracked_from(max(0, chain.final_head) if chain.finality_depth > 0 else None)
+    """tip_record written now."""
+    store.meta_update(tip_record(chain))

@@ -118,18 +118,16 @@ def claim(
 ) -> Lease:
     """The lease of `name`, or LeaseHeld naming the holder. rivals: a prefix of names that exclude this one
     too when claimed first (`shard/`: a shard of one count excludes every shard of another count; names of
-    the same group, `shard/12/`, are not rivals). Claims of this host's dead processes are withdrawn first
-    (pid_alive: how to tell; default psutil)."""
+    the same group, `shard/12/`, are not rivals). Claims of this host's dead processes are withdrawn before
+    the claims are judged (pid_alive: how to tell; default psutil). Two round trips when there are none:
+    the claim, then the read that judges it."""
     holder = holder or new_holder()
     group = name.rsplit("/", 1)[0] + "/"
     prefix = rivals or name
-    here = host_name()
-    for other in live_claims(store, prefix):
-        if other.host == here and other.holder != holder and not (pid_alive or _pid_alive)(other.pid):
-            _stamp(store, other.name, other.holder, ttl_s, claimed_at=other.claimed_at, released=True, pid=other.pid)
     started = time.monotonic()
     _stamp(store, name, holder, ttl_s)
-    claims = [c for c in live_claims(store, prefix) if c.name == name or not c.name.startswith(group)]
+    claims = _without_dead(store, live_claims(store, prefix), holder, ttl_s, pid_alive or _pid_alive, prefix)
+    claims = [c for c in claims if c.name == name or not c.name.startswith(group)]
     mine = next((c for c in claims if c.holder == holder and c.name == name), None)
     if mine is None:  # not even my own claim reads back live: the store lost it, or it took over ttl_s
         raise LeaseHeld(name, claims[0]) if claims else RuntimeError(f"lease {name}: my claim did not read back")
@@ -154,6 +152,18 @@ def waiting_for(store: Store, name: str, ttl_s: float, poll_s: float = 0.5) -> I
         yield lease
     finally:
         lease.release()
+
+
+def _without_dead(
+    store: Store, claims: list[Claim], holder: str, ttl_s: float, pid_alive: Callable[[int], bool], prefix: str
+) -> list[Claim]:
+    """The live claims once those of this host's processes that no longer exist are withdrawn (read again
+    only when there was one: a worker killed with -9 leaves its claim, and the next claimant frees it)."""
+    here = host_name()
+    dead = [c for c in claims if c.host == here and c.holder != holder and not pid_alive(c.pid)]
+    for other in dead:
+        _stamp(store, other.name, other.holder, ttl_s, claimed_at=other.claimed_at, released=True, pid=other.pid)
+    return live_claims(store, prefix) if dead else claims
 
 
 def _stamp(

@@ -78,10 +78,13 @@ async def _survey(settings: Settings) -> ChainView:
 async def _prepare(
     settings: Settings, chain: ChainView, store_factory: Callable[[], Store], to_head: bool = False
 ) -> tuple[Store, int]:
-    """The checks against the store (the same chain, then the dates, the plan's anchor), then the plan."""
+    """The checks against the store (the same chain, then the dates, the plan's anchor), then the plan. The
+    store is read side by side where the reads do not depend on each other, and written twice: one meta
+    insert (the chain's identity, where the tip is tracked from, the plan's anchor), then the days."""
     from backfill.chain.client import RpcClient
-    from backfill.cli.prepare import check_chain, check_range, plan_days, record_chain, reopen_for_redo
-    from backfill.cli.tip import check_tip, track_tip
+    from backfill.cli.prepare import CHAIN_KEYS, chain_record, check_chain, check_range, plan_days, reopen_for_redo
+    from backfill.cli.tip import repair_tip, tip_record
+    from backfill.store.client import side_by_side
 
     async with RpcClient(
         settings.rpc_urls,
@@ -92,18 +95,20 @@ async def _prepare(
         memory=settings.log_dir / "endpoints.json",
     ) as rpc:
         store = store_factory()
-        check_chain(store, chain.chain_id, chain.genesis_hash)
+        known, writing, top = side_by_side(
+            lambda: store.meta_values(CHAIN_KEYS), lambda: live_claims(store, SHARD_LEASES), store.tracked_top
+        )
+        check_chain(store, chain.chain_id, chain.genesis_hash, known)
         check_range(settings, chain)
+        record = chain_record(known, chain)
         # workers that may be writing the tip (this host's run, or another host's) keep it: no repair under them
-        writing = live_claims(store, SHARD_LEASES)
         if not control.running_supervisor(settings.log_dir) and not writing:
-            await check_tip(rpc, store, chain)
-            track_tip(store, chain)
+            await repair_tip(rpc, store, chain, top)
+            record.update(tip_record(chain))
         elif writing:
             log.info("event=tip_check_skipped reason=workers_writing holders=%d", len(writing))
         with waiting_for(store, PLAN_LEASE, settings.lease_ttl_s):  # one planner at a time per database
-            plans = await plan_days(rpc, store, settings, chain, to_head=to_head)
-        record_chain(store, chain.chain_id, chain.genesis_hash, chain.genesis_ts)
+            plans = await plan_days(rpc, store, settings, chain, to_head=to_head, record=record)
         if settings.redo:
             assert settings.from_date and settings.to_date
             reopen_for_redo(store, plans, settings.from_date, settings.to_date)
@@ -127,8 +132,6 @@ def start_run(
 
         parse_addr(settings.metrics_addr)  # a bad address is refused before anything runs
     early = _connect_beside_survey(settings)  # first: its round trips overlap the workers' start and our imports
-    if settings.foreground:
-        _import_ahead()
     # a foreground run supervises here: its workers import while this plans (monitor/warm.py)
     warm = WarmPool(settings.shards, {**os.environ, **settings.to_env()}) if settings.foreground else None
     try:
@@ -151,6 +154,10 @@ def _check_plan_hand_over(
 
     early, early_start = connecting
     try:
+        import backfill.cli.prepare  # noqa: F401 - the RPC client's imports (aiohttp), before the import-ahead's
+
+        if settings.foreground:
+            _import_ahead()  # while the survey and the plan wait on the chain and the store
         with held_until_written():
             chain = asyncio.run(_survey(settings))
         if not holds_store(settings):  # no chain recorded to compare with: the dates are refused before any write
@@ -165,26 +172,33 @@ def _check_plan_hand_over(
     with control.start_lock(settings.log_dir, on_wait=echo):
         if settings.redo and control.running_supervisor(settings.log_dir):
             raise UserError("a run is active for this data directory; `backfill stop` it before a --redo")
-        store, n_days = asyncio.run(_prepare(settings, chain, connect, to_head))
-        running = control.running_supervisor(settings.log_dir)
-        if running:
-            _tell_running(settings, running, shards_explicit, echo)
-            return None
-        control.request(settings.log_dir, shards=settings.shards)
-        if settings.foreground:
+        # a foreground run supervises here: its supervisor's connection is made while this plans
+        ahead = _supervisor_store_ahead(settings) if settings.foreground else None
+        lock_fd = None
+        try:
+            store, n_days = asyncio.run(_prepare(settings, chain, connect, to_head))
+            running = control.running_supervisor(settings.log_dir)
+            if running:
+                _tell_running(settings, running, shards_explicit, echo)
+                return None
+            control.request(settings.log_dir, shards=settings.shards)
+            if not settings.foreground:
+                _run_detached(settings, n_days, shards_explicit, echo)
+                return None
             lock_fd = control.try_lock(settings.log_dir)
             if lock_fd is None:  # a supervisor started by hand a moment ago
                 _tell_running(settings, control.running_supervisor(settings.log_dir) or {}, shards_explicit, echo)
                 return None
-        else:
-            _run_detached(settings, n_days, shards_explicit, echo)
-            return None
-    return _run_foreground(settings, store, n_days, echo, lock_fd, dashboard, warm)
+        finally:
+            if ahead is not None and lock_fd is None:  # not supervising here after all
+                ahead.add_done_callback(_close_unused)
+    return _run_foreground(settings, store, n_days, echo, lock_fd, dashboard, warm, ahead)
 
 
 def _import_ahead() -> None:
-    """The supervisor's and the dashboard's modules (~70 ms) imported on a thread of their own while this command
-    waits on the chain and the store, not after the plan. (The project has no import cycles, so two threads
+    """The supervisor's and the dashboard's modules (~45 ms) imported on a thread of their own while this command
+    waits on the chain and the store, not after the plan; not while it imports the RPC client: both would hold
+    the interpreter by turns. (The project has no import cycles, so two threads
     importing at once only ever wait for each other's module, never deadlock.)"""
 
     def load() -> None:
@@ -215,6 +229,25 @@ def _connect_beside_survey(settings: Settings) -> tuple[Future[Store] | None, bo
     future = pool.submit(Store.connect, settings)
     pool.shutdown(wait=False)  # the thread ends with the connect
     return future, starts
+
+
+def _supervisor_store_ahead(settings: Settings) -> Future[Store]:
+    """The foreground supervisor's store connection (monitor.supervisor.open_store), opened on a thread."""
+
+    def connect() -> Store:
+        from monitor.supervisor import open_store
+
+        return open_store(settings)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="supervisor-store")
+    future = pool.submit(connect)
+    pool.shutdown(wait=False)  # the thread ends with the connect
+    return future
+
+
+def _close_unused(future: Future[Store]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def _close_connected(settings: Settings, future: Future[Store], *, started: bool) -> None:
@@ -322,9 +355,11 @@ def _run_foreground(
     lock_fd: int,
     dashboard: bool = True,
     warm: WarmPool | None = None,
+    connecting: Future[Store] | None = None,
 ) -> dict[str, Any] | None:
     """Supervise in this process with a live dashboard; the summary of a finished run. A stop by Ctrl-C is
-    Interrupted (exit 130); a stop by `backfill stop` says so and returns None (exit 0)."""
+    Interrupted (exit 130); a stop by `backfill stop` says so and returns None (exit 0). connecting: the
+    supervisor's store connection, begun while this planned."""
     from rich.console import Console
     from rich.live import Live
 
@@ -354,7 +389,7 @@ def _run_foreground(
                     live.update(render(collect_offline(settings, str(exc))))
 
         try:
-            phase = supervise(settings, on_tick=tick, lock_fd=lock_fd, warm=warm)
+            phase = supervise(settings, on_tick=tick, lock_fd=lock_fd, warm=warm, connecting=connecting)
         except FleetHalted as exc:  # a worker's config error or wrong chain keeps its code (the same numbers)
             raise _halted_error(exc.exit_code, str(exc)) from None
     return _ended(settings, store, phase, echo, t0)

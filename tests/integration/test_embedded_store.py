@@ -423,3 +423,24 @@ def test_schema_is_sent_once_and_repaired_when_a_part_is_missing(tmp_path, monke
         worker.close()
     finally:
         stop_server(tmp_path)
+
+
+def test_the_connection_that_creates_the_database_works_in_it(tmp_path: Path) -> None:
+    """The client that made the database (connected to the server's default one) goes on as the store's: the
+    tables land in the configured database, and a reconnect after a fault goes back to it."""
+    from backfill.settings import load_settings
+    from backfill.store.client import Store
+
+    settings = load_settings({"data_dir": str(tmp_path)}, env={})
+    database = settings.store.database
+    assert database != "default"
+    try:
+        store = Store.connect(settings)
+        assert store.scalar("SELECT currentDatabase()") == database
+        tables = dict(store.query_rows("SELECT database, count() FROM system.tables GROUP BY database"))
+        assert tables.get(database, 0) >= 15 and tables.get("default", 0) == 0, tables
+        store._drop_client(store.client)  # as after a connection fault: the next call connects afresh
+        assert store.scalar("SELECT currentDatabase()") == database
+        store.close()
+    finally:
+        stop_server(tmp_path)
