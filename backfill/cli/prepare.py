@@ -161,7 +161,7 @@ async def plan_days(
     stored, anchor_text = side_by_side(store.read_plan, lambda: store.meta_get("plan_anchor"))
     existing = {p.day_idx: p for p in stored}
     meta = dict(record or {})
-    plans = await _new_plans(rpc, store, settings, chain, to_head, existing, anchor_text)
+    plans = await _new_plans(rpc, settings, chain, to_head, existing, anchor_text)
     if plans and not anchor_text:
         anchor = anchor_of(anchor_text, settings)
         assert anchor is not None  # a first plan has --from (_new_plans)
@@ -194,7 +194,6 @@ def anchor_of(anchor_text: str | None, settings: Settings) -> dt.date | None:
 
 async def _new_plans(
     rpc: RpcClient,
-    store: Store,
     settings: Settings,
     chain: ChainView,
     to_head: bool,

@@ -77,8 +77,8 @@ def last_reorg(fork: Fork, rows_removed: int) -> dict[str, Any]:
 
 
 def tip_record(chain: ChainView) -> dict[str, str]:
-    """The meta value that makes blocks from the final head up get their hashes recorded as they are copied;
-    none with depth 0 (`tip_tracked_from`, as Store.set_tip_tracked_from writes it)."""
+    """The meta value that makes blocks from the final head up get their hashes recorded as they are copied
+    (`tip_tracked_from`, read by Store.tip_tracked_from); none with depth 0 (an empty value)."""
     return {"tip_tracked_from": str(max(0, chain.final_head)) if chain.finality_depth > 0 else ""}
 
 

@@ -519,9 +519,6 @@ class Store:
         text = self.meta_get("tip_tracked_from")
         return int(text) if text else None
 
-    def set_tip_tracked_from(self, block: int | None) -> None:
-        self.meta_set("tip_tracked_from", "" if block is None else str(block))
-
     def tracked_top(self) -> int | None:
         """The highest block whose hash is recorded, None when none is."""
         row = self.query_rows("SELECT max(block_number), count() FROM block_hashes FINAL")[0]
