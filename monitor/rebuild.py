@@ -21,13 +21,13 @@ import json
 import logging
 import logging.handlers
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
 from backfill.files.oplog import operation_log
 from backfill.settings import Settings
-from backfill.store.client import Store
+from backfill.store.client import Store, on_thread
 from backfill.store.digest import STAGING_TABLES
 from backfill.store.leases import Lease, LeaseHeld, claim
 
@@ -150,11 +150,7 @@ def start_derived(store: Store) -> Future[tuple[int | None, list[Any]] | None]:
         log.info("step=derived event=built seconds=%.3f action=swap_in_after_audit_and_gates", time.monotonic() - t0)
         return through, pending
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="rebuild-derived")
-    try:
-        return pool.submit(build)
-    finally:
-        pool.shutdown(wait=False)  # the thread ends with the build
+    return on_thread(build, "rebuild-derived")
 
 
 def step_derived(

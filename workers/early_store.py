@@ -11,12 +11,12 @@ store not up yet is the normal case, not an outage of the worker.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from backfill.errors import ConfigError
 from backfill.settings import Settings, load_settings
-from backfill.store.client import Store
+from backfill.store.client import Store, on_thread
 
 EARLY_THREAD = "store-early"
 
@@ -39,10 +39,7 @@ def connect_early() -> Future[EarlyStore | None] | None:
     except ConfigError:
         return None
     logging.getLogger("store").addFilter(_QUIET_EARLY)
-    pool = ThreadPoolExecutor(1, thread_name_prefix=EARLY_THREAD)
-    future = pool.submit(open_early, settings)
-    pool.shutdown(wait=False)
-    return future
+    return on_thread(lambda: open_early(settings), EARLY_THREAD)
 
 
 class _NotFromEarlyConnect(logging.Filter):

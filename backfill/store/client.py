@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import clickhouse_connect
@@ -90,6 +90,15 @@ def side_by_side(*calls: Callable[[], Any]) -> list[Any]:
     with ThreadPoolExecutor(len(calls), thread_name_prefix="store-side") as pool:
         futures = [pool.submit(call) for call in calls]
         return [future.result() for future in futures]
+
+
+def on_thread(call: Callable[[], T], name: str) -> Future[T]:
+    """A store call begun on a thread of its own (named `name`), its Future returned; the thread ends with it."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return pool.submit(call)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def check_cluster(client: Any, name: str) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,7 +26,7 @@ from backfill.control import Phase
 from backfill.errors import CommandFailed, ConfigError, Interrupted, StoreUnavailable, UserError, WrongChain
 from backfill.files.oplog import held_until_written
 from backfill.settings import Settings
-from backfill.store.client import COMMAND_PATIENCE_S, Store
+from backfill.store.client import COMMAND_PATIENCE_S, Store, on_thread
 from backfill.store.leases import PLAN_LEASE, SHARD_LEASES, live_claims, waiting_for
 from monitor.warm import WarmPool
 
@@ -225,10 +225,7 @@ def _connect_beside_survey(settings: Settings) -> tuple[Future[Store] | None, bo
     if not holds_store(settings):
         return None, False
     starts = not settings.store.url and not server_alive(settings.data_dir)
-    pool = ThreadPoolExecutor(1, thread_name_prefix="store-connect")
-    future = pool.submit(Store.connect, settings)
-    pool.shutdown(wait=False)  # the thread ends with the connect
-    return future, starts
+    return on_thread(lambda: Store.connect(settings), "store-connect"), starts
 
 
 def _supervisor_store_ahead(settings: Settings) -> Future[Store]:
@@ -239,13 +236,11 @@ def _supervisor_store_ahead(settings: Settings) -> Future[Store]:
 
         return open_store(settings)
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="supervisor-store")
-    future = pool.submit(connect)
-    pool.shutdown(wait=False)  # the thread ends with the connect
-    return future
+    return on_thread(connect, "supervisor-store")
 
 
 def _close_unused(future: Future[Store]) -> None:
+    """A connection opened ahead that nobody took: closed once it is open."""
     if not future.cancelled() and future.exception() is None:
         future.result().close()
 
@@ -253,8 +248,7 @@ def _close_unused(future: Future[Store]) -> None:
 def _close_connected(settings: Settings, future: Future[Store], *, started: bool) -> None:
     """The early connection of a start refused before it was needed: closed, and the embedded server stopped
     when this command started it."""
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
+    _close_unused(future)
     if started:
         from backfill.store.embedded import stop_server
 
