@@ -62,6 +62,7 @@ ENV_NAMES = {
     "BACKFILL_LAG_GUARD_BLOCKS": "lag_guard_blocks",
     "BACKFILL_GATES_INTERVAL_S": "gates_interval_s",
     "BACKFILL_AUDIT_SAMPLE": "audit_sample",
+    "BACKFILL_AUDIT_DAY_LOGS": "audit_day_logs",
     "BACKFILL_AUDIT_ENGINE": "audit_engine",
     "BACKFILL_AUTO_PROMOTE": "auto_promote",
     "BACKFILL_REBUILD_SQL_DIR": "rebuild_sql_dir",
@@ -131,6 +132,9 @@ class Settings:
     )
     gates_interval_s: float = 600.0  # the supervisor runs the relaxed gates this often (0 = never)
     audit_sample: int = 3  # days the rebuild recounts from RPC (plus every suspicious empty day)
+    # a sampled day of more rows than this is recounted over a random span of its blocks holding about this
+    # many (0: whole days); listed days, --all and the empty days are always recounted whole
+    audit_day_logs: int = 40_000  # two of the audit engine's answers
     audit_engine: bool = True  # the audit decodes answers in an engine of its own (monitor/audit/engine_read.py)
     auto_promote: bool = False  # the rebuild promotes staging into production when everything passed
     rebuild_sql_dir: Path | None = None  # the operator's *.sql steps; default <data_dir>/rebuild.d
@@ -270,6 +274,7 @@ _AT_LEAST = {
     "finality_depth": 0,
     "getlogs_answer_logs": 0,
     "audit_sample": 0,
+    "audit_day_logs": 0,
     "gates_interval_s": 0,
     "stall_grace_s": 0,
     "rpc_max_rps": 0,

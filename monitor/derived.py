@@ -11,7 +11,8 @@ Incremental builds. A build covers the staging rows (after FINAL) up to `through
 the definition's hash; and a guard over the staging rows at or below W after FINAL: their count, and the max
 and the sum of their `_version`, read before the build reads any row. When the table, the definition and the
 guard are unchanged and W <= through_block, the next build is the old table merged with the aggregate of the
-rows in (W, through_block] only; anything else is a full build.
+rows in (W, through_block] only (and, when there are none, the old table kept as it is: a rebuild run again
+re-aggregates nothing); anything else is a full build.
 
 The guard (`monitor/guard.py`, shared with the promotion) and why it is sound are described there. The UUID
 (a swap or a re-creation changes it) and row count catch a derived table replaced, dropped or trimmed since, or
@@ -232,6 +233,7 @@ class Pending:
     from_block: int
     new_rows: int
     seconds: float
+    kept: bool = False  # no staging row after the last build's block: the table stays as it is, not rebuilt
 
     @property
     def next_name(self) -> str:
@@ -267,8 +269,10 @@ def _prepare_one(store: Store, name: str, spec: Derived, through_block: int | No
     if not reason:
         reason = full_reason(built, state, definition, through, guard_w, incremental)
     from_block = 0 if reason else w + 1
-    next_name = next_table(name)
     drop_next(store, name)
+    if not reason and guard_t.rows == guard_w.rows:  # no row in (W, through]: the build would add nothing
+        return Pending(name, through, definition, guard_t, "", from_block, 0, time.monotonic() - t0, kept=True)
+    next_name = next_table(name)
     store.command(table_ddl(spec.create.format(name=next_name), store.cluster))
     store.command(
         spec.insert_sql(next_name, base=None if reason else name),
@@ -284,11 +288,18 @@ def commit_derived(store: Store, pending: list[Pending]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in pending:
         t0 = time.monotonic()
-        swap_in(store, p.next_name, p.name)
+        if not p.kept:
+            swap_in(store, p.next_name, p.name)
         state = table_state(store, p.name)
         assert state is not None, p.name
         store.meta_set(meta_key(p.name), Built(p.through, state[0], state[1], p.definition, p.guard).to_json())
-        mode = f"full: {p.reason}" if p.reason else f"incremental from block {p.from_block}"
+        mode = (
+            f"full: {p.reason}"
+            if p.reason
+            else f"unchanged: no new rows from block {p.from_block}"
+            if p.kept
+            else f"incremental from block {p.from_block}"
+        )
         seconds = p.seconds + time.monotonic() - t0
         out[p.name] = {
             "rows": state[1],

@@ -5,7 +5,8 @@
 
 The derived tables are built under `_next` names beside the audit and the gates (the store's work while the
 node and the audit engine do theirs) and swapped in at the derived step, only once both passed; a pipeline that
-stops before it drops them.
+stops before it drops them. The gates measure the store beside the audit too (the audit changes no staging
+row) and judge once it is done, with its verdicts read then. The audit's modules import while dedup runs.
 
 The supervisor runs it once when every planned day is COMPLETE (once per completed plan: a redo or new days
 run it again); `backfill rebuild` runs it by hand. Every step is logged with its duration to
@@ -20,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import logging.handlers
+import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -107,10 +109,20 @@ def step_audit(store: Store, settings: Settings, report: dict[str, Any]) -> None
         raise RebuildFailed("audit", result.failure_text(lambda days: _days(store, days)))
 
 
-def step_gates(store: Store, settings: Settings, report: dict[str, Any]) -> None:
+def start_measuring(store: Store) -> Future[Any]:
+    """The gates' measurement of the store (monitor.gates.measure), on a thread of its own beside the audit: it
+    reads the deduplicated staging tables, which the audit does not change; only the audit's verdicts are read
+    again when the gates judge (step_gates)."""
+    from monitor.gates.measure import measure
+
+    return on_thread(lambda: measure(store), "rebuild-gates")
+
+
+def step_gates(store: Store, settings: Settings, report: dict[str, Any], measured: Future[Any] | None = None) -> None:
     from monitor.gates.judge import run_gates
 
-    result = run_gates(store, settings, "strict", source="rebuild", final_only=True)  # OPEN days: not yet
+    m = measured.result() if measured is not None else None  # its error is this step's
+    result = run_gates(store, settings, "strict", source="rebuild", final_only=True, measured=m)  # OPEN: not yet
     report["gates"] = result.to_json()
     for line in result.lines():
         log.info("step=gates %s", line)
@@ -178,14 +190,36 @@ def drop_unused_derived(store: Store, built: Future[Any] | None) -> None:
         return
     from monitor.derived import discard_derived
 
-    try:
-        built.result()
-    except Exception as exc:  # noqa: BLE001 - the pipeline failed already; this build's error adds nothing
-        log.info("step=derived event=not_used error=%r", str(exc)[:200])
+    _wait_quietly(built, "derived")
     try:
         discard_derived(store)
     except Exception as exc:  # noqa: BLE001 - the next build drops them too (DROP TABLE IF EXISTS first)
         log.warning("step=derived event=drop_next_failed error=%r action=next_build_drops_them", str(exc)[:200])
+
+
+def _wait_quietly(work: Future[Any], step: str) -> None:
+    """Wait for work begun beside a pipeline that stopped before it was used: its error adds nothing."""
+    try:
+        work.result()
+    except Exception as exc:  # noqa: BLE001 - the pipeline failed already
+        log.info("step=%s event=not_used error=%r", step, str(exc)[:200])
+
+
+def _import_audit_ahead() -> None:
+    """The audit's RPC client and answer engine (~0.3 s of imports) loaded on a thread while dedup and the
+    fingerprints wait on the store, not when the audit begins. (The project has no import cycles: two threads
+    importing at once only wait for each other's module.)"""
+
+    def load() -> None:
+        try:
+            import chdb  # noqa: F401
+
+            import backfill.chain.client  # noqa: F401
+            import monitor.audit.recount  # noqa: F401
+        except Exception:  # noqa: BLE001 - imported again where used, which reports the error
+            pass
+
+    threading.Thread(target=load, name="rebuild-imports", daemon=True).start()
 
 
 def step_promote(store: Store, settings: Settings, report: dict[str, Any]) -> None:
@@ -310,16 +344,19 @@ def run_on_complete(
         "promote": promote,
     }
     built: list[Future[Any]] = []  # the derived tables' build, started beside the audit
+    measuring: list[Future[Any]] = []  # the gates' measurement, started beside the audit
+    _import_audit_ahead()
 
     def audit() -> None:
         built.append(start_derived(store))
+        measuring.append(start_measuring(store))
         step_audit(store, settings, report)
 
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("dedup", lambda: step_dedup(store, report)),
         ("fingerprints", lambda: step_fingerprints(store, report)),
         ("audit", audit),
-        ("gates", lambda: step_gates(store, settings, report)),
+        ("gates", lambda: step_gates(store, settings, report, measuring[0])),
         ("derived", lambda: step_derived(store, settings, report, built[0])),
     ]
     if promote:
@@ -329,6 +366,8 @@ def run_on_complete(
     try:
         failure = _run_steps(steps, report, on_step, should_stop)
     finally:
+        if measuring and "gates" not in report["durations_s"]:  # measured beside the audit, never judged
+            _wait_quietly(measuring[0], "gates")
         if built and "derived" not in report:  # built beside the audit, never swapped in
             drop_unused_derived(store, built[0])
     if on_step:

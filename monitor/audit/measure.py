@@ -37,6 +37,17 @@ def next_span(span: int, n_logs: int, target: int = TARGET_LOGS) -> int:
     return max(1, min(span * 4, MAX_SPAN, ideal))
 
 
+def opening_span(n_blocks: int, expected_rows: int | None, target: int, remembered: int) -> int:
+    """Blocks of a day's first eth_getLogs. With the rows its checkpoint gives it: the day in even answers of
+    at most ~`target` of them (a sparse day: one answer). That sizes the ranges only: every block is recounted
+    whatever it holds, and a store that undercounts gets bigger answers, split if the provider refuses them. A
+    day the store holds no rows of (or of unknown rows) starts where the last recount left off (`remembered`)."""
+    if not expected_rows or n_blocks <= 0:
+        return remembered
+    answers = -(-expected_rows // target)
+    return max(1, min(MAX_SPAN, -(-n_blocks // answers)))
+
+
 def split_span(span: int, from_block: int, suggested: tuple[int, int] | None) -> int | None:
     """Blocks to ask for after the provider refused `span` blocks from `from_block`; None when 1 was refused."""
     if span <= 1:

@@ -50,11 +50,13 @@ from monitor.audit.judge import (  # noqa: F401  (re-exported: part of the audit
     recorded_digests,
 )
 from monitor.audit.measure import (  # noqa: F401  (re-exported: part of the audit API)
+    ENGINE_TARGET_LOGS,
     MAX_SPAN,
     TABLES,
     TARGET_LOGS,
     ChainDay,
     next_span,
+    opening_span,
     recount_day,
     split_span,
     store_versions,
@@ -66,6 +68,7 @@ from monitor.audit.report import (  # noqa: F401  (re-exported: part of the audi
     DayAudit,
     EndpointSet,
     Selection,
+    Span,
     VersionSummary,
     audit_endpoints,
     choose_days,
@@ -73,6 +76,7 @@ from monitor.audit.report import (  # noqa: F401  (re-exported: part of the audi
     endpoint_sets,
     parse_days,
     recheck_sets,
+    span_plans,
 )
 
 log = logging.getLogger(__name__)
@@ -141,6 +145,8 @@ class _AuditRun:
         self.reader = EngineReader() if settings.audit_engine else None  # the answers' decoding, apart from the copy
         self.everyone: Any = None  # a client over every endpoint: headers and the lag guard's checks, on all
         self.span = settings.getlogs_blocks  # where a day's recount starts: where the last one to end left off
+        self.expected: dict[int, int] = {}  # day -> the rows its checkpoint gives the blocks to recount (sizes)
+        self.target = ENGINE_TARGET_LOGS if self.reader is not None else TARGET_LOGS
 
     def names(self, s: EndpointSet) -> str:
         return ",".join(self.labels[i] for i in s.indices)
@@ -201,7 +207,8 @@ class _AuditRun:
                 usage = client.days.get(plan.day_idx)
                 before = Counter(usage.served) if usage else Counter()
                 try:
-                    chain = await recount_day(client, plan, self.span, self.guard_from(), self.reader)
+                    first = opening_span(plan.n_blocks, self.expected.get(plan.day_idx), self.target, self.span)
+                    chain = await recount_day(client, plan, first, self.guard_from(), self.reader)
                 except RpcError as exc:
                     why = scrub(f"{type(exc).__name__}: {exc}", self.urls)[:300]
                 else:
@@ -272,10 +279,12 @@ class _AuditRun:
 
 def _log_day(plan: DayPlan, endpoint: str, result: DayAudit, seconds: float) -> None:
     log.info(
-        "day=%d date=%s endpoint=%s verdict=%s chain_erc20=%s chain_erc1155=%s store_erc20=%d "
+        "day=%d date=%s blocks=%d-%d endpoint=%s verdict=%s chain_erc20=%s chain_erc1155=%s store_erc20=%d "
         "store_erc1155=%d versions=%d seconds=%.2f detail=%r",
         plan.day_idx,
         plan.day,
+        plan.start_block,
+        plan.end_block,
         endpoint,
         result.verdict,
         *(full(result.chain)[s][0] if result.chain else -1 for s in STANDARDS),
@@ -294,6 +303,7 @@ async def _audit_days(
     stored: StoredDigests,
     recorded: dict[int, Digests | None],
     finish_day: FinishDay,
+    expected: dict[int, int],
 ) -> tuple[list[DayAudit], list[dict[str, Any]]]:
     """(the days' results, the RPC usage of the run). Recount the days (DAY_CONCURRENCY at once) and judge each as soon as its recount is in, so that only a few
     days' rows are held at a time.
@@ -304,6 +314,7 @@ async def _audit_days(
     (recheck_sets) before it is called a mismatch. One RPC client per set of endpoints, opened when first
     needed and checked to serve this database's chain."""
     run = _AuditRun(settings, filled_by, expected_chain, stored, recorded, finish_day)
+    run.expected = expected
     try:
         if run.urls and plans:
             await run.probe_heads()
@@ -341,25 +352,16 @@ def run_audit(
             store, checkpoints, days=days, sample=sample, include=include, all_days=all_days, seed=seed
         )
         chosen = [p.day_idx for p in plans]
-        log.info(
-            "event=audit_start run_id=%s source=%s days=%d seed=%d sample=%s all=%s listed=%s include=%s "
-            "skipped_not_complete=%s endpoints=%s",
-            run_id,
-            source,
-            len(chosen),
-            seed,
-            sample,
-            all_days,
-            _span(days),
-            _span(include),
-            _span(selection.skipped),
-            ",".join(endpoint_label(u, i) for i, u in enumerate(settings.rpc_urls)),
-        )
+        sampled = [] if all_days else sorted(set(chosen) - set(days or ()) - set(include))
+        plans, spans = span_plans(plans, sampled, _day_rows(checkpoints), settings.audit_day_logs, seed)
+        _log_start(run_id, source, seed, len(chosen), sample, all_days, days, include, selection, spans, settings)
         filled_by, recs = _store_side(store, checkpoints, chosen)
-        finish_day, stored = _day_finisher(store, recs), functools.partial(_stored_digests, store)
+        recs.update({d: None for d in spans})  # a fingerprint covers the whole day, not a span of it
+        finish_day, stored = _day_finisher(store, recs, spans), functools.partial(_stored_digests, store)
         expected_chain = store.meta_get("chain_id")
+        expected = _expected_rows(plans, checkpoints, spans)
         results, usage = _run_sync(
-            lambda: _audit_days(settings, plans, filled_by, expected_chain, stored, recs, finish_day)
+            lambda: _audit_days(settings, plans, filled_by, expected_chain, stored, recs, finish_day, expected)
         )
         if usage:  # the recount's calls are billed too: counted with the fleet's (status, metrics)
             store.record_rpc_usage(AUDIT_USAGE_ID, os.getpid(), usage)
@@ -374,6 +376,37 @@ def run_audit(
         )
         _record(store, report)
         return report
+
+
+def _log_start(
+    run_id: str,
+    source: str,
+    seed: int,
+    n_days: int,
+    sample: int | None,
+    all_days: bool,
+    days: list[int] | None,
+    include: list[int],
+    selection: Selection,
+    spans: dict[int, Span],
+    settings: Settings,
+) -> None:
+    log.info(
+        "event=audit_start run_id=%s source=%s days=%d seed=%d sample=%s all=%s listed=%s include=%s "
+        "skipped_not_complete=%s day_logs=%d spans=%s endpoints=%s",
+        run_id,
+        source,
+        n_days,
+        seed,
+        sample,
+        all_days,
+        _span(days),
+        _span(include),
+        _span(selection.skipped),
+        settings.audit_day_logs,
+        ",".join(f"{d}:{x.from_block}-{x.to_block}" for d, x in sorted(spans.items())) or "-",
+        ",".join(endpoint_label(u, i) for i, u in enumerate(settings.rpc_urls)),
+    )
 
 
 def _chosen_days(
@@ -411,24 +444,47 @@ def _stored_digests(store: Store, plan: DayPlan) -> Digests:
     return {std: current.get(TABLES[std], (0, 0)) for std in STANDARDS}
 
 
-def _day_finisher(store: Store, recs: dict[int, Digests | None]) -> FinishDay:
-    """The last step of a day, on the store's thread: its row versions read and placed, its DayAudit made."""
+def _day_rows(checkpoints: dict[int, dict[str, Any]]) -> dict[int, int]:
+    """day -> its rows by its checkpoint (what sizes a sampled span)."""
+    return {d: int(cp.get("erc20_count") or 0) + int(cp.get("erc1155_count") or 0) for d, cp in checkpoints.items()}
+
+
+def _expected_rows(
+    plans: list[DayPlan], checkpoints: dict[int, dict[str, Any]], spans: dict[int, Span]
+) -> dict[int, int]:
+    """day -> the logs its checkpoint gives the blocks to recount (its rows, skipped and quarantined logs; a
+    span's share of them): what sizes the recount's first range, nothing more."""
+    out = {}
+    for p in plans:
+        cp = checkpoints.get(p.day_idx) or {}
+        keys = ("erc20_count", "erc1155_count", "skipped_count", "quarantined_count")
+        n = sum(int(cp.get(k) or 0) for k in keys)
+        span = spans.get(p.day_idx)
+        out[p.day_idx] = n * p.n_blocks // (span.day_to - span.day_from + 1) if span else n
+    return out
+
+
+def _day_finisher(store: Store, recs: dict[int, Digests | None], spans: dict[int, Span]) -> FinishDay:
+    """The last step of a day, on the store's thread: its row versions read and placed, its DayAudit made (a
+    sampled span's detail names its blocks)."""
 
     def finish_day(
         p: DayPlan, chain: ChainDay | None, endpoint: str, verdict: str, detail: str, problem: str, stored: Digests
     ) -> DayAudit:
         versions = store_versions(store, p, chain)
+        span = spans.get(p.day_idx)
         return DayAudit(
             p.day_idx,
             p.day,
             endpoint,
             verdict,
-            detail,
+            "; ".join(filter(None, [span.text() if span else "", detail])),
             full(chain.digests) if chain else None,
             full(stored),
             recs[p.day_idx],
             versions,
             problem,
+            span,
         )
 
     return finish_day
@@ -457,6 +513,7 @@ __all__ = [
     "AuditReport",
     "DayAudit",
     "Selection",
+    "Span",
     "VersionSummary",
     "EndpointSet",
     "Recount",
@@ -471,6 +528,7 @@ __all__ = [
     "recheck_sets",
     "recount_day",
     "run_audit",
+    "span_plans",
     "split_span",
     "store_versions",
 ]

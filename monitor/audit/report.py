@@ -4,6 +4,7 @@ tested in tests/unit/test_audit.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import random
@@ -62,6 +63,48 @@ def day_indices(text: str, plan: Iterable[DayPlan]) -> list[int]:
         )
         raise ConfigError(f"--days: {what} (planned: {span})")
     return [by_date[d] for d in dates]
+
+
+@dataclass(frozen=True)
+class Span:
+    """The part of a day a sampled recount covers, when it is not the whole day."""
+
+    from_block: int
+    to_block: int
+    day_from: int  # the day's planned blocks
+    day_to: int
+    day_rows: int  # the day's rows by its checkpoint: why only a span of it was recounted
+
+    def text(self) -> str:
+        return (
+            f"sampled span: blocks {self.from_block}-{self.to_block} of the day's {self.day_from}-{self.day_to} "
+            f"(a day of {self.day_rows} rows; counts are the span's)"
+        )
+
+
+def sampled_span(plan: DayPlan, day_rows: int, budget: int, rng: random.Random) -> Span | None:
+    """The random span of a sampled day's blocks a recount covers, sized by the day's rows to about `budget` of
+    them (at least one block); None when the day is recounted whole (budget 0, or not more rows than it)."""
+    if budget <= 0 or day_rows <= budget or plan.n_blocks <= 1:
+        return None
+    width = min(plan.n_blocks, max(1, -(-plan.n_blocks * budget // day_rows)))
+    start = plan.start_block + rng.randrange(plan.n_blocks - width + 1)
+    return Span(start, start + width - 1, plan.start_block, plan.end_block, day_rows)
+
+
+def span_plans(
+    plans: list[DayPlan], sampled: Iterable[int], day_rows: dict[int, int], budget: int, seed: int
+) -> tuple[list[DayPlan], dict[int, Span]]:
+    """The plans to recount: each `sampled` day of more than `budget` rows narrowed to a random span of its
+    blocks (seeded, so a run's seed reproduces its spans); the others whole. Also the spans, by day."""
+    rng, chosen, spans, out = random.Random(seed), set(sampled), {}, []
+    for p in plans:
+        span = sampled_span(p, day_rows.get(p.day_idx, 0), budget, rng) if p.day_idx in chosen else None
+        if span is not None:
+            spans[p.day_idx] = span
+            p = dataclasses.replace(p, start_block=span.from_block, end_block=span.to_block)
+        out.append(p)
+    return out, spans
 
 
 @dataclass(frozen=True)
@@ -199,6 +242,7 @@ class DayAudit:
     recorded: Digests | None  # None when the day has no fingerprint
     versions: list[VersionSummary] = field(default_factory=list)
     problem: str = ""  # error kind: "unrecounted" (no endpoint could recount it) | "disagree" (recounts differ)
+    span: Span | None = None  # the blocks recounted, when only a sampled span of the day was (its detail says so)
 
     def hash_equal(self, std: str) -> bool | None:
         return None if self.chain is None else full(self.chain)[std][1] == full(self.store)[std][1]
@@ -233,6 +277,7 @@ class DayAudit:
             "recorded": side(self.recorded),
             "hash_equal": {s: self.hash_equal(s) for s in STANDARDS},
             "problem": self.problem or None,
+            "span": None if self.span is None else dataclasses.asdict(self.span),
             "versions": [v.to_json() for v in self.versions],
         }
 

@@ -21,6 +21,14 @@ from backfill.errors import UserError
     default=None,
     help="Random COMPLETE days to recount (default: audit_sample, 3; added to --days when both are given).",
 )
+@click.option(
+    "--day-logs",
+    "audit_day_logs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="A sampled day of more rows is recounted over a random span of its blocks holding about this many "
+    "(default: audit_day_logs, 40000; 0 = whole days). Listed days and --all are recounted whole.",
+)
 @click.option("--all", "all_days", is_flag=True, default=False, help="Every COMPLETE day.")
 @click.option("--seed", type=int, default=None, help="Seed of the --sample draw (default: random, logged).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -30,6 +38,7 @@ from backfill.errors import UserError
 def verify(
     days_text: str | None,
     sample: int | None,
+    audit_day_logs: int | None,
     all_days: bool,
     seed: int | None,
     as_json: bool,
@@ -47,7 +56,7 @@ def verify(
     logging.getLogger().addHandler(logging.NullHandler())  # log lines go to audit.log, not the terminal
     if days_text is not None:
         parse_days(days_text)  # a typo is reported before anything is opened
-    settings = _settings(rpc_urls=rpc_urls or None, data_dir=data_dir)
+    settings = _settings(rpc_urls=rpc_urls or None, data_dir=data_dir, audit_day_logs=audit_day_logs)
     store = Store.connect(settings)
     days = day_indices(days_text, store.read_plan()) if days_text is not None else None
     report = run_audit(store, settings, days=days, sample=sample, all_days=all_days, seed=seed, source="cli")

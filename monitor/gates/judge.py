@@ -33,6 +33,7 @@ from monitor.gates.measure import (  # noqa: F401  (re-exported: the measured da
     Measurements,
     final_days_only,
     measure,
+    read_audits,
 )
 from monitor.gates.report import fmt_value, limit_text, value_text
 
@@ -486,12 +487,16 @@ def run_gates(
     record: bool = True,
     source: str = "cli",
     final_only: bool = False,
+    measured: Measurements | None = None,
 ) -> GateReport:
     """Measure, judge at `level` and (record=True) write one gate_results row and one gates.log line per gate.
     final_only: judge the final days only, leaving out the OPEN days at the chain head (the rebuild's scope;
-    `backfill gates --strict` judges every planned day, and an OPEN one fails it)."""
+    `backfill gates --strict` judges every planned day, and an OPEN one fails it). measured: the store measured
+    already (the rebuild measures it beside the audit); its audit verdicts are read again here."""
     limits = thresholds(settings.gates, level)
-    m = measure(store)
+    if measured is not None:
+        measured.audits = read_audits(store)
+    m = measure(store) if measured is None else measured
     if final_only:
         m = final_days_only(m)
     report = GateReport(

@@ -185,6 +185,16 @@ def _measure_duplicates(store: Store, m: Measurements, put: Callable[[str, Any, 
         put("quarantined", d, n)
 
 
+def read_audits(store: Store) -> dict[int, tuple[str, dt.datetime]]:
+    """day_idx -> the latest audit's verdict of the day and when it ran."""
+    return {
+        int(d): (str(v), _to_utc(at))
+        for d, v, at in store.query_rows(
+            "SELECT day_idx, argMax(verdict, run_at), max(run_at) FROM audit_results GROUP BY day_idx"
+        )
+    }
+
+
 def measure(store: Store) -> Measurements:
     """Read everything the gates judge: a fixed number of grouped queries, whatever the number of days."""
     fingerprints.record_fingerprints(store)
@@ -211,12 +221,7 @@ def measure(store: Store) -> Measurements:
         )
         for d, r in fingerprints.recorded(store).items()
     }
-    m.audits = {
-        int(d): (str(v), _to_utc(at))
-        for d, v, at in store.query_rows(
-            "SELECT day_idx, argMax(verdict, run_at), max(run_at) FROM audit_results GROUP BY day_idx"
-        )
-    }
+    m.audits = read_audits(store)
     genesis = store.meta_get("genesis_timestamp")
     params = {"hash": HASH_RE, "addr": ADDRESS_RE, "g": int(float(genesis)) if genesis else 0}
     per = m.per_day

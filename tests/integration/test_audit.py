@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from urllib.parse import urlsplit
@@ -12,7 +13,6 @@ from backfill.settings import load_settings
 from backfill.store.embedded import stop_server
 from backfill.store.fingerprints import record_fingerprints
 from monitor.audit.recount import run_audit
-from monitor.audit.report import DAY_CONCURRENCY
 from tests.integration.damage import delete_rows, zero_timestamps
 from tests.integration.harness import Chain, backfill, open_store
 from tests.support.proxy import Fault, RpcProxy
@@ -78,38 +78,62 @@ def test_clean_run_verifies_every_day_against_the_chain(chain: Chain, run_copy):
     ]
     log_text = (run_copy / "backfill" / "audit.log").read_text()
     assert f"event=audit_done run_id={doc['run_id']} source=cli passed=True days=10" in log_text
-    assert "day=5 date=2024-01-06 endpoint=" in log_text
+    assert "day=5 date=2024-01-06 blocks=" in log_text
 
 
-def test_each_day_starts_where_the_last_left_off_so_sparse_days_take_an_answer_or_two(chain: Chain, run_copy):
-    # the first ranges are getlogs_blocks (50) long and grow 4x an answer: from there, a 2,000-block day
-    # would take four answers; days that start from the range the last one ended with take one or two
+def test_a_sparse_day_is_one_answer_over_its_whole_range(chain: Chain, run_copy):
+    # a day's first range is sized by the rows its checkpoint gives it: every day of this chain holds fewer
+    # than one engine answer's worth, so each is one eth_getLogs over its whole block range (a day the store
+    # holds nothing of is not sized by that zero: tests/unit/test_audit.py), and every block is asked for
+    store = open_store(run_copy)
+    rows = {d: int(cp["erc20_count"]) + int(cp["erc1155_count"]) for d, cp in store.checkpoints().items()}
+    plans = {p.day_idx: p for p in store.read_plan()}
     with RpcProxy(chain.url, []) as proxy:
         result = backfill(["verify", "--all", "--json"], run_copy, rpc_urls=proxy.url)
-        asked = [c for c in proxy.calls("eth_getLogs") if c.ok]
+        asked = proxy.getlogs_ranges()
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["passed"]
-    first = DAY_CONCURRENCY  # days recounted at once: they all start at 50 blocks
-    assert len(asked) <= 4 * first + 2 * (chain.days - first), len(asked)
+    for d, n in rows.items():
+        p = plans[d]
+        inside = sorted((a, b) for a, b in asked if p.start_block <= a <= p.end_block)
+        assert inside[0][0] == p.start_block and inside[-1][1] == p.end_block, (d, inside)
+        assert all(b + 1 == a for (_, b), (a, _) in zip(inside, inside[1:])), (d, inside)
+        if n:
+            assert inside == [(p.start_block, p.end_block)], (d, n, inside)
 
 
-def test_rows_deleted_inside_one_day_name_that_day_with_both_counts(chain: Chain, run_copy):
+def test_a_sampled_big_day_is_recounted_over_a_span_that_still_catches_a_loss_inside_it(chain: Chain, run_copy):
     store = open_store(run_copy)
-    record_fingerprints(store)
-    plans = store.read_plan()
-    expected = store.checkpoints()[4]["erc20_count"]
-    lost = delete_rows(store, plans[4])
+    rows = {d: int(cp["erc20_count"]) + int(cp["erc1155_count"]) for d, cp in store.checkpoints().items()}
+    budget = max(10, min(n for n in rows.values() if n) // 4)  # every day with transfers is bigger than it
+    args = ["verify", "--sample", str(chain.days), "--seed", "11", "--day-logs", str(budget), "--json"]
+    result = backfill(args, run_copy, chain)
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    spans = {r["day_idx"]: r for r in doc["results"] if r["span"]}
+    assert set(spans) == {d for d, n in rows.items() if n > budget} and spans
+    days = {d["day_idx"]: d for d in chain.day_blocks()}
+    for d, r in spans.items():
+        span = r["span"]
+        assert days[d]["first_block"] <= span["from_block"] <= span["to_block"] <= days[d]["last_block"]
+        assert span["to_block"] - span["from_block"] < days[d]["last_block"] - days[d]["first_block"]
+        part = {"day_idx": d, "date": r["day"], "first_block": span["from_block"], "last_block": span["to_block"]}
+        truth = ground_truth(chain.url, [part]).per_day[d]
+        assert (r["chain"]["erc20"]["rows"], r["chain"]["erc1155"]["rows"]) == truth
+        assert (r["store"]["erc20"]["rows"], r["store"]["erc1155"]["rows"]) == truth
+        assert r["recorded"] is None and "sampled span: blocks" in r["detail"]
 
-    result = backfill(["verify", "--days", f"{chain.day(3)}..{chain.day(5)}"], run_copy, chain)
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("2024-")}
-    assert set(lines) == {chain.day(3), chain.day(4), chain.day(5)}
-    assert " OK " in lines[chain.day(3)] and " OK " in lines[chain.day(5)]
-    bad = lines[chain.day(4)]
-    assert "day=4" in bad and "MISMATCH" in bad
-    assert f"erc20: chain {expected} rows / store {expected - lost} rows" in bad
-    assert f"store differs from its fingerprint (erc20 {expected - lost} rows, recorded {expected})" in bad
-    assert f"FAILED: 3 days, 2 ok, 1 mismatch, 0 error ({chain.day(4)})" in result.stdout
+    # the same seed draws the same spans: a loss inside one is a mismatch of its day
+    d, r = next((d, r) for d, r in spans.items() if r["chain"]["erc20"]["rows"])
+    plan = next(p for p in store.read_plan() if p.day_idx == d)
+    span = dataclasses.replace(plan, start_block=r["span"]["from_block"], end_block=r["span"]["to_block"])
+    lost = delete_rows(store, span, keep_every=1)
+    again = backfill(args, run_copy, chain)
+    assert again.returncode == 1, again.stdout + again.stderr
+    (bad,) = [x for x in json.loads(again.stdout)["results"] if x["verdict"] != "ok"]
+    n = r["chain"]["erc20"]["rows"]
+    assert bad["day_idx"] == d and bad["span"] == r["span"]
+    assert f"erc20: chain {n} rows / store {n - lost} rows" in bad["detail"]
 
 
 def test_overwritten_day_shows_both_versions_the_latest_off_the_chain(chain: Chain, run_copy):

@@ -180,11 +180,18 @@ def test_each_batch_is_added_incrementally_and_equals_a_full_build_and_the_oracl
         assert_exact(staging, last)
         previous = last
     assert f'step=derived table=erc1155_balances mode="incremental from block {BATCHES[-1][0]}"' in caplog.text
-    # nothing new: an incremental build that adds nothing; the call without arguments covers every row
+    # nothing new: the tables are kept as they are (not rebuilt: the same tables, by UUID); the call without
+    # arguments covers every row
+    uuids = staging.store.query_rows("SELECT name, uuid FROM system.tables WHERE name LIKE '%_balances'")
     again = build_derived(staging.store)
-    assert modes(again) == {f"incremental from block {BATCHES[-1][1] + 1}"}
+    assert modes(again) == {f"unchanged: no new rows from block {BATCHES[-1][1] + 1}"}
     assert {t["new_rows"] for t in again.values()} == {0}
+    assert staging.store.query_rows("SELECT name, uuid FROM system.tables WHERE name LIKE '%_balances'") == uuids
     assert derived_tables(staging.store) == staging.balances(BATCHES[-1][1])
+    # and the next rows after that are added to them incrementally, exactly
+    staging.batch(BATCHES[-1][1] + 1, BATCHES[-1][1] + 200)
+    assert modes(build_derived(staging.store)) == {f"incremental from block {BATCHES[-1][1] + 1}"}
+    assert_exact(staging, BATCHES[-1][1] + 200)
 
 
 def test_removing_superseded_versions_below_the_last_build_keeps_the_build_incremental(staging):
@@ -251,7 +258,7 @@ def test_losing_the_newest_version_of_one_row_below_the_last_build_forces_a_full
     staging.rows[E20][key] = older
     result = build_derived(staging.store, w)
     assert result["erc20_balances"]["mode"] == f"full: rows at or below block {w} changed"
-    assert result["erc1155_balances"]["mode"] == f"incremental from block {w + 1}"
+    assert result["erc1155_balances"]["mode"] == f"unchanged: no new rows from block {w + 1}"
     assert_exact(staging, w)
 
 

@@ -28,8 +28,10 @@ from monitor.audit.recount import (
     endpoint_sets,
     judge,
     next_span,
+    opening_span,
     parse_days,
     recheck_sets,
+    span_plans,
     split_span,
 )
 
@@ -117,6 +119,52 @@ def test_sample_larger_than_the_run_takes_every_day():
 def test_included_days_that_are_not_complete_are_skipped():
     sel = choose_days([0, 1], include=[1, 7], sample=0)
     assert sel.days == [1] and sel.skipped == [7]
+
+
+# -- sampled spans of big days -----------------------------------------------------------------------------------
+def _plan(day_idx: int, a: int, b: int) -> DayPlan:
+    return DayPlan(day_idx, START + dt.timedelta(days=day_idx), a, b)
+
+
+def test_a_sampled_day_of_more_rows_than_the_budget_is_narrowed_to_a_span_of_about_the_budget():
+    plans = [_plan(0, 0, 999), _plan(1, 1000, 1999)]
+    out, spans = span_plans(plans, [0, 1], {0: 250_000, 1: 1_000_000}, 50_000, seed=3)
+    assert set(spans) == {0, 1}
+    assert [(p.end_block - p.start_block + 1) for p in out] == [200, 50]  # blocks x budget / rows
+    for p, whole in zip(out, plans):
+        assert whole.start_block <= p.start_block <= p.end_block <= whole.end_block
+        assert (spans[p.day_idx].from_block, spans[p.day_idx].to_block) == (p.start_block, p.end_block)
+        assert (spans[p.day_idx].day_from, spans[p.day_idx].day_to) == (whole.start_block, whole.end_block)
+    assert "blocks" in spans[0].text() and "of the day's 0-999" in spans[0].text()
+
+
+def test_spans_are_seeded_and_spread_over_the_day():
+    plans = [_plan(0, 0, 9_999)]
+    starts = {span_plans(plans, [0], {0: 10**6}, 10_000, seed=s)[0][0].start_block for s in range(40)}
+    assert span_plans(plans, [0], {0: 10**6}, 10_000, seed=5) == span_plans(plans, [0], {0: 10**6}, 10_000, seed=5)
+    assert len(starts) > 30 and min(starts) < 2_000 and max(starts) > 7_000
+
+
+def test_small_days_listed_days_and_a_zero_budget_are_recounted_whole():
+    plans = [_plan(0, 0, 999), _plan(1, 1000, 1999), _plan(2, 2000, 2000)]
+    rows = {0: 40_000, 1: 900_000, 2: 900_000}
+    out, spans = span_plans(plans, [0, 2], rows, 50_000, seed=1)  # 1 listed, not sampled; 2 has one block
+    assert out == plans and spans == {}
+    assert span_plans(plans, [0, 1, 2], rows, 0, seed=1) == (plans, {})
+
+
+def test_a_days_first_range_is_sized_by_its_checkpoint_rows_in_even_answers():
+    assert opening_span(2_000, 4_000, 20_000, remembered=50) == 2_000  # a sparse day: one answer
+    assert opening_span(160, 40_000, 20_000, remembered=50) == 80  # two even answers, not 20k + a remnant
+    assert opening_span(160, 50_000, 20_000, remembered=50) == 54  # three
+    assert opening_span(50_000, 10, 20_000, remembered=50) == MAX_SPAN
+    assert opening_span(1_000, 10**9, 20_000, remembered=50) == 1
+
+
+def test_a_day_the_store_holds_nothing_of_starts_where_the_last_recount_left_off():
+    # the store's zero may be the very loss the audit looks for: no guess from it
+    assert opening_span(2_000, 0, 20_000, remembered=50) == 50
+    assert opening_span(2_000, None, 20_000, remembered=800) == 800
 
 
 # -- endpoints ----------------------------------------------------------------------------------------------------
