@@ -130,6 +130,7 @@ class _AuditRun:
         stored: StoredDigests,
         recorded: dict[int, Digests | None],
         finish_day: FinishDay,
+        expected: dict[int, int] | None = None,
     ) -> None:
         self.settings, self.filled_by, self.expected_chain = settings, filled_by, expected_chain
         self.stored, self.recorded, self.finish_day = stored, recorded, finish_day
@@ -145,7 +146,7 @@ class _AuditRun:
         self.reader = EngineReader() if settings.audit_engine else None  # the answers' decoding, apart from the copy
         self.everyone: Any = None  # a client over every endpoint: headers and the lag guard's checks, on all
         self.span = settings.getlogs_blocks  # where a day's recount starts: where the last one to end left off
-        self.expected: dict[int, int] = {}  # day -> the rows its checkpoint gives the blocks to recount (sizes)
+        self.expected = expected or {}  # day -> the rows its checkpoint gives the blocks to recount (sizes)
         self.target = ENGINE_TARGET_LOGS if self.reader is not None else TARGET_LOGS
 
     def names(self, s: EndpointSet) -> str:
@@ -313,8 +314,7 @@ async def _audit_days(
     day to the next one. A recount that differs from the store is made once more on other endpoints
     (recheck_sets) before it is called a mismatch. One RPC client per set of endpoints, opened when first
     needed and checked to serve this database's chain."""
-    run = _AuditRun(settings, filled_by, expected_chain, stored, recorded, finish_day)
-    run.expected = expected
+    run = _AuditRun(settings, filled_by, expected_chain, stored, recorded, finish_day, expected)
     try:
         if run.urls and plans:
             await run.probe_heads()
