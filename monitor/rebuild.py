@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import logging
 import logging.handlers
-import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -207,19 +206,10 @@ def _wait_quietly(work: Future[Any], step: str) -> None:
 
 def _import_audit_ahead() -> None:
     """The audit's RPC client and answer engine (~0.3 s of imports) loaded on a thread while dedup and the
-    fingerprints wait on the store, not when the audit begins. (The project has no import cycles: two threads
-    importing at once only wait for each other's module.)"""
+    fingerprints wait on the store, not when the audit begins."""
+    from backfill.cli.import_ahead import import_ahead
 
-    def load() -> None:
-        try:
-            import chdb  # noqa: F401
-
-            import backfill.chain.client  # noqa: F401
-            import monitor.audit.recount  # noqa: F401
-        except Exception:  # noqa: BLE001 - imported again where used, which reports the error
-            pass
-
-    threading.Thread(target=load, name="rebuild-imports", daemon=True).start()
+    import_ahead(("chdb", "backfill.chain.client", "monitor.audit.recount"), "rebuild-imports")
 
 
 def step_promote(store: Store, settings: Settings, report: dict[str, Any]) -> None:

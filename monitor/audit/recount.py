@@ -444,23 +444,25 @@ def _stored_digests(store: Store, plan: DayPlan) -> Digests:
     return {std: current.get(TABLES[std], (0, 0)) for std in STANDARDS}
 
 
-def _day_rows(checkpoints: dict[int, dict[str, Any]]) -> dict[int, int]:
-    """day -> its rows by its checkpoint (what sizes a sampled span)."""
-    return {d: int(cp.get("erc20_count") or 0) + int(cp.get("erc1155_count") or 0) for d, cp in checkpoints.items()}
+ROWS = ("erc20_count", "erc1155_count")  # a checkpoint's rows: what sizes a sampled span
+LOGS = (*ROWS, "skipped_count", "quarantined_count")  # and the logs behind them: what sizes a first range
+
+
+def _day_rows(checkpoints: dict[int, dict[str, Any]], counts: tuple[str, ...] = ROWS) -> dict[int, int]:
+    """day -> the sum of `counts` of its checkpoint."""
+    return {d: sum(int(cp.get(k) or 0) for k in counts) for d, cp in checkpoints.items()}
 
 
 def _expected_rows(
     plans: list[DayPlan], checkpoints: dict[int, dict[str, Any]], spans: dict[int, Span]
 ) -> dict[int, int]:
-    """day -> the logs its checkpoint gives the blocks to recount (its rows, skipped and quarantined logs; a
-    span's share of them): what sizes the recount's first range, nothing more."""
+    """day -> the logs its checkpoint gives the blocks to recount (a span's share of them): what sizes the
+    recount's first range, nothing more."""
+    logs = _day_rows(checkpoints, LOGS)
     out = {}
     for p in plans:
-        cp = checkpoints.get(p.day_idx) or {}
-        keys = ("erc20_count", "erc1155_count", "skipped_count", "quarantined_count")
-        n = sum(int(cp.get(k) or 0) for k in keys)
         span = spans.get(p.day_idx)
-        out[p.day_idx] = n * p.n_blocks // (span.day_to - span.day_from + 1) if span else n
+        out[p.day_idx] = int(logs.get(p.day_idx, 0) * span.share) if span else logs.get(p.day_idx, 0)
     return out
 
 

@@ -75,6 +75,11 @@ class Span:
     day_to: int
     day_rows: int  # the day's rows by its checkpoint: why only a span of it was recounted
 
+    @property
+    def share(self) -> float:
+        """The span's part of the day's blocks."""
+        return (self.to_block - self.from_block + 1) / (self.day_to - self.day_from + 1)
+
     def text(self) -> str:
         return (
             f"sampled span: blocks {self.from_block}-{self.to_block} of the day's {self.day_from}-{self.day_to} "

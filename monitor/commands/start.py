@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -198,20 +197,12 @@ def _check_plan_hand_over(
 def _import_ahead() -> None:
     """The supervisor's and the dashboard's modules (~45 ms) imported on a thread of their own while this command
     waits on the chain and the store, not after the plan; not while it imports the RPC client: both would hold
-    the interpreter by turns. (The project has no import cycles, so two threads
-    importing at once only ever wait for each other's module, never deadlock.)"""
+    the interpreter by turns."""
+    from backfill.cli.import_ahead import import_ahead
 
-    def load() -> None:
-        try:
-            import rich.live  # noqa: F401
-
-            import backfill.cli.status  # noqa: F401
-            import backfill.cli.status_render  # noqa: F401
-            import monitor.supervisor  # noqa: F401
-        except Exception:  # noqa: BLE001 - imported again where used, which reports the error
-            pass
-
-    threading.Thread(target=load, name="import-ahead", daemon=True).start()
+    import_ahead(
+        ("rich.live", "backfill.cli.status", "backfill.cli.status_render", "monitor.supervisor"), "import-ahead"
+    )
 
 
 def _connect_beside_survey(settings: Settings) -> tuple[Future[Store] | None, bool]:

@@ -494,9 +494,10 @@ def run_gates(
     `backfill gates --strict` judges every planned day, and an OPEN one fails it). measured: the store measured
     already (the rebuild measures it beside the audit); its audit verdicts are read again here."""
     limits = thresholds(settings.gates, level)
-    if measured is not None:
-        measured.audits = read_audits(store)
-    m = measure(store) if measured is None else measured
+    if measured is None:
+        m = measure(store)
+    else:
+        m, m.audits = measured, read_audits(store)
     if final_only:
         m = final_days_only(m)
     report = GateReport(
