@@ -45,6 +45,8 @@ class DedupReport:
     rows_after: dict[str, int] = field(default_factory=dict)
     final_rows: dict[str, int] = field(default_factory=dict)
     duplicates_after: dict[str, int] = field(default_factory=dict)
+    # the tables whose raw rows in the range each have a key of their own: rows, runbook keys, sorting keys
+    key_counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -135,6 +137,8 @@ def dedup_range(store: Store, a: int, b: int, *, maintenance: bool = True) -> De
         raw[t] = int(row[0])
         if int(row[1]) != raw[t]:  # the runbook's key (the sorting key's count is the gates')
             busy.append(t)
+        else:
+            report.key_counts[t] = (raw[t], int(row[1]), int(row[2]))
     for table in busy:
         _refuse_ambiguous(store, table, a, b)
     for table in STAGING_TABLES:

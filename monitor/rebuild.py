@@ -24,13 +24,16 @@ import logging.handlers
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from backfill.files.oplog import operation_log
 from backfill.settings import Settings
 from backfill.store.client import Store, on_thread
 from backfill.store.digest import STAGING_TABLES
 from backfill.store.leases import Lease, LeaseHeld, claim
+
+if TYPE_CHECKING:
+    from monitor.gates.measure import Known
 
 log = logging.getLogger("on_complete")
 
@@ -77,11 +80,14 @@ def empty_days(store: Store) -> list[int]:
     )
 
 
-def step_dedup(store: Store, report: dict[str, Any]) -> None:
+def step_dedup(store: Store, report: dict[str, Any], known: Known) -> None:
+    """Dedup every stored row (full_range: from block 0 to the highest stored or planned), so its key counts
+    are the whole tables' and go to the gates in `known` (monitor.gates.measure.Known)."""
     from monitor.dedup import dedup_range, full_range
 
     result = dedup_range(store, *full_range(store))
     report["dedup"] = result.to_json()
+    known.key_counts.update(result.key_counts)
     if not result.clean:
         raise RebuildFailed(
             "dedup",
@@ -90,10 +96,14 @@ def step_dedup(store: Store, report: dict[str, Any]) -> None:
         )
 
 
-def step_fingerprints(store: Store, report: dict[str, Any]) -> None:
+def step_fingerprints(store: Store, report: dict[str, Any], known: Known) -> None:
+    """Fingerprint the days that have none yet; their digests, read from the deduplicated rows, go to the
+    gates in `known`: measured again moments later, with nothing written since, they could only be equal."""
     from backfill.store.fingerprints import record_fingerprints
 
-    report["fingerprinted_days"] = len(record_fingerprints(store))
+    recorded = record_fingerprints(store)
+    known.digests.update(recorded)
+    report["fingerprinted_days"] = len(recorded)
 
 
 def step_audit(store: Store, settings: Settings, report: dict[str, Any]) -> None:
@@ -108,13 +118,14 @@ def step_audit(store: Store, settings: Settings, report: dict[str, Any]) -> None
         raise RebuildFailed("audit", result.failure_text(lambda days: _days(store, days)))
 
 
-def start_measuring(store: Store) -> Future[Any]:
+def start_measuring(store: Store, known: Known) -> Future[Any]:
     """The gates' measurement of the store (monitor.gates.measure), on a thread of its own beside the audit: it
-    reads the deduplicated staging tables, which the audit does not change; only the audit's verdicts are read
-    again when the gates judge (step_gates)."""
+    reads the deduplicated staging tables, which the audit does not change, except what dedup and the
+    fingerprints read of them already (`known`); only the audit's verdicts are read again when the gates
+    judge (step_gates)."""
     from monitor.gates.measure import measure
 
-    return on_thread(lambda: measure(store), "rebuild-gates")
+    return on_thread(lambda: measure(store, known), "rebuild-gates")
 
 
 def step_gates(store: Store, settings: Settings, report: dict[str, Any], measured: Future[Any] | None = None) -> None:
@@ -335,16 +346,19 @@ def run_on_complete(
     }
     built: list[Future[Any]] = []  # the derived tables' build, started beside the audit
     measuring: list[Future[Any]] = []  # the gates' measurement, started beside the audit
+    from monitor.gates.measure import Known
+
+    known = Known()  # what dedup and the fingerprints read of the staging tables, for the gates
     _import_audit_ahead()
 
     def audit() -> None:
         built.append(start_derived(store))
-        measuring.append(start_measuring(store))
+        measuring.append(start_measuring(store, known))
         step_audit(store, settings, report)
 
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("dedup", lambda: step_dedup(store, report)),
-        ("fingerprints", lambda: step_fingerprints(store, report)),
+        ("dedup", lambda: step_dedup(store, report, known)),
+        ("fingerprints", lambda: step_fingerprints(store, report, known)),
         ("audit", audit),
         ("gates", lambda: step_gates(store, settings, report, measuring[0])),
         ("derived", lambda: step_derived(store, settings, report, built[0])),

@@ -251,6 +251,7 @@ def run_backfill(
             "verify_all_s": verify_s,
             "cpu_s": meter.totals(),
             **phases(data_dir / "backfill", launched, launched + secs),
+            **on_complete_phase(data_dir / "backfill"),
         }
     finally:
         stop_server(data_dir)
@@ -354,6 +355,22 @@ def phases(log_dir: Path, launched: float, ended: float) -> dict:
     }
 
 
+def on_complete_phase(log_dir: Path) -> dict:
+    """The on-complete rebuild of a copy run with it on (as users run `backfill start`), from on-complete.log:
+    its wall time, from its start (every day COMPLETE) to its end. {} when it did not run."""
+    path = log_dir / "on-complete.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    start = next((line for line in lines if " event=on_complete_start " in line), None)
+    done = next((line for line in lines if " event=on_complete_done " in line), None)
+    if start is None or done is None:
+        return {}
+
+    def stamp(line: str) -> float:
+        return dt.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+
+    return {"on_complete_s": round(stamp(done) - stamp(start), 3)}
+
+
 def _per_log(run: dict, logs: int) -> dict:
     """Throughput over the same logs as the ceiling, and requests per 10,000 logs against the minimum."""
     minimum = -(-logs // 10_000) + run["windows"]
@@ -385,6 +402,10 @@ def _summary(results: list[dict]) -> dict:
     if first.get("rebuild_s") is not None:
         out["rebuild_wall_s"] = first["rebuild_s"]
         out["rebuild_vs_copy"] = f"{first['rebuild_s'] / first['seconds']:.2f}x"
+    if results[0].get("with_rebuild", {}).get("on_complete_s") is not None:
+        on_complete = results[0]["with_rebuild"]["on_complete_s"]
+        out["on_complete_rebuild_s"] = on_complete
+        out["on_complete_rebuild_vs_copy"] = f"{on_complete / first['seconds']:.2f}x"
     if first.get("verify_all_s"):
         out["verify_all_logs_per_s"] = round(results[0]["ceiling"]["logs"] / first["verify_all_s"])
     return out
@@ -495,6 +516,21 @@ def main() -> None:
                 ),
                 flush=True,
             )
+            if i == 0 and not args.no_rebuild:  # as users run it: the on-complete rebuild inside `start`
+                whole = run_backfill(
+                    node.url,
+                    first_day,
+                    last_day,
+                    args.shards,
+                    node_pid=node.pid,
+                    extra_env={**extra_env, "BACKFILL_ON_COMPLETE": "1"},
+                )
+                results[-1]["with_rebuild"] = whole
+                print(
+                    f"       with the on-complete rebuild (as `backfill start` runs it): {whole['seconds']}s in all, "
+                    f"the rebuild {whole.get('on_complete_s')}s after the last day",
+                    flush=True,
+                )
             cores = os.cpu_count() or 1
             print(
                 f"       cpu-s during the copy: {e2e['cpu_s']} ({cores} cores x {e2e['seconds']}s = "

@@ -58,11 +58,13 @@ def day_digests(store: Store, plan: DayPlan) -> dict[str, tuple[int, int]]:
     return out
 
 
-def record_fingerprints(store: Store) -> list[int]:
-    """Fingerprint the days that need it; returns them."""
+def record_fingerprints(store: Store) -> dict[int, dict[str, tuple[int, int]]]:
+    """Fingerprint the days that need it; returns what was recorded, day_idx -> table -> (rows, hash) (a day
+    without rows maps to {}): the store's digests of those days as it is now, which a caller measuring the same
+    rows next (the rebuild's gates) need not read again."""
     todo = stale_days(store)
     if not todo:
-        return []
+        return {}
     digests = current_digests(store, [d for d, _, _ in todo])
     rows = []
     stamp = now_utc()
@@ -73,7 +75,7 @@ def record_fingerprints(store: Store) -> list[int]:
         rows.append((day_idx, n20, n1155, digest.fmt_hash(h20), digest.fmt_hash(h1155), endpoints, completed_at, stamp))
     store.insert("day_fingerprints", rows, schema.FINGERPRINT_COLUMNS)
     log.info("event=fingerprinted days=%d first=%d last=%d", len(rows), rows[0][0], rows[-1][0])
-    return [r[0] for r in rows]
+    return {day_idx: digests.get(day_idx, {}) for day_idx, _, _ in todo}
 
 
 def recorded(store: Store) -> dict[int, dict[str, Any]]:

@@ -54,6 +54,17 @@ class Measurements:
         return {d for d, day in self.days.items() if day.status == "COMPLETE"}
 
 
+@dataclass
+class Known:
+    """What the caller read of the staging tables moments before, with no staging row of a final day written
+    since (the rebuild, after its dedup and fingerprints steps, under its lease): the gates take it instead of
+    reading it again. digests: day_idx -> table -> (rows, hash) after FINAL, as fingerprinted ({}: no rows);
+    key_counts: table -> the whole table's raw rows, runbook keys and sorting keys (digest.key_counts_sql)."""
+
+    digests: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    key_counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+
 def final_days_only(m: Measurements) -> Measurements:
     """The measurements without the OPEN days at the plan's end (copied to the safe head, not final yet): what
     the rebuild judges, builds from and promotes while the chain's last days are still open. An OPEN day is
@@ -150,14 +161,17 @@ def _measure_blocks(
         put("blocks_before_genesis", d, early)
 
 
-def _measure_duplicates(store: Store, m: Measurements, put: Callable[[str, Any, Any], None]) -> None:
+def _measure_duplicates(
+    store: Store, m: Measurements, put: Callable[[str, Any, Any], None], key_counts: dict[str, tuple[int, int, int]]
+) -> None:
     """Duplicate keys after FINAL, ambiguous and exact copies at the newest version, quarantined rows.
 
     A table whose raw rows each have a key of their own (both keys: the runbook's and the sorting key) has
     none of these (digest.key_counts_sql): one scan proves it, and the three that would find them are not run
-    (the usual case after dedup, where they were two thirds of the gates' time)."""
+    (the usual case after dedup, where they were two thirds of the gates' time). `key_counts`: that scan's
+    answer per table where the caller has it already (the rebuild's dedup ran it over the whole table)."""
     for table, key in digest.KEYS.items():
-        rows, keys, sort_keys = store.query_rows(digest.key_counts_sql(table))[0]
+        rows, keys, sort_keys = key_counts.get(table) or store.query_rows(digest.key_counts_sql(table))[0]
         if int(rows) == int(keys) == int(sort_keys):
             m.final_duplicates[table] = 0
             continue
@@ -195,9 +209,21 @@ def read_audits(store: Store) -> dict[int, tuple[str, dt.datetime]]:
     }
 
 
-def measure(store: Store) -> Measurements:
-    """Read everything the gates judge: a fixed number of grouped queries, whatever the number of days."""
-    fingerprints.record_fingerprints(store)
+def store_digests(store: Store, days: list[int], known: dict[int, dict[str, tuple[int, int]]]) -> dict:
+    """day_idx -> table -> (rows, hash) of the store now, for the days with rows: those of `known` as given,
+    the other `days` read (all of them in one grouped query per table when nothing is known)."""
+    out = {d: tables for d, tables in known.items() if tables}
+    rest = [d for d in days if d not in known]
+    if rest:
+        out.update(fingerprints.current_digests(store, rest if known else None))
+    return out
+
+
+def measure(store: Store, known: Known | None = None) -> Measurements:
+    """Read everything the gates judge: a fixed number of grouped queries, whatever the number of days; what
+    `known` holds, and the digests of days fingerprinted here, are taken as they are, not read again."""
+    known = known or Known()
+    fresh = {**known.digests, **fingerprints.record_fingerprints(store)}
     cps = store.checkpoints()
     status = {d: str(cp["status"]) for d, cp in cps.items()}
     days = {
@@ -208,7 +234,7 @@ def measure(store: Store) -> Measurements:
     m.checkpoint_counts = {
         d: (int(cp["erc20_count"]), int(cp["erc1155_count"])) for d, cp in cps.items() if cp["status"] == "COMPLETE"
     }
-    for d, tables in fingerprints.current_digests(store).items():
+    for d, tables in store_digests(store, list(days), fresh).items():
         n20, h20 = tables.get("erc20_transfers_staging", (0, 0))
         n1155, h1155 = tables.get("erc1155_transfers_staging", (0, 0))
         m.store_counts[d] = (n20, n1155)
@@ -232,7 +258,7 @@ def measure(store: Store) -> Measurements:
 
     _measure_rows(store, params, put)
     _measure_blocks(store, params, days, put)
-    _measure_duplicates(store, m, put)
+    _measure_duplicates(store, m, put, known.key_counts)
     return m
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 
 from backfill.settings import load_settings
-from backfill.store import schema
+from backfill.store import digest, schema
 from backfill.store.client import Store, now_utc
 from backfill.store.fingerprints import record_fingerprints
 from monitor.gates.judge import run_gates
@@ -235,3 +235,33 @@ def test_thresholds_come_from_backfill_toml_and_an_unknown_name_is_one_clear_err
         doc = json.loads(backfill(["gates", "--strict", "--json"], run_copy, chain).stdout)
         quarantine = {g["gate"]: g for g in doc["gates"]}["quarantine"]
         assert (quarantine["verdict"], quarantine["threshold"]) == (verdict, float(share))
+
+
+def test_the_rebuilds_gates_take_what_dedup_and_the_fingerprints_read_and_read_every_other_day(run_copy, chain):
+    """The rebuild hands its gates the days it fingerprinted and dedup's key counts, read moments before with no
+    staging row written since: those are not read again, and every other day still is."""
+    from monitor.dedup import dedup_range, full_range
+    from monitor.gates.measure import Known, measure
+
+    store = open_store(run_copy)
+    settings = settings_of(run_copy)
+    audit_ok(store, EMPTY_DAYS)
+    dedup = dedup_range(store, *full_range(store))
+    for table, counts in dedup.key_counts.items():  # what the gates' own scan of the whole table reads
+        assert counts == tuple(int(v) for v in store.query_rows(digest.key_counts_sql(table))[0]), table
+    assert set(dedup.key_counts) == set(digest.STAGING_TABLES)  # a clean copy: every key one raw row
+    store.command("TRUNCATE TABLE day_fingerprints")
+    fresh = record_fingerprints(store)  # the rebuild's fingerprints step: every day, as the store holds it now
+    assert sorted(fresh) == list(range(chain.days))
+    a, b = span(store, 3)  # then day 3 loses a block's rows: a day not handed over is read, and fails
+    store.command(
+        f"DELETE FROM erc20_transfers_staging WHERE block_number = (SELECT min(block_number) "
+        f"FROM erc20_transfers_staging WHERE block_number BETWEEN {a} AND {b})"
+    )
+    known = Known(digests={d: t for d, t in fresh.items() if d != 3}, key_counts=dedup.key_counts)
+    coverage = by_gate(run_gates(store, settings, "strict", record=False, measured=measure(store, known)))["coverage"]
+    assert coverage.days == [3], coverage.detail
+    rows, hash_ = fresh[1]["erc20_transfers_staging"]  # a day handed over is taken as given, not read again
+    known.digests[1] = {**fresh[1], "erc20_transfers_staging": (rows + 1, hash_)}
+    coverage = by_gate(run_gates(store, settings, "strict", record=False, measured=measure(store, known)))["coverage"]
+    assert coverage.days == [1, 3], coverage.detail
