@@ -337,6 +337,8 @@ def run_on_complete(
     the snapshot records how far it got. promote=None follows settings.auto_promote. on_step(name) is told
     each step as it starts; should_stop() -> a reason stops the pipeline before the next step
     (RebuildStopped; nothing is promoted, the next completion runs it again)."""
+    from monitor.gates.measure import Known
+
     promote = settings.auto_promote if promote is None else promote
     report: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -346,8 +348,6 @@ def run_on_complete(
     }
     built: list[Future[Any]] = []  # the derived tables' build, started beside the audit
     measuring: list[Future[Any]] = []  # the gates' measurement, started beside the audit
-    from monitor.gates.measure import Known
-
     known = Known()  # what dedup and the fingerprints read of the staging tables, for the gates
     _import_audit_ahead()
 

@@ -332,13 +332,14 @@ def rate_limited_run(
     return out
 
 
+def stamp(line: str) -> float:
+    """The Unix time of a log line (its leading UTC timestamp)."""
+    return dt.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.timezone.utc).timestamp()
+
+
 def phases(log_dir: Path, launched: float, ended: float) -> dict:
     """The copy's timeline from the workers' logs: start-up (command launched -> the first worker has its days
     and endpoints), the data phase (-> the last worker done) and the rest (-> the command exited)."""
-
-    def stamp(line: str) -> float:
-        return dt.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.timezone.utc).timestamp()
-
     starts, dones = [], []
     for path in log_dir.glob("worker-*.log"):
         for line in path.read_text().splitlines():
@@ -364,10 +365,6 @@ def on_complete_phase(log_dir: Path) -> dict:
     done = next((line for line in lines if " event=on_complete_done " in line), None)
     if start is None or done is None:
         return {}
-
-    def stamp(line: str) -> float:
-        return dt.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
-
     return {"on_complete_s": round(stamp(done) - stamp(start), 3)}
 
 
