@@ -13,6 +13,8 @@ from backfill.store.client import Store, now_utc
 
 log = logging.getLogger(__name__)
 
+DayDigests = dict[int, dict[str, tuple[int, int]]]  # day_idx -> table -> (rows, hash) after FINAL
+
 BULK_DAYS = 20  # more days than this to fingerprint: one grouped query per table instead of one per day
 
 
@@ -27,9 +29,9 @@ def stale_days(store: Store) -> list[tuple[int, Any, str]]:
     return [(int(r[0]), r[1], str(r[2])) for r in rows]
 
 
-def current_digests(store: Store, days: list[int] | None = None) -> dict[int, dict[str, tuple[int, int]]]:
+def current_digests(store: Store, days: list[int] | None = None) -> DayDigests:
     """day_idx -> table -> (rows, hash) of the store now (after FINAL). Days without rows are absent."""
-    out: dict[int, dict[str, tuple[int, int]]] = {}
+    out: DayDigests = {}
     plan = {p.day_idx: p for p in store.read_plan()}
     if days is not None and len(days) <= BULK_DAYS:
         for d in days:
@@ -58,7 +60,7 @@ def day_digests(store: Store, plan: DayPlan) -> dict[str, tuple[int, int]]:
     return out
 
 
-def record_fingerprints(store: Store) -> dict[int, dict[str, tuple[int, int]]]:
+def record_fingerprints(store: Store) -> DayDigests:
     """Fingerprint the days that need it; returns what was recorded, day_idx -> table -> (rows, hash) (a day
     without rows maps to {}): the store's digests of those days as it is now, which a caller measuring the same
     rows next (the rebuild's gates) need not read again."""

@@ -14,7 +14,6 @@ from backfill.store.client import Store
 HASH_RE = "^0x[0-9a-f]{64}$"
 ADDRESS_RE = "^0x[0-9a-f]{40}$"
 SORT_KEYS = digest.SORT_KEYS
-Digests = dict[int, dict[str, tuple[int, int]]]  # day_idx -> table -> (rows, hash) after FINAL
 
 
 # -- what is measured ----------------------------------------------------------------------------------------
@@ -62,7 +61,7 @@ class Known:
     reading it again. digests: day_idx -> table -> (rows, hash) after FINAL, as fingerprinted ({}: no rows);
     key_counts: table -> the whole table's raw rows, runbook keys and sorting keys (digest.key_counts_sql)."""
 
-    digests: Digests = field(default_factory=dict)
+    digests: fingerprints.DayDigests = field(default_factory=dict)
     key_counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
@@ -210,7 +209,7 @@ def read_audits(store: Store) -> dict[int, tuple[str, dt.datetime]]:
     }
 
 
-def store_digests(store: Store, days: list[int], known: Digests) -> Digests:
+def store_digests(store: Store, days: list[int], known: fingerprints.DayDigests) -> fingerprints.DayDigests:
     """day_idx -> table -> (rows, hash) of the store now, for the days with rows: those of `known` as given,
     the other `days` read (all of them in one grouped query per table when nothing is known)."""
     out = {d: tables for d, tables in known.items() if tables}

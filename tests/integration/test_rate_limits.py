@@ -52,27 +52,14 @@ def whole_run(
     return run, time.monotonic() - t0
 
 
-def refused_requests(*proxies: RpcProxy) -> tuple[int, int]:
-    """HTTP requests the proxies' budgets refused (whole, or some calls of a batch) and all their requests.
-    Counted per request, the answer a client is refused and learns from: per call, one refused batch of ten
-    header calls weighs ten, and the share follows the batch sizes, not the pacing. Only for proxies that
-    inject no other fault."""
-    refused = requests = 0
-    for proxy in proxies:
-        hit: dict[int, bool] = {}
-        for c in proxy.calls():
-            hit[c.seq] = hit.get(c.seq, False) or c.fault is not None
-        refused, requests = refused + sum(hit.values()), requests + len(hit)
-    return refused, requests
-
-
 def test_two_endpoints_at_10_calls_per_second_finish_exact_at_the_pace_allowed(chain: Chain, tmp_path):
     data_dir = tmp_path / "data"
     with RpcProxy(chain.url, rate_limit_rps=10) as a, RpcProxy(chain.url, rate_limit_rps=10, rate_limit_kind="I4") as b:
         run, wall = whole_run(chain, data_dir, f"{a.url},{b.url}")
         calls = len(a.calls()) + len(b.calls())
         limited = a.limit_answers() + b.limit_answers()
-        refused, requests = refused_requests(a, b)
+        refused = a.limit_requests() + b.limit_requests()  # a refused batch once: the answer its client learns from
+        requests = a.requests_seen + b.requests_seen
         peak = max(a.calls_per_second_max(), b.calls_per_second_max())
     try:
         assert run.returncode == 0, run.stderr[-3000:]

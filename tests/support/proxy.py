@@ -34,7 +34,7 @@ seed damages the same calls the same way whatever the order the calls arrive in.
 calls so far (what `at` counts), damage_counts() the damaged answers served per mode.
 
 Every option can be changed at runtime with configure(...). Refused calls are recorded with the kind they
-got as `fault`; limit_answers(), budget_calls(), first_request_at(), last_request_at() and
+got as `fault`; limit_answers(), limit_requests(), budget_calls(), first_request_at(), last_request_at() and
 calls_per_second_max() tell how the budget held.
 """
 
@@ -292,6 +292,7 @@ class RpcProxy(BackgroundServer):
         self._quota_used = 0  # calls let through, as the quota counts them
         # accounting, under the lock; reset() clears it
         self._limit_answers = 0
+        self._limit_requests = 0
         self._admitted: list[tuple[float, int]] = []  # (monotonic time, calls let through) per request
         self._first_request_at: float | None = None
         self._last_request_at: float | None = None
@@ -389,6 +390,12 @@ class RpcProxy(BackgroundServer):
         with self._lock:
             return self._limit_answers
 
+    def limit_requests(self) -> int:
+        """HTTP requests with at least one call answered with a rate-limit refusal of the budget: a refused batch
+        counts once, as the one answer its client learns from (against requests_seen)."""
+        with self._lock:
+            return self._limit_requests
+
     def budget_calls(self) -> int:
         """Calls let through the quota, batch caps and budget (each took a token when a budget is on)."""
         with self._lock:
@@ -425,7 +432,7 @@ class RpcProxy(BackgroundServer):
         with self._lock:
             self._calls.clear()
             self._seen.clear()
-            self._limit_answers = 0
+            self._limit_answers = self._limit_requests = 0
             self._admitted.clear()
             self._first_request_at = self._last_request_at = None
             if seed is not None:
@@ -453,6 +460,7 @@ class RpcProxy(BackgroundServer):
         with self._lock:
             self._calls.extend(calls)
             self._limit_answers += sum(it.limited for it in items)
+            self._limit_requests += int(any(it.limited for it in items))
         for c in calls:
             if c.fault is not None:
                 log.debug(
